@@ -1,0 +1,279 @@
+"""Turn a model declaration into fast code.
+
+The declaration's expressions are parsed once with sympy. From them come:
+
+- ``constants(THETA, COV) -> K``: per-patient constants (parameters, covariates and every
+  assignment that depends on no state), batched with NumPy;
+- ``initial(K) -> Y0`` and ``observe(Y, K) -> OBS``, batched with NumPy;
+- ``rhs(y, t, k, u)`` and ``jac(y, t, k, u)``, scalar code compiled with numba, with the
+  analytic Jacobian from symbolic differentiation; ``u`` is the vector of zero-order input
+  rates into each state (infusions), constant between events.
+
+The generated source is written once per model hash into a cache folder, so that numba can
+cache its machine code and worker processes load it instead of compiling again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import keyword
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import sympy as sp
+from sympy.parsing.sympy_parser import parse_expr
+from sympy.printing.numpy import NumPyPrinter
+from sympy.printing.pycode import PythonCodePrinter
+
+from cartwin.model.declaration import Model, ModelDeclarationError
+
+CODEGEN_VERSION = "1"
+
+
+def _above(x, threshold):
+    return sp.Piecewise((sp.Float(1.0), x > threshold), (sp.Float(0.0), True))
+
+
+_FUNCTIONS = {"exp": sp.exp, "log": sp.log, "sqrt": sp.sqrt, "Max": sp.Max, "Min": sp.Min,
+              "above": _above}
+
+
+class _VectorPrinter(NumPyPrinter):
+    """NumPy code that broadcasts: element-wise max/min and where() for two-branch choices."""
+
+    def _print_Max(self, expr):
+        args = [self._print(a) for a in expr.args]
+        out = args[0]
+        for a in args[1:]:
+            out = f"numpy.maximum({out}, {a})"
+        return out
+
+    def _print_Min(self, expr):
+        args = [self._print(a) for a in expr.args]
+        out = args[0]
+        for a in args[1:]:
+            out = f"numpy.minimum({out}, {a})"
+        return out
+
+    def _print_Piecewise(self, expr):
+        out = self._print(expr.args[-1].expr)
+        for e, c in reversed(expr.args[:-1]):
+            out = f"numpy.where({self._print(c)}, {self._print(e)}, {out})"
+        return out
+
+
+class _ScalarPrinter(PythonCodePrinter):
+    def _print_Max(self, expr):
+        return "max(" + ", ".join(self._print(a) for a in expr.args) + ")"
+
+    def _print_Min(self, expr):
+        return "min(" + ", ".join(self._print(a) for a in expr.args) + ")"
+
+
+def _safe(name: str) -> str:
+    return f"{name}_" if keyword.iskeyword(name) else name
+
+
+@dataclass(frozen=True)
+class Symbolic:
+    """The parsed model: sympy expressions with every assignment classified."""
+
+    constant_names: tuple[str, ...]
+    constant_exprs: dict[str, sp.Expr]
+    dynamic_order: tuple[str, ...]
+    dynamic_exprs: dict[str, sp.Expr]
+    rates: tuple[sp.Expr, ...]
+    initials: tuple[sp.Expr, ...]
+    dose_scales: tuple[sp.Expr, ...]
+    observables: tuple[sp.Expr, ...]
+
+
+def parse(model: Model) -> Symbolic:
+    names = (list(model.parameter_names) + list(model.covariate_names)
+             + [a.name for a in model.assignments] + list(model.state_names) + ["t"])
+    symbols = {n: sp.Symbol(_safe(n), real=True) for n in names}
+    local = dict(_FUNCTIONS)
+    local.update(symbols)
+
+    def expr(text: str, where: str) -> sp.Expr:
+        try:
+            e = parse_expr(text, local_dict=local, evaluate=True)
+        except Exception as exc:  # sympy raises many kinds; all mean the same to the author
+            raise ModelDeclarationError(f"{where}: cannot parse {text!r}: {exc}") from None
+        unknown = {s.name for s in e.free_symbols} - {_safe(n) for n in names}
+        if unknown:
+            raise ModelDeclarationError(f"{where}: unknown names {sorted(unknown)} in {text!r}")
+        return e
+
+    state_syms = {symbols[s] for s in model.state_names} | {symbols["t"]}
+    constant_names = list(model.parameter_names) + list(model.covariate_names)
+    constant_exprs: dict[str, sp.Expr] = {}
+    dynamic_order: list[str] = []
+    dynamic_exprs: dict[str, sp.Expr] = {}
+    dynamic_syms: set[sp.Symbol] = set()
+    for a in model.assignments:
+        e = expr(a.expression, f"assignment {a.name}")
+        defined = {symbols[n] for n in constant_names} | dynamic_syms | state_syms
+        missing = {s for s in e.free_symbols if s not in defined}
+        if missing:
+            raise ModelDeclarationError(
+                f"assignment {a.name} uses {sorted(str(m) for m in missing)} before they are "
+                "declared; order assignments so that each uses only earlier names"
+            )
+        if e.free_symbols & (state_syms | dynamic_syms):
+            dynamic_order.append(a.name)
+            dynamic_exprs[a.name] = e
+            dynamic_syms.add(symbols[a.name])
+        else:
+            constant_names.append(a.name)
+            constant_exprs[a.name] = e
+    rates = tuple(expr(s.rate, f"state {s.name} rate") for s in model.states)
+    initials = tuple(expr(s.initial, f"state {s.name} initial") for s in model.states)
+    for s, e in zip(model.states, initials):
+        if e.free_symbols & (state_syms | dynamic_syms):
+            raise ModelDeclarationError(f"state {s.name}: initial value may not depend on states")
+    scales = tuple(expr(d.scale, f"dose input {d.name} scale") for d in model.doses)
+    observables = tuple(expr(o.expression, f"observable {o.test}") for o in model.observables)
+    return Symbolic(tuple(constant_names), constant_exprs, tuple(dynamic_order), dynamic_exprs,
+                    rates, initials, scales, observables)
+
+
+def _source(model: Model, sym: Symbolic) -> str:
+    vec, sca = _VectorPrinter(), _ScalarPrinter()
+    states = model.state_names
+    n_theta, n_cov = len(model.parameter_names), len(model.covariate_names)
+    lines = [
+        f'"""Generated from model {model.name} {model.version} ({model.content_hash()}). '
+        'Do not edit."""',
+        "import math",
+        "import numpy",
+        "import numba",
+        "",
+        f"STATE_NAMES = {tuple(states)!r}",
+        f"CONSTANT_NAMES = {sym.constant_names!r}",
+        f"OBSERVABLE_TESTS = {tuple(o.test for o in model.observables)!r}",
+        "",
+        "def constants(THETA, COV):",
+        f"    K = numpy.empty((THETA.shape[0], {len(sym.constant_names)}))",
+        f"    K[:, :{n_theta}] = THETA",
+        f"    K[:, {n_theta}:{n_theta + n_cov}] = COV",
+    ]
+    for i, n in enumerate(sym.constant_names[: n_theta + n_cov]):
+        lines.append(f"    {_safe(n)} = K[:, {i}]")
+    for i, n in enumerate(sym.constant_names[n_theta + n_cov:], start=n_theta + n_cov):
+        lines.append(f"    {_safe(n)} = K[:, {i}] = {vec.doprint(sym.constant_exprs[n])}")
+    lines.append("    return K")
+    lines.append("")
+
+    def unpack_constants(indent: str, column: bool) -> list[str]:
+        fmt = "K[:, {i}, None]" if column else "K[:, {i}]"
+        return [f"{indent}{_safe(n)} = {fmt.format(i=i)}" for i, n in enumerate(sym.constant_names)]
+
+    # initial(K): batched
+    lines.append("def initial(K):")
+    lines += unpack_constants("    ", column=False)
+    lines.append(f"    Y0 = numpy.empty((K.shape[0], {len(states)}))")
+    for i, e in enumerate(sym.initials):
+        lines.append(f"    Y0[:, {i}] = {vec.doprint(e)}")
+    lines.append("    return Y0")
+    lines.append("")
+    lines.append("def dose_scales(K):")
+    lines += unpack_constants("    ", column=False)
+    lines.append(f"    S = numpy.empty((K.shape[0], {len(sym.dose_scales)}))")
+    for i, e in enumerate(sym.dose_scales):
+        lines.append(f"    S[:, {i}] = {vec.doprint(e)}")
+    lines.append("    return S")
+    lines.append("")
+    # observe(Y, K, T): batched over patients (N, T, S)
+    lines.append("def observe(Y, K, T):")
+    lines.append("    t = T[None, :]")
+    lines += unpack_constants("    ", column=True)
+    for i, n in enumerate(states):
+        lines.append(f"    {_safe(n)} = Y[:, :, {i}]")
+    for n in sym.dynamic_order:
+        lines.append(f"    {_safe(n)} = {vec.doprint(sym.dynamic_exprs[n])}")
+    lines.append(f"    OBS = numpy.empty(Y.shape[:2] + ({len(sym.observables)},))")
+    for i, e in enumerate(sym.observables):
+        lines.append(f"    OBS[:, :, {i}] = {vec.doprint(e)}")
+    lines.append("    return OBS")
+    lines.append("")
+
+    # rhs and jac: scalar, compiled
+    subs = {}
+    for n in sym.dynamic_order:
+        subs[sp.Symbol(_safe(n), real=True)] = sym.dynamic_exprs[n].xreplace(subs)
+    rates = [r.xreplace(subs) + sp.Symbol(f"u_{i}", real=True) for i, r in enumerate(sym.rates)]
+    y_syms = [sp.Symbol(_safe(n), real=True) for n in states]
+    jac = sp.Matrix(rates).jacobian(y_syms)
+
+    def body(exprs: list[sp.Expr], target: str, shape: str, index) -> list[str]:
+        reps, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("x_"), optimizations="basic")
+        out = [f"    {target} = numpy.zeros({shape})"]
+        out += [f"    {sca.doprint(s)} = {sca.doprint(v)}" for s, v in reps]
+        for idx, e in zip(index, reduced):
+            if e != 0:
+                out.append(f"    {target}[{idx}] = {sca.doprint(e)}")
+        out.append(f"    return {target}")
+        return out
+
+    header = (["    " + f"{_safe(n)} = k[{i}]" for i, n in enumerate(sym.constant_names)]
+              + ["    " + f"{_safe(n)} = y[{i}]" for i, n in enumerate(states)]
+              + ["    " + f"u_{i} = u[{i}]" for i in range(len(states))])
+    lines.append("@numba.njit(cache=True, fastmath=False)")
+    lines.append("def rhs(y, t, k, u):")
+    lines += header
+    lines += body(rates, "dydt", str(len(states)), list(range(len(states))))
+    lines.append("")
+    nz = [(i, j) for i in range(jac.rows) for j in range(jac.cols) if jac[i, j] != 0]
+    lines.append("@numba.njit(cache=True, fastmath=False)")
+    lines.append("def jac(y, t, k, u):")
+    lines += header
+    lines += body([jac[i, j] for i, j in nz], "J", f"({len(states)}, {len(states)})",
+                  [f"{i}, {j}" for i, j in nz])
+    lines.append("")
+    return "\n".join(lines)
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("CARTWIN_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "cartwin")
+    path = Path(base) / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@cache
+def compile_model(model: Model) -> ModuleType:
+    """Generate (or reuse) and import the compiled module of ``model``."""
+    key = hashlib.sha256(f"{CODEGEN_VERSION}:{model.content_hash()}".encode()).hexdigest()[:16]
+    module_name = f"cartwin_gen_{model.name}_{key}"
+    path = cache_dir() / f"{module_name}.py"
+    if not path.exists():
+        source = _source(model, parse(model))
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(source)
+        os.replace(tmp, path)
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def warm_up(module: ModuleType) -> None:
+    """Compile rhs/jac now (or load them from numba's cache)."""
+    n = len(module.STATE_NAMES)
+    k = np.ones(len(module.CONSTANT_NAMES))
+    y, u = np.ones(n), np.zeros(n)
+    module.rhs(y, 0.0, k, u)
+    module.jac(y, 0.0, k, u)

@@ -1,0 +1,179 @@
+"""The vocabulary in which a model is declared: once, as data.
+
+A model is a set of named quantities, each with its unit, meaning and source. The equations,
+the generated code, the documentation and any export are derived from this one declaration,
+so they cannot drift apart. Expressions are plain maths strings (``+ - * / **``, ``exp``,
+``log``, ``sqrt``) over the names declared in the same model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+ASSUMED = "assumed"
+
+
+class ModelDeclarationError(ValueError):
+    """The declaration breaks an invariant (unknown name, missing source, bad unit)."""
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    value: float
+    unit: str
+    description: str
+    source: str
+    """A citation, or ``"assumed: <reason>"``, or ``"calibrated: <target>"``."""
+    group: str = ""
+    iiv: float = 0.0
+    """Standard deviation of the log-normal inter-individual variability (omega); 0 = none."""
+    lower: float | None = None
+    upper: float | None = None
+    """Physiological bounds used to check overrides and typical values."""
+
+    @property
+    def is_assumed(self) -> bool:
+        return self.source.lower().startswith((ASSUMED, "calibrated"))
+
+
+@dataclass(frozen=True)
+class Covariate:
+    """A per-patient input that the population supplies (weight, creatinine clearance, ...)."""
+
+    name: str
+    unit: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A named intermediate quantity. Constant per patient when it depends on no state."""
+
+    name: str
+    expression: str
+    unit: str
+    description: str
+
+
+@dataclass(frozen=True)
+class State:
+    name: str
+    unit: str
+    description: str
+    initial: str
+    rate: str
+    group: str = ""
+
+
+@dataclass(frozen=True)
+class DoseInput:
+    """A route through which doses enter a state: amount in ``unit`` times ``scale``."""
+
+    name: str
+    state: str
+    unit: str
+    scale: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Observable:
+    """A clinical read-out computed from states, in the vocabulary's canonical unit."""
+
+    test: str
+    expression: str
+    unit: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Correlation:
+    """Correlation between the log-normal random effects of two parameters."""
+
+    first: str
+    second: str
+    rho: float
+    source: str
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    version: str
+    description: str
+    parameters: tuple[Parameter, ...]
+    covariates: tuple[Covariate, ...]
+    assignments: tuple[Assignment, ...]
+    states: tuple[State, ...]
+    doses: tuple[DoseInput, ...]
+    observables: tuple[Observable, ...]
+    correlations: tuple[Correlation, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        names: list[str] = (
+            [p.name for p in self.parameters]
+            + [c.name for c in self.covariates]
+            + [a.name for a in self.assignments]
+            + [s.name for s in self.states]
+        )
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ModelDeclarationError(f"model {self.name}: names declared twice: {dupes}")
+        for p in self.parameters:
+            if not p.source.strip():
+                raise ModelDeclarationError(
+                    f"model {self.name}: parameter {p.name} has no source; cite one or write "
+                    "'assumed: <reason>'"
+                )
+            if not p.unit:
+                raise ModelDeclarationError(f"model {self.name}: parameter {p.name} has no unit")
+            if p.iiv < 0:
+                raise ModelDeclarationError(f"model {self.name}: parameter {p.name} has iiv < 0")
+        state_names = {s.name for s in self.states}
+        for d in self.doses:
+            if d.state not in state_names:
+                raise ModelDeclarationError(
+                    f"model {self.name}: dose input {d.name} targets unknown state {d.state}"
+                )
+        param_names = {p.name for p in self.parameters}
+        for c in self.correlations:
+            for n in (c.first, c.second):
+                if n not in param_names:
+                    raise ModelDeclarationError(
+                        f"model {self.name}: correlation names unknown parameter {n}"
+                    )
+            if not -1 < c.rho < 1:
+                raise ModelDeclarationError(f"model {self.name}: correlation {c} outside (-1, 1)")
+
+    # Lookups -------------------------------------------------------------------------------
+    def parameter(self, name: str) -> Parameter:
+        for p in self.parameters:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.states)
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.parameters)
+
+    @property
+    def covariate_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.covariates)
+
+    def dose_input(self, name: str) -> DoseInput:
+        for d in self.doses:
+            if d.name == name:
+                return d
+        raise KeyError(name)
+
+    def content_hash(self) -> str:
+        payload = json.dumps(asdict(self), sort_keys=True, default=str).encode()
+        return hashlib.sha256(payload).hexdigest()[:16]

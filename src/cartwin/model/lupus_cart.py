@@ -1,0 +1,388 @@
+"""The default model: CD19 CAR-T cells in systemic lupus erythematosus.
+
+Autologous and allogeneic products share one set of equations; a product differs only in the
+mechanism parameters that its gene edits set (``ALLO``, ``F_HLA``, ``F_MS``, ``PD1_GAIN``,
+``TCR_ALLO``). Sub-models follow published structures where one exists (Langenhorst 2019
+fludarabine PK, Friberg 2002 myelosuppression, Kimmel 2021 Gompertz host-T recovery, Stein 2019
+CAR-T contraction and persistence, Petz 1969 complement turnover); the links between them that
+no paper quantifies are marked *assumed* or *calibrated* with the target that set them.
+
+Units: time in days; cells in blood in cells/uL (marrow and plasma-cell pools in
+cells/uL-equivalent); drugs in mg and mg/L; IL-6 in pg/mL; anti-dsDNA in IU/mL; IgG, C3 and C4
+in g/L; ALT/AST in U/L; ANC and platelets in 10^9/L.
+"""
+
+from __future__ import annotations
+
+from cartwin.model.declaration import (
+    Assignment, Correlation, Covariate, DoseInput, Model, Observable, Parameter, State,
+)
+
+# Sources, cited once and referred to by key in the parameter table.
+REFERENCES = {
+    "Langenhorst2019": "Langenhorst JB et al. Fludarabine exposure in the conditioning prior to "
+    "allogeneic HCT predicts outcomes. Clin Pharmacokinet 2019;58:627 (doi 10.1007/s40262-018-0715-9)",
+    "Juma1984": "Juma FD et al. Pharmacokinetics of cyclophosphamide in normal and hepatic "
+    "dysfunction. Eur J Clin Pharmacol 1984;26:591 (PMID 6468474)",
+    "Friberg2002": "Friberg LE et al. Model of chemotherapy-induced myelosuppression with parameter "
+    "consistency across drugs. J Clin Oncol 2002;20:4713",
+    "Kimmel2021": "Kimmel GJ, Locke FL, Altrock PM. The roles of T cell competition and stochastic "
+    "extinction events in CAR T-cell therapy. Proc R Soc B 2021;288:20210229 (BIOMD0000001041)",
+    "Stein2019": "Stein AM et al. Tisagenlecleucel model-based cellular kinetic analysis. CPT "
+    "Pharmacometrics Syst Pharmacol 2019;8:285 (doi 10.1002/psp4.12388)",
+    "Chaudhury2020": "Chaudhury A et al. Chimeric antigen receptor T cell therapies: a review of "
+    "cellular kinetic-pharmacodynamic modeling approaches. J Clin Pharmacol 2020;60 Suppl 1:S147 "
+    "(BioModels MODEL2109110005)",
+    "Hardiansyah2019": "Hardiansyah D, Ng CM. Quantitative systems pharmacology model of chimeric "
+    "antigen receptor T-cell therapy. Clin Transl Sci 2019 (BioModels MODEL2009230001)",
+    "Petz1969": "Petz LD et al. Quantitative C3 turnover in normal subjects and SLE. J Clin Invest "
+    "1968;47:2469 (PMID 4975569)",
+    "Andersen2009": "Andersen JT, Sandlie I. The versatile MHC class I-related FcRn protects IgG "
+    "and albumin from degradation. Drug Metab Pharmacokinet 2009;24:318",
+    "Sherman2022": "Sherman & Goessling. Plasma clearance of ALT and AST from 6.5 million values. "
+    "medRxiv 2022.09.14.22279084",
+    "Pan2019rtx": "Paediatric rituximab PK/PD in autoimmune disease (39 children): CD19+ turnover "
+    "0.02/d. Br J Clin Pharmacol 2019 (PMC6624401)",
+    "Mackensen2022": "Mackensen A et al. Anti-CD19 CAR T cell therapy for refractory systemic lupus "
+    "erythematosus. Nat Med 2022;28:2124 (B cells back at 110 +/- 32 d)",
+    "Mei2012": "Mei HE, Schmidt S, Dorner T. Rationale of anti-CD19 immunotherapy: CD19- BCMA+ "
+    "long-lived plasma cells. Arthritis Res Ther 2012;14(Suppl 5):S1",
+    "Andraud2012": "Andraud M et al. Living on three time scales: the dynamics of plasma cell and "
+    "antibody populations. PLoS Comput Biol 2012;8:e1002418",
+    "Kochenderfer2017": "Kochenderfer JN et al. Lymphoma remissions caused by anti-CD19 CAR T cells "
+    "are associated with high serum IL-15 after lymphocyte depletion. J Clin Oncol 2017;35:1803",
+    "Dupouy2022": "Dupouy S et al. UCART19 kinetics and host-versus-graft. Cancer Res Commun "
+    "2022;2:1520 (HLA-intact CAR+ persistence <= 28 d in 10/25)",
+    "WangX2024": "Wang X et al. Allogeneic CD19-targeted CAR-T therapy in patients with severe "
+    "myositis and systemic sclerosis. Cell 2024 (doi 10.1016/j.cell.2024.06.027)",
+    "WangD2025": "Wang D et al. Allogeneic CD19 CAR-T (TyU19) in refractory SLE. Med 2025 "
+    "(PMID 40446794): CAR+ peak on day 14; no CRS",
+}
+
+
+def _p(name, value, unit, description, source, group, iiv=0.0, lower=None, upper=None):
+    return Parameter(name, float(value), unit, description, source, group, iiv, lower, upper)
+
+
+PARAMETERS = (
+    # --- fludarabine (F-ara-A) PK: Langenhorst 3-compartment, allometric on weight -------------
+    _p("CL_F_NR", 3.24, "L/h", "F-ara-A non-renal clearance (70 kg)", "Langenhorst2019", "fludarabine PK", 0.20),
+    _p("CL_F_R", 0.782, "L/h per L/h CrCl", "F-ara-A renal clearance per unit creatinine clearance", "Langenhorst2019 (renal slope on eGFR; CrCl used in its place, see docs)", "fludarabine PK", 0.11),
+    _p("V1_F", 39.0, "L", "F-ara-A central volume (70 kg)", "Langenhorst2019", "fludarabine PK", 0.08),
+    _p("V2_F", 20.0, "L", "F-ara-A first peripheral volume", "Langenhorst2019", "fludarabine PK"),
+    _p("V3_F", 50.0, "L", "F-ara-A second peripheral volume", "Langenhorst2019", "fludarabine PK"),
+    _p("Q2_F", 8.6, "L/h", "F-ara-A inter-compartmental clearance 1", "Langenhorst2019", "fludarabine PK"),
+    _p("Q3_F", 3.8, "L/h", "F-ara-A inter-compartmental clearance 2", "Langenhorst2019", "fludarabine PK"),
+    _p("F_ARAA", 0.781, "mg/mg", "F-ara-A mass per mg fludarabine phosphate (285.2/365.2)", "derived: molecular weight ratio", "fludarabine PK"),
+    # --- cyclophosphamide PK, one compartment ------------------------------------------------
+    _p("CL_CY", 0.063, "L/h/kg", "cyclophosphamide clearance", "Juma1984", "cyclophosphamide PK", 0.25),
+    _p("V_CY", 0.69, "L/kg", "cyclophosphamide volume (CL x 7.6 h / ln 2)", "Juma1984 (half-life 7.6 h)", "cyclophosphamide PK", 0.10),
+    # --- Friberg myelosuppression -------------------------------------------------------------
+    _p("ANC0", 3.5, "10^9/L", "baseline absolute neutrophil count", "assumed: SLE patients on immunosuppression run below the healthy 4-5 x 10^9/L", "myelosuppression", 0.30, 0.5, 15),
+    _p("MTT_N", 5.2, "day", "neutrophil mean transit time (125 h)", "Friberg2002 (paclitaxel MTT 124 h; docetaxel 88.7 h)", "myelosuppression", 0.15),
+    _p("GAMMA_N", 0.16, "1", "neutrophil feedback exponent", "Friberg2002", "myelosuppression"),
+    _p("SLOPE_N_F", 2.0, "L/mg", "neutrophil precursor kill per F-ara-A concentration", "calibrated: ANC nadir about 0.2 x 10^9/L near day +7 under standard Flu/Cy, recovery by day +14-21 (models.md 10.6 #12)", "myelosuppression", 0.30),
+    _p("SLOPE_N_CY", 0.12, "L/mg", "neutrophil precursor kill per cyclophosphamide concentration", "calibrated: as SLOPE_N_F", "myelosuppression", 0.30),
+    _p("PLT0", 220.0, "10^9/L", "baseline platelet count", "assumed: SLE reference population", "myelosuppression", 0.25, 20, 600),
+    _p("MTT_P", 5.5, "day", "platelet precursor mean transit time", "assumed: megakaryocyte maturation 5-7 days; Friberg-type platelet models use 120-160 h", "myelosuppression", 0.15),
+    _p("PLT_SENS", 0.5, "1", "platelet precursor sensitivity relative to neutrophil precursors", "assumed: Flu/Cy thrombocytopenia is milder than neutropenia in CAR-T series", "myelosuppression", 0.3),
+    # --- lymphodepletion kill -------------------------------------------------------------------
+    _p("S_T_F", 2.0, "L/mg/day", "host T kill per F-ara-A concentration", "calibrated: host T nadir 3-12% of baseline depending on regimen (models.md 10.4)", "lymphodepletion", 0.25),
+    _p("S_T_CY", 0.10, "L/mg/day", "host T kill per cyclophosphamide concentration", "calibrated: as S_T_F", "lymphodepletion", 0.25),
+    _p("S_NK_F", 1.5, "L/mg/day", "NK kill per F-ara-A concentration", "calibrated: as S_T_F", "lymphodepletion", 0.25),
+    _p("S_NK_CY", 0.08, "L/mg/day", "NK kill per cyclophosphamide concentration", "calibrated: as S_T_F", "lymphodepletion", 0.25),
+    _p("S_B_F", 0.6, "L/mg/day", "B-lineage kill per F-ara-A concentration", "calibrated: B cells 30-50% of baseline at day 0", "lymphodepletion", 0.25),
+    _p("S_B_CY", 0.03, "L/mg/day", "B-lineage kill per cyclophosphamide concentration", "calibrated: as S_B_F", "lymphodepletion", 0.25),
+    # --- host T, NK and homeostatic cytokines ------------------------------------------------
+    _p("H0", 900.0, "cells/uL", "baseline host T cells", "assumed: SLE lymphopenia; healthy 1000-2000 cells/uL", "host lymphocytes", 0.35, 50, 4000),
+    _p("R_H", 0.05, "1/day", "Gompertz recovery rate of host T", "calibrated: 50% recovery by day 22-34; Kimmel2021 r_N 0.17/d is an upper bound", "host lymphocytes", 0.25),
+    _p("NK0", 150.0, "cells/uL", "baseline NK cells", "assumed: SLE NK lymphopenia; healthy 100-400 cells/uL", "host lymphocytes", 0.35, 10, 1000),
+    _p("R_NK", 0.06, "1/day", "Gompertz recovery rate of NK cells", "calibrated: NK 50% recovered by day 13-21 (NK recover first after HSCT)", "host lymphocytes", 0.25),
+    _p("K15", 2.0, "1/day", "homeostatic cytokine (IL-7/IL-15) turnover", "assumed: serum IL-15 rises within days of Flu/Cy (Kochenderfer2017, qualitative)", "host lymphocytes"),
+    _p("FOLD15", 5.0, "1", "homeostatic cytokine fold rise when the lymphocyte sink is empty", "assumed: IL-15 rises several-fold after Flu/Cy (Kochenderfer2017)", "host lymphocytes", 0.2),
+    # --- CAR-T kinetics -----------------------------------------------------------------------
+    _p("BLOOD_EQ", 5.0e8, "cells per cells/uL", "whole-body cells per blood cell/uL", "Kimmel2021 (Table 1 whole-body values / SBML per-uL values)", "CAR-T"),
+    _p("RHO", 1.6, "1/day", "maximal CAR-T proliferation rate", "calibrated: CAR-T peak day 7-14 (Stein2019 Tmax 9.3 d; WangD2025 peak day 14); compare Stein net 0.89/d", "CAR-T", 0.30),
+    _p("K_AG", 5.0, "cells/uL", "CD19+ antigen giving half-maximal CAR-T stimulation", "calibrated: expansion stops as B cells vanish", "CAR-T", 0.3),
+    _p("EC15", 1.41, "1", "homeostatic cytokine level (fold baseline) giving half-maximal CAR-T proliferation", "calibrated: antigen alone drives a weak, short expansion in a lymphoreplete host (WangD2025: benefit without lymphodepletion); lymphodepletion makes it strong", "CAR-T", 0.2),
+    _p("N15", 2.0, "1", "Hill coefficient of the cytokine gate", "assumed: smooth gate instead of a Tmax switch (avoids solver discontinuities)", "CAR-T"),
+    _p("K_E", 0.16, "1/day", "effector CAR-T contraction rate (t1/2 4.3 d)", "Stein2019 (alpha)", "CAR-T", 0.30),
+    _p("K_EM", 0.0012, "1/day", "effector to memory CAR-T conversion", "Chaudhury2020 (k_EP; reproduces Stein FB 0.0079)", "CAR-T", 0.30),
+    _p("BETA_M", 0.0032, "1/day", "memory CAR-T loss (t1/2 220 d)", "Stein2019 (beta)", "CAR-T", 0.30),
+    _p("K_ME", 0.01, "1/day", "antigen-driven memory to effector reactivation", "assumed: Kirouac 2023 antigen toggle, simplified", "CAR-T"),
+    _p("K_X", 0.05, "1/day", "accumulation of antigen-driven CAR-T exhaustion", "assumed: chronic antigen drives exhaustion and ends expansion (Kirouac 2023 Nat Biotechnol; Fraietta 2018)", "CAR-T"),
+    _p("D_X", 0.01, "1/day", "recovery from exhaustion", "assumed: memory of stimulation over months", "CAR-T"),
+    _p("X50", 1.0, "1", "exhaustion that halves CAR-T proliferation", "calibrated: expansion in a lymphoreplete host stays weak and short; no chronic CAR-T/B-cell equilibrium", "CAR-T", 0.3),
+    _p("K_KILL", 3.0, "1/day", "maximal CD19+ cell kill by effector CAR-T", "calibrated: B cells < 1/uL by day 6-14 (WangX2024: complete depletion within 2 weeks); cf. Kimmel2021 gamma_B 1.15/d", "CAR-T", 0.2),
+    _p("KC_KILL", 20.0, "cells/uL", "effector CAR-T giving half-maximal kill", "calibrated: as K_KILL; cf. Kimmel2021 k_B 4 cells/uL", "CAR-T", 0.3),
+    _p("THETA_PB", 1.0, "1", "CD19 on plasmablasts relative to B cells", "Mei2012 (plasmablasts are CD19+)", "CAR-T"),
+    # --- products: set by the therapy layer from the gene edits ------------------------------
+    _p("ALLO", 0.0, "1", "1 for a donor-derived product (host sees allo-antigen), 0 autologous", "product edit mapping (see docs/model.md, products)", "product"),
+    _p("F_HLA", 0.0, "1", "share of HLA allo-antigen still displayed (class I and II weighted)", "product edit mapping; HLA-A/B/CIITA-KO keeps HLA-C (Cancer Immunol Immunother 2023, doi 10.1007/s00262-023-03586-1)", "product"),
+    _p("F_MS", 0.0, "1", "NK missing-self susceptibility (share of inhibitory HLA ligands lost)", "product edit mapping; Blood Adv 2024;8:3416", "product"),
+    _p("PD1_GAIN", 1.0, "1", "multiplier of exhaustion resistance from PD-1 knockout", "product edit mapping; assumed 1.0: PD-1 KO resists exhaustion in preclinical models but no human kinetic effect has been shown", "product"),
+    _p("TCR_ALLO", 0.0, "1", "donor TCR present (alloreactive GvHD potential); 0 when TRAC is knocked out", "product edit mapping", "product"),
+    # --- host-versus-graft rejection ---------------------------------------------------------
+    _p("S_R", 0.02, "1/day", "priming rate of host alloreactive response", "assumed: no published HvG parameters (Derippe 2024 not retrieved)", "rejection", 0.5),
+    _p("A_R", 0.7, "1/day", "self-amplification of the alloreactive response", "calibrated: HLA-intact allogeneic cells lost within about 4 weeks after Flu/Cy (Dupouy2022)", "rejection", 0.3),
+    _p("D_R", 0.15, "1/day", "decay of the alloreactive response", "calibrated: an HLA-A/B/CIITA-edited product (F_HLA 0.2) gives no self-sustaining response and persists > 3 months (WangX2024), an HLA-intact one does", "rejection"),
+    _p("K_STIM", 0.1, "cells/uL", "CAR-T level giving half-maximal allo-stimulation", "assumed", "rejection"),
+    _p("K_T", 0.5, "1/day", "CAR-T killing per unit alloreactive response", "calibrated: as A_R", "rejection", 0.3),
+    _p("K_NK", 0.10, "1/day", "NK missing-self kill rate at full NK recovery and F_MS = 1", "assumed: B2M-KO products are lost to NK within weeks (Cancer Immunol Immunother 2023)", "rejection", 0.3),
+    # --- B lineage ----------------------------------------------------------------------------
+    _p("B0", 100.0, "cells/uL", "baseline peripheral CD19+ B cells", "assumed: SLE B lymphopenia; healthy 100-500 cells/uL", "B lineage", 0.5, 1, 1500),
+    _p("FA", 0.10, "1", "autoreactive (activated/memory) share of B cells", "assumed", "B lineage", 0.3),
+    _p("MTT_PRE", 55.0, "day", "marrow precursor to peripheral B maturation time", "calibrated: B cells back at 110 +/- 32 d after Erlangen Flu/Cy (Mackensen2022)", "B lineage", 0.25),
+    _p("K_DB", 0.02, "1/day", "peripheral B-cell turnover", "Pan2019rtx", "B lineage", 0.2),
+    _p("K_DIFF", 0.004, "1/day", "non-autoreactive B to plasmablast differentiation", "assumed", "B lineage"),
+    _p("K_DIFFA", 0.05, "1/day", "autoreactive B to plasmablast differentiation", "assumed: activated autoreactive B differentiate more", "B lineage"),
+    _p("R_A", 0.078, "1/day", "autoreactive B self-renewal (net regrowth about 0.008/d)", "assumed: autoreactive pool regrows over years after CAR-T (drug-free remission up to 4 years in Erlangen follow-up)", "B lineage", 0.1),
+    _p("EPS_A", 1.0e-5, "1/day", "recruitment of naive B into the autoreactive pool", "assumed", "B lineage"),
+    _p("K_DPB", 0.2, "1/day", "CD19+ plasmablast loss (t1/2 3.5 d)", "assumed: short-lived plasmablasts live days (Andraud2012)", "plasma cells"),
+    _p("F_PCN", 0.5, "1", "share of plasmablasts that mature into CD19- BCMA+ plasma cells", "assumed", "plasma cells"),
+    _p("K_DPCN", 0.035, "1/day", "loss of recently formed CD19- plasma cells (t1/2 20 d)", "assumed: short-lived plasma cells live weeks to months (Andraud2012)", "plasma cells"),
+    _p("F_LL", 0.05, "1", "share of CD19- plasma cells entering the long-lived niche", "assumed", "plasma cells"),
+    _p("K_DLL", 0.0005, "1/day", "long-lived plasma cell loss (t1/2 3.8 y)", "assumed: Andraud2012 LLPC 'decades' is the upper bound", "plasma cells"),
+    _p("F_CIRC_PCN", 0.1, "1", "share of recently formed CD19- plasma cells found in blood", "assumed: circulating BCMA+ plasma cells are mostly newly generated, migrating cells (Mei2012)", "plasma cells"),
+    _p("F_CIRC_LL", 0.005, "1", "share of long-lived plasma cells found in blood", "assumed: long-lived plasma cells stay in marrow niches (Mei2012)", "plasma cells"),
+    # --- antibodies, immune complexes, complement ----------------------------------------------
+    _p("K_IGG", 0.033, "1/day", "IgG elimination (t1/2 21 d)", "Andersen2009", "humoral", 0.15),
+    _p("F_DSDNA_SL", 0.95, "1", "share of anti-dsDNA made by short-lived (CD19+ derived) cells", "assumed: seroconversion after CD19 CAR-T (Mackensen2022) means most anti-dsDNA comes from CD19+ precursors", "humoral"),
+    _p("F_IGG_SL", 0.25, "1", "share of total IgG made by short-lived cells", "assumed: moderate IgG fall with kept vaccine titres after CD19 CAR-T", "humoral"),
+    _p("IGG0", 11.0, "g/L", "baseline total IgG", "assumed: SLE reference", "humoral", 0.25, 2, 40),
+    _p("K_IC", 1.0, "1/day", "immune complex turnover", "assumed", "humoral"),
+    _p("FCR3", 0.509, "1/day", "C3 fractional catabolic rate (2.12%/h)", "Petz1969", "complement", 0.2),
+    _p("FCR4", 0.5, "1/day", "C4 fractional catabolic rate", "assumed: no C4 turnover value retrieved; set equal to C3", "complement", 0.2),
+    _p("C3_NORMAL", 1.3, "g/L", "C3 of the patient without immune complexes", "assumed: middle of the 0.9-1.8 g/L reference range; Petz1969 mean 1.43 g/L", "complement", 0.1),
+    _p("C4_NORMAL", 0.25, "g/L", "C4 of the patient without immune complexes", "assumed: middle of the 0.1-0.4 g/L reference range", "complement", 0.15),
+    # --- disease activity ---------------------------------------------------------------------
+    _p("K_D", 0.06, "1/day", "turnover of systemic organ inflammation", "calibrated: SLEDAI <= 4 by about day 57 and median 0 at month 3 (Mackensen2022)", "disease", 0.3),
+    _p("W_IC", 0.5, "1", "immune-complex share of the inflammatory drive (rest: autoreactive B/plasmablasts)", "assumed", "disease"),
+    _p("K_DR", 0.025, "1/day", "turnover of renal inflammation (slower than systemic)", "assumed: proteinuria falls over months after CAR-T", "disease", 0.3),
+    _p("UPROT_RES", 0.1, "g/24h", "proteinuria left when renal inflammation is gone (chronic damage)", "assumed", "disease", 0.5),
+    _p("THR_ARTH", 0.30, "1", "inflammation level under which arthritis resolves", "assumed", "disease descriptors"),
+    _p("THR_RASH", 0.25, "1", "inflammation level under which rash resolves", "assumed", "disease descriptors"),
+    _p("THR_ALOP", 0.15, "1", "inflammation level under which alopecia resolves (hair regrows slowly)", "assumed", "disease descriptors"),
+    _p("THR_VASC", 0.25, "1", "inflammation level under which vasculitis resolves", "assumed", "disease descriptors"),
+    _p("THR_MUC", 0.35, "1", "inflammation level under which mucosal ulcers resolve", "assumed", "disease descriptors"),
+    _p("THR_SEROS", 0.30, "1", "inflammation level under which pleurisy/pericarditis resolve", "assumed", "disease descriptors"),
+    _p("THR_MYOS", 0.25, "1", "inflammation level under which myositis resolves", "assumed", "disease descriptors"),
+    _p("THR_RENAL", 0.30, "1", "renal inflammation under which casts, haematuria and pyuria resolve", "assumed", "disease descriptors"),
+    # --- cytokines, fever, liver --------------------------------------------------------------
+    _p("IL6_0", 3.0, "pg/mL", "baseline IL-6", "assumed: healthy < 7 pg/mL", "cytokines", 0.3),
+    _p("K6", 3.96, "1/day", "IL-6 elimination (t1/2 4.2 h)", "Hardiansyah2019 (d_IL6)", "cytokines"),
+    _p("P6", 0.5, "per cells/uL", "IL-6 production per engaged effector CAR-T", "calibrated: IL-6 peak 20-30 pg/mL and CRS grade 0-1 in most SLE patients (Mackensen2022)", "cytokines", 0.8),
+    _p("K6_AG", 2.0, "cells/uL", "antigen giving half-maximal CAR-T engagement for IL-6", "assumed", "cytokines"),
+    _p("DTEMP", 3.0, "C", "maximal fever above 36.8 C driven by IL-6", "assumed", "cytokines"),
+    _p("EC_TEMP", 40.0, "pg/mL", "IL-6 excess giving half the maximal fever", "calibrated: fever >= 38 C (CRS grade 1) in about 60% of autologous SLE patients (Mackensen2022 3/5; Muller 2024 10/15)", "cytokines", 0.3),
+    _p("IL6_HYPOTEN", 500.0, "pg/mL", "IL-6 above which hypotension needs fluids", "assumed: CRS grade >= 2 is rare in SLE", "cytokines"),
+    _p("IL6_HYPOXIA", 800.0, "pg/mL", "IL-6 above which low-flow oxygen is needed", "assumed", "cytokines"),
+    _p("IL6_ICANS", 1500.0, "pg/mL", "IL-6 above which the ICE score falls", "assumed: ICANS is rare in SLE (1/15 grade 1, Muller 2024)", "cytokines"),
+    _p("ALT0", 20.0, "U/L", "baseline ALT", "assumed: reference range 7-40 U/L", "liver", 0.3),
+    _p("AST0", 22.0, "U/L", "baseline AST", "assumed: reference range 8-40 U/L", "liver", 0.25),
+    _p("K_ALT", 0.47, "1/day", "ALT plasma clearance", "Sherman2022", "liver"),
+    _p("K_AST", 1.13, "1/day", "AST plasma clearance", "Sherman2022", "liver"),
+    _p("K_LI", 0.35, "1/day", "resolution of drug-induced hepatocellular injury", "assumed: transaminase peaks 1-2 weeks after Flu/Cy", "liver"),
+    _p("S_LI_CY", 0.025, "L/mg/day", "hepatocellular injury per cyclophosphamide concentration", "calibrated: grade 3/4 liver dysfunction reported in a minority after Flu/Cy (TyU19 Cell Research 2025)", "liver", 0.9),
+    _p("EMAX_ALT", 3.0, "1", "maximal IL-6-driven transaminase rise (fold)", "assumed", "liver"),
+    _p("EC50_ALT", 50.0, "pg/mL", "IL-6 excess giving half the maximal transaminase rise", "assumed", "liver"),
+    _p("AST_ALT", 0.8, "1", "AST rise relative to ALT rise from the same injury", "assumed", "liver"),
+)
+
+COVARIATES = (
+    Covariate("WT", "kg", "body weight"),
+    Covariate("CRCL", "mL/min", "creatinine clearance (Cockcroft-Gault)"),
+    Covariate("DSDNA0", "IU/mL", "baseline anti-dsDNA"),
+    Covariate("C3_0", "g/L", "baseline C3"),
+    Covariate("C4_0", "g/L", "baseline C4"),
+    Covariate("UPROT0", "g/24h", "baseline proteinuria"),
+    Covariate("PGA0", "points", "baseline physician global assessment (0-3)"),
+    Covariate("ARTH0", "presence", "arthritis at baseline"),
+    Covariate("RASH0", "presence", "rash at baseline"),
+    Covariate("ALOP0", "presence", "alopecia at baseline"),
+    Covariate("VASC0", "presence", "vasculitis at baseline"),
+    Covariate("MUC0", "presence", "mucosal ulcers at baseline"),
+    Covariate("PLEUR0", "presence", "pleurisy at baseline"),
+    Covariate("PERIC0", "presence", "pericarditis at baseline"),
+    Covariate("MYOS0", "presence", "myositis at baseline"),
+    Covariate("CASTS0", "presence", "urinary casts at baseline"),
+    Covariate("HEMAT0", "presence", "haematuria at baseline"),
+    Covariate("PYUR0", "presence", "pyuria at baseline"),
+)
+
+
+def _a(name, expression, unit, description):
+    return Assignment(name, expression, unit, description)
+
+
+ASSIGNMENTS = (
+    # per-patient constants
+    _a("ALLOM", "(WT/70)**0.75", "1", "allometric clearance scale"),
+    _a("CL_F", "24*(CL_F_NR + CL_F_R*CRCL*0.06)*ALLOM", "L/day", "F-ara-A total clearance (CrCl mL/min x 0.06 = L/h)"),
+    _a("V1_FS", "V1_F*WT/70", "L", "F-ara-A central volume, weight-scaled"),
+    _a("V2_FS", "V2_F*WT/70", "L", "F-ara-A peripheral volume 1, weight-scaled"),
+    _a("V3_FS", "V3_F*WT/70", "L", "F-ara-A peripheral volume 2, weight-scaled"),
+    _a("Q2_FD", "24*Q2_F*ALLOM", "L/day", "F-ara-A inter-compartmental clearance 1"),
+    _a("Q3_FD", "24*Q3_F*ALLOM", "L/day", "F-ara-A inter-compartmental clearance 2"),
+    _a("CL_CYD", "24*CL_CY*WT", "L/day", "cyclophosphamide clearance"),
+    _a("V_CYS", "V_CY*WT", "L", "cyclophosphamide volume"),
+    _a("KTR_N", "4/MTT_N", "1/day", "neutrophil transit rate"),
+    _a("KTR_P", "4/MTT_P", "1/day", "platelet transit rate"),
+    _a("K_MAT", "1/MTT_PRE", "1/day", "precursor maturation rate"),
+    _a("BN0", "B0*(1 - FA)", "cells/uL", "baseline non-autoreactive B"),
+    _a("BA0", "B0*FA", "cells/uL", "baseline autoreactive B"),
+    _a("BPRE0", "BN0*(K_DB + K_DIFF)/K_MAT", "cells/uL-eq", "baseline marrow precursors (steady state)"),
+    _a("S_PRE", "K_MAT*BPRE0", "cells/uL/day", "precursor production (steady state)"),
+    _a("K_A", "BA0/(1 - (K_DB + K_DIFFA - EPS_A*BN0/BA0)/R_A)", "cells/uL", "autoreactive B carrying capacity (steady state)"),
+    _a("PB0", "K_DIFF*BN0/K_DPB", "cells/uL-eq", "baseline non-autoreactive plasmablasts"),
+    _a("PBA0", "K_DIFFA*BA0/K_DPB", "cells/uL-eq", "baseline autoreactive plasmablasts"),
+    _a("PCN0", "F_PCN*K_DPB*(PB0 + PBA0)/K_DPCN", "cells/uL-eq", "baseline CD19- recently formed plasma cells"),
+    _a("LL0", "F_LL*K_DPCN*PCN0/K_DLL", "cells/uL-eq", "baseline long-lived plasma cells"),
+    _a("P_DS_SL", "F_DSDNA_SL*K_IGG*DSDNA0/PBA0", "IU/mL/day per cell", "anti-dsDNA production by autoreactive plasmablasts"),
+    _a("P_DS_LL", "(1 - F_DSDNA_SL)*K_IGG*DSDNA0/LL0", "IU/mL/day per cell", "anti-dsDNA production by long-lived plasma cells"),
+    _a("Q_SL", "F_IGG_SL*K_IGG*IGG0/(PB0 + PBA0 + PCN0)", "g/L/day per cell", "IgG production by short-lived cells"),
+    _a("Q_LL", "(1 - F_IGG_SL)*K_IGG*IGG0/LL0", "g/L/day per cell", "IgG production by long-lived plasma cells"),
+    _a("E3", "Max(C3_NORMAL/C3_0 - 1, 0)", "1", "C3 consumption per unit immune complex"),
+    _a("E4", "Max(C4_NORMAL/C4_0 - 1, 0)", "1", "C4 consumption per unit immune complex"),
+    _a("L0", "H0 + NK0", "cells/uL", "baseline lymphocyte sink of homeostatic cytokines"),
+    # dynamic quantities
+    _a("C_F", "A_F1/V1_FS", "mg/L", "F-ara-A plasma concentration"),
+    _a("C_CY", "A_CY/V_CYS", "mg/L", "cyclophosphamide plasma concentration"),
+    _a("K_LD_T", "S_T_F*C_F + S_T_CY*C_CY", "1/day", "lymphodepleting kill of T cells"),
+    _a("K_LD_NK", "S_NK_F*C_F + S_NK_CY*C_CY", "1/day", "lymphodepleting kill of NK cells"),
+    _a("K_LD_B", "S_B_F*C_F + S_B_CY*C_CY", "1/day", "lymphodepleting kill of the B lineage"),
+    _a("E_N", "SLOPE_N_F*C_F + SLOPE_N_CY*C_CY", "1", "drug effect on neutrophil precursors"),
+    _a("CT", "CE + CM", "cells/uL", "total CAR-T"),
+    _a("BTOT", "BPRE + B + BA + PB + PBA", "cells/uL", "CD19+ antigen"),
+    _a("F_AG", "BTOT/(BTOT + K_AG)", "1", "antigen stimulation of CAR-T"),
+    _a("F_15", "IL15**N15/(IL15**N15 + EC15**N15)", "1", "homeostatic cytokine gate of CAR-T proliferation"),
+    _a("F_X", "1/(1 + X/(X50*PD1_GAIN))", "1", "proliferation left by exhaustion (PD-1 knockout raises resistance)"),
+    _a("K_REJ", "ALLO*(K_T*R + K_NK*F_MS*NK/NK0)", "1/day", "host-versus-graft kill of CAR-T"),
+    _a("KILL", "K_KILL*CE/(CE + KC_KILL)", "1/day", "CAR-T kill of CD19+ cells"),
+    _a("IL6X", "IL6 - IL6_0", "pg/mL", "IL-6 above baseline"),
+)
+
+
+def _s(name, unit, description, initial, rate, group):
+    return State(name, unit, description, initial, rate, group)
+
+
+STATES = (
+    _s("A_F1", "mg", "F-ara-A, central", "0", "-(CL_F + Q2_FD)*C_F - Q3_FD*C_F + Q2_FD*A_F2/V2_FS + Q3_FD*A_F3/V3_FS", "fludarabine PK"),
+    _s("A_F2", "mg", "F-ara-A, peripheral 1", "0", "Q2_FD*(C_F - A_F2/V2_FS)", "fludarabine PK"),
+    _s("A_F3", "mg", "F-ara-A, peripheral 2", "0", "Q3_FD*(C_F - A_F3/V3_FS)", "fludarabine PK"),
+    _s("A_CY", "mg", "cyclophosphamide", "0", "-CL_CYD*C_CY", "cyclophosphamide PK"),
+    _s("PROL", "10^9/L", "neutrophil precursors, proliferating", "ANC0", "KTR_N*PROL*(1 - E_N)*(ANC0/NEUTC)**GAMMA_N - KTR_N*PROL", "myelosuppression"),
+    _s("TN1", "10^9/L", "neutrophil transit 1", "ANC0", "KTR_N*(PROL - TN1)", "myelosuppression"),
+    _s("TN2", "10^9/L", "neutrophil transit 2", "ANC0", "KTR_N*(TN1 - TN2)", "myelosuppression"),
+    _s("TN3", "10^9/L", "neutrophil transit 3", "ANC0", "KTR_N*(TN2 - TN3)", "myelosuppression"),
+    _s("NEUTC", "10^9/L", "circulating neutrophils", "ANC0", "KTR_N*(TN3 - NEUTC)", "myelosuppression"),
+    _s("PPROL", "10^9/L", "megakaryocyte precursors", "PLT0", "KTR_P*PPROL*(1 - PLT_SENS*E_N)*(PLT0/PLTC)**GAMMA_N - KTR_P*PPROL", "myelosuppression"),
+    _s("TP1", "10^9/L", "platelet transit 1", "PLT0", "KTR_P*(PPROL - TP1)", "myelosuppression"),
+    _s("TP2", "10^9/L", "platelet transit 2", "PLT0", "KTR_P*(TP1 - TP2)", "myelosuppression"),
+    _s("PLTC", "10^9/L", "circulating platelets", "PLT0", "KTR_P*(TP2 - PLTC)", "myelosuppression"),
+    _s("H", "cells/uL", "host T cells", "H0", "R_H*H*log(H0/(H + CT)) - K_LD_T*H", "host lymphocytes"),
+    _s("NK", "cells/uL", "host NK cells", "NK0", "R_NK*NK*log(NK0/NK) - K_LD_NK*NK", "host lymphocytes"),
+    _s("IL15", "fold baseline", "homeostatic cytokines (IL-7/IL-15)", "1", "K15*FOLD15 - K15*IL15 - K15*(FOLD15 - 1)*(H + NK + CT)/L0*IL15", "host lymphocytes"),
+    _s("CE", "cells/uL", "effector CAR-T", "0", "RHO*F_AG*F_15*F_X*CE - (K_E + K_EM)*CE + K_ME*F_AG*CM - (K_REJ + K_LD_T)*CE", "CAR-T"),
+    _s("CM", "cells/uL", "memory (persistent) CAR-T", "0", "K_EM*CE - BETA_M*CM - K_ME*F_AG*CM - (K_REJ + K_LD_T)*CM", "CAR-T"),
+    _s("X", "1", "CAR-T exhaustion from cumulative antigen stimulation", "0", "K_X*F_AG - D_X*X", "CAR-T"),
+    _s("R", "1", "host alloreactive response against the product", "0", "ALLO*(S_R + A_R*R)*F_HLA*(H/H0)*CT/(CT + K_STIM) - D_R*R", "rejection"),
+    _s("BPRE", "cells/uL-eq", "CD19+ marrow B precursors", "BPRE0", "S_PRE - K_MAT*BPRE - (KILL + K_LD_B)*BPRE", "B lineage"),
+    _s("B", "cells/uL", "non-autoreactive peripheral B cells", "BN0", "K_MAT*BPRE - (K_DB + K_DIFF)*B - EPS_A*B - (KILL + K_LD_B)*B", "B lineage"),
+    _s("BA", "cells/uL", "autoreactive activated/memory B cells", "BA0", "R_A*BA*(1 - BA/K_A) + EPS_A*B - (K_DB + K_DIFFA)*BA - (KILL + K_LD_B)*BA", "B lineage"),
+    _s("PB", "cells/uL-eq", "non-autoreactive CD19+ plasmablasts", "PB0", "K_DIFF*B - K_DPB*PB - (THETA_PB*KILL + K_LD_B)*PB", "plasma cells"),
+    _s("PBA", "cells/uL-eq", "autoreactive CD19+ plasmablasts", "PBA0", "K_DIFFA*BA - K_DPB*PBA - (THETA_PB*KILL + K_LD_B)*PBA", "plasma cells"),
+    _s("PCN", "cells/uL-eq", "recently formed CD19- BCMA+ plasma cells", "PCN0", "F_PCN*K_DPB*(PB + PBA) - K_DPCN*PCN", "plasma cells"),
+    _s("LL", "cells/uL-eq", "long-lived CD19- BCMA+ plasma cells (marrow niche)", "LL0", "F_LL*K_DPCN*PCN - K_DLL*LL", "plasma cells"),
+    _s("DSDNA", "IU/mL", "anti-dsDNA IgG", "DSDNA0", "P_DS_SL*PBA + P_DS_LL*LL - K_IGG*DSDNA", "humoral"),
+    _s("IGG", "g/L", "total IgG", "IGG0", "Q_SL*(PB + PBA + PCN) + Q_LL*LL - K_IGG*IGG", "humoral"),
+    _s("IC", "1", "immune complexes, normalised to baseline", "1", "K_IC*(DSDNA/DSDNA0 - IC)", "humoral"),
+    _s("C3", "g/L", "complement C3", "C3_NORMAL/(1 + E3)", "FCR3*C3_NORMAL - FCR3*(1 + E3*IC)*C3", "complement"),
+    _s("C4", "g/L", "complement C4", "C4_NORMAL/(1 + E4)", "FCR4*C4_NORMAL - FCR4*(1 + E4*IC)*C4", "complement"),
+    _s("D", "1", "systemic organ inflammation, normalised to baseline", "1", "K_D*(W_IC*IC + (1 - W_IC)*(BA + PBA)/(BA0 + PBA0) - D)", "disease"),
+    _s("DR", "1", "renal inflammation, normalised to baseline", "1", "K_DR*(W_IC*IC + (1 - W_IC)*(BA + PBA)/(BA0 + PBA0) - DR)", "disease"),
+    _s("IL6", "pg/mL", "serum IL-6", "IL6_0", "K6*IL6_0*(1 + P6*CE*BTOT/(BTOT + K6_AG)) - K6*IL6", "cytokines"),
+    _s("LI", "1", "drug-induced hepatocellular injury signal", "0", "S_LI_CY*C_CY - K_LI*LI", "liver"),
+    _s("ALT", "U/L", "alanine aminotransferase", "ALT0", "K_ALT*(ALT0*(1 + LI + EMAX_ALT*IL6X/(IL6X + EC50_ALT)) - ALT)", "liver"),
+    _s("AST", "U/L", "aspartate aminotransferase", "AST0", "K_AST*(AST0*(1 + AST_ALT*(LI + EMAX_ALT*IL6X/(IL6X + EC50_ALT))) - AST)", "liver"),
+)
+
+DOSES = (
+    DoseInput("FLUDARABINE", "A_F1", "mg", "F_ARAA", "fludarabine phosphate IV; F-ara-A enters the central compartment"),
+    DoseInput("CYCLOPHOSPHAMIDE", "A_CY", "mg", "1", "cyclophosphamide IV"),
+    DoseInput("CART", "CE", "cells", "1/BLOOD_EQ", "CAR-T infusion; whole-body cells to blood cells/uL-equivalent"),
+)
+
+
+def _o(test, expression, unit, description):
+    return Observable(test, expression, unit, description)
+
+
+OBSERVABLES = (
+    _o("CART", "CE + CM", "cells/uL", "CAR-T cells in blood"),
+    _o("BCELL", "B + BA", "cells/uL", "CD19+ B cells in blood"),
+    _o("BCMAPC", "PB + PBA + F_CIRC_PCN*PCN + F_CIRC_LL*LL", "cells/uL", "BCMA+ plasma cells in blood: CD19+ plasmablasts and circulating CD19- plasma cells"),
+    _o("CD19NPC", "F_CIRC_PCN*PCN + F_CIRC_LL*LL", "cells/uL", "CD19- BCMA+ plasma cells in blood"),
+    _o("NEUT", "NEUTC", "10^9/L", "absolute neutrophil count"),
+    _o("LYM", "(H + NK + B + BA + CE + CM)/1000", "10^9/L", "absolute lymphocyte count"),
+    _o("WBC", "NEUTC + (H + NK + B + BA + CE + CM)/1000 + 0.45", "10^9/L", "leukocytes (monocytes and others fixed at 0.45 x 10^9/L, assumed)"),
+    _o("PLAT", "PLTC", "10^9/L", "platelets"),
+    _o("C3", "C3", "g/L", "complement C3"),
+    _o("C4", "C4", "g/L", "complement C4"),
+    _o("DSDNA", "DSDNA", "IU/mL", "anti-dsDNA"),
+    _o("IGG", "IGG", "g/L", "total IgG"),
+    _o("ALT", "ALT", "U/L", "ALT"),
+    _o("AST", "AST", "U/L", "AST"),
+    _o("IL6", "IL6", "pg/mL", "IL-6"),
+    _o("UPROT", "UPROT_RES + Max(UPROT0 - UPROT_RES, 0)*DR", "g/24h", "proteinuria"),
+    _o("TEMP", "36.8 + DTEMP*IL6X/(IL6X + EC_TEMP)", "C", "highest body temperature of the day"),
+    _o("HYPOTEN", "above(IL6, IL6_HYPOTEN)", "category", "hypotension needing fluids when IL-6 is very high (assumed link)"),
+    _o("HYPOXIA", "above(IL6, IL6_HYPOXIA)", "category", "hypoxia needing low-flow oxygen when IL-6 is very high (assumed link)"),
+    _o("ICE", "10 - 3*above(IL6, IL6_ICANS)", "points", "ICE score (assumed link to extreme IL-6)"),
+    _o("PGA", "Min(3, PGA0*D)", "points", "physician global assessment, scaled with systemic inflammation"),
+    _o("SD_ARTH", "ARTH0*above(D, THR_ARTH)", "presence", "arthritis"),
+    _o("SD_RASH", "RASH0*above(D, THR_RASH)", "presence", "rash"),
+    _o("SD_ALOP", "ALOP0*above(D, THR_ALOP)", "presence", "alopecia"),
+    _o("SD_VASC", "VASC0*above(D, THR_VASC)", "presence", "vasculitis"),
+    _o("SD_MUCUL", "MUC0*above(D, THR_MUC)", "presence", "mucosal ulcers"),
+    _o("SD_PLEUR", "PLEUR0*above(D, THR_SEROS)", "presence", "pleurisy"),
+    _o("SD_PERIC", "PERIC0*above(D, THR_SEROS)", "presence", "pericarditis"),
+    _o("SD_MYOS", "MYOS0*above(D, THR_MYOS)", "presence", "myositis"),
+    _o("SD_CASTS", "CASTS0*above(DR, THR_RENAL)", "presence", "urinary casts"),
+    _o("SD_HEMAT", "HEMAT0*above(DR, THR_RENAL)", "presence", "haematuria"),
+    _o("SD_PYUR", "PYUR0*above(DR, THR_RENAL)", "presence", "pyuria"),
+)
+
+CORRELATIONS = (
+    Correlation("RHO", "K_E", 0.3, "assumed: patients with brisk expansion contract faster (Liu 2021 responders had higher proliferation)"),
+    Correlation("H0", "NK0", 0.4, "assumed: T and NK lymphopenia co-occur in SLE"),
+)
+
+NOTES = (
+    "Thin evidence: the host-versus-graft arm (S_R, A_R, D_R, K_STIM, K_T, K_NK) has no published "
+    "parameter estimates; it is calibrated only to the qualitative contrast between HLA-intact "
+    "UCART19 (lost within about 4 weeks) and HLA-edited TyU19 (persisting beyond 3 months).",
+    "Thin evidence: SLE-specific CAR-T peak sizes were not retrieved; the peak scale rests on "
+    "oncology CK models (Stein 2019, Kimmel 2021) and the day-14 peak of TyU19 (Wang D 2025).",
+    "Thin evidence: disease activity is a latent inflammation state; the descriptor thresholds and "
+    "PGA scaling are assumptions chosen so that organ items resolve in the order seen clinically.",
+    "Thin evidence: the marrow and plasma-cell pools are in blood-equivalent units; only blood "
+    "B cells, CAR-T, ANC, ALC and platelets map to measured units directly.",
+)
+
+MODEL = Model(
+    name="lupus_cart",
+    version="0.1.0",
+    description="CD19 CAR-T in SLE: lymphodepletion PK, myelosuppression, host T/NK recovery, "
+    "CAR-T kinetics with host-versus-graft rejection, B lineage and plasma cells, anti-dsDNA, "
+    "complement, disease activity, IL-6 and liver enzymes.",
+    parameters=PARAMETERS,
+    covariates=COVARIATES,
+    assignments=ASSIGNMENTS,
+    states=STATES,
+    doses=DOSES,
+    observables=OBSERVABLES,
+    correlations=CORRELATIONS,
+    notes=NOTES,
+)
