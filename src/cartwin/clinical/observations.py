@@ -1,0 +1,342 @@
+"""Read observation files or run directories into one validated long frame in canonical units.
+
+Every problem names the file, the data row (1-based, header excluded) and the column. Rows are
+never dropped silently: a row the engine cannot use either stops the run (``ObservationError``)
+or stays in the frame as "not evaluable" with an entry in the flag table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import polars as pl
+
+from cartwin.clinical.errors import ObservationError
+from cartwin.clinical.ruleset import table
+from cartwin.vocabulary import test_codes
+
+REQUIRED_COLUMNS = ("subject", "day", "test", "value", "unit")
+OPTIONAL_COLUMNS = ("lower", "upper", "arm", "cause")
+ALLOWED_CAUSES = ("sle", "drug", "lymphodepletion", "crs", "icans", "infection", "sedation", "other")
+RUN_OBSERVATIONS = "observations.parquet"
+RUN_PATIENTS = "patients.parquet"
+MISSING_TEXT = ("", "na", "nan", "null", "none")
+_SHOWN_ROWS = 8
+
+FLAG_SCHEMA = {
+    "file": pl.String, "row": pl.Int64, "column": pl.String, "subject": pl.String,
+    "test": pl.String, "day": pl.Float64, "problem": pl.String,
+}
+
+
+@dataclass
+class Observations:
+    """Validated observations in canonical units plus everything the reader had to say."""
+
+    frame: pl.DataFrame
+    flags: pl.DataFrame
+    source: str
+    excluded_subjects: list[str] = field(default_factory=list)
+
+
+def empty_flags() -> pl.DataFrame:
+    return pl.DataFrame(schema=FLAG_SCHEMA)
+
+
+def make_flags(frame: pl.DataFrame, column: str, problem: str | pl.Expr) -> pl.DataFrame:
+    """Flag rows of a frame that carries ``file``/``row``/``subject``/``test``/``day`` columns."""
+    problem_expr = pl.lit(problem) if isinstance(problem, str) else problem
+    cols = []
+    for name, dtype in FLAG_SCHEMA.items():
+        if name == "column":
+            cols.append(pl.lit(column, pl.String).alias(name))
+        elif name == "problem":
+            cols.append(problem_expr.cast(pl.String).alias(name))
+        elif name in frame.columns:
+            cols.append(pl.col(name).cast(dtype))
+        else:
+            cols.append(pl.lit(None, dtype).alias(name))
+    return frame.select(cols)
+
+
+@cache
+def unit_table() -> pl.DataFrame:
+    """Supported (test, unit) pairs with the factor and offset to the canonical unit."""
+    rules = table("units", numeric=("factor", "offset")).with_columns(pl.col("unit").fill_null(""))
+    codes = pl.DataFrame(
+        [{"test": c.code, "canonical_unit": c.unit} for c in test_codes().values()]
+    )
+    specific = rules.filter(pl.col("test") != "*").join(codes, on=["test", "canonical_unit"], how="inner")
+    generic = rules.filter(pl.col("test") == "*").drop("test").join(codes, on="canonical_unit", how="inner")
+    generic = generic.join(specific.select("test", "unit"), on=["test", "unit"], how="anti")
+    merged = pl.concat([specific, generic.select(specific.columns)])
+    mismatched = rules.filter(pl.col("test") != "*").join(codes, on="test", how="inner").filter(
+        pl.col("canonical_unit") != pl.col("canonical_unit_right"))
+    if mismatched.height:
+        raise RuntimeError(f"rules/units.csv disagrees with test_codes.csv canonical units: {mismatched}")
+    return merged.select("test", "unit", "canonical_unit", "factor", "offset", "source")
+
+
+@cache
+def value_range_table() -> pl.DataFrame:
+    ranges = table("value_ranges", numeric=("minimum", "maximum"), boolean=("integer",))
+    codes = pl.DataFrame([{"test": c.code, "canonical_unit": c.unit} for c in test_codes().values()])
+    specific = ranges.filter(~pl.col("test").str.starts_with("*")).join(codes, on="test", how="inner")
+    by_unit = (
+        ranges.filter(pl.col("test").str.starts_with("*") & (pl.col("test") != "*"))
+        .with_columns(pl.col("test").str.strip_prefix("*").alias("canonical_unit"))
+        .drop("test").join(codes, on="canonical_unit", how="inner")
+        .join(specific.select("test"), on="test", how="anti")
+    )
+    taken = pl.concat([specific.select("test"), by_unit.select("test")])
+    fallback_units = ("category", "points")  # dimensionless codes need their own row
+    catch_all = (
+        ranges.filter(pl.col("test") == "*").drop("test")
+        .join(codes.filter(~pl.col("canonical_unit").is_in(fallback_units)), how="cross")
+        .join(taken, on="test", how="anti")
+    )
+    cols = ["test", "minimum", "maximum", "integer", "source"]
+    return pl.concat([specific.select(cols), by_unit.select(cols), catch_all.select(cols)])
+
+
+@cache
+def default_limits() -> pl.DataFrame:
+    return table("reference_limits", numeric=("lower", "upper")).rename(
+        {"lower": "default_lower", "upper": "default_upper", "source": "default_source"}
+    )
+
+
+def _rows_text(rows: list[int]) -> str:
+    shown = ", ".join(str(r) for r in rows[:_SHOWN_ROWS])
+    more = f" and {len(rows) - _SHOWN_ROWS} more" if len(rows) > _SHOWN_ROWS else ""
+    return f"row{'s' if len(rows) > 1 else ''} {shown}{more}"
+
+
+def _fail(file: str, bad: pl.DataFrame, column: str, problem: str, fix: str) -> None:
+    rows = bad["row"].to_list()
+    raise ObservationError(
+        f"{file}: {_rows_text(rows)} (1-based data rows), column '{column}': {problem}. {fix}",
+        file=file, rows=rows, column=column,
+    )
+
+
+def _read_table(path: Path) -> pl.DataFrame:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            return pl.read_csv(path, infer_schema=False, null_values=None)
+        if suffix in (".parquet", ".pq"):
+            return pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise ObservationError(f"{path}: cannot be read as {suffix[1:]} ({exc}).", file=str(path)) from exc
+    raise ObservationError(
+        f"{path}: unsupported file type '{suffix}'. Give a .csv or .parquet observation file or a run "
+        f"directory containing {RUN_OBSERVATIONS} and {RUN_PATIENTS}.", file=str(path)
+    )
+
+
+def _as_float(frame: pl.DataFrame, column: str) -> tuple[pl.Expr, pl.Expr]:
+    """(parsed float expression, expression true where text was present but not a number)."""
+    dtype = frame.schema[column]
+    if dtype.is_numeric():
+        parsed = pl.col(column).cast(pl.Float64)
+        return parsed.fill_nan(None), pl.lit(False)
+    if dtype == pl.Boolean:
+        return pl.col(column).cast(pl.Float64), pl.lit(False)
+    text = pl.col(column).cast(pl.String).str.strip_chars()
+    missing = text.is_null() | text.str.to_lowercase().is_in(MISSING_TEXT)
+    parsed = pl.when(missing).then(None).otherwise(text.cast(pl.Float64, strict=False))
+    return parsed.fill_nan(None), (~missing & parsed.is_null())
+
+
+def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Validate and convert one observation table; returns (canonical frame, flags)."""
+    missing_cols = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
+    if missing_cols:
+        raise ObservationError(
+            f"{file}: missing required column(s) {missing_cols}; the observation format needs "
+            f"{list(REQUIRED_COLUMNS)} and optionally {list(OPTIONAL_COLUMNS)} (see docs/clinical.md).",
+            file=file, column=missing_cols[0],
+        )
+    unknown_cols = [c for c in raw.columns if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+    frame = raw.with_row_index("row", offset=1).with_columns(pl.col("row").cast(pl.Int64), pl.lit(file).alias("file"))
+    flags: list[pl.DataFrame] = []
+    if unknown_cols:
+        flags.append(pl.DataFrame({"file": [file], "row": [None], "column": [", ".join(unknown_cols)],
+                                   "subject": [None], "test": [None], "day": [None],
+                                   "problem": ["column not part of the observation format: ignored"]},
+                                  schema=FLAG_SCHEMA))
+    for name in ("lower", "upper"):
+        if name not in frame.columns:
+            frame = frame.with_columns(pl.lit(None, pl.Float64).alias(name))
+    for name in ("arm", "cause"):
+        if name not in frame.columns:
+            frame = frame.with_columns(pl.lit(None, pl.String).alias(name))
+
+    frame = frame.with_columns(
+        pl.col("subject").cast(pl.String).str.strip_chars(),
+        pl.col("test").cast(pl.String).str.strip_chars(),
+        pl.col("unit").cast(pl.String).str.strip_chars().fill_null(""),
+        pl.col("arm").cast(pl.String),
+        pl.col("cause").cast(pl.String).str.strip_chars().str.to_lowercase(),
+    )
+    bad = frame.filter(pl.col("subject").is_null() | (pl.col("subject") == ""))
+    if bad.height:
+        _fail(file, bad, "subject", "subject is empty", "Give every row a subject identifier.")
+
+    day, day_bad = _as_float(frame, "day")
+    frame = frame.with_columns(day.alias("_day"), day_bad.alias("_day_bad"))
+    bad = frame.filter(pl.col("_day_bad") | pl.col("_day").is_null())
+    if bad.height:
+        _fail(file, bad, "day", f"day is missing or not a number (e.g. {bad['day'][0]!r})",
+              "Give the study day relative to CAR-T infusion (day 0) as a number, e.g. -5, 0, 7.5.")
+
+    codes = test_codes()
+    bad = frame.filter(~pl.col("test").is_in(list(codes)) | pl.col("test").is_null())
+    if bad.height:
+        examples = sorted({str(t) for t in bad["test"].to_list()})[:5]
+        _fail(file, bad, "test", f"unknown test code(s) {examples}",
+              "Use a code from src/cartwin/data/test_codes.csv (codes are case-sensitive).")
+
+    value, value_bad = _as_float(frame, "value")
+    frame = frame.with_columns(value.alias("_value"), value_bad.alias("_value_bad"))
+    bad = frame.filter(pl.col("_value_bad"))
+    if bad.height:
+        _fail(file, bad, "value", f"value is not a number (e.g. {bad['value'][0]!r})",
+              "Give a decimal number with '.' as decimal point; leave the cell empty for a missing result.")
+    for name in ("lower", "upper"):
+        parsed, parsed_bad = _as_float(frame, name)
+        frame = frame.with_columns(parsed.alias(f"_{name}"), parsed_bad.alias("_limit_bad"))
+        bad = frame.filter(pl.col("_limit_bad"))
+        if bad.height:
+            _fail(file, bad, name, f"reference limit is not a number (e.g. {bad[name][0]!r})",
+                  "Give the laboratory's limit as a number in the row's unit, or leave it empty.")
+
+    bad = frame.filter(pl.col("cause").is_not_null() & ~pl.col("cause").is_in(ALLOWED_CAUSES + MISSING_TEXT))
+    if bad.height:
+        _fail(file, bad, "cause", f"unknown cause {bad['cause'][0]!r}", f"Use one of {list(ALLOWED_CAUSES)} or leave it empty.")
+    frame = frame.with_columns(
+        pl.when(pl.col("cause").is_in(MISSING_TEXT)).then(None).otherwise(pl.col("cause")).alias("cause")
+    )
+
+    units = unit_table()
+    frame = frame.join(units.select("test", "unit", "canonical_unit", "factor", "offset"),
+                       on=["test", "unit"], how="left")
+    unknown_unit = frame.filter(pl.col("factor").is_null() & (pl.col("unit") != ""))
+    if unknown_unit.height:
+        first = unknown_unit.row(0, named=True)
+        supported = units.filter(pl.col("test") == first["test"])["unit"].to_list()
+        _fail(file, unknown_unit, "unit",
+              f"unit {first['unit']!r} is not supported for test {first['test']}",
+              f"Supported units for {first['test']}: {[u for u in supported if u]} (docs/clinical.md lists all).")
+    no_unit = frame.filter(pl.col("factor").is_null())
+    if no_unit.height:
+        flags.append(make_flags(no_unit, "unit", "unit missing for a dimensioned test: value not evaluable (admiral unit check)"))
+
+    missing_value = frame.filter(pl.col("_value").is_null())
+    if missing_value.height:
+        flags.append(make_flags(missing_value, "value", "value missing: not evaluable"))
+
+    frame = frame.with_columns(
+        (pl.col("_value") * pl.col("factor") + pl.col("offset")).alias("value"),
+        (pl.col("_lower") * pl.col("factor") + pl.col("offset")).alias("lower"),
+        (pl.col("_upper") * pl.col("factor") + pl.col("offset")).alias("upper"),
+        pl.col("_day").alias("day"),
+        pl.col("canonical_unit").fill_null(pl.col("test").replace_strict(
+            {c.code: c.unit for c in codes.values()}, default=None)).alias("unit"),
+    )
+
+    ranges = value_range_table()
+    frame = frame.join(ranges.select("test", "minimum", "maximum", "integer"), on="test", how="left")
+    out_of_range = frame.filter(
+        (pl.col("value") < pl.col("minimum")) | (pl.col("value") > pl.col("maximum"))
+        | (pl.col("integer") & (pl.col("value") != pl.col("value").round(0)))
+    )
+    if out_of_range.height:
+        first = out_of_range.row(0, named=True)
+        hi = "" if first["maximum"] is None else f" to {first['maximum']:g}"
+        _fail(file, out_of_range, "value",
+              f"{first['test']} value {first['_value']!r} is outside its valid range "
+              f"({first['minimum']:g}{hi}{', whole numbers' if first['integer'] else ''} in {first['unit']})",
+              "Correct the value or its unit (rules/value_ranges.csv gives the ranges).")
+
+    duplicated = frame.filter(pl.len().over("subject", "day", "test") > 1).sort("subject", "test", "day", "row")
+    if duplicated.height:
+        first = duplicated.row(0, named=True)
+        _fail(file, duplicated, "test",
+              f"duplicated visit rows: subject {first['subject']!r}, day {first['day']:g}, test {first['test']} "
+              "appears more than once",
+              "Keep one row per subject, day and test (e.g. the day's highest temperature or lowest count).")
+
+    limits = default_limits()
+    frame = frame.join(limits.select("test", "default_lower", "default_upper"), on="test", how="left")
+    has_row_limits = pl.col("lower").is_not_null() | pl.col("upper").is_not_null()
+    has_default = pl.col("default_lower").is_not_null() | pl.col("default_upper").is_not_null()
+    frame = frame.with_columns(
+        pl.when(has_row_limits).then(pl.lit("row")).when(has_default).then(pl.lit("default"))
+        .otherwise(None).alias("limit_source"),
+        pl.when(has_row_limits).then(pl.col("lower")).otherwise(pl.col("default_lower")).alias("lower"),
+        pl.when(has_row_limits).then(pl.col("upper")).otherwise(pl.col("default_upper")).alias("upper"),
+    )
+    clean = frame.select(
+        "subject", pl.col("arm"), "day", "test", "value", "unit", "lower", "upper", "limit_source",
+        "cause", "file", "row",
+    )
+    flag_frame = pl.concat(flags) if flags else empty_flags()
+    return clean, flag_frame
+
+
+def read_observations(source: Path | str) -> Observations:
+    """Read a CSV/Parquet observation file or a simulated run directory."""
+    path = Path(source)
+    if not path.exists():
+        raise ObservationError(f"{path}: no such file or directory.", file=str(path))
+    if path.is_dir():
+        return _read_run_directory(path)
+    frame, flags = validate(_read_table(path), str(path))
+    return Observations(frame=frame, flags=flags, source=str(path))
+
+
+def _read_run_directory(path: Path) -> Observations:
+    obs_path, patients_path = path / RUN_OBSERVATIONS, path / RUN_PATIENTS
+    for needed in (obs_path, patients_path):
+        if not needed.exists():
+            raise ObservationError(
+                f"{path}: not a run directory, {needed.name} is missing. A run directory holds "
+                f"{RUN_OBSERVATIONS} and {RUN_PATIENTS}; otherwise pass an observation file.",
+                file=str(needed),
+            )
+    patients = _read_table(patients_path)
+    for column in ("subject", "status"):
+        if column not in patients.columns:
+            raise ObservationError(f"{patients_path}: column '{column}' is missing; {RUN_PATIENTS} needs "
+                                   "one row per subject with status 'ok' or 'failed'.",
+                                   file=str(patients_path), column=column)
+    patients = patients.with_row_index("row", offset=1).with_columns(
+        pl.col("subject").cast(pl.String), pl.col("status").cast(pl.String).str.to_lowercase())
+    bad = patients.filter(~pl.col("status").is_in(["ok", "failed"]) | pl.col("status").is_null())
+    if bad.height:
+        _fail(str(patients_path), bad, "status", "status must be 'ok' or 'failed'", "Fix the run directory.")
+    frame, flags = validate(_read_table(obs_path), str(obs_path))
+    failed = patients.filter(pl.col("status") == "failed")["subject"].to_list()
+    unknown = frame.filter(~pl.col("subject").is_in(patients["subject"].implode()))
+    if unknown.height:
+        _fail(str(obs_path), unknown, "subject", f"subject {unknown['subject'][0]!r} is not in {RUN_PATIENTS}",
+              "The run directory is inconsistent; regenerate it.")
+    excluded = frame.filter(pl.col("subject").is_in(failed))
+    frame = frame.filter(~pl.col("subject").is_in(failed))
+    failed_flags = pl.DataFrame(
+        {"file": str(patients_path), "row": patients.filter(pl.col("status") == "failed")["row"],
+         "column": "status", "subject": failed, "test": None, "day": None,
+         "problem": f"simulation status 'failed': subject not scored"},
+        schema=FLAG_SCHEMA,
+    ) if failed else empty_flags()
+    if excluded.height:
+        failed_flags = pl.concat([failed_flags, pl.DataFrame(
+            {"file": [str(obs_path)], "row": [None], "column": ["subject"], "subject": [None], "test": [None],
+             "day": [None], "problem": [f"{excluded.height} observation rows of {len(failed)} failed subject(s) not scored"]},
+            schema=FLAG_SCHEMA)])
+    return Observations(frame=frame, flags=pl.concat([flags, failed_flags]), source=str(path),
+                        excluded_subjects=failed)
