@@ -1,0 +1,136 @@
+"""CTCAE laboratory grading driven by a versioned criteria table (``rules/ctcae_v5.csv``).
+
+Each table row is one criterion ``quantity operator factor x reference`` for a grade; a grade holds
+when any of its criteria holds. Grades are tried from 4 down to 1 in three-valued logic: a
+criterion whose inputs are missing is *unknown*, so a grade is only assigned when every higher
+grade is known to be false. That reproduces admiral's behaviour that neutrophils 0.3 x10^9/L grade
+4 without an LLN while 1.6 x10^9/L without an LLN is not gradable.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import polars as pl
+
+from cartwin.clinical.ruleset import settings, table
+
+VERSIONS = {"5.0": "ctcae_v5"}
+_OPERATORS = {
+    "<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
+}
+
+
+@cache
+def criteria(version: str = "5.0") -> pl.DataFrame:
+    if version not in VERSIONS:
+        raise ValueError(f"CTCAE version {version!r} has no rule table; available: {sorted(VERSIONS)}")
+    return table(VERSIONS[version], numeric=("grade", "factor"), boolean=("requires_below_lower",)).with_columns(
+        pl.col("grade").cast(pl.Int8))
+
+
+def graded_tests(version: str = "5.0") -> list[str]:
+    return criteria(version)["test"].unique(maintain_order=True).to_list()
+
+
+def _sig(expr: pl.Expr, digits: int) -> pl.Expr:
+    return expr.round_sig_figs(digits)
+
+
+def _criterion(row: dict, digits: int) -> pl.Expr:
+    quantity = pl.col("value") if row["quantity"] == "value" else pl.col("pchg")
+    reference = {
+        "absolute": pl.lit(1.0), "lower": pl.col("lower"), "upper": pl.col("upper"),
+        "baseline": pl.col("baseline"),
+    }[row["reference"]]
+    condition = _OPERATORS[row["operator"]](_sig(quantity, digits), _sig(reference * row["factor"], digits))
+    status = row["baseline_status"]
+    if status == "normal":
+        # A missing baseline counts as normal (admiral: missing BNRIND is not "HIGH").
+        condition = (pl.col("baseline").is_null() | (pl.col("baseline") <= pl.col("baseline_upper"))) & condition
+    elif status == "abnormal":
+        condition = pl.col("baseline").is_not_null() & (pl.col("baseline") > pl.col("baseline_upper")) & condition
+    elif status == "known":
+        # Baseline-relative criteria cannot hold without a baseline (false, not unknown), so the
+        # ULN criteria still grade; the row is flagged.
+        condition = pl.when(pl.col("baseline").is_null()).then(pl.lit(False)).otherwise(condition)
+    if row["requires_below_lower"]:
+        condition = (_sig(pl.col("value"), digits) < _sig(pl.col("lower"), digits)) & condition
+    return condition
+
+
+def _any(conditions: list[pl.Expr]) -> pl.Expr:
+    result = conditions[0]
+    for condition in conditions[1:]:
+        result = result | condition  # Kleene OR: true wins over unknown
+    return result
+
+
+def add_baseline(frame: pl.DataFrame, baseline_last_day: float) -> pl.DataFrame:
+    """Baseline per subject and test: last non-missing value on or before ``baseline_last_day``."""
+    base = (
+        frame.filter((pl.col("day") <= baseline_last_day) & pl.col("value").is_not_null())
+        .sort("day")
+        .group_by("subject", "test")
+        .agg(pl.col("value").last().alias("baseline"), pl.col("upper").last().alias("baseline_upper"),
+             pl.col("day").last().alias("baseline_day"))
+    )
+    return frame.join(base, on=["subject", "test"], how="left")
+
+
+def grade_labs(frame: pl.DataFrame, version: str = "5.0") -> pl.DataFrame:
+    """Grade every row whose test has CTCAE criteria.
+
+    ``frame`` needs subject, day, test, value, lower, upper (canonical units). Columns baseline,
+    baseline_upper and pchg are used when present, otherwise derived (baseline = last value on or
+    before the table's ``baseline_last_day``). Returns one row per graded observation and term
+    with ``grade`` (null = not evaluable) and ``grade_reason``.
+    """
+    config = settings(VERSIONS[version])
+    digits = int(config["significant_digits"])
+    rules = criteria(version)
+    work = frame.filter(pl.col("test").is_in(rules["test"].unique().implode()))
+    if "baseline" not in work.columns:
+        work = add_baseline(work, float(config["baseline_last_day"]))
+    for name in ("baseline_upper", "baseline_day"):
+        if name not in work.columns:
+            work = work.with_columns(pl.lit(None, pl.Float64).alias(name))
+    if "baseline_upper" in frame.columns:
+        pass
+    else:
+        work = work.with_columns(pl.col("baseline_upper").fill_null(pl.col("upper")))
+    if "pchg" not in work.columns:
+        work = work.with_columns(
+            pl.when(pl.col("baseline") > 0).then((pl.col("value") - pl.col("baseline")) / pl.col("baseline") * 100)
+            .otherwise(None).alias("pchg"))
+
+    graded = []
+    for (term,), term_rules in rules.group_by("term", maintain_order=True):
+        test, direction = term_rules["test"][0], term_rules["direction"][0]
+        uses_baseline = term_rules["reference"].is_in(["baseline"]).any() or (term_rules["quantity"] == "pchg").any()
+        by_grade = {
+            int(g): _any([_criterion(r, digits) for r in rows.iter_rows(named=True)])
+            for (g,), rows in term_rules.group_by("grade")
+        }
+        chain = pl.when(pl.col("value").is_null()).then(pl.lit(None, pl.Int8))
+        for grade in sorted(by_grade, reverse=True):
+            chain = chain.when(by_grade[grade]).then(pl.lit(grade, pl.Int8))
+            chain = chain.when(by_grade[grade].is_null()).then(pl.lit(None, pl.Int8))
+        grade_expr = chain.otherwise(pl.lit(0, pl.Int8))
+        part = work.filter(pl.col("test") == test).with_columns(
+            pl.lit(term).alias("term"), pl.lit(direction).alias("direction"), grade_expr.alias("grade"))
+        part = part.with_columns(
+            pl.when(pl.col("value").is_null()).then(pl.lit("value missing: not evaluable"))
+            .when(pl.col("grade").is_null()).then(pl.lit(
+                "reference limit missing and no absolute threshold decides the grade: not evaluable"))
+            .otherwise(None).alias("grade_reason"),
+            (pl.when(pl.lit(uses_baseline) & pl.col("baseline").is_null() & pl.col("value").is_not_null())
+             .then(pl.lit("baseline missing: baseline-relative criteria not applied, baseline taken as normal"))
+             .otherwise(None)).alias("baseline_flag"),
+        )
+        graded.append(part)
+    if not graded:
+        return work.with_columns(pl.lit(None, pl.String).alias("term"), pl.lit(None, pl.Int8).alias("grade"))
+    result = pl.concat(graded, how="diagonal_relaxed")
+    return result.with_columns(pl.lit(f"CTCAE v{version}").alias("standard"))

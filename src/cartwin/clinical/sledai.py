@@ -1,0 +1,204 @@
+"""SLEDAI-2K, SELENA-SLEDAI and hybrid SLEDAI from clinical descriptors and laboratory values.
+
+Pipeline (all columnar, no per-row Python):
+1. descriptor events: explicit ``SD_*`` rows and lab-derived descriptors (``sledai_lab_rules.csv``)
+   with the CAR-T attribution rules (``attribution.toml``) and a row's ``cause`` applied;
+2. look-back window: a descriptor scores at a visit if it was present (due to SLE) on the visit
+   day or in the preceding ``window_days``; it is known absent if it was evaluated in that window
+   and never present; otherwise it is not evaluable;
+3. totals with lower/upper bounds when descriptors are not evaluable.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import polars as pl
+
+from cartwin.clinical.ruleset import settings, table
+
+INSTRUMENTS = ("sledai2k", "selena", "hybrid")
+_OPERATORS = {"<": pl.Expr.__lt__, "<=": pl.Expr.__le__, ">": pl.Expr.__gt__, ">=": pl.Expr.__ge__}
+
+
+@cache
+def descriptors() -> pl.DataFrame:
+    return table("sledai_descriptors", numeric=("item", "weight"), boolean=("serology", "lldas_major"))
+
+
+@cache
+def lab_rules() -> pl.DataFrame:
+    return table("sledai_lab_rules", numeric=("threshold",))
+
+
+def descriptor_codes() -> list[str]:
+    return descriptors()["code"].to_list()
+
+
+def weights() -> dict[str, int]:
+    return {r["code"]: int(r["weight"]) for r in descriptors().iter_rows(named=True)}
+
+
+def sledai_input_tests() -> list[str]:
+    return sorted(set(descriptor_codes()) | set(lab_rules()["test"].to_list()))
+
+
+def organic_brain_syndrome(clouded_consciousness: bool, additional_features: int) -> bool:
+    """SLEDAI-2K item 3: clouded consciousness plus the minimum number of listed features."""
+    minimum = settings("sledai")["organic_brain_syndrome"]["min_additional_features"]
+    return bool(clouded_consciousness) and additional_features >= minimum
+
+
+def activity_category(total: pl.Expr, scheme: str | None = None) -> pl.Expr:
+    """Activity band label for a SLEDAI total (scheme from sledai.toml [activity])."""
+    config = settings("sledai")["activity"]
+    chosen = config[scheme or config["default_scheme"]]
+    expr = pl.when(total.is_null()).then(pl.lit(None, pl.String))
+    for lower, label in reversed(list(zip(chosen["lower_bounds"], chosen["labels"]))):
+        expr = expr.when(total >= lower).then(pl.lit(label))
+    return expr.otherwise(None)
+
+
+def _instrument_variant(code: str, instrument: str) -> str:
+    """Column name of a descriptor as scored by an instrument (only arthritis and proteinuria differ)."""
+    if code == "SD_ARTH" and instrument in ("selena", "hybrid"):
+        return "SD_ARTH__selena"
+    if code == "SD_PROT" and instrument == "selena":
+        return "SD_PROT__selena"
+    return code
+
+
+def _attribution(use_icans: bool) -> pl.Expr:
+    """Expression giving the non-SLE cause a row's event is attributed to (null = SLE)."""
+    rules = settings("attribution")
+    expr = pl.when(pl.col("cause") == "sle").then(pl.lit(None, pl.String))
+    expr = expr.when(pl.col("cause").is_not_null()).then(pl.col("cause"))
+    cyto, fever, neuro = rules["cytopenia"], rules["fever"], rules["neurological"]
+    in_window = lambda rule: pl.col("day").is_between(rule["first_day"], rule["last_day"])  # noqa: E731
+    code = pl.col("base_code")
+    expr = expr.when(code.is_in(cyto["descriptors"]) & in_window(cyto)).then(pl.lit("lymphodepletion/CAR-T"))
+    expr = expr.when(code.is_in(fever["descriptors"]) & in_window(fever)).then(pl.lit("crs"))
+    if use_icans:
+        expr = expr.when(code.is_in(neuro["descriptors"]) & in_window(neuro)
+                         & (pl.col("icans_grade").fill_null(0) >= 1)).then(pl.lit("icans"))
+    return expr.otherwise(None)
+
+
+def descriptor_events(obs: pl.DataFrame, icans: pl.DataFrame | None = None) -> pl.DataFrame:
+    """One row per subject, day and descriptor column: ``present`` (as SLE activity) true/false/null.
+
+    ``obs`` is the canonical observation frame; ``icans`` an optional (subject, day, icans_grade)
+    frame used by the neurological attribution rule.
+    """
+    base_cols = ["subject", "day", "test", "value", "lower", "upper", "cause"]
+    obs = obs.select([c for c in base_cols if c in obs.columns])
+    if "cause" not in obs.columns:
+        obs = obs.with_columns(pl.lit(None, pl.String).alias("cause"))
+    explicit = obs.filter(pl.col("test").is_in(descriptor_codes())).select(
+        "subject", "day", pl.col("test").alias("code"), (pl.col("value") == 1).alias("raw"), "cause",
+        pl.lit(0).alias("priority"))
+    explicit_variants = [
+        explicit.filter(pl.col("code") == "SD_ARTH").with_columns(pl.lit("SD_ARTH__selena").alias("code")),
+        explicit.filter(pl.col("code") == "SD_PROT").with_columns(pl.lit("SD_PROT__selena").alias("code")),
+    ]
+
+    rules = lab_rules()
+    derived = []
+    for rule in rules.iter_rows(named=True):
+        rows = obs.filter(pl.col("test") == rule["test"])
+        if rows.height == 0:
+            continue
+        reference = {"absolute": pl.lit(1.0), "lower": pl.col("lower"), "upper": pl.col("upper")}[rule["reference"]]
+        present = _OPERATORS[rule["operator"]](pl.col("value"), reference * rule["threshold"])
+        targets = {"all": [rule["descriptor"]] + ([f"{rule['descriptor']}__selena"] if rule["descriptor"] in ("SD_ARTH", "SD_PROT") else []),
+                   "sledai2k": [rule["descriptor"]], "selena": [f"{rule['descriptor']}__selena"], "hybrid": []}[rule["instrument"]]
+        for code in targets:
+            derived.append(rows.select("subject", "day", pl.lit(code).alias("code"), present.alias("raw"), "cause",
+                                       pl.lit(1).alias("priority")))
+    selena_rule = settings("sledai")["selena"]
+    uprot = obs.filter((pl.col("test") == "UPROT") & pl.col("value").is_not_null()).sort("subject", "day")
+    if uprot.height and selena_rule["proteinuria_rule"] == "new_or_rise":
+        previous = pl.col("value").shift(1).over("subject")
+        threshold = lab_rules().filter(pl.col("descriptor") == "SD_PROT")["threshold"][0]
+        rise = selena_rule["proteinuria_rise_g_per_24h"]
+        present = (pl.col("value") > threshold) & (previous.is_null() | (previous <= threshold) | ((pl.col("value") - previous) > rise))
+        derived = [d for d in derived if not (d.height and d["code"][0] == "SD_PROT__selena")]
+        derived.append(uprot.select("subject", "day", pl.lit("SD_PROT__selena").alias("code"), present.alias("raw"),
+                                    "cause", pl.lit(1).alias("priority")))
+
+    events = pl.concat([explicit, *explicit_variants, *derived], how="vertical_relaxed") if (explicit.height or derived) else explicit
+    events = events.with_columns(pl.col("code").str.split("__").list.first().alias("base_code"))
+    use_icans = icans is not None and icans.height > 0
+    if use_icans:
+        events = events.join(icans.select("subject", "day", "icans_grade"), on=["subject", "day"], how="left")
+    events = events.with_columns(_attribution(use_icans).alias("attributed_to"))
+    events = events.with_columns(
+        pl.when(pl.col("attributed_to").is_not_null() & pl.col("raw").is_not_null()).then(pl.lit(False))
+        .otherwise(pl.col("raw")).alias("present"),
+        (pl.col("attributed_to").is_not_null() & pl.col("raw").fill_null(False)).alias("excluded"),
+    )
+    # Explicit descriptor rows are the investigator's judgement and win over lab derivation.
+    top = pl.col("priority").min().over("subject", "day", "code")
+    events = events.filter(pl.col("priority") == top)
+    return events.group_by("subject", "day", "code").agg(
+        pl.col("present").any(ignore_nulls=False).alias("present"),
+        pl.col("excluded").any().alias("excluded"),
+        pl.col("attributed_to").drop_nulls().first().alias("attributed_to"),
+    )
+
+
+def score_visits(events: pl.DataFrame, visits: pl.DataFrame, window_days: float | None = None,
+                 activity_scheme: str | None = None) -> pl.DataFrame:
+    """Score SLEDAI at each (subject, day) of ``visits`` from ``descriptor_events`` output."""
+    config = settings("sledai")
+    window = float(window_days if window_days is not None else config["window"]["default_days"])
+    if window not in [float(w) for w in config["window"]["allowed_days"]]:
+        raise ValueError(f"SLEDAI window {window:g} days is not one of {config['window']['allowed_days']}")
+    codes = descriptor_codes() + ["SD_ARTH__selena", "SD_PROT__selena"]
+    visits = visits.select("subject", "day").unique()
+    if events.height:
+        wide = events.pivot(on="code", index=["subject", "day"], values="present", aggregate_function="first")
+        excluded = events.filter(pl.col("excluded")).group_by("subject", "day").agg(
+            pl.concat_str([pl.col("code"), pl.lit(" ("), pl.col("attributed_to"), pl.lit(")")]).sort().str.join("; ")
+            .alias("sledai_excluded"))
+    else:
+        wide = pl.DataFrame(schema={"subject": pl.String, "day": pl.Float64})
+        excluded = pl.DataFrame(schema={"subject": pl.String, "day": pl.Float64, "sledai_excluded": pl.String})
+    for code in codes:
+        if code not in wide.columns:
+            wide = wide.with_columns(pl.lit(None, pl.Boolean).alias(code))
+    grid = pl.concat([wide.select("subject", "day"), visits], how="vertical_relaxed").unique()
+    wide = grid.join(wide, on=["subject", "day"], how="left").sort("subject", "day")
+    states = []
+    for code in codes:
+        last_present = pl.when(pl.col(code)).then(pl.col("day")).otherwise(None).forward_fill().over("subject")
+        last_seen = pl.when(pl.col(code).is_not_null()).then(pl.col("day")).otherwise(None).forward_fill().over("subject")
+        state = (pl.when((pl.col("day") - last_present) <= window).then(pl.lit(True))
+                 .when((pl.col("day") - last_seen) <= window).then(pl.lit(False))
+                 .otherwise(pl.lit(None, pl.Boolean)))
+        states.append(state.alias(code))
+    scored = wide.select("subject", "day", *states).join(visits, on=["subject", "day"], how="semi")
+    w = weights()
+    serology = set(descriptors().filter(pl.col("serology"))["code"].to_list())
+    out = []
+    for instrument in INSTRUMENTS:
+        cols = {code: _instrument_variant(code, instrument) for code in descriptor_codes()}
+        points = [pl.col(col).cast(pl.Int32) * w[code] for code, col in cols.items()]
+        clinical_points = [p for (code, _), p in zip(cols.items(), points) if code not in serology]
+        out += [
+            pl.sum_horizontal([p.fill_null(0) for p in points]).alias(f"{instrument}_min"),
+            pl.sum_horizontal([p.fill_null(w[c]) for c, p in zip(cols, points)]).alias(f"{instrument}_max"),
+            pl.when(pl.any_horizontal([pl.col(c).is_null() for c in cols.values()])).then(None)
+            .otherwise(pl.sum_horizontal([p.fill_null(0) for p in points])).alias(instrument),
+            pl.when(pl.any_horizontal([pl.col(cols[c]).is_null() for c in cols if c not in serology])).then(None)
+            .otherwise(pl.sum_horizontal([p.fill_null(0) for p in clinical_points])).alias(f"c{instrument}"),
+        ]
+    result = scored.with_columns(out).with_columns(
+        activity_category(pl.col("sledai2k"), activity_scheme).alias("sledai2k_activity"),
+        pl.lit(window).alias("sledai_window_days"),
+    )
+    missing = [pl.when(pl.col(c).is_null()).then(pl.lit(c)) for c in descriptor_codes()]
+    result = result.with_columns(pl.concat_list(missing).list.drop_nulls().list.join(", ").alias("sledai_not_evaluable"))
+    result = result.join(excluded, on=["subject", "day"], how="left")
+    rename = {c: f"d_{c}" for c in codes}
+    return result.rename(rename)
