@@ -8,21 +8,10 @@ the time of a dose is a pre-dose sample.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from cartwin.simulate.schedule import Schedule, build_schedule
-
-
-@dataclass(frozen=True)
-class Dose:
-    route: str  # model dose input name
-    day: float
-    amount: float
-    duration_days: float = 0.0
-    drug: str = ""
-    note: str = ""
+from cartwin.therapy.dosing import Dose
 
 
 EVENT_COLUMNS = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -40,3 +41,15 @@ def fludarabine_renal_factor(crcl_ml_min: float) -> tuple[float, str]:
         if low <= crcl_ml_min < high:
             return factor, label
     raise ValueError(f"creatinine clearance {crcl_ml_min} mL/min outside the rule table")
+
+
+@dataclass(frozen=True)
+class Dose:
+    """One administration for one patient, in the amount unit of its route (mg or cells)."""
+
+    route: str  # the model's dose input name
+    day: float
+    amount: float
+    duration_days: float = 0.0
+    drug: str = ""
+    note: str = ""

@@ -1,0 +1,229 @@
+"""Reading a protocol file into a validated, immutable :class:`Protocol`.
+
+Every problem is reported as a :class:`ProtocolError` that names the file, the field and what
+would fix it. Checks that need more than one field (a product that must exist, a schedule
+inside the follow-up, a dose in a plausible range) run after the schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from cartwin.population.ranges import PHYSIOLOGIC_RANGES, UNIT_FACTORS
+from cartwin.protocol.schema import Population, Protocol
+from cartwin.therapy.products import KNOWN_EDITS, PRODUCTS
+from cartwin.therapy.regimens import PRESETS
+
+# Plausible CAR-T doses. Clinical autoimmune and oncology doses span 1e5-5e6 cells/kg and
+# 1e7-1e9 flat cells (clinical_evidence.md section 6); anything 100x beyond is a unit error.
+CART_DOSE_PER_KG = (1e3, 1e8)
+CART_DOSE_FLAT = (1e5, 1e11)
+# Single-administration drug doses (mg/m^2) beyond these are not lymphodepletion.
+DRUG_DOSE_MG_M2 = {"fludarabine": (0.0, 60.0), "cyclophosphamide": (0.0, 3000.0)}
+EARLIEST_DAY = -30.0
+
+
+class ProtocolError(ValueError):
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + ("\n  ".join([""] + problems) if len(problems) > 1
+                                         else problems[0]))
+
+
+@dataclass(frozen=True)
+class LoadedProtocol:
+    protocol: Protocol
+    text: str
+    source: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("fixed", "normal", "lognormal", "uniform", "CellsPerKg", "FlatCells",
+                      "function-after[_ordered(), Uniform]") or str(part).startswith(("list[", "str")):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def parse_protocol(data: dict, source: str = "<protocol>") -> Protocol:
+    try:
+        protocol = Protocol.model_validate(data)
+    except ValidationError as exc:
+        seen, problems = set(), []
+        for err in exc.errors():
+            msg = f"{_loc(err['loc'])}: {err['msg']}"
+            if err["type"] == "extra_forbidden":
+                msg = f"{_loc(err['loc'])}: unknown field; remove it or check its spelling"
+            elif err["type"] == "missing":
+                msg = f"{_loc(err['loc'])}: required field is missing"
+            if msg not in seen:
+                seen.add(msg)
+                problems.append(msg)
+        raise ProtocolError(source, problems) from None
+    problems = check_semantics(protocol)
+    if problems:
+        raise ProtocolError(source, problems)
+    return protocol
+
+
+def load_protocol(path: str | Path) -> LoadedProtocol:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ProtocolError(str(path), ["file not found"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProtocolError(str(path), [f"cannot read the file: {exc}"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProtocolError(str(path), [f"not valid TOML: {exc}"]) from None
+    return LoadedProtocol(parse_protocol(data, str(path)), text, str(path))
+
+
+def schedule_days(protocol: Protocol) -> list[float]:
+    s = protocol.schedule
+    if s.days is not None:
+        return sorted(set(float(d) for d in s.days))
+    n = int(round((s.stop - s.start) / s.every))
+    return [s.start + i * s.every for i in range(n + 1) if s.start + i * s.every <= s.stop + 1e-9]
+
+
+def check_semantics(p: Protocol) -> list[str]:
+    problems: list[str] = []
+    products = set(PRODUCTS) | set(p.products)
+    regimens = set(PRESETS) | set(p.regimens)
+    for name, prod in p.products.items():
+        unknown = sorted(set(prod.edits) - set(KNOWN_EDITS))
+        if unknown:
+            problems.append(f"products.{name}.edits: unknown edits {unknown}; known: {list(KNOWN_EDITS)}")
+    ids = [a.id for a in p.arms]
+    for dup in sorted({i for i in ids if ids.count(i) > 1}):
+        problems.append(f"arms: arm id {dup!r} is used twice; give each arm its own id")
+    explicit = p.population.patients is not None
+    for i, arm in enumerate(p.arms):
+        where = f"arms[{i}] ({arm.id})"
+        if arm.product not in products:
+            problems.append(f"{where}.product: unknown product {arm.product!r}; known: "
+                            f"{sorted(products)} (or define it under [products.{arm.product}])")
+        if isinstance(arm.lymphodepletion, str) and arm.lymphodepletion not in regimens:
+            problems.append(f"{where}.lymphodepletion: unknown regimen {arm.lymphodepletion!r}; "
+                            f"known: {sorted(regimens)} (or give a list of administrations)")
+        if hasattr(arm.dose, "cells_per_kg"):
+            lo, hi = CART_DOSE_PER_KG
+            if not lo <= arm.dose.cells_per_kg <= hi:
+                problems.append(f"{where}.dose.cells_per_kg: {arm.dose.cells_per_kg:g} cells/kg is "
+                                f"outside the plausible {lo:g}-{hi:g} cells/kg (1e6 cells/kg is typical)")
+        else:
+            lo, hi = CART_DOSE_FLAT
+            if not lo <= arm.dose.cells <= hi:
+                problems.append(f"{where}.dose.cells: {arm.dose.cells:g} cells is outside the "
+                                f"plausible {lo:g}-{hi:g} cells")
+        if explicit and arm.n is not None and arm.n != len(p.population.patients):
+            problems.append(f"{where}.n: {arm.n} differs from the {len(p.population.patients)} "
+                            "explicit patients; remove n")
+        if not explicit and arm.n is None:
+            problems.append(f"{where}.n: required when the population is given as distributions")
+        if isinstance(arm.lymphodepletion, list):
+            problems += _check_administrations(arm.lymphodepletion, f"{where}.lymphodepletion")
+    for name, admins in p.regimens.items():
+        problems += _check_administrations(admins, f"regimens.{name}")
+    days = schedule_days(p)
+    late = [d for d in days if d > p.follow_up_days]
+    early = [d for d in days if d < EARLIEST_DAY]
+    if late:
+        problems.append(f"schedule: days {late[:5]} lie after follow_up_days = {p.follow_up_days:g}; "
+                        "extend the follow-up or drop those days")
+    if early:
+        problems.append(f"schedule: days {early[:5]} lie before day {EARLIEST_DAY:g}, outside the "
+                        "simulated window")
+    problems += _check_population(p.population)
+    return problems
+
+
+def _check_administrations(admins, where: str) -> list[str]:
+    out = []
+    for j, a in enumerate(admins):
+        lo, hi = DRUG_DOSE_MG_M2[a.drug]
+        if not lo < a.dose_mg_m2 <= hi:
+            out.append(f"{where}[{j}].dose_mg_m2: {a.dose_mg_m2:g} mg/m^2 of {a.drug} is outside "
+                       f"(0, {hi:g}] mg/m^2 per administration")
+        for d in a.days:
+            if not EARLIEST_DAY <= d <= 0:
+                out.append(f"{where}[{j}].days: day {d:g} is not between {EARLIEST_DAY:g} and 0 "
+                           "(lymphodepletion precedes the infusion)")
+    return out
+
+
+def _range_problem(where: str, quantity: str, value: float, unit_factor: float = 1.0) -> str | None:
+    lo, hi, unit = PHYSIOLOGIC_RANGES[quantity]
+    v = value * unit_factor
+    if not lo <= v <= hi:
+        return f"{where}: {value:g} is outside the physiologic range {lo:g}-{hi:g} {unit}"
+    return None
+
+
+def _unit_factor(where: str, quantity: str, unit: str, problems: list[str]) -> float:
+    factors = UNIT_FACTORS[quantity]
+    if unit not in factors:
+        problems.append(f"{where}.unit: unknown unit {unit!r} for {quantity}; use one of {sorted(factors)}")
+        return float("nan")
+    return factors[unit]
+
+
+def _check_population(pop: Population) -> list[str]:
+    problems: list[str] = []
+    if pop.patients is not None:
+        for i, pt in enumerate(pop.patients):
+            w = f"population.patients[{i}] ({pt.id})"
+            cf = _unit_factor(f"{w}.creatinine", "creatinine", pt.creatinine_unit, problems)
+            kf = _unit_factor(f"{w}.complement", "c3", pt.complement_unit, problems)
+            for q, v, f in (("age", pt.age, 1), ("weight", pt.weight, 1), ("height", pt.height, 1),
+                            ("creatinine", pt.creatinine, cf), ("dsdna", pt.dsdna, 1),
+                            ("c3", pt.c3, kf), ("c4", pt.c4, kf), ("proteinuria", pt.proteinuria, 1),
+                            ("pga", pt.pga, 1)):
+                if f == f:  # skip quantities whose unit was already reported unknown
+                    msg = _range_problem(f"{w}.{q}", q, v, f)
+                    if msg:
+                        problems.append(msg)
+        return problems
+    blocks = {"age": (pop.age, 1.0), "weight": (pop.weight, 1.0), "height": (pop.height, 1.0)}
+    blocks["creatinine"] = (pop.creatinine.distribution,
+                            _unit_factor("population.creatinine", "creatinine", pop.creatinine.unit, problems))
+    d = pop.disease
+    for q in ("dsdna", "c3", "c4", "proteinuria"):
+        block = getattr(d, q)
+        blocks[q] = (block.distribution, _unit_factor(f"population.disease.{q}", q, block.unit, problems))
+    blocks["pga"] = (d.pga, 1.0)
+    for q, (dist, factor) in blocks.items():
+        if factor != factor:
+            continue
+        where = f"population.{'disease.' if q in ('dsdna', 'c3', 'c4', 'proteinuria', 'pga') else ''}{q}"
+        lo, hi, unit = PHYSIOLOGIC_RANGES[q]
+        centre = {"fixed": "value", "normal": "mean", "lognormal": "median"}.get(dist.dist)
+        if centre is not None:
+            v = getattr(dist, centre) * factor
+            if not lo <= v <= hi:
+                problems.append(f"{where}.{centre}: {getattr(dist, centre):g} is outside the "
+                                f"physiologic range {lo / factor:g}-{hi / factor:g} in the unit given")
+        for bound in ("low", "high"):
+            b = getattr(dist, bound, None)
+            if b is not None and not lo <= b * factor <= hi:
+                problems.append(f"{where}.{bound}: {b:g} is outside the physiologic range "
+                                f"{lo / factor:g}-{hi / factor:g} in the unit given")
+    return problems

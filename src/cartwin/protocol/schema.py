@@ -1,0 +1,213 @@
+"""The trial protocol file: a pydantic schema, frozen, strict about unknown keys and units."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SCHEMA_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- distributions ---------------------------------------------------------------------------
+class Fixed(_Strict):
+    dist: Literal["fixed"]
+    value: float
+
+
+class Normal(_Strict):
+    dist: Literal["normal"]
+    mean: float
+    sd: float = Field(ge=0)
+    low: float | None = None
+    high: float | None = None
+
+
+class LogNormal(_Strict):
+    dist: Literal["lognormal"]
+    median: float = Field(gt=0)
+    cv: float = Field(ge=0, description="coefficient of variation of the log-normal, e.g. 0.2")
+    low: float | None = None
+    high: float | None = None
+
+
+class Uniform(_Strict):
+    dist: Literal["uniform"]
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.high <= self.low:
+            raise ValueError("uniform: high must be greater than low")
+        return self
+
+
+Distribution = Annotated[Union[Fixed, Normal, LogNormal, Uniform], Field(discriminator="dist")]
+
+
+class Sex(_Strict):
+    female: float = Field(ge=0, le=1, description="probability that a virtual patient is female")
+
+
+class WithUnit(_Strict):
+    unit: str
+    distribution: Distribution
+
+
+DESCRIPTORS = ("arthritis", "rash", "alopecia", "vasculitis", "mucosal_ulcers", "pleurisy",
+               "pericarditis", "myositis", "urinary_casts", "hematuria", "pyuria")
+
+
+class Disease(_Strict):
+    """Baseline disease markers. Units are stated in each block."""
+
+    dsdna: WithUnit = Field(description="anti-dsDNA at baseline (unit IU/mL)")
+    c3: WithUnit = Field(description="C3 at baseline (unit g/L or mg/dL)")
+    c4: WithUnit = Field(description="C4 at baseline (unit g/L or mg/dL)")
+    proteinuria: WithUnit = Field(description="proteinuria at baseline (unit g/24h or mg/24h)")
+    pga: Distribution = Field(description="physician global assessment at baseline, 0-3")
+    descriptors: dict[str, float] = Field(
+        default_factory=dict,
+        description="probability that each SLEDAI clinical descriptor is active at baseline")
+
+    @field_validator("descriptors")
+    @classmethod
+    def _known(cls, v: dict[str, float]):
+        unknown = sorted(set(v) - set(DESCRIPTORS))
+        if unknown:
+            raise ValueError(f"unknown descriptors {unknown}; known: {list(DESCRIPTORS)}")
+        bad = {k: p for k, p in v.items() if not 0 <= p <= 1}
+        if bad:
+            raise ValueError(f"descriptor probabilities must lie in [0, 1]: {bad}")
+        return v
+
+
+class ExplicitPatient(_Strict):
+    id: str = Field(min_length=1)
+    sex: Literal["F", "M"]
+    age: float = Field(description="years")
+    weight: float = Field(description="kg")
+    height: float = Field(description="cm")
+    creatinine: float
+    creatinine_unit: str = "umol/L"
+    dsdna: float = Field(description="IU/mL")
+    c3: float
+    c4: float
+    complement_unit: str = "g/L"
+    proteinuria: float = Field(description="g/24h")
+    pga: float
+    descriptors: list[str] = Field(default_factory=list)
+
+    @field_validator("descriptors")
+    @classmethod
+    def _known(cls, v: list[str]):
+        unknown = sorted(set(v) - set(DESCRIPTORS))
+        if unknown:
+            raise ValueError(f"unknown descriptors {unknown}; known: {list(DESCRIPTORS)}")
+        return v
+
+
+class Population(_Strict):
+    sex: Sex | None = None
+    age: Distribution | None = Field(default=None, description="years")
+    weight: Distribution | None = Field(default=None, description="kg")
+    height: Distribution | None = Field(default=None, description="cm")
+    creatinine: WithUnit | None = Field(default=None, description="serum creatinine (umol/L or mg/dL)")
+    disease: Disease | None = None
+    patients: list[ExplicitPatient] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self):
+        drawn = {"sex": self.sex, "age": self.age, "weight": self.weight, "height": self.height,
+                 "creatinine": self.creatinine, "disease": self.disease}
+        if self.patients is not None:
+            given = sorted(k for k, v in drawn.items() if v is not None)
+            if given:
+                raise ValueError(f"give either an explicit list of patients or distributions, not "
+                                 f"both (also given: {given})")
+            ids = [p.id for p in self.patients]
+            if len(set(ids)) != len(ids):
+                raise ValueError("explicit patient ids must be unique")
+            if not ids:
+                raise ValueError("the explicit list of patients is empty")
+        else:
+            missing = sorted(k for k, v in drawn.items() if v is None)
+            if missing:
+                raise ValueError(f"population needs distributions for {missing} "
+                                 "(or an explicit list of patients)")
+        return self
+
+
+# --- therapy ---------------------------------------------------------------------------------
+class CellsPerKg(_Strict):
+    cells_per_kg: float = Field(description="CAR-T cells per kg body weight")
+
+
+class FlatCells(_Strict):
+    cells: float = Field(description="CAR-T cells, flat dose")
+
+
+class DrugAdministration(_Strict):
+    drug: Literal["fludarabine", "cyclophosphamide"]
+    dose_mg_m2: float = Field(description="mg/m^2 per administration")
+    days: list[float] = Field(min_length=1, description="days relative to the CAR-T infusion")
+    infusion_hours: float | None = Field(default=None, gt=0, le=24)
+
+
+class ProductDefinition(_Strict):
+    allogeneic: bool
+    edits: list[str] = Field(default_factory=list)
+    description: str = ""
+
+
+class Arm(_Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="arm identifier (letters, digits, _ . -)")
+    product: str
+    dose: CellsPerKg | FlatCells
+    lymphodepletion: str | list[DrugAdministration]
+    n: int | None = Field(default=None, ge=1, description="virtual patients in this arm")
+    label: str = ""
+
+
+class Schedule(_Strict):
+    days: list[float] | None = Field(default=None, description="assessment days relative to infusion")
+    every: float | None = Field(default=None, gt=0, description="a regular grid step in days")
+    start: float | None = None
+    stop: float | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self):
+        regular = (self.every, self.start, self.stop)
+        if self.days is not None and any(v is not None for v in regular):
+            raise ValueError("give either 'days' or 'every'/'start'/'stop', not both")
+        if self.days is None and any(v is None for v in regular):
+            raise ValueError("give 'days', or all of 'every', 'start' and 'stop'")
+        if self.days is not None and not self.days:
+            raise ValueError("'days' is empty")
+        return self
+
+
+class SolverSettings(_Strict):
+    backend: Literal["scipy-lsoda"] = "scipy-lsoda"
+    rtol: float = Field(default=1e-6, gt=0, lt=1e-2)
+    atol: float = Field(default=1e-9, gt=0, lt=1e-3)
+
+
+class Protocol(_Strict):
+    schema_version: Literal[1] = 1
+    study_id: str = Field(min_length=1)
+    title: str = ""
+    seed: int = Field(ge=0)
+    model: str = "lupus_cart"
+    follow_up_days: float = Field(gt=0, le=3650)
+    schedule: Schedule
+    population: Population
+    arms: list[Arm] = Field(min_length=1)
+    products: dict[str, ProductDefinition] = Field(default_factory=dict)
+    regimens: dict[str, list[DrugAdministration]] = Field(default_factory=dict)
+    solver: SolverSettings = SolverSettings()

@@ -1,0 +1,310 @@
+"""From a protocol to simulated patients: planning chunks, solving them, collecting results.
+
+A chunk is a contiguous block of patients of one arm. Everything about a patient is computed
+inside its chunk from the patient's own random stream, so the numbers do not depend on the
+chunk size, the number of workers or the order in which chunks run.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cartwin.model import get_model
+from cartwin.model.codegen import compile_model, warm_up
+from cartwin.model.declaration import Model
+from cartwin.population.covariates import PATIENT_COVARIATES
+from cartwin.population.virtual import generate
+from cartwin.protocol.load import schedule_days
+from cartwin.protocol.schema import Protocol
+from cartwin.simulate.events import EVENT_COLUMNS, doses_to_schedule
+from cartwin.simulate.solvers import ScipyLSODA
+from cartwin.therapy.arm import ArmTherapy, resolve_arm
+from cartwin.vocabulary import test_codes
+
+MAX_CHUNK = 500
+MIN_CHUNK = 16
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    arm_index: int
+    arm_id: str
+    start: int
+    stop: int
+
+    @property
+    def name(self) -> str:
+        return f"part-{self.arm_index:03d}-{self.start:09d}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run will compute. Stored in run.json so that a resumed run computes the same."""
+
+    n_per_arm: dict[str, int]
+    chunk_size: int
+    seed: int
+    chunks: tuple[ChunkSpec, ...] = field(repr=False)
+
+    def to_json(self) -> dict:
+        return {"n_per_arm": self.n_per_arm, "chunk_size": self.chunk_size, "seed": self.seed}
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def auto_chunk_size(n_total: int, workers: int) -> int:
+    """Enough chunks to keep every worker busy and to bound memory; no more than needed."""
+    return int(min(MAX_CHUNK, max(MIN_CHUNK, math.ceil(n_total / (4 * workers)))))
+
+
+def make_plan(protocol: Protocol, n_per_arm: int | None = None, seed: int | None = None,
+              chunk_size: int | None = None, workers: int | None = None) -> Plan:
+    explicit = protocol.population.patients
+    counts = {}
+    for arm in protocol.arms:
+        if n_per_arm is not None:
+            counts[arm.id] = int(n_per_arm)
+        elif explicit is not None:
+            counts[arm.id] = len(explicit)
+        else:
+            counts[arm.id] = int(arm.n)
+    size = chunk_size or auto_chunk_size(sum(counts.values()), workers or default_workers())
+    chunks = tuple(ChunkSpec(i, arm.id, s, min(s + size, counts[arm.id]))
+                   for i, arm in enumerate(protocol.arms) for s in range(0, counts[arm.id], size))
+    return Plan(counts, size, protocol.seed if seed is None else int(seed), chunks)
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything a worker needs to compute any chunk (picklable)."""
+
+    protocol: Protocol
+    seed: int
+    days: tuple[float, ...]
+
+    @property
+    def model(self) -> Model:
+        return get_model(self.protocol.model)
+
+    def therapy(self, arm_index: int) -> ArmTherapy:
+        return resolve_arm(self.protocol, self.protocol.arms[arm_index])
+
+    def solver(self) -> ScipyLSODA:
+        s = self.protocol.solver
+        return ScipyLSODA(rtol=s.rtol, atol=s.atol)
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    spec: ChunkSpec
+    patients: pa.Table
+    parameters: pa.Table
+    observations: pa.Table
+    events: pa.Table
+
+    @property
+    def n_failed(self) -> int:
+        return int(pc.sum(pc.equal(self.patients["status"], "failed")).as_py() or 0)
+
+
+def typical_parameters(model: Model, therapy: ArmTherapy) -> np.ndarray:
+    theta = np.array([p.value for p in model.parameters])
+    index = {n: i for i, n in enumerate(model.parameter_names)}
+    for name, value in therapy.product.mechanism_parameters().items():
+        theta[index[name]] = value
+    return theta
+
+
+def run_chunk(ctx: Context, spec: ChunkSpec) -> ChunkResult:
+    model = ctx.model
+    compiled = compile_model(model)
+    therapy = ctx.therapy(spec.arm_index)
+    pop = generate(model, ctx.protocol.population, spec.arm_id, np.arange(spec.start, spec.stop),
+                   ctx.seed, typical_parameters(model, therapy))
+    missing = [c for c in model.covariate_names if c not in pop.covariates]
+    if missing:
+        raise ValueError(f"model {model.name} needs covariates {missing} that the population lacks")
+    cov_matrix = np.column_stack([pop.covariates[c] for c in model.covariate_names])
+    K = compiled.constants(pop.theta, cov_matrix)
+    Y0 = compiled.initial(K)
+    scales = compiled.dose_scales(K)
+    days = np.asarray(ctx.days, float)
+    n = len(pop.subject)
+    doses = [therapy.doses(pop.covariates["BSA"][i], pop.covariates["WT"][i], pop.covariates["CRCL"][i])
+             for i in range(n)]
+    schedules = [doses_to_schedule(d, model, scales[i]) for i, d in enumerate(doses)]
+    result = ctx.solver().solve(compiled, K, Y0, schedules, days)
+    obs = np.full(result.states.shape[:2] + (len(model.observables),), np.nan)
+    if result.ok.any():
+        obs[result.ok] = compiled.observe(result.states[result.ok], K[result.ok], days)
+    return ChunkResult(spec, _patients_table(pop, therapy, result),
+                       _parameters_table(pop, model), _observations_table(pop, model, days, obs, result.ok),
+                       _events_table(pop, model, doses, days))
+
+
+def _patients_table(pop, therapy: ArmTherapy, result) -> pa.Table:
+    n = len(pop.subject)
+    cols = {
+        "subject": pop.subject,
+        "arm": [pop.arm] * n,
+        "index": pop.index.astype(np.int64),
+        "product": [therapy.product.name] * n,
+        "regimen": [therapy.regimen.name] * n,
+        "dose_cells_per_kg": [therapy.cells_per_kg] * n,
+        "dose_cells": (therapy.cells_per_kg * pop.covariates["WT"] if therapy.cells_per_kg is not None
+                       else np.full(n, therapy.flat_cells)),
+        "sex": np.where(pop.covariates["SEXF"] > 0.5, "F", "M"),
+    }
+    for name in PATIENT_COVARIATES:
+        if name != "SEXF":
+            cols[name] = pop.covariates[name]
+    cols["status"] = np.where(result.ok, "ok", "failed")
+    cols["failure_reason"] = result.reasons
+    return pa.table(cols)
+
+
+def _parameters_table(pop, model: Model) -> pa.Table:
+    cols = {"subject": pop.subject}
+    for j, name in enumerate(model.parameter_names):
+        cols[name] = pop.theta[:, j]
+    return pa.table(cols)
+
+
+def _observations_table(pop, model: Model, days: np.ndarray, obs: np.ndarray, ok: np.ndarray) -> pa.Table:
+    tests = [o.test for o in model.observables]
+    units = [o.unit for o in model.observables]
+    idx = np.flatnonzero(ok)
+    n_ok, n_t, n_o = idx.size, days.size, len(tests)
+    subject = np.repeat(np.asarray(pop.subject, dtype=object)[idx], n_t * n_o)
+    day = np.tile(np.repeat(days, n_o), n_ok)
+    test_idx = np.tile(np.arange(n_o), n_ok * n_t)
+    test_dict = pa.array(tests)
+    unit_dict = pa.array(units)
+    return pa.table({
+        "subject": pa.array(subject, pa.string()),
+        "arm": pa.DictionaryArray.from_arrays(np.zeros(subject.size, np.int32), pa.array([pop.arm])),
+        "day": pa.array(day, pa.float64()),
+        "test": pa.DictionaryArray.from_arrays(test_idx.astype(np.int32), test_dict),
+        "value": pa.array(obs[idx].reshape(-1), pa.float64()),
+        "unit": pa.DictionaryArray.from_arrays(test_idx.astype(np.int32), unit_dict),
+    })
+
+
+def _events_table(pop, model: Model, doses, days: np.ndarray) -> pa.Table:
+    """Dose rows (EVID 1) and one sampling row (EVID 0, MDV 1) per assessment day."""
+    index = {s: i + 1 for i, s in enumerate(model.state_names)}
+    rows = {k: [] for k in EVENT_COLUMNS}
+    for subject, patient_doses in zip(pop.subject, doses):
+        records = []
+        for d in patient_doses:
+            route = model.dose_input(d.route)
+            records.append((d.day, 1, index[route.state], route.state, d.amount, route.unit,
+                            d.amount / d.duration_days if d.duration_days > 0 else 0.0, "", 1, d.drug, d.note))
+        for day in days:
+            records.append((float(day), 0, 0, "", 0.0, "", 0.0, "ALL", 1, "", ""))
+        records.sort(key=lambda r: (r[0], r[1] != 0))  # pre-dose samples first at equal times
+        for r in records:
+            rows["ID"].append(subject)
+            for key, value in zip(("TIME", "EVID", "CMT", "CMTNAME", "AMT", "AMTU", "RATE", "DVID",
+                                   "MDV", "DRUG", "NOTE"), r):
+                rows[key].append(value)
+            rows["DV"].append(None)
+    schema = pa.schema([("ID", pa.string()), ("TIME", pa.float64()), ("EVID", pa.int8()),
+                        ("CMT", pa.int16()), ("CMTNAME", pa.string()), ("AMT", pa.float64()),
+                        ("AMTU", pa.string()), ("RATE", pa.float64()), ("DVID", pa.string()),
+                        ("DV", pa.float64()), ("MDV", pa.int8()), ("DRUG", pa.string()),
+                        ("NOTE", pa.string())])
+    return pa.table({k: rows[k] for k in schema.names}, schema=schema)
+
+
+# --- execution ------------------------------------------------------------------------------
+def _worker_init() -> None:
+    # one BLAS thread per worker process: parallelism comes from processes
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def execute(ctx: Context, chunks: Iterable[ChunkSpec], workers: int,
+            on_result: Callable[[ChunkResult], object]) -> Iterator[object]:
+    """Compute chunks, in parallel processes when ``workers > 1``; yield ``on_result`` of each.
+    ``on_result`` runs in the worker, so large tables need not travel back."""
+    chunks = list(chunks)
+    compiled = compile_model(ctx.model)
+    warm_up(compiled)  # compile once before forking; workers inherit the machine code
+    if workers <= 1 or len(chunks) <= 1:
+        for spec in chunks:
+            yield on_result(run_chunk(ctx, spec))
+        return
+    mp = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp, initializer=_worker_init) as pool:
+        pending = set()
+        queue = iter(chunks)
+        for spec in queue:
+            pending.add(pool.submit(_run_and_handle, ctx, spec, on_result))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                yield fut.result()
+                nxt = next(queue, None)
+                if nxt is not None:
+                    pending.add(pool.submit(_run_and_handle, ctx, nxt, on_result))
+
+
+def _run_and_handle(ctx: Context, spec: ChunkSpec, on_result):
+    return on_result(run_chunk(ctx, spec))
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """An in-memory simulation (for tests, notebooks and small studies)."""
+
+    patients: pl.DataFrame
+    observations: pl.DataFrame
+    parameters: pl.DataFrame
+    events: pl.DataFrame
+    plan: Plan
+
+
+def _identity(result: ChunkResult) -> ChunkResult:
+    return result
+
+
+def simulate(protocol: Protocol, n_per_arm: int | None = None, seed: int | None = None,
+             workers: int | None = None, chunk_size: int | None = None) -> Simulation:
+    """Simulate a protocol in memory and return tidy tables (no files written)."""
+    workers = workers or 1
+    plan = make_plan(protocol, n_per_arm, seed, chunk_size, workers)
+    ctx = Context(protocol, plan.seed, tuple(schedule_days(protocol)))
+    results = sorted(execute(ctx, plan.chunks, workers, _identity),
+                     key=lambda r: (r.spec.arm_index, r.spec.start))
+    def cat(name):
+        return pl.from_arrow(pa.concat_tables([getattr(r, name) for r in results]).combine_chunks())
+    obs = cat("observations").with_columns(pl.col("arm").cast(pl.String), pl.col("test").cast(pl.String),
+                                           pl.col("unit").cast(pl.String))
+    return Simulation(cat("patients"), obs, cat("parameters"), cat("events"), plan)
+
+
+def check_vocabulary(model: Model) -> None:
+    codes = test_codes()
+    for o in model.observables:
+        if o.test not in codes:
+            raise ValueError(f"model {model.name}: observable {o.test} is not in the test-code vocabulary")
+        if codes[o.test].unit != o.unit:
+            raise ValueError(f"model {model.name}: observable {o.test} in {o.unit}, vocabulary says "
+                             f"{codes[o.test].unit}")

@@ -1,0 +1,63 @@
+"""An arm's therapy resolved from the protocol, and the doses it gives one patient."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cartwin.therapy.dosing import Dose, fludarabine_renal_factor
+from cartwin.therapy.products import PRODUCTS, Product
+from cartwin.therapy.regimens import DRUGS, PRESETS, Administration, Regimen
+
+
+@dataclass(frozen=True)
+class ArmTherapy:
+    arm: str
+    product: Product
+    regimen: Regimen
+    cells_per_kg: float | None
+    flat_cells: float | None
+
+    def doses(self, bsa_m2: float, weight_kg: float, crcl_ml_min: float) -> list[Dose]:
+        out = []
+        for a in self.regimen.administrations:
+            route, _, _ = DRUGS[a.drug]
+            amount, note = a.dose_mg_m2 * bsa_m2, f"{a.dose_mg_m2:g} mg/m^2 x {bsa_m2:.3f} m^2"
+            if a.drug == "fludarabine":
+                factor, label = fludarabine_renal_factor(crcl_ml_min)
+                if factor != 1.0:  # a withheld dose stays in the record with amount 0
+                    amount *= factor
+                    note += f"; {label}"
+            out.append(Dose(route, a.day, amount, a.duration_hours / 24.0, a.drug, note))
+        if self.cells_per_kg is not None:
+            cells, note = self.cells_per_kg * weight_kg, f"{self.cells_per_kg:g} cells/kg x {weight_kg:.1f} kg"
+        else:
+            cells, note = self.flat_cells, "flat dose"
+        out.append(Dose("CART", 0.0, cells, 0.0, self.product.name, note))
+        return out
+
+
+def resolve_arm(protocol, arm) -> ArmTherapy:
+    if arm.product in protocol.products:
+        d = protocol.products[arm.product]
+        product = Product(arm.product, d.description or f"user-defined product {arm.product}",
+                          d.allogeneic, frozenset(d.edits))
+    else:
+        product = PRODUCTS[arm.product]
+    ld = arm.lymphodepletion
+    if isinstance(ld, str) and ld in protocol.regimens:
+        regimen = _user_regimen(ld, protocol.regimens[ld])
+    elif isinstance(ld, str):
+        regimen = PRESETS[ld]
+    else:
+        regimen = _user_regimen(f"{arm.id}-custom", ld)
+    per_kg = getattr(arm.dose, "cells_per_kg", None)
+    flat = getattr(arm.dose, "cells", None)
+    return ArmTherapy(arm.id, product, regimen, per_kg, flat)
+
+
+def _user_regimen(name: str, admins) -> Regimen:
+    items = tuple(Administration(a.drug, a.dose_mg_m2, float(d), a.infusion_hours)
+                  for a in admins for d in a.days)
+    description = "; ".join(f"{a.drug} {a.dose_mg_m2:g} mg/m^2 days {', '.join(f'{d:g}' for d in a.days)}"
+                            for a in admins)
+    return Regimen(name, description, "protocol file", tuple(sorted(items, key=lambda x: x.day)))
