@@ -1,0 +1,156 @@
+"""The front door: ``cartwin run | validate | show | score``.
+
+Exit codes: 0 success, 2 bad input (protocol, data, output directory), 1 any other failure.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cartwin import __version__
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="cartwin: virtual trials of CD19 CAR-T cell therapy in autoimmune disease.")
+err = Console(stderr=True)
+out = Console()
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILURE = 1
+
+
+class BadInput(Exception):
+    pass
+
+
+def _bad_input_types() -> tuple[type[BaseException], ...]:
+    from cartwin.protocol import ProtocolError
+    from cartwin.store.run_directory import RunDirectoryError
+    types: list[type[BaseException]] = [ProtocolError, RunDirectoryError, BadInput]
+    try:
+        from cartwin.clinical import ObservationError  # noqa: PLC0415
+        types.append(ObservationError)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+@app.callback(invoke_without_command=True)
+def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.")):
+    if version:
+        out.print(f"cartwin {__version__}")
+        raise typer.Exit(0)
+
+
+@app.command()
+def validate(protocol: Path = typer.Argument(..., help="Protocol file (TOML).")):
+    """Check a protocol file without running it."""
+    from cartwin.protocol import load_protocol
+    from cartwin.simulate.runner import make_plan
+    loaded = load_protocol(protocol)
+    plan = make_plan(loaded.protocol, workers=1)
+    p = loaded.protocol
+    out.print(f"[green]ok[/green] {protocol}: study {p.study_id}, {len(p.arms)} arm(s), "
+              f"{sum(plan.n_per_arm.values())} patients, seed {p.seed}, follow-up {p.follow_up_days:g} days")
+
+
+@app.command()
+def run(
+    protocol: Path = typer.Argument(..., help="Protocol file (TOML)."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Run directory to create (must be new or empty)."),
+    n: Optional[int] = typer.Option(None, "--n", min=1, help="Override the number of patients per arm."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Override the protocol's seed."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Worker processes (default: all cores)."),
+    chunk_size: Optional[int] = typer.Option(None, "--chunk-size", min=1, help="Patients per chunk (default: automatic)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
+    report: bool = typer.Option(False, "--report", help="Also write the HTML report."),
+):
+    """Simulate a protocol and store the results in a run directory."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from cartwin.protocol import load_protocol
+    from cartwin.run import run_protocol
+
+    loaded = load_protocol(protocol)
+    show_bar = err.is_terminal
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=err, disable=not show_bar, transient=True) as bar:
+        task = bar.add_task("simulating chunks", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        summary = run_protocol(loaded, out_dir, n_per_arm=n, seed=seed, workers=workers,
+                               chunk_size=chunk_size, resume=resume, progress=progress)
+    msg = (f"[green]done[/green] {summary.n_total} patients "
+           f"({summary.chunks_computed} chunks computed, {summary.chunks_reused} reused) in "
+           f"{summary.seconds:.1f} s -> {summary.out}")
+    out.print(msg)
+    if summary.n_failed:
+        err.print(f"[yellow]{summary.n_failed} patient(s) failed[/yellow]; see patients.parquet "
+                  "(status, failure_reason) and manifest.json")
+        for subject, reason in summary.failed[:10]:
+            err.print(f"  {subject}: {reason}")
+    if report:
+        _report(out_dir)
+
+
+def _report(run_dir: Path) -> None:
+    try:
+        from cartwin.report import write_report  # noqa: PLC0415
+    except ImportError:
+        raise BadInput("the report module is not available in this installation") from None
+    path = write_report(run_dir)
+    out.print(f"report -> {path}")
+
+
+@app.command()
+def show(run_dir: Path = typer.Argument(..., help="A run directory.")):
+    """Summarise a run directory: arms, patients, failures and median key read-outs."""
+    from cartwin.store.run_directory import RunDirectory, RunDirectoryError
+    from cartwin.store.summary import arm_summary, run_header
+
+    rd = RunDirectory(run_dir)
+    if not rd.is_complete():
+        raise RunDirectoryError(f"{run_dir}: not a completed cartwin run (no manifest.json); "
+                                "finish it with `cartwin run ... --resume`")
+    header = run_header(rd)
+    out.print(header)
+    rows = arm_summary(rd)
+    table = Table(title="Per arm: medians over ok patients [5-95%]")
+    table.add_column("")
+    for row in rows:
+        table.add_column(str(row["arm"]))
+    for key in list(rows[0].keys())[1:]:
+        table.add_row(key, *[str(row[key]) for row in rows])
+    out.print(table)
+
+
+def main() -> None:
+    bad = _bad_input_types()
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("interrupted; resume with `cartwin run PROTOCOL --out DIR --resume`")
+        sys.exit(130)
+    except bad as exc:
+        err.print(f"[red]error[/red]: {exc}", highlight=False, markup=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except Exception as exc:  # click usage errors included
+        import click
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(EXIT_BAD_INPUT)
+        err.print(f"[red]failed[/red]: {type(exc).__name__}: {exc}")
+        sys.exit(EXIT_FAILURE)
+
+
+if __name__ == "__main__":
+    main()

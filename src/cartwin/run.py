@@ -1,0 +1,103 @@
+"""The main workflow: protocol file -> run directory."""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import scipy
+
+import cartwin
+from cartwin.model import get_model
+from cartwin.protocol import LoadedProtocol, schedule_days
+from cartwin.simulate.runner import Context, check_vocabulary, default_workers, execute, make_plan
+from cartwin.store.run_directory import RunDirectory
+
+
+@dataclass
+class RunSummary:
+    out: Path
+    n_total: int
+    n_failed: int
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    chunks_computed: int = 0
+    chunks_reused: int = 0
+    seconds: float = 0.0
+
+
+def run_protocol(loaded: LoadedProtocol, out: str | Path, *, n_per_arm: int | None = None,
+                 seed: int | None = None, workers: int | None = None, chunk_size: int | None = None,
+                 resume: bool = False, progress: Callable[[int, int], None] | None = None) -> RunSummary:
+    """Simulate ``loaded`` into the run directory ``out``. Checks everything before writing."""
+    t0 = time.perf_counter()
+    started = datetime.now(timezone.utc)
+    protocol = loaded.protocol
+    model = get_model(protocol.model)
+    check_vocabulary(model)
+    workers = workers or default_workers()
+    rundir = RunDirectory(out)
+    if resume:
+        stored = None
+        if rundir.is_run():
+            stored = rundir.stored_plan()
+        plan = make_plan(protocol, n_per_arm, seed, stored["chunk_size"] if stored else chunk_size, workers)
+        rundir.check_resumable(plan.to_json(), loaded.sha256)
+    else:
+        plan = make_plan(protocol, n_per_arm, seed, chunk_size, workers)
+        rundir.check_new()
+        rundir.start(plan.to_json(), loaded.text, loaded.sha256,
+                     {"name": model.name, "version": model.version, "hash": model.content_hash()})
+    ctx = Context(protocol, plan.seed, tuple(schedule_days(protocol)))
+    todo = [c for c in plan.chunks if not rundir.chunk_done(c.name)]
+    reused = len(plan.chunks) - len(todo)
+    t_solve = time.perf_counter()
+    done = 0
+    for _ in execute(ctx, todo, workers, rundir.write_chunk):
+        done += 1
+        if progress:
+            progress(done, len(todo))
+    solve_seconds = time.perf_counter() - t_solve
+    # counts come from what is stored, so a resumed run reports every chunk
+    con = None
+    rundir.build_database()
+    con = rundir.connect()
+    try:
+        counts = con.execute("SELECT arm, status, count(*) FROM patients GROUP BY ALL ORDER BY ALL").fetchall()
+        failed = con.execute("SELECT subject, failure_reason FROM patients WHERE status = 'failed' "
+                             "ORDER BY subject").fetchall()
+    finally:
+        con.close()
+    per_arm: dict[str, dict[str, int]] = {}
+    for arm, status, count in counts:
+        per_arm.setdefault(arm, {"ok": 0, "failed": 0})[status] = count
+    n_total = sum(c for _, _, c in counts)
+    solver = ctx.solver().describe()
+    manifest = {
+        "cartwin_version": cartwin.__version__,
+        "created_utc": started.isoformat(timespec="seconds"),
+        "study_id": protocol.study_id,
+        "protocol": {"file": loaded.source, "sha256": loaded.sha256, "copy": "protocol.toml"},
+        "seed": plan.seed,
+        "n_per_arm": plan.n_per_arm,
+        "chunk_size": plan.chunk_size,
+        "chunks": len(plan.chunks),
+        "model": {"name": model.name, "version": model.version, "hash": model.content_hash()},
+        "solver": solver,
+        "schedule_days": list(ctx.days),
+        "counts": {"ok": n_total - len(failed), "failed": len(failed), "per_arm": per_arm},
+        "failed": [{"subject": s, "reason": r} for s, r in failed],
+        "timings_s": {"solve_and_write": round(solve_seconds, 3),
+                      "total": round(time.perf_counter() - t0, 3)},
+        "execution": {"workers": workers, "chunks_computed": len(todo), "chunks_reused": reused},
+        "environment": {"python": sys.version.split()[0], "numpy": np.__version__,
+                        "scipy": scipy.__version__, "platform": platform.platform()},
+    }
+    rundir.finish(manifest)
+    return RunSummary(Path(out), n_total, len(failed), failed, len(todo), reused,
+                      time.perf_counter() - t0)
