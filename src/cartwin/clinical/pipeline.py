@@ -1,0 +1,312 @@
+"""Score an observation file or a simulated run directory and write the result tables.
+
+Outputs in ``out_dir`` (each written to a temporary file in the same directory and renamed):
+``visits.parquet`` (one row per subject and day: SLEDAI variants with bounds and descriptors, PGA,
+CRS, ICANS, SRI-4, BICLA, DORIS, LLDAS, SELENA flare), ``lab_grades.parquet`` (CTCAE per lab
+row), ``patients.parquet`` (per-patient endpoints), ``adverse_events.parquet`` (maximum grade per
+term and patient), ``flags.parquet`` (everything not evaluable or assumed, with file/row/column)
+and ``results.duckdb`` holding all five as tables.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from cartwin.clinical import composite, crs_icans, ctcae, haematotox, kinetics, sledai
+from cartwin.clinical.errors import ObservationError
+from cartwin.clinical.gvhd_body import magic_stages
+from cartwin.clinical.observations import FLAG_SCHEMA, Observations, make_flags, read_observations
+from cartwin.clinical.ruleset import settings
+
+TABLES = ("visits", "lab_grades", "patients", "adverse_events", "flags")
+ICANS_TESTS = ("ICE", "ICANS_LOC", "ICANS_SEIZ", "ICANS_MOTOR", "ICANS_ICP")
+GVHD_TESTS = ("GVHD_SKIN", "GVHD_BULLAE", "GVHD_UGI", "STOOL", "STOOL_N", "GVHD_LGI4")
+
+
+@dataclass
+class ScoreResult:
+    out_dir: Path
+    paths: dict[str, Path]
+    subjects_scored: int
+    subjects_excluded: list[str]
+    visits: int
+    flags: int
+
+
+def _wide(frame: pl.DataFrame) -> pl.DataFrame:
+    daily = frame.pivot(on="test", index=["subject", "day"], values="value", aggregate_function="first")
+    arms = frame.group_by("subject").agg(pl.col("arm").drop_nulls().first())
+    return daily.join(arms, on="subject", how="left")
+
+
+def _ensure(frame: pl.DataFrame, columns: list[str] | tuple[str, ...]) -> pl.DataFrame:
+    missing = [c for c in columns if c not in frame.columns]
+    return frame.with_columns([pl.lit(None, pl.Float64).alias(c) for c in missing]) if missing else frame
+
+
+def _sledai_visit_days(frame: pl.DataFrame) -> pl.DataFrame:
+    visit = settings("sledai")["visit"]
+    return frame.filter(pl.col("test").str.starts_with(visit["defining_prefix"])
+                        | pl.col("test").is_in(visit["defining_tests"])).select("subject", "day").unique()
+
+
+def _composites(visits: pl.DataFrame, daily: pl.DataFrame) -> pl.DataFrame:
+    """SRI, BICLA, DORIS, LLDAS and SFI on SLEDAI assessment visits."""
+    desc = sledai.descriptors()
+    cols = ["PGA", "PRED", "IMMSUP", "ANTIMAL", "TXFAIL", "HOSP", "NEWDRUG_MILD", "NEWDRUG_SEVERE", "WEIGHT",
+            "HAEMOLYSIS", "GIACT", "PLAT", "HGB"] + [f"BILAG_{d}" for d in composite.BILAG_DOMAINS]
+    daily = _ensure(daily, cols)
+    # Treatment failure is an event that persists: a failure on or before a visit counts at that visit.
+    failures = daily.sort("subject", "day").select(
+        "subject", "day", (pl.col("TXFAIL").fill_null(0) == 1).cum_max().over("subject").alias("treatment_failure"))
+    v = (visits.join(daily.select("subject", "day", *cols), on=["subject", "day"], how="left")
+         .join(failures, on=["subject", "day"], how="left").sort("subject", "day"))
+    baseline_day = settings("ctcae_v5")["baseline_last_day"]
+    base_cols = ["selena", "sledai2k", "PGA"] + [f"BILAG_{d}" for d in composite.BILAG_DOMAINS]
+    base = (v.filter(pl.col("day") <= baseline_day).group_by("subject")
+            .agg([pl.col(c).drop_nulls().last().alias(f"{c}_base") for c in base_cols]))
+    v = v.join(base, on="subject", how="left")
+    after = pl.col("day") > baseline_day
+
+    v = composite.bilag_changes(v)
+    v = composite.sri(v.with_columns(pl.col("selena").alias("sledai"), pl.col("selena_base").alias("sledai_base"),
+                                     pl.col("PGA").alias("pga"), pl.col("PGA_base").alias("pga_base")))
+    v = composite.bicla(v)
+    v = v.with_columns([pl.when(after).then(pl.col(c)).otherwise(None).alias(c)
+                        for c in ("sri4", "sri4_sledai_component", "sri4_pga_component", "sri4_bilag_component", "bicla")])
+    v = v.with_columns(pl.when(after).then(pl.col("sri4_reason")).otherwise(pl.lit("baseline visit")).alias("sri4_reason"))
+
+    v = composite.doris(v.with_columns(pl.col("csledai2k").alias("csledai"), pl.col("PRED").alias("pred"),
+                                       pl.col("IMMSUP").alias("immsup"), pl.col("ANTIMAL").alias("antimal")))
+    major = desc.filter(pl.col("lldas_major"))["code"].to_list()
+    codes = desc["code"].to_list()
+    previous = {c: pl.col(f"d_{c}").shift(1).over("subject") for c in codes}
+    new_any = pl.any_horizontal([pl.col(f"d_{c}") & ~previous[c] for c in codes])
+    first_visit = pl.col("day") == pl.col("day").min().over("subject")
+    v = v.with_columns(
+        pl.any_horizontal([pl.col(f"d_{c}") for c in major]).alias("major_organ_activity"),
+        pl.when(first_visit).then(None).otherwise(new_any).alias("new_activity"),
+        (pl.col("HAEMOLYSIS") == 1).alias("haemolysis"), (pl.col("GIACT") == 1).alias("gi_activity"),
+    )
+    v = composite.lldas(v)
+
+    mild = desc.filter(pl.col("sfi_class") == "mild")["code"].to_list()
+    severe = desc.filter(pl.col("sfi_class") == "severe")["code"].to_list()
+    sfi_cfg = settings("composite")["sfi"]
+    cyto = settings("attribution")["cytopenia"]
+    prev = lambda c: pl.col(c).shift(1).over("subject")  # noqa: E731
+    v = v.with_columns(
+        prev("selena").alias("sledai_prev"), prev("PGA").alias("pga_prev"), prev("PRED").alias("pred_prev"),
+        pl.col("WEIGHT").alias("weight"),
+        ((pl.col("PLAT") < sfi_cfg["severe_platelets_below"]) & ~pl.col("day").is_between(cyto["first_day"], cyto["last_day"])
+         & (prev("PLAT").is_null() | (prev("PLAT") >= sfi_cfg["severe_platelets_below"]))).alias("platelets_sle_new_low"),
+        ((pl.col("HAEMOLYSIS") == 1) & ((pl.col("HGB") < sfi_cfg["severe_haemoglobin_below_g_per_l"])
+                                        | ((prev("HGB") - pl.col("HGB")) > sfi_cfg["severe_haemoglobin_fall_g_per_l"]))).alias("haemolysis_severe"),
+        pl.any_horizontal([pl.col(f"d_{c}") & ~previous[c] for c in mild]).alias("new_mild_manifestation"),
+        pl.any_horizontal([pl.col(f"d_{c}") & ~previous[c] for c in severe]).alias("new_severe_manifestation"),
+        (pl.col("NEWDRUG_MILD") == 1).alias("new_drug_mild"), (pl.col("NEWDRUG_SEVERE") == 1).alias("new_drug_severe"),
+        (pl.col("HOSP") == 1).alias("hospitalised"),
+    )
+    v = composite.sfi(v).with_columns(pl.when(first_visit).then(None).otherwise(pl.col("sfi_flare")).alias("sfi_flare"))
+    keep = [c for c in v.columns if c not in cols and not c.startswith("BILAG_") and c not in
+            ("sledai", "sledai_base", "pga", "pga_base", "csledai", "pred", "immsup", "antimal", "sledai_prev",
+             "pga_prev", "pred_prev", "weight", "haemolysis", "gi_activity")]
+    return v.select(keep)
+
+
+def score_observations(obs: Observations, sledai_window_days: float | None = None) -> dict[str, pl.DataFrame]:
+    """Score validated observations; returns the five result tables as Polars frames."""
+    frame = obs.frame
+    daily = _wide(frame)
+    daily = _ensure(daily, ["TEMP", "HYPOTEN", "HYPOXIA", "ANTICYT", *ICANS_TESTS, "PGA", "NEUT"])
+    icans_cause = (frame.filter(pl.col("test").is_in(ICANS_TESTS) & pl.col("cause").is_not_null())
+                   .group_by("subject", "day").agg(pl.col("cause").first().alias("icans_cause")))
+    daily = daily.join(icans_cause, on=["subject", "day"], how="left")
+    daily = crs_icans.grade_icans(crs_icans.grade_crs(daily))
+
+    lab_grades = ctcae.grade_labs(frame)
+    events = sledai.descriptor_events(frame, daily.select("subject", "day", "icans_grade"))
+    visit_days = _sledai_visit_days(frame)
+    sledai_scores = sledai.score_visits(events, visit_days, window_days=sledai_window_days)
+    sledai_scores = _composites(sledai_scores, daily)
+
+    visits = (daily.select("subject", "arm", "day", "PGA", "crs_grade", "crs_reason", "icans_grade", "icans_reason")
+              .rename({"PGA": "pga"})
+              .join(sledai_scores, on=["subject", "day"], how="left")
+              .with_columns(pl.col("sledai2k_min").is_not_null().alias("sledai_visit"))
+              .sort("subject", "day"))
+    patients = _patients(frame, daily, visits, lab_grades)
+    adverse = _adverse_events(daily, lab_grades, patients)
+    flags = _flags(obs, lab_grades)
+    return {"visits": visits, "lab_grades": _lab_grade_table(lab_grades), "patients": patients,
+            "adverse_events": adverse, "flags": flags}
+
+
+def _lab_grade_table(lab_grades: pl.DataFrame) -> pl.DataFrame:
+    cols = ["subject", "arm", "day", "test", "term", "direction", "value", "unit", "lower", "upper", "limit_source",
+            "baseline", "baseline_day", "pchg", "grade", "grade_reason", "baseline_flag", "standard", "file", "row"]
+    return lab_grades.select([c for c in cols if c in lab_grades.columns]).sort("subject", "test", "day")
+
+
+def _patients(frame: pl.DataFrame, daily: pl.DataFrame, visits: pl.DataFrame, lab_grades: pl.DataFrame) -> pl.DataFrame:
+    subjects = daily.group_by("subject").agg(pl.col("arm").first(), pl.col("day").min().alias("first_day"),
+                                             pl.col("day").max().alias("last_day"))
+    sv = visits.filter(pl.col("sledai_visit")).sort("subject", "day")
+    after = pl.col("day") > settings("ctcae_v5")["baseline_last_day"]
+    sledai_summary = sv.group_by("subject").agg(
+        pl.len().alias("sledai_visits"),
+        pl.col("sledai2k").filter(~after).last().alias("sledai2k_baseline"),
+        pl.col("sledai2k").filter(after).last().alias("sledai2k_last"),
+        pl.col("day").filter(after).last().alias("last_visit_day"),
+        pl.col("sri4").filter(after).last().alias("sri4_last_visit"),
+        pl.col("doris_remission").filter(after).any(ignore_nulls=False).alias("doris_remission_ever"),
+        pl.col("doris_off_therapy").filter(after).any(ignore_nulls=False).alias("doris_off_therapy_ever"),
+        pl.col("lldas").filter(after).any(ignore_nulls=False).alias("lldas_ever"),
+        (pl.col("sfi_flare") == "severe").filter(after).any(ignore_nulls=False).alias("sfi_severe_flare_ever"),
+        pl.col("day").filter(after & (pl.col("sfi_flare").is_in(["mild/moderate", "severe"]))).min().alias("first_flare_day"),
+    )
+    crs = daily.group_by("subject").agg(pl.col("crs_grade").max().alias("crs_max"), pl.col("icans_grade").max().alias("icans_max"),
+                                        pl.col("day").filter(pl.col("crs_grade") >= 1).min().alias("crs_onset_day"),
+                                        pl.col("day").filter(pl.col("icans_grade") >= 1).min().alias("icans_onset_day"))
+    anc = frame.filter(pl.col("test") == "NEUT").select(
+        "subject", "day", (pl.col("value") * haematotox.CELLS_PER_UL_PER_10E9_L).alias("anc_per_ul"))
+    icaht = haematotox.icaht(anc) if anc.height else pl.DataFrame(schema={"subject": pl.String})
+    htx_cfg = settings("hematotox")
+    pre = (frame.filter((pl.col("day") <= htx_cfg["baseline_last_day"]) & pl.col("value").is_not_null()
+                        & pl.col("test").is_in(["PLAT", "NEUT", "HGB", "CRP", "FERRITIN"]))
+           .sort("day").group_by("subject", "test").agg(pl.col("value").last()))
+    pre_wide = pre.pivot(on="test", index="subject", values="value") if pre.height else pl.DataFrame(schema={"subject": pl.String})
+    htx = haematotox.hematotox(subjects.select("subject").join(pre_wide, on="subject", how="left")).select(
+        "subject", "hematotox", "hematotox_min", "hematotox_max", "hematotox_risk")
+    cart = frame.filter(pl.col("test") == "CART")
+    kin = kinetics.cart_kinetics(cart) if cart.height else pl.DataFrame(schema={"subject": pl.String})
+    bcell = frame.filter(pl.col("test") == "BCELL")
+    bc = kinetics.bcell_aplasia(bcell) if bcell.height else pl.DataFrame(schema={"subject": pl.String})
+    worst = (lab_grades.group_by("subject", "term").agg(pl.col("grade").max())
+             .group_by("subject").agg(pl.col("grade").max().alias("ctcae_lab_worst_grade")))
+    out = subjects
+    for part in (sledai_summary, crs, icaht, htx, kin, bc, worst):
+        out = out.join(part, on="subject", how="left")
+    return out.sort("subject")
+
+
+def _adverse_events(daily: pl.DataFrame, lab_grades: pl.DataFrame, patients: pl.DataFrame) -> pl.DataFrame:
+    """Maximum grade per term and patient; grade null means never evaluable."""
+    def summarise(frame: pl.DataFrame, term: str | pl.Expr, standard: str, grade: str) -> pl.DataFrame:
+        term_expr = pl.lit(term) if isinstance(term, str) else term
+        data = frame.select("subject", "day", term_expr.alias("term"), pl.lit(standard).alias("standard"),
+                            pl.col(grade).cast(pl.Int8).alias("grade"))
+        return data.sort("day").group_by("subject", "term", "standard").agg(
+            pl.col("grade").max().alias("max_grade"),
+            pl.col("day").filter(pl.col("grade") == pl.col("grade").max()).first().alias("day_of_max"),
+            pl.col("day").filter(pl.col("grade") >= 1).min().alias("onset_day"),
+            pl.col("grade").is_not_null().sum().alias("evaluable_assessments"))
+    parts = [
+        summarise(lab_grades, pl.col("term"), "CTCAE v5.0", "grade"),
+        summarise(daily, "Cytokine release syndrome", "ASTCT 2019", "crs_grade"),
+        summarise(daily, "Immune effector cell-associated neurotoxicity syndrome", "ASTCT 2019", "icans_grade"),
+    ]
+    if "icaht_early" in patients.columns:
+        for column, term in (("icaht_early", "ICAHT early"), ("icaht_late", "ICAHT late")):
+            parts.append(patients.select("subject", pl.lit(term).alias("term"), pl.lit("EHA/EBMT ICAHT 2023").alias("standard"),
+                                         pl.col(column).cast(pl.Int8).alias("max_grade"), pl.lit(None, pl.Float64).alias("day_of_max"),
+                                         pl.lit(None, pl.Float64).alias("onset_day"),
+                                         pl.col(column).is_not_null().cast(pl.UInt32).alias("evaluable_assessments")))
+    gvhd_present = [c for c in GVHD_TESTS if c in daily.columns]
+    if gvhd_present:
+        g = magic_stages(daily.select("subject", "day", *[pl.col(c) for c in gvhd_present], *(
+            [pl.col("BILI")] if "BILI" in daily.columns else []), *([pl.col("WEIGHT")] if "WEIGHT" in daily.columns else []))
+            .rename({k: v for k, v in {"GVHD_SKIN": "rash_bsa_pct", "GVHD_BULLAE": "bullae", "GVHD_UGI": "persistent_nausea",
+                                       "STOOL": "stool_ml", "STOOL_N": "stool_episodes", "GVHD_LGI4": "severe_pain_or_bloody",
+                                       "BILI": "bilirubin_umol_l", "WEIGHT": "weight_kg"}.items() if k in daily.columns}))
+        parts.append(summarise(g.filter(pl.any_horizontal([pl.col(c).is_not_null() for c in ("skin", "upper_gi", "lower_gi")])),
+                               "Acute graft-versus-host disease", "MAGIC 2016", "magic_grade"))
+    arms = patients.select("subject", "arm")
+    return pl.concat(parts, how="vertical_relaxed").join(arms, on="subject", how="left").sort("subject", "standard", "term")
+
+
+def _flags(obs: Observations, lab_grades: pl.DataFrame) -> pl.DataFrame:
+    parts = [obs.flags]
+    if "baseline_flag" in lab_grades.columns:
+        missing_base = lab_grades.filter(pl.col("baseline_flag").is_not_null())
+        if missing_base.height:
+            parts.append(make_flags(missing_base, "value", pl.col("baseline_flag")))
+    defaults = obs.frame.filter(pl.col("limit_source") == "default").group_by("test").agg(pl.len().alias("n"))
+    if defaults.height:
+        parts.append(defaults.select(
+            pl.lit(obs.source).alias("file"), pl.lit(None, pl.Int64).alias("row"), pl.lit("lower/upper").alias("column"),
+            pl.lit(None, pl.String).alias("subject"), pl.col("test"), pl.lit(None, pl.Float64).alias("day"),
+            pl.concat_str([pl.lit("reference limits missing in "), pl.col("n").cast(pl.String),
+                           pl.lit(" rows: default limits from rules/reference_limits.csv used")]).alias("problem")))
+    return pl.concat([p.select(list(FLAG_SCHEMA)).cast(FLAG_SCHEMA) for p in parts])
+
+
+def _atomic_parquet(frame: pl.DataFrame, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        frame.write_parquet(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _atomic_duckdb(tables: dict[str, pl.DataFrame], path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    Path(tmp).unlink()  # duckdb must create the file itself
+    try:
+        with duckdb.connect(tmp) as con:
+            for name, frame in tables.items():
+                arrow = frame.to_arrow()  # noqa: F841  (referenced by name in the SQL below)
+                con.execute(f"CREATE TABLE {name} AS SELECT * FROM arrow")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_tables(tables: dict[str, pl.DataFrame], out_dir: Path) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name in TABLES:
+        path = out_dir / f"{name}.parquet"
+        _atomic_parquet(tables[name], path)
+        paths[name] = path
+    paths["duckdb"] = out_dir / "results.duckdb"
+    _atomic_duckdb(tables, paths["duckdb"])
+    return paths
+
+
+def score(source: Path | str, out_dir: Path | str, *, sledai_window_days: float | None = None) -> ScoreResult:
+    """Score a CSV/Parquet observation file or a run directory into ``out_dir``.
+
+    Raises ``ObservationError`` for input that cannot be scored (message names file, row, column).
+    """
+    source, out_dir = Path(source), Path(out_dir)
+    obs = read_observations(source)
+    if obs.frame.height == 0:
+        raise ObservationError(f"{source}: no observations to score after excluding failed subjects.", file=str(source))
+    tables = score_observations(obs, sledai_window_days=sledai_window_days)
+    paths = write_tables(tables, out_dir)
+    return ScoreResult(out_dir=out_dir, paths=paths, subjects_scored=tables["patients"].height,
+                       subjects_excluded=obs.excluded_subjects, visits=tables["visits"].height,
+                       flags=tables["flags"].height)
+
+
+def run_score_command(source: str | Path, out_dir: str | Path) -> str:
+    """Typer-free entry for ``cartwin score DATA --out DIR``: scores and returns a one-paragraph
+    summary to print. Raises ``ObservationError`` for bad input (the CLI maps it to exit code 2)."""
+    result = score(source, out_dir)
+    excluded = (f"; {len(result.subjects_excluded)} failed subject(s) not scored: {', '.join(result.subjects_excluded[:10])}"
+                if result.subjects_excluded else "")
+    return (f"Scored {result.subjects_scored} subject(s), {result.visits} visit(s){excluded}. "
+            f"{result.flags} flag(s) in flags.parquet. Results in {result.out_dir} "
+            f"({', '.join(p.name for p in result.paths.values())}).")
