@@ -17,8 +17,8 @@ from cartwin import __version__
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="cartwin: virtual trials of CD19 CAR-T cell therapy in autoimmune disease.")
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILURE = 1
@@ -141,14 +141,14 @@ def main() -> None:
         err.print("interrupted; resume with `cartwin run PROTOCOL --out DIR --resume`")
         sys.exit(130)
     except bad as exc:
-        err.print(f"[red]error[/red]: {exc}", highlight=False, markup=True)
+        err.print(f"error: {exc}", highlight=False, markup=False)
         sys.exit(EXIT_BAD_INPUT)
     except Exception as exc:  # click usage errors included
         import click
         if isinstance(exc, click.ClickException):
             exc.show()
             sys.exit(EXIT_BAD_INPUT)
-        err.print(f"[red]failed[/red]: {type(exc).__name__}: {exc}")
+        err.print(f"failed: {type(exc).__name__}: {exc}", highlight=False, markup=False)
         sys.exit(EXIT_FAILURE)
 
 

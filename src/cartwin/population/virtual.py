@@ -94,7 +94,10 @@ def generate(model: Model, population: Population, arm_id: str, indices: np.ndar
         rng = patient_stream(seed, arm_id, int(i))
         uniforms[row] = rng.random(N_UNIFORMS)
         normals[row] = rng.standard_normal(len(model.parameters))
-    eta = normals @ iiv_cholesky(model).T
+    # Row by row, not a matrix product: BLAS kernels change their summation order with the
+    # number of rows, and a patient must not depend on the size of its chunk.
+    chol = iiv_cholesky(model)
+    eta = (normals[:, None, :] * chol[None, :, :]).sum(axis=-1)
     theta = typical[None, :] * np.exp(eta)
 
     cov: dict[str, np.ndarray] = {}

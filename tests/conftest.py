@@ -1,0 +1,47 @@
+import copy
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BASE_PROTOCOL = {
+    "schema_version": 1,
+    "study_id": "TEST-001",
+    "seed": 7,
+    "follow_up_days": 120,
+    "schedule": {"days": [-6, 0, 7, 14, 28, 56, 90, 120]},
+    "population": {
+        "sex": {"female": 0.9},
+        "age": {"dist": "uniform", "low": 18, "high": 45},
+        "weight": {"dist": "lognormal", "median": 62, "cv": 0.18, "low": 40, "high": 120},
+        "height": {"dist": "normal", "mean": 165, "sd": 7},
+        "creatinine": {"unit": "umol/L", "distribution": {"dist": "lognormal", "median": 68, "cv": 0.25}},
+        "disease": {
+            "dsdna": {"unit": "IU/mL", "distribution": {"dist": "lognormal", "median": 150, "cv": 0.8}},
+            "c3": {"unit": "g/L", "distribution": {"dist": "lognormal", "median": 0.65, "cv": 0.2}},
+            "c4": {"unit": "g/L", "distribution": {"dist": "lognormal", "median": 0.08, "cv": 0.3}},
+            "proteinuria": {"unit": "g/24h", "distribution": {"dist": "lognormal", "median": 0.6, "cv": 0.8}},
+            "pga": {"dist": "uniform", "low": 1.5, "high": 2.8},
+            "descriptors": {"arthritis": 0.8, "rash": 0.5, "alopecia": 0.5, "hematuria": 0.3},
+        },
+    },
+    "arms": [
+        {"id": "auto", "product": "autologous_cd19", "dose": {"cells_per_kg": 1e6},
+         "lymphodepletion": "erlangen", "n": 6},
+        {"id": "tyu19", "product": "tyu19", "dose": {"cells_per_kg": 1e6},
+         "lymphodepletion": "reduced", "n": 5},
+    ],
+}
+
+
+@pytest.fixture
+def protocol_dict():
+    return copy.deepcopy(BASE_PROTOCOL)
+
+
+def write_protocol(path: Path, data: dict) -> Path:
+    """Write a protocol dict as TOML (a tiny writer for the shapes our tests use)."""
+    import tomli_w
+    path.write_text(tomli_w.dumps(data))
+    return path

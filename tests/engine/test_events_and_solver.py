@@ -1,0 +1,96 @@
+"""Event tables and the solver against hand-written golden cases on a one-compartment model."""
+
+import math
+
+import numpy as np
+import pytest
+
+from cartwin.model.codegen import compile_model
+from cartwin.model.declaration import DoseInput, Model, Observable, Parameter, State
+from cartwin.model.lupus_cart import MODEL
+from cartwin.simulate.events import doses_to_schedule, event_rows
+from cartwin.simulate.solvers import ScipyLSODA
+from cartwin.therapy.dosing import Dose
+
+K_EL = 0.5  # 1/day
+
+ONE_CMT = Model(
+    name="one_compartment_test", version="1", description="A = amount; dA/dt = -k A",
+    parameters=(Parameter("KEL", K_EL, "1/day", "elimination", "assumed: test model"),
+                Parameter("SCALE", 2.0, "1", "dose scale", "assumed: test model")),
+    covariates=(), assignments=(),
+    states=(State("A", "mg", "amount", "0", "-KEL*A"),),
+    doses=(DoseInput("IV", "A", "mg", "SCALE", "iv dose, doubled to test scaling"),),
+    observables=(Observable("CART", "A", "cells/uL", "amount read out"),),
+)
+
+
+def solve(doses, t_obs, rtol=1e-10, atol=1e-12):
+    mod = compile_model(ONE_CMT)
+    K = mod.constants(np.array([[K_EL, 2.0]]), np.zeros((1, 0)))
+    sched = doses_to_schedule(doses, ONE_CMT, mod.dose_scales(K)[0])
+    res = ScipyLSODA(rtol=rtol, atol=atol).solve(mod, K, mod.initial(K), [sched], np.asarray(t_obs, float))
+    assert res.ok[0], res.reasons
+    return res.states[0, :, 0]
+
+
+def test_dose_at_day_zero_observation_is_pre_dose():
+    y = solve([Dose("IV", 0.0, 10.0)], [0.0, 1.0, 2.0])
+    assert y[0] == 0.0  # sample at the dose time is taken before the dose
+    assert y[1] == pytest.approx(20 * math.exp(-0.5), rel=1e-8)
+    assert y[2] == pytest.approx(20 * math.exp(-1.0), rel=1e-8)
+
+
+def test_dose_and_observation_at_the_same_later_time():
+    y = solve([Dose("IV", 0.0, 10.0), Dose("IV", 2.0, 10.0)], [2.0, 3.0])
+    pre = 20 * math.exp(-1.0)
+    assert y[0] == pytest.approx(pre, rel=1e-8)
+    assert y[1] == pytest.approx((pre + 20) * math.exp(-0.5), rel=1e-8)
+
+
+def test_observations_before_the_first_dose_are_baseline():
+    y = solve([Dose("IV", -3.0, 5.0)], [-5.0, -3.0, -2.0])
+    assert y[0] == 0.0 and y[1] == 0.0
+    assert y[2] == pytest.approx(10 * math.exp(-0.5), rel=1e-8)
+
+
+def test_infusion_matches_analytic_solution():
+    # 10 mg (x2 scale) over 0.5 day: rate R = 40 mg/day; A(t) = R/k (1 - e^{-kt}) during,
+    # then decays from A(0.5)
+    y = solve([Dose("IV", 0.0, 10.0, duration_days=0.5)], [0.25, 0.5, 1.5])
+    rate = 40.0
+    a = lambda t: rate / K_EL * (1 - math.exp(-K_EL * t))
+    assert y[0] == pytest.approx(a(0.25), rel=1e-8)
+    assert y[1] == pytest.approx(a(0.5), rel=1e-8)
+    assert y[2] == pytest.approx(a(0.5) * math.exp(-K_EL * 1.0), rel=1e-8)
+
+
+def test_event_table_golden_case():
+    doses = [Dose("FLUDARABINE", -5.0, 40.0, 0.5 / 24, "fludarabine"),
+             Dose("CART", 0.0, 5.5e7, 0.0, "tyu19")]
+    rows = event_rows("S1", doses, MODEL, np.array([-5.0, 0.0, 7.0]), ("CART",))
+    got = [(r["TIME"], r["EVID"], r["CMTNAME"], r["AMT"], round(r["RATE"], 6), r["MDV"]) for r in rows]
+    cmt_flu = MODEL.state_names.index("A_F1") + 1
+    assert [r["CMT"] for r in rows if r["EVID"] == 1] == [cmt_flu, MODEL.state_names.index("CE") + 1]
+    assert got == [
+        (-5.0, 0, "CART", 0.0, 0.0, 1),          # pre-dose sample first at equal time
+        (-5.0, 1, "A_F1", 40.0, 1920.0, 1),      # 40 mg over 30 min = 1920 mg/day
+        (0.0, 0, "CART", 0.0, 0.0, 1),
+        (0.0, 1, "CE", 5.5e7, 0.0, 1),           # CAR-T bolus, cells
+        (7.0, 0, "CART", 0.0, 0.0, 1),
+    ]
+
+
+def test_failed_solve_is_reported_not_raised():
+    blow_up = Model(
+        name="blow_up_test", version="1", description="y' = y^2 blows up at t = 1",
+        parameters=(Parameter("P", 1.0, "1", "unused", "assumed: test model"),), covariates=(),
+        assignments=(), states=(State("Y", "1", "y", "P", "Y**2"),), doses=(),
+        observables=(Observable("CART", "Y", "cells/uL", "y"),))
+    mod = compile_model(blow_up)
+    K = mod.constants(np.array([[1.0], [-1.0]]), np.zeros((2, 0)))  # y0 = 1 blows up; y0 = -1 does not
+    sched = doses_to_schedule([], blow_up, np.zeros(0))
+    res = ScipyLSODA(max_steps=2000).solve(mod, K, mod.initial(K), [sched, sched], np.array([0.0, 2.0]))
+    assert list(res.ok) == [False, True]
+    assert "solver failed" in res.reasons[0] and res.reasons[1] == ""
+    assert np.all(np.isnan(res.states[0]))  # nothing half-solved is passed on

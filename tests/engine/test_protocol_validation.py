@@ -1,0 +1,112 @@
+"""Every protocol problem gives a message naming the file, the field and the fix."""
+
+import pytest
+
+from cartwin.protocol import ProtocolError, load_protocol, parse_protocol
+from tests.conftest import write_protocol
+
+
+def errors_of(data) -> str:
+    with pytest.raises(ProtocolError) as exc:
+        parse_protocol(data, "trial.toml")
+    return str(exc.value)
+
+
+def test_valid_protocol_loads(protocol_dict):
+    p = parse_protocol(protocol_dict)
+    assert [a.id for a in p.arms] == ["auto", "tyu19"]
+
+
+def test_malformed_toml_names_the_file_and_line(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("study_id = 'x'\nseed = = 3\n")
+    with pytest.raises(ProtocolError) as exc:
+        load_protocol(path)
+    assert "bad.toml" in str(exc.value) and "not valid TOML" in str(exc.value)
+    assert "line 2" in str(exc.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ProtocolError, match="file not found"):
+        load_protocol(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda d: d["arms"][0].update(product="tyu91"),
+     "arms[0] (auto).product: unknown product 'tyu91'"),
+    (lambda d: d["arms"][0].update(lymphodepletion="heavy"),
+     "arms[0] (auto).lymphodepletion: unknown regimen 'heavy'"),
+    (lambda d: d["arms"][0].update(dose={"cells_per_kg": 1e12}),
+     "arms[0] (auto).dose.cells_per_kg: 1e+12 cells/kg is outside the plausible"),
+    (lambda d: d["arms"][0].update(dose={"cells_per_kg": -5}),
+     "arms[0] (auto).dose.cells_per_kg: -5 cells/kg is outside"),
+    (lambda d: d["arms"][1].update(dose={"cells": 10}),
+     "arms[1] (tyu19).dose.cells: 10 cells is outside the plausible"),
+    (lambda d: d["arms"][1].update(id="auto"),
+     "arms: arm id 'auto' is used twice"),
+    (lambda d: d["arms"][0].pop("n"),
+     "arms[0] (auto).n: required when the population is given as distributions"),
+    (lambda d: d["arms"][0].update(lymphodepletion=[{"drug": "fludarabine", "dose_mg_m2": 300, "days": [-4]}]),
+     "arms[0] (auto).lymphodepletion[0].dose_mg_m2: 300 mg/m^2 of fludarabine is outside"),
+    (lambda d: d["arms"][0].update(lymphodepletion=[{"drug": "fludarabine", "dose_mg_m2": 30, "days": [2]}]),
+     "arms[0] (auto).lymphodepletion[0].days: day 2 is not between -30 and 0"),
+    (lambda d: d["schedule"].update(days=[0, 7, 400]),
+     "schedule: days [400.0] lie after follow_up_days = 120"),
+    (lambda d: d["schedule"].update(days=[-60, 0]),
+     "schedule: days [-60.0] lie before day -30"),
+    (lambda d: d["population"]["weight"].update(median=900),
+     "population.weight.median: 900 is outside the physiologic range 30-250"),
+    (lambda d: d["population"]["age"].update(low=5),
+     "population.age.low: 5 is outside the physiologic range 12-90"),
+    (lambda d: d["population"]["creatinine"].update(unit="mmol/L"),
+     "population.creatinine.unit: unknown unit 'mmol/L' for creatinine"),
+    (lambda d: d["population"]["disease"]["c3"].update(unit="mg/dL"),
+     "population.disease.c3.median: 0.65 is outside the physiologic range 5-300 in the unit given"),
+    (lambda d: d["population"]["disease"]["descriptors"].update(seizure=0.1),
+     "unknown descriptors ['seizure']"),
+    (lambda d: d["population"]["sex"].update(female=1.5),
+     "population.sex.female: Input should be less than or equal to 1"),
+    (lambda d: d.update(colour="blue"),
+     "colour: unknown field; remove it or check its spelling"),
+    (lambda d: d.pop("seed"), "seed: required field is missing"),
+    (lambda d: d["population"].pop("height"),
+     "population needs distributions for ['height']"),
+    (lambda d: d["population"]["age"].update(high=10, low=20),
+     "population.age: Value error, uniform: high must be greater than low"),
+    (lambda d: d.update(products={"x": {"allogeneic": True, "edits": ["HLA-Z"]}}),
+     "products.x.edits: unknown edits ['HLA-Z']"),
+    (lambda d: d["schedule"].update(every=7),
+     "give either 'days' or 'every'/'start'/'stop', not both"),
+])
+def test_each_bad_input_is_named(protocol_dict, mutate, expected):
+    mutate(protocol_dict)
+    msg = errors_of(protocol_dict)
+    assert msg.startswith("trial.toml:")
+    assert expected in msg
+
+
+def test_explicit_patients_are_checked(protocol_dict):
+    protocol_dict["population"] = {"patients": [
+        {"id": "A", "sex": "F", "age": 22, "weight": 20, "height": 160, "creatinine": 60,
+         "dsdna": 100, "c3": 0.6, "c4": 0.07, "proteinuria": 0.5, "pga": 2},
+        {"id": "A", "sex": "F", "age": 22, "weight": 55, "height": 160, "creatinine": 60,
+         "dsdna": 100, "c3": 0.6, "c4": 0.07, "proteinuria": 0.5, "pga": 2}]}
+    for arm in protocol_dict["arms"]:
+        arm.pop("n")
+    assert "explicit patient ids must be unique" in errors_of(protocol_dict)
+    protocol_dict["population"]["patients"][1]["id"] = "B"
+    assert "population.patients[0] (A).weight: 20 is outside the physiologic range 30-250 kg" in errors_of(protocol_dict)
+
+
+def test_user_defined_product_and_regimen(protocol_dict):
+    protocol_dict["products"] = {"b2m_ko": {"allogeneic": True, "edits": ["TRAC", "B2M"]}}
+    protocol_dict["regimens"] = {"flu_only": [{"drug": "fludarabine", "dose_mg_m2": 30, "days": [-4, -3]}]}
+    protocol_dict["arms"][0].update(product="b2m_ko", lymphodepletion="flu_only")
+    p = parse_protocol(protocol_dict)
+    assert p.arms[0].product == "b2m_ko"
+
+
+def test_file_round_trip(tmp_path, protocol_dict):
+    loaded = load_protocol(write_protocol(tmp_path / "p.toml", protocol_dict))
+    assert loaded.protocol.study_id == "TEST-001"
+    assert len(loaded.sha256) == 64

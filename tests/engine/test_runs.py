@@ -1,0 +1,184 @@
+"""Runs end to end: reproducibility across chunking and workers, resume after a kill, the
+run-directory contract, failures reported, bad input rejected with exit code 2."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+import pytest
+
+from cartwin.protocol import load_protocol, parse_protocol
+from cartwin.run import run_protocol
+from cartwin.simulate import solvers
+from cartwin.simulate.runner import simulate
+from tests.conftest import write_protocol
+
+CLI = [sys.executable, "-m", "cartwin.cli"]
+
+
+def sorted_obs(df: pl.DataFrame) -> pl.DataFrame:
+    return df.sort(["subject", "day", "test"])
+
+
+def test_identical_results_across_chunk_sizes_and_workers(protocol_dict):
+    protocol_dict["arms"][0]["n"] = 9
+    p = parse_protocol(protocol_dict)
+    runs = [simulate(p, chunk_size=c, workers=w) for c, w in ((1, 1), (7, 1), (1000, 1), (7, 2))]
+    base = sorted_obs(runs[0].observations)
+    for other in runs[1:]:
+        assert sorted_obs(other.observations).equals(base)  # bit for bit
+        assert other.patients.sort("subject").equals(runs[0].patients.sort("subject"))
+
+
+def test_patient_is_the_same_whatever_the_arm_size(protocol_dict):
+    """Patient i depends on (seed, arm, i) only: growing the arm does not change patient 3."""
+    small = simulate(parse_protocol(protocol_dict), n_per_arm=4)
+    large = simulate(parse_protocol(protocol_dict), n_per_arm=11)
+    pick = lambda s: sorted_obs(s.observations.filter(pl.col("subject") == "auto-000004"))
+    assert pick(small).equals(pick(large))
+
+
+def test_seed_changes_the_patients(protocol_dict):
+    a = simulate(parse_protocol(protocol_dict), n_per_arm=3)
+    b = simulate(parse_protocol(protocol_dict), n_per_arm=3, seed=8)
+    assert not a.patients["WT"].equals(b.patients["WT"])
+
+
+def test_covariates_respect_physiologic_and_protocol_bounds(protocol_dict):
+    s = simulate(parse_protocol(protocol_dict), n_per_arm=40)
+    assert s.patients["WT"].min() >= 40 and s.patients["WT"].max() <= 120
+    assert s.patients["AGE"].min() >= 18 and s.patients["AGE"].max() <= 45
+    assert s.patients["HT"].min() >= 120 and s.patients["HT"].max() <= 220
+    bsa = np.sqrt(s.patients["HT"].to_numpy() * s.patients["WT"].to_numpy() / 3600)
+    np.testing.assert_allclose(s.patients["BSA"].to_numpy(), bsa, rtol=1e-12)
+
+
+def test_run_directory_contract(tmp_path, protocol_dict):
+    path = write_protocol(tmp_path / "p.toml", protocol_dict)
+    out = tmp_path / "run"
+    summary = run_protocol(load_protocol(path), out, workers=1)
+    assert summary.n_total == 11 and summary.n_failed == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["cartwin_version"] and manifest["seed"] == 7
+    assert manifest["protocol"]["sha256"] == load_protocol(path).sha256
+    assert manifest["model"]["name"] == "lupus_cart" and len(manifest["model"]["hash"]) == 16
+    assert manifest["counts"] == {"ok": 11, "failed": 0, "per_arm": {"auto": {"ok": 6, "failed": 0},
+                                                                    "tyu19": {"ok": 5, "failed": 0}}}
+    assert (out / "protocol.toml").read_text() == path.read_text()
+    con = duckdb.connect(str(out / "results.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM patients").fetchone()[0] == 11
+    cols = [r[0] for r in con.execute("DESCRIBE observations").fetchall()]
+    assert cols == ["subject", "arm", "day", "test", "value", "unit"]
+    units = dict(con.execute("SELECT DISTINCT test, unit FROM observations").fetchall())
+    assert units["CART"] == "cells/uL" and units["NEUT"] == "10^9/L" and units["C3"] == "g/L"
+    assert units["DSDNA"] == "IU/mL" and units["IL6"] == "pg/mL" and units["ALT"] == "U/L"
+    n_rows = con.execute("SELECT count(*) FROM observations").fetchone()[0]
+    assert n_rows == 11 * 8 * len(units)
+    evid = con.execute("SELECT EVID, count(*) FROM events GROUP BY 1 ORDER BY 1").fetchall()
+    assert evid[1][0] == 1 and evid[0][0] == 0
+    dictionary = json.loads((out / "dictionary.json").read_text())
+    assert set(dictionary) == {"patients", "parameters", "observations", "events"}
+
+
+def test_a_failed_patient_is_reported_and_the_run_goes_on(tmp_path, protocol_dict, monkeypatch):
+    real = solvers.ScipyLSODA._solve_one
+    calls = {"n": 0}
+
+    def flaky(self, compiled, k, y0, schedule, t_obs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("LSODA between day 0 and 7: excess work done")
+        return real(self, compiled, k, y0, schedule, t_obs)
+
+    monkeypatch.setattr(solvers.ScipyLSODA, "_solve_one", flaky)
+    path = write_protocol(tmp_path / "p.toml", protocol_dict)
+    summary = run_protocol(load_protocol(path), tmp_path / "run", workers=1, chunk_size=100)
+    assert summary.n_total == 11 and summary.n_failed == 1
+    patients = pl.read_parquet(tmp_path / "run" / "patients.parquet" / "*.parquet")
+    failed = patients.filter(pl.col("status") == "failed")
+    assert failed["subject"].to_list() == ["auto-000002"]
+    assert "excess work done" in failed["failure_reason"][0]
+    obs = pl.read_parquet(tmp_path / "run" / "observations.parquet" / "*.parquet")
+    assert "auto-000002" not in obs["subject"].unique().to_list()
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["counts"]["failed"] == 1 and manifest["failed"][0]["subject"] == "auto-000002"
+
+
+def _cli(*args, **kw):
+    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True, **kw)
+
+
+def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, protocol_dict):
+    protocol_dict["arms"][0]["product"] = "nonexistent"
+    path = write_protocol(tmp_path / "bad.toml", protocol_dict)
+    out = tmp_path / "run"
+    res = _cli("run", path, "--out", out)
+    assert res.returncode == 2
+    assert "bad.toml" in res.stderr and "arms[0] (auto).product" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not out.exists()
+    res = _cli("validate", path)
+    assert res.returncode == 2 and "unknown product 'nonexistent'" in res.stderr
+
+
+def test_cli_refuses_a_directory_holding_something_else(tmp_path, protocol_dict):
+    path = write_protocol(tmp_path / "p.toml", protocol_dict)
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    res = _cli("run", path, "--out", out, "--n", "2")
+    assert res.returncode == 2 and "holds other files" in res.stderr
+    assert sorted(os.listdir(out)) == ["notes.txt"]
+
+
+def test_cli_run_validate_show(tmp_path, protocol_dict):
+    path = write_protocol(tmp_path / "p.toml", protocol_dict)
+    assert _cli("validate", path).returncode == 0
+    res = _cli("run", path, "--out", tmp_path / "r", "--n", "3", "--seed", "11", "--workers", "1")
+    assert res.returncode == 0, res.stderr
+    manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert manifest["seed"] == 11 and manifest["n_per_arm"] == {"auto": 3, "tyu19": 3}
+    res = _cli("show", tmp_path / "r")
+    assert res.returncode == 0 and "CAR-T Cmax" in res.stdout and "tyu19" in res.stdout
+    res = _cli("run", path, "--out", tmp_path / "r", "--n", "3")
+    assert res.returncode == 2 and "--resume" in res.stderr
+
+
+def test_resume_after_kill_loses_and_duplicates_nothing(tmp_path, protocol_dict):
+    protocol_dict["arms"][0]["n"] = 60
+    protocol_dict["arms"][1]["n"] = 60
+    path = write_protocol(tmp_path / "p.toml", protocol_dict)
+    out = tmp_path / "run"
+    proc = subprocess.Popen(CLI + ["run", str(path), "--out", str(out), "--chunk-size", "4",
+                                   "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    parts = out / "patients.parquet"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if parts.exists() and len(list(parts.glob("part-*.parquet"))) >= 5:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(parts.glob("part-*.parquet")))
+    assert 5 <= done_before < 30, "the kill should land mid-run"
+    assert not (out / "manifest.json").exists()
+    res = _cli("run", path, "--out", out, "--resume", "--workers", "2")
+    assert res.returncode == 0, res.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["execution"]["chunks_reused"] >= done_before - 1
+    assert manifest["counts"]["ok"] == 120
+    con = duckdb.connect(str(out / "results.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*), count(DISTINCT subject) FROM patients").fetchone() == (120, 120)
+    # the resumed run equals an uninterrupted one
+    fresh = simulate(load_protocol(path).protocol, workers=1)
+    resumed = pl.read_parquet(out / "observations.parquet" / "*.parquet").with_columns(
+        pl.col("arm").cast(pl.String), pl.col("test").cast(pl.String), pl.col("unit").cast(pl.String))
+    assert sorted_obs(resumed).equals(sorted_obs(fresh.observations))
+    assert not list(out.rglob("*.tmp"))
