@@ -160,3 +160,22 @@ def sfi(frame: pl.DataFrame) -> pl.DataFrame:
     flare = (pl.when(severe).then(pl.lit("severe")).when(mild).then(pl.lit("mild/moderate"))
              .when(decidable).then(pl.lit("none")).otherwise(pl.lit(None, pl.String)))
     return frame.with_columns(flare.alias("sfi_flare"))
+
+
+def serology_normalisation(frame: pl.DataFrame, direction: str) -> pl.DataFrame:
+    """Serological normalisation (BLISS analyses) from value, baseline and limit columns.
+
+    direction "low" (C3, C4): abnormal = below ``limit`` (LLN), normalised = value >= LLN.
+    direction "high" (anti-dsDNA): abnormal = above ``limit`` (positivity cut-off), normalised =
+    value at or below it. Defined only for patients abnormal at baseline (else null); also adds
+    the percent change from baseline.
+    """
+    if direction == "low":
+        abnormal_base, normal_now = pl.col("baseline") < pl.col("limit"), pl.col("value") >= pl.col("limit")
+    elif direction == "high":
+        abnormal_base, normal_now = pl.col("baseline") > pl.col("limit"), pl.col("value") <= pl.col("limit")
+    else:
+        raise ValueError("direction must be 'low' or 'high'")
+    return frame.with_columns(
+        pl.when(abnormal_base).then(normal_now).otherwise(None).alias("normalised"),
+        ((pl.col("value") - pl.col("baseline")) / pl.col("baseline") * 100).alias("pct_change"))
