@@ -338,5 +338,7 @@ def _read_run_directory(path: Path) -> Observations:
             {"file": [str(obs_path)], "row": [None], "column": ["subject"], "subject": [None], "test": [None],
              "day": [None], "problem": [f"{excluded.height} observation rows of {len(failed)} failed subject(s) not scored"]},
             schema=FLAG_SCHEMA)])
+    # Row-level flags of subjects that are not scored would only be noise.
+    flags = flags.filter(pl.col("subject").is_null() | ~pl.col("subject").is_in(failed))
     return Observations(frame=frame, flags=pl.concat([flags, failed_flags]), source=str(path),
                         excluded_subjects=failed)

@@ -1,0 +1,152 @@
+"""Bad input is an error or a flag naming file, row and column; the same code scores files and run directories."""
+
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from cartwin.clinical import ObservationError, read_observations, run_score_command, score
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "observations_example.csv"
+HEADER = "subject,day,test,value,unit,lower,upper\n"
+
+
+def write(tmp_path, body, name="obs.csv"):
+    path = tmp_path / name
+    path.write_text(HEADER + body)
+    return path
+
+
+@pytest.mark.parametrize("body,column,row,words", [
+    ("S1,1,NEUTRO,2.0,10^9/L,,\n", "test", 1, "unknown test code"),
+    ("S1,1,NEUT,2.0,10^9/L,,\nS1,2,NEUT,2.0,mmol/L,,\n", "unit", 2, "not supported"),
+    ("S1,1,C3,0.9,IU/mL,,\n", "unit", 1, "not supported"),
+    ("S1,1,NEUT,two,10^9/L,,\n", "value", 1, "not a number"),
+    ("S1,x,NEUT,2.0,10^9/L,,\n", "day", 1, "day"),
+    ("S1,1,NEUT,2.0,10^9/L,,\nS1,1,NEUT,2.1,10^9/L,,\n", "test", 1, "duplicated"),
+    ("S1,1,PGA,3.1,points,,\n", "value", 1, "outside its valid range"),
+    ("S1,1,SD_ARTH,2,presence,,\n", "value", 1, "outside its valid range"),
+    ("S1,1,NEUT,2.0,10^9/L,low,\n", "lower", 1, "not a number"),
+    (",1,NEUT,2.0,10^9/L,,\n", "subject", 1, "subject"),
+])
+def test_bad_input_names_file_row_and_column(tmp_path, body, column, row, words):
+    path = write(tmp_path, body)
+    with pytest.raises(ObservationError) as info:
+        read_observations(path)
+    error = info.value
+    assert error.column == column and row in error.rows and error.file == str(path)
+    assert words in str(error) and str(path) in str(error) and f"'{column}'" in str(error)
+
+
+def test_missing_column(tmp_path):
+    path = tmp_path / "obs.csv"
+    path.write_text("subject,day,test,value\nS1,1,NEUT,2\n")
+    with pytest.raises(ObservationError, match="unit"):
+        read_observations(path)
+
+
+def test_missing_value_is_flagged_not_zero(tmp_path):
+    obs = read_observations(write(tmp_path, "S1,1,NEUT,,10^9/L,1.8,\n"))
+    assert obs.frame["value"][0] is None
+    assert obs.flags.filter(pl.col("column") == "value")["row"].to_list() == [1]
+
+
+def test_units_converted_at_the_border(tmp_path):
+    obs = read_observations(write(tmp_path, "S1,1,C3,85,mg/dL,90,\nS1,1,BILI,1.0,mg/dL,,1.2\nS1,1,WBC,2900,/uL,,\n"
+                                  "S1,1,TEMP,100.4,F,,\nS1,1,HGB,9.9,g/dL,,\nS1,1,CREAT,1.0,mg/dL,,\n"))
+    values = dict(zip(obs.frame["test"], obs.frame["value"]))
+    assert values["C3"] == pytest.approx(0.85) and values["BILI"] == pytest.approx(17.1)
+    assert values["WBC"] == pytest.approx(2.9) and values["TEMP"] == pytest.approx(38.0)
+    assert values["HGB"] == pytest.approx(99.0) and values["CREAT"] == pytest.approx(88.4)
+    limits = dict(zip(obs.frame["test"], obs.frame["lower"]))
+    assert limits["C3"] == pytest.approx(0.9)
+
+
+def test_parquet_input_matches_csv(tmp_path):
+    csv_obs = read_observations(EXAMPLE)
+    parquet = tmp_path / "obs.parquet"
+    pl.read_csv(EXAMPLE, infer_schema_length=0).with_columns(
+        pl.col("day").cast(pl.Float64), pl.col("value").cast(pl.Float64)).write_parquet(parquet)
+    pq_obs = read_observations(parquet)
+    cols = ["subject", "day", "test", "value", "unit", "lower", "upper"]
+    assert csv_obs.frame.select(cols).equals(pq_obs.frame.select(cols))
+
+
+def test_score_example_writes_all_outputs(tmp_path):
+    result = score(EXAMPLE, tmp_path / "out")
+    for name in ("visits", "lab_grades", "patients", "adverse_events", "flags"):
+        assert (tmp_path / "out" / f"{name}.parquet").exists()
+    assert not list((tmp_path / "out").glob(".*.tmp"))
+    with duckdb.connect(str(tmp_path / "out" / "results.duckdb"), read_only=True) as con:
+        tables = {r[0] for r in con.execute("show tables").fetchall()}
+        assert tables == {"visits", "lab_grades", "patients", "adverse_events", "flags"}
+        ae = con.execute("select max_grade from adverse_events where subject='SLE-001' and term='Cytokine release syndrome'").fetchone()
+        assert ae[0] == 2
+    visits = pl.read_parquet(tmp_path / "out" / "visits.parquet")
+    baseline = visits.filter((pl.col("subject") == "SLE-001") & (pl.col("day") == 0)).row(0, named=True)
+    # Arthritis 4 + rash 2 + low complement 2 + anti-dsDNA 2 + proteinuria 4; leukopenia on day 0 is
+    # attributed to lymphodepletion.
+    assert baseline["sledai2k"] == 14 and baseline["csledai2k"] == 10
+    assert "SD_LEUK" in baseline["sledai_excluded"]
+    assert result.subjects_scored == 2
+
+
+def test_fever_during_crs_scores_crs_not_sledai(tmp_path, obs_frame):
+    from cartwin.clinical import sledai
+    from cartwin.clinical.pipeline import score_observations
+    from cartwin.clinical.observations import Observations, empty_flags
+
+    rows = [{"day": 2, "test": c, "value": 0} for c in sledai.descriptor_codes() if c != "SD_FEVER"]
+    rows += [{"day": 2, "test": "TEMP", "value": 38.9, "unit": "C"}, {"day": 2, "test": "HYPOTEN", "value": 0},
+             {"day": 2, "test": "HYPOXIA", "value": 0}]
+    tables = score_observations(Observations(obs_frame(rows), empty_flags(), "mem"))
+    visit = tables["visits"].row(0, named=True)
+    assert visit["crs_grade"] == 1 and visit["sledai2k"] == 0 and "SD_FEVER (crs)" in visit["sledai_excluded"]
+
+
+def _run_dir(tmp_path, statuses):
+    run = tmp_path / "run"
+    run.mkdir()
+    obs = pl.read_csv(EXAMPLE, infer_schema_length=0).with_columns(
+        pl.col("day").cast(pl.Float64), pl.col("value").cast(pl.Float64)).select("subject", "arm", "day", "test", "value", "unit")
+    obs.write_parquet(run / "observations.parquet")
+    pl.DataFrame({"subject": list(statuses), "status": list(statuses.values())}).write_parquet(run / "patients.parquet")
+    return run
+
+
+def test_run_directory_scores_only_ok_subjects(tmp_path):
+    run = _run_dir(tmp_path, {"SLE-001": "ok", "SLE-002": "failed"})
+    message = run_score_command(run, tmp_path / "out")
+    assert "1 failed subject(s) not scored: SLE-002" in message
+    patients = pl.read_parquet(tmp_path / "out" / "patients.parquet")
+    assert patients["subject"].to_list() == ["SLE-001"]
+    flags = pl.read_parquet(tmp_path / "out" / "flags.parquet")
+    assert flags.filter(pl.col("subject") == "SLE-002")["problem"].str.contains("failed").all()
+
+
+def test_run_directory_missing_patients_file(tmp_path):
+    run = _run_dir(tmp_path, {"SLE-001": "ok", "SLE-002": "ok"})
+    (run / "patients.parquet").unlink()
+    with pytest.raises(ObservationError, match="patients.parquet"):
+        score(run, tmp_path / "out")
+
+
+def test_run_directory_unknown_subject(tmp_path):
+    run = _run_dir(tmp_path, {"SLE-001": "ok"})
+    with pytest.raises(ObservationError, match="not in patients.parquet"):
+        score(run, tmp_path / "out")
+
+
+def test_clinical_layer_does_not_import_model_or_solver():
+    import ast
+
+    package = Path(__file__).resolve().parents[2] / "src" / "cartwin" / "clinical"
+    for source in package.glob("*.py"):
+        tree = ast.parse(source.read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                if name.startswith("cartwin."):
+                    assert name.startswith(("cartwin.clinical", "cartwin.vocabulary")), f"{source.name} imports {name}"
