@@ -262,8 +262,8 @@ def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
               f"({first['minimum']:g}{hi}{', whole numbers' if first['integer'] else ''} in {first['unit']})",
               "Correct the value or its unit (rules/value_ranges.csv gives the ranges).")
 
-    duplicated = frame.filter(pl.len().over("subject", "day", "test") > 1).sort("subject", "test", "day", "row")
-    if duplicated.height:
+    if frame.select(pl.struct("subject", "day", "test").is_duplicated().any()).item():
+        duplicated = frame.filter(pl.len().over("subject", "day", "test") > 1).sort("subject", "test", "day", "row")
         first = duplicated.row(0, named=True)
         _fail(file, duplicated, "test",
               f"duplicated visit rows: subject {first['subject']!r}, day {first['day']:g}, test {first['test']} "

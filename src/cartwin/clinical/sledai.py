@@ -138,13 +138,18 @@ def descriptor_events(obs: pl.DataFrame, icans: pl.DataFrame | None = None) -> p
         (pl.col("attributed_to").is_not_null() & pl.col("raw").fill_null(False)).alias("excluded"),
     )
     # Explicit descriptor rows are the investigator's judgement and win over lab derivation.
-    top = pl.col("priority").min().over("subject", "day", "code")
-    events = events.filter(pl.col("priority") == top)
-    return events.group_by("subject", "day", "code").agg(
+    # Explicit rows are unique per (subject, day, code) after validation; only lab-derived rows
+    # can repeat a key (C3 and C4 both feed low complement), so only they are aggregated.
+    keys = ["subject", "day", "code"]
+    explicit_events = events.filter(pl.col("priority") == 0)
+    derived_events = events.filter(pl.col("priority") == 1).join(explicit_events.select(keys), on=keys, how="anti")
+    derived_events = derived_events.group_by(keys).agg(
         pl.col("present").any(ignore_nulls=False).alias("present"),
         pl.col("excluded").any().alias("excluded"),
         pl.col("attributed_to").drop_nulls().first().alias("attributed_to"),
     )
+    columns = keys + ["present", "excluded", "attributed_to"]
+    return pl.concat([explicit_events.select(columns), derived_events.select(columns)])
 
 
 def score_visits(events: pl.DataFrame, visits: pl.DataFrame, window_days: float | None = None,
