@@ -45,7 +45,7 @@ SLEDAI_WEIGHTS = {
 
 TYPICAL_COVARIATES = dict(
     WT=62.0, CRCL=110.0, DSDNA0=150.0, C3_0=0.7, C4_0=0.08, UPROT0=1.0, PGA0=2.0,
-    ARTH0=1, RASH0=1, ALOP0=1, VASC0=1, MUC0=0, PLEUR0=0, PERIC0=0, MYOS0=0, CASTS0=0,
+    ARTH0=1, RASH0=1, ALOP0=1, VASC0=0, MUC0=0, PLEUR0=0, PERIC0=0, MYOS0=0, CASTS0=0,
     HEMAT0=1, PYUR0=0,
 )
 TYPICAL_HEIGHT_CM = 165.0
@@ -74,10 +74,14 @@ class Run:
 
     days: np.ndarray  # (T,)
     obs: dict[str, np.ndarray]  # test -> (N, T)
-    states: np.ndarray  # (N, T, S)
-    theta: np.ndarray  # (N, P)
+    states: np.ndarray | None  # (N, T, S); None when only observables were kept
+    theta: np.ndarray | None  # (N, P)
     cov: dict[str, np.ndarray]  # covariate -> (N,)
     ok: np.ndarray  # (N,)
+
+    @property
+    def n(self) -> int:
+        return next(iter(self.obs.values())).shape[0]
 
     def state(self, name: str) -> np.ndarray:
         return self.states[:, :, MODEL.state_names.index(name)]
@@ -238,7 +242,7 @@ def sledai(run: Run, day: float) -> np.ndarray:
         "SD_THROMB": o["PLAT"] < 100.0,
         "SD_LEUK": o["WBC"] < 3.0,
     }
-    score = np.zeros(run.theta.shape[0])
+    score = np.zeros(run.n)
     for code, weight in SLEDAI_WEIGHTS.items():
         present = derived[code] if code in derived else o[code] > 0.5
         score += weight * present

@@ -177,7 +177,7 @@ PARAMETERS = (
     _p("K6_AG", 2.0, "cells/uL", "antigen giving half-maximal CAR-T engagement for IL-6", "assumed", "cytokines"),
     _p("DTEMP", 3.0, "C", "maximal fever above 36.8 C driven by IL-6", "assumed", "cytokines"),
     _p("EC_TEMP", 22.0, "pg/mL", "IL-6 excess giving half the maximal fever", "calibrated: fever >= 38 C (CRS grade 1) in about 60% of autologous SLE patients (Mackensen2022 3/5; Muller 2024 NEJM 10/15)", "cytokines", 0.3),
-    _p("IL6_HYPOTEN", 100.0, "pg/mL", "IL-6 above which hypotension needs fluids", "calibrated: CRS grade 2 in about 1 of 15 autologous patients (Muller 2024 NEJM); grade >= 2 CRS is rare in SLE", "cytokines"),
+    _p("IL6_HYPOTEN", 120.0, "pg/mL", "IL-6 above which hypotension needs fluids", "calibrated: CRS grade 2 in about 1 of 15 autologous patients (Muller 2024 NEJM); grade >= 2 CRS is rare in SLE", "cytokines"),
     _p("IL6_HYPOXIA", 200.0, "pg/mL", "IL-6 above which low-flow oxygen is needed", "assumed: hypoxia needs a higher cytokine level than hypotension (ordering of ASTCT grades); no SLE patient needed oxygen in the Erlangen series", "cytokines"),
     _p("IL6_ICANS", 150.0, "pg/mL", "IL-6 above which the ICE score falls", "calibrated: ICANS grade 1 in 1/15 (Muller 2024 NEJM); extreme IL-6 stands in for the endothelial activation that drives ICANS", "cytokines"),
     _p("ALT0", 20.0, "U/L", "baseline ALT", "assumed: reference range 7-40 U/L", "liver", 0.3),
