@@ -1,0 +1,200 @@
+"""The same chunks, computed on a Dask cluster (``dask.distributed``).
+
+``DaskExecutor.execute`` keeps the contract of :func:`cartwin.simulate.runner.execute`: every
+chunk is computed AND stored by a worker (``on_result`` runs there), and only ``on_result``'s small
+return value travels back to the client. The client keeps at most a few futures per worker
+thread in flight, so its memory does not grow with the number of patients.
+
+Why this is safe when workers die: a task is pure and idempotent. It depends on nothing but the
+picklable :class:`~cartwin.simulate.runner.Context` and its :class:`ChunkSpec`; every patient's
+numbers come from the patient's own random stream; and every part file is written atomically under
+a name fixed by the chunk. A chunk whose worker died is recomputed elsewhere by the scheduler and
+rewrites the same bytes under the same names, so no patient is lost or stored twice, whether the
+first attempt died before, during or after its writes.
+
+Workers compile the model themselves (``compile_model`` writes the generated source into the
+worker's cache folder and numba caches machine code beside it): nothing compiled travels.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from cartwin.model.codegen import compile_model, warm_up
+from cartwin.simulate.runner import ChunkResult, ChunkSpec, Context, run_chunk
+
+# Futures in flight per worker thread: one running, one queued so that a thread never waits for
+# the client's round trip. More would only hold results and memory on the workers.
+IN_FLIGHT_PER_THREAD = 2
+CONNECT_TIMEOUT_S = 30
+
+
+class ClusterUnavailable(RuntimeError):
+    """dask.distributed is not installed, or the scheduler cannot be reached."""
+
+
+class SharedPathMissing(RuntimeError):
+    """A worker cannot see the run directory: parts written there would be lost to the client."""
+
+
+def _import_distributed():
+    try:
+        import distributed  # noqa: PLC0415
+    except ImportError:
+        raise ClusterUnavailable(
+            "running on a Dask cluster needs dask.distributed: pip install 'cartwin[cluster]'") from None
+    return distributed
+
+
+def compute_and_store(ctx: Context, spec: ChunkSpec, on_result: Callable[[ChunkResult], object],
+                      shared_path: str | None = None):
+    """The task each worker runs: compute one chunk and store it (via ``on_result``)."""
+    if shared_path is not None and not os.path.exists(shared_path):
+        raise SharedPathMissing(
+            f"worker on {socket.gethostname()} cannot see {shared_path}: --out must be on a filesystem "
+            "that every Dask worker mounts at the same path (see docs/cluster.md)")
+    return on_result(run_chunk(ctx, spec))
+
+
+class DaskExecutor:
+    """Runs chunks on an existing Dask scheduler (``address``) or on a local cluster of
+    ``n_workers`` single-threaded processes started here (``address`` None or ``"local"``).
+
+    Nothing starts before it is needed (:meth:`start`, :meth:`planning_workers` for a remote
+    scheduler, :meth:`execute`); the context manager closes whatever was opened.
+    """
+
+    def __init__(self, address: str | None = None, n_workers: int | None = None):
+        self.distributed = _import_distributed()
+        self.local = address in (None, "local")
+        if self.local and (n_workers is None or n_workers < 1):
+            raise ValueError("a local Dask cluster needs n_workers >= 1")
+        self.address = None if self.local else address
+        self.n_workers = n_workers
+        self.client = None
+        self.cluster = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> "DaskExecutor":
+        if self.client is not None:
+            return self
+        d = self.distributed
+        if self.local:
+            # processes, one thread each: the solver holds the GIL, so threads would not help;
+            # no dashboard, random ports, loopback only: several runs can share this machine.
+            self.cluster = d.LocalCluster(n_workers=self.n_workers, threads_per_worker=1, processes=True,
+                                          host="127.0.0.1", scheduler_port=0, dashboard_address=None)
+            self.client = d.Client(self.cluster, set_as_default=False)
+        else:
+            try:
+                self.client = d.Client(self.address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
+            except (OSError, TimeoutError) as exc:
+                raise ClusterUnavailable(f"cannot reach the Dask scheduler at {self.address}: {exc}") from exc
+        return self
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self.cluster is not None:
+            self.cluster.close()
+            self.cluster = None
+
+    def __enter__(self) -> "DaskExecutor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- what the cluster is -----------------------------------------------------------------
+    def total_threads(self) -> int:
+        """Worker threads the scheduler knows now (workers of an adaptive cluster come and go)."""
+        return sum(self.start().client.nthreads().values())
+
+    def planning_workers(self) -> int:
+        """How many parallel slots to plan chunks for. A local cluster is known before it starts
+        (so a run that fails its checks starts nothing); a remote one is asked."""
+        if self.local:
+            return self.n_workers
+        return max(1, self.total_threads())
+
+    def describe(self) -> dict:
+        """For the manifest: where the chunks ran."""
+        info = {"executor": "dask", "cluster": "local" if self.local else self.address,
+                "dask_version": self.distributed.__version__}
+        if self.local:
+            info["workers"] = self.n_workers
+        if self.client is not None:  # what the scheduler has now (an adaptive cluster changes)
+            info["scheduler"] = self.client.scheduler.address
+            info["workers"] = len(self.client.nthreads())
+            info["worker_threads"] = self.total_threads()
+        return info
+
+    # --- execution ---------------------------------------------------------------------------
+    def execute(self, ctx: Context, chunks: Iterable[ChunkSpec], on_result: Callable[[ChunkResult], object],
+                shared_path: str | Path | None = None) -> Iterator[object]:
+        """Compute chunks on the cluster; yield ``on_result``'s return value of each as it completes.
+
+        ``on_result`` runs on the worker and must be picklable (``RunDirectory(...).write_chunk``
+        is); its result should be small. ``shared_path``, when given, must exist on every worker
+        (the run directory's ``run.json``): a worker that cannot see it fails its task loudly
+        instead of writing parts where the client will never find them.
+        """
+        d = self.distributed
+        chunks = list(chunks)
+        if not chunks:  # a resumed run with every chunk stored starts no cluster
+            return
+        # Compile before the cluster starts: a broken model fails before anything is sent, and
+        # local workers (same machine, same cache folder) load numba's cached machine code instead
+        # of each compiling it again at the same time.
+        warm_up(compile_model(ctx.model))
+        self.start()
+        # Keys unique to this call: another client on the same scheduler, or a resumed run while
+        # tasks of a killed client still finish, never shares a key (and a result) with this one.
+        call_id = uuid.uuid4().hex[:12]
+        shared = None if shared_path is None else str(shared_path)
+        queue = iter(chunks)
+        running = d.as_completed(loop=self.client.loop)
+
+        def submit_next() -> bool:
+            spec = next(queue, None)
+            if spec is None:
+                return False
+            running.add(self.client.submit(compute_and_store, ctx, spec, on_result, shared,
+                                           key=f"cartwin-{spec.name}-{call_id}", pure=False, retries=0))
+            return True
+
+        def capacity() -> int:
+            return IN_FLIGHT_PER_THREAD * max(1, self.total_threads())
+
+        in_flight = 0
+        while in_flight < capacity() and submit_next():
+            in_flight += 1
+        try:
+            for future in running:
+                in_flight -= 1
+                value = future.result()  # re-raises a task's exception (not a worker death: those are retried)
+                future.release()
+                yield value
+                while in_flight < capacity() and submit_next():
+                    in_flight += 1
+        except BaseException:
+            # Tasks already running finish on their workers (they cannot be interrupted); their
+            # writes are whole chunks, so a --resume simply finds them done.
+            for future in list(running.futures):
+                future.cancel()
+            raise
+
+
+def execute_on_dask(ctx: Context, chunks: Iterable[ChunkSpec], on_result: Callable[[ChunkResult], object],
+                    *, address: str | None = None, n_workers: int | None = None,
+                    shared_path: str | Path | None = None) -> Iterator[object]:
+    """:func:`cartwin.simulate.runner.execute` on Dask: connect to ``address`` (or start a local
+    cluster of ``n_workers`` processes), compute and store every chunk on the workers, yield
+    ``on_result``'s values, and close what was opened."""
+    with DaskExecutor(address, n_workers) as executor:
+        yield from executor.execute(ctx, chunks, on_result, shared_path)
