@@ -65,10 +65,14 @@ def run(
     out_dir: Path = typer.Option(..., "--out", "-o", help="Run directory to create (must be new or empty)."),
     n: Optional[int] = typer.Option(None, "--n", min=1, help="Override the number of patients per arm."),
     seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Override the protocol's seed."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Worker processes (default: all cores)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Worker processes on this machine (default: all cores); with --cluster local, the local Dask cluster's size."),
     chunk_size: Optional[int] = typer.Option(None, "--chunk-size", min=1, help="Patients per chunk (default: automatic)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
     report: bool = typer.Option(False, "--report", help="Also write the HTML report."),
+    cluster: Optional[str] = typer.Option(
+        None, "--cluster", help="Compute chunks on Dask: 'local' starts a local cluster of --workers "
+        "processes; tcp://HOST:8786 uses that scheduler, whose workers must see --out at the same "
+        "path (docs/cluster.md). Needs cartwin[cluster]."),
 ):
     """Simulate a protocol and store the results in a run directory."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
@@ -76,6 +80,8 @@ def run(
     from cartwin.protocol import load_protocol
     from cartwin.run import run_protocol
 
+    if cluster is not None:
+        _check_cluster_options(cluster, workers)
     loaded = load_protocol(protocol)
     show_bar = err.is_terminal
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
@@ -86,7 +92,7 @@ def run(
             bar.update(task, completed=done, total=total)
 
         summary = run_protocol(loaded, out_dir, n_per_arm=n, seed=seed, workers=workers,
-                               chunk_size=chunk_size, resume=resume, progress=progress)
+                               chunk_size=chunk_size, resume=resume, progress=progress, cluster=cluster)
     msg = (f"[green]done[/green] {summary.n_total} patients "
            f"({summary.chunks_computed} chunks computed, {summary.chunks_reused} reused) in "
            f"{summary.seconds:.1f} s -> {summary.out}")
@@ -98,6 +104,19 @@ def run(
             err.print(f"  {subject}: {reason}")
     if report:
         _report(out_dir)
+
+
+def _check_cluster_options(cluster: str, workers: Optional[int]) -> None:
+    import importlib.util  # noqa: PLC0415
+    if importlib.util.find_spec("distributed") is None:
+        raise BadInput("--cluster needs dask.distributed, which is not installed: pip install 'cartwin[cluster]'")
+    if cluster != "local" and ":" not in cluster:
+        raise BadInput(f"--cluster {cluster!r}: expected 'local' or a scheduler address such as "
+                       "tcp://HOST:8786")
+    if cluster != "local" and workers is not None:
+        # the remote cluster's size is set where it was started (dask worker, jobqueue, Kubernetes)
+        raise BadInput("--workers sets the size of a local cluster; with --cluster ADDRESS the "
+                       "scheduler's workers are used: drop --workers, or use --cluster local")
 
 
 def _report(run_dir: Path) -> None:

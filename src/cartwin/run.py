@@ -33,23 +33,39 @@ class RunSummary:
 
 def run_protocol(loaded: LoadedProtocol, out: str | Path, *, n_per_arm: int | None = None,
                  seed: int | None = None, workers: int | None = None, chunk_size: int | None = None,
-                 resume: bool = False, progress: Callable[[int, int], None] | None = None) -> RunSummary:
-    """Simulate ``loaded`` into the run directory ``out``. Checks everything before writing."""
+                 resume: bool = False, progress: Callable[[int, int], None] | None = None,
+                 cluster: str | None = None) -> RunSummary:
+    """Simulate ``loaded`` into the run directory ``out``. Checks everything before writing.
+
+    ``cluster``: None computes in this process or a process pool of ``workers``; ``"local"``
+    starts a local Dask cluster of ``workers`` processes; an address (``tcp://HOST:8786``) sends
+    the chunks to that Dask scheduler, whose workers must see ``out`` (docs/cluster.md)."""
+    if cluster is None:
+        return _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, progress, None)
+    from cartwin.simulate.distributed import DaskExecutor  # optional extra: cartwin[cluster]
+    with DaskExecutor(cluster, workers or default_workers()) as executor:
+        return _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, progress, executor)
+
+
+def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, progress, executor) -> RunSummary:
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc)
     protocol = loaded.protocol
     model = get_model(protocol.model)
     check_vocabulary(model)
     workers = workers or default_workers()
+    # a remote cluster is asked how many threads it has; a local one is not started yet
+    plan_workers = executor.planning_workers() if executor else workers
     rundir = RunDirectory(out)
     if resume:
         stored = None
         if rundir.is_run():
             stored = rundir.stored_plan()
-        plan = make_plan(protocol, n_per_arm, seed, stored["chunk_size"] if stored else chunk_size, workers)
+        plan = make_plan(protocol, n_per_arm, seed, stored["chunk_size"] if stored else chunk_size,
+                         plan_workers)
         rundir.check_resumable(plan.to_json(), loaded.sha256)
     else:
-        plan = make_plan(protocol, n_per_arm, seed, chunk_size, workers)
+        plan = make_plan(protocol, n_per_arm, seed, chunk_size, plan_workers)
         rundir.check_new()
         rundir.start(plan.to_json(), loaded.text, loaded.sha256,
                      {"name": model.name, "version": model.version, "hash": model.content_hash()})
@@ -58,7 +74,13 @@ def run_protocol(loaded: LoadedProtocol, out: str | Path, *, n_per_arm: int | No
     reused = len(plan.chunks) - len(todo)
     t_solve = time.perf_counter()
     done = 0
-    for _ in execute(ctx, todo, workers, rundir.write_chunk):
+    if executor is None:
+        results = execute(ctx, todo, workers, rundir.write_chunk)
+    else:
+        # workers elsewhere write by absolute path, and refuse to run where run.json is not visible
+        shared = RunDirectory(rundir.path.resolve())
+        results = executor.execute(ctx, todo, shared.write_chunk, shared_path=shared.run_json)
+    for _ in results:
         done += 1
         if progress:
             progress(done, len(todo))
@@ -94,7 +116,9 @@ def run_protocol(loaded: LoadedProtocol, out: str | Path, *, n_per_arm: int | No
         "failed": [{"subject": s, "reason": r} for s, r in failed],
         "timings_s": {"solve_and_write": round(solve_seconds, 3),
                       "total": round(time.perf_counter() - t0, 3)},
-        "execution": {"workers": workers, "chunks_computed": len(todo), "chunks_reused": reused},
+        "execution": {"workers": workers, "chunks_computed": len(todo), "chunks_reused": reused,
+                      **(executor.describe() if executor else
+                         {"executor": "process_pool" if workers > 1 and len(todo) > 1 else "in_process"})},
         "environment": {"python": sys.version.split()[0], "numpy": np.__version__,
                         "scipy": scipy.__version__, "platform": platform.platform()},
     }
