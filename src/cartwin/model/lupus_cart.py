@@ -127,23 +127,23 @@ PARAMETERS = (
     _p("S_R", 0.03, "1/day", "priming rate of host alloreactive response", "calibrated: with A_R and D_R, HLA-intact cells lost within about 4 weeks after standard Flu/Cy (Dupouy2022) but no self-sustaining response to HLA-A/B/CIITA-edited cells; no published HvG parameters (Derippe 2024 not retrieved)", "rejection", 0.5),
     _p("A_R", 5.0, "1/day", "self-amplification of the alloreactive response", "calibrated: the response grows only once host T cells recover beyond D_R/A_R = 26% of baseline (about 3 weeks after standard Flu/Cy), so HLA-intact cells are lost within about 4 weeks (Dupouy2022)", "rejection", 0.3),
     _p("D_R", 1.3, "1/day", "decay of the alloreactive response", "calibrated: A_R x F_HLA / D_R = 0.77 < 1 for TyU19 (F_HLA 0.2): no self-sustaining response, CAR-T detectable > 3 months (WangX2024); HLA-intact (F_HLA 1) is self-sustaining", "rejection"),
-    _p("K_STIM", 0.1, "cells/uL", "CAR-T level giving half-maximal allo-stimulation", "assumed", "rejection"),
+    _p("K_STIM", 0.1, "cells/uL", "CAR-T level giving half-maximal allo-stimulation", "assumed: well below the CAR-T level after any dose (0.1 cells/uL for 1e6/kg), so the alloresponse is set by host T recovery and HLA mismatch, not by the cell number (Dupouy2022: no link of UCART19 kinetics to cell dose)", "rejection"),
     _p("K_T", 0.5, "1/day", "CAR-T killing per unit alloreactive response", "calibrated: as A_R", "rejection", 0.3),
     _p("K_NK", 0.10, "1/day", "NK missing-self kill rate at full NK recovery and F_MS = 1", "assumed: B2M-KO products are lost to NK within weeks (Cancer Immunol Immunother 2023)", "rejection", 0.3),
     _p("N_MS", 2.0, "1", "steepness of NK activation in the share of inhibitory HLA ligands lost", "assumed: NK cells kill when most inhibitory signals are gone; HLA-A/B-edited cells that keep HLA-C/E escape NK killing while B2M-KO cells do not (Cancer Immunol Immunother 2023, doi 10.1007/s00262-023-03586-1)", "rejection"),
     # --- B lineage ----------------------------------------------------------------------------
     _p("B0", 100.0, "cells/uL", "baseline peripheral CD19+ B cells", "assumed: SLE B lymphopenia; healthy 100-500 cells/uL", "B lineage", 0.5, 1, 1500),
-    _p("FA", 0.10, "1", "autoreactive (activated/memory) share of B cells", "assumed", "B lineage", 0.3),
+    _p("FA", 0.1, "1", "autoreactive (activated/memory) share of B cells", "assumed: memory/activated B cells are 10-30% of SLE B cells and only part of them autoreactive; no measured share", "B lineage", 0.3),
     _p("MTT_PRE", 55.0, "day", "marrow precursor to peripheral B maturation time", "calibrated: B cells back at 110 +/- 32 d after Erlangen Flu/Cy (Mackensen2022)", "B lineage", 0.25),
     _p("K_DB", 0.02, "1/day", "peripheral B-cell turnover", "Pan2019rtx", "B lineage", 0.2),
-    _p("K_DIFF", 0.004, "1/day", "non-autoreactive B to plasmablast differentiation", "assumed", "B lineage"),
+    _p("K_DIFF", 0.004, "1/day", "non-autoreactive B to plasmablast differentiation", "assumed: gives plasmablasts about 0.4% of B-cell numbers in a quiescent compartment; no measured rate", "B lineage"),
     _p("K_DIFFA", 0.05, "1/day", "autoreactive B to plasmablast differentiation", "assumed: activated autoreactive B differentiate more", "B lineage"),
     _p("R_A", 0.078, "1/day", "autoreactive B self-renewal (net regrowth about 0.008/d)", "assumed: autoreactive pool regrows over years after CAR-T (drug-free remission up to 4 years in Erlangen follow-up)", "B lineage", 0.1),
-    _p("EPS_A", 1.0e-5, "1/day", "recruitment of naive B into the autoreactive pool", "assumed", "B lineage"),
+    _p("EPS_A", 1e-05, "1/day", "recruitment of naive B into the autoreactive pool", "assumed: naive B are rarely recruited into autoreactivity; small enough that the autoreactive pool regrows over years (drug-free remission up to 4 years in Erlangen follow-up)", "B lineage"),
     _p("K_DPB", 0.2, "1/day", "CD19+ plasmablast loss (t1/2 3.5 d)", "assumed: short-lived plasmablasts live days (Andraud2012)", "plasma cells"),
-    _p("F_PCN", 0.5, "1", "share of plasmablasts that mature into CD19- BCMA+ plasma cells", "assumed", "plasma cells"),
+    _p("F_PCN", 0.5, "1", "share of plasmablasts that mature into CD19- BCMA+ plasma cells", "assumed: half of plasmablasts mature into plasma cells, the rest die (Andraud2012 qualitative)", "plasma cells"),
     _p("K_DPCN", 0.035, "1/day", "loss of recently formed CD19- plasma cells (t1/2 20 d)", "assumed: short-lived plasma cells live weeks to months (Andraud2012)", "plasma cells"),
-    _p("F_LL", 0.05, "1", "share of CD19- plasma cells entering the long-lived niche", "assumed", "plasma cells"),
+    _p("F_LL", 0.05, "1", "share of CD19- plasma cells entering the long-lived niche", "assumed: only a small share of new plasma cells wins a long-lived marrow niche (Andraud2012 qualitative)", "plasma cells"),
     _p("K_DLL", 0.0005, "1/day", "long-lived plasma cell loss (t1/2 3.8 y)", "assumed: Andraud2012 LLPC 'decades' is the upper bound", "plasma cells"),
     _p("F_CIRC_PCN", 0.1, "1", "share of recently formed CD19- plasma cells found in blood", "assumed: circulating BCMA+ plasma cells are mostly newly generated, migrating cells (Mei2012)", "plasma cells"),
     _p("F_CIRC_LL", 0.005, "1", "share of long-lived plasma cells found in blood", "assumed: long-lived plasma cells stay in marrow niches (Mei2012)", "plasma cells"),
@@ -152,30 +152,30 @@ PARAMETERS = (
     _p("F_DSDNA_SL", 0.95, "1", "share of anti-dsDNA made by short-lived (CD19+ derived) cells", "assumed: seroconversion after CD19 CAR-T (Mackensen2022) means most anti-dsDNA comes from CD19+ precursors", "humoral"),
     _p("F_IGG_SL", 0.25, "1", "share of total IgG made by short-lived cells", "assumed: moderate IgG fall with kept vaccine titres after CD19 CAR-T", "humoral"),
     _p("IGG0", 11.0, "g/L", "baseline total IgG", "assumed: SLE reference", "humoral", 0.25, 2, 40),
-    _p("K_IC", 1.0, "1/day", "immune complex turnover", "assumed", "humoral"),
+    _p("K_IC", 1.0, "1/day", "immune complex turnover", "assumed: immune complexes are cleared within a day (fast compared with antibody turnover)", "humoral"),
     _p("FCR3", 0.509, "1/day", "C3 fractional catabolic rate (2.12%/h)", "Petz1969", "complement", 0.2),
     _p("FCR4", 0.5, "1/day", "C4 fractional catabolic rate", "assumed: no C4 turnover value retrieved; set equal to C3", "complement", 0.2),
     _p("C3_NORMAL", 1.3, "g/L", "C3 of the patient without immune complexes", "assumed: middle of the 0.9-1.8 g/L reference range; Petz1969 mean 1.43 g/L", "complement", 0.1),
     _p("C4_NORMAL", 0.25, "g/L", "C4 of the patient without immune complexes", "assumed: middle of the 0.1-0.4 g/L reference range", "complement", 0.15),
     # --- disease activity ---------------------------------------------------------------------
     _p("K_D", 0.06, "1/day", "turnover of systemic organ inflammation", "calibrated: SLEDAI <= 4 by about day 57 and median 0 at month 3 (Mackensen2022)", "disease", 0.3),
-    _p("W_IC", 0.5, "1", "immune-complex share of the inflammatory drive (rest: autoreactive B/plasmablasts)", "assumed", "disease"),
+    _p("W_IC", 0.5, "1", "immune-complex share of the inflammatory drive (rest: autoreactive B/plasmablasts)", "assumed: equal weight of immune complexes and autoreactive B/plasmablast activity; no data separate them", "disease"),
     _p("K_DR", 0.04, "1/day", "turnover of renal inflammation (slower than systemic)", "calibrated: proteinuria <= 0.5 g/24h by month 3 in lupus nephritis (Mackensen2022: SLEDAI-2K 0 (range 2) at month 3 with nephritis in 5/5)", "disease", 0.3),
-    _p("UPROT_RES", 0.1, "g/24h", "proteinuria left when renal inflammation is gone (chronic damage)", "assumed", "disease", 0.5),
-    _p("THR_ARTH", 0.30, "1", "inflammation level under which arthritis resolves", "assumed", "disease descriptors"),
-    _p("THR_RASH", 0.25, "1", "inflammation level under which rash resolves", "assumed", "disease descriptors"),
-    _p("THR_ALOP", 0.15, "1", "inflammation level under which alopecia resolves (hair regrows slowly)", "assumed", "disease descriptors"),
-    _p("THR_VASC", 0.25, "1", "inflammation level under which vasculitis resolves", "assumed", "disease descriptors"),
-    _p("THR_MUC", 0.35, "1", "inflammation level under which mucosal ulcers resolve", "assumed", "disease descriptors"),
-    _p("THR_SEROS", 0.30, "1", "inflammation level under which pleurisy/pericarditis resolve", "assumed", "disease descriptors"),
-    _p("THR_MYOS", 0.25, "1", "inflammation level under which myositis resolves", "assumed", "disease descriptors"),
-    _p("THR_RENAL", 0.30, "1", "renal inflammation under which casts, haematuria and pyuria resolve", "assumed", "disease descriptors"),
+    _p("UPROT_RES", 0.1, "g/24h", "proteinuria left when renal inflammation is gone (chronic damage)", "assumed: some proteinuria stays from chronic glomerular damage after remission", "disease", 0.5),
+    _p("THR_ARTH", 0.3, "1", "inflammation level under which arthritis resolves", "assumed: descriptor thresholds order resolution as seen clinically (joints and mucosa first, skin, serosa, then slow-growing hair); no SLE data quantify them", "disease descriptors"),
+    _p("THR_RASH", 0.25, "1", "inflammation level under which rash resolves", "assumed: descriptor thresholds order resolution as seen clinically (joints and mucosa first, skin, serosa, then slow-growing hair); no SLE data quantify them", "disease descriptors"),
+    _p("THR_ALOP", 0.15, "1", "inflammation level under which alopecia resolves (hair regrows slowly)", "assumed: descriptor thresholds order resolution as seen clinically (joints and mucosa first, skin, serosa, then slow-growing hair); no SLE data quantify them", "disease descriptors"),
+    _p("THR_VASC", 0.25, "1", "inflammation level under which vasculitis resolves", "assumed: descriptor thresholds order resolution as seen clinically (joints and mucosa first, skin, serosa, then slow-growing hair); no SLE data quantify them", "disease descriptors"),
+    _p("THR_MUC", 0.35, "1", "inflammation level under which mucosal ulcers resolve", "assumed: descriptor thresholds order resolution as seen clinically (joints and mucosa first, skin, serosa, then slow-growing hair); no SLE data quantify them", "disease descriptors"),
+    _p("THR_SEROS", 0.3, "1", "inflammation level under which pleurisy/pericarditis resolve", "assumed: descriptor thresholds order resolution as seen clinically (joints and mucosa first, skin, serosa, then slow-growing hair); no SLE data quantify them", "disease descriptors"),
+    _p("THR_MYOS", 0.25, "1", "inflammation level under which myositis resolves", "assumed: descriptor thresholds order resolution as seen clinically (joints and mucosa first, skin, serosa, then slow-growing hair); no SLE data quantify them", "disease descriptors"),
+    _p("THR_RENAL", 0.3, "1", "renal inflammation under which casts, haematuria and pyuria resolve", "assumed: descriptor thresholds order resolution as seen clinically (joints and mucosa first, skin, serosa, then slow-growing hair); no SLE data quantify them", "disease descriptors"),
     # --- cytokines, fever, liver --------------------------------------------------------------
     _p("IL6_0", 3.0, "pg/mL", "baseline IL-6", "assumed: healthy < 7 pg/mL", "cytokines", 0.3),
     _p("K6", 3.96, "1/day", "IL-6 elimination (t1/2 4.2 h)", "Hardiansyah2019 (d_IL6)", "cytokines"),
     _p("P6", 0.5, "per cells/uL", "IL-6 production per engaged effector CAR-T", "calibrated: IL-6 peak 20-30 pg/mL and CRS grade 0-1 in most SLE patients (Mackensen2022)", "cytokines", 0.8),
-    _p("K6_AG", 2.0, "cells/uL", "antigen giving half-maximal CAR-T engagement for IL-6", "assumed", "cytokines"),
-    _p("DTEMP", 3.0, "C", "maximal fever above 36.8 C driven by IL-6", "assumed", "cytokines"),
+    _p("K6_AG", 2.0, "cells/uL", "antigen giving half-maximal CAR-T engagement for IL-6", "assumed: IL-6 release needs CAR-T engaged with CD19+ cells (Hardiansyah2019 structure); half-maximal at a few B cells/uL", "cytokines"),
+    _p("DTEMP", 3.0, "C", "maximal fever above 36.8 C driven by IL-6", "assumed: fever up to about 39.8 C in cytokine release (ASTCT grading, Lee 2019)", "cytokines"),
     _p("EC_TEMP", 22.0, "pg/mL", "IL-6 excess giving half the maximal fever", "calibrated: fever >= 38 C (CRS grade 1) in about 60% of autologous SLE patients (Mackensen2022 3/5; Muller 2024 NEJM 10/15)", "cytokines", 0.3),
     _p("IL6_HYPOTEN", 120.0, "pg/mL", "IL-6 above which hypotension needs fluids", "calibrated: CRS grade 2 in about 1 of 15 autologous patients (Muller 2024 NEJM); grade >= 2 CRS is rare in SLE", "cytokines"),
     _p("IL6_HYPOXIA", 200.0, "pg/mL", "IL-6 above which low-flow oxygen is needed", "assumed: hypoxia needs a higher cytokine level than hypotension (ordering of ASTCT grades); no SLE patient needed oxygen in the Erlangen series", "cytokines"),
@@ -186,9 +186,9 @@ PARAMETERS = (
     _p("K_AST", 1.13, "1/day", "AST plasma clearance", "Sherman2022", "liver"),
     _p("K_LI", 0.35, "1/day", "resolution of drug-induced hepatocellular injury", "assumed: transaminase peaks 1-2 weeks after Flu/Cy", "liver"),
     _p("S_LI_CY", 0.025, "L/mg/day", "hepatocellular injury per cyclophosphamide concentration", "calibrated: grade 3/4 liver dysfunction reported in a minority after Flu/Cy (TyU19 Cell Research 2025)", "liver", 0.9),
-    _p("EMAX_ALT", 3.0, "1", "maximal IL-6-driven transaminase rise (fold)", "assumed", "liver"),
-    _p("EC50_ALT", 50.0, "pg/mL", "IL-6 excess giving half the maximal transaminase rise", "assumed", "liver"),
-    _p("AST_ALT", 0.8, "1", "AST rise relative to ALT rise from the same injury", "assumed", "liver"),
+    _p("EMAX_ALT", 3.0, "1", "maximal IL-6-driven transaminase rise (fold)", "assumed: CRS-related transaminitis is mostly grade 1 (up to 3x ULN)", "liver"),
+    _p("EC50_ALT", 50.0, "pg/mL", "IL-6 excess giving half the maximal transaminase rise", "assumed: transaminases rise when IL-6 is clearly above baseline", "liver"),
+    _p("AST_ALT", 0.8, "1", "AST rise relative to ALT rise from the same injury", "assumed: hepatocellular injury raises AST slightly less than ALT", "liver"),
 )
 
 COVARIATES = (
@@ -371,6 +371,34 @@ NOTES = (
     "PGA scaling are assumptions chosen so that organ items resolve in the order seen clinically.",
     "Thin evidence: the marrow and plasma-cell pools are in blood-equivalent units; only blood "
     "B cells, CAR-T, ANC, ALC and platelets map to measured units directly.",
+    "How B-cell aplasia ends: effector CAR-T are sustained after the peak by CD19+ cells still "
+    "coming out of the marrow; aplasia lasts while effector kill outpaces marrow output (about "
+    "1 effector cell/uL) and ends when antigen-driven exhaustion (K_X, X50) lets the effectors "
+    "contract. K_X and X50 are calibrated to the Erlangen return at 110 +/- 32 d (Mackensen "
+    "2022); the persisting memory pool (K_EM) does not kill, so CAR-T stay detectable after "
+    "B cells return. The blood CAR-T curve therefore has a broad top over days 9-17 rather "
+    "than a sharp peak; no SLE CAR-T curve was retrieved to check its shape.",
+    "Prediction without lymphodepletion (TyU19 'none'): CD19+ B cells drive a real but weak "
+    "expansion (median peak about a tenth of the post-LD peak) because homeostatic cytokines "
+    "stay at baseline (a full lymphocyte pool consumes them) and exhaustion ends it within "
+    "weeks; host T cells, not depleted, start the alloresponse earlier. B cells fall deeply "
+    "but complete aplasia is reached in a minority, and disease activity falls partly. The "
+    "seed reports benefit without LD ([V2] only); no kinetics were found to test this.",
+    "Not reproduced: TyU19 had no CRS in 0/6 patients (Wang X 2024, Wang D 2025) whereas "
+    "autologous CD19 CAR-T gave grade 1 CRS in 60-88%. The model has no mechanism that "
+    "separates the products' cytokine release; it gives grade 1 fever in about half of the "
+    "patients after either product with similar lymphodepletion, and grade >= 2 rarely.",
+    "BCMA+ and CD19-BCMA+ plasma cells in blood fall after CD19 CAR-T because most circulating "
+    "CD19- plasma cells are recently formed from CD19+ plasmablasts on their way to the marrow "
+    "(Mei 2012): killing the plasmablasts stops their supply and they decay with their own "
+    "lifespan (K_DPCN, t1/2 20 d), while long-lived marrow plasma cells (CD19-) persist.",
+    "PD-1 knockout (PD1_GAIN) is neutral by default: it would raise resistance to exhaustion, "
+    "but no human kinetic effect has been shown. GvHD is not simulated: all products in the "
+    "catalogue have TRAC knocked out (TCR_ALLO = 0).",
+    "Host-versus-graft: the alloresponse grows only once host T cells recover past D_R/A_R "
+    "(26%) of baseline, scaled by the HLA share still displayed (F_HLA). For TyU19 (F_HLA 0.2) "
+    "the loop gain A_R*F_HLA/D_R is 0.77 at full recovery: below 1 for the typical patient, "
+    "above 1 for patients with a high A_R, who lose the cells within months.",
 )
 
 MODEL = Model(
