@@ -150,6 +150,43 @@ def show(run_dir: Path = typer.Argument(..., help="A run directory.")):
     out.print(table)
 
 
+# --- export: interchange formats (src/cartwin/io; docs/interchange.md) -------------------------
+export_app = typer.Typer(no_args_is_help=True,
+                         help="Write interchange formats: SBML model, NONMEM dataset, CDISC-like domains.")
+app.add_typer(export_app, name="export")
+
+
+def _interchange(call):
+    """Run an io call; its InterchangeError (bad input) becomes BadInput (exit code 2)."""
+    from cartwin.io import InterchangeError
+    try:
+        return call()
+    except InterchangeError as exc:
+        raise BadInput(str(exc)) from None
+
+
+@export_app.command("sbml")
+def export_sbml_command(
+    product: str = typer.Option("autologous_cd19", "--product", help="CAR-T product preset."),
+    regimen: str = typer.Option("erlangen", "--regimen", help="Lymphodepletion regimen preset."),
+    out_file: Path = typer.Option(..., "--out", "-o", help="SBML file to write (.xml)."),
+    cells_per_kg: float = typer.Option(1e6, "--cells-per-kg", help="CAR-T dose, cells/kg."),
+    covariate: list[str] = typer.Option([], "--covariate", "-c",
+                                        help="Patient covariate NAME=VALUE (e.g. WT=70); typical patient otherwise."),
+):
+    """Write the default model for one patient, product and regimen as SBML Level 3 Version 2."""
+    from cartwin.io.sbml import write_sbml
+    covariates = {}
+    for item in covariate:
+        name, sep, value = item.partition("=")
+        try:
+            covariates[name.strip()] = float(value)
+        except ValueError:
+            raise BadInput(f"--covariate {item!r}: expected NAME=NUMBER, e.g. WT=70") from None
+    _interchange(lambda: write_sbml(out_file, None, product, regimen, covariates, cells_per_kg))
+    out.print(f"SBML -> {out_file}")
+
+
 def main() -> None:
     bad = _bad_input_types()
     try:
