@@ -1,0 +1,158 @@
+"""Score a run directory with the clinical layer, one observation part at a time.
+
+The clinical layer scores a frame in memory; a run of 10^5 patients does not fit that way, but each
+part file of ``observations.parquet/`` holds whole patients (one chunk), and every clinical score is
+a function of one patient's rows. So each part is scored on its own, in worker processes, and its
+tables are written beside the others as Parquet parts under ``DIR/report/scores/``, which DuckDB
+then reads as one table. A fingerprint of the run and of the clinical layer's code and rule tables
+says when the stored scores are still valid, so a second report of the same run does not rescore.
+
+Only two things are added here to what the clinical layer returns, both built from its outputs:
+the first visit with SELENA-SLEDAI 0 and PGA < 1 (the TyU19 trial's headline endpoint), and
+serological normalisation (C3, C4, anti-dsDNA) through ``clinical.composite.serology_normalisation``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+from multiprocessing import get_context
+from pathlib import Path
+
+import polars as pl
+
+from cartwin.store import atomic
+
+SCORE_TABLES = ("visits", "patients", "adverse_events")
+# What the report reads from the per-visit scores; the rest of the clinical layer's 78 columns stay
+# in the clinical layer (``cartwin score``).
+VISIT_COLUMNS = ("subject", "arm", "day", "pga", "selena", "selena_min", "selena_max", "sledai_visit")
+# The trial's remission read-out: "SELENA-SLEDAI 0 and PGA < 1" (clinical_evidence.md section 1).
+REMISSION_PGA_BELOW = 1.0
+SEROLOGY = (("C3", "low", "c3_normalised"), ("C4", "low", "c4_normalised"), ("DSDNA", "high", "dsdna_seroconverted"))
+_FINGERPRINT = "fingerprint.json"
+
+
+@dataclass(frozen=True)
+class Scores:
+    directory: Path
+    parts: int
+    rescored: int
+
+
+def clinical_fingerprint() -> str:
+    """Hash of the clinical layer's code and rule tables: scores made by other rules are stale."""
+    digest = hashlib.sha256()
+    package = resources.files("cartwin.clinical")
+    for entry in sorted(_walk(package), key=lambda e: e[0]):
+        digest.update(entry[0].encode())
+        digest.update(entry[1])
+    digest.update(Path(__file__).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _walk(node, prefix: str = ""):
+    for child in node.iterdir():
+        name = f"{prefix}{child.name}"
+        if child.is_dir():
+            if child.name != "__pycache__":
+                yield from _walk(child, name + "/")
+        elif child.name.endswith((".py", ".csv", ".toml")):
+            yield name, child.read_bytes()
+
+
+def _run_fingerprint(run_dir: Path) -> dict:
+    parts = sorted((run_dir / "observations.parquet").glob("*.parquet"))
+    return {
+        "manifest_sha256": hashlib.sha256((run_dir / "manifest.json").read_bytes()).hexdigest(),
+        "clinical": clinical_fingerprint(),
+        "parts": {p.name: p.stat().st_size for p in parts},
+    }
+
+
+def score_run(run_dir: Path, workers: int | None = None) -> Scores:
+    """Score every observation part of ``run_dir`` into ``run_dir/report/scores`` (or reuse it)."""
+    run_dir = Path(run_dir)
+    out = run_dir / "report" / "scores"
+    wanted = _run_fingerprint(run_dir)
+    stored = out / _FINGERPRINT
+    if stored.exists() and json.loads(stored.read_text()) == wanted and _complete(out, wanted["parts"]):
+        return Scores(out, len(wanted["parts"]), 0)
+    if stored.exists():
+        stored.unlink()  # about to replace the parts: the old fingerprint no longer describes them
+    for table in SCORE_TABLES:
+        (out / table).mkdir(parents=True, exist_ok=True)
+        for old in (out / table).glob("*.parquet"):
+            old.unlink()
+    parts = sorted((run_dir / "observations.parquet").glob("*.parquet"))
+    workers = max(1, min(workers or os.cpu_count() or 1, len(parts)))
+    if workers == 1:
+        for part in parts:
+            score_part(part, out)
+    else:
+        # spawn, not fork: Polars' thread pool does not survive a fork
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            for _ in pool.map(score_part, parts, [out] * len(parts)):
+                pass
+    atomic.write_json(stored, wanted)
+    return Scores(out, len(parts), len(parts))
+
+
+def _complete(out: Path, parts: dict) -> bool:
+    return all((out / t / name).exists() for t in SCORE_TABLES for name in parts)
+
+
+def score_part(part: Path, out: Path) -> None:
+    """Score one observation part (whole patients) and write its three score parts."""
+    from cartwin.clinical import read_observations, score_observations
+
+    obs = read_observations(part)
+    tables = score_observations(obs)
+    visits = tables["visits"].select(VISIT_COLUMNS)
+    patients = (tables["patients"]
+                .join(_remission(visits), on="subject", how="left")
+                .join(_serology(obs.frame), on="subject", how="left"))
+    for name, frame in (("visits", visits), ("patients", patients), ("adverse_events", tables["adverse_events"])):
+        atomic.write_parquet(out / name / part.name, frame.to_arrow())
+
+
+def _remission(visits: pl.DataFrame) -> pl.DataFrame:
+    """First post-baseline visit with SELENA-SLEDAI 0 and PGA < 1, and the same on the SLEDAI's lower
+    bound (descriptors never recorded taken as absent), with the count of fully evaluable visits."""
+    from cartwin.clinical.ruleset import settings
+
+    after = (pl.col("day") > settings("ctcae_v5")["baseline_last_day"]) & pl.col("sledai_visit")
+    calm = pl.col("pga") < REMISSION_PGA_BELOW
+    return visits.group_by("subject").agg(
+        pl.col("day").filter(after & (pl.col("selena") == 0) & calm).min().alias("remission_day"),
+        pl.col("day").filter(after & (pl.col("selena_min") == 0) & calm).min().alias("remission_lower_bound_day"),
+        pl.col("selena").filter(after).is_not_null().sum().alias("selena_evaluable_visits"),
+        pl.col("day").filter(after).max().alias("last_sledai_day"),
+    )
+
+
+def _serology(frame: pl.DataFrame) -> pl.DataFrame:
+    """Normalisation at the last measurement, for patients abnormal at baseline (else null)."""
+    from cartwin.clinical.composite import serology_normalisation
+    from cartwin.clinical.ruleset import settings
+
+    baseline_last_day = settings("ctcae_v5")["baseline_last_day"]
+    result = frame.select("subject").unique()
+    for test, direction, column in SEROLOGY:
+        rows = frame.filter((pl.col("test") == test) & pl.col("value").is_not_null()).sort("subject", "day")
+        if rows.height == 0:
+            result = result.with_columns(pl.lit(None, pl.Boolean).alias(column))
+            continue
+        limit = "lower" if direction == "low" else "upper"
+        per_patient = rows.group_by("subject").agg(
+            pl.col("value").filter(pl.col("day") <= baseline_last_day).last().alias("baseline"),
+            pl.col("value").last().alias("value"),
+            pl.col(limit).last().alias("limit"),
+        )
+        scored = serology_normalisation(per_patient, direction).select("subject", pl.col("normalised").alias(column))
+        result = result.join(scored, on="subject", how="left")
+    return result
