@@ -129,6 +129,16 @@ def _report(run_dir: Path) -> None:
 
 
 @app.command()
+def report(run_dir: Path = typer.Argument(..., help="A completed run directory.")):
+    """Write the HTML report of a run: DIR/report/report.html, figures beside it."""
+    from cartwin.report import ReportError
+    try:
+        _report(run_dir)
+    except ReportError as exc:
+        raise BadInput(str(exc)) from None
+
+
+@app.command()
 def show(run_dir: Path = typer.Argument(..., help="A run directory.")):
     """Summarise a run directory: arms, patients, failures and median key read-outs."""
     from cartwin.store.run_directory import RunDirectory, RunDirectoryError
