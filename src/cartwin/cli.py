@@ -197,6 +197,20 @@ def export_sbml_command(
     out.print(f"SBML -> {out_file}")
 
 
+@export_app.command("nonmem")
+def export_nonmem_command(
+    run_dir: Path = typer.Argument(..., help="A completed run directory."),
+    out_file: Path = typer.Option(..., "--out", "-o", help="Dataset CSV to write; the dictionary goes beside it."),
+    tests: Optional[str] = typer.Option(None, "--tests", help="Comma-separated test codes (default: all)."),
+):
+    """Write a run as a NONMEM-format dataset (ID TIME DV AMT RATE EVID MDV CMT DVID + covariates)."""
+    from cartwin.io.nonmem import export_nonmem
+    chosen = [t.strip() for t in tests.split(",") if t.strip()] if tests else None
+    result = _interchange(lambda: export_nonmem(run_dir, out_file, chosen))
+    out.print(f"NONMEM dataset -> {result.data} ({result.n_subjects} subjects, {result.n_rows} rows); "
+              f"dictionary -> {result.dictionary_json}")
+
+
 def main() -> None:
     bad = _bad_input_types()
     try:

@@ -1,0 +1,157 @@
+"""NONMEM-format datasets: export of a run, the record logic, and import as observed data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from cartwin.clinical import read_observations
+from cartwin.io import NonmemDatasetError
+from cartwin.io.nonmem import export_nonmem, read_nonmem
+from cartwin.therapy.dosing import fludarabine_renal_factor
+from cartwin.therapy.regimens import PRESETS
+
+TESTS = ["CART", "BCELL", "NEUT", "C3", "DSDNA"]
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("nm") / "dataset.csv"
+    export = export_nonmem(run_dir, out, tests=TESTS)
+    data = pl.read_csv(out, null_values=".")
+    return export, data, json.loads(export.dictionary_json.read_text())
+
+
+def _patients(run_dir):
+    return pl.read_parquet(str(run_dir / "patients.parquet" / "*.parquet"))
+
+
+def _observations(run_dir):
+    return (pl.read_parquet(str(run_dir / "observations.parquet" / "*.parquet"))
+            .with_columns(pl.col("test").cast(pl.String), pl.col("unit").cast(pl.String)))
+
+
+def test_record_layout_follows_nonmem_conventions(exported):
+    export, data, dictionary = exported
+    assert export.dictionary_csv.exists()
+    assert data.columns[:9] == ["ID", "TIME", "DV", "AMT", "RATE", "EVID", "MDV", "CMT", "DVID"]
+    assert set(dictionary["columns"]) == set(data.columns)
+    assert data["TIME"].min() == 0.0
+    # one contiguous block per ID, TIME non-decreasing inside it
+    ids = data["ID"].to_numpy()
+    assert np.all(np.diff(ids) >= 0)
+    for _, block in data.group_by("ID"):
+        assert np.all(np.diff(block["TIME"].to_numpy()) >= 0)
+    doses, obs = data.filter(pl.col("EVID") == 1), data.filter(pl.col("EVID") == 0)
+    assert doses["MDV"].to_list() == [1] * doses.height and doses["DV"].null_count() == doses.height
+    assert obs["MDV"].to_list() == [0] * obs.height and obs["AMT"].null_count() == obs.height
+    # a sample on a dose day comes before the dose (pre-dose), as NONMEM reads rows in order
+    for (_, time), rows in data.group_by(["ID", "TIME"]):
+        evid = rows["EVID"].to_list()
+        assert evid == sorted(evid)
+    day0 = data.filter((pl.col("DAY") == 0.0) & (pl.col("ID") == 1))
+    assert day0["EVID"].to_list()[0] == 0 and day0["EVID"].to_list()[-1] == 1
+    # TIME and DAY differ by the subject's origin, the same for all its rows
+    offset = data.group_by("ID").agg((pl.col("DAY") - pl.col("TIME")).n_unique().alias("n"))
+    assert offset["n"].to_list() == [1] * offset.height
+    assert {v["test"] for v in dictionary["dvid"].values()} == set(TESTS)
+
+
+def test_dose_amounts_match_the_patients_and_the_regimen(exported, run_dir):
+    _, data, dictionary = exported
+    patients = _patients(run_dir)
+    cart_cmt = [k for k, v in dictionary["compartments"].items() if v["amount_unit"] == "cells"]
+    flu_cmt = [k for k, v in dictionary["compartments"].items() if v["state"] == "A_F1"]
+    assert len(cart_cmt) == 1 and len(flu_cmt) == 1
+    for n, subject in dictionary["subjects"].items():
+        p = patients.filter(pl.col("subject") == subject).row(0, named=True)
+        mine = data.filter(pl.col("ID") == int(n))
+        cart = mine.filter((pl.col("EVID") == 1) & (pl.col("CMT") == int(cart_cmt[0])))
+        assert cart.height == 1 and cart["DAY"][0] == 0.0 and cart["RATE"][0] == 0.0
+        assert cart["AMT"][0] == pytest.approx(p["dose_cells_per_kg"] * p["WT"], rel=1e-12)
+        flu = mine.filter((pl.col("EVID") == 1) & (pl.col("CMT") == int(flu_cmt[0])))
+        per_m2 = [a.dose_mg_m2 for a in PRESETS[p["regimen"]].administrations if a.drug == "fludarabine"]
+        factor = fludarabine_renal_factor(p["CRCL"])[0]
+        np.testing.assert_allclose(flu["AMT"].to_numpy(), np.array(per_m2) * p["BSA"] * factor, rtol=1e-12)
+        # 30-minute infusions: RATE = AMT / (0.5 h in days)
+        np.testing.assert_allclose(flu["RATE"].to_numpy(), flu["AMT"].to_numpy() / (0.5 / 24), rtol=1e-12)
+        assert mine["WT"].unique().to_list() == [p["WT"]]
+
+
+def test_import_gives_back_the_run_observations(exported, run_dir, tmp_path):
+    export, _, _ = exported
+    back = read_nonmem(export.data)
+    original = _observations(run_dir).filter(pl.col("test").is_in(TESTS)).select("subject", "day", "test", "value", "unit")
+    key = ["subject", "day", "test"]
+    joined = original.join(back.observations, on=key, how="full", suffix="_back", coalesce=True)
+    assert joined.height == original.height == back.observations.height
+    np.testing.assert_array_equal(joined["value"].to_numpy(), joined["value_back"].to_numpy())
+    assert (joined["unit"] == joined["unit_back"]).all()
+    # the clinical layer accepts it as observed data
+    path = tmp_path / "observed.csv"
+    back.observations.write_csv(path)
+    observed = read_observations(path)
+    assert observed.frame.height == back.observations.height
+    assert set(back.doses["cmt"].unique()) == {int(k) for k in json.loads(export.dictionary_json.read_text())["compartments"]}
+
+
+def test_import_without_dictionary_uses_test_codes_and_the_infusion_compartment(tmp_path):
+    path = tmp_path / "external.csv"
+    path.write_text("ID,TIME,DV,AMT,EVID,MDV,CMT,DVID\n"
+                    "7,0,.,30,1,1,1,.\n"
+                    "7,5,0,.,0,0,0,CART\n"
+                    "7,5,.,6e7,1,1,17,.\n"
+                    "7,12,42.5,.,0,0,0,CART\n"
+                    "7,12,.,.,0,1,0,BCELL\n")
+    ds = read_nonmem(path, infusion_cmt=17)
+    assert ds.observations.to_dicts() == [
+        {"subject": "7", "day": 0.0, "test": "CART", "value": 0.0, "unit": "cells/uL"},
+        {"subject": "7", "day": 7.0, "test": "CART", "value": 42.5, "unit": "cells/uL"},
+    ]
+    assert ds.doses["day"].to_list() == [-5.0, 0.0]
+    with pytest.raises(NonmemDatasetError, match="give infusion_cmt"):
+        read_nonmem(path)
+
+
+HEADER = "ID,TIME,DV,AMT,EVID,MDV,CMT,DVID\n"
+
+
+@pytest.mark.parametrize("rows, message", [
+    ("1,0,.,100,1,1,1,.\n1,1,5,20,0,0,0,CART\n", "row 2: observation (EVID 0) with a dose amount AMT"),
+    ("1,0,.,100,1,0,1,.\n", "row 1: dose or other event (EVID != 0) with MDV 0"),
+    ("1,0,.,.,1,1,1,.\n", "row 1: dose (EVID 1/4) without AMT"),
+    ("1,0,.,.,0,0,0,CART\n", "row 1: observation with MDV 0 but no DV"),
+    ("1,0,.,100,7,1,1,.\n", "row 1: EVID is not one of 0-4"),
+    ("1,0,.,100,1,2,1,.\n", "row 1: MDV is not 0 or 1"),
+    ("1,0,.,-5,1,1,1,.\n", "row 1: negative AMT"),
+    ("1,3,2,.,0,0,0,CART\n1,1,2,.,0,0,0,CART\n", "row 2: TIME goes backwards"),
+    ("1,0,2,.,0,0,0,CART\n2,0,2,.,0,0,0,CART\n1,4,2,.,0,0,0,CART\n", "row 3: ID 1 appears again"),
+    ("1,abc,2,.,0,0,0,CART\n", "row 1: column TIME is not a number"),
+])
+def test_inconsistent_rows_are_named(tmp_path, rows, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(HEADER + rows)
+    with pytest.raises(NonmemDatasetError) as info:
+        read_nonmem(path, infusion_cmt=1)
+    assert isinstance(info.value, ValueError)
+    assert message in str(info.value)
+
+
+def test_all_problems_are_reported_together(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text(HEADER + "1,0,.,100,1,0,1,.\n1,1,5,20,0,0,0,CART\n1,2,.,.,1,1,1,.\n")
+    with pytest.raises(NonmemDatasetError) as info:
+        read_nonmem(path, infusion_cmt=1)
+    text = str(info.value)
+    assert "row 1: dose or other event" in text and "row 2: observation (EVID 0) with a dose" in text
+    assert "row 3: dose (EVID 1/4) without AMT" in text
+
+
+def test_export_refuses_what_is_not_a_run(tmp_path, run_dir):
+    with pytest.raises(NonmemDatasetError, match="not a completed cartwin run directory"):
+        export_nonmem(tmp_path, tmp_path / "x.csv")
+    with pytest.raises(NonmemDatasetError, match=r"tests \['NOPE'\] are not in the run"):
+        export_nonmem(run_dir, tmp_path / "x.csv", tests=["NOPE"])
