@@ -85,9 +85,10 @@ class DaskExecutor:
         d = self.distributed
         if self.local:
             # processes, one thread each: the solver holds the GIL, so threads would not help;
-            # no dashboard, random ports, loopback only: several runs can share this machine.
+            # random ports (scheduler and its HTTP server), loopback only: several runs and test
+            # sessions can share this machine.
             self.cluster = d.LocalCluster(n_workers=self.n_workers, threads_per_worker=1, processes=True,
-                                          host="127.0.0.1", scheduler_port=0, dashboard_address=None)
+                                          host="127.0.0.1", scheduler_port=0, dashboard_address=":0")
             self.client = d.Client(self.cluster, set_as_default=False)
         else:
             try:
