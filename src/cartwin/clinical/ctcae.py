@@ -93,13 +93,13 @@ def grade_labs(frame: pl.DataFrame, version: str = "5.0") -> pl.DataFrame:
     work = frame.filter(pl.col("test").is_in(rules["test"].unique().implode()))
     if "baseline" not in work.columns:
         work = add_baseline(work, float(config["baseline_last_day"]))
-    for name in ("baseline_upper", "baseline_day"):
-        if name not in work.columns:
-            work = work.with_columns(pl.lit(None, pl.Float64).alias(name))
-    if "baseline_upper" in frame.columns:
-        pass
-    else:
+    if "baseline_upper" not in work.columns:
+        work = work.with_columns(pl.col("upper").alias("baseline_upper"))
+    elif "baseline_upper" not in frame.columns:
+        # The baseline row's own ULN decides "abnormal baseline"; without one, the current ULN.
         work = work.with_columns(pl.col("baseline_upper").fill_null(pl.col("upper")))
+    if "baseline_day" not in work.columns:
+        work = work.with_columns(pl.lit(None, pl.Float64).alias("baseline_day"))
     if "pchg" not in work.columns:
         work = work.with_columns(
             pl.when(pl.col("baseline") > 0).then((pl.col("value") - pl.col("baseline")) / pl.col("baseline") * 100)
@@ -108,7 +108,7 @@ def grade_labs(frame: pl.DataFrame, version: str = "5.0") -> pl.DataFrame:
     graded = []
     for (term,), term_rules in rules.group_by("term", maintain_order=True):
         test, direction = term_rules["test"][0], term_rules["direction"][0]
-        uses_baseline = term_rules["reference"].is_in(["baseline"]).any() or (term_rules["quantity"] == "pchg").any()
+        uses_baseline = (term_rules["reference"] == "baseline").any() or (term_rules["quantity"] == "pchg").any()
         by_grade = {
             int(g): _any([_criterion(r, digits) for r in rows.iter_rows(named=True)])
             for (g,), rows in term_rules.group_by("grade")
