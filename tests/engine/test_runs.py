@@ -98,6 +98,7 @@ def test_a_failed_patient_is_reported_and_the_run_goes_on(tmp_path, protocol_dic
         return real(self, compiled, k, y0, schedule, t_obs)
 
     monkeypatch.setattr(solvers.ScipyLSODA, "_solve_one", flaky)
+    protocol_dict["solver"] = {"backend": "scipy-lsoda"}
     path = write_protocol(tmp_path / "p.toml", protocol_dict)
     summary = run_protocol(load_protocol(path), tmp_path / "run", workers=1, chunk_size=100)
     assert summary.n_total == 11 and summary.n_failed == 1

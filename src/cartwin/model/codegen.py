@@ -34,7 +34,7 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from cartwin.model.declaration import Model, ModelDeclarationError
 
-CODEGEN_VERSION = "1"
+CODEGEN_VERSION = "2"
 
 
 def _above(x, threshold):
@@ -238,7 +238,76 @@ def _source(model: Model, sym: Symbolic) -> str:
     lines += body([jac[i, j] for i, j in nz], "J", f"({len(states)}, {len(states)})",
                   [f"{i}, {j}" for i, j in nz])
     lines.append("")
+    lines += _sparse_lu_source(len(states), nz)
     return "\n".join(lines)
+
+
+def _minimum_degree_order(n: int, pattern: set[tuple[int, int]]) -> list[int]:
+    """Greedy minimum-degree elimination order on the symmetrised pattern (less fill-in)."""
+    adj = {i: set() for i in range(n)}
+    for i, j in pattern:
+        if i != j:
+            adj[i].add(j)
+            adj[j].add(i)
+    order, left = [], set(range(n))
+    while left:
+        v = min(left, key=lambda x: (len(adj[x] & left), x))
+        nb = adj[v] & left
+        for a in nb:
+            adj[a] |= nb - {a}
+        order.append(v)
+        left.remove(v)
+    return order
+
+
+def _sparse_lu_source(n: int, jac_nz: list[tuple[int, int]]) -> list[str]:
+    """Straight-line LU of M = I - c*J for the Jacobian's sparsity pattern.
+
+    Pivots are taken on the diagonal in a minimum-degree order (no row exchanges): M is an
+    identity minus a small multiple of J, and a tiny pivot makes the Newton iteration fail,
+    which the integrator answers by halving the step. The factors live in a flat array F.
+    """
+    pattern = set(jac_nz) | {(i, i) for i in range(n)}
+    perm = _minimum_degree_order(n, pattern)
+    pos = {v: i for i, v in enumerate(perm)}
+    filled = {(pos[i], pos[j]) for i, j in pattern}
+    for k in range(n):  # symbolic elimination: fill-in
+        rows = [i for i in range(k + 1, n) if (i, k) in filled]
+        cols = [j for j in range(k + 1, n) if (k, j) in filled]
+        for i in rows:
+            for j in cols:
+                filled.add((i, j))
+    slots = {ij: idx for idx, ij in enumerate(sorted(filled))}
+    out = [f"LU_NNZ = {len(slots)}", "", "@numba.njit(cache=True)", "def lu_factor(c, J, F):"]
+    out.append("    F[:] = 0.0")
+    for (i, j), idx in slots.items():
+        oi, oj = perm[i], perm[j]
+        if (oi, oj) in pattern:
+            out.append(f"    F[{idx}] = {'1.0 ' if oi == oj else ''}- c*J[{oi}, {oj}]")
+    for k in range(n):
+        out.append(f"    if F[{slots[(k, k)]}] == 0.0:")
+        out.append("        return False")
+        out.append(f"    inv = 1.0/F[{slots[(k, k)]}]")
+        rows = [i for i in range(k + 1, n) if (i, k) in slots]
+        cols = [j for j in range(k + 1, n) if (k, j) in slots]
+        for i in rows:
+            out.append(f"    F[{slots[(i, k)]}] *= inv")
+            for j in cols:
+                out.append(f"    F[{slots[(i, j)]}] -= F[{slots[(i, k)]}]*F[{slots[(k, j)]}]")
+    out.append("    return True")
+    out += ["", "@numba.njit(cache=True)", "def lu_solve(F, b):", f"    x = numpy.empty({n})"]
+    for i in range(n):
+        terms = "".join(f" - F[{slots[(i, j)]}]*x[{j}]" for j in range(i) if (i, j) in slots)
+        out.append(f"    x[{i}] = b[{perm[i]}]{terms}")
+    for i in range(n - 1, -1, -1):
+        terms = "".join(f" - F[{slots[(i, j)]}]*x[{j}]" for j in range(i + 1, n) if (i, j) in slots)
+        out.append(f"    x[{i}] = (x[{i}]{terms})/F[{slots[(i, i)]}]")
+    out.append(f"    r = numpy.empty({n})")
+    for i in range(n):
+        out.append(f"    r[{perm[i]}] = x[{i}]")
+    out.append("    return r")
+    out.append("")
+    return out
 
 
 def cache_dir() -> Path:

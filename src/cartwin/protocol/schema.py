@@ -193,7 +193,10 @@ class Schedule(_Strict):
 
 
 class SolverSettings(_Strict):
-    backend: Literal["scipy-lsoda"] = "scipy-lsoda"
+    backend: Literal["numba-bdf", "scipy-lsoda"] = Field(
+        default="numba-bdf",
+        description="numba-bdf: compiled variable-order BDF (fast, default); scipy-lsoda: ODEPACK "
+                    "LSODA through scipy (the reference)")
     rtol: float = Field(default=1e-6, gt=0, lt=1e-2)
     atol: float = Field(default=1e-9, gt=0, lt=1e-3)
 

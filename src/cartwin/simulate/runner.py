@@ -27,7 +27,7 @@ from cartwin.population.virtual import generate
 from cartwin.protocol.load import schedule_days
 from cartwin.protocol.schema import Protocol
 from cartwin.simulate.events import EVENT_COLUMNS, doses_to_schedule
-from cartwin.simulate.solvers import ScipyLSODA
+from cartwin.simulate.solvers import BACKENDS
 from cartwin.therapy.arm import ArmTherapy, resolve_arm
 from cartwin.vocabulary import test_codes
 
@@ -104,9 +104,9 @@ class Context:
     def therapy(self, arm_index: int) -> ArmTherapy:
         return resolve_arm(self.protocol, self.protocol.arms[arm_index])
 
-    def solver(self) -> ScipyLSODA:
+    def solver(self):
         s = self.protocol.solver
-        return ScipyLSODA(rtol=s.rtol, atol=s.atol)
+        return BACKENDS[s.backend](rtol=s.rtol, atol=s.atol)
 
 
 @dataclass(frozen=True)
@@ -245,6 +245,7 @@ def execute(ctx: Context, chunks: Iterable[ChunkSpec], workers: int,
     chunks = list(chunks)
     compiled = compile_model(ctx.model)
     warm_up(compiled)  # compile once before forking; workers inherit the machine code
+    ctx.solver().warm_up(compiled)
     if workers <= 1 or len(chunks) <= 1:
         for spec in chunks:
             yield on_result(run_chunk(ctx, spec))
