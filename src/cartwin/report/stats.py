@@ -43,8 +43,10 @@ def wilson(k: int, n: int, level: float = LEVEL) -> Interval:
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    # Clamp the rounding error at p = 0 or 1, where the bound is exactly 0 or 1.
-    return Interval(p, max(0.0, centre - half), min(1.0, centre + half))
+    # At k = 0 (k = n) the lower (upper) bound is exactly 0 (1); the formula leaves rounding error.
+    lower = 0.0 if k == 0 else centre - half
+    upper = 1.0 if k == n else centre + half
+    return Interval(p, lower, upper)
 
 
 def newcombe_difference(k1: int, n1: int, k0: int, n0: int, level: float = LEVEL) -> Interval:
