@@ -86,6 +86,18 @@ def test_a_worker_that_cannot_see_the_run_directory_refuses_the_chunk(tmp_path, 
     assert not rundir.path.exists()
 
 
+def test_a_worker_with_another_model_refuses_the_chunk(tmp_path, protocol_dict):
+    p = parse_protocol(protocol_dict)
+    ctx = Context(p, p.seed, tuple(schedule_days(p)))
+    rundir = RunDirectory(tmp_path / "run")
+    rundir.path.mkdir()
+    with pytest.raises(dist.WorkerModelMismatch, match="install the same cartwin on every worker"):
+        dist.compute_and_store(ctx, ChunkSpec(0, "auto", 0, 1), rundir.write_chunk, None, "0123456789abcdef")
+    assert not any(rundir.path.iterdir())
+    dist.compute_and_store(ctx, ChunkSpec(0, "auto", 0, 1), rundir.write_chunk, None, ctx.model.content_hash())
+    assert rundir.chunk_done("part-000-000000000")
+
+
 def cartwin_main(monkeypatch, *args) -> int:
     """The CLI in this process (a subprocess would spend seconds importing): its exit code."""
     from cartwin import cli

@@ -41,6 +41,10 @@ class SharedPathMissing(RuntimeError):
     """A worker cannot see the run directory: parts written there would be lost to the client."""
 
 
+class WorkerModelMismatch(RuntimeError):
+    """A worker's installed model differs from the client's: its numbers would not be the run's."""
+
+
 def _import_distributed():
     try:
         import distributed  # noqa: PLC0415
@@ -51,8 +55,16 @@ def _import_distributed():
 
 
 def compute_and_store(ctx: Context, spec: ChunkSpec, on_result: Callable[[ChunkResult], object],
-                      shared_path: str | None = None):
-    """The task each worker runs: compute one chunk and store it (via ``on_result``)."""
+                      shared_path: str | None = None, model_hash: str | None = None):
+    """The task each worker runs: compute one chunk and store it (via ``on_result``).
+
+    The protocol names its model; the worker takes that model from its own installation, so a
+    worker image with another cartwin or model version is refused here (``model_hash``, the
+    client's), rather than mixing two models' patients in one run."""
+    if model_hash is not None and ctx.model.content_hash() != model_hash:
+        raise WorkerModelMismatch(
+            f"worker on {socket.gethostname()} has model {ctx.model.name} with hash "
+            f"{ctx.model.content_hash()}, the client {model_hash}: install the same cartwin on every worker")
     if shared_path is not None and not os.path.exists(shared_path):
         raise SharedPathMissing(
             f"worker on {socket.gethostname()} cannot see {shared_path}: --out must be on a filesystem "
@@ -158,6 +170,7 @@ class DaskExecutor:
         # tasks of a killed client still finish, never shares a key (and a result) with this one.
         call_id = uuid.uuid4().hex[:12]
         shared = None if shared_path is None else str(shared_path)
+        model_hash = ctx.model.content_hash()
         queue = iter(chunks)
         running = d.as_completed(loop=self.client.loop)
 
@@ -165,7 +178,7 @@ class DaskExecutor:
             spec = next(queue, None)
             if spec is None:
                 return False
-            running.add(self.client.submit(compute_and_store, ctx, spec, on_result, shared,
+            running.add(self.client.submit(compute_and_store, ctx, spec, on_result, shared, model_hash,
                                            key=f"cartwin-{spec.name}-{call_id}", pure=False, retries=0))
             return True
 

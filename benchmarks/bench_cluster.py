@@ -1,0 +1,113 @@
+"""Throughput in-process vs a local Dask cluster of 1 and 2 workers, and Dask's overhead per chunk.
+
+Usage: python benchmarks/bench_cluster.py [--protocol examples/nct05988216.toml] [--patients 200]
+                                          [--chunk-size 20] [--tiny 120]
+
+Every configuration computes the same chunks and writes them into a fresh run directory through
+``RunDirectory.write_chunk``, the code path of ``cartwin run``. Reported for each:
+
+- startup: starting the cluster and having every worker import cartwin and load the compiled model
+  (paid once per run, not per chunk);
+- throughput: patients per second once the workers are warm;
+- overhead per chunk: ``--tiny`` one-patient chunks on one Dask worker, minus the same chunks in
+  this process, divided by the number of chunks (scheduling, pickling the Context and the
+  chunk's round trip to the scheduler).
+
+The numbers depend on the machine and what else runs on it; the load average is printed with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from cartwin.model.codegen import compile_model, warm_up
+from cartwin.protocol import load_protocol, schedule_days
+from cartwin.simulate.distributed import DaskExecutor
+from cartwin.simulate.runner import Context, execute, make_plan
+from cartwin.store.run_directory import RunDirectory
+
+
+def fresh_run_directory(root: Path, name: str) -> RunDirectory:
+    rundir = RunDirectory(root / name)
+    rundir.path.mkdir(parents=True)
+    return rundir
+
+
+def time_in_process(ctx, chunks, root: Path, name: str) -> float:
+    rundir = fresh_run_directory(root, name)
+    t = time.perf_counter()
+    for _ in execute(ctx, chunks, 1, rundir.write_chunk):
+        pass
+    return time.perf_counter() - t
+
+
+def time_on_dask(executor: DaskExecutor, ctx, chunks, root: Path, name: str) -> float:
+    rundir = fresh_run_directory(root, name)
+    t = time.perf_counter()
+    for _ in executor.execute(ctx, chunks, rundir.write_chunk):
+        pass
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--protocol", default="examples/nct05988216.toml")
+    parser.add_argument("--patients", type=int, default=200, help="patients in all (split over the arms)")
+    parser.add_argument("--chunk-size", type=int, default=20)
+    parser.add_argument("--tiny", type=int, default=120, help="one-patient chunks for the overhead")
+    args = parser.parse_args()
+
+    protocol = load_protocol(args.protocol).protocol
+    per_arm = max(1, args.patients // len(protocol.arms))
+    plan = make_plan(protocol, n_per_arm=per_arm, chunk_size=args.chunk_size)
+    tiny = make_plan(protocol, n_per_arm=max(1, args.tiny // len(protocol.arms)), chunk_size=1)
+    warm = make_plan(protocol, n_per_arm=1, chunk_size=1)  # one chunk per arm: imports, model, solver
+    ctx = Context(protocol, plan.seed, tuple(schedule_days(protocol)))
+    n_patients = sum(plan.n_per_arm.values())
+    warm_up(compile_model(ctx.model))
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        time_in_process(ctx, warm.chunks, root, "warm")
+        seconds = time_in_process(ctx, plan.chunks, root, "in-process")
+        rows.append(("in-process", 1, 0.0, seconds))
+        tiny_in_process = time_in_process(ctx, tiny.chunks, root, "tiny-in-process")
+        tiny_on_dask = None
+        for n_workers in (1, 2):
+            t = time.perf_counter()
+            with DaskExecutor("local", n_workers) as executor:
+                executor.start()
+                executor.client.wait_for_workers(n_workers)
+                for i in range(n_workers):  # every worker computes a first chunk before timing
+                    time_on_dask(executor, ctx, warm.chunks, root, f"warm-{n_workers}-{i}")
+                startup = time.perf_counter() - t
+                seconds = time_on_dask(executor, ctx, plan.chunks, root, f"dask-{n_workers}")
+                rows.append(("Dask LocalCluster", n_workers, startup, seconds))
+                if n_workers == 1:
+                    tiny_on_dask = time_on_dask(executor, ctx, tiny.chunks, root, "tiny-dask")
+
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f} at the end; protocol {args.protocol}, "
+          f"{n_patients} patients in {len(plan.chunks)} chunks of {plan.chunk_size}")
+    print()
+    print("| executor | workers | startup (s) | run (s) | patients/s | speed-up |")
+    print("|---|---|---|---|---|---|")
+    base = rows[0][3]
+    for name, workers, startup, seconds in rows:
+        print(f"| {name} | {workers} | {startup:.1f} | {seconds:.2f} | {n_patients / seconds:.0f} | "
+              f"{base / seconds:.2f} |")
+    n_tiny = len(tiny.chunks)
+    print()
+    print(f"overhead per chunk ({n_tiny} one-patient chunks, 1 worker): in-process "
+          f"{1000 * tiny_in_process / n_tiny:.1f} ms/chunk, Dask {1000 * tiny_on_dask / n_tiny:.1f} ms/chunk, "
+          f"overhead {1000 * (tiny_on_dask - tiny_in_process) / n_tiny:.1f} ms/chunk")
+
+
+if __name__ == "__main__":
+    main()
