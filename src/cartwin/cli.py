@@ -160,6 +160,16 @@ def show(run_dir: Path = typer.Argument(..., help="A run directory.")):
     out.print(table)
 
 
+@app.command()
+def score(
+    data: Path = typer.Argument(..., help="Observations (CSV or Parquet) or a run directory."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Directory for the scores and grades."),
+):
+    """Score and grade observations with the trial's standards (SLEDAI, CTCAE, ASTCT, ...)."""
+    from cartwin.clinical import run_score_command
+    out.print(run_score_command(data, out_dir), highlight=False)
+
+
 # --- export: interchange formats (src/cartwin/io; docs/interchange.md) -------------------------
 export_app = typer.Typer(no_args_is_help=True,
                          help="Write interchange formats: SBML model, NONMEM dataset, CDISC-like domains.")
@@ -209,6 +219,20 @@ def export_nonmem_command(
     result = _interchange(lambda: export_nonmem(run_dir, out_file, chosen))
     out.print(f"NONMEM dataset -> {result.data} ({result.n_subjects} subjects, {result.n_rows} rows); "
               f"dictionary -> {result.dictionary_json}")
+
+
+@export_app.command("sdtm")
+def export_sdtm_command(
+    source: Path = typer.Argument(..., help="A run directory, or an observation file (CSV/Parquet)."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Directory to write (new or empty)."),
+    scored: Optional[Path] = typer.Option(None, "--scored", help="Output directory of `cartwin score` to reuse."),
+    study_id: Optional[str] = typer.Option(None, "--study-id", help="STUDYID (default: the run's study id + -SIM)."),
+):
+    """Write SDTM-like DM, EX, LB, AE, RS and ADaM-like ADSL, ADLB as CSV and SAS XPORT v5."""
+    from cartwin.io.cdisc import export_cdisc
+    result = _interchange(lambda: export_cdisc(source, out_dir, scored, study_id))
+    counts = ", ".join(f"{k} {v.height}" for k, v in result.datasets.items())
+    out.print(f"CDISC-like domains -> {result.out_dir} ({counts})")
 
 
 def main() -> None:
