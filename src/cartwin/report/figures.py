@@ -32,6 +32,7 @@ class Figure:
     caption: str
     svg: str  # inline SVG markup (no XML prolog)
     files: tuple[Path, ...]
+    wide: bool = False  # spans the page rather than one column of the grid
 
 
 def arm_colours(arms: list[Arm]) -> dict[str, str]:
@@ -54,42 +55,70 @@ def _save(fig, key: str, out_dir: Path, title: str, caption: str) -> Figure:
     return Figure(key, title, caption, inline, (svg_path, png_path))
 
 
+FACET_ABOVE_ARMS = 4
+
+
+def _facets(arms: list[Arm]) -> tuple[list[tuple[str, list[Arm]]], dict[str, str], dict[str, str]]:
+    """Panels, colour per arm and legend entries (label -> colour).
+
+    Up to FACET_ABOVE_ARMS arms share one panel. Beyond that the bands hide each other, so arms are
+    split into one panel per product with the lymphodepletion regimens overlaid in it (the question
+    a product x regimen design asks), coloured by regimen alike in every panel.
+    """
+    products = list(dict.fromkeys(a.product for a in arms))
+    if len(arms) <= FACET_ABOVE_ARMS or len(products) < 2:
+        colours = arm_colours(arms)
+        return [("", arms)], colours, {a.label: colours[a.id] for a in arms}
+    regimens = list(dict.fromkeys(a.regimen for a in arms))
+    by_regimen = {r: PALETTE[i % len(PALETTE)] for i, r in enumerate(regimens)}
+    panels = [(product, [a for a in arms if a.product == product]) for product in products]
+    return panels, {a.id: by_regimen[a.regimen] for a in arms}, {f"lymphodepletion: {r}": c for r, c in by_regimen.items()}
+
+
 def time_course_figures(agg: Aggregates, out_dir: Path) -> list[Figure]:
-    colours = arm_colours(agg.arms)
-    labels = {a.id: a.label for a in agg.arms}
+    panels, colours, legend = _facets(agg.arms)
     figures = []
     for readout in READOUTS:
         rows = agg.time_course.get(readout.key, [])
         tests = [t for t in readout.tests if any(r["test"] == t for r in rows)] or list(readout.tests)
-        fig, axes = plt.subplots(1, len(tests), figsize=(6.4 * len(tests), 3.6), squeeze=False)
-        for ax, test in zip(axes[0], tests):
-            for arm in agg.arms:
-                pts = [r for r in rows if r["arm"] == arm.id and r["test"] == test]
-                if not pts:
-                    continue
-                day = [r["day"] for r in pts]
-                ax.fill_between(day, [r["q05"] for r in pts], [r["q95"] for r in pts], color=colours[arm.id],
-                                alpha=0.15, linewidth=0)
-                ax.plot(day, [r["q50"] for r in pts], color=colours[arm.id], linewidth=1.6, label=labels[arm.id])
-            if readout.scale == "log":
-                ax.set_yscale("log")
-            elif readout.scale == "symlog":
-                ax.set_yscale("symlog", linthresh=0.1)
-            ax.axvline(0, color="0.6", linewidth=0.8, linestyle=":")
-            name = agg.sledai_source if test == "SELENA" else TEST_TITLES.get(test, readout.title)
-            ax.set_title(name, fontsize=10)
-            ax.set_xlabel("day after CAR-T infusion")
-            ax.set_ylabel(readout.unit)
-            ax.grid(alpha=0.25)
-        handles = [Line2D([], [], color=colours[a.id], linewidth=2, label=labels[a.id]) for a in agg.arms]
+        ncols = len(panels) if len(panels) > 1 else len(tests)
+        nrows = len(tests) if len(panels) > 1 else 1
+        width = 6.4 * len(tests) if len(panels) == 1 else 4.6 * len(panels)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(width, 3.6 * nrows), squeeze=False, sharey="row")
+        for i, test in enumerate(tests):
+            for j, (panel, arms) in enumerate(panels):
+                ax = axes[i][j] if len(panels) > 1 else axes[0][i]
+                for arm in arms:
+                    pts = [r for r in rows if r["arm"] == arm.id and r["test"] == test]
+                    if not pts:
+                        continue
+                    day = [r["day"] for r in pts]
+                    ax.fill_between(day, [r["q05"] for r in pts], [r["q95"] for r in pts], color=colours[arm.id],
+                                    alpha=0.15, linewidth=0)
+                    ax.plot(day, [r["q50"] for r in pts], color=colours[arm.id], linewidth=1.6, label=arm.label)
+                if readout.scale == "log":
+                    ax.set_yscale("log")
+                elif readout.scale == "symlog":
+                    ax.set_yscale("symlog", linthresh=0.1)
+                ax.axvline(0, color="0.6", linewidth=0.8, linestyle=":")
+                name = agg.sledai_source if test == "SELENA" else TEST_TITLES.get(test, readout.title)
+                ax.set_title(f"{name}: {panel}" if panel else name, fontsize=10)
+                ax.set_xlabel("day after CAR-T infusion")
+                ax.set_ylabel(readout.unit)
+                ax.grid(alpha=0.25)
+        handles = [Line2D([], [], color=c, linewidth=2, label=label) for label, c in legend.items()]
         fig.legend(handles=handles, loc="lower center", ncol=min(3, len(handles)), fontsize=8, frameon=False,
-                   bbox_to_anchor=(0.5, -0.02 - 0.055 * math.ceil(len(handles) / 3)))
+                   bbox_to_anchor=(0.5, -0.02 - 0.055 * math.ceil(len(handles) / 3) / nrows))
         fig.tight_layout()
         caption = "Median (line) and 5th-95th percentile band per arm and visit"
+        if len(panels) > 1:
+            caption += "; one panel per product, the lymphodepletion regimens overlaid"
         if readout.key == "sledai":
             caption += f"; {agg.sledai_note}"
-        figures.append(_save(fig, f"timecourse_{readout.key}", out_dir, readout.title
-                             if readout.key != "sledai" else agg.sledai_source, caption + "."))
+        figure = _save(fig, f"timecourse_{readout.key}", out_dir,
+                       readout.title if readout.key != "sledai" else agg.sledai_source, caption + ".")
+        figure.wide = ncols > 1
+        figures.append(figure)
     return figures
 
 
