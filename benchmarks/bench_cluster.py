@@ -8,10 +8,12 @@ Every configuration computes the same chunks and writes them into a fresh run di
 
 - startup: starting the cluster and having every worker import cartwin and load the compiled model
   (paid once per run, not per chunk);
-- throughput: patients per second once the workers are warm;
+- throughput: patients per second once the workers are warm (best of ``--repeat`` runs);
 - overhead per chunk: ``--tiny`` one-patient chunks on one Dask worker, minus the same chunks in
-  this process, divided by the number of chunks (scheduling, pickling the Context and the
-  chunk's round trip to the scheduler).
+  this process, divided by the number of chunks; and, less sensitive to other load on the machine,
+  the worker's idle time between chunks in the same run (wall time minus the compute time the
+  scheduler's task stream records): what scheduling, pickling the Context and the round trips
+  cost that the two chunks in flight per thread do not hide.
 
 The numbers depend on the machine and what else runs on it; the load average is printed with them.
 """
@@ -24,6 +26,8 @@ import platform
 import tempfile
 import time
 from pathlib import Path
+
+from distributed import get_task_stream
 
 from cartwin.model.codegen import compile_model, warm_up
 from cartwin.protocol import load_protocol, schedule_days
@@ -60,6 +64,8 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=200, help="patients in all (split over the arms)")
     parser.add_argument("--chunk-size", type=int, default=20)
     parser.add_argument("--tiny", type=int, default=120, help="one-patient chunks for the overhead")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="best of this many runs of each measurement (other load on the machine only slows)")
     args = parser.parse_args()
 
     protocol = load_protocol(args.protocol).protocol
@@ -75,10 +81,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         time_in_process(ctx, warm.chunks, root, "warm")
-        seconds = time_in_process(ctx, plan.chunks, root, "in-process")
+        seconds = min(time_in_process(ctx, plan.chunks, root, f"in-process-{r}") for r in range(args.repeat))
         rows.append(("in-process", 1, 0.0, seconds))
-        tiny_in_process = time_in_process(ctx, tiny.chunks, root, "tiny-in-process")
-        tiny_on_dask = None
+        tiny_in_process, tiny_on_dask, idle_per_chunk = [], [], []
         for n_workers in (1, 2):
             t = time.perf_counter()
             with DaskExecutor("local", n_workers) as executor:
@@ -87,14 +92,22 @@ def main() -> None:
                 for i in range(n_workers):  # every worker computes a first chunk before timing
                     time_on_dask(executor, ctx, warm.chunks, root, f"warm-{n_workers}-{i}")
                 startup = time.perf_counter() - t
-                seconds = time_on_dask(executor, ctx, plan.chunks, root, f"dask-{n_workers}")
+                seconds = min(time_on_dask(executor, ctx, plan.chunks, root, f"dask-{n_workers}-{r}")
+                              for r in range(args.repeat))
                 rows.append(("Dask LocalCluster", n_workers, startup, seconds))
-                if n_workers == 1:
-                    tiny_on_dask = time_on_dask(executor, ctx, tiny.chunks, root, "tiny-dask")
+                if n_workers == 1:  # alternate, so that both see the same background load
+                    for r in range(args.repeat):
+                        tiny_in_process.append(time_in_process(ctx, tiny.chunks, root, f"tiny-in-process-{r}"))
+                        with get_task_stream(client=executor.client) as stream:
+                            tiny_on_dask.append(time_on_dask(executor, ctx, tiny.chunks, root, f"tiny-dask-{r}"))
+                        busy = sum(s["stop"] - s["start"] for task in stream.data for s in task["startstops"]
+                                   if s["action"] == "compute")
+                        idle_per_chunk.append((tiny_on_dask[-1] - busy) / len(tiny.chunks))
+        tiny_in_process, tiny_on_dask = min(tiny_in_process), min(tiny_on_dask)
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f} at the end; protocol {args.protocol}, "
-          f"{n_patients} patients in {len(plan.chunks)} chunks of {plan.chunk_size}")
+          f"{n_patients} patients in {len(plan.chunks)} chunks of {plan.chunk_size}, best of {args.repeat}")
     print()
     print("| executor | workers | startup (s) | run (s) | patients/s | speed-up |")
     print("|---|---|---|---|---|---|")
@@ -106,7 +119,9 @@ def main() -> None:
     print()
     print(f"overhead per chunk ({n_tiny} one-patient chunks, 1 worker): in-process "
           f"{1000 * tiny_in_process / n_tiny:.1f} ms/chunk, Dask {1000 * tiny_on_dask / n_tiny:.1f} ms/chunk, "
-          f"overhead {1000 * (tiny_on_dask - tiny_in_process) / n_tiny:.1f} ms/chunk")
+          f"difference {1000 * (tiny_on_dask - tiny_in_process) / n_tiny:.1f} ms/chunk")
+    print(f"the Dask worker's idle time between chunks (wall time minus its compute time, same run): "
+          f"{1000 * min(idle_per_chunk):.1f} ms/chunk (best of {args.repeat})")
 
 
 if __name__ == "__main__":
