@@ -1,0 +1,231 @@
+"""Data for a fit: observations in the observation format, and what each subject received.
+
+Observations are read by the clinical layer's reader (:func:`cartwin.clinical.read_observations`),
+so the fit accepts exactly the files and run directories that scoring accepts, in canonical units.
+What each subject received (product, lymphodepletion, CAR-T dose) and who they are (covariates)
+comes from a subject table in the layout of a run's ``patients.parquet`` (docs/fitting.md); a run
+directory carries its own. Doses are rebuilt with the engine's dose rules (BSA, renal adjustment),
+so a fit sees the same schedule the simulation would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from cartwin.fit.errors import FitError
+from cartwin.model.declaration import Model
+from cartwin.population.covariates import DESCRIPTOR_FLAGS
+from cartwin.therapy.arm import ArmTherapy
+from cartwin.therapy.dosing import Dose, bsa_mosteller, crcl_cockcroft_gault
+from cartwin.therapy.products import PRODUCTS
+from cartwin.therapy.regimens import PRESETS
+
+REQUIRED_SUBJECT_COLUMNS = ("subject", "product", "regimen", "AGE", "WT", "HT", "CREAT",
+                            "DSDNA0", "C3_0", "C4_0", "UPROT0", "PGA0")
+"""Columns a subject table must have (run patients.parquet names; creatinine in umol/L)."""
+
+
+@dataclass(frozen=True)
+class FitData:
+    """Observations of the fitted tests, aligned with the subjects that received known therapy."""
+
+    subjects: tuple[str, ...]
+    therapies: tuple[ArmTherapy, ...]
+    covariates: np.ndarray  # (N, C) in the model's covariate order
+    obs_subject: np.ndarray  # (M,) index into subjects
+    obs_day: np.ndarray  # (M,)
+    obs_test: np.ndarray  # (M,) index into tests
+    obs_value: np.ndarray  # (M,) > 0, canonical unit
+    tests: tuple[str, ...]
+    units: tuple[str, ...]
+    n_below_lloq: dict[str, int]
+    source: str
+
+    @property
+    def days(self) -> np.ndarray:
+        """Every sampling day of any subject, sorted: the solver's output grid."""
+        return np.unique(self.obs_day)
+
+    @property
+    def n_subjects(self) -> int:
+        return len(self.subjects)
+
+    body: np.ndarray = None  # (N, 3): BSA m^2, weight kg, CrCl mL/min, for the dose rules
+
+    def doses(self, i: int) -> list[Dose]:
+        bsa, weight, crcl = self.body[i]
+        return self.therapies[i].doses(bsa, weight, crcl)
+
+    def observations_frame(self) -> pl.DataFrame:
+        return pl.DataFrame({
+            "subject": [self.subjects[i] for i in self.obs_subject],
+            "day": self.obs_day, "test": [self.tests[t] for t in self.obs_test],
+            "value": self.obs_value, "unit": [self.units[t] for t in self.obs_test]})
+
+
+def _read_table(path: Path) -> pl.DataFrame:
+    if not path.exists():
+        raise FitError(f"{path}: no such file")
+    try:
+        return pl.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pl.read_csv(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise FitError(f"{path}: cannot be read as CSV or Parquet ({exc})") from None
+
+
+def _therapy(row: dict, protocol, where: str) -> ArmTherapy:
+    """The subject's therapy: from the protocol's arm when a protocol is given, else presets."""
+    per_kg = row.get("dose_cells_per_kg")
+    flat = row.get("dose_cells")
+    if protocol is not None:
+        from cartwin.therapy.arm import resolve_arm
+        arms = {a.id: a for a in protocol.arms}
+        if row.get("arm") not in arms:
+            raise FitError(f"{where}: arm {row.get('arm')!r} is not an arm of the protocol "
+                           f"({sorted(arms)}); the subject table's 'arm' column must name one")
+        return resolve_arm(protocol, arms[row["arm"]])
+    if row["product"] not in PRODUCTS:
+        raise FitError(f"{where}: product {row['product']!r} is not a preset ({sorted(PRODUCTS)}); "
+                       "give the protocol that defines it (--protocol)")
+    if row["regimen"] not in PRESETS:
+        raise FitError(f"{where}: regimen {row['regimen']!r} is not a preset ({sorted(PRESETS)}); "
+                       "give the protocol that defines it (--protocol)")
+    has_per_kg = per_kg is not None and np.isfinite(per_kg)
+    if not has_per_kg and (flat is None or not np.isfinite(flat)):
+        raise FitError(f"{where}: no CAR-T dose; give 'dose_cells_per_kg' or 'dose_cells'")
+    dose = float(per_kg if has_per_kg else flat)
+    if dose <= 0:
+        raise FitError(f"{where}: CAR-T dose {dose:g} must be positive")
+    return ArmTherapy(row.get("arm") or "", PRODUCTS[row["product"]], PRESETS[row["regimen"]],
+                      dose if has_per_kg else None, None if has_per_kg else dose)
+
+
+def subject_covariates(subjects: pl.DataFrame, model: Model, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """The model's covariate matrix from a subject table, and (BSA, weight, CrCl) for the dose
+    rules; BSA and CrCl derived (Mosteller, Cockcroft-Gault) when the table lacks them."""
+    missing = [c for c in REQUIRED_SUBJECT_COLUMNS if c not in subjects.columns]
+    if missing:
+        raise FitError(f"{source}: subject table lacks columns {missing} (layout of a run's "
+                       "patients.parquet; see docs/fitting.md)")
+    if "SEXF" in subjects.columns:
+        female = subjects["SEXF"].cast(pl.Float64).to_numpy() > 0.5
+    elif "sex" in subjects.columns:
+        sexes = subjects["sex"].cast(pl.String).str.to_uppercase()
+        bad = sorted(set(sexes.to_list()) - {"F", "M"})
+        if bad:
+            raise FitError(f"{source}: column 'sex' holds {bad}; expected F or M")
+        female = (sexes == "F").to_numpy()
+    else:
+        raise FitError(f"{source}: subject table needs 'sex' (F/M) or 'SEXF' (1/0)")
+    cols: dict[str, np.ndarray] = {"SEXF": female.astype(float)}
+    for name in REQUIRED_SUBJECT_COLUMNS[3:]:
+        values = subjects[name].cast(pl.Float64, strict=False).to_numpy()
+        bad_rows = np.flatnonzero(~np.isfinite(values) | (values < 0))
+        if bad_rows.size:
+            raise FitError(f"{source}: column {name!r} is missing, negative or not a number in data "
+                           f"rows {(bad_rows + 1).tolist()[:10]}")
+        cols[name] = values
+    for flag in DESCRIPTOR_FLAGS.values():
+        # descriptors only drive the disease read-outs; absent means "not active at baseline"
+        cols[flag] = (subjects[flag].cast(pl.Float64).fill_null(0.0).to_numpy() if flag in subjects.columns
+                      else np.zeros(subjects.height))
+    cols["BSA"] = (subjects["BSA"].cast(pl.Float64).to_numpy() if "BSA" in subjects.columns
+                   else bsa_mosteller(cols["HT"], cols["WT"]))
+    cols["CRCL"] = (subjects["CRCL"].cast(pl.Float64).to_numpy() if "CRCL" in subjects.columns
+                    else crcl_cockcroft_gault(cols["AGE"], cols["WT"], cols["CREAT"], female))
+    lacking = [c for c in model.covariate_names if c not in cols]
+    if lacking:
+        raise FitError(f"model {model.name} needs covariates {lacking} that the subject table lacks")
+    return (np.column_stack([cols[c] for c in model.covariate_names]),
+            np.column_stack([cols["BSA"], cols["WT"], cols["CRCL"]]))
+
+
+def load_fit_data(observations: str | Path | pl.DataFrame, model: Model, *,
+                  subjects: str | Path | pl.DataFrame | None = None, tests: list[str] | None = None,
+                  lloq: dict[str, float] | None = None, protocol=None) -> FitData:
+    """Observations (file, run directory or a frame in the observation format) and a subject table
+    (file or frame; taken from the run directory when ``observations`` is one).
+
+    Values at or below a test's LLOQ (``lloq``) or <= 0 are below quantification and left out
+    (Beal's M1): their log is undefined or uninformative, and the count is reported."""
+    from cartwin.clinical import ObservationError, read_observations
+
+    source = "<frame>" if isinstance(observations, pl.DataFrame) else str(observations)
+    if isinstance(observations, pl.DataFrame):
+        frame = observations
+        missing = [c for c in ("subject", "day", "test", "value", "unit") if c not in frame.columns]
+        if missing:
+            raise FitError(f"{source}: observations lack columns {missing}")
+    else:
+        try:
+            frame = read_observations(observations).frame
+        except ObservationError as exc:
+            raise FitError(str(exc)) from None
+        if subjects is None and Path(observations).is_dir():
+            subjects = Path(observations) / "patients.parquet"
+    if subjects is None:
+        raise FitError(f"{source}: no subject table; give one (--subjects) with each subject's product, "
+                       "regimen, CAR-T dose and covariates (docs/fitting.md)")
+    subject_source = "<frame>" if isinstance(subjects, pl.DataFrame) else str(subjects)
+    table = subjects if isinstance(subjects, pl.DataFrame) else _read_table(Path(subjects))
+    if "status" in table.columns:
+        table = table.filter(pl.col("status") == "ok")
+    table = table.with_columns(pl.col("subject").cast(pl.String))
+    dupes = table["subject"].filter(table["subject"].is_duplicated()).unique().to_list()
+    if dupes:
+        raise FitError(f"{subject_source}: subjects listed twice: {sorted(dupes)[:10]}")
+
+    observables = {o.test: o.unit for o in model.observables}
+    present = sorted(set(frame["test"].unique().to_list()) & set(observables))
+    chosen = list(tests) if tests else present
+    unknown = [t for t in chosen if t not in observables]
+    if unknown:
+        raise FitError(f"tests {unknown} are not observables of model {model.name} "
+                       f"({sorted(observables)})")
+    absent = [t for t in chosen if t not in present]
+    if absent:
+        raise FitError(f"{source}: no observations of tests {absent}")
+    if not chosen:
+        raise FitError(f"{source}: no test of the data is an observable of model {model.name}")
+    lloq = dict(lloq or {})
+    bad_lloq = [t for t in lloq if t not in chosen]
+    if bad_lloq:
+        raise FitError(f"LLOQ given for {bad_lloq}, which are not fitted tests ({chosen})")
+
+    obs = (frame.filter(pl.col("test").is_in(chosen) & pl.col("value").is_not_null())
+           .select(pl.col("subject").cast(pl.String), pl.col("day").cast(pl.Float64), "test",
+                   pl.col("value").cast(pl.Float64), "unit"))
+    wrong_unit = obs.filter(pl.col("unit") != pl.col("test").replace_strict(observables, default=None))
+    if wrong_unit.height:
+        r = wrong_unit.row(0, named=True)
+        raise FitError(f"{source}: {r['test']} in {r['unit']!r}; the model predicts {observables[r['test']]}")
+    without_therapy = sorted(set(obs["subject"].unique().to_list()) - set(table["subject"].to_list()))
+    if without_therapy:
+        raise FitError(f"{source}: subjects {without_therapy[:10]} have observations but no row in the "
+                       f"subject table {subject_source}")
+    limit = pl.col("test").replace_strict(lloq, default=0.0, return_dtype=pl.Float64)
+    below = obs.filter(pl.col("value") <= limit)
+    n_below = {t: int(below.filter(pl.col("test") == t).height) for t in chosen}
+    obs = obs.filter(pl.col("value") > limit).sort("subject", "day", "test")
+
+    table = table.filter(pl.col("subject").is_in(obs["subject"].unique().to_list())).sort("subject")
+    if table.height == 0:
+        raise FitError(f"{source}: no quantifiable observation left to fit")
+    covariates, body = subject_covariates(table, model, subject_source)
+    rows = table.to_dicts()
+    therapies = tuple(_therapy(r, protocol, f"{subject_source}: subject {r['subject']}") for r in rows)
+    subject_ids = tuple(table["subject"].to_list())
+    index = {s: i for i, s in enumerate(subject_ids)}
+    test_index = {t: i for i, t in enumerate(chosen)}
+    data = FitData(
+        subjects=subject_ids, therapies=therapies, covariates=covariates,
+        obs_subject=np.array([index[s] for s in obs["subject"]], dtype=np.int64),
+        obs_day=obs["day"].to_numpy().astype(float),
+        obs_test=np.array([test_index[t] for t in obs["test"]], dtype=np.int64),
+        obs_value=obs["value"].to_numpy().astype(float),
+        tests=tuple(chosen), units=tuple(observables[t] for t in chosen),
+        n_below_lloq=n_below, source=source, body=body)
+    return data
