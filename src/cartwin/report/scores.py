@@ -4,8 +4,9 @@ The clinical layer scores a frame in memory; a run of 10^5 patients does not fit
 part file of ``observations.parquet/`` holds whole patients (one chunk), and every clinical score is
 a function of one patient's rows. So each part is scored on its own, in worker processes, and its
 tables are written beside the others as Parquet parts under ``DIR/report/scores/``, which DuckDB
-then reads as one table. A fingerprint of the run and of the clinical layer's code and rule tables
-says when the stored scores are still valid, so a second report of the same run does not rescore.
+then reads as one table. A fingerprint of each part and of the clinical layer's code and rule tables
+says which stored scores are still valid, so a second report of the same run does not rescore and
+a run extended or resumed since the last report scores only its new parts.
 
 Only two things are added here to what the clinical layer returns, both built from its outputs:
 the first visit with SELENA-SLEDAI 0 and PGA < 1 (the TyU19 trial's headline endpoint), and
@@ -65,45 +66,50 @@ def _walk(node, prefix: str = ""):
             yield name, child.read_bytes()
 
 
-def _run_fingerprint(run_dir: Path) -> dict:
-    parts = sorted((run_dir / "observations.parquet").glob("*.parquet"))
-    return {
-        "manifest_sha256": hashlib.sha256((run_dir / "manifest.json").read_bytes()).hexdigest(),
-        "clinical": clinical_fingerprint(),
-        "parts": {p.name: p.stat().st_size for p in parts},
-    }
+def _part_stamps(run_dir: Path) -> dict[str, list[int]]:
+    # Parts are written once, atomically; a part rewritten (a rerun into the same directory) gets
+    # a new size or modification time, and only that part is scored again.
+    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns]
+            for p in sorted((run_dir / "observations.parquet").glob("*.parquet"))}
 
 
 def score_run(run_dir: Path, workers: int | None = None) -> Scores:
-    """Score every observation part of ``run_dir`` into ``run_dir/report/scores`` (or reuse it)."""
+    """Score the observation parts of ``run_dir`` into ``run_dir/report/scores``.
+
+    Parts already scored by the same clinical layer are reused; only new or changed parts are
+    scored, in ``workers`` processes (default: all cores).
+    """
     run_dir = Path(run_dir)
     out = run_dir / "report" / "scores"
-    wanted = _run_fingerprint(run_dir)
-    stored = out / _FINGERPRINT
-    if stored.exists() and json.loads(stored.read_text()) == wanted and _complete(out, wanted["parts"]):
-        return Scores(out, len(wanted["parts"]), 0)
-    if stored.exists():
-        stored.unlink()  # about to replace the parts: the old fingerprint no longer describes them
+    clinical = clinical_fingerprint()
+    stamps = _part_stamps(run_dir)
+    stored_path = out / _FINGERPRINT
+    stored = json.loads(stored_path.read_text()) if stored_path.exists() else {}
+    if stored.get("clinical") != clinical:
+        stored = {"clinical": clinical, "parts": {}}
+    done = {name for name, stamp in stored.get("parts", {}).items()
+            if stamps.get(name) == stamp and all((out / t / name).exists() for t in SCORE_TABLES)}
     for table in SCORE_TABLES:
         (out / table).mkdir(parents=True, exist_ok=True)
         for old in (out / table).glob("*.parquet"):
-            old.unlink()
-    parts = sorted((run_dir / "observations.parquet").glob("*.parquet"))
-    workers = max(1, min(workers or os.cpu_count() or 1, len(parts)))
-    if workers == 1:
-        for part in parts:
-            score_part(part, out)
-    else:
-        # spawn, not fork: Polars' thread pool does not survive a fork
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            for _ in pool.map(score_part, parts, [out] * len(parts)):
-                pass
-    atomic.write_json(stored, wanted)
-    return Scores(out, len(parts), len(parts))
-
-
-def _complete(out: Path, parts: dict) -> bool:
-    return all((out / t / name).exists() for t in SCORE_TABLES for name in parts)
+            if old.name not in done:
+                old.unlink()
+    todo = [run_dir / "observations.parquet" / name for name in stamps if name not in done]
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
+    if todo:
+        # Forget the stamps of the parts about to be rewritten before touching them: an interrupted
+        # rescoring must not leave a stamp that vouches for a half-replaced set of score parts.
+        atomic.write_json(stored_path, {"clinical": clinical, "parts": {n: stamps[n] for n in done}})
+        if workers == 1:
+            for part in todo:
+                score_part(part, out)
+        else:
+            # spawn, not fork: Polars' thread pool does not survive a fork
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+                for _ in pool.map(score_part, todo, [out] * len(todo)):
+                    pass
+    atomic.write_json(stored_path, {"clinical": clinical, "parts": stamps})
+    return Scores(out, len(stamps), len(todo))
 
 
 def score_part(part: Path, out: Path) -> None:
