@@ -95,8 +95,10 @@ def main() -> None:
     if not (run / "manifest.json").exists():
         shutil.rmtree(run, ignore_errors=True)
         (synthesise if args.synthesise else simulate)(run, args.n, args.workers)
-    n = duckdb.sql(f"SELECT count(*) FROM read_parquet('{run}/patients.parquet/*.parquet')").fetchone()[0]
-    rows = duckdb.sql(f"SELECT count(*) FROM read_parquet('{run}/observations.parquet/*.parquet')").fetchone()[0]
+    con = duckdb.connect()
+    n = con.execute(f"SELECT count(*) FROM read_parquet('{run}/patients.parquet/*.parquet')").fetchone()[0]
+    rows = con.execute(f"SELECT count(*) FROM read_parquet('{run}/observations.parquet/*.parquet')").fetchone()[0]
+    con.close()
     shutil.rmtree(run / "report", ignore_errors=True)
 
     cold: dict = {}
