@@ -40,8 +40,8 @@ def stored_patients(run_dir: Path) -> pl.DataFrame:
     return pl.read_parquet(run_dir / "patients.parquet" / "*.parquet").sort("subject")
 
 
-def assert_equals_in_process(run_dir: Path, protocol_path: Path):
-    reference = simulate(load_protocol(protocol_path).protocol, workers=1, chunk_size=1000)
+def assert_equals_in_process(run_dir: Path, protocol_path: Path, reference=None):
+    reference = reference or simulate(load_protocol(protocol_path).protocol, workers=1, chunk_size=1000)
     assert stored_observations(run_dir).equals(reference.observations.sort(["subject", "day", "test"]))
     assert stored_patients(run_dir).equals(reference.patients.sort("subject"))
 
@@ -123,12 +123,13 @@ def test_cli_rejects_inconsistent_cluster_options(tmp_path, protocol_dict, monke
 def test_cluster_run_equals_in_process_run_across_chunk_sizes(tmp_path, protocol_dict, dask_cluster):
     protocol_dict["arms"][0]["n"] = 9
     path = write_protocol(tmp_path / "p.toml", protocol_dict)
+    reference = simulate(load_protocol(path).protocol, workers=1, chunk_size=1000)
     for chunk_size in (1, 7):
         out = tmp_path / f"run-{chunk_size}"
         summary = run_protocol(load_protocol(path), out, chunk_size=chunk_size,
                                cluster=dask_cluster.scheduler_address)
         assert summary.n_total == 14 and summary.chunks_computed == (14 if chunk_size == 1 else 3)
-        assert_equals_in_process(out, path)  # value for value
+        assert_equals_in_process(out, path, reference)  # value for value
         execution = json.loads((out / "manifest.json").read_text())["execution"]
         assert execution["executor"] == "dask" and execution["cluster"] == dask_cluster.scheduler_address
         assert execution["workers"] == 2 and execution["worker_threads"] == 2
