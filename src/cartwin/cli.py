@@ -235,6 +235,113 @@ def export_sdtm_command(
     out.print(f"CDISC-like domains -> {result.out_dir} ({counts})")
 
 
+# --- fit and sensitivity (src/cartwin/fit; docs/fitting.md) ----------------------------------
+def _name_values(items: list[str], option: str) -> dict[str, float]:
+    values = {}
+    for item in items:
+        for part in item.split(","):
+            name, sep, value = part.partition("=")
+            try:
+                values[name.strip()] = float(value)
+            except ValueError:
+                raise BadInput(f"{option} {part!r}: expected NAME=NUMBER, e.g. CART=0.01") from None
+            if not sep or not name.strip():
+                raise BadInput(f"{option} {part!r}: expected NAME=NUMBER, e.g. CART=0.01")
+    return values
+
+
+def _names(text: Optional[str]) -> Optional[list[str]]:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+def _fitting(call):
+    """Run a fit call; its FitError (bad input) becomes BadInput (exit code 2)."""
+    from cartwin.fit import FitError
+    try:
+        return call()
+    except FitError as exc:
+        raise BadInput(str(exc)) from None
+
+
+@app.command("fit")
+def fit_command(
+    data: Path = typer.Argument(..., help="Observation file (CSV/Parquet: subject, day, test, value, unit) or a run directory."),
+    estimate: str = typer.Option(..., "--estimate", "-e", help="Comma-separated parameters to estimate, e.g. RHO,K_E,MTT_PRE."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Output directory (new or empty)."),
+    subjects: Optional[Path] = typer.Option(None, "--subjects", help="Subject table (patients.parquet layout; docs/fitting.md); not needed for a run directory."),
+    tests: Optional[str] = typer.Option(None, "--tests", help="Comma-separated tests to fit (default: every test the model predicts)."),
+    lloq: list[str] = typer.Option([], "--lloq", help="TEST=VALUE: values at or below are left out (repeatable)."),
+    initial: list[str] = typer.Option([], "--initial", help="PARAM=VALUE starting typical value (repeatable)."),
+    protocol: Optional[Path] = typer.Option(None, "--protocol", help="Protocol defining the subjects' arms (user products or regimens)."),
+    vpc: int = typer.Option(200, "--vpc", min=0, help="Replicates of the visual predictive check (0: none)."),
+    seed: int = typer.Option(1, "--seed", min=0, help="Seed of the visual predictive check."),
+):
+    """Population fit (nonlinear mixed effects, FOCE) of chosen model parameters to data."""
+    from cartwin.fit.api import fit
+    loaded = None
+    if protocol is not None:
+        from cartwin.protocol import load_protocol
+        loaded = load_protocol(protocol).protocol
+    names = _names(estimate) or []
+
+    def progress(step: dict) -> None:
+        err.print(f"iteration {step['iteration']}: OFV {step['ofv']:.3f}, max change {step['max_change']:.2e}, "
+                  f"{step['seconds']:.1f} s", highlight=False)
+
+    result = _fitting(lambda: fit(data, names, subjects=subjects, out=out_dir, tests=_names(tests),
+                                  lloq=_name_values(lloq, "--lloq"), protocol=loaded,
+                                  initial=_name_values(initial, "--initial"), vpc_replicates=vpc,
+                                  seed=seed, progress=progress))
+    lo, hi = result.typical_interval()
+    table = Table(title=f"Population estimates ({'converged' if result.converged else 'NOT converged'}, "
+                        f"OFV {result.ofv:.2f})")
+    for col in ("parameter", "typical", "95% interval", "omega"):
+        table.add_column(col)
+    for k, name in enumerate(result.estimate):
+        table.add_row(name, f"{result.typical[k]:.4g}", f"{lo[k]:.4g} - {hi[k]:.4g}", f"{result.omega[k]:.3f}")
+    out.print(table)
+    out.print(f"estimates, plots and report -> {out_dir}")
+
+
+@app.command("sensitivity")
+def sensitivity_command(
+    protocol: Path = typer.Argument(..., help="Protocol file (TOML): the arm and patient to analyse."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Output directory (new or empty)."),
+    outputs: Optional[str] = typer.Option(None, "--outputs", help="Comma-separated endpoints (default: all; see docs/fitting.md)."),
+    parameters: Optional[str] = typer.Option(None, "--parameters", "-p", help="Comma-separated parameters (default: every parameter with IIV)."),
+    range_: list[str] = typer.Option([], "--range", help="PARAM=LOW:HIGH range instead of the IIV-based one (repeatable)."),
+    arm: Optional[str] = typer.Option(None, "--arm", help="Arm id (default: the first arm)."),
+    patient: int = typer.Option(0, "--patient", min=0, help="Which virtual patient of the arm (index)."),
+    n: int = typer.Option(64, "--n", min=2, help="Sobol base sample size (a power of 2); model runs = n x (parameters + 2)."),
+    seed: int = typer.Option(1, "--seed", min=0, help="Seed of the Sobol sequence scramble and bootstrap."),
+):
+    """Sobol indices of clinical endpoints over parameter ranges (SALib)."""
+    from cartwin.fit.sensitivity import sensitivity
+    from cartwin.protocol import load_protocol
+    ranges = {}
+    for item in range_:
+        name, sep, span = item.partition("=")
+        low, colon, high = span.partition(":")
+        try:
+            ranges[name.strip()] = (float(low), float(high))
+        except ValueError:
+            raise BadInput(f"--range {item!r}: expected PARAM=LOW:HIGH, e.g. RHO=0.8:2.0") from None
+    loaded = load_protocol(protocol).protocol
+    result = _fitting(lambda: sensitivity(loaded, outputs=_names(outputs), parameters=_names(parameters),
+                                          ranges=ranges, arm=arm, patient=patient, n=n, seed=seed,
+                                          out=out_dir))
+    table = Table(title=f"First-order (S1) and total (ST) Sobol indices, {result.n_runs} model runs")
+    table.add_column("parameter")
+    for o in result.outputs:
+        table.add_column(f"{o} S1")
+        table.add_column(f"{o} ST")
+    for k, name in enumerate(result.parameters):
+        table.add_row(name, *[f"{result.indices[o][kind][k]:.2f}" for o in result.outputs
+                              for kind in ("S1", "ST")])
+    out.print(table)
+    out.print(f"indices, samples and plot -> {out_dir}")
+
+
 def main() -> None:
     bad = _bad_input_types()
     try:
