@@ -194,14 +194,17 @@ def _observations_table(pop, model: Model, days: np.ndarray, obs: np.ndarray, ok
     day = np.tile(np.repeat(days, n_o), n_ok)
     test_idx = np.tile(np.arange(n_o), n_ok * n_t)
     test_dict = pa.array(tests)
-    unit_dict = pa.array(units)
+    # a dictionary of distinct units, so that the same values always give the same bytes
+    distinct_units = sorted(set(units))
+    unit_code = np.array([distinct_units.index(u) for u in units], dtype=np.int32)
+    unit_dict = pa.array(distinct_units)
     return pa.table({
         "subject": pa.array(subject, pa.string()),
         "arm": pa.DictionaryArray.from_arrays(np.zeros(subject.size, np.int32), pa.array([pop.arm])),
         "day": pa.array(day, pa.float64()),
         "test": pa.DictionaryArray.from_arrays(test_idx.astype(np.int32), test_dict),
         "value": pa.array(obs[idx].reshape(-1), pa.float64()),
-        "unit": pa.DictionaryArray.from_arrays(test_idx.astype(np.int32), unit_dict),
+        "unit": pa.DictionaryArray.from_arrays(unit_code[test_idx], unit_dict),
     })
 
 

@@ -138,7 +138,16 @@ class RunDirectory:
                 "n": result.patients.num_rows, "failed": failed}
 
     # --- finishing ---------------------------------------------------------------------------
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete temporary files left by a process killed mid-write (they were never renamed
+        into place, so no reader ever saw them)."""
+        stale = [p for p in self.path.rglob(".*.tmp") if p.is_file()]
+        for p in stale:
+            p.unlink(missing_ok=True)
+        return stale
+
     def finish(self, manifest: dict) -> None:
+        self.remove_stale_temporaries()
         self.build_database()
         write_json(self.path / "manifest.json", manifest)
 
