@@ -179,7 +179,7 @@ def difference_figure(diffs: list[dict], agg: Aggregates, out_dir: Path) -> Figu
     labels = {a.id: a.label for a in agg.arms}
     endpoints = list(dict.fromkeys(d["label"] for d in rows))
     arms = list(dict.fromkeys(d["arm"] for d in rows))
-    fig, ax = plt.subplots(figsize=(8.5, 1.2 + 0.32 * len(endpoints) * max(1, len(arms)) ** 0.5))
+    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.32 * len(endpoints) * max(1, len(arms)) ** 0.5))
     step = 0.7 / max(1, len(arms))
     for i, arm in enumerate(arms):
         for d in rows:
@@ -194,9 +194,10 @@ def difference_figure(diffs: list[dict], agg: Aggregates, out_dir: Path) -> Figu
     ax.invert_yaxis()
     ax.set_xlabel(f"difference from {labels[agg.arms[0].id]} (percentage points, 95% Newcombe interval)")
     handles = [Line2D([], [], color=colours[a], marker="o", label=labels[a]) for a in arms]
-    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.02 * len(endpoints)),
-              ncol=min(3, len(handles)), frameon=False)
     ax.grid(axis="x", alpha=0.25)
     fig.tight_layout()
+    # below the whole figure, whatever its height (bbox_inches="tight" makes room for it)
+    fig.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               ncol=min(3, len(handles)), frameon=False)
     return _save(fig, "differences", out_dir, "Differences between arms",
                  "Each arm minus the reference arm, with Newcombe hybrid score 95% intervals.")
