@@ -62,7 +62,7 @@ def main() -> None:
         "seconds_fit": round(result.seconds, 2),
         "seconds_fit_plus_report_and_vpc": round(t_total, 2),
         "vpc_replicates": args.vpc, "iterations": result.iterations, "converged": result.converged,
-        "model_solves_in_fit": int(result.history[-1]["solves"]) if result.history else None,
+        "model_solves_in_iterations": int(result.history[-1]["solves"]) if result.history else None,
         "estimates": {name: {"truth": TRUTH[name], "estimate": float(result.typical[k]),
                              "ci95": [float(lo[k]), float(hi[k])], "omega": float(result.omega[k])}
                       for k, name in enumerate(result.estimate)},

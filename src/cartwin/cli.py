@@ -265,7 +265,7 @@ def _fitting(call):
 
 @app.command("fit")
 def fit_command(
-    data: Path = typer.Argument(..., help="Observation file (CSV/Parquet: subject, day, test, value, unit) or a run directory."),
+    data: Path = typer.Argument(..., help="Observation file (CSV/Parquet: subject, day, test, value, unit), a NONMEM-format CSV (ID, EVID, DV, DAY) or a run directory."),
     estimate: str = typer.Option(..., "--estimate", "-e", help="Comma-separated parameters to estimate, e.g. RHO,K_E,MTT_PRE."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Output directory (new or empty)."),
     subjects: Optional[Path] = typer.Option(None, "--subjects", help="Subject table (patients.parquet layout; docs/fitting.md); not needed for a run directory."),

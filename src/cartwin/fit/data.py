@@ -76,6 +76,14 @@ def _read_table(path: Path) -> pl.DataFrame:
         raise FitError(f"{path}: cannot be read as CSV or Parquet ({exc})") from None
 
 
+def _is_nonmem(path: Path) -> bool:
+    """A NONMEM-format dataset (``cartwin export nonmem``, or a user's): a CSV with ID, EVID, DV."""
+    if not path.is_file() or path.suffix.lower() != ".csv":
+        return False
+    header = {c.strip().upper() for c in path.open().readline().split(",")}
+    return {"ID", "EVID", "DV"} <= header
+
+
 def _therapy(row: dict, protocol, where: str) -> ArmTherapy:
     """The subject's therapy: from the protocol's arm when a protocol is given, else presets."""
     per_kg = row.get("dose_cells_per_kg")
@@ -159,6 +167,13 @@ def load_fit_data(observations: str | Path | pl.DataFrame, model: Model, *,
         missing = [c for c in ("subject", "day", "test", "value", "unit") if c not in frame.columns]
         if missing:
             raise FitError(f"{source}: observations lack columns {missing}")
+    elif _is_nonmem(Path(observations)):
+        from cartwin.io import InterchangeError
+        from cartwin.io.nonmem import read_nonmem
+        try:
+            frame = read_nonmem(observations).observations
+        except InterchangeError as exc:
+            raise FitError(str(exc)) from None
     else:
         try:
             frame = read_observations(observations).frame
