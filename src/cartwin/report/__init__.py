@@ -126,7 +126,10 @@ def fmt(x) -> str:
 
 def _binary_rows(agg: agg_mod.Aggregates) -> list[dict]:
     rows = []
+    show_lower_bound = agg_mod.lower_bound_needed(agg.binary)
     for b in agg_mod.BINARY:
+        if b.key.endswith("_lb") and not show_lower_bound:
+            continue
         cells = []
         for arm in agg.arms:
             k, n = agg.binary[b.key].get(arm.id, (0, 0))

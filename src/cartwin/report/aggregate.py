@@ -231,6 +231,13 @@ def binary_endpoints(db: Database) -> dict[str, dict[str, tuple[int, int]]]:
     return out
 
 
+def lower_bound_needed(binary: dict[str, dict[str, tuple[int, int]]]) -> bool:
+    """The lower-bound remission rows say something only where some patient lacks a full SELENA-SLEDAI."""
+    return any(binary[f"{key}_lb"].get(arm, (0, 0))[1] > n
+               for key in ("remission_m3", "remission_m6") for arm, (_, n) in binary[key].items()) or any(
+        arm not in binary[key] for key in ("remission_m3", "remission_m6") for arm in binary[f"{key}_lb"])
+
+
 def scored_counts(db: Database) -> dict[str, int]:
     return {r["arm"]: int(r["n"]) for r in db.rows("SELECT arm, count(*) AS n FROM patient_scores GROUP BY arm")}
 

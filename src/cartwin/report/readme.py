@@ -65,8 +65,14 @@ def _ae(cell: dict, label: str) -> str:
 def twin_table(run_dir: Path, arm: str | None = None) -> str:
     data = json.loads((Path(run_dir) / "report" / "endpoints.json").read_text())
     arm = arm or data["arms"][0]["id"]
+    from cartwin.report.aggregate import lower_bound_needed
+
+    counts = {key: {arm: (c["k"], c["n"]) for arm, c in cells.items()} for key, cells in data["binary"].items()}
+    show_lower_bound = lower_bound_needed(counts)
     lines = ["| endpoint | twin (4 virtual patients) | trial (Cell Research 2025, n = 4) |", "|---|---|---|"]
     for kind, key, label, trial in TRIAL:
+        if key.endswith("_lb") and not show_lower_bound:
+            continue
         if kind == "binary":
             value = _binary(data["binary"].get(key, {}).get(arm))
         elif kind == "continuous":
