@@ -14,9 +14,8 @@ import numpy as np
 import scipy
 
 import cartwin
-from cartwin.model import get_model
-from cartwin.protocol import LoadedProtocol, schedule_days
-from cartwin.simulate.runner import Context, check_vocabulary, default_workers, execute, make_plan
+from cartwin.protocol import LoadedProtocol
+from cartwin.simulate.runner import check_vocabulary, make_context, default_workers, execute, make_plan
 from cartwin.store.run_directory import RunDirectory
 
 
@@ -51,8 +50,11 @@ def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, pro
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc)
     protocol = loaded.protocol
-    model = get_model(protocol.model)
-    check_vocabulary(model)
+    # an imported model is read (and checked) before anything is written
+    ctx_model = make_context(protocol, protocol.seed if seed is None else int(seed))
+    model = ctx_model.model
+    if ctx_model.imported is None:
+        check_vocabulary(model)  # imported models name their own outputs
     workers = workers or default_workers()
     # a remote cluster is asked how many threads it has; a local one is not started yet
     plan_workers = executor.planning_workers() if executor else workers
@@ -69,7 +71,7 @@ def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, pro
         rundir.check_new()
         rundir.start(plan.to_json(), loaded.text, loaded.sha256,
                      {"name": model.name, "version": model.version, "hash": model.content_hash()})
-    ctx = Context(protocol, plan.seed, tuple(schedule_days(protocol)))
+    ctx = ctx_model
     todo = [c for c in plan.chunks if not rundir.chunk_done(c.name)]
     reused = len(plan.chunks) - len(todo)
     t_solve = time.perf_counter()
@@ -109,7 +111,7 @@ def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, pro
         "n_per_arm": plan.n_per_arm,
         "chunk_size": plan.chunk_size,
         "chunks": len(plan.chunks),
-        "model": {"name": model.name, "version": model.version, "hash": model.content_hash()},
+        "model": _model_record(model, protocol.model),
         "solver": solver,
         "schedule_days": list(ctx.days),
         "counts": {"ok": n_total - len(failed), "failed": len(failed), "per_arm": per_arm},
@@ -125,3 +127,13 @@ def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, pro
     rundir.finish(manifest)
     return RunSummary(Path(out), n_total, len(failed), failed, len(todo), reused,
                       time.perf_counter() - t0)
+
+
+def _model_record(model, reference: str) -> dict:
+    record = {"name": model.name, "version": model.version, "hash": model.content_hash()}
+    if reference.startswith("sbml:"):
+        import hashlib
+        path = Path(reference[len("sbml:"):])
+        record["source"] = str(path)
+        record["source_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return record

@@ -68,9 +68,12 @@ def _truncated(dist, u: np.ndarray, quantity: str, factor: float) -> np.ndarray:
     return frozen.ppf(flo + u * (fhi - flo))
 
 
-def iiv_cholesky(model: Model) -> np.ndarray:
-    """Cholesky factor of the random-effect covariance (log scale), zero rows for fixed params."""
-    omega = np.array([p.iiv for p in model.parameters])
+def iiv_cholesky(model: Model, override: dict[str, float] | None = None) -> np.ndarray:
+    """Cholesky factor of the random-effect covariance (log scale), zero rows for fixed params.
+    ``override`` replaces the declared SD of the parameters it names (a protocol's
+    ``model_variability``)."""
+    override = override or {}
+    omega = np.array([override.get(p.name, p.iiv) for p in model.parameters])
     corr = np.eye(omega.size)
     index = {n: i for i, n in enumerate(model.parameter_names)}
     for c in model.correlations:
@@ -83,8 +86,8 @@ def iiv_cholesky(model: Model) -> np.ndarray:
     return chol
 
 
-def generate(model: Model, population: Population, arm_id: str, indices: np.ndarray, seed: int,
-             typical: np.ndarray) -> Patients:
+def generate(model: Model, population: Population | None, arm_id: str, indices: np.ndarray, seed: int,
+             typical: np.ndarray, variability: dict[str, float] | None = None) -> Patients:
     """Generate the patients ``indices`` of an arm. ``typical`` holds the arm's typical
     parameter values (the model's defaults with the product's mechanism parameters set)."""
     n = indices.size
@@ -96,11 +99,14 @@ def generate(model: Model, population: Population, arm_id: str, indices: np.ndar
         normals[row] = rng.standard_normal(len(model.parameters))
     # Row by row, not a matrix product: BLAS kernels change their summation order with the
     # number of rows, and a patient must not depend on the size of its chunk.
-    chol = iiv_cholesky(model)
+    chol = iiv_cholesky(model, variability)
     eta = (normals[:, None, :] * chol[None, :, :]).sum(axis=-1)
     theta = typical[None, :] * np.exp(eta)
 
     cov: dict[str, np.ndarray] = {}
+    if population is None:  # a model without patient covariates (e.g. an imported SBML model)
+        subject = [f"{arm_id}-{int(i) + 1:06d}" for i in indices]
+        return Patients(arm_id, indices.copy(), subject, {}, theta, eta)
     if population.patients is not None:
         pts = [population.patients[int(i) % len(population.patients)] for i in indices]
         subject_ids = [p.id for p in pts]

@@ -93,7 +93,14 @@ def load_protocol(path: str | Path) -> LoadedProtocol:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ProtocolError(str(path), [f"not valid TOML: {exc}"]) from None
-    return LoadedProtocol(parse_protocol(data, str(path)), text, str(path))
+    protocol = parse_protocol(data, str(path))
+    if is_sbml(protocol):
+        target = Path(protocol.model[len(SBML_PREFIX):])
+        target = target if target.is_absolute() else (path.parent / target)
+        if not target.is_file():
+            raise ProtocolError(str(path), [f"model: SBML file {target} not found"])
+        protocol = protocol.model_copy(update={"model": SBML_PREFIX + str(target.resolve())})
+    return LoadedProtocol(protocol, text, str(path))
 
 
 def schedule_days(protocol: Protocol) -> list[float]:
@@ -104,8 +111,30 @@ def schedule_days(protocol: Protocol) -> list[float]:
     return [s.start + i * s.every for i in range(n + 1) if s.start + i * s.every <= s.stop + 1e-9]
 
 
+SBML_PREFIX = "sbml:"
+
+
+def is_sbml(p: Protocol) -> bool:
+    return p.model.startswith(SBML_PREFIX)
+
+
 def check_semantics(p: Protocol) -> list[str]:
+    if is_sbml(p):
+        return _check_sbml_protocol(p)
     problems: list[str] = []
+    if p.model not in known_models():
+        problems.append(f"model: unknown model {p.model!r}; known: {sorted(known_models())} or 'sbml:PATH'")
+    if p.population is None:
+        return problems + ["population: required field is missing"]
+    unknown = sorted(set(p.model_variability) - set(_parameter_names(p.model)))
+    if unknown:
+        problems.append(f"model_variability: unknown parameters {unknown} of model {p.model}")
+    for i, arm in enumerate(p.arms):
+        for field in ("product", "dose", "lymphodepletion"):
+            if getattr(arm, field) is None:
+                problems.append(f"arms[{i}] ({arm.id}).{field}: required field is missing")
+    if problems:
+        return problems
     products = set(PRODUCTS) | set(p.products)
     regimens = set(PRESETS) | set(p.regimens)
     for name, prod in p.products.items():
@@ -153,6 +182,34 @@ def check_semantics(p: Protocol) -> list[str]:
         problems.append(f"schedule: days {early[:5]} lie before day {EARLIEST_DAY:g}, outside the "
                         "simulated window")
     problems += _check_population(p.population)
+    return problems
+
+
+def known_models() -> list[str]:
+    from cartwin.model import MODELS
+    return list(MODELS)
+
+
+def _parameter_names(model: str) -> tuple[str, ...]:
+    from cartwin.model import MODELS
+    return MODELS[model].parameter_names if model in MODELS else ()
+
+
+def _check_sbml_protocol(p: Protocol) -> list[str]:
+    """An SBML model carries its own doses and needs no covariates: arms name only n."""
+    problems = []
+    for i, arm in enumerate(p.arms):
+        given = [f for f in ("product", "dose", "lymphodepletion") if getattr(arm, f) is not None]
+        if given:
+            problems.append(f"arms[{i}] ({arm.id}): {given} do not apply to an SBML model, which "
+                            "carries its own doses; remove them")
+        if arm.n is None:
+            problems.append(f"arms[{i}] ({arm.id}).n: required")
+    if p.population is not None:
+        problems.append("population: an SBML model takes no patient covariates; remove [population] "
+                        "(variability comes from model_variability)")
+    if p.products or p.regimens:
+        problems.append("products/regimens: do not apply to an SBML model")
     return problems
 
 

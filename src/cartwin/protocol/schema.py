@@ -167,9 +167,10 @@ class ProductDefinition(_Strict):
 
 class Arm(_Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="arm identifier (letters, digits, _ . -)")
-    product: str
-    dose: CellsPerKg | FlatCells
-    lymphodepletion: str | list[DrugAdministration]
+    product: str | None = Field(default=None, description="required with cartwin's own models")
+    dose: CellsPerKg | FlatCells | None = Field(default=None, description="required with cartwin's own models")
+    lymphodepletion: str | list[DrugAdministration] | None = Field(
+        default=None, description="required with cartwin's own models")
     n: int | None = Field(default=None, ge=1, description="virtual patients in this arm")
     label: str = ""
 
@@ -206,10 +207,14 @@ class Protocol(_Strict):
     study_id: str = Field(min_length=1)
     title: str = ""
     seed: int = Field(ge=0)
-    model: str = "lupus_cart"
+    model: str = Field(default="lupus_cart", description="a cartwin model name, or 'sbml:PATH' for an "
+                       "SBML file (path relative to the protocol file) that carries its own doses")
+    model_variability: dict[str, float] = Field(
+        default_factory=dict, description="log-normal inter-individual SD per model parameter; "
+        "overrides the model's declared variability")
     follow_up_days: float = Field(gt=0, le=3650)
     schedule: Schedule
-    population: Population
+    population: Population | None = Field(default=None, description="required with cartwin's own models")
     arms: list[Arm] = Field(min_length=1)
     products: dict[str, ProductDefinition] = Field(default_factory=dict)
     regimens: dict[str, list[DrugAdministration]] = Field(default_factory=dict)

@@ -12,7 +12,7 @@ import multiprocessing
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import polars as pl
@@ -27,6 +27,7 @@ from cartwin.population.virtual import generate
 from cartwin.protocol.load import schedule_days
 from cartwin.protocol.schema import Protocol
 from cartwin.simulate.events import EVENT_COLUMNS, doses_to_schedule
+from cartwin.simulate.schedule import build_schedule
 from cartwin.simulate.solvers import BACKENDS
 from cartwin.therapy.arm import ArmTherapy, resolve_arm
 from cartwin.vocabulary import test_codes
@@ -74,7 +75,7 @@ def auto_chunk_size(n_total: int, workers: int) -> int:
 
 def make_plan(protocol: Protocol, n_per_arm: int | None = None, seed: int | None = None,
               chunk_size: int | None = None, workers: int | None = None) -> Plan:
-    explicit = protocol.population.patients
+    explicit = protocol.population.patients if protocol.population is not None else None
     counts = {}
     for arm in protocol.arms:
         if n_per_arm is not None:
@@ -96,10 +97,12 @@ class Context:
     protocol: Protocol
     seed: int
     days: tuple[float, ...]
+    imported: Any = None
+    """An imported model and its fixed-time doses (``cartwin.io.sbml_import.ImportedModel``)."""
 
     @property
     def model(self) -> Model:
-        return get_model(self.protocol.model)
+        return self.imported.model if self.imported is not None else get_model(self.protocol.model)
 
     def therapy(self, arm_index: int) -> ArmTherapy:
         return resolve_arm(self.protocol, self.protocol.arms[arm_index])
@@ -130,12 +133,32 @@ def typical_parameters(model: Model, therapy: ArmTherapy) -> np.ndarray:
     return theta
 
 
+def make_context(protocol: Protocol, seed: int) -> Context:
+    """The context of a run; an SBML model named by the protocol is imported here."""
+    imported = None
+    if protocol.model.startswith("sbml:"):
+        from cartwin.io.sbml_import import import_sbml  # only runs with SBML models need it
+        from cartwin.protocol import ProtocolError
+        path = protocol.model[len("sbml:"):]
+        try:
+            imported = import_sbml(path)
+        except ValueError as exc:  # the importer's errors list the unsupported constructs
+            raise ProtocolError(path, [str(exc)]) from None
+        unknown = sorted(set(protocol.model_variability) - set(imported.model.parameter_names))
+        if unknown:
+            raise ProtocolError(path, [f"model_variability: unknown parameters {unknown}; the SBML "
+                                       f"model has {list(imported.model.parameter_names)}"])
+    return Context(protocol, seed, tuple(schedule_days(protocol)), imported)
+
+
 def run_chunk(ctx: Context, spec: ChunkSpec) -> ChunkResult:
+    if ctx.imported is not None:
+        return _run_imported_chunk(ctx, spec)
     model = ctx.model
     compiled = compile_model(model)
     therapy = ctx.therapy(spec.arm_index)
     pop = generate(model, ctx.protocol.population, spec.arm_id, np.arange(spec.start, spec.stop),
-                   ctx.seed, typical_parameters(model, therapy))
+                   ctx.seed, typical_parameters(model, therapy), ctx.protocol.model_variability)
     missing = [c for c in model.covariate_names if c not in pop.covariates]
     if missing:
         raise ValueError(f"model {model.name} needs covariates {missing} that the population lacks")
@@ -155,6 +178,47 @@ def run_chunk(ctx: Context, spec: ChunkSpec) -> ChunkResult:
     return ChunkResult(spec, _patients_table(pop, therapy, result),
                        _parameters_table(pop, model), _observations_table(pop, model, days, obs, result.ok),
                        _events_table(pop, model, doses, days))
+
+
+def _run_imported_chunk(ctx: Context, spec: ChunkSpec) -> ChunkResult:
+    """A chunk of an imported (SBML) model: its own doses, no covariates, time 0 = model start."""
+    import sympy as sp
+
+    model = ctx.model
+    compiled = compile_model(model)
+    typical = np.array([p.value for p in model.parameters], float)
+    pop = generate(model, None, spec.arm_id, np.arange(spec.start, spec.stop), ctx.seed, typical,
+                   ctx.protocol.model_variability)
+    n = len(pop.subject)
+    K = compiled.constants(pop.theta, np.zeros((n, 0)))
+    Y0 = compiled.initial(K)
+    index = {s: i for i, s in enumerate(model.state_names)}
+    doses = ctx.imported.doses
+    schedules, dose_rows = [], []
+    for i in range(n):
+        env = {sp.Symbol(c, real=True): K[i, j] for j, c in enumerate(compiled.CONSTANT_NAMES)}
+        amounts = np.array([float(d.amount.xreplace(env)) for d in doses], float)
+        schedules.append(build_schedule(len(index), np.array([d.time for d in doses], float),
+                                        np.array([index[d.state] for d in doses], int), amounts,
+                                        np.zeros(len(doses))))
+        dose_rows.append(amounts)
+    days = np.asarray(ctx.days, float)
+    grid = days if days[0] == 0.0 else np.concatenate([[0.0], days])  # SBML starts at time 0
+    result = ctx.solver().solve(compiled, K, Y0, schedules, grid)
+    obs = np.full(result.states.shape[:2] + (len(model.observables),), np.nan)
+    if result.ok.any():
+        obs[result.ok] = compiled.observe(result.states[result.ok], K[result.ok], grid)
+    obs = obs[:, grid.size - days.size:]
+    patients = pa.table({"subject": pop.subject, "arm": [pop.arm] * n,
+                         "index": pop.index.astype(np.int64), "model": [model.name] * n,
+                         "status": np.where(result.ok, "ok", "failed"), "failure_reason": result.reasons})
+    events = {k: [] for k in ("ID", "TIME", "EVID", "CMT", "CMTNAME", "AMT")}
+    for subject, amounts in zip(pop.subject, dose_rows):
+        for d, amount in zip(doses, amounts):
+            for key, value in zip(events, (subject, d.time, 1, index[d.state] + 1, d.state, amount)):
+                events[key].append(value)
+    return ChunkResult(spec, patients, _parameters_table(pop, model),
+                       _observations_table(pop, model, days, obs, result.ok), pa.table(events))
 
 
 def _patients_table(pop, therapy: ArmTherapy, result) -> pa.Table:
@@ -294,7 +358,7 @@ def simulate(protocol: Protocol, n_per_arm: int | None = None, seed: int | None 
     """Simulate a protocol in memory and return tidy tables (no files written)."""
     workers = workers or 1
     plan = make_plan(protocol, n_per_arm, seed, chunk_size, workers)
-    ctx = Context(protocol, plan.seed, tuple(schedule_days(protocol)))
+    ctx = make_context(protocol, plan.seed)
     results = sorted(execute(ctx, plan.chunks, workers, _identity),
                      key=lambda r: (r.spec.arm_index, r.spec.start))
     def cat(name):
