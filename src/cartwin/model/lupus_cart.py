@@ -180,6 +180,7 @@ PARAMETERS = (
     _p("IL6_HYPOTEN", 120.0, "pg/mL", "IL-6 above which hypotension needs fluids", "calibrated: CRS grade 2 in about 1 of 15 autologous patients (Muller 2024 NEJM); grade >= 2 CRS is rare in SLE", "cytokines"),
     _p("IL6_HYPOXIA", 200.0, "pg/mL", "IL-6 above which low-flow oxygen is needed", "assumed: hypoxia needs a higher cytokine level than hypotension (ordering of ASTCT grades); no SLE patient needed oxygen in the Erlangen series", "cytokines"),
     _p("IL6_ICANS", 150.0, "pg/mL", "IL-6 above which the ICE score falls", "calibrated: ICANS grade 1 in 1/15 (Muller 2024 NEJM); extreme IL-6 stands in for the endothelial activation that drives ICANS", "cytokines"),
+    _p("PRED_BEFORE", 7.5, "mg/day", "prednisolone-equivalent dose before the infusion", "assumed: refractory SLE at enrolment on low-dose glucocorticoids; Erlangen and TyU19 protocols stop immunosuppression and glucocorticoids around lymphodepletion (Mackensen2022: drug-free remission)", "background therapy"),
     _p("ALT0", 20.0, "U/L", "baseline ALT", "assumed: reference range 7-40 U/L", "liver", 0.3),
     _p("AST0", 22.0, "U/L", "baseline AST", "assumed: reference range 8-40 U/L", "liver", 0.25),
     _p("K_ALT", 0.47, "1/day", "ALT plasma clearance", "Sherman2022", "liver"),
@@ -240,10 +241,10 @@ ASSIGNMENTS = (
     _a("PBA0", "K_DIFFA*BA0/K_DPB", "cells/uL-eq", "baseline autoreactive plasmablasts"),
     _a("PCN0", "F_PCN*K_DPB*(PB0 + PBA0)/K_DPCN", "cells/uL-eq", "baseline CD19- recently formed plasma cells"),
     _a("LL0", "F_LL*K_DPCN*PCN0/K_DLL", "cells/uL-eq", "baseline long-lived plasma cells"),
-    _a("P_DS_SL", "F_DSDNA_SL*K_IGG*DSDNA0/PBA0", "IU/mL/day per cell", "anti-dsDNA production by autoreactive plasmablasts"),
-    _a("P_DS_LL", "(1 - F_DSDNA_SL)*K_IGG*DSDNA0/LL0", "IU/mL/day per cell", "anti-dsDNA production by long-lived plasma cells"),
-    _a("Q_SL", "F_IGG_SL*K_IGG*IGG0/(PB0 + PBA0 + PCN0)", "g/L/day per cell", "IgG production by short-lived cells"),
-    _a("Q_LL", "(1 - F_IGG_SL)*K_IGG*IGG0/LL0", "g/L/day per cell", "IgG production by long-lived plasma cells"),
+    _a("P_DS_SL", "F_DSDNA_SL*K_IGG*DSDNA0/PBA0", "IU/mL/day per cells/uL", "anti-dsDNA production by autoreactive plasmablasts"),
+    _a("P_DS_LL", "(1 - F_DSDNA_SL)*K_IGG*DSDNA0/LL0", "IU/mL/day per cells/uL", "anti-dsDNA production by long-lived plasma cells"),
+    _a("Q_SL", "F_IGG_SL*K_IGG*IGG0/(PB0 + PBA0 + PCN0)", "g/L/day per cells/uL", "IgG production by short-lived cells"),
+    _a("Q_LL", "(1 - F_IGG_SL)*K_IGG*IGG0/LL0", "g/L/day per cells/uL", "IgG production by long-lived plasma cells"),
     _a("E3", "Max(C3_NORMAL/C3_0 - 1, 0)", "1", "C3 consumption per unit immune complex"),
     _a("E4", "Max(C4_NORMAL/C4_0 - 1, 0)", "1", "C4 consumption per unit immune complex"),
     _a("L0", "H0 + NK0", "cells/uL", "baseline lymphocyte sink of homeostatic cytokines"),
@@ -354,6 +355,25 @@ OBSERVABLES = (
     _o("SD_CASTS", "CASTS0*above(DR, THR_RENAL)", "presence", "urinary casts"),
     _o("SD_HEMAT", "HEMAT0*above(DR, THR_RENAL)", "presence", "haematuria"),
     _o("SD_PYUR", "PYUR0*above(DR, THR_RENAL)", "presence", "pyuria"),
+    _o("SD_SEIZ", "0", "presence", "seizure: neuropsychiatric lupus is not modelled; virtual populations carry none (assumed absent)"),
+    _o("SD_PSYCH", "0", "presence", "psychosis: neuropsychiatric lupus is not modelled; virtual populations carry none (assumed absent)"),
+    _o("SD_OBS", "0", "presence", "organic brain syndrome: neuropsychiatric lupus is not modelled; virtual populations carry none (assumed absent)"),
+    _o("SD_VISUAL", "0", "presence", "visual disturbance: neuropsychiatric lupus is not modelled; virtual populations carry none (assumed absent)"),
+    _o("SD_CRAN", "0", "presence", "cranial nerve disorder: neuropsychiatric lupus is not modelled; virtual populations carry none (assumed absent)"),
+    _o("SD_HEAD", "0", "presence", "lupus headache: neuropsychiatric lupus is not modelled; virtual populations carry none (assumed absent)"),
+    _o("SD_CVA", "0", "presence", "cerebrovascular accident: neuropsychiatric lupus is not modelled; virtual populations carry none (assumed absent)"),
+    _o("PRED", "PRED_BEFORE*above(-t, 0)", "mg/day", "glucocorticoid dose: the enrolment dose before the infusion, none after (trial protocols stop it)"),
+    _o("IMMSUP", "above(-t, 0)", "presence", "immunosuppressant before the infusion, none after (trial protocols stop it)"),
+    _o("ANTIMAL", "0", "presence", "antimalarial: not modelled, assumed stopped"),
+    _o("BILAG_MSK", "5 - ARTH0*(1 + 2*above(D, THR_ARTH))", "grade", "BILAG musculoskeletal mapped from arthritis: B while active, D once resolved, E if never involved (assumed mapping)"),
+    _o("BILAG_MUC", "5 - Max(RASH0, Max(ALOP0, Max(MUC0, VASC0)))*(1 + 2*Max(RASH0*above(D, THR_RASH), Max(ALOP0*above(D, THR_ALOP), Max(MUC0*above(D, THR_MUC), VASC0*above(D, THR_VASC)))))", "grade", "BILAG mucocutaneous mapped from rash, alopecia, ulcers and cutaneous vasculitis (assumed mapping)"),
+    _o("BILAG_CARD", "5 - Max(PLEUR0, PERIC0)*(1 + 2*above(D, THR_SEROS))", "grade", "BILAG cardiorespiratory mapped from serositis (assumed mapping)"),
+    _o("BILAG_RENAL", "5 - Max(Max(CASTS0, HEMAT0), Max(PYUR0, above(UPROT0, 0.5)))*(1 + 2*above(DR, THR_RENAL))", "grade", "BILAG renal mapped from urinary sediment and proteinuria (assumed mapping)"),
+    _o("BILAG_GEN", "5", "grade", "BILAG constitutional: not modelled (E)"),
+    _o("BILAG_NEURO", "5", "grade", "BILAG neuropsychiatric: not modelled (E)"),
+    _o("BILAG_GI", "5", "grade", "BILAG gastrointestinal: not modelled (E)"),
+    _o("BILAG_OPHTH", "5", "grade", "BILAG ophthalmic: not modelled (E)"),
+    _o("BILAG_HAEM", "5", "grade", "BILAG haematological: not modelled (E)"),
 )
 
 CORRELATIONS = (
@@ -403,7 +423,7 @@ NOTES = (
 
 MODEL = Model(
     name="lupus_cart",
-    version="0.2.0",
+    version="0.3.0",
     description="CD19 CAR-T in SLE: lymphodepletion PK, myelosuppression, host T/NK recovery, "
     "CAR-T kinetics with host-versus-graft rejection, B lineage and plasma cells, anti-dsDNA, "
     "complement, disease activity, IL-6 and liver enzymes.",
