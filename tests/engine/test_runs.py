@@ -183,3 +183,32 @@ def test_resume_after_kill_loses_and_duplicates_nothing(tmp_path, protocol_dict)
         pl.col("arm").cast(pl.String), pl.col("test").cast(pl.String), pl.col("unit").cast(pl.String))
     assert sorted_obs(resumed).equals(sorted_obs(fresh.observations))
     assert not list(out.rglob("*.tmp"))
+
+
+def test_an_arm_larger_than_the_explicit_list_repeats_it_with_unique_ids(protocol_dict):
+    protocol_dict["population"] = {"patients": [
+        {"id": "A", "sex": "F", "age": 22, "weight": 55, "height": 160, "creatinine": 60,
+         "dsdna": 100, "c3": 0.6, "c4": 0.07, "proteinuria": 0.5, "pga": 2},
+        {"id": "B", "sex": "F", "age": 24, "weight": 60, "height": 165, "creatinine": 65,
+         "dsdna": 200, "c3": 0.5, "c4": 0.06, "proteinuria": 1.0, "pga": 2.5}]}
+    for arm in protocol_dict["arms"]:
+        arm.pop("n")
+    s = simulate(parse_protocol(protocol_dict), n_per_arm=5)
+    subjects = s.patients.filter(pl.col("arm") == "auto")["subject"].to_list()
+    assert subjects == ["auto-A", "auto-B", "auto-A-2", "auto-B-2", "auto-A-3"]
+    assert s.patients["WT"].to_list()[:5] == [55, 60, 55, 60, 55]
+
+
+def test_tiny_negative_round_off_is_zeroed_and_real_negatives_fail():
+    from cartwin.model.lupus_cart import MODEL
+    from cartwin.simulate.runner import reject_negative_states
+    from cartwin.simulate.solvers import SolveResult
+    states = np.ones((3, 2, len(MODEL.state_names)))
+    states[0, 1, 3] = -1e-12   # round-off
+    states[1, 0, 5] = -0.5     # a broken solve
+    res = reject_negative_states(SolveResult(states, np.array([True, True, True]), ["", "", ""]),
+                                 MODEL, atol=1e-9)
+    assert list(res.ok) == [True, False, True]
+    assert res.states[0, 1, 3] == 0.0
+    assert MODEL.state_names[5] in res.reasons[1] and "negative" in res.reasons[1]
+    assert np.isnan(res.states[1]).all()

@@ -109,7 +109,10 @@ def generate(model: Model, population: Population | None, arm_id: str, indices: 
         return Patients(arm_id, indices.copy(), subject, {}, theta, eta)
     if population.patients is not None:
         pts = [population.patients[int(i) % len(population.patients)] for i in indices]
-        subject_ids = [p.id for p in pts]
+        # an arm larger than the list repeats it; repeats get a suffix so that ids stay unique
+        n_listed = len(population.patients)
+        subject_ids = [p.id if int(i) < n_listed else f"{p.id}-{int(i) // n_listed + 1}"
+                       for p, i in zip(pts, indices)]
         cov["SEXF"] = np.array([p.sex == "F" for p in pts], float)
         cov["AGE"] = np.array([p.age for p in pts], float)
         cov["WT"] = np.array([p.weight for p in pts], float)

@@ -171,13 +171,40 @@ def run_chunk(ctx: Context, spec: ChunkSpec) -> ChunkResult:
     doses = [therapy.doses(pop.covariates["BSA"][i], pop.covariates["WT"][i], pop.covariates["CRCL"][i])
              for i in range(n)]
     schedules = [doses_to_schedule(d, model, scales[i]) for i, d in enumerate(doses)]
-    result = ctx.solver().solve(compiled, K, Y0, schedules, days)
+    result = reject_negative_states(ctx.solver().solve(compiled, K, Y0, schedules, days), model,
+                                    ctx.protocol.solver.atol, ctx.protocol.solver.rtol)
     obs = np.full(result.states.shape[:2] + (len(model.observables),), np.nan)
     if result.ok.any():
         obs[result.ok] = compiled.observe(result.states[result.ok], K[result.ok], days)
     return ChunkResult(spec, _patients_table(pop, therapy, result),
                        _parameters_table(pop, model), _observations_table(pop, model, days, obs, result.ok),
                        _events_table(pop, model, doses, days))
+
+
+NEGATIVE_TOLERANCE_FACTOR = 100.0
+
+
+def reject_negative_states(result, model: Model, atol: float, rtol: float = 1e-6):
+    """cartwin's own models keep every state nonnegative. A state a little below zero is
+    round-off within the solver's error control (100 x (atol + rtol x the state's largest
+    value)) and is set to zero; one further below means the solve went wrong, and the patient
+    is marked failed with the state named."""
+    from cartwin.simulate.solvers import SolveResult
+
+    states = result.states
+    ok = result.ok.copy()
+    reasons = list(result.reasons)
+    for i in np.flatnonzero(ok):
+        worst = states[i].min(axis=0)
+        limit = -NEGATIVE_TOLERANCE_FACTOR * (atol + rtol * np.abs(states[i]).max(axis=0))
+        if np.any(worst < limit):
+            j = int(np.argmin(worst))
+            ok[i] = False
+            reasons[i] = (f"state {model.state_names[j]} went negative ({worst[j]:.3g}), beyond "
+                          "the solver's error control")
+            states[i] = np.nan
+    np.maximum(states, 0.0, out=states, where=~np.isnan(states))
+    return SolveResult(states, ok, reasons)
 
 
 def _run_imported_chunk(ctx: Context, spec: ChunkSpec) -> ChunkResult:
