@@ -54,7 +54,7 @@ class FitData:
     def n_subjects(self) -> int:
         return len(self.subjects)
 
-    body: np.ndarray = None  # (N, 3): BSA m^2, weight kg, CrCl mL/min, for the dose rules
+    body: np.ndarray | None = None  # (N, 3): BSA m^2, weight kg, CrCl mL/min, for the dose rules
 
     def doses(self, i: int) -> list[Dose]:
         bsa, weight, crcl = self.body[i]

@@ -161,7 +161,7 @@ def time_bins(days: np.ndarray, n_bins: int = 12) -> np.ndarray:
 def vpc_figure(result: FitResult, path: Path, replicates: int, seed: int) -> dict:
     sims = simulate_replicates(result, replicates, seed)
     d = result.data
-    lloq = {t: v for t, v in result.predictor.data.n_below_lloq.items()}
+    left_out = result.data.n_below_lloq
     tests = result.tests
     fig, axes = plt.subplots(1, len(tests), figsize=(5.5 * len(tests), 4.5), squeeze=False)
     summary = {}
@@ -189,7 +189,7 @@ def vpc_figure(result: FitResult, path: Path, replicates: int, seed: int) -> dic
         ax.set(yscale="log", xlabel="day", ylabel=f"{test} ({d.units[j]})", title=f"VPC {test}")
         inside = ((observed >= sim_q[:, 0, :]) & (observed <= sim_q[:, 2, :])).mean()
         summary[test] = {"bins": int(len(centres)), "observed_percentiles_inside_90pct_band": float(inside),
-                         "left_out_below_lloq": lloq.get(test, 0)}
+                         "left_out_below_lloq": left_out.get(test, 0)}
     fig.suptitle(f"Visual predictive check: observed 5/50/95th percentiles (black) and 90% bands of "
                  f"simulated percentiles ({replicates} replicates)", fontsize=9)
     fig.tight_layout()

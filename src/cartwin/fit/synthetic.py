@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from cartwin.fit.data import FitData, subject_covariates
+from cartwin.fit.data import load_fit_data
 from cartwin.fit.predict import Predictor
 from cartwin.model.declaration import Model
 from cartwin.population.covariates import PATIENT_COVARIATES
@@ -95,7 +95,6 @@ def simulate_study(model: Model, n: int, typical: dict[str, float], omega: dict[
             rows["unit"] += [units[t]] * len(VISITS)
     frame = pl.DataFrame(rows)
     # predictions at the true individual parameters, through the fit's own data path
-    from cartwin.fit.data import load_fit_data
     data = load_fit_data(frame, model, subjects=subjects)
     predictor = Predictor(model, data, names)
     obs, ok = predictor.solve(true_phi)
@@ -115,5 +114,3 @@ def simulate_study(model: Model, n: int, typical: dict[str, float], omega: dict[
                            "lloq": dict(lloq or {}), "seed": seed, "n": n, "product": product,
                            "regimen": regimen})
 
-
-__all__ = ["SyntheticStudy", "simulate_study", "design_protocol", "FitData", "subject_covariates"]
