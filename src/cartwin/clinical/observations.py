@@ -151,6 +151,36 @@ def _as_float(frame: pl.DataFrame, column: str) -> tuple[pl.Expr, pl.Expr]:
     return parsed.fill_nan(None), (~missing & parsed.is_null())
 
 
+def _lookup(frame: pl.DataFrame, table_: pl.DataFrame, keys: list[str], columns: list[str]) -> pl.DataFrame:
+    """``frame.join(table_, on=keys, how="left")`` for a small lookup table, without a row-level join.
+
+    The table's key rows must be unique (they are for every rules table); then each looked-up
+    column is gathered from the table at the key's position (one dictionary lookup per row), which
+    keeps the frame's row order and is several times faster than a hash join on tens of millions of
+    text keys. Falls back to the join otherwise.
+    """
+    small = table_.select(*keys, *columns)
+    if small.select(pl.struct(keys).is_duplicated().any()).item() or any(frame.schema[k] != pl.String for k in keys):
+        return frame.join(small, on=keys, how="left")
+    sep = "\x1f"  # not part of any test code or unit text
+    if len(keys) == 1:
+        key, table_key = pl.col(keys[0]), small[keys[0]]
+    else:
+        key = pl.concat_str([pl.col(k) for k in keys], separator=sep)
+        table_key = small.select(pl.concat_str([pl.col(k) for k in keys], separator=sep)).to_series()
+    positions = {k: i for i, k in enumerate(table_key.to_list()) if k is not None}
+    index = frame.select(key.replace_strict(positions, default=None, return_dtype=pl.UInt32)).to_series()
+    return frame.with_columns([small[column].gather(index).alias(column) for column in columns])
+
+
+def _has_duplicate_keys(frame: pl.DataFrame, keys: list[str]) -> bool:
+    """Whether any (subject, day, test) repeats. Distinct 64-bit hashes prove there is no repeat
+    (equal keys hash equally); only when two hashes coincide are the keys compared exactly."""
+    if frame.select(pl.struct(keys).hash().n_unique()).item() == frame.height:
+        return False
+    return frame.select(pl.struct(keys).is_duplicated().any()).item()
+
+
 def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Validate and convert one observation table; returns (canonical frame, flags)."""
     missing_cols = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
@@ -222,8 +252,7 @@ def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     )
 
     units = unit_table()
-    frame = frame.join(units.select("test", "unit", "canonical_unit", "factor", "offset"),
-                       on=["test", "unit"], how="left")
+    frame = _lookup(frame, units, ["test", "unit"], ["canonical_unit", "factor", "offset"])
     unknown_unit = frame.filter(pl.col("factor").is_null() & (pl.col("unit") != ""))
     if unknown_unit.height:
         first = unknown_unit.row(0, named=True)
@@ -249,7 +278,7 @@ def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     )
 
     ranges = value_range_table()
-    frame = frame.join(ranges.select("test", "minimum", "maximum", "integer"), on="test", how="left")
+    frame = _lookup(frame, ranges, ["test"], ["minimum", "maximum", "integer"])
     out_of_range = frame.filter(
         (pl.col("value") < pl.col("minimum")) | (pl.col("value") > pl.col("maximum"))
         | (pl.col("integer") & (pl.col("value") != pl.col("value").round(0)))
@@ -262,7 +291,7 @@ def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
               f"({first['minimum']:g}{hi}{', whole numbers' if first['integer'] else ''} in {first['unit']})",
               "Correct the value or its unit (rules/value_ranges.csv gives the ranges).")
 
-    if frame.select(pl.struct("subject", "day", "test").is_duplicated().any()).item():
+    if _has_duplicate_keys(frame, ["subject", "day", "test"]):
         duplicated = frame.filter(pl.len().over("subject", "day", "test") > 1).sort("subject", "test", "day", "row")
         first = duplicated.row(0, named=True)
         _fail(file, duplicated, "test",
@@ -271,7 +300,7 @@ def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
               "Keep one row per subject, day and test (e.g. the day's highest temperature or lowest count).")
 
     limits = default_limits()
-    frame = frame.join(limits.select("test", "default_lower", "default_upper"), on="test", how="left")
+    frame = _lookup(frame, limits, ["test"], ["default_lower", "default_upper"])
     has_row_limits = pl.col("lower").is_not_null() | pl.col("upper").is_not_null()
     has_default = pl.col("default_lower").is_not_null() | pl.col("default_upper").is_not_null()
     frame = frame.with_columns(
