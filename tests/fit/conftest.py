@@ -11,13 +11,7 @@ from __future__ import annotations
 import pytest
 
 from cartwin.model import DEFAULT_MODEL
-
-TRUTH = {"RHO": 1.4, "K_E": 0.16, "MTT_PRE": 55.0}
-OMEGA = {"RHO": 0.15, "K_E": 0.2, "MTT_PRE": 0.25}
-SIGMA = {"CART": 0.3, "BCELL": 0.25}
-LLOQ = {"CART": 0.01}
-START = {"RHO": 1.0, "K_E": 0.25, "MTT_PRE": 40.0}  # away from the truth, as a user's guess would be
-STUDY_SEED = 3
+from recovery_design import LLOQ, OMEGA, SIGMA, START, STUDY_SEED, TRUTH
 
 
 @pytest.fixture(scope="session")

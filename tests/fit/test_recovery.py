@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import polars as pl
-from conftest import LLOQ, OMEGA, SIGMA, START, TRUTH
+from recovery_design import LLOQ, OMEGA, SIGMA, START, TRUTH
 
 
 def test_fixed_effects_inside_their_95_percent_intervals(fitted):
