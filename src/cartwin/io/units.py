@@ -40,7 +40,7 @@ _TOKENS: dict[str, tuple[float, dict[str, int]]] = {
 }
 # whole strings that are dimensionless by meaning (scores, flags, ratios of like quantities)
 _DIMENSIONLESS = {"1", "fold baseline", "presence", "points", "category", "count", "mg/mg",
-                  "L/h per L/h CrCl", "C", "%"}
+                  "L/h per L/h CrCl", "C", "%", "grade", "%BSA", "episodes/day"}
 _NOTE_ONLY = {"C": "degree Celsius (no SBML Level 3 unit; written as dimensionless)",
               "IU/mL": "international units per mL (IU has no SBML kind; written as 1/mL)"}
 

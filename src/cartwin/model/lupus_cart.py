@@ -185,6 +185,8 @@ PARAMETERS = (
     _p("AST0", 22.0, "U/L", "baseline AST", "assumed: reference range 8-40 U/L", "liver", 0.25),
     _p("K_ALT", 0.47, "1/day", "ALT plasma clearance", "Sherman2022", "liver"),
     _p("K_AST", 1.13, "1/day", "AST plasma clearance", "Sherman2022", "liver"),
+    _p("K_GVH", 0.0008, "1/day per cells/uL", "priming of donor-TCR alloreactivity by circulating CAR-T (TRAC intact only)", "calibrated: acute GvHD in about 1 of 13 recipients of donor-derived, unedited CD19 CAR-T (Blood 2023;142:146); no quantitative GvHD model was found, so the link is a single assumed accumulation", "GvHD", 1.0),
+    _p("D_GVH", 0.05, "1/day", "waning of donor-TCR alloreactivity", "assumed: GvHD after CAR-T, when it occurs, starts within weeks", "GvHD"),
     _p("K_LI", 0.35, "1/day", "resolution of drug-induced hepatocellular injury", "assumed: transaminase peaks 1-2 weeks after Flu/Cy", "liver"),
     _p("S_LI_CY", 0.025, "L/mg/day", "hepatocellular injury per cyclophosphamide concentration", "calibrated: grade 3/4 liver dysfunction reported in a minority after Flu/Cy (TyU19 Cell Research 2025)", "liver", 0.9),
     _p("EMAX_ALT", 3.0, "1", "maximal IL-6-driven transaminase rise (fold)", "assumed: CRS-related transaminitis is mostly grade 1 (up to 3x ULN)", "liver"),
@@ -306,6 +308,7 @@ STATES = (
     _s("D", "1", "systemic organ inflammation, normalised to baseline", "1", "K_D*(W_IC*IC + (1 - W_IC)*(BA + PBA)/(BA0 + PBA0) - D)", "disease"),
     _s("DR", "1", "renal inflammation, normalised to baseline", "1", "K_DR*(W_IC*IC + (1 - W_IC)*(BA + PBA)/(BA0 + PBA0) - DR)", "disease"),
     _s("IL6", "pg/mL", "serum IL-6", "IL6_0", "K6*IL6_0*(1 + P6*CE*BTOT/(BTOT + K6_AG)) - K6*IL6", "cytokines"),
+    _s("GVH", "1", "donor-TCR alloreactivity against the host (GvHD drive; stays 0 when TRAC is knocked out)", "0", "TCR_ALLO*K_GVH*(CE + CM) - D_GVH*GVH", "GvHD"),
     _s("LI", "1", "drug-induced hepatocellular injury signal", "0", "S_LI_CY*C_CY - K_LI*LI", "liver"),
     _s("ALT", "U/L", "alanine aminotransferase", "ALT0", "K_ALT*(ALT0*(1 + LI + EMAX_ALT*IL6X/(IL6X + EC50_ALT)) - ALT)", "liver"),
     _s("AST", "U/L", "aspartate aminotransferase", "AST0", "K_AST*(AST0*(1 + AST_ALT*(LI + EMAX_ALT*IL6X/(IL6X + EC50_ALT))) - AST)", "liver"),
@@ -365,10 +368,13 @@ OBSERVABLES = (
     _o("PRED", "PRED_BEFORE*above(-t, 0)", "mg/day", "glucocorticoid dose: the enrolment dose before the infusion, none after (trial protocols stop it)"),
     _o("IMMSUP", "above(-t, 0)", "presence", "immunosuppressant before the infusion, none after (trial protocols stop it)"),
     _o("ANTIMAL", "0", "presence", "antimalarial: not modelled, assumed stopped"),
+    _o("GVHD_SKIN", "100*Max(GVH - 1, 0)/(Max(GVH - 1, 0) + 4)", "%BSA", "acute GvHD rash: appears once donor-TCR alloreactivity exceeds 1 (assumed link)"),
+    _o("GVHD_UGI", "0", "presence", "upper-GI GvHD: not modelled (assumed absent; skin is the usual first organ)"),
+    _o("STOOL", "0", "mL/day", "GvHD diarrhoea: not modelled (assumed absent)"),
     _o("BILAG_MSK", "5 - ARTH0*(1 + 2*above(D, THR_ARTH))", "grade", "BILAG musculoskeletal mapped from arthritis: B while active, D once resolved, E if never involved (assumed mapping)"),
-    _o("BILAG_MUC", "5 - Max(RASH0, Max(ALOP0, Max(MUC0, VASC0)))*(1 + 2*Max(RASH0*above(D, THR_RASH), Max(ALOP0*above(D, THR_ALOP), Max(MUC0*above(D, THR_MUC), VASC0*above(D, THR_VASC)))))", "grade", "BILAG mucocutaneous mapped from rash, alopecia, ulcers and cutaneous vasculitis (assumed mapping)"),
-    _o("BILAG_CARD", "5 - Max(PLEUR0, PERIC0)*(1 + 2*above(D, THR_SEROS))", "grade", "BILAG cardiorespiratory mapped from serositis (assumed mapping)"),
-    _o("BILAG_RENAL", "5 - Max(Max(CASTS0, HEMAT0), Max(PYUR0, above(UPROT0, 0.5)))*(1 + 2*above(DR, THR_RENAL))", "grade", "BILAG renal mapped from urinary sediment and proteinuria (assumed mapping)"),
+    _o("BILAG_MUC", "5 - (1 - (1 - RASH0)*(1 - ALOP0)*(1 - MUC0)*(1 - VASC0))*(1 + 2*(1 - (1 - RASH0*above(D, THR_RASH))*(1 - ALOP0*above(D, THR_ALOP))*(1 - MUC0*above(D, THR_MUC))*(1 - VASC0*above(D, THR_VASC))))", "grade", "BILAG mucocutaneous mapped from rash, alopecia, ulcers and cutaneous vasculitis: B while any is active, D once all resolved, E if none was involved (assumed mapping)"),
+    _o("BILAG_CARD", "5 - (1 - (1 - PLEUR0)*(1 - PERIC0))*(1 + 2*above(D, THR_SEROS))", "grade", "BILAG cardiorespiratory mapped from serositis (assumed mapping)"),
+    _o("BILAG_RENAL", "5 - (1 - (1 - CASTS0)*(1 - HEMAT0)*(1 - PYUR0)*(1 - above(UPROT0, 0.5)))*(1 + 2*above(DR, THR_RENAL))", "grade", "BILAG renal mapped from urinary sediment and proteinuria (assumed mapping)"),
     _o("BILAG_GEN", "5", "grade", "BILAG constitutional: not modelled (E)"),
     _o("BILAG_NEURO", "5", "grade", "BILAG neuropsychiatric: not modelled (E)"),
     _o("BILAG_GI", "5", "grade", "BILAG gastrointestinal: not modelled (E)"),
@@ -423,7 +429,7 @@ NOTES = (
 
 MODEL = Model(
     name="lupus_cart",
-    version="0.3.0",
+    version="0.3.1",
     description="CD19 CAR-T in SLE: lymphodepletion PK, myelosuppression, host T/NK recovery, "
     "CAR-T kinetics with host-versus-graft rejection, B lineage and plasma cells, anti-dsDNA, "
     "complement, disease activity, IL-6 and liver enzymes.",
