@@ -212,3 +212,13 @@ def test_tiny_negative_round_off_is_zeroed_and_real_negatives_fail():
     assert res.states[0, 1, 3] == 0.0
     assert MODEL.state_names[5] in res.reasons[1] and "negative" in res.reasons[1]
     assert np.isnan(res.states[1]).all()
+
+
+def test_outputs_limit_the_stored_tests(protocol_dict):
+    protocol_dict["outputs"] = ["CART", "BCELL"]
+    s = simulate(parse_protocol(protocol_dict), n_per_arm=2)
+    assert sorted(s.observations["test"].unique().to_list()) == ["BCELL", "CART"]
+    protocol_dict["outputs"] = ["CART", "NOPE"]
+    from cartwin.protocol import ProtocolError
+    with pytest.raises(ProtocolError, match="outputs: unknown test codes \\['NOPE'\\]"):
+        parse_protocol(protocol_dict)

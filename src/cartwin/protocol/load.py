@@ -124,6 +124,13 @@ def check_semantics(p: Protocol) -> list[str]:
     problems: list[str] = []
     if p.model not in known_models():
         problems.append(f"model: unknown model {p.model!r}; known: {sorted(known_models())} or 'sbml:PATH'")
+    elif p.outputs is not None:
+        from cartwin.model import MODELS
+        available = [o.test for o in MODELS[p.model].observables]
+        unknown = sorted(set(p.outputs) - set(available))
+        if unknown or not p.outputs:
+            problems.append(f"outputs: unknown test codes {unknown} (or an empty list); model "
+                            f"{p.model} gives {available}")
     if p.population is None:
         return problems + ["population: required field is missing"]
     unknown = sorted(set(p.model_variability) - set(_parameter_names(p.model)))

@@ -214,6 +214,9 @@ class Protocol(_Strict):
         "overrides the model's declared variability")
     follow_up_days: float = Field(gt=0, le=3650)
     schedule: Schedule
+    outputs: tuple[str, ...] | None = Field(
+        default=None, description="test codes to store in observations (default: every observable "
+        "of the model); fewer outputs mean smaller runs")
     population: Population | None = Field(default=None, description="required with cartwin's own models")
     arms: list[Arm] = Field(min_length=1)
     products: dict[str, ProductDefinition] = Field(default_factory=dict)

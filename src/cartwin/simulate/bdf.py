@@ -47,7 +47,7 @@ STATUS_TEXT = {
     SINGULAR: "singular iteration matrix",
 }
 
-KERNEL_VERSION = "4"
+KERNEL_VERSION = "5"
 
 KERNEL_SOURCE = r'''
 import numba
@@ -200,6 +200,7 @@ def segment(y, t0, t_bound, k, u, t_obs, obs_from, obs_to, out, rtol, atol, max_
                 if not have_lu:
                     if not lu_factor(c, J, F):
                         return 4
+                    steps[3] += 1
                     have_lu = True
                 # Newton iterations (SciPy's solve_bdf_system)
                 for i in range(n):
@@ -372,12 +373,13 @@ def integrate_batch(K, Y0, bp_count, bp_times, bp_jumps, bp_rates, t_obs, rtol, 
     n_pat = Y0.shape[0]
     for p in range(n_pat):
         y = Y0[p].copy()
-        steps = np.zeros(3, dtype=np.int64)
+        steps = np.zeros(4, dtype=np.int64)
         status[p] = integrate_one(y, K[p], bp_count[p], bp_times[p], bp_jumps[p], bp_rates[p],
                                   t_obs, rtol, atol, max_steps, out[p], steps)
         counters[p, 0] = steps[0]
         counters[p, 1] = steps[1]
         counters[p, 2] = steps[2]
+        counters[p, 3] = steps[3]
 '''
 
 

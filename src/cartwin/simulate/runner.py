@@ -177,7 +177,7 @@ def run_chunk(ctx: Context, spec: ChunkSpec) -> ChunkResult:
     if result.ok.any():
         obs[result.ok] = compiled.observe(result.states[result.ok], K[result.ok], days)
     return ChunkResult(spec, _patients_table(pop, therapy, result),
-                       _parameters_table(pop, model), _observations_table(pop, model, days, obs, result.ok),
+                       _parameters_table(pop, model), _observations_table(pop, model, days, obs, result.ok, ctx.protocol.outputs),
                        _events_table(pop, model, doses, days))
 
 
@@ -245,7 +245,7 @@ def _run_imported_chunk(ctx: Context, spec: ChunkSpec) -> ChunkResult:
             for key, value in zip(events, (subject, d.time, 1, index[d.state] + 1, d.state, amount)):
                 events[key].append(value)
     return ChunkResult(spec, patients, _parameters_table(pop, model),
-                       _observations_table(pop, model, days, obs, result.ok), pa.table(events))
+                       _observations_table(pop, model, days, obs, result.ok, ctx.protocol.outputs), pa.table(events))
 
 
 def _patients_table(pop, therapy: ArmTherapy, result) -> pa.Table:
@@ -276,9 +276,17 @@ def _parameters_table(pop, model: Model) -> pa.Table:
     return pa.table(cols)
 
 
-def _observations_table(pop, model: Model, days: np.ndarray, obs: np.ndarray, ok: np.ndarray) -> pa.Table:
-    tests = [o.test for o in model.observables]
-    units = [o.unit for o in model.observables]
+def _observations_table(pop, model: Model, days: np.ndarray, obs: np.ndarray, ok: np.ndarray,
+                        keep: tuple[str, ...] | None = None) -> pa.Table:
+    """The long table of ok patients; ``keep`` limits it to some test codes (protocol ``outputs``)."""
+    if keep:
+        chosen = [i for i, o in enumerate(model.observables) if o.test in keep]
+        obs = obs[:, :, chosen]
+        observables = [model.observables[i] for i in chosen]
+    else:
+        observables = list(model.observables)
+    tests = [o.test for o in observables]
+    units = [o.unit for o in observables]
     idx = np.flatnonzero(ok)
     n_ok, n_t, n_o = idx.size, days.size, len(tests)
     subject = np.repeat(np.asarray(pop.subject, dtype=object)[idx], n_t * n_o)

@@ -24,6 +24,7 @@ class SolveResult:
     states: np.ndarray  # (N, T, S)
     ok: np.ndarray  # (N,) bool
     reasons: list[str]  # "" when ok
+    counters: np.ndarray | None = None  # per patient: steps, RHS, Jacobians, LU factorisations
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,7 @@ class NumbaBDF:
         count, times, jumps, rates = pack_schedules(schedules, s)
         out = np.full((n, t_obs.size, s), np.nan)
         status = np.zeros(n, dtype=np.int64)
-        counters = np.zeros((n, 3), dtype=np.int64)
+        counters = np.zeros((n, 4), dtype=np.int64)  # steps, RHS, Jacobians, LU factorisations
         integrate = _integrator(compiled)
         integrate(np.ascontiguousarray(K, dtype=np.float64), np.ascontiguousarray(Y0, dtype=np.float64),
                   count, times, jumps, rates, np.ascontiguousarray(t_obs, dtype=np.float64),
@@ -172,7 +173,7 @@ class NumbaBDF:
         ok = status == 0
         out[~ok] = np.nan
         reasons = ["" if c == 0 else f"solver failed: BDF {STATUS_TEXT[int(c)]}" for c in status]
-        return SolveResult(out, ok, reasons)
+        return SolveResult(out, ok, reasons, counters)
 
 
 BACKENDS = {"scipy-lsoda": ScipyLSODA, "numba-bdf": NumbaBDF}
