@@ -1,4 +1,4 @@
-"""The front door: ``cartwin run | validate | show | score``.
+"""The front door: ``cartwin run | validate | show | score | report | export | fit | sensitivity``.
 
 Exit codes: 0 success, 2 bad input (protocol, data, output directory), 1 any other failure.
 """
