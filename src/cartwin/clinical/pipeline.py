@@ -120,10 +120,68 @@ def _composites(visits: pl.DataFrame, daily: pl.DataFrame) -> pl.DataFrame:
     return v.select(keep)
 
 
+# Frames larger than this are scored in chunks of whole subjects: every score is per subject, so
+# the tables are the same, and the working memory is bounded by the chunk instead of the frame.
+CHUNK_ROWS = 2_000_000
+_POSITION = "__position"  # frame order of a row, to put per-chunk flags back in whole-frame order
+
+
 def score_observations(obs: Observations, sledai_window_days: float | None = None) -> dict[str, pl.DataFrame]:
     """Score validated observations; returns the five result tables as Polars frames."""
-    frame = obs.frame
+    chunks = _subject_chunks(obs.frame, CHUNK_ROWS)
+    if chunks is None:
+        return _score_unchunked(obs, sledai_window_days)
+    tests = frozenset(obs.frame["test"].unique().drop_nulls().to_list())
+    parts: dict[str, list[pl.DataFrame]] = {"visits": [], "lab_grades": [], "patients": [], "adverse_events": [], "_base": []}
+    for chunk in chunks:
+        tables = _score_frame(chunk, sledai_window_days, tests)
+        lab_grades = tables.pop("_lab_grades")
+        for name, frame in tables.items():
+            parts[name].append(frame)
+        parts["lab_grades"].append(_lab_grade_table(lab_grades))
+        parts["_base"].append(_baseline_flag_rows(lab_grades).select(*FLAG_COLUMNS_FROM_ROWS, "_term_index", _POSITION))
+    combined = {}
+    for name, frames in parts.items():
+        if any(f.columns != frames[0].columns for f in frames):  # not expected: the unchunked path is the reference
+            return _score_unchunked(obs, sledai_window_days)
+        combined[name] = pl.concat(frames, how="vertical_relaxed")
+    base = combined.pop("_base").sort("_term_index", _POSITION, maintain_order=True)
+    combined["flags"] = _flags(obs, base)
+    return {name: combined[name] for name in TABLES}
+
+
+def _score_unchunked(obs: Observations, sledai_window_days: float | None) -> dict[str, pl.DataFrame]:
+    tables = _score_frame(obs.frame, sledai_window_days, None)
+    lab_grades = tables.pop("_lab_grades")
+    tables.update(lab_grades=_lab_grade_table(lab_grades), flags=_flags(obs, _baseline_flag_rows(lab_grades)))
+    return {name: tables[name] for name in TABLES}
+
+
+def _subject_chunks(frame: pl.DataFrame, chunk_rows: int):
+    """Generator of frames holding whole subjects (in subject order, rows in frame order) with a
+    frame-position column; None when the frame is small enough to score at once."""
+    if frame.height <= chunk_rows or frame.schema.get("subject") != pl.String or frame["subject"].null_count():
+        return None
+    subjects = frame["subject"].unique().sort()
+    n_chunks = -(-frame.height // chunk_rows)
+    per_chunk = -(-subjects.len() // n_chunks)
+    if per_chunk >= subjects.len():
+        return None
+    chunk_id = (pl.col("subject").cast(pl.Enum(subjects)).to_physical() // per_chunk).alias("__chunk")
+    keyed = frame.with_row_index(_POSITION).with_columns(chunk_id)
+
+    def generate():
+        for index in range(-(-subjects.len() // per_chunk)):
+            yield keyed.filter(pl.col("__chunk") == index).drop("__chunk")
+    return generate()
+
+
+def _score_frame(frame: pl.DataFrame, sledai_window_days: float | None, tests: frozenset | None) -> dict[str, pl.DataFrame]:
+    """Score one frame of whole subjects. ``tests``: the test codes of the whole frame when this is a
+    chunk of it, so that a chunk lacking a test scores as the whole frame does (same columns)."""
     daily = _wide(frame)
+    if tests is not None:
+        daily = _ensure(daily, sorted(tests))
     daily = _ensure(daily, ["TEMP", "HYPOTEN", "HYPOXIA", "ANTICYT", *ICANS_TESTS, "PGA", "NEUT"])
     icans_cause = (frame.filter(pl.col("test").is_in(ICANS_TESTS) & pl.col("cause").is_not_null())
                    .group_by("subject", "day").agg(pl.col("cause").first().alias("icans_cause")))
@@ -141,11 +199,23 @@ def score_observations(obs: Observations, sledai_window_days: float | None = Non
               .join(sledai_scores, on=["subject", "day"], how="left")
               .with_columns(pl.col("sledai2k_min").is_not_null().alias("sledai_visit"))
               .sort("subject", "day"))
-    patients = _patients(frame, daily, visits, lab_grades)
+    patients = _patients(frame, daily, visits, lab_grades, tests)
     adverse = _adverse_events(daily, lab_grades, patients)
-    flags = _flags(obs, lab_grades)
-    return {"visits": visits, "lab_grades": _lab_grade_table(lab_grades), "patients": patients,
-            "adverse_events": adverse, "flags": flags}
+    return {"visits": visits, "_lab_grades": lab_grades, "patients": patients, "adverse_events": adverse}
+
+
+FLAG_COLUMNS_FROM_ROWS = ("file", "row", "subject", "test", "day", "baseline_flag")
+
+
+def _baseline_flag_rows(lab_grades: pl.DataFrame) -> pl.DataFrame:
+    """Graded rows with a baseline flag, in grading order, with the term's position in the rules."""
+    if "baseline_flag" not in lab_grades.columns:
+        return pl.DataFrame()
+    terms = ctcae.criteria()["term"].unique(maintain_order=True).to_list()
+    rows = lab_grades.filter(pl.col("baseline_flag").is_not_null())
+    rows = rows.with_columns(pl.col("term").replace_strict({t: i for i, t in enumerate(terms)}, default=None,
+                                                           return_dtype=pl.UInt32).alias("_term_index"))
+    return rows if _POSITION in rows.columns else rows.with_columns(pl.lit(None, pl.UInt32).alias(_POSITION))
 
 
 def _lab_grade_table(lab_grades: pl.DataFrame) -> pl.DataFrame:
@@ -154,7 +224,10 @@ def _lab_grade_table(lab_grades: pl.DataFrame) -> pl.DataFrame:
     return lab_grades.select([c for c in cols if c in lab_grades.columns]).sort("subject", "test", "day")
 
 
-def _patients(frame: pl.DataFrame, daily: pl.DataFrame, visits: pl.DataFrame, lab_grades: pl.DataFrame) -> pl.DataFrame:
+def _patients(frame: pl.DataFrame, daily: pl.DataFrame, visits: pl.DataFrame, lab_grades: pl.DataFrame,
+              tests: frozenset | None = None) -> pl.DataFrame:
+    # In a chunk, a test present elsewhere in the frame gives its (empty) columns here too.
+    present = lambda rows, test: rows.height > 0 or (tests is not None and test in tests)  # noqa: E731
     subjects = daily.group_by("subject").agg(pl.col("arm").first(), pl.col("day").min().alias("first_day"),
                                              pl.col("day").max().alias("last_day"))
     sv = visits.filter(pl.col("sledai_visit")).sort("subject", "day")
@@ -176,7 +249,7 @@ def _patients(frame: pl.DataFrame, daily: pl.DataFrame, visits: pl.DataFrame, la
                                         pl.col("day").filter(pl.col("icans_grade") >= 1).min().alias("icans_onset_day"))
     anc = frame.filter(pl.col("test") == "NEUT").select(
         "subject", "day", (pl.col("value") * haematotox.CELLS_PER_UL_PER_10E9_L).alias("anc_per_ul"))
-    icaht = haematotox.icaht(anc) if anc.height else pl.DataFrame(schema={"subject": pl.String})
+    icaht = haematotox.icaht(anc) if present(anc, "NEUT") else pl.DataFrame(schema={"subject": pl.String})
     htx_cfg = settings("hematotox")
     pre = (frame.filter((pl.col("day") <= htx_cfg["baseline_last_day"]) & pl.col("value").is_not_null()
                         & pl.col("test").is_in(["PLAT", "NEUT", "HGB", "CRP", "FERRITIN"]))
@@ -185,9 +258,9 @@ def _patients(frame: pl.DataFrame, daily: pl.DataFrame, visits: pl.DataFrame, la
     htx = haematotox.hematotox(subjects.select("subject").join(pre_wide, on="subject", how="left")).select(
         "subject", "hematotox", "hematotox_min", "hematotox_max", "hematotox_risk")
     cart = frame.filter(pl.col("test") == "CART")
-    kin = kinetics.cart_kinetics(cart) if cart.height else pl.DataFrame(schema={"subject": pl.String})
+    kin = kinetics.cart_kinetics(cart) if present(cart, "CART") else pl.DataFrame(schema={"subject": pl.String})
     bcell = frame.filter(pl.col("test") == "BCELL")
-    bc = kinetics.bcell_aplasia(bcell) if bcell.height else pl.DataFrame(schema={"subject": pl.String})
+    bc = kinetics.bcell_aplasia(bcell) if present(bcell, "BCELL") else pl.DataFrame(schema={"subject": pl.String})
     worst = (lab_grades.group_by("subject", "term").agg(pl.col("grade").max())
              .group_by("subject").agg(pl.col("grade").max().alias("ctcae_lab_worst_grade")))
     out = subjects
@@ -231,12 +304,10 @@ def _adverse_events(daily: pl.DataFrame, lab_grades: pl.DataFrame, patients: pl.
     return pl.concat(parts, how="vertical_relaxed").join(arms, on="subject", how="left").sort("subject", "standard", "term")
 
 
-def _flags(obs: Observations, lab_grades: pl.DataFrame) -> pl.DataFrame:
+def _flags(obs: Observations, missing_base: pl.DataFrame) -> pl.DataFrame:
     parts = [obs.flags]
-    if "baseline_flag" in lab_grades.columns:
-        missing_base = lab_grades.filter(pl.col("baseline_flag").is_not_null())
-        if missing_base.height:
-            parts.append(make_flags(missing_base, "value", pl.col("baseline_flag")))
+    if missing_base.height:
+        parts.append(make_flags(missing_base, "value", pl.col("baseline_flag")))
     defaults = obs.frame.filter(pl.col("limit_source") == "default").group_by("test").agg(pl.len().alias("n"))
     if defaults.height:
         parts.append(defaults.select(
