@@ -1,23 +1,33 @@
-"""Score 10^6 synthetic patient-visits through the public clinical pipeline and print the time.
+"""Score 10^6 synthetic patient-visits through the public clinical pipeline and report its speed.
 
-Usage: python benchmarks/bench_scoring.py [--patients 20000] [--visits 50] [--out DIR]
+Usage: python benchmarks/bench_scoring.py [--patients 20000] [--visits 50] [--out DIR] [--keep DIR]
 
 Each visit carries the tests the virtual-patient model emits (cell counts, chemistry, serology,
 CRS/ICANS inputs, PGA and the clinical SLEDAI descriptors), written as a simulated run directory
-so the same code path as ``cartwin score RUN --out DIR`` is measured.
+so the same code path as ``cartwin score RUN --out DIR`` is measured. The scoring runs in a fresh
+child process, so its peak memory (max RSS) is the scorer's alone, not the generator's. Reported:
+wall and CPU seconds (CPU counts every thread of the process), observation rows and patient-visits
+per wall second, peak memory, the split into reading/validation, scoring and writing, and the load
+average of the machine before and after (the benchmark shares the machine; a load above the core
+count means the wall time is stretched by other work, the CPU time much less).
+
+Before/after numbers are recorded in docs/clinical.md, section "Performance".
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
-
-from cartwin.clinical import score
 
 LABS = {  # test: (unit, typical value, spread)
     "CART": ("cells/uL", 20.0, 2.0), "BCELL": ("cells/uL", 50.0, 2.0), "NEUT": ("10^9/L", 3.0, 0.6),
@@ -55,23 +65,61 @@ def make_run(directory: Path, patients: int, visits: int, seed: int = 1) -> int:
     return obs.height
 
 
+def _clock() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def score_in_this_process(run: Path, out: Path) -> dict:
+    """Score ``run`` into ``out`` the way ``clinical.score`` does, timing each phase."""
+    from cartwin.clinical import read_observations, score_observations
+    from cartwin.clinical.pipeline import write_tables
+
+    phases = {}
+    start = last = _clock()
+    obs = read_observations(run)
+    phases["read"], last = [b - a for a, b in zip(last, _clock())], _clock()
+    tables = score_observations(obs)
+    phases["score"], last = [b - a for a, b in zip(last, _clock())], _clock()
+    write_tables(tables, out)
+    phases["write"], end = [b - a for a, b in zip(last, _clock())], _clock()
+    return {"wall_s": end[0] - start[0], "cpu_s": end[1] - start[1], "phases": phases,
+            "rows": obs.frame.height, "visits": tables["visits"].height, "subjects": tables["patients"].height,
+            "max_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=20_000)
     parser.add_argument("--visits", type=int, default=50)
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None, help="where the scored tables go (default: a temporary directory)")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="generate the run directory here, or reuse it when it already holds one")
+    parser.add_argument("--score-only", nargs=2, type=Path, metavar=("RUN", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.score_only:  # the child process
+        print(json.dumps(score_in_this_process(*args.score_only)))
+        return
     with tempfile.TemporaryDirectory() as tmp:
-        run = Path(tmp) / "run"
-        run.mkdir()
+        run = args.keep or Path(tmp) / "run"
+        run.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        rows = make_run(run, args.patients, args.visits)
-        t1 = time.perf_counter()
-        result = score(run, args.out or Path(tmp) / "scored")
-        t2 = time.perf_counter()
-    print(f"{args.patients * args.visits:,} patient-visits ({rows:,} observation rows): "
-          f"generated in {t1 - t0:.1f} s, scored in {t2 - t1:.1f} s "
-          f"({result.subjects_scored:,} subjects, {result.visits:,} visit rows)")
+        if (run / "observations.parquet").exists():
+            generated = "reused"
+        else:
+            make_run(run, args.patients, args.visits)
+            generated = f"generated in {time.perf_counter() - t0:.1f} s"
+        load_before = os.getloadavg()
+        child = subprocess.run([sys.executable, __file__, "--score-only", str(run), str(args.out or Path(tmp) / "scored")],
+                               check=True, capture_output=True, text=True)
+        load_after = os.getloadavg()
+    r = json.loads(child.stdout.strip().splitlines()[-1])
+    phases = ", ".join(f"{name} {wall:.1f} s ({cpu:.1f} CPU-s)" for name, (wall, cpu) in r["phases"].items())
+    print(f"{r['visits']:,} patient-visits, {r['rows']:,} observation rows, {r['subjects']:,} subjects ({generated})\n"
+          f"scored in {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU: {r['rows'] / r['wall_s']:,.0f} rows/s, "
+          f"{r['visits'] / r['wall_s']:,.0f} visits/s; peak memory {r['max_rss_gb']:.2f} GB\n"
+          f"phases: {phases}\n"
+          f"load average (1/5/15 min) before {'/'.join(f'{x:.1f}' for x in load_before)}, "
+          f"after {'/'.join(f'{x:.1f}' for x in load_after)} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":
