@@ -179,6 +179,11 @@ def _subject_chunks(frame: pl.DataFrame, chunk_rows: int):
 def _score_frame(frame: pl.DataFrame, sledai_window_days: float | None, tests: frozenset | None) -> dict[str, pl.DataFrame]:
     """Score one frame of whole subjects. ``tests``: the test codes of the whole frame when this is a
     chunk of it, so that a chunk lacking a test scores as the whole frame does (same columns)."""
+    # Subjects as an Enum of their sorted identifiers: joins, groupings and sorts by subject work on
+    # integers and still order subjects by their text; the tables get text identifiers back at the end.
+    text_subjects = frame.schema["subject"] == pl.String and not frame["subject"].null_count()
+    if text_subjects:
+        frame = frame.with_columns(pl.col("subject").cast(pl.Enum(frame["subject"].unique().sort())))
     daily = _wide(frame)
     if tests is not None:
         daily = _ensure(daily, sorted(tests))
@@ -201,7 +206,10 @@ def _score_frame(frame: pl.DataFrame, sledai_window_days: float | None, tests: f
               .sort("subject", "day"))
     patients = _patients(frame, daily, visits, lab_grades, tests)
     adverse = _adverse_events(daily, lab_grades, patients)
-    return {"visits": visits, "_lab_grades": lab_grades, "patients": patients, "adverse_events": adverse}
+    tables = {"visits": visits, "_lab_grades": lab_grades, "patients": patients, "adverse_events": adverse}
+    if text_subjects:
+        tables = {name: t.with_columns(pl.col("subject").cast(pl.String)) for name, t in tables.items()}
+    return tables
 
 
 FLAG_COLUMNS_FROM_ROWS = ("file", "row", "subject", "test", "day", "baseline_flag")
@@ -249,18 +257,18 @@ def _patients(frame: pl.DataFrame, daily: pl.DataFrame, visits: pl.DataFrame, la
                                         pl.col("day").filter(pl.col("icans_grade") >= 1).min().alias("icans_onset_day"))
     anc = frame.filter(pl.col("test") == "NEUT").select(
         "subject", "day", (pl.col("value") * haematotox.CELLS_PER_UL_PER_10E9_L).alias("anc_per_ul"))
-    icaht = haematotox.icaht(anc) if present(anc, "NEUT") else pl.DataFrame(schema={"subject": pl.String})
+    icaht = haematotox.icaht(anc) if present(anc, "NEUT") else pl.DataFrame(schema={"subject": frame.schema["subject"]})
     htx_cfg = settings("hematotox")
     pre = (frame.filter((pl.col("day") <= htx_cfg["baseline_last_day"]) & pl.col("value").is_not_null()
                         & pl.col("test").is_in(["PLAT", "NEUT", "HGB", "CRP", "FERRITIN"]))
            .sort("day").group_by("subject", "test").agg(pl.col("value").last()))
-    pre_wide = pre.pivot(on="test", index="subject", values="value") if pre.height else pl.DataFrame(schema={"subject": pl.String})
+    pre_wide = pre.pivot(on="test", index="subject", values="value") if pre.height else pl.DataFrame(schema={"subject": frame.schema["subject"]})
     htx = haematotox.hematotox(subjects.select("subject").join(pre_wide, on="subject", how="left")).select(
         "subject", "hematotox", "hematotox_min", "hematotox_max", "hematotox_risk")
     cart = frame.filter(pl.col("test") == "CART")
-    kin = kinetics.cart_kinetics(cart) if present(cart, "CART") else pl.DataFrame(schema={"subject": pl.String})
+    kin = kinetics.cart_kinetics(cart) if present(cart, "CART") else pl.DataFrame(schema={"subject": frame.schema["subject"]})
     bcell = frame.filter(pl.col("test") == "BCELL")
-    bc = kinetics.bcell_aplasia(bcell) if present(bcell, "BCELL") else pl.DataFrame(schema={"subject": pl.String})
+    bc = kinetics.bcell_aplasia(bcell) if present(bcell, "BCELL") else pl.DataFrame(schema={"subject": frame.schema["subject"]})
     worst = (lab_grades.group_by("subject", "term").agg(pl.col("grade").max())
              .group_by("subject").agg(pl.col("grade").max().alias("ctcae_lab_worst_grade")))
     out = subjects

@@ -167,8 +167,8 @@ def score_visits(events: pl.DataFrame, visits: pl.DataFrame, window_days: float 
             pl.concat_str([pl.col("code"), pl.lit(" ("), pl.col("attributed_to"), pl.lit(")")]).sort().str.join("; ")
             .alias("sledai_excluded"))
     else:
-        wide = pl.DataFrame(schema={"subject": pl.String, "day": pl.Float64})
-        excluded = pl.DataFrame(schema={"subject": pl.String, "day": pl.Float64, "sledai_excluded": pl.String})
+        wide = pl.DataFrame(schema={"subject": visits.schema["subject"], "day": pl.Float64})
+        excluded = pl.DataFrame(schema={"subject": visits.schema["subject"], "day": pl.Float64, "sledai_excluded": pl.String})
     for code in codes:
         if code not in wide.columns:
             wide = wide.with_columns(pl.lit(None, pl.Boolean).alias(code))
