@@ -19,6 +19,7 @@ import duckdb
 import polars as pl
 
 from cartwin.clinical import composite, crs_icans, ctcae, haematotox, kinetics, sledai
+from cartwin.clinical._frames import pivot_first
 from cartwin.clinical.errors import ObservationError
 from cartwin.clinical.gvhd_body import magic_stages
 from cartwin.clinical.observations import FLAG_SCHEMA, Observations, make_flags, read_observations
@@ -40,7 +41,7 @@ class ScoreResult:
 
 
 def _wide(frame: pl.DataFrame) -> pl.DataFrame:
-    daily = frame.pivot(on="test", index=["subject", "day"], values="value", aggregate_function="first")
+    daily = pivot_first(frame, on="test", values="value")
     arms = frame.group_by("subject").agg(pl.col("arm").drop_nulls().first())
     return daily.join(arms, on="subject", how="left")
 

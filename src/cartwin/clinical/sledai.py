@@ -15,6 +15,7 @@ from functools import cache
 
 import polars as pl
 
+from cartwin.clinical._frames import pivot_first
 from cartwin.clinical.ruleset import settings, table
 
 INSTRUMENTS = ("sledai2k", "selena", "hybrid")
@@ -162,7 +163,7 @@ def score_visits(events: pl.DataFrame, visits: pl.DataFrame, window_days: float 
     codes = descriptor_codes() + ["SD_ARTH__selena", "SD_PROT__selena"]
     visits = visits.select("subject", "day").unique()
     if events.height:
-        wide = events.pivot(on="code", index=["subject", "day"], values="present", aggregate_function="first")
+        wide = pivot_first(events, on="code", values="present")
         excluded = events.filter(pl.col("excluded")).group_by("subject", "day").agg(
             pl.concat_str([pl.col("code"), pl.lit(" ("), pl.col("attributed_to"), pl.lit(")")]).sort().str.join("; ")
             .alias("sledai_excluded"))

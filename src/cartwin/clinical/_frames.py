@@ -1,0 +1,59 @@
+"""Frame helpers for the scoring hot paths (same results as the plain Polars calls they replace)."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+_MAX_DENSE_CELLS = 50_000_000  # subject x day grid cells for a direct (unsorted) group index
+
+
+def pivot_first(frame: pl.DataFrame, on: str, values: str) -> pl.DataFrame:
+    """``frame.pivot(on=on, index=["subject", "day"], values=values, aggregate_function="first")``
+    for frames with at most one row per (subject, day, ``on``), as a scatter into a (subject, day)
+    grid: subject codes come from an Enum subject column and day codes from the sorted distinct
+    days, so no hashing or sorting of the rows is needed. Rows come out sorted by subject and day
+    (the pivot keeps first-appearance order; callers sort or join afterwards). Falls back to the
+    pivot for anything else: text subjects, missing days, repeated keys, floating-point values
+    that are NaN or a value type other than Float64/Boolean.
+    """
+    dtype = frame.schema[values]
+    if (frame.height == 0 or not isinstance(frame.schema["subject"], pl.Enum) or dtype not in (pl.Float64, pl.Boolean)
+            or frame["day"].null_count() or frame[on].null_count()
+            or (dtype == pl.Float64 and frame[values].is_nan().any())):
+        return frame.pivot(on=on, index=["subject", "day"], values=values, aggregate_function="first")
+    names = frame[on].unique(maintain_order=True)
+    subject_codes = frame["subject"].to_physical().to_numpy().astype(np.int64)
+    days = frame["day"].to_numpy()
+    distinct_days = np.sort(frame["day"].unique().to_numpy())
+    if np.isnan(distinct_days).any() or subject_codes.max(initial=0) * distinct_days.size > _MAX_DENSE_CELLS:
+        return frame.pivot(on=on, index=["subject", "day"], values=values, aggregate_function="first")
+    cell = subject_codes * distinct_days.size + np.searchsorted(distinct_days, days)
+    used = np.zeros((subject_codes.max() + 1) * distinct_days.size, dtype=bool)
+    used[cell] = True
+    cells = np.flatnonzero(used)
+    group = (np.cumsum(used) - 1)[cell]
+    column = frame.select(pl.col(on).cast(pl.String).replace_strict(names.cast(pl.String).to_list(), list(range(names.len())),
+                                                                   return_dtype=pl.Int64)).to_series().to_numpy()
+    n_groups = cells.size
+    slot = column * n_groups + group
+    if np.bincount(slot, minlength=names.len() * n_groups).max(initial=0) > 1:
+        return frame.pivot(on=on, index=["subject", "day"], values=values, aggregate_function="first")
+    value_series = frame[values]
+    valid = np.zeros(names.len() * n_groups, dtype=bool)
+    valid[slot] = value_series.is_not_null().to_numpy()
+    if dtype == pl.Float64:
+        data = np.zeros(names.len() * n_groups)
+        data[slot] = value_series.fill_null(0.0).to_numpy()
+    else:
+        data = np.zeros(names.len() * n_groups, dtype=bool)
+        data[slot] = value_series.fill_null(False).to_numpy()
+    representative = np.empty(n_groups, dtype=np.int64)  # a row of each (subject, day)
+    representative[group] = np.arange(frame.height)
+    result = frame.select("subject", "day")[pl.Series(representative)]
+    columns = []
+    for i, name in enumerate(names.cast(pl.String).to_list()):
+        block = slice(i * n_groups, (i + 1) * n_groups)
+        series = pl.Series(name, data[block], dtype=dtype)
+        columns.append(pl.when(pl.Series(valid[block])).then(series).otherwise(None).alias(name))
+    return result.with_columns(columns)
