@@ -139,7 +139,6 @@ def score_observations(obs: Observations, sledai_window_days: float | None = Non
         lab_grades = tables.pop("_lab_grades")
         for name, frame in tables.items():
             parts[name].append(frame)
-        parts["lab_grades"].append(_lab_grade_table(lab_grades))
         parts["_base"].append(_baseline_flag_rows(lab_grades).select(*FLAG_COLUMNS_FROM_ROWS, "_term_index", _POSITION))
     combined = {}
     for name, frames in parts.items():
@@ -154,7 +153,7 @@ def score_observations(obs: Observations, sledai_window_days: float | None = Non
 def _score_unchunked(obs: Observations, sledai_window_days: float | None) -> dict[str, pl.DataFrame]:
     tables = _score_frame(obs.frame, sledai_window_days, None)
     lab_grades = tables.pop("_lab_grades")
-    tables.update(lab_grades=_lab_grade_table(lab_grades), flags=_flags(obs, _baseline_flag_rows(lab_grades)))
+    tables["flags"] = _flags(obs, _baseline_flag_rows(lab_grades))
     return {name: tables[name] for name in TABLES}
 
 
@@ -207,7 +206,8 @@ def _score_frame(frame: pl.DataFrame, sledai_window_days: float | None, tests: f
               .sort("subject", "day"))
     patients = _patients(frame, daily, visits, lab_grades, tests)
     adverse = _adverse_events(daily, lab_grades, patients)
-    tables = {"visits": visits, "_lab_grades": lab_grades, "patients": patients, "adverse_events": adverse}
+    tables = {"visits": visits, "_lab_grades": lab_grades, "lab_grades": _lab_grade_table(lab_grades),
+              "patients": patients, "adverse_events": adverse}
     if text_subjects:
         tables = {name: t.with_columns(pl.col("subject").cast(pl.String)) for name, t in tables.items()}
     return tables
@@ -230,7 +230,8 @@ def _baseline_flag_rows(lab_grades: pl.DataFrame) -> pl.DataFrame:
 def _lab_grade_table(lab_grades: pl.DataFrame) -> pl.DataFrame:
     cols = ["subject", "arm", "day", "test", "term", "direction", "value", "unit", "lower", "upper", "limit_source",
             "baseline", "baseline_day", "pchg", "grade", "grade_reason", "baseline_flag", "standard", "file", "row"]
-    return lab_grades.select([c for c in cols if c in lab_grades.columns]).sort("subject", "test", "day")
+    # Rows of one subject, test and day (one per CTCAE term) stay in grading order.
+    return lab_grades.select([c for c in cols if c in lab_grades.columns]).sort("subject", "test", "day", maintain_order=True)
 
 
 def _patients(frame: pl.DataFrame, daily: pl.DataFrame, visits: pl.DataFrame, lab_grades: pl.DataFrame,
