@@ -34,7 +34,7 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from cartwin.model.declaration import Model, ModelDeclarationError
 
-CODEGEN_VERSION = "2"
+CODEGEN_VERSION = "3"
 
 
 def _above(x, threshold):
@@ -213,23 +213,32 @@ def _source(model: Model, sym: Symbolic) -> str:
     y_syms = [sp.Symbol(_safe(n), real=True) for n in states]
     jac = sp.Matrix(rates).jacobian(y_syms)
 
-    def body(exprs: list[sp.Expr], target: str, shape: str, index) -> list[str]:
+    def body(exprs: list[sp.Expr], target: str, shape: str | None, index) -> list[str]:
+        """Straight-line code; allocates ``target`` unless ``shape`` is None (written in place)."""
         reps, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("x_"), optimizations="basic")
-        out = [f"    {target} = numpy.zeros({shape})"]
+        out = [f"    {target} = numpy.zeros({shape})"] if shape is not None else []
         out += [f"    {sca.doprint(s)} = {sca.doprint(v)}" for s, v in reps]
         for idx, e in zip(index, reduced):
-            if e != 0:
+            if e != 0 or shape is None:
                 out.append(f"    {target}[{idx}] = {sca.doprint(e)}")
-        out.append(f"    return {target}")
+        out.append(f"    return {target}" if shape is not None else "    return")
         return out
 
     header = (["    " + f"{_safe(n)} = k[{i}]" for i, n in enumerate(sym.constant_names)]
               + ["    " + f"{_safe(n)} = y[{i}]" for i, n in enumerate(states)]
               + ["    " + f"u_{i} = u[{i}]" for i in range(len(states))])
+    # rhs_into writes into a caller's array: compiled integrators call it thousands of times
+    # per patient, and an allocation per call costs as much as the arithmetic
+    lines.append("@numba.njit(cache=True, fastmath=False)")
+    lines.append("def rhs_into(y, t, k, u, dydt):")
+    lines += header
+    lines += body(rates, "dydt", None, list(range(len(states))))
+    lines.append("")
     lines.append("@numba.njit(cache=True, fastmath=False)")
     lines.append("def rhs(y, t, k, u):")
-    lines += header
-    lines += body(rates, "dydt", str(len(states)), list(range(len(states))))
+    lines.append(f"    dydt = numpy.empty({len(states)})")
+    lines.append("    rhs_into(y, t, k, u, dydt)")
+    lines.append("    return dydt")
     lines.append("")
     nz = [(i, j) for i in range(jac.rows) for j in range(jac.cols) if jac[i, j] != 0]
     lines.append("@numba.njit(cache=True, fastmath=False)")
@@ -295,17 +304,17 @@ def _sparse_lu_source(n: int, jac_nz: list[tuple[int, int]]) -> list[str]:
             for j in cols:
                 out.append(f"    F[{slots[(i, j)]}] -= F[{slots[(i, k)]}]*F[{slots[(k, j)]}]")
     out.append("    return True")
-    out += ["", "@numba.njit(cache=True)", "def lu_solve(F, b):", f"    x = numpy.empty({n})"]
+    out += ["", "@numba.njit(cache=True)", "def lu_solve(F, b):", f"    r = numpy.empty({n})",
+            f"    lu_solve_into(F, b, numpy.empty({n}), r)", "    return r", ""]
+    out += ["@numba.njit(cache=True)", "def lu_solve_into(F, b, x, r):"]
     for i in range(n):
         terms = "".join(f" - F[{slots[(i, j)]}]*x[{j}]" for j in range(i) if (i, j) in slots)
         out.append(f"    x[{i}] = b[{perm[i]}]{terms}")
     for i in range(n - 1, -1, -1):
         terms = "".join(f" - F[{slots[(i, j)]}]*x[{j}]" for j in range(i + 1, n) if (i, j) in slots)
         out.append(f"    x[{i}] = (x[{i}]{terms})/F[{slots[(i, i)]}]")
-    out.append(f"    r = numpy.empty({n})")
     for i in range(n):
         out.append(f"    r[{perm[i]}] = x[{i}]")
-    out.append("    return r")
     out.append("")
     return out
 

@@ -1,0 +1,286 @@
+"""Solver throughput at matched accuracy, side by side in one run (issue: a million patients).
+
+Contenders, all on cartwin's default model, the same virtual patients (autologous CD19 CAR-T
+after Erlangen Flu/Cy, IIV on), days -5..365 simulated, daily output on days 0..365:
+
+  scipy-solve_ivp   scipy.integrate.solve_ivp(method="LSODA") per patient, RHS and Jacobian from
+                    cartwin's compiled model called back from Python (the usual SciPy loop)
+  roadrunner        libRoadRunner (CVODE) on cartwin's SBML export, model loaded once,
+                    parameters set per patient (doses of the typical patient)
+  cartwin-lsoda     cartwin backend scipy-lsoda (odeint + compiled RHS/Jacobian)
+  cartwin-bdf       cartwin backend numba-bdf (the default)
+
+Every contender uses both cores (two worker processes). Accuracy: the maximum relative error over
+the first patients, days 1..365 and all continuous observables, against LSODA at rtol 1e-10,
+|y - y_ref| / (|y_ref| + 1e-3 * max|y_ref| of that observable). Throughput: patients per second
+(wall), peak resident memory of the process tree. Writes benchmarks/results/solvers.csv and
+solvers.png and prints the ratios.
+
+    python benchmarks/bench_solvers.py                 # N = 1e3 for the loops, 1e3..1e5 for cartwin
+    python benchmarks/bench_solvers.py --full          # adds 1e4 loops and the 1e6 cartwin run
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import multiprocessing as mp
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cartwin.model import DEFAULT_MODEL as MODEL
+from cartwin.model.codegen import compile_model, warm_up
+from cartwin.population.virtual import generate
+from cartwin.protocol import parse_protocol
+from cartwin.simulate.events import doses_to_schedule
+from cartwin.simulate.runner import Context, typical_parameters
+from cartwin.simulate.solvers import NumbaBDF, ScipyLSODA
+
+HERE = Path(__file__).resolve().parent
+DAYS = np.arange(0.0, 366.0)
+PROTOCOL = {
+    "study_id": "BENCH", "seed": 2026, "follow_up_days": 365,
+    "schedule": {"every": 1, "start": 0, "stop": 365},
+    "population": {
+        "sex": {"female": 0.9}, "age": {"dist": "uniform", "low": 18, "high": 45},
+        "weight": {"dist": "lognormal", "median": 62, "cv": 0.18},
+        "height": {"dist": "normal", "mean": 165, "sd": 7},
+        "creatinine": {"unit": "umol/L", "distribution": {"dist": "lognormal", "median": 68, "cv": 0.25}},
+        "disease": {
+            "dsdna": {"unit": "IU/mL", "distribution": {"dist": "lognormal", "median": 150, "cv": 0.8}},
+            "c3": {"unit": "g/L", "distribution": {"dist": "lognormal", "median": 0.65, "cv": 0.2}},
+            "c4": {"unit": "g/L", "distribution": {"dist": "lognormal", "median": 0.08, "cv": 0.3}},
+            "proteinuria": {"unit": "g/24h", "distribution": {"dist": "lognormal", "median": 0.6, "cv": 0.8}},
+            "pga": {"dist": "uniform", "low": 1.5, "high": 2.8},
+            "descriptors": {"arthritis": 0.8, "rash": 0.5, "alopecia": 0.5},
+        },
+    },
+    "arms": [{"id": "auto", "product": "autologous_cd19", "dose": {"cells_per_kg": 1e6},
+              "lymphodepletion": "erlangen", "n": 1}],
+}
+
+
+def patients(start: int, stop: int):
+    """K, Y0, schedules of patients start..stop-1 (same stream as a cartwin run)."""
+    protocol = parse_protocol(PROTOCOL)
+    ctx = Context(protocol, protocol.seed, tuple(DAYS))
+    therapy = ctx.therapy(0)
+    mod = compile_model(MODEL)
+    pop = generate(MODEL, protocol.population, "auto", np.arange(start, stop), protocol.seed,
+                   typical_parameters(MODEL, therapy))
+    cov = np.column_stack([pop.covariates[c] for c in MODEL.covariate_names])
+    K = mod.constants(pop.theta, cov)
+    Y0 = mod.initial(K)
+    S = mod.dose_scales(K)
+    sched = [doses_to_schedule(therapy.doses(pop.covariates["BSA"][i], pop.covariates["WT"][i],
+                                             pop.covariates["CRCL"][i]), MODEL, S[i])
+             for i in range(stop - start)]
+    return mod, K, Y0, sched, pop, therapy
+
+
+def continuous_observables(mod, states, K):
+    obs = mod.observe(states, K, DAYS)
+    keep = [i for i, o in enumerate(MODEL.observables)
+            if o.unit not in ("presence", "category") and o.test not in ("ICE",)]
+    return obs[:, :, keep]
+
+
+def max_rel_error(obs, ref):
+    keep = ~np.isnan(obs).any(axis=(1, 2))  # patients a contender failed are counted apart
+    obs, ref = obs[keep], ref[keep]
+    scale = np.nanmax(np.abs(ref), axis=(0, 1), keepdims=True)
+    rel = np.abs(obs[:, 1:] - ref[:, 1:]) / (np.abs(ref[:, 1:]) + 1e-3 * scale)
+    return float(np.nanmax(rel))
+
+
+# --- contenders: each solves patients [start, stop) and returns observables ------------------
+def run_cartwin(backend, start, stop, rtol):
+    mod, K, Y0, sched, _, _ = patients(start, stop)
+    solver = NumbaBDF(rtol=rtol, atol=rtol * 1e-3) if backend == "bdf" else ScipyLSODA(rtol=rtol, atol=rtol * 1e-3)
+    res = solver.solve(mod, K, Y0, sched, DAYS)
+    return continuous_observables(mod, res.states, K), int((~res.ok).sum())
+
+
+def run_solve_ivp(start, stop, rtol):
+    from scipy.integrate import solve_ivp
+    mod, K, Y0, sched, _, _ = patients(start, stop)
+    out = np.full((stop - start, DAYS.size, Y0.shape[1]), np.nan)
+    failed = 0
+    for p in range(stop - start):
+        y, t, k, u = Y0[p].copy(), sched[p].times[0], K[p], np.zeros(Y0.shape[1])
+        bounds = list(sched[p].times[1:]) + [DAYS[-1]]
+        b = 0
+        y += sched[p].jumps[0]
+        u = sched[p].rates[0].copy()
+        ok = True
+        for seg_end in bounds:
+            grid = DAYS[(DAYS > t) & (DAYS <= seg_end)]
+            if t <= 0 <= seg_end and t == 0:
+                grid = DAYS[(DAYS >= t) & (DAYS <= seg_end)]
+            sol = solve_ivp(lambda tt, yy: mod.rhs(yy, tt, k, u), (t, seg_end), y, method="LSODA",
+                            t_eval=grid if grid.size else None, rtol=rtol, atol=rtol * 1e-3,
+                            jac=lambda tt, yy: mod.jac(yy, tt, k, u))
+            ok &= sol.success
+            if grid.size:
+                out[p, np.searchsorted(DAYS, grid)] = sol.y.T[: grid.size]
+            y = sol.y[:, -1].copy() if grid.size == 0 or sol.t[-1] == seg_end else y
+            if sol.t[-1] != seg_end:
+                y = solve_ivp(lambda tt, yy: mod.rhs(yy, tt, k, u), (sol.t[-1], seg_end), sol.y[:, -1],
+                              method="LSODA", rtol=rtol, atol=rtol * 1e-3).y[:, -1]
+            t = seg_end
+            b += 1
+            if b < sched[p].times.size and sched[p].times[b] == t:
+                y = y + sched[p].jumps[b]
+                u = sched[p].rates[b].copy()
+        # day 0: pre-dose sample is the state before the CAR-T jump: recompute cheaply is not
+        # needed, day 0 is excluded from the error metric
+        failed += not ok
+    return continuous_observables(mod, out, K), failed
+
+
+_RR = {}
+
+
+def run_roadrunner(start, stop, rtol):
+    """Throughput: the SBML export of the typical patient, loaded once and simulated once per
+    patient with a reset in between (per-patient parameter values do not change CVODE's cost
+    much; accuracy is checked on per-patient exports in roadrunner_accuracy)."""
+    import roadrunner
+    from cartwin.io.sbml import export_sbml
+    from cartwin.io.scenario import build_scenario
+    if "rr" not in _RR:
+        scenario = build_scenario(MODEL, "autologous_cd19", "erlangen", None, 1e6, None)
+        rr = roadrunner.RoadRunner(export_sbml(MODEL, "autologous_cd19", "erlangen"))
+        rr.integrator.relative_tolerance = rtol
+        rr.integrator.absolute_tolerance = rtol * 1e-3
+        rr.integrator.maximum_num_steps = 100000
+        rr.selections = ["time"] + list(MODEL.state_names)
+        _RR.update(rr=rr, t0=scenario.first_intervention_day)
+    rr, t0 = _RR["rr"], _RR["t0"]
+    times = np.concatenate([[0.0], DAYS - t0])
+    failed = 0
+    for _ in range(stop - start):
+        try:
+            rr.simulate(times=times)
+        except RuntimeError:
+            failed += 1
+        rr.reset()  # reset after, not before, a simulation: a reset first trips CVODE here
+    return None, failed
+
+
+def _work(args):
+    name, start, stop, rtol = args
+    fn = {"scipy-solve_ivp": run_solve_ivp, "roadrunner": run_roadrunner,
+          "cartwin-lsoda": lambda a, b, r: run_cartwin("lsoda", a, b, r),
+          "cartwin-bdf": lambda a, b, r: run_cartwin("bdf", a, b, r)}[name]
+    obs, failed = fn(start, stop, rtol)
+    return obs if obs is not None and stop - start <= 200 else None, failed
+
+
+def timed(name, n, rtol, workers=2, chunk=250):
+    chunks = [(name, s, min(s + chunk, n), rtol) for s in range(0, n, chunk)]
+    t = time.perf_counter()
+    with mp.get_context("fork").Pool(workers) as pool:
+        results = pool.map(_work, chunks)
+    wall = time.perf_counter() - t
+    failed = sum(f for _, f in results)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return wall, failed, peak
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--full", action="store_true")
+    ap.add_argument("--check", type=int, default=40, help="patients in the accuracy check")
+    args = ap.parse_args()
+    mod = compile_model(MODEL)
+    warm_up(mod)
+    NumbaBDF().warm_up(mod)
+    print(f"load average at start: {os.getloadavg()}", flush=True)
+    n_check = args.check
+    ref, _ = run_cartwin("lsoda", 0, n_check, 1e-10)
+    contenders = [("scipy-solve_ivp", 1e-6), ("roadrunner", 1e-6), ("cartwin-lsoda", 1e-6),
+                  ("cartwin-bdf", 1e-6), ("cartwin-bdf", 1e-7)]
+    rows = []
+    for name, rtol in contenders:
+        try:
+            if name == "roadrunner":  # accuracy against per-patient SBML exports of the same patients
+                err = roadrunner_accuracy(n_check, rtol, ref)
+            else:
+                obs, _ = _work((name, 0, n_check, rtol))
+                err = max_rel_error(obs, ref)
+        except ImportError as exc:
+            print(f"{name}: skipped ({exc})")
+            continue
+        sizes = [1000] if name in ("scipy-solve_ivp", "roadrunner") else [1000, 10_000, 100_000]
+        if args.full:
+            sizes = [1000, 10_000] if name in ("scipy-solve_ivp", "roadrunner") else [1000, 10_000, 100_000, 1_000_000]
+        for n in sizes:
+            wall, failed, peak = timed(name, n, rtol)
+            rows.append({"contender": name, "rtol": rtol, "n": n, "seconds": round(wall, 3),
+                         "patients_per_s": round(n / wall, 1), "max_rel_error": f"{err:.2e}",
+                         "failed": failed, "peak_rss_mb": round(peak)})
+            print(rows[-1], flush=True)
+    base = {r["contender"]: r["patients_per_s"] for r in rows if r["n"] == 1000}
+    for r in rows:
+        r["x_scipy_loop"] = round(r["patients_per_s"] / base["scipy-solve_ivp"], 1) if "scipy-solve_ivp" in base else ""
+        r["x_roadrunner"] = round(r["patients_per_s"] / base["roadrunner"], 2) if "roadrunner" in base else ""
+    out = HERE / "results" / "solvers.csv"
+    out.parent.mkdir(exist_ok=True)
+    with out.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    print(f"load average at end: {os.getloadavg()}; results -> {out}")
+    plot(rows, HERE / "results" / "solvers.png")
+
+
+def roadrunner_accuracy(n_check, rtol, ref):
+    """Each patient exported with its own parameter values and covariates, then simulated."""
+    import dataclasses
+
+    import roadrunner
+    from cartwin.io.sbml import export_sbml
+    from cartwin.io.scenario import build_scenario
+    mod, K, Y0, sched, pop, therapy = patients(0, n_check)
+    out = np.full((n_check, DAYS.size, Y0.shape[1]), np.nan)
+    for p in range(n_check):
+        cov = {c: float(pop.covariates[c][p]) for c in pop.covariates}
+        own = dataclasses.replace(MODEL, parameters=tuple(
+            dataclasses.replace(par, value=float(pop.theta[p, j])) for j, par in enumerate(MODEL.parameters)))
+        rr = roadrunner.RoadRunner(export_sbml(own, "autologous_cd19", "erlangen", cov))
+        scenario = build_scenario(own, "autologous_cd19", "erlangen", cov, 1e6, None)
+        rr.integrator.relative_tolerance = rtol
+        rr.integrator.absolute_tolerance = rtol * 1e-3
+        rr.integrator.maximum_num_steps = 100000
+        rr.selections = ["time"] + list(MODEL.state_names)
+        try:
+            res = rr.simulate(times=np.concatenate([[0.0], DAYS - scenario.first_intervention_day]))
+        except RuntimeError:  # CVODE gave up: excluded from the error, reported
+            print(f"roadrunner: patient {p} failed (CVODE convergence)")
+            continue
+        out[p] = np.asarray(res)[1:, 1:]
+    return max_rel_error(continuous_observables(mod, out, K), ref)
+
+
+def plot(rows, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name in dict.fromkeys((r["contender"], r["rtol"]) for r in rows):
+        pts = [(r["n"], r["patients_per_s"]) for r in rows if (r["contender"], r["rtol"]) == name]
+        ax.plot(*zip(*pts), marker="o", label=f"{name[0]} (rtol {name[1]:g})")
+    ax.set_xscale("log"); ax.set_yscale("log")
+    ax.set_xlabel("patients"); ax.set_ylabel("patients per second (2 processes)")
+    ax.legend(fontsize=8); ax.grid(alpha=0.3)
+    fig.tight_layout(); fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
