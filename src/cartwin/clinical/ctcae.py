@@ -79,6 +79,26 @@ def add_baseline(frame: pl.DataFrame, baseline_last_day: float) -> pl.DataFrame:
     return frame.join(base, on=["subject", "test"], how="left")
 
 
+@cache
+def _term_expressions(version: str, digits: int) -> tuple[tuple[str, str, str, bool, pl.Expr], ...]:
+    """(term, test, direction, uses baseline, grade expression) per CTCAE term, in rule-table order;
+    built once per version (expressions are immutable)."""
+    out = []
+    for (term,), term_rules in criteria(version).group_by("term", maintain_order=True):
+        test, direction = term_rules["test"][0], term_rules["direction"][0]
+        uses_baseline = bool((term_rules["reference"] == "baseline").any() or (term_rules["quantity"] == "pchg").any())
+        by_grade = {
+            int(g): _any([_criterion(r, digits) for r in rows.iter_rows(named=True)])
+            for (g,), rows in term_rules.group_by("grade")
+        }
+        chain = pl.when(pl.col("value").is_null()).then(pl.lit(None, pl.Int8))
+        for grade in sorted(by_grade, reverse=True):
+            chain = chain.when(by_grade[grade]).then(pl.lit(grade, pl.Int8))
+            chain = chain.when(by_grade[grade].is_null()).then(pl.lit(None, pl.Int8))
+        out.append((term, test, direction, uses_baseline, chain.otherwise(pl.lit(0, pl.Int8))))
+    return tuple(out)
+
+
 def grade_labs(frame: pl.DataFrame, version: str = "5.0") -> pl.DataFrame:
     """Grade every row whose test has CTCAE criteria.
 
@@ -106,19 +126,11 @@ def grade_labs(frame: pl.DataFrame, version: str = "5.0") -> pl.DataFrame:
             .otherwise(None).alias("pchg"))
 
     graded = []
-    for (term,), term_rules in rules.group_by("term", maintain_order=True):
-        test, direction = term_rules["test"][0], term_rules["direction"][0]
-        uses_baseline = (term_rules["reference"] == "baseline").any() or (term_rules["quantity"] == "pchg").any()
-        by_grade = {
-            int(g): _any([_criterion(r, digits) for r in rows.iter_rows(named=True)])
-            for (g,), rows in term_rules.group_by("grade")
-        }
-        chain = pl.when(pl.col("value").is_null()).then(pl.lit(None, pl.Int8))
-        for grade in sorted(by_grade, reverse=True):
-            chain = chain.when(by_grade[grade]).then(pl.lit(grade, pl.Int8))
-            chain = chain.when(by_grade[grade].is_null()).then(pl.lit(None, pl.Int8))
-        grade_expr = chain.otherwise(pl.lit(0, pl.Int8))
-        part = work.filter(pl.col("test") == test).with_columns(
+    # One pass splits the rows by test (row order kept within a test) instead of a filter per term.
+    by_test = work.partition_by("test", as_dict=True, maintain_order=True) if work.height else {}
+    for term, test, direction, uses_baseline, grade_expr in _term_expressions(version, digits):
+        rows = by_test.get((test,), work.clear())
+        part = rows.with_columns(
             pl.lit(term).alias("term"), pl.lit(direction).alias("direction"), grade_expr.alias("grade"))
         part = part.with_columns(
             pl.when(pl.col("value").is_null()).then(pl.lit("value missing: not evaluable"))
