@@ -52,3 +52,15 @@ def test_chunked_scoring_matches_whole_frame(monkeypatch, chunk_rows):
             assert chunked[name].sort(pl.all(), nulls_last=True).equals(whole[name].sort(pl.all(), nulls_last=True))
         else:
             assert chunked[name].equals(whole[name]), name
+
+
+def test_surrounding_whitespace_is_stripped_and_clean_text_kept(tmp_path):
+    from cartwin.clinical.observations import validate
+
+    raw = pl.DataFrame({"subject": [" S1", "S1 ", "S2"], "day": ["0", "1", "0"], "test": ["NEUT ", "NEUT", "NEUT"],
+                        "value": ["1.5", "2", "3"], "unit": ["10^9/L", " 10^9/L", "10^9/L"]})
+    frame, _ = validate(raw, "ws.csv")
+    assert frame["subject"].to_list() == ["S1", "S1", "S2"]
+    assert frame["test"].to_list() == ["NEUT"] * 3 and frame["unit"].to_list() == ["10^9/L"] * 3
+    clean, _ = validate(raw.with_columns(pl.col(c).str.strip_chars() for c in ("subject", "test", "unit")), "ws.csv")
+    assert clean.equals(frame)

@@ -205,6 +205,14 @@ def _has_duplicate_keys(frame: pl.DataFrame, keys: list[str]) -> bool:
     return frame.select(pl.struct(keys).is_duplicated().any()).item()
 
 
+def _strip(frame: pl.DataFrame, column: str) -> pl.Expr:
+    """The column as text without surrounding whitespace. Whether any value has some is decided on
+    the distinct values; when none has, the column is kept as it is (no copy of every string)."""
+    text = pl.col(column).cast(pl.String)
+    padded = frame.select(pl.col(column).unique().cast(pl.String).str.contains(r"^\s|\s$").any()).item()
+    return text.str.strip_chars() if padded else text
+
+
 def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Validate and convert one observation table; returns (canonical frame, flags)."""
     missing_cols = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
@@ -230,9 +238,9 @@ def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
             frame = frame.with_columns(pl.lit(None, pl.String).alias(name))
 
     frame = frame.with_columns(
-        pl.col("subject").cast(pl.String).str.strip_chars(),
-        pl.col("test").cast(pl.String).str.strip_chars(),
-        pl.col("unit").cast(pl.String).str.strip_chars().fill_null(""),
+        _strip(frame, "subject"),
+        _strip(frame, "test"),
+        _strip(frame, "unit").fill_null(""),
         pl.col("arm").cast(pl.String),
         pl.col("cause").cast(pl.String).str.strip_chars().str.to_lowercase(),
     )
