@@ -164,7 +164,8 @@ def test_worker_killed_mid_run_loses_and_duplicates_no_patient(tmp_path, protoco
 
     def run():
         try:
-            outcome["summary"] = run_protocol(load_protocol(path), out, chunk_size=5,
+            # chunks of 15 take long enough that a worker seen busy is still busy when killed
+            outcome["summary"] = run_protocol(load_protocol(path), out, chunk_size=15,
                                               cluster=dask_cluster.scheduler_address)
         except BaseException as exc:  # reported by the assertion below
             outcome["error"] = exc
@@ -193,7 +194,7 @@ def test_worker_killed_mid_run_loses_and_duplicates_no_patient(tmp_path, protoco
     # in-process computation gives
     p = load_protocol(path).protocol
     ctx = Context(p, p.seed, tuple(schedule_days(p)))
-    specs = {c.name: c for c in make_plan(p, chunk_size=5).chunks}
+    specs = {c.name: c for c in make_plan(p, chunk_size=15).chunks}
     reference = RunDirectory(tmp_path / "reference")
     for name in lost:
         reference.write_chunk(run_chunk(ctx, specs[name]))

@@ -83,6 +83,13 @@ def test_run_directory_contract(tmp_path, protocol_dict):
     assert n_rows == 11 * 8 * len(units)
     evid = con.execute("SELECT EVID, count(*) FROM events GROUP BY 1 ORDER BY 1").fetchall()
     assert evid[1][0] == 1 and evid[0][0] == 0
+    # one subject's records, in file order: time-sorted, the day-0 sample before the infusion
+    rows = con.execute("SELECT TIME, EVID, CMTNAME, AMT FROM events WHERE ID = 'auto-000001'").fetchall()
+    assert [r[0] for r in rows] == sorted(r[0] for r in rows)
+    day0 = [(r[1], r[2]) for r in rows if r[0] == 0.0]
+    assert day0 == [(0, ""), (1, "CE")]
+    assert [r[0] for r in rows if r[1] == 1 and r[2] == "A_F1"] == [-5.0, -4.0, -3.0]
+    assert len([r for r in rows if r[1] == 0]) == 8
     dictionary = json.loads((out / "dictionary.json").read_text())
     assert set(dictionary) == {"patients", "parameters", "observations", "events"}
 

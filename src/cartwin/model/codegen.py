@@ -4,7 +4,7 @@ The declaration's expressions are parsed once with sympy. From them come:
 
 - ``constants(THETA, COV) -> K``: per-patient constants (parameters, covariates and every
   assignment that depends on no state), batched with NumPy;
-- ``initial(K) -> Y0`` and ``observe(Y, K) -> OBS``, batched with NumPy;
+- ``initial(K) -> Y0`` and ``observe(Y, K, T, which=None) -> OBS``, batched with NumPy;
 - ``rhs(y, t, k, u)`` and ``jac(y, t, k, u)``, scalar code compiled with numba, with the
   analytic Jacobian from symbolic differentiation; ``u`` is the vector of zero-order input
   rates into each state (infusions), constant between events.
@@ -34,7 +34,7 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from cartwin.model.declaration import Model, ModelDeclarationError
 
-CODEGEN_VERSION = "3"
+CODEGEN_VERSION = "4"
 
 
 def _above(x, threshold):
@@ -191,17 +191,37 @@ def _source(model: Model, sym: Symbolic) -> str:
         lines.append(f"    S[:, {i}] = {vec.doprint(e)}")
     lines.append("    return S")
     lines.append("")
-    # observe(Y, K, T): batched over patients (N, T, S)
-    lines.append("def observe(Y, K, T):")
+    # observe(Y, K, T, which): batched over patients (N, T, S); computes only the observables
+    # asked for and the intermediate quantities they need (a run may store a few read-outs)
+    dyn_syms = {sp.Symbol(_safe(n), real=True): n for n in sym.dynamic_order}
+    direct = {n: {dyn_syms[x] for x in sym.dynamic_exprs[n].free_symbols if x in dyn_syms}
+              for n in sym.dynamic_order}
+    closure: dict[str, set[str]] = {}
+    for n in sym.dynamic_order:  # in order, so dependencies are closed before use
+        closure[n] = set(direct[n]).union(*[closure[d] for d in direct[n]])
+    needs = []
+    for e in sym.observables:
+        first = {dyn_syms[x] for x in e.free_symbols if x in dyn_syms}
+        needs.append(sorted(first.union(*[closure[d] for d in first])))
+    lines.append(f"OBSERVE_NEEDS = {tuple(tuple(n) for n in needs)!r}")
+    lines.append("")
+    lines.append("def observe(Y, K, T, which=None):")
+    lines.append(f"    which = range({len(sym.observables)}) if which is None else which")
+    lines.append("    need = set()")
+    lines.append("    for i in which:")
+    lines.append("        need.update(OBSERVE_NEEDS[i])")
     lines.append("    t = T[None, :]")
     lines += unpack_constants("    ", column=True)
     for i, n in enumerate(states):
         lines.append(f"    {_safe(n)} = Y[:, :, {i}]")
     for n in sym.dynamic_order:
-        lines.append(f"    {_safe(n)} = {vec.doprint(sym.dynamic_exprs[n])}")
-    lines.append(f"    OBS = numpy.empty(Y.shape[:2] + ({len(sym.observables)},))")
+        lines.append(f"    if {n!r} in need:")
+        lines.append(f"        {_safe(n)} = {vec.doprint(sym.dynamic_exprs[n])}")
+    lines.append("    OBS = numpy.empty(Y.shape[:2] + (len(which),))")
+    lines.append("    for j, i in enumerate(which):")
     for i, e in enumerate(sym.observables):
-        lines.append(f"    OBS[:, :, {i}] = {vec.doprint(e)}")
+        lines.append(f"        {'if' if i == 0 else 'elif'} i == {i}:")
+        lines.append(f"            OBS[:, :, j] = {vec.doprint(e)}")
     lines.append("    return OBS")
     lines.append("")
 

@@ -173,11 +173,12 @@ def run_chunk(ctx: Context, spec: ChunkSpec) -> ChunkResult:
     schedules = [doses_to_schedule(d, model, scales[i]) for i, d in enumerate(doses)]
     result = reject_negative_states(ctx.solver().solve(compiled, K, Y0, schedules, days), model,
                                     ctx.protocol.solver.atol, ctx.protocol.solver.rtol)
-    obs = np.full(result.states.shape[:2] + (len(model.observables),), np.nan)
+    which = stored_observables(model, ctx.protocol.outputs)
+    obs = np.full(result.states.shape[:2] + (len(which),), np.nan)
     if result.ok.any():
-        obs[result.ok] = compiled.observe(result.states[result.ok], K[result.ok], days)
+        obs[result.ok] = compiled.observe(result.states[result.ok], K[result.ok], days, which)
     return ChunkResult(spec, _patients_table(pop, therapy, result),
-                       _parameters_table(pop, model), _observations_table(pop, model, days, obs, result.ok, ctx.protocol.outputs),
+                       _parameters_table(pop, model), _observations_table(pop, model, days, obs, result.ok, which),
                        _events_table(pop, model, doses, days))
 
 
@@ -232,9 +233,10 @@ def _run_imported_chunk(ctx: Context, spec: ChunkSpec) -> ChunkResult:
     days = np.asarray(ctx.days, float)
     grid = days if days[0] == 0.0 else np.concatenate([[0.0], days])  # SBML starts at time 0
     result = ctx.solver().solve(compiled, K, Y0, schedules, grid)
-    obs = np.full(result.states.shape[:2] + (len(model.observables),), np.nan)
+    which = stored_observables(model, ctx.protocol.outputs)
+    obs = np.full(result.states.shape[:2] + (len(which),), np.nan)
     if result.ok.any():
-        obs[result.ok] = compiled.observe(result.states[result.ok], K[result.ok], grid)
+        obs[result.ok] = compiled.observe(result.states[result.ok], K[result.ok], grid, which)
     obs = obs[:, grid.size - days.size:]
     patients = pa.table({"subject": pop.subject, "arm": [pop.arm] * n,
                          "index": pop.index.astype(np.int64), "model": [model.name] * n,
@@ -245,7 +247,7 @@ def _run_imported_chunk(ctx: Context, spec: ChunkSpec) -> ChunkResult:
             for key, value in zip(events, (subject, d.time, 1, index[d.state] + 1, d.state, amount)):
                 events[key].append(value)
     return ChunkResult(spec, patients, _parameters_table(pop, model),
-                       _observations_table(pop, model, days, obs, result.ok, ctx.protocol.outputs), pa.table(events))
+                       _observations_table(pop, model, days, obs, result.ok, which), pa.table(events))
 
 
 def _patients_table(pop, therapy: ArmTherapy, result) -> pa.Table:
@@ -276,15 +278,15 @@ def _parameters_table(pop, model: Model) -> pa.Table:
     return pa.table(cols)
 
 
+def stored_observables(model: Model, outputs: tuple[str, ...] | None) -> list[int]:
+    """Indices of the observables a run stores (the protocol's ``outputs``, or all)."""
+    return [i for i, o in enumerate(model.observables) if not outputs or o.test in outputs]
+
+
 def _observations_table(pop, model: Model, days: np.ndarray, obs: np.ndarray, ok: np.ndarray,
-                        keep: tuple[str, ...] | None = None) -> pa.Table:
-    """The long table of ok patients; ``keep`` limits it to some test codes (protocol ``outputs``)."""
-    if keep:
-        chosen = [i for i, o in enumerate(model.observables) if o.test in keep]
-        obs = obs[:, :, chosen]
-        observables = [model.observables[i] for i in chosen]
-    else:
-        observables = list(model.observables)
+                        which: list[int]) -> pa.Table:
+    """The long table of ok patients; ``obs`` holds the observables ``which`` (in that order)."""
+    observables = [model.observables[i] for i in which]
     tests = [o.test for o in observables]
     units = [o.unit for o in observables]
     idx = np.flatnonzero(ok)
@@ -307,31 +309,52 @@ def _observations_table(pop, model: Model, days: np.ndarray, obs: np.ndarray, ok
     })
 
 
+EVENT_SCHEMA = pa.schema([("ID", pa.string()), ("TIME", pa.float64()), ("EVID", pa.int8()),
+                          ("CMT", pa.int16()), ("CMTNAME", pa.string()), ("AMT", pa.float64()),
+                          ("AMTU", pa.string()), ("RATE", pa.float64()), ("DVID", pa.string()),
+                          ("DV", pa.float64()), ("MDV", pa.int8()), ("DRUG", pa.string()),
+                          ("NOTE", pa.string())])
+
+
 def _events_table(pop, model: Model, doses, days: np.ndarray) -> pa.Table:
-    """Dose rows (EVID 1) and one sampling row (EVID 0, MDV 1) per assessment day."""
+    """Dose rows (EVID 1) and one sampling row (EVID 0, MDV 1) per assessment day, ordered by
+    subject, time and, at equal times, sampling first (a sample on a dose day is pre-dose)."""
     index = {s: i + 1 for i, s in enumerate(model.state_names)}
-    rows = {k: [] for k in EVENT_COLUMNS}
-    for subject, patient_doses in zip(pop.subject, doses):
-        records = []
+    dose_rows = []
+    for p, patient_doses in enumerate(doses):
         for d in patient_doses:
             route = model.dose_input(d.route)
-            records.append((d.day, 1, index[route.state], route.state, d.amount, route.unit,
-                            d.amount / d.duration_days if d.duration_days > 0 else 0.0, "", 1, d.drug, d.note))
-        for day in days:
-            records.append((float(day), 0, 0, "", 0.0, "", 0.0, "ALL", 1, "", ""))
-        records.sort(key=lambda r: (r[0], r[1] != 0))  # pre-dose samples first at equal times
-        for r in records:
-            rows["ID"].append(subject)
-            for key, value in zip(("TIME", "EVID", "CMT", "CMTNAME", "AMT", "AMTU", "RATE", "DVID",
-                                   "MDV", "DRUG", "NOTE"), r):
-                rows[key].append(value)
-            rows["DV"].append(None)
-    schema = pa.schema([("ID", pa.string()), ("TIME", pa.float64()), ("EVID", pa.int8()),
-                        ("CMT", pa.int16()), ("CMTNAME", pa.string()), ("AMT", pa.float64()),
-                        ("AMTU", pa.string()), ("RATE", pa.float64()), ("DVID", pa.string()),
-                        ("DV", pa.float64()), ("MDV", pa.int8()), ("DRUG", pa.string()),
-                        ("NOTE", pa.string())])
-    return pa.table({k: rows[k] for k in schema.names}, schema=schema)
+            dose_rows.append((p, d.day, index[route.state], route.state, d.amount, route.unit,
+                              d.amount / d.duration_days if d.duration_days > 0 else 0.0, d.drug, d.note))
+    n, n_days, n_doses = len(pop.subject), days.size, len(dose_rows)
+    patient = np.concatenate([np.repeat(np.arange(n), n_days),
+                              np.array([r[0] for r in dose_rows], dtype=np.int64)])
+    time = np.concatenate([np.tile(days.astype(float), n), np.array([r[1] for r in dose_rows], float)])
+    evid = np.concatenate([np.zeros(n * n_days, np.int8), np.ones(n_doses, np.int8)])
+    order = np.lexsort((evid, time, patient))  # stable: doses keep their given order
+
+    def column(sampling_value, dose_values, dtype):
+        values = np.empty(n * n_days + n_doses, dtype=object)
+        values[: n * n_days] = sampling_value
+        values[n * n_days:] = dose_values
+        return pa.array(values[order], dtype)
+
+    table = {
+        "ID": pa.array(np.asarray(pop.subject, dtype=object)[patient[order]], pa.string()),
+        "TIME": pa.array(time[order], pa.float64()),
+        "EVID": pa.array(evid[order], pa.int8()),
+        "CMT": column(0, [r[2] for r in dose_rows], pa.int16()),
+        "CMTNAME": column("", [r[3] for r in dose_rows], pa.string()),
+        "AMT": column(0.0, [r[4] for r in dose_rows], pa.float64()),
+        "AMTU": column("", [r[5] for r in dose_rows], pa.string()),
+        "RATE": column(0.0, [r[6] for r in dose_rows], pa.float64()),
+        "DVID": column("ALL", [""] * n_doses, pa.string()),
+        "DV": pa.nulls(patient.size, pa.float64()),
+        "MDV": pa.array(np.ones(patient.size, np.int8), pa.int8()),
+        "DRUG": column("", [r[7] for r in dose_rows], pa.string()),
+        "NOTE": column("", [r[8] for r in dose_rows], pa.string()),
+    }
+    return pa.table(table, schema=EVENT_SCHEMA)
 
 
 # --- execution ------------------------------------------------------------------------------
