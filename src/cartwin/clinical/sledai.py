@@ -85,6 +85,12 @@ def _attribution(use_icans: bool) -> pl.Expr:
     return expr.otherwise(None)
 
 
+def _base_code(code: pl.Expr) -> pl.Expr:
+    """Descriptor code without its instrument variant suffix (``SD_ARTH__selena`` -> ``SD_ARTH``);
+    descriptor codes carry no suffix, so the text split is only needed if one ever does."""
+    return code.str.split("__").list.first() if any("__" in c for c in descriptor_codes()) else code
+
+
 def descriptor_events(obs: pl.DataFrame, icans: pl.DataFrame | None = None) -> pl.DataFrame:
     """One row per subject, day and descriptor column: ``present`` (as SLE activity) true/false/null.
 
@@ -97,7 +103,7 @@ def descriptor_events(obs: pl.DataFrame, icans: pl.DataFrame | None = None) -> p
         obs = obs.with_columns(pl.lit(None, pl.String).alias("cause"))
     explicit = obs.filter(pl.col("test").is_in(descriptor_codes())).select(
         "subject", "day", pl.col("test").alias("code"), (pl.col("value") == 1).alias("raw"), "cause",
-        pl.lit(0).alias("priority"))
+        pl.lit(0).alias("priority"), _base_code(pl.col("test")).alias("base_code"))
     explicit_variants = [
         explicit.filter(pl.col("code") == "SD_ARTH").with_columns(pl.lit("SD_ARTH__selena").alias("code")),
         explicit.filter(pl.col("code") == "SD_PROT").with_columns(pl.lit("SD_PROT__selena").alias("code")),
@@ -115,7 +121,7 @@ def descriptor_events(obs: pl.DataFrame, icans: pl.DataFrame | None = None) -> p
                    "sledai2k": [rule["descriptor"]], "selena": [f"{rule['descriptor']}__selena"], "hybrid": []}[rule["instrument"]]
         for code in targets:
             derived.append(rows.select("subject", "day", pl.lit(code).alias("code"), present.alias("raw"), "cause",
-                                       pl.lit(1).alias("priority")))
+                                       pl.lit(1).alias("priority"), pl.lit(code.split("__")[0]).alias("base_code")))
     selena_rule = settings("sledai")["selena"]
     uprot = obs.filter((pl.col("test") == "UPROT") & pl.col("value").is_not_null()).sort("subject", "day")
     if uprot.height and selena_rule["proteinuria_rule"] == "new_or_rise":
@@ -125,10 +131,9 @@ def descriptor_events(obs: pl.DataFrame, icans: pl.DataFrame | None = None) -> p
         present = (pl.col("value") > threshold) & (previous.is_null() | (previous <= threshold) | ((pl.col("value") - previous) > rise))
         derived = [d for d in derived if not (d.height and d["code"][0] == "SD_PROT__selena")]
         derived.append(uprot.select("subject", "day", pl.lit("SD_PROT__selena").alias("code"), present.alias("raw"),
-                                    "cause", pl.lit(1).alias("priority")))
+                                    "cause", pl.lit(1).alias("priority"), pl.lit("SD_PROT").alias("base_code")))
 
     events = pl.concat([explicit, *explicit_variants, *derived], how="vertical_relaxed") if (explicit.height or derived) else explicit
-    events = events.with_columns(pl.col("code").str.split("__").list.first().alias("base_code"))
     use_icans = icans is not None and icans.height > 0
     if use_icans:
         events = events.join(icans.select("subject", "day", "icans_grade"), on=["subject", "day"], how="left")
