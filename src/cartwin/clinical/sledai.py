@@ -91,6 +91,24 @@ def _base_code(code: pl.Expr) -> pl.Expr:
     return code.str.split("__").list.first() if any("__" in c for c in descriptor_codes()) else code
 
 
+def _with_icans_grade(events: pl.DataFrame, icans: pl.DataFrame) -> pl.DataFrame:
+    """``events`` left-joined with the day's ``icans_grade``, which only the neurological attribution
+    rule reads: only rows of its descriptors inside its window are looked up, the others get null
+    (the rule treats a missing grade as 0). Falls back to the full join when ICANS days repeat."""
+    neuro = settings("attribution")["neurological"]
+    needed = pl.col("base_code").is_in(neuro["descriptors"]) & pl.col("day").is_between(neuro["first_day"], neuro["last_day"])
+    right = icans.select("subject", "day", "icans_grade")
+    if right.select(pl.struct("subject", "day").is_duplicated().any()).item():
+        return events.join(right, on=["subject", "day"], how="left")
+    positions = events.select(pl.arg_where(needed)).to_series()
+    looked_up = events[positions].select("subject", "day").join(right, on=["subject", "day"], how="left",
+                                                                maintain_order="left")["icans_grade"]
+    grade = pl.repeat(None, events.height, dtype=right.schema["icans_grade"], eager=True).alias("icans_grade")
+    if positions.len():
+        grade = grade.scatter(positions, looked_up)
+    return events.with_columns(grade)
+
+
 def descriptor_events(obs: pl.DataFrame, icans: pl.DataFrame | None = None) -> pl.DataFrame:
     """One row per subject, day and descriptor column: ``present`` (as SLE activity) true/false/null.
 
@@ -136,7 +154,7 @@ def descriptor_events(obs: pl.DataFrame, icans: pl.DataFrame | None = None) -> p
     events = pl.concat([explicit, *explicit_variants, *derived], how="vertical_relaxed") if (explicit.height or derived) else explicit
     use_icans = icans is not None and icans.height > 0
     if use_icans:
-        events = events.join(icans.select("subject", "day", "icans_grade"), on=["subject", "day"], how="left")
+        events = _with_icans_grade(events, icans)
     events = events.with_columns(_attribution(use_icans).alias("attributed_to"))
     events = events.with_columns(
         pl.when(pl.col("attributed_to").is_not_null() & pl.col("raw").is_not_null()).then(pl.lit(False))
@@ -148,7 +166,11 @@ def descriptor_events(obs: pl.DataFrame, icans: pl.DataFrame | None = None) -> p
     # can repeat a key (C3 and C4 both feed low complement), so only they are aggregated.
     keys = ["subject", "day", "code"]
     explicit_events = events.filter(pl.col("priority") == 0)
-    derived_events = events.filter(pl.col("priority") == 1).join(explicit_events.select(keys), on=keys, how="anti")
+    derived_events = events.filter(pl.col("priority") == 1)
+    # Only explicit rows of a code that is also lab-derived can win over a derived row.
+    derived_codes = derived_events["code"].unique().to_list()
+    derived_events = derived_events.join(explicit_events.filter(pl.col("code").is_in(derived_codes)).select(keys),
+                                         on=keys, how="anti")
     derived_events = derived_events.group_by(keys).agg(
         pl.col("present").any(ignore_nulls=False).alias("present"),
         pl.col("excluded").any().alias("excluded"),
