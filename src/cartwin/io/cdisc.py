@@ -18,8 +18,6 @@ hash, seed) is in the dataset labels of the XPT files and in ``define.json``.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import polars as pl
 import pyreadstat
 
 from cartwin import __version__
+from cartwin.store.atomic import write_via
 from cartwin.clinical import read_observations, score_observations
 from cartwin.clinical.ruleset import settings
 from cartwin.io.errors import CdiscExportError
@@ -385,17 +384,6 @@ def _check_xpt_names(name: str, frame: pl.DataFrame) -> None:
             raise CdiscExportError(f"{name}.{c}: character values longer than 200 bytes")
 
 
-def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def export_cdisc(source: str | Path, out_dir: str | Path, scored: str | Path | None = None,
                  study_id: str | None = None, formats: tuple[str, ...] = ("csv", "xpt")) -> CdiscExport:
     """Write SDTM-like DM, EX (runs only), LB, AE, RS and ADaM-like ADSL, ADLB into ``out_dir``
@@ -419,19 +407,19 @@ def export_cdisc(source: str | Path, out_dir: str | Path, scored: str | Path | N
         label = f"{name} {'SIMULATED ' if provenance['simulated'] else ''}cartwin {__version__}"[:40]
         if "csv" in formats:
             path = out_dir / f"{name.lower()}.csv"
-            _atomic(path, lambda p, f=frame: f.write_csv(p))
+            write_via(path, lambda p, f=frame: f.write_csv(p))
             files[name].append(path)
         if "xpt" in formats:
             path = out_dir / f"{name.lower()}.xpt"
             labels = [LABELS.get(c, c)[:40] for c in frame.columns]
-            _atomic(path, lambda p, f=frame, lab=labels: pyreadstat.write_xport(
+            write_via(path, lambda p, f=frame, lab=labels: pyreadstat.write_xport(
                 f, p, file_format_version=5, table_name=name, file_label=label, column_labels=lab))
             files[name].append(path)
         define["datasets"][name] = {
             "label": label, "records": frame.height,
             "variables": [{"name": c, "label": LABELS.get(c, c)[:40], "type": "Num" if frame.schema[c].is_numeric() else "Char"}
                           for c in frame.columns]}
-    _atomic(out_dir / "define.json", lambda p: Path(p).write_text(json.dumps(define, indent=2)))
+    write_via(out_dir / "define.json", lambda p: Path(p).write_text(json.dumps(define, indent=2)))
     return CdiscExport(out_dir, domains, files)
 
 

@@ -19,14 +19,13 @@ Import validates the EVID/AMT/MDV logic row by row and names every inconsistent 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from cartwin import __version__
+from cartwin.store.atomic import write_via
 from cartwin.io.errors import NonmemDatasetError
 from cartwin.vocabulary import test_codes
 
@@ -87,17 +86,6 @@ def _read_run(run_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, 
     obs = obs.with_columns(*(pl.col(c).cast(pl.String) for c in ("arm", "test", "unit") if c in obs.columns))
     manifest = json.loads((run_dir / "manifest.json").read_text())
     return patients, obs, events, manifest
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def build_dataset(run_dir: str | Path, tests: list[str] | None = None) -> tuple[pl.DataFrame, dict]:
@@ -199,11 +187,11 @@ def export_nonmem(run_dir: str | Path, out: str | Path, tests: list[str] | None 
     data, dictionary = build_dataset(run_dir, tests)
     json_path = out.with_name(out.stem + ".dictionary.json")
     csv_path = out.with_name(out.stem + ".dictionary.csv")
-    _atomic_write(out, lambda p: data.write_csv(p, null_value=".", float_precision=None))
-    _atomic_write(json_path, lambda p: Path(p).write_text(json.dumps(dictionary, indent=2)))
+    write_via(out, lambda p: data.write_csv(p, null_value=".", float_precision=None))
+    write_via(json_path, lambda p: Path(p).write_text(json.dumps(dictionary, indent=2)))
     flat = pl.DataFrame([{"column": c, "unit": d["unit"], "meaning": d["meaning"]}
                          for c, d in dictionary["columns"].items()])
-    _atomic_write(csv_path, lambda p: flat.write_csv(p))
+    write_via(csv_path, lambda p: flat.write_csv(p))
     return NonmemExport(out, json_path, csv_path, int(data["ID"].n_unique()), data.height,
                         tuple(dictionary["excluded_subjects"]))
 

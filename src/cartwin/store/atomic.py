@@ -26,6 +26,21 @@ def _replace_from_temp(path: Path, write) -> None:
         raise
 
 
+def write_via(path: Path, write) -> None:
+    """Atomic write for libraries that want a file name: ``write(tmp_name)`` writes a temporary
+    file beside ``path``, which then replaces ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_bytes(path: Path, data: bytes) -> None:
     _replace_from_temp(path, lambda fh: fh.write(data))
 
