@@ -29,6 +29,7 @@ import os
 import resource
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -43,26 +44,8 @@ from cartwin.simulate.solvers import NumbaBDF, ScipyLSODA
 
 HERE = Path(__file__).resolve().parent
 DAYS = np.arange(0.0, 366.0)
-PROTOCOL = {
-    "study_id": "BENCH", "seed": 2026, "follow_up_days": 365,
-    "schedule": {"every": 1, "start": 0, "stop": 365},
-    "population": {
-        "sex": {"female": 0.9}, "age": {"dist": "uniform", "low": 18, "high": 45},
-        "weight": {"dist": "lognormal", "median": 62, "cv": 0.18},
-        "height": {"dist": "normal", "mean": 165, "sd": 7},
-        "creatinine": {"unit": "umol/L", "distribution": {"dist": "lognormal", "median": 68, "cv": 0.25}},
-        "disease": {
-            "dsdna": {"unit": "IU/mL", "distribution": {"dist": "lognormal", "median": 150, "cv": 0.8}},
-            "c3": {"unit": "g/L", "distribution": {"dist": "lognormal", "median": 0.65, "cv": 0.2}},
-            "c4": {"unit": "g/L", "distribution": {"dist": "lognormal", "median": 0.08, "cv": 0.3}},
-            "proteinuria": {"unit": "g/24h", "distribution": {"dist": "lognormal", "median": 0.6, "cv": 0.8}},
-            "pga": {"dist": "uniform", "low": 1.5, "high": 2.8},
-            "descriptors": {"arthritis": 0.8, "rash": 0.5, "alopecia": 0.5},
-        },
-    },
-    "arms": [{"id": "auto", "product": "autologous_cd19", "dose": {"cells_per_kg": 1e6},
-              "lymphodepletion": "erlangen", "n": 1}],
-}
+# the scale benchmark's population and therapy (benchmarks/million.toml), every observable kept
+PROTOCOL = {k: v for k, v in tomllib.loads((HERE / "million.toml").read_text()).items() if k != "outputs"}
 
 
 def patients(start: int, stop: int):
@@ -70,8 +53,9 @@ def patients(start: int, stop: int):
     protocol = parse_protocol(PROTOCOL)
     ctx = Context(protocol, protocol.seed, tuple(DAYS))
     therapy = ctx.therapy(0)
+    arm = protocol.arms[0].id
     mod = compile_model(MODEL)
-    pop = generate(MODEL, protocol.population, "auto", np.arange(start, stop), protocol.seed,
+    pop = generate(MODEL, protocol.population, arm, np.arange(start, stop), protocol.seed,
                    typical_parameters(MODEL, therapy))
     cov = np.column_stack([pop.covariates[c] for c in MODEL.covariate_names])
     K = mod.constants(pop.theta, cov)
