@@ -31,7 +31,8 @@ class BadInput(Exception):
 def _bad_input_types() -> tuple[type[BaseException], ...]:
     from cartwin.protocol import ProtocolError
     from cartwin.store.run_directory import RunDirectoryError
-    types: list[type[BaseException]] = [ProtocolError, RunDirectoryError, BadInput]
+    from cartwin.io.errors import InterchangeError
+    types: list[type[BaseException]] = [ProtocolError, RunDirectoryError, BadInput, InterchangeError]
     try:
         from cartwin.clinical import ObservationError  # noqa: PLC0415
         types.append(ObservationError)
