@@ -386,12 +386,20 @@ def _read_run_directory(path: Path) -> Observations:
         _fail(str(patients_path), bad, "status", "status must be 'ok' or 'failed'", "Fix the run directory.")
     frame, flags = validate(_read_table(obs_path), str(obs_path))
     failed = patients.filter(pl.col("status") == "failed")["subject"].to_list()
-    unknown = frame.filter(~pl.col("subject").is_in(patients["subject"].implode()))
+    # Subject checks on the distinct subjects first; rows are only filtered when one applies.
+    distinct = frame.select(pl.col("subject").unique())
+    if distinct.filter(~pl.col("subject").is_in(patients["subject"].implode())).height:
+        unknown = frame.filter(~pl.col("subject").is_in(patients["subject"].implode()))
+    else:
+        unknown = frame.clear()
     if unknown.height:
         _fail(str(obs_path), unknown, "subject", f"subject {unknown['subject'][0]!r} is not in {RUN_PATIENTS}",
               "The run directory is inconsistent; regenerate it.")
-    excluded = frame.filter(pl.col("subject").is_in(failed))
-    frame = frame.filter(~pl.col("subject").is_in(failed))
+    if distinct.filter(pl.col("subject").is_in(failed)).height:
+        excluded = frame.filter(pl.col("subject").is_in(failed))
+        frame = frame.filter(~pl.col("subject").is_in(failed))
+    else:
+        excluded = frame.clear()
     failed_flags = pl.DataFrame(
         {"file": str(patients_path), "row": patients.filter(pl.col("status") == "failed")["row"],
          "column": "status", "subject": failed, "test": None, "day": None,
