@@ -123,7 +123,7 @@ def _composites(visits: pl.DataFrame, daily: pl.DataFrame) -> pl.DataFrame:
 
 # Frames larger than this are scored in chunks of whole subjects: every score is per subject, so
 # the tables are the same, and the working memory is bounded by the chunk instead of the frame.
-CHUNK_ROWS = 4_000_000
+CHUNK_ROWS = 2_000_000
 _POSITION = "__position"  # frame order of a row, to put per-chunk flags back in whole-frame order
 
 
