@@ -28,7 +28,7 @@ from cartwin.protocol.load import schedule_days
 from cartwin.protocol.schema import Protocol
 from cartwin.simulate.events import EVENT_COLUMNS, doses_to_schedule
 from cartwin.simulate.schedule import build_schedule
-from cartwin.simulate.solvers import BACKENDS
+from cartwin.simulate.solvers import BACKENDS, SolveResult
 from cartwin.therapy.arm import ArmTherapy, resolve_arm
 from cartwin.vocabulary import test_codes
 
@@ -174,12 +174,18 @@ def run_chunk(ctx: Context, spec: ChunkSpec) -> ChunkResult:
     result = reject_negative_states(ctx.solver().solve(compiled, K, Y0, schedules, days), model,
                                     ctx.protocol.solver.atol, ctx.protocol.solver.rtol)
     which = stored_observables(model, ctx.protocol.outputs)
-    obs = np.full(result.states.shape[:2] + (len(which),), np.nan)
-    if result.ok.any():
-        obs[result.ok] = compiled.observe(result.states[result.ok], K[result.ok], days, which)
+    obs = _observe_ok(compiled, result, K, days, which)
     return ChunkResult(spec, _patients_table(pop, therapy, result),
                        _parameters_table(pop, model), _observations_table(pop, model, days, obs, result.ok, which),
                        _events_table(pop, model, doses, days))
+
+
+def _observe_ok(compiled, result: SolveResult, K: np.ndarray, days: np.ndarray, which: list[int]) -> np.ndarray:
+    """Read-outs ``which`` of the patients that solved; NaN for those that failed."""
+    obs = np.full(result.states.shape[:2] + (len(which),), np.nan)
+    if result.ok.any():
+        obs[result.ok] = compiled.observe(result.states[result.ok], K[result.ok], days, which)
+    return obs
 
 
 NEGATIVE_TOLERANCE_FACTOR = 100.0
@@ -190,8 +196,6 @@ def reject_negative_states(result, model: Model, atol: float, rtol: float = 1e-6
     round-off within the solver's error control (100 x (atol + rtol x the state's largest
     value)) and is set to zero; one further below means the solve went wrong, and the patient
     is marked failed with the state named."""
-    from cartwin.simulate.solvers import SolveResult
-
     states = result.states
     ok = result.ok.copy()
     reasons = list(result.reasons)
@@ -234,10 +238,7 @@ def _run_imported_chunk(ctx: Context, spec: ChunkSpec) -> ChunkResult:
     grid = days if days[0] == 0.0 else np.concatenate([[0.0], days])  # SBML starts at time 0
     result = ctx.solver().solve(compiled, K, Y0, schedules, grid)
     which = stored_observables(model, ctx.protocol.outputs)
-    obs = np.full(result.states.shape[:2] + (len(which),), np.nan)
-    if result.ok.any():
-        obs[result.ok] = compiled.observe(result.states[result.ok], K[result.ok], grid, which)
-    obs = obs[:, grid.size - days.size:]
+    obs = _observe_ok(compiled, result, K, grid, which)[:, grid.size - days.size:]
     patients = pa.table({"subject": pop.subject, "arm": [pop.arm] * n,
                          "index": pop.index.astype(np.int64), "model": [model.name] * n,
                          "status": np.where(result.ok, "ok", "failed"), "failure_reason": result.reasons})
