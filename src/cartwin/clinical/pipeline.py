@@ -285,9 +285,10 @@ def _adverse_events(daily: pl.DataFrame, lab_grades: pl.DataFrame, patients: pl.
         term_expr = pl.lit(term) if isinstance(term, str) else term
         data = frame.select("subject", "day", term_expr.alias("term"), pl.lit(standard).alias("standard"),
                             pl.col(grade).cast(pl.Int8).alias("grade"))
-        return data.sort("day").group_by("subject", "term", "standard").agg(
+        # Day of the maximum: the earliest day with the maximum grade (no sort needed for a minimum).
+        return data.group_by("subject", "term", "standard").agg(
             pl.col("grade").max().alias("max_grade"),
-            pl.col("day").filter(pl.col("grade") == pl.col("grade").max()).first().alias("day_of_max"),
+            pl.col("day").filter(pl.col("grade") == pl.col("grade").max()).min().alias("day_of_max"),
             pl.col("day").filter(pl.col("grade") >= 1).min().alias("onset_day"),
             pl.col("grade").is_not_null().sum().alias("evaluable_assessments"))
     parts = [
@@ -318,7 +319,8 @@ def _flags(obs: Observations, missing_base: pl.DataFrame) -> pl.DataFrame:
     parts = [obs.flags]
     if missing_base.height:
         parts.append(make_flags(missing_base, "value", pl.col("baseline_flag")))
-    defaults = obs.frame.filter(pl.col("limit_source") == "default").group_by("test").agg(pl.len().alias("n"))
+    defaults = (obs.frame.lazy().select("test", "limit_source").filter(pl.col("limit_source") == "default")
+                .group_by("test").agg(pl.len().alias("n")).collect())
     if defaults.height:
         parts.append(defaults.select(
             pl.lit(obs.source).alias("file"), pl.lit(None, pl.Int64).alias("row"), pl.lit("lower/upper").alias("column"),
