@@ -69,7 +69,7 @@ def run(
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Worker processes on this machine (default: all cores); with --cluster local, the local Dask cluster's size."),
     chunk_size: Optional[int] = typer.Option(None, "--chunk-size", min=1, help="Patients per chunk (default: automatic)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
-    report: bool = typer.Option(False, "--report", help="Also write the HTML report."),
+    report: bool = typer.Option(False, "--report", help="Also write the HTML report (workers score each chunk as it is stored)."),
     cluster: Optional[str] = typer.Option(
         None, "--cluster", help="Compute chunks on Dask: 'local' starts a local cluster of --workers "
         "processes; tcp://HOST:8786 uses that scheduler, whose workers must see --out at the same "
@@ -93,7 +93,8 @@ def run(
             bar.update(task, completed=done, total=total)
 
         summary = run_protocol(loaded, out_dir, n_per_arm=n, seed=seed, workers=workers,
-                               chunk_size=chunk_size, resume=resume, progress=progress, cluster=cluster)
+                               chunk_size=chunk_size, resume=resume, progress=progress, cluster=cluster,
+                               score=report)
     msg = (f"[green]done[/green] {summary.n_total} patients "
            f"({summary.chunks_computed} chunks computed, {summary.chunks_reused} reused) in "
            f"{summary.seconds:.1f} s -> {summary.out}")

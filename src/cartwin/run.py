@@ -33,20 +33,21 @@ class RunSummary:
 def run_protocol(loaded: LoadedProtocol, out: str | Path, *, n_per_arm: int | None = None,
                  seed: int | None = None, workers: int | None = None, chunk_size: int | None = None,
                  resume: bool = False, progress: Callable[[int, int], None] | None = None,
-                 cluster: str | None = None) -> RunSummary:
+                 cluster: str | None = None, score: bool = False) -> RunSummary:
     """Simulate ``loaded`` into the run directory ``out``. Checks everything before writing.
 
     ``cluster``: None computes in this process or a process pool of ``workers``; ``"local"``
     starts a local Dask cluster of ``workers`` processes; an address (``tcp://HOST:8786``) sends
     the chunks to that Dask scheduler, whose workers must see ``out`` (docs/cluster.md)."""
     if cluster is None:
-        return _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, progress, None)
+        return _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, progress, None, score)
     from cartwin.simulate.distributed import DaskExecutor  # optional extra: cartwin[cluster]
     with DaskExecutor(cluster, workers or default_workers()) as executor:
-        return _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, progress, executor)
+        return _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, progress, executor, score)
 
 
-def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, progress, executor) -> RunSummary:
+def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, progress, executor,
+                  score=False) -> RunSummary:
     t0 = time.perf_counter()
     started = datetime.now(timezone.utc)
     protocol = loaded.protocol
@@ -76,7 +77,10 @@ def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, pro
     reused = len(plan.chunks) - len(todo)
     t_solve = time.perf_counter()
     done = 0
-    if executor is None:
+    if executor is None and score:
+        from cartwin.report.scores import StoreAndScore  # scoring as the run goes (--report)
+        results = execute(ctx, todo, workers, StoreAndScore(rundir.path.resolve()), start_method="spawn")
+    elif executor is None:
         results = execute(ctx, todo, workers, rundir.write_chunk)
     else:
         # workers elsewhere write by absolute path, and refuse to run where run.json is not visible
@@ -87,6 +91,9 @@ def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, pro
         if progress:
             progress(done, len(todo))
     solve_seconds = time.perf_counter() - t_solve
+    if score and executor is None:
+        from cartwin.report.scores import adopt_scored_parts
+        adopt_scored_parts(rundir.path)
     # counts come from what is stored, so a resumed run reports every chunk
     con = None
     rundir.build_database()

@@ -162,3 +162,40 @@ def _serology(frame: pl.DataFrame) -> pl.DataFrame:
         scored = serology_normalisation(per_patient, direction).select("subject", pl.col("normalised").alias(column))
         result = result.join(scored, on="subject", how="left")
     return result
+
+
+@dataclass(frozen=True)
+class StoreAndScore:
+    """What a worker does with a finished chunk in ``cartwin run --report``: store it, then score
+    its observation part at once, so that scoring runs in parallel with the simulation and the
+    report step only aggregates."""
+
+    run_dir: Path
+
+    def __call__(self, result):
+        from cartwin.store.run_directory import RunDirectory
+
+        rundir = RunDirectory(self.run_dir)
+        summary = rundir.write_chunk(result)
+        score_part(rundir.part("observations", result.spec.name), self.run_dir / "report" / "scores")
+        return summary
+
+
+def adopt_scored_parts(run_dir: Path) -> int:
+    """After a run that scored its chunks as it went: record every observation part whose score
+    parts exist, so that ``score_run`` reuses them. Returns how many parts were adopted."""
+    run_dir = Path(run_dir)
+    out = run_dir / "report" / "scores"
+    clinical = clinical_fingerprint()
+    stored_path = out / _FINGERPRINT
+    stored = json.loads(stored_path.read_text()) if stored_path.exists() else {}
+    if stored.get("clinical") != clinical:
+        stored = {"clinical": clinical, "parts": {}}
+    adopted = 0
+    for name, stamp in _part_stamps(run_dir).items():
+        if all((out / t / name).exists() for t in SCORE_TABLES):
+            stored["parts"][name] = stamp
+            adopted += 1
+    out.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(stored_path, stored)
+    return adopted

@@ -365,9 +365,11 @@ def _worker_init() -> None:
 
 
 def execute(ctx: Context, chunks: Iterable[ChunkSpec], workers: int,
-            on_result: Callable[[ChunkResult], object]) -> Iterator[object]:
+            on_result: Callable[[ChunkResult], object], start_method: str | None = None) -> Iterator[object]:
     """Compute chunks, in parallel processes when ``workers > 1``; yield ``on_result`` of each.
-    ``on_result`` runs in the worker, so large tables need not travel back."""
+    ``on_result`` runs in the worker, so large tables need not travel back. Workers are forked
+    (they inherit the compiled model) unless ``start_method`` says otherwise: ``"spawn"`` for an
+    ``on_result`` that uses Polars, whose thread pool does not survive a fork."""
     chunks = list(chunks)
     compiled = compile_model(ctx.model)
     warm_up(compiled)  # compile once before forking; workers inherit the machine code
@@ -376,7 +378,8 @@ def execute(ctx: Context, chunks: Iterable[ChunkSpec], workers: int,
         for spec in chunks:
             yield on_result(run_chunk(ctx, spec))
         return
-    mp = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    method = start_method or ("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    mp = multiprocessing.get_context(method)
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp, initializer=_worker_init) as pool:
         pending = set()
         queue = iter(chunks)
