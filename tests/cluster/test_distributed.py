@@ -164,8 +164,8 @@ def test_worker_killed_mid_run_loses_and_duplicates_no_patient(tmp_path, protoco
 
     def run():
         try:
-            # chunks of 15 take long enough that a worker seen busy is still busy when killed
-            outcome["summary"] = run_protocol(load_protocol(path), out, chunk_size=15,
+            # chunks of 40 take long enough (~0.3 s) that a worker seen busy is still busy when killed
+            outcome["summary"] = run_protocol(load_protocol(path), out, chunk_size=40,
                                               cluster=dask_cluster.scheduler_address)
         except BaseException as exc:  # reported by the assertion below
             outcome["error"] = exc
@@ -176,8 +176,10 @@ def test_worker_killed_mid_run_loses_and_duplicates_no_patient(tmp_path, protoco
     victim, assigned = None, []
     deadline = time.time() + 120
     while time.time() < deadline and victim is None:
-        if parts.exists() and len(list(parts.glob("part-*.parquet"))) >= 4:
-            busy = {w: keys for w, keys in monitor.processing().items() if keys}
+        if parts.exists() and len(list(parts.glob("part-*.parquet"))) >= 2:
+            # a worker whose current chunk is not stored yet
+            busy = {w: keys for w, keys in monitor.processing().items()
+                    if keys and not all((parts / f"{chunk_of(k)}.parquet").exists() for k in keys)}
             if busy:
                 victim, assigned = next(iter(busy.items()))
         time.sleep(0.01)
@@ -194,7 +196,7 @@ def test_worker_killed_mid_run_loses_and_duplicates_no_patient(tmp_path, protoco
     # in-process computation gives
     p = load_protocol(path).protocol
     ctx = Context(p, p.seed, tuple(schedule_days(p)))
-    specs = {c.name: c for c in make_plan(p, chunk_size=15).chunks}
+    specs = {c.name: c for c in make_plan(p, chunk_size=40).chunks}
     reference = RunDirectory(tmp_path / "reference")
     for name in lost:
         reference.write_chunk(run_chunk(ctx, specs[name]))
