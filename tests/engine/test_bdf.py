@@ -1,7 +1,6 @@
 """The compiled BDF backend against analytic solutions and against LSODA on the default model."""
 
 import math
-import sys
 
 import numpy as np
 import pytest
@@ -12,16 +11,11 @@ from cartwin.simulate.events import doses_to_schedule
 from cartwin.simulate.runner import simulate
 from cartwin.simulate.solvers import NumbaBDF
 from cartwin.therapy.dosing import Dose
-from tests.engine.test_events_and_solver import K_EL, ONE_CMT
+from tests.engine.test_events_and_solver import K_EL, solve
 
 
-def solve_bdf(doses, t_obs, rtol=1e-9, atol=1e-12):
-    mod = compile_model(ONE_CMT)
-    K = mod.constants(np.array([[K_EL, 2.0]]), np.zeros((1, 0)))
-    sched = doses_to_schedule(doses, ONE_CMT, mod.dose_scales(K)[0])
-    res = NumbaBDF(rtol=rtol, atol=atol).solve(mod, K, mod.initial(K), [sched], np.asarray(t_obs, float))
-    assert res.ok[0], res.reasons
-    return res.states[0, :, 0]
+def solve_bdf(doses, t_obs):
+    return solve(doses, t_obs, NumbaBDF(rtol=1e-9, atol=1e-12))
 
 
 def test_bdf_bolus_pre_dose_sampling_and_decay():

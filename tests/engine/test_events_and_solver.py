@@ -25,11 +25,13 @@ ONE_CMT = Model(
 )
 
 
-def solve(doses, t_obs, rtol=1e-10, atol=1e-12):
+def solve(doses, t_obs, backend=None):
+    """The one-compartment test model through ``backend`` (LSODA at tight tolerance by default)."""
+    backend = backend or ScipyLSODA(rtol=1e-10, atol=1e-12)
     mod = compile_model(ONE_CMT)
     K = mod.constants(np.array([[K_EL, 2.0]]), np.zeros((1, 0)))
     sched = doses_to_schedule(doses, ONE_CMT, mod.dose_scales(K)[0])
-    res = ScipyLSODA(rtol=rtol, atol=atol).solve(mod, K, mod.initial(K), [sched], np.asarray(t_obs, float))
+    res = backend.solve(mod, K, mod.initial(K), [sched], np.asarray(t_obs, float))
     assert res.ok[0], res.reasons
     return res.states[0, :, 0]
 
