@@ -23,7 +23,7 @@ def kimmel_protocol(**extra):
 
 def test_sbml_model_runs_through_the_engine(tmp_path):
     """Without variability every patient is the published typical course: CAR-T 30.1/uL at day 7,
-    then 9.0 (d14), 2.5 (d28), 0.34 (d90); normal T 109 (d7) (models.md section 11)."""
+    then 9.0 (d14), 2.5 (d28), 0.34 (d90); normal T 109 (d7) (an independent re-simulation of the BioModels file)."""
     path = write_protocol(tmp_path / "k.toml", kimmel_protocol())
     summary = run_protocol(load_protocol(path), tmp_path / "run", workers=1)
     assert summary.n_total == 3 and summary.n_failed == 0

@@ -2,7 +2,7 @@
 a model whose phases switch with a ``piecewise`` on time (``time <= T_max``).
 
 The file is re-encoded from the published equations (tests/data/sbml/make_chaudhury2020_reencoded.py),
-not the original BioModels file. Reference values: shared/reference/models.md section 11 (an
+not the original BioModels file. Reference values: an independent scipy re-simulation of the BioModels file (an
 independent scipy LSODA re-simulation, rtol 1e-8).
 
 The switch is a jump in the right-hand side, not an event: cartwin's LSODA does not stop at T_max,

@@ -16,7 +16,7 @@ from cartwin.io.scenario import build_scenario, simulate_scenario
 KIMMEL = Path(__file__).resolve().parents[1] / "data" / "sbml" / "kimmel2021_BIOMD0000001041_reencoded.xml"
 
 # Kimmel 2021 (BIOMD0000001041) from N = 6, C = 0.36, B = 94.86: values that
-# ../shared/reference/models.md section 11 reports from an independent scipy re-simulation.
+# an independent re-simulation of the BioModels file reports from an independent scipy re-simulation.
 KIMMEL_REFERENCE = {
     "CAR_T_cells": {14: 9.0, 28: 2.5, 60: 0.89, 90: 0.34, 180: 0.019},
     "Normal_T_cells": {7: 109, 14: 295, 28: 473, 60: 499},

@@ -57,20 +57,18 @@ TARGETS = (
     Target("B cells back after autologous CD19 CAR-T, Erlangen Flu/Cy, 1e6/kg", "autologous_cd19",
            "erlangen", "mean_bcell_return_day", 110.0, 32.0 / np.sqrt(5),
            "Mackensen 2022 Nat Med (n = 5): B cells reappear after mean +/- SD 110 +/- 32 days "
-           "(clinical_evidence.md section 3 and 9.1, [V]); weight: SD / sqrt(n), the SE of that mean"),
+           "; weight: SD / sqrt(n), the SE of that mean"),
     Target("CAR-T peak day after autologous CD19 CAR-T, Erlangen Flu/Cy", "autologous_cd19", "erlangen",
            "mean_cart_tmax", 7.0, 1.0,
-           "issue 3 behaviour target 'CAR-T peak on day 7-14' (the Erlangen peak time itself was not "
-           "retrieved, clinical_evidence.md section 3; Stein 2019 Tmax 9.3 d in oncology): a range, "
+           "the model's behaviour target 'CAR-T peak on day 7-14' (the Erlangen peak time itself was not "
+           "published; Stein 2019 Tmax 9.3 d in oncology): a range, "
            "no penalty inside it", upper=14.0),
     Target("CAR-T detectable beyond 3 months after TyU19, reduced Flu/Cy", "tyu19", "reduced",
            "median_cart_last_detectable_day", 100.0, 10.0,
-           "TyU19, Cell 2024 (n = 3): CAR-T detectable for > 3 months (clinical_evidence.md section 9.6, "
-           "[V]); median last day at or above 1 cell/uL (interpolated between samples), from day 100 "
+           "TyU19, Cell 2024 (n = 3): CAR-T detectable for > 3 months (Wang X 2024); median last day at or above 1 cell/uL (interpolated between samples), from day 100 "
            "(a margin over day 90) on", upper=365.0),
     Target("CAR-T peak day after TyU19, reduced Flu/Cy", "tyu19", "reduced", "mean_cart_tmax", 14.0, 1.75,
-           "TyU19 in SLE, Med 2025 (n = 3): CAR+ T-cell peak at day 14 in blood (clinical_evidence.md "
-           "section 9.5, [V]); a sampled peak on day 14 puts the true peak between the neighbouring "
+           "TyU19 in SLE, Med 2025 (n = 3): CAR+ T-cell peak at day 14 in blood (Wang D 2025); a sampled peak on day 14 puts the true peak between the neighbouring "
            "visits, days 10-17, taken as +/- 2 SD (as the model's behaviour test reads it)"),
 )
 

@@ -20,7 +20,7 @@ from cartwin.therapy.products import KNOWN_EDITS, PRODUCTS
 from cartwin.therapy.regimens import PRESETS
 
 # Plausible CAR-T doses. Clinical autoimmune and oncology doses span 1e5-5e6 cells/kg and
-# 1e7-1e9 flat cells (clinical_evidence.md section 6); anything 100x beyond is a unit error.
+# 1e7-1e9 flat cells (published autoimmune and oncology CAR-T trials); anything 100x beyond is a unit error.
 CART_DOSE_PER_KG = (1e3, 1e8)
 CART_DOSE_FLAT = (1e5, 1e11)
 # Single-administration drug doses (mg/m^2) beyond these are not lymphodepletion.

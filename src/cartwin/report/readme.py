@@ -2,10 +2,9 @@
 
     python -m cartwin.report.readme runs/nct05988216      # after `cartwin report runs/nct05988216`
 
-prints the Markdown table from the report's ``endpoints.json``, with the trial's column from
-/work/shared/reference/clinical_evidence.md section 1 (a secondary summary of Cell Research 2025;
-every trial entry is tagged there as [V2]). The model is still being calibrated: regenerate the
-table, do not edit its numbers by hand.
+prints the Markdown table from the report's ``endpoints.json``, with the trial's column as a
+secondary summary of Cell Research 2025 (NCT05988216) reports it. Regenerate the table after a
+model change; do not edit its numbers by hand.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ SCORE_TABLES = ("visits", "patients", "adverse_events")
 # What the report reads from the per-visit scores; the rest of the clinical layer's 78 columns stay
 # in the clinical layer (``cartwin score``).
 VISIT_COLUMNS = ("subject", "arm", "day", "pga", "selena", "selena_min", "selena_max", "sledai_visit")
-# The trial's remission read-out: "SELENA-SLEDAI 0 and PGA < 1" (clinical_evidence.md section 1).
+# The trial's remission read-out: "SELENA-SLEDAI 0 and PGA < 1" (TyU19 in SLE, Cell Research 2025, NCT05988216).
 REMISSION_PGA_BELOW = 1.0
 SEROLOGY = (("C3", "low", "c3_normalised"), ("C4", "low", "c4_normalised"), ("DSDNA", "high", "dsdna_seroconverted"))
 _FINGERPRINT = "fingerprint.json"

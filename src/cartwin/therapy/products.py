@@ -23,7 +23,7 @@ KNOWN_EDITS = ("TRAC", "HLA-A", "HLA-B", "HLA-C", "B2M", "CIITA", "PD1", "CD52")
 # Share of host T-cell allorecognition carried by each HLA class. Assumed: CD8 (class I) and
 # CD4 (class II) alloresponses of comparable size, class I slightly larger in mixed lymphocyte
 # reactions; with class I split equally over the three classical loci, HLA-A/B/CIITA editing
-# leaves 0.6/3 = 0.2, the prior that models.md section 7 proposes for TyU19.
+# leaves 0.6/3 = 0.2, a prior of 0.2 for TyU19.
 HLA_CLASS_I_WEIGHT = 0.6
 HLA_CLASS_II_WEIGHT = 0.4
 CLASS_I_LOCI = ("HLA-A", "HLA-B", "HLA-C")

@@ -2,7 +2,7 @@
 model (Eq S1-S3; BioModels MODEL2109110005, CC0), re-encoded as SBML L3V2 for cartwin's tests.
 
 The original BioModels file could not be retrieved here. This file is written from the published
-equations and parameter values as given in shared/reference/models.md section 1.2; it is not the
+equations and parameter values as published (Chaudhury 2020, Eq S1-S3, with the BioModels parameter values); it is not the
 original file. The phase switch is written as the original's is described: a ``piecewise`` on
 model time, ``time <= T_max``, inside rate rules.
 
