@@ -157,6 +157,9 @@ def test_futures_in_flight_stay_bounded(tmp_path, protocol_dict, dask_cluster, m
 def test_worker_killed_mid_run_loses_and_duplicates_no_patient(tmp_path, protocol_dict, dask_cluster, monitor):
     for arm in protocol_dict["arms"]:
         arm["n"] = 150
+    # a daily schedule makes each chunk's tables large enough that storing it takes most of a
+    # second: a worker seen busy with an unstored chunk is still busy when the kill lands
+    protocol_dict["schedule"] = {"every": 1, "start": -6, "stop": 120}
     path = write_protocol(tmp_path / "p.toml", protocol_dict)
     out = tmp_path / "run"
     worker_pids = monitor.run(os.getpid)  # worker address -> pid of its process
@@ -164,7 +167,6 @@ def test_worker_killed_mid_run_loses_and_duplicates_no_patient(tmp_path, protoco
 
     def run():
         try:
-            # chunks of 40 take long enough (~0.3 s) that a worker seen busy is still busy when killed
             outcome["summary"] = run_protocol(load_protocol(path), out, chunk_size=40,
                                               cluster=dask_cluster.scheduler_address)
         except BaseException as exc:  # reported by the assertion below
