@@ -30,14 +30,7 @@ import tempfile
 from pathlib import Path
 from types import ModuleType
 
-import numba
-import numpy as np
-
-MAX_ORDER = 5
-NEWTON_MAXITER = 4
-MIN_FACTOR = 0.2
-MAX_FACTOR = 10.0
-
+# status codes returned by the kernel, per patient
 OK, STEP_TOO_SMALL, TOO_MANY_STEPS, NOT_FINITE, SINGULAR = 0, 1, 2, 3, 4
 STATUS_TEXT = {
     OK: "",
