@@ -229,3 +229,15 @@ def test_outputs_limit_the_stored_tests(protocol_dict):
     from cartwin.protocol import ProtocolError
     with pytest.raises(ProtocolError, match="outputs: unknown test codes \\['NOPE'\\]"):
         parse_protocol(protocol_dict)
+
+
+def test_a_moved_run_directory_still_answers(tmp_path, protocol_dict):
+    import shutil
+    from cartwin.store.run_directory import RunDirectory
+    path = write_protocol(tmp_path / "p.toml", protocol_dict)
+    run_protocol(load_protocol(path), tmp_path / "run", workers=1, n_per_arm=2)
+    shutil.move(tmp_path / "run", tmp_path / "moved")
+    con = RunDirectory(tmp_path / "moved").connect()
+    assert con.execute("SELECT count(*) FROM patients").fetchone()[0] == 4
+    res = _cli("show", tmp_path / "moved")
+    assert res.returncode == 0, res.stderr

@@ -170,4 +170,12 @@ class RunDirectory:
         return target
 
     def connect(self) -> duckdb.DuckDBPyConnection:
-        return duckdb.connect(str(self.path / "results.duckdb"), read_only=True)
+        """Read-only connection; a directory that was moved gets its views rebuilt first (they
+        hold absolute paths)."""
+        con = duckdb.connect(str(self.path / "results.duckdb"), read_only=True)
+        (stored,) = con.execute("SELECT run_directory FROM run_info").fetchone()
+        if stored != str(self.path.resolve()):
+            con.close()
+            self.build_database()
+            con = duckdb.connect(str(self.path / "results.duckdb"), read_only=True)
+        return con
