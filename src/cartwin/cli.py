@@ -31,8 +31,10 @@ class BadInput(Exception):
 def _bad_input_types() -> tuple[type[BaseException], ...]:
     from cartwin.protocol import ProtocolError
     from cartwin.store.run_directory import RunDirectoryError
+    from cartwin.fit.errors import FitError
     from cartwin.io.errors import InterchangeError
-    types: list[type[BaseException]] = [ProtocolError, RunDirectoryError, BadInput, InterchangeError]
+    types: list[type[BaseException]] = [ProtocolError, RunDirectoryError, BadInput, InterchangeError,
+                                        FitError]
     try:
         from cartwin.clinical import ObservationError  # noqa: PLC0415
         types.append(ObservationError)
@@ -178,15 +180,6 @@ export_app = typer.Typer(no_args_is_help=True,
 app.add_typer(export_app, name="export")
 
 
-def _interchange(call):
-    """Run an io call; its InterchangeError (bad input) becomes BadInput (exit code 2)."""
-    from cartwin.io import InterchangeError
-    try:
-        return call()
-    except InterchangeError as exc:
-        raise BadInput(str(exc)) from None
-
-
 @export_app.command("sbml")
 def export_sbml_command(
     product: str = typer.Option("autologous_cd19", "--product", help="CAR-T product preset."),
@@ -205,7 +198,7 @@ def export_sbml_command(
             covariates[name.strip()] = float(value)
         except ValueError:
             raise BadInput(f"--covariate {item!r}: expected NAME=NUMBER, e.g. WT=70") from None
-    _interchange(lambda: write_sbml(out_file, None, product, regimen, covariates, cells_per_kg))
+    write_sbml(out_file, None, product, regimen, covariates, cells_per_kg)
     out.print(f"SBML -> {out_file}")
 
 
@@ -218,7 +211,7 @@ def export_nonmem_command(
     """Write a run as a NONMEM-format dataset (ID TIME DV AMT RATE EVID MDV CMT DVID + covariates)."""
     from cartwin.io.nonmem import export_nonmem
     chosen = [t.strip() for t in tests.split(",") if t.strip()] if tests else None
-    result = _interchange(lambda: export_nonmem(run_dir, out_file, chosen))
+    result = export_nonmem(run_dir, out_file, chosen)
     out.print(f"NONMEM dataset -> {result.data} ({result.n_subjects} subjects, {result.n_rows} rows); "
               f"dictionary -> {result.dictionary_json}")
 
@@ -232,7 +225,7 @@ def export_sdtm_command(
 ):
     """Write SDTM-like DM, EX, LB, AE, RS and ADaM-like ADSL, ADLB as CSV and SAS XPORT v5."""
     from cartwin.io.cdisc import export_cdisc
-    result = _interchange(lambda: export_cdisc(source, out_dir, scored, study_id))
+    result = export_cdisc(source, out_dir, scored, study_id)
     counts = ", ".join(f"{k} {v.height}" for k, v in result.datasets.items())
     out.print(f"CDISC-like domains -> {result.out_dir} ({counts})")
 
@@ -254,15 +247,6 @@ def _name_values(items: list[str], option: str) -> dict[str, float]:
 
 def _names(text: Optional[str]) -> Optional[list[str]]:
     return [t.strip() for t in text.split(",") if t.strip()] if text else None
-
-
-def _fitting(call):
-    """Run a fit call; its FitError (bad input) becomes BadInput (exit code 2)."""
-    from cartwin.fit import FitError
-    try:
-        return call()
-    except FitError as exc:
-        raise BadInput(str(exc)) from None
 
 
 @app.command("fit")
@@ -290,10 +274,10 @@ def fit_command(
         err.print(f"iteration {step['iteration']}: OFV {step['ofv']:.3f}, max change {step['max_change']:.2e}, "
                   f"{step['seconds']:.1f} s", highlight=False)
 
-    result = _fitting(lambda: fit(data, names, subjects=subjects, out=out_dir, tests=_names(tests),
-                                  lloq=_name_values(lloq, "--lloq"), protocol=loaded,
-                                  initial=_name_values(initial, "--initial"), vpc_replicates=vpc,
-                                  seed=seed, progress=progress))
+    result = fit(data, names, subjects=subjects, out=out_dir, tests=_names(tests),
+                 lloq=_name_values(lloq, "--lloq"), protocol=loaded,
+                 initial=_name_values(initial, "--initial"), vpc_replicates=vpc,
+                 seed=seed, progress=progress)
     lo, hi = result.typical_interval()
     table = Table(title=f"Population estimates ({'converged' if result.converged else 'NOT converged'}, "
                         f"OFV {result.ofv:.2f})")
@@ -329,9 +313,8 @@ def sensitivity_command(
         except ValueError:
             raise BadInput(f"--range {item!r}: expected PARAM=LOW:HIGH, e.g. RHO=0.8:2.0") from None
     loaded = load_protocol(protocol).protocol
-    result = _fitting(lambda: sensitivity(loaded, outputs=_names(outputs), parameters=_names(parameters),
-                                          ranges=ranges, arm=arm, patient=patient, n=n, seed=seed,
-                                          out=out_dir))
+    result = sensitivity(loaded, outputs=_names(outputs), parameters=_names(parameters),
+                         ranges=ranges, arm=arm, patient=patient, n=n, seed=seed, out=out_dir)
     table = Table(title=f"First-order (S1) and total (ST) Sobol indices, {result.n_runs} model runs")
     table.add_column("parameter")
     for o in result.outputs:
