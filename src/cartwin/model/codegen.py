@@ -48,19 +48,18 @@ _FUNCTIONS = {"exp": sp.exp, "log": sp.log, "sqrt": sp.sqrt, "Max": sp.Max, "Min
 class _VectorPrinter(NumPyPrinter):
     """NumPy code that broadcasts: element-wise max/min and where() for two-branch choices."""
 
-    def _print_Max(self, expr):
+    def _fold(self, function: str, expr) -> str:
         args = [self._print(a) for a in expr.args]
         out = args[0]
         for a in args[1:]:
-            out = f"numpy.maximum({out}, {a})"
+            out = f"numpy.{function}({out}, {a})"
         return out
 
+    def _print_Max(self, expr):
+        return self._fold("maximum", expr)
+
     def _print_Min(self, expr):
-        args = [self._print(a) for a in expr.args]
-        out = args[0]
-        for a in args[1:]:
-            out = f"numpy.minimum({out}, {a})"
-        return out
+        return self._fold("minimum", expr)
 
     def _print_Piecewise(self, expr):
         out = self._print(expr.args[-1].expr)

@@ -27,6 +27,11 @@ class SolveResult:
     counters: np.ndarray | None = None  # per patient: steps, RHS, Jacobians, LU factorisations
 
 
+def check_tolerances(rtol: float, atol: float) -> None:
+    if not (0 < rtol < 1 and atol > 0):
+        raise ValueError("rtol must lie in (0, 1) and atol be positive")
+
+
 @dataclass(frozen=True)
 class ScipyLSODA:
     rtol: float = 1e-6
@@ -35,8 +40,7 @@ class ScipyLSODA:
     name: str = "scipy-lsoda"
 
     def __post_init__(self) -> None:
-        if not (0 < self.rtol < 1 and self.atol > 0):
-            raise ValueError("rtol must lie in (0, 1) and atol be positive")
+        check_tolerances(self.rtol, self.atol)
 
     def warm_up(self, compiled: ModuleType) -> None:
         """Nothing to compile beyond the model's own functions."""
@@ -145,8 +149,7 @@ class NumbaBDF:
     name: str = "numba-bdf"
 
     def __post_init__(self) -> None:
-        if not (0 < self.rtol < 1 and self.atol > 0):
-            raise ValueError("rtol must lie in (0, 1) and atol be positive")
+        check_tolerances(self.rtol, self.atol)
 
     def warm_up(self, compiled: ModuleType) -> None:
         """Compile the kernel now (or load it from numba's cache), before workers fork."""
