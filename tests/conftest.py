@@ -35,6 +35,21 @@ BASE_PROTOCOL = {
 }
 
 
+def explicit_patient(pid: str, **changes) -> dict:
+    """One explicit patient of a protocol's population list (a young woman with active SLE)."""
+    patient = {"id": pid, "sex": "F", "age": 22, "weight": 55, "height": 160, "creatinine": 60,
+               "dsdna": 100, "c3": 0.6, "c4": 0.07, "proteinuria": 0.5, "pga": 2}
+    patient.update(changes)
+    return patient
+
+
+def use_explicit_patients(protocol: dict, patients: list[dict]) -> None:
+    """Replace the drawn population by ``patients``; arms then take the list's size."""
+    protocol["population"] = {"patients": patients}
+    for arm in protocol["arms"]:
+        arm.pop("n")
+
+
 @pytest.fixture
 def protocol_dict():
     return copy.deepcopy(BASE_PROTOCOL)

@@ -3,7 +3,7 @@
 import pytest
 
 from cartwin.protocol import ProtocolError, load_protocol, parse_protocol
-from tests.conftest import write_protocol
+from tests.conftest import explicit_patient, use_explicit_patients, write_protocol
 
 
 def errors_of(data) -> str:
@@ -86,13 +86,7 @@ def test_each_bad_input_is_named(protocol_dict, mutate, expected):
 
 
 def test_explicit_patients_are_checked(protocol_dict):
-    protocol_dict["population"] = {"patients": [
-        {"id": "A", "sex": "F", "age": 22, "weight": 20, "height": 160, "creatinine": 60,
-         "dsdna": 100, "c3": 0.6, "c4": 0.07, "proteinuria": 0.5, "pga": 2},
-        {"id": "A", "sex": "F", "age": 22, "weight": 55, "height": 160, "creatinine": 60,
-         "dsdna": 100, "c3": 0.6, "c4": 0.07, "proteinuria": 0.5, "pga": 2}]}
-    for arm in protocol_dict["arms"]:
-        arm.pop("n")
+    use_explicit_patients(protocol_dict, [explicit_patient("A", weight=20), explicit_patient("A")])
     assert "explicit patient ids must be unique" in errors_of(protocol_dict)
     protocol_dict["population"]["patients"][1]["id"] = "B"
     assert "population.patients[0] (A).weight: 20 is outside the physiologic range 30-250 kg" in errors_of(protocol_dict)

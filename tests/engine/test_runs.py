@@ -18,7 +18,7 @@ from cartwin.protocol import load_protocol, parse_protocol
 from cartwin.run import run_protocol
 from cartwin.simulate import solvers
 from cartwin.simulate.runner import simulate
-from tests.conftest import write_protocol
+from tests.conftest import explicit_patient, use_explicit_patients, write_protocol
 
 CLI = [sys.executable, "-m", "cartwin.cli"]
 
@@ -193,13 +193,10 @@ def test_resume_after_kill_loses_and_duplicates_nothing(tmp_path, protocol_dict)
 
 
 def test_an_arm_larger_than_the_explicit_list_repeats_it_with_unique_ids(protocol_dict):
-    protocol_dict["population"] = {"patients": [
-        {"id": "A", "sex": "F", "age": 22, "weight": 55, "height": 160, "creatinine": 60,
-         "dsdna": 100, "c3": 0.6, "c4": 0.07, "proteinuria": 0.5, "pga": 2},
-        {"id": "B", "sex": "F", "age": 24, "weight": 60, "height": 165, "creatinine": 65,
-         "dsdna": 200, "c3": 0.5, "c4": 0.06, "proteinuria": 1.0, "pga": 2.5}]}
-    for arm in protocol_dict["arms"]:
-        arm.pop("n")
+    use_explicit_patients(protocol_dict, [
+        explicit_patient("A"),
+        explicit_patient("B", age=24, weight=60, height=165, creatinine=65, dsdna=200, c3=0.5,
+                         c4=0.06, proteinuria=1.0, pga=2.5)])
     s = simulate(parse_protocol(protocol_dict), n_per_arm=5)
     subjects = s.patients.filter(pl.col("arm") == "auto")["subject"].to_list()
     assert subjects == ["auto-A", "auto-B", "auto-A-2", "auto-B-2", "auto-A-3"]
