@@ -17,7 +17,7 @@ import pytest
 from cartwin.protocol import load_protocol, parse_protocol
 from cartwin.run import run_protocol
 from cartwin.simulate import solvers
-from cartwin.simulate.runner import simulate
+from cartwin.run import simulate
 from tests.conftest import explicit_patient, use_explicit_patients, write_protocol
 
 CLI = [sys.executable, "-m", "cartwin.cli"]
@@ -205,7 +205,7 @@ def test_an_arm_larger_than_the_explicit_list_repeats_it_with_unique_ids(protoco
 
 def test_tiny_negative_round_off_is_zeroed_and_real_negatives_fail():
     from cartwin.model.lupus_cart import MODEL
-    from cartwin.simulate.runner import reject_negative_states
+    from cartwin.simulate.engine import reject_negative_states
     from cartwin.simulate.solvers import SolveResult
     states = np.ones((3, 2, len(MODEL.state_names)))
     states[0, 1, 3] = -1e-12   # round-off
