@@ -36,26 +36,6 @@ EVENT_COLUMNS = {name: meaning for name, _, meaning in EVENT_FIELDS}
 EVENT_SCHEMA = pa.schema([(name, arrow_type) for name, arrow_type, _ in EVENT_FIELDS])
 
 
-def event_rows(subject: str, doses: list[Dose], model, obs_days: np.ndarray,
-               obs_tests: tuple[str, ...]) -> list[dict]:
-    index = {s: i + 1 for i, s in enumerate(model.state_names)}
-    rows = []
-    for d in doses:
-        route = model.dose_input(d.route)
-        rows.append({"ID": subject, "TIME": d.day, "EVID": 1, "CMT": index[route.state],
-                     "CMTNAME": route.state, "AMT": d.amount, "AMTU": route.unit,
-                     "RATE": d.amount / d.duration_days if d.duration_days > 0 else 0.0,
-                     "DVID": "", "DV": None, "MDV": 1, "DRUG": d.drug, "NOTE": d.note})
-    for day in obs_days:
-        for test in obs_tests:
-            rows.append({"ID": subject, "TIME": float(day), "EVID": 0, "CMT": 0,
-                         "CMTNAME": test, "AMT": 0.0, "AMTU": "", "RATE": 0.0, "DVID": test,
-                         "DV": None, "MDV": 1, "DRUG": "", "NOTE": ""})
-    # observations before doses at equal time (pre-dose samples); stable otherwise
-    rows.sort(key=lambda r: (r["TIME"], r["EVID"] != 0))
-    return rows
-
-
 def doses_to_schedule(doses: list[Dose], model, dose_scales: np.ndarray) -> Schedule:
     """Doses -> state-space schedule, using this patient's route scales (amount -> state unit)."""
     state_index = {s: i for i, s in enumerate(model.state_names)}
