@@ -238,3 +238,19 @@ def test_a_moved_run_directory_still_answers(tmp_path, protocol_dict):
     assert con.execute("SELECT count(*) FROM patients").fetchone()[0] == 4
     res = _cli("show", tmp_path / "moved")
     assert res.returncode == 0, res.stderr
+
+
+def test_mixed_flat_and_per_kg_arms_store_one_column_type_and_score(tmp_path, protocol_dict):
+    """A protocol mixing a flat dose and a per-kg dose writes patients parts with the same column
+    types, so the run directory reads as one table and `cartwin score RUN` works."""
+    protocol_dict["arms"][0].update(n=2, dose={"cells": 5e7})  # the flat arm's parts come first
+    protocol_dict["arms"][1]["n"] = 2
+    loaded = load_protocol(write_protocol(tmp_path / "mixed.toml", protocol_dict))
+    run_protocol(loaded, tmp_path / "run", workers=1)
+    patients = pl.read_parquet(tmp_path / "run" / "patients.parquet")
+    assert patients.schema["dose_cells_per_kg"] == pl.Float64
+    flat = patients.filter(pl.col("arm") == "auto")
+    assert flat["dose_cells_per_kg"].null_count() == 2 and flat["dose_cells"].to_list() == [5e7, 5e7]
+    scored = subprocess.run([*CLI, "score", str(tmp_path / "run"), "--out", str(tmp_path / "scores")],
+                            capture_output=True, text=True)
+    assert scored.returncode == 0, scored.stderr

@@ -24,7 +24,8 @@ def patients_table(pop, model: Model, therapy, ok: np.ndarray, reasons) -> pa.Ta
         "index": pop.index.astype(np.int64),
         "product": [therapy.product.name] * n,
         "regimen": [therapy.regimen.name] * n,
-        "dose_cells_per_kg": [therapy.cells_per_kg] * n,
+        # float64 in every arm (null for a flat dose), so that parts of mixed protocols concatenate
+        "dose_cells_per_kg": pa.array([therapy.cells_per_kg] * n, pa.float64()),
         "dose_cells": (therapy.cells_per_kg * pop.covariates["WT"] if therapy.cells_per_kg is not None
                        else np.full(n, therapy.flat_cells)),
         "sex": np.where(pop.covariates["SEXF"] > 0.5, "F", "M"),
