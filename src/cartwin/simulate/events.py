@@ -24,7 +24,7 @@ EVENT_COLUMNS = {
     "AMTU": "unit of AMT",
     "RATE": "infusion rate in AMT units per day; 0 = bolus",
     "DVID": "observation test code (observation rows)",
-    "DV": "observed value; empty in a simulation's event table (values are in observations.parquet)",
+    "DV": "observed value; empty in a simulation's event table",  # the store says where values are
     "MDV": "1 when DV is missing or the row is a dose",
     "DRUG": "drug or product given (dose rows)",
     "NOTE": "dose rule applied (e.g. renal adjustment)",
