@@ -135,3 +135,15 @@ def test_resume_deletes_only_cartwins_own_temporaries(small_run, tmp_path):
     assert summary.chunks_computed == 0 and summary.n_total == 5
     assert not any(p.exists() for p in ours)
     assert all(p.read_text() == "x" for p in users)
+
+
+@pytest.mark.parametrize("kind", ["file", "dangling symlink"])
+def test_a_new_run_refuses_an_out_that_is_not_a_directory(tmp_path, kind):
+    out = tmp_path / "out"
+    if kind == "file":
+        out.write_text("notes")
+    else:
+        out.symlink_to(tmp_path / "gone")
+    with pytest.raises(RunDirectoryError, match="not a directory" if kind == "file" else "symbolic link to nothing"):
+        RunDirectory(out).check_new()
+    assert out.read_text() == "notes" if kind == "file" else not out.exists()

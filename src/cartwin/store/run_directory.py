@@ -147,6 +147,8 @@ class RunDirectory:
 
     def check_new(self) -> None:
         """Raise unless the directory can hold a new run. Creates nothing."""
+        if self.path.is_symlink() and not self.path.exists():
+            raise RunDirectoryError(f"{self.path}: is a symbolic link to nothing; choose another --out")
         if self.path.exists() and not self.path.is_dir():
             raise RunDirectoryError(f"{self.path}: exists and is not a directory; choose another --out")
         if self.path.is_dir() and any(self.path.iterdir()):
