@@ -17,6 +17,7 @@ import cartwin
 from cartwin.protocol import LoadedProtocol
 from cartwin.plan import Plan, check_vocabulary, default_workers, make_plan, make_work
 from cartwin.simulate.execute import execute
+from cartwin.store import layout
 from cartwin.store.run_directory import RunDirectory
 
 
@@ -113,7 +114,7 @@ def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, pro
         "cartwin_version": cartwin.__version__,
         "created_utc": started.isoformat(timespec="seconds"),
         "study_id": protocol.study_id,
-        "protocol": {"file": loaded.source, "sha256": loaded.sha256, "copy": "protocol.toml"},
+        "protocol": {"file": loaded.source, "sha256": loaded.sha256, "copy": layout.PROTOCOL},
         "seed": plan.seed,
         "n_per_arm": plan.n_per_arm,
         "chunk_size": plan.chunk_size,

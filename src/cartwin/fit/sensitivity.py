@@ -92,12 +92,9 @@ def _grid(protocol, follow_up: float) -> np.ndarray:
 
 def _score(frame: pl.DataFrame, outputs: tuple[str, ...], follow_up: float) -> dict[str, np.ndarray]:
     """Endpoints per subject ("r<row>") by the clinical layer, in row order."""
-    from cartwin.clinical import read_observations, score_observations
+    from cartwin.clinical import observations_from_frame, score_observations
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "observations.parquet"
-        frame.write_parquet(path)
-        tables = score_observations(read_observations(path))
+    tables = score_observations(observations_from_frame(frame, "<sensitivity>"))
     subjects = frame.select("subject").unique(maintain_order=True)
     out = {}
     patients = subjects.join(tables["patients"], on="subject", how="left")

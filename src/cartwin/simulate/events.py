@@ -27,7 +27,7 @@ EVENT_FIELDS = (
     ("AMTU", pa.string(), "unit of AMT"),
     ("RATE", pa.float64(), "infusion rate in AMT units per day; 0 = bolus"),
     ("DVID", pa.string(), "observation test code (observation rows)"),
-    ("DV", pa.float64(), "observed value; empty in a simulation's event table (values are in observations.parquet)"),
+    ("DV", pa.float64(), "observed value; empty in a simulation's event table"),  # the store says where values are
     ("MDV", pa.int8(), "1 when DV is missing or the row is a dose"),
     ("DRUG", pa.string(), "drug or product given (dose rows)"),
     ("NOTE", pa.string(), "dose rule applied (e.g. renal adjustment)"),
