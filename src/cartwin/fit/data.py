@@ -20,10 +20,8 @@ from cartwin.fit.errors import FitError
 from cartwin.model.declaration import Model
 from cartwin.population.covariates import DESCRIPTOR_FLAGS
 from cartwin.store import layout
-from cartwin.therapy.arm import ArmTherapy
+from cartwin.therapy.arm import ArmTherapy, UnknownTherapy, preset_therapy
 from cartwin.therapy.dosing import Dose, bsa_mosteller, crcl_cockcroft_gault
-from cartwin.therapy.products import PRODUCTS
-from cartwin.therapy.regimens import PRESETS
 
 REQUIRED_SUBJECT_COLUMNS = ("subject", "product", "regimen", "AGE", "WT", "HT", "CREAT",
                             "DSDNA0", "C3_0", "C4_0", "UPROT0", "PGA0")
@@ -96,20 +94,14 @@ def _therapy(row: dict, protocol, where: str) -> ArmTherapy:
             raise FitError(f"{where}: arm {row.get('arm')!r} is not an arm of the protocol "
                            f"({sorted(arms)}); the subject table's 'arm' column must name one")
         return resolve_arm(protocol, arms[row["arm"]])
-    if row["product"] not in PRODUCTS:
-        raise FitError(f"{where}: product {row['product']!r} is not a preset ({sorted(PRODUCTS)}); "
-                       "give the protocol that defines it (--protocol)")
-    if row["regimen"] not in PRESETS:
-        raise FitError(f"{where}: regimen {row['regimen']!r} is not a preset ({sorted(PRESETS)}); "
-                       "give the protocol that defines it (--protocol)")
     has_per_kg = per_kg is not None and np.isfinite(per_kg)
     if not has_per_kg and (flat is None or not np.isfinite(flat)):
         raise FitError(f"{where}: no CAR-T dose; give 'dose_cells_per_kg' or 'dose_cells'")
-    dose = float(per_kg if has_per_kg else flat)
-    if dose <= 0:
-        raise FitError(f"{where}: CAR-T dose {dose:g} must be positive")
-    return ArmTherapy(row.get("arm") or "", PRODUCTS[row["product"]], PRESETS[row["regimen"]],
-                      dose if has_per_kg else None, None if has_per_kg else dose)
+    try:
+        return preset_therapy(row["product"], row["regimen"], per_kg if has_per_kg else None,
+                              None if has_per_kg else flat, arm=row.get("arm") or "")
+    except UnknownTherapy as exc:
+        raise FitError(f"{where}: {exc}; give the protocol that defines it (--protocol)") from None
 
 
 def subject_covariates(subjects: pl.DataFrame, model: Model, source: str) -> tuple[np.ndarray, np.ndarray]:
