@@ -24,7 +24,8 @@ from cartwin.model import DEFAULT_MODEL
 from cartwin.model.codegen import compile_model
 from cartwin.simulate.events import Dose, doses_to_schedule
 from cartwin.simulate.solvers import ScipyLSODA
-from cartwin.therapy.dosing import bsa_mosteller, fludarabine_renal_factor
+from cartwin.body import bsa_mosteller
+from cartwin.therapy.dosing import fludarabine_renal_factor
 from cartwin.therapy.products import PRODUCTS
 from cartwin.therapy.regimens import DRUGS, PRESETS
 

@@ -20,7 +20,8 @@ from cartwin.fit.errors import FitError
 from cartwin.model.declaration import Model
 from cartwin.population.covariates import DESCRIPTOR_FLAGS
 from cartwin.therapy.arm import ArmTherapy
-from cartwin.therapy.dosing import Dose, bsa_mosteller, crcl_cockcroft_gault
+from cartwin.body import bsa_mosteller, crcl_cockcroft_gault
+from cartwin.therapy.dosing import Dose
 from cartwin.therapy.products import PRODUCTS
 from cartwin.therapy.regimens import PRESETS
 

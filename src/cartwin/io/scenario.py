@@ -21,7 +21,8 @@ from cartwin.population.covariates import DESCRIPTOR_FLAGS, PATIENT_COVARIATES
 from cartwin.simulate.events import doses_to_schedule
 from cartwin.simulate.solvers import ScipyLSODA
 from cartwin.therapy.arm import ArmTherapy
-from cartwin.therapy.dosing import Dose, bsa_mosteller, crcl_cockcroft_gault
+from cartwin.body import bsa_mosteller, crcl_cockcroft_gault
+from cartwin.therapy.dosing import Dose
 from cartwin.therapy.products import PRODUCTS, Product
 from cartwin.therapy.regimens import PRESETS, Regimen
 

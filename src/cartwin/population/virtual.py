@@ -19,7 +19,7 @@ from cartwin.model.declaration import Model
 from cartwin.population.covariates import DESCRIPTOR_FLAGS, PATIENT_COVARIATES
 from cartwin.population.ranges import PHYSIOLOGIC_RANGES, UNIT_FACTORS
 from cartwin.protocol.schema import DESCRIPTORS, Population
-from cartwin.therapy.dosing import bsa_mosteller, crcl_cockcroft_gault
+from cartwin.body import bsa_mosteller, crcl_cockcroft_gault
 
 DRAWN = ("sex", "age", "weight", "height", "creatinine", "dsdna", "c3", "c4", "proteinuria", "pga")
 N_UNIFORMS = len(DRAWN) + len(DESCRIPTORS)
