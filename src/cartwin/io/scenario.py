@@ -17,14 +17,13 @@ from cartwin.io.errors import SBMLExportError
 from cartwin.model import DEFAULT_MODEL, get_model
 from cartwin.model.codegen import compile_model
 from cartwin.model.declaration import Model
-from cartwin.population.covariates import DESCRIPTOR_FLAGS, PATIENT_COVARIATES
 from cartwin.simulate.events import doses_to_schedule
 from cartwin.simulate.solvers import ScipyLSODA
 from cartwin.therapy.arm import ArmTherapy
-from cartwin.body import bsa_mosteller, crcl_cockcroft_gault
 from cartwin.therapy.dosing import Dose
 from cartwin.therapy.products import PRODUCTS, Product
 from cartwin.therapy.regimens import PRESETS, Regimen
+from cartwin.vocabulary import DESCRIPTOR_FLAGS, PATIENT_COVARIATES, with_derived
 
 # The patient an export describes when none is given: a young woman with active, serologically
 # positive SLE, as in the first CAR-T series (Mackensen 2022, Nat Med: median age 22, 4 of 5
@@ -46,10 +45,7 @@ def patient_covariates(overrides: dict[str, float] | None = None) -> dict[str, f
     if unknown:
         raise SBMLExportError(f"unknown patient covariates {unknown}; known: {sorted(PATIENT_COVARIATES)}")
     cov = {**TYPICAL_PATIENT, **{k: float(v) for k, v in overrides.items()}}
-    if "BSA" not in overrides:
-        cov["BSA"] = float(bsa_mosteller(cov["HT"], cov["WT"]))
-    if "CRCL" not in overrides:
-        cov["CRCL"] = float(crcl_cockcroft_gault(cov["AGE"], cov["WT"], cov["CREAT"], cov["SEXF"] > 0.5))
+    cov = {k: float(v) for k, v in with_derived(cov, keep_given=True).items()}
     bad = {k: v for k, v in cov.items() if not np.isfinite(v) or (k in ("WT", "HT", "BSA", "CRCL", "AGE") and v <= 0)}
     if bad:
         raise SBMLExportError(f"impossible patient covariates {bad}")

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 from cartwin.model import get_model
 from cartwin.model.codegen import compile_model, warm_up
 from cartwin.model.declaration import Model
-from cartwin.population.covariates import PATIENT_COVARIATES
+from cartwin.vocabulary import PATIENT_COVARIATES
 from cartwin.population.virtual import generate
 from cartwin.protocol.load import schedule_days
 from cartwin.protocol.schema import Protocol
