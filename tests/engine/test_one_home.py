@@ -133,10 +133,12 @@ def test_protocol_and_generator_cover_the_vocabulary(protocol_dict):
 
 def test_exporters_and_store_name_the_vocabulary():
     from cartwin.io.nonmem import NUMERIC_COVARIATES
+    from cartwin.io.scenario import patient_covariates
     from cartwin.store.run_directory import DICTIONARY
     numeric = [c.name for c in PATIENT_COVARIATES.values() if c.name != "SEXF" and c.kind != "descriptor"]
     assert list(NUMERIC_COVARIATES) == numeric
     assert all(NUMERIC_COVARIATES[n][1] == PATIENT_COVARIATES[n].unit for n in numeric)
+    assert list(patient_covariates()) == list(PATIENT_COVARIATES)  # the exports' typical patient
     patients = DICTIONARY["patients"]
     for c in PATIENT_COVARIATES.values():
         if c.name != "SEXF":

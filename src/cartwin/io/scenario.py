@@ -45,7 +45,8 @@ def patient_covariates(overrides: dict[str, float] | None = None) -> dict[str, f
     if unknown:
         raise SBMLExportError(f"unknown patient covariates {unknown}; known: {sorted(PATIENT_COVARIATES)}")
     cov = {**TYPICAL_PATIENT, **{k: float(v) for k, v in overrides.items()}}
-    cov = {k: float(v) for k, v in with_derived(cov, keep_given=True).items()}
+    derived = with_derived(cov, keep_given=True)
+    cov = {k: float(derived[k]) for k in PATIENT_COVARIATES}
     bad = {k: v for k, v in cov.items() if not np.isfinite(v) or (k in ("WT", "HT", "BSA", "CRCL", "AGE") and v <= 0)}
     if bad:
         raise SBMLExportError(f"impossible patient covariates {bad}")
