@@ -46,8 +46,11 @@ def canonical_unit(code: str) -> str:
 # format demands it, in NONMEM and ADaM files), canonical unit, meaning, the protocol field that
 # supplies it, the physiologic range a protocol value must lie in, the units a protocol may give,
 # and whether it is derived from the others. The protocol schema, the population generator, the
-# model, the store, the exporters and the fit read this table; adding a covariate is one entry
-# here (plus its draw in population/virtual.py when it is drawn).
+# model, the store, the exporters and the fit read this table. Adding a covariate is an entry here
+# and its field in protocol/schema.py (a test checks that the two agree); a derived one also needs
+# its formula in cartwin/body.py and a line in with_derived. A new drawn covariate takes one more
+# uniform from each patient's stream, before the descriptors' uniforms: the same seed then gives
+# other virtual patients' descriptors, so say so when adding one.
 
 
 @dataclass(frozen=True)

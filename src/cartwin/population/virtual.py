@@ -20,7 +20,8 @@ from cartwin.protocol.schema import Population
 from cartwin.vocabulary import DESCRIPTOR_FLAGS, DESCRIPTORS, PATIENT_COVARIATES, PatientCovariate, with_derived
 
 # The covariates drawn (or given), in the vocabulary's order: one uniform each, then one per
-# descriptor. The order fixes each patient's random stream: append, never reorder.
+# descriptor. The order fixes each patient's random stream: never reorder; a new drawn covariate
+# moves the descriptors' uniforms (see cartwin/vocabulary.py).
 DRAWN: tuple[PatientCovariate, ...] = tuple(c for c in PATIENT_COVARIATES.values()
                                             if not c.derived and c.kind != "descriptor")
 N_UNIFORMS = len(DRAWN) + len(DESCRIPTORS)

@@ -251,9 +251,9 @@ def _unit_factor(where: str, quantity: str, unit: str, problems: list[str]) -> f
     return factors[unit]
 
 
-def _ranged(kind: str | None = None) -> list[str]:
+def _ranged() -> list[str]:
     """The vocabulary fields a protocol gives that have a physiologic range."""
-    return [c.field for c in BY_FIELD.values() if c.low is not None and (kind is None or c.kind == kind)]
+    return [c.field for c in BY_FIELD.values() if c.low is not None]
 
 
 def _check_population(pop: Population) -> list[str]:
