@@ -54,7 +54,7 @@ def _root(version: bool = typer.Option(False, "--version", help="Print the versi
 def validate(protocol: Path = typer.Argument(..., help="Protocol file (TOML).")):
     """Check a protocol file without running it."""
     from cartwin.protocol import load_protocol
-    from cartwin.simulate.runner import make_plan
+    from cartwin.plan import make_plan
     loaded = load_protocol(protocol)
     plan = make_plan(loaded.protocol, workers=1)
     p = loaded.protocol

@@ -19,7 +19,7 @@ from cartwin.fit.predict import Predictor
 from cartwin.model.declaration import Model
 from cartwin.population.virtual import generate
 from cartwin.protocol import parse_protocol
-from cartwin.simulate.runner import typical_parameters
+from cartwin.plan.work import typical_parameters
 from cartwin.therapy.arm import resolve_arm
 from cartwin.vocabulary import PATIENT_COVARIATES
 

@@ -39,7 +39,7 @@ NUMERIC_COVARIATES = {
     for c in PATIENT_COVARIATES.values() if c.name != "SEXF" and c.kind != "descriptor"
 }
 
-EVENT_COLUMNS = {
+DATASET_COLUMNS = {
     "ID": ("", "subject number (1..N, contiguous block per subject); SUBJ holds the run's subject id"),
     "TIME": ("day", "days since the subject's first record (first intervention unless a screening sample precedes it); >= 0"),
     "DV": ("see DVID", "observed (simulated) value in the unit of its test code; '.' on dose rows"),
@@ -156,7 +156,7 @@ def build_dataset(run_dir: str | Path, tests: list[str] | None = None) -> tuple[
         "ordering": "by ID, TIME; at equal TIME observations before doses (pre-dose samples)",
         "missing_value": ".",
         "nmtran_input": "$INPUT " + " ".join(c if c != "SUBJ" else "SUBJ=DROP" for c in out_cols),
-        "columns": {**{c: {"unit": u, "meaning": m} for c, (u, m) in EVENT_COLUMNS.items()},
+        "columns": {**{c: {"unit": u, "meaning": m} for c, (u, m) in DATASET_COLUMNS.items()},
                     **{NUMERIC_COVARIATES[c][0]: {"unit": NUMERIC_COVARIATES[c][1],
                                                    "meaning": NUMERIC_COVARIATES[c][2] + " (time-constant covariate)"}
                        for c in cov_cols},
