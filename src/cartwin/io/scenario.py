@@ -16,12 +16,12 @@ import numpy as np
 from cartwin.io.errors import SBMLExportError
 from cartwin.model import DEFAULT_MODEL, get_model
 from cartwin.model.declaration import Model
-from cartwin.population.covariates import DESCRIPTOR_FLAGS, PATIENT_COVARIATES
 from cartwin.simulate.engine import make_solver, solve
 from cartwin.therapy.arm import ArmTherapy, UnknownTherapy, preset_therapy
-from cartwin.therapy.dosing import Dose, bsa_mosteller, crcl_cockcroft_gault
+from cartwin.therapy.dosing import Dose
 from cartwin.therapy.products import Product
 from cartwin.therapy.regimens import Regimen
+from cartwin.vocabulary import DESCRIPTOR_FLAGS, PATIENT_COVARIATES, with_derived
 
 # The patient an export describes when none is given: a young woman with active, serologically
 # positive SLE, as in the first CAR-T series (Mackensen 2022, Nat Med: median age 22, 4 of 5
@@ -43,10 +43,8 @@ def patient_covariates(overrides: dict[str, float] | None = None) -> dict[str, f
     if unknown:
         raise SBMLExportError(f"unknown patient covariates {unknown}; known: {sorted(PATIENT_COVARIATES)}")
     cov = {**TYPICAL_PATIENT, **{k: float(v) for k, v in overrides.items()}}
-    if "BSA" not in overrides:
-        cov["BSA"] = float(bsa_mosteller(cov["HT"], cov["WT"]))
-    if "CRCL" not in overrides:
-        cov["CRCL"] = float(crcl_cockcroft_gault(cov["AGE"], cov["WT"], cov["CREAT"], cov["SEXF"] > 0.5))
+    derived = with_derived(cov, keep_given=True)
+    cov = {k: float(derived[k]) for k in PATIENT_COVARIATES}
     bad = {k: v for k, v in cov.items() if not np.isfinite(v) or (k in ("WT", "HT", "BSA", "CRCL", "AGE") and v <= 0)}
     if bad:
         raise SBMLExportError(f"impossible patient covariates {bad}")

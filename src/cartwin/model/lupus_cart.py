@@ -15,7 +15,7 @@ in g/L; ALT/AST in U/L; ANC and platelets in 10^9/L.
 from __future__ import annotations
 
 from cartwin.model.declaration import (
-    Assignment, Correlation, Covariate, DoseInput, Model, Observable, Parameter, State,
+    Assignment, Correlation, DoseInput, Model, Observable, Parameter, State, patient_covariates,
 )
 
 # Sources, cited once and referred to by key in the parameter table.
@@ -194,25 +194,10 @@ PARAMETERS = (
     _p("AST_ALT", 0.8, "1", "AST rise relative to ALT rise from the same injury", "assumed: hepatocellular injury raises AST slightly less than ALT", "liver"),
 )
 
-COVARIATES = (
-    Covariate("WT", "kg", "body weight"),
-    Covariate("CRCL", "mL/min", "creatinine clearance (Cockcroft-Gault)"),
-    Covariate("DSDNA0", "IU/mL", "baseline anti-dsDNA"),
-    Covariate("C3_0", "g/L", "baseline C3"),
-    Covariate("C4_0", "g/L", "baseline C4"),
-    Covariate("UPROT0", "g/24h", "baseline proteinuria"),
-    Covariate("PGA0", "points", "baseline physician global assessment (0-3)"),
-    Covariate("ARTH0", "presence", "arthritis at baseline"),
-    Covariate("RASH0", "presence", "rash at baseline"),
-    Covariate("ALOP0", "presence", "alopecia at baseline"),
-    Covariate("VASC0", "presence", "vasculitis at baseline"),
-    Covariate("MUC0", "presence", "mucosal ulcers at baseline"),
-    Covariate("PLEUR0", "presence", "pleurisy at baseline"),
-    Covariate("PERIC0", "presence", "pericarditis at baseline"),
-    Covariate("MYOS0", "presence", "myositis at baseline"),
-    Covariate("CASTS0", "presence", "urinary casts at baseline"),
-    Covariate("HEMAT0", "presence", "haematuria at baseline"),
-    Covariate("PYUR0", "presence", "pyuria at baseline"),
+# Names, units and meanings come from the patient vocabulary (cartwin/vocabulary.py).
+COVARIATES = patient_covariates(
+    "WT", "CRCL", "DSDNA0", "C3_0", "C4_0", "UPROT0", "PGA0",
+    "ARTH0", "RASH0", "ALOP0", "VASC0", "MUC0", "PLEUR0", "PERIC0", "MYOS0", "CASTS0", "HEMAT0", "PYUR0",
 )
 
 
