@@ -269,7 +269,7 @@ ASSIGNMENTS = (
     _a("K_MAT", "1/MTT_PRE", "1/day", "precursor maturation rate"),
     _a("BN0", "B0*(1 - FA)", "cells/uL", "baseline non-autoreactive B"),
     _a("BA0", "B0*FA", "cells/uL", "baseline autoreactive B"),
-    _a("BPRE0", "BN0*(K_DB + K_DIFF)/K_MAT", "cells/uL-eq", "baseline marrow precursors (steady state)"),
+    _a("BPRE0", "BN0*(K_DB + K_DIFF + EPS_A)/K_MAT", "cells/uL-eq", "baseline marrow precursors (steady state)"),
     _a("S_PRE", "K_MAT*BPRE0", "cells/uL/day", "precursor production (steady state)"),
     _a("EPS_AR", "EPS_A*BN0/BA0", "1/day", "baseline naive recruitment relative to the autoreactive pool"),
     _a("PB0", "K_DIFF*BN0/K_DPB", "cells/uL-eq", "baseline non-autoreactive plasmablasts"),
@@ -451,14 +451,24 @@ NOTES = (
     "weeks; host T cells, not depleted, start the alloresponse earlier. B cells fall deeply "
     "but complete aplasia is reached in a minority, and disease activity falls partly. The "
     "seed reports benefit without LD ([V2] only); no kinetics were found to test this.",
-    "Not reproduced: TyU19 had no CRS in 0/6 patients (Wang X 2024, Wang D 2025) whereas "
-    "autologous CD19 CAR-T gave grade 1 CRS in 60-88%. The model has no mechanism that "
-    "separates the products' cytokine release; it gives grade 1 fever in about half of the "
-    "patients after either product with similar lymphodepletion, and grade >= 2 rarely.",
+    "CRS: IL-6 is released in proportion to the net growth of the effector CAR-T pool (ACT), "
+    "so it rises during expansion and falls within hours to days once the pool stops growing "
+    "(IL-6 t1/2 4.2 h); a plateau of effectors held up by marrow output releases almost none, "
+    "so fever does not outlast expansion. What separates a product with no CRS (TyU19: 0/6, "
+    "Wang X 2024, Wang D 2025) from one with mild CRS (autologous: grade 1 in 60-88%) is not "
+    "established by the evidence: 0/6 is compatible with a true rate of up to 46% (exact 95% "
+    "upper bound); the TyU19 patients had low-intensity or no lymphodepletion while the "
+    "Erlangen patients had Flu 25 mg/m2 x3 + Cy 1000 mg/m2; the allogeneic YTS109, with similar "
+    "edits, gave mild CRS (Nat Med 2025); and in oncology CRS follows antigen burden and "
+    "expansion, not dose or product (Awasthi 2020, Locke 2020). In the model the contrast can "
+    "only come from expansion (lymphodepletion, antigen); no product attribute changes cytokine "
+    "release, since no evidence was found that an HLA or PD-1 edit does. With the same "
+    "lymphodepletion both products give grade 1 CRS in about half to 60% of patients.",
     "BCMA+ and CD19-BCMA+ plasma cells in blood fall after CD19 CAR-T because most circulating "
     "CD19- plasma cells are recently formed from CD19+ plasmablasts on their way to the marrow "
     "(Mei 2012): killing the plasmablasts stops their supply and they decay with their own "
-    "lifespan (K_DPCN, t1/2 20 d), while long-lived marrow plasma cells (CD19-) persist.",
+    "lifespan (K_DPCN, t1/2 20 d; pools PCN and PCNA, from non-autoreactive and autoreactive "
+    "plasmablasts), while long-lived marrow plasma cells (CD19-) persist.",
     "PD-1 knockout (PD1_GAIN) is neutral by default: it would raise resistance to exhaustion, "
     "but no human kinetic effect has been shown. GvHD is not simulated: all products in the "
     "catalogue have TRAC knocked out (TCR_ALLO = 0).",
@@ -466,6 +476,37 @@ NOTES = (
     "(26%) of baseline, scaled by the HLA share still displayed (F_HLA). For TyU19 (F_HLA 0.2) "
     "the loop gain A_R*F_HLA/D_R is 0.77 at full recovery: below 1 for the typical patient, "
     "above 1 for patients with a high A_R, who lose the cells within months.",
+    "Disease at baseline: the autoreactive B pool (BA) is a stable steady state in every "
+    "sampled patient by construction. Its net regrowth G_A is positive (log-normal), its "
+    "self-renewal is derived from it (R_AH = K_DB + K_DIFFA + G_A x help) and its crowding term "
+    "from the steady-state condition, and the help loop (AH) has a gain below 1. Model 0.3 "
+    "derived a carrying capacity that was negative in about 20% of patients, whose disease "
+    "ended at any disturbance; a cyclophosphamide-containing lymphodepletion alone now leaves "
+    "the disease back at baseline within 3 years.",
+    "Immune reset and relapse: the autoreactive pool regrows at G_A only with T-cell help (AH: "
+    "ICOS+ Tfh/germinal-centre support), which needs autoreactive B cells and fades (K_AH, "
+    "t1/2 17 d) once they fall below about A50_AH (10%) of baseline (Iwata 2011; Baumjohann "
+    "2013). Shallow or short depletion leaves help and residual cells, and the pool regrows "
+    "within a year or two after B cells return (rituximab: Lazarus 2012, Gomez Mendez 2018). "
+    "Deep, long depletion removes both; returning naive B cells restart autoreactivity at "
+    "F_NAIVE (20%) of the full rate, so relapse by year 3 is uncommon (Erlangen: drug-free "
+    "remission over a median 15 months, up to 29; Muller 2024). Relapse by year 3 among "
+    "month-6 remitters: about 13% after autologous CAR-T with Erlangen Flu/Cy, 35-45% without "
+    "lymphodepletion. The model is deterministic: the disease returns in everyone eventually, "
+    "late after deep depletion; G_A, F_NAIVE, K_AH and A50_AH are assumed, with no SLE "
+    "relapse-time data to fit them.",
+    "Humoral: total IgG has three sources: plasma cells that B cells replenish (F_IGG_SL 30%), "
+    "the disease-driven polyclonal excess of autoreactive plasma cells (F_IGG_AUTO 10%, lost in "
+    "remission) and long-lived marrow plasma cells (60%; t1/2 11 y, Amanna 2007). After CD19 "
+    "CAR-T total IgG falls to about 60% of baseline and recovers once B cells return (about "
+    "80% by month 18), while long-lived plasma cells, which carry vaccine titres, are kept "
+    "(Bhoj 2016). No SLE-specific IgG course was found; the haematology fall (Barmettler 2024: "
+    "-38%) is an upper bound.",
+    "Liver: lymphodepletion injury is driven by cyclophosphamide exposure with a wide "
+    "between-patient spread (S_LI_CY, omega 1.5), on top of the IL-6-driven rise of CRS. "
+    "Grade >= 3 ALT (> 5 x ULN) occurs in about 5-10% after Flu/Cy and ALT above ULN in about "
+    "60%; no published grade 3/4 transaminase rate after Flu/Cy was found, only its listing "
+    "among the commonest grade 3/4 events of TyU19 in SLE (Cell Research 2025, n = 4).",
 )
 
 MODEL = Model(
