@@ -483,8 +483,8 @@ NOTES = (
     "T-cell recovery (rate R_H/(1 + FAUC/FAUC_H); Wijermans 1993). Below the published "
     "cut-point of 13.8-14 mg.h/L (Fabrizio 2022, Dekker 2022) host T cells return sooner, "
     "homeostatic cytokines fall earlier and the effector plateau ends sooner: in the typical "
-    "patient after Erlangen Flu/Cy, B cells return about 2 weeks earlier at 8 mg.h/L than at "
-    "16 mg.h/L. The published effect (HR about 2 for loss of B-cell aplasia in B-ALL) is "
+    "patient after Erlangen Flu/Cy, B cells return about 3 weeks earlier at 8-9 mg.h/L than at "
+    "18 mg.h/L (no renal dose cut). The published effect (HR about 2 for loss of B-cell aplasia in B-ALL) is "
     "larger than the model's, whose aplasia in SLE is bounded by the Erlangen return at "
     "110 +/- 32 d; the typical SLE patient after 25 mg/m^2 x 3 (about 12.8 mg.h/L) sits just "
     "below the cut-point.",
