@@ -127,7 +127,7 @@ PARAMETERS = (
     # --- host T, NK and homeostatic cytokines ------------------------------------------------
     _p("H0", 900.0, "cells/uL", "baseline host T cells", "assumed: SLE lymphopenia; healthy 1000-2000 cells/uL", "host lymphocytes", 0.35, 50, 4000),
     _p("R_H", 0.1, "1/day", "Gompertz recovery rate of host T without fludarabine", "calibrated: host T cells back to half of baseline by day 21-36 after the presets (50% by day 22-34; models.md 10.4), the rate slowed by fludarabine exposure (FAUC_H) to about 0.05/d after 75 mg/m^2; Kimmel2021 r_N 0.17/d is an upper bound", "host lymphocytes", 0.25),
-    _p("FAUC_H", 14.0, "mg.h/L", "cumulative F-ara-A AUC that halves the recovery rate of host T cells", "calibrated: fludarabine leaves a lasting T-cell (CD4) depletion, still present 11-13 months after treatment (Wijermans1993), which Cy alone does not; the half-rate exposure is put at the published optimal cumulative AUC of 13.8-14 mg.h/L (Fabrizio2022, Dekker2022), so that below it host T cells come back sooner, homeostatic cytokines fall earlier and B-cell aplasia is shorter", "host lymphocytes", 0.3),
+    _p("FAUC_H", 14.0, "mg*h/L", "cumulative F-ara-A AUC that halves the recovery rate of host T cells", "calibrated: fludarabine leaves a lasting T-cell (CD4) depletion, still present 11-13 months after treatment (Wijermans1993), which Cy alone does not; the half-rate exposure is put at the published optimal cumulative AUC of 13.8-14 mg.h/L (Fabrizio2022, Dekker2022), so that below it host T cells come back sooner, homeostatic cytokines fall earlier and B-cell aplasia is shorter", "host lymphocytes", 0.3),
     _p("NK0", 150.0, "cells/uL", "baseline NK cells", "assumed: SLE NK lymphopenia; healthy 100-400 cells/uL", "host lymphocytes", 0.35, 10, 1000),
     _p("R_NK", 0.06, "1/day", "Gompertz recovery rate of NK cells", "calibrated: NK 50% recovered by day 13-21 (NK recover first after HSCT)", "host lymphocytes", 0.25),
     _p("K15", 2.0, "1/day", "homeostatic cytokine (IL-7/IL-15) turnover: the level follows the lymphocyte sink within days", "assumed: serum IL-15 is up by day 7 after conditioning and falls back over weeks as lymphocytes return (DeBock2013); the rise and fall track the sink, so the turnover only needs to be fast against them", "homeostatic cytokines"),
@@ -312,7 +312,7 @@ STATES = (
     _s("A_F1", "mg", "F-ara-A, central", "0", "-(CL_F + Q2_FD)*C_F - Q3_FD*C_F + Q2_FD*A_F2/V2_FS + Q3_FD*A_F3/V3_FS", "fludarabine PK"),
     _s("A_F2", "mg", "F-ara-A, peripheral 1", "0", "Q2_FD*(C_F - A_F2/V2_FS)", "fludarabine PK"),
     _s("A_F3", "mg", "F-ara-A, peripheral 2", "0", "Q3_FD*(C_F - A_F3/V3_FS)", "fludarabine PK"),
-    _s("FAUC", "mg.h/L", "cumulative F-ara-A plasma AUC (the exposure of Fabrizio 2022 and Dekker 2022)", "0", "24*C_F", "fludarabine PK"),
+    _s("FAUC", "mg*h/L", "cumulative F-ara-A plasma AUC (the exposure of Fabrizio 2022 and Dekker 2022)", "0", "24*C_F", "fludarabine PK"),
     _s("A_CY", "mg", "cyclophosphamide", "0", "-CL_CYD*C_CY", "cyclophosphamide PK"),
     _s("PROL", "10^9/L", "neutrophil precursors, proliferating", "ANC0", "KTR_N*PROL*(1 - E_N)*(ANC0/NEUTC)**GAMMA_N - KTR_N*PROL", "myelosuppression"),
     _s("TN1", "10^9/L", "neutrophil transit 1", "ANC0", "KTR_N*(PROL - TN1)", "myelosuppression"),
