@@ -116,9 +116,13 @@ def test_product_edit_mapping():
     tyu = PRODUCTS["tyu19"].mechanism_parameters()
     intact = PRODUCTS["allo_hla_intact"].mechanism_parameters()
     assert auto["ALLO"] == 0 and auto["F_HLA"] == 0
-    # HLA-A/B/CIITA KO: class I keeps HLA-C (1/3 of 0.6), class II gone -> 0.2
-    assert tyu["F_HLA"] == pytest.approx(0.2)
+    # HLA-A/B/CIITA KO: class I keeps HLA-C (1/3 of 0.6), seen without CD4 help (x 0.5),
+    # class II gone -> 0.1
+    assert tyu["F_HLA"] == pytest.approx(0.1)
     # HLA-A and HLA-B lost as NK ligands: 0.05 + 0.15
     assert tyu["F_MS"] == pytest.approx(0.2)
     assert tyu["TCR_ALLO"] == 0 and intact["TCR_ALLO"] == 0
     assert intact["F_HLA"] == pytest.approx(1.0) and intact["F_MS"] == 0
+    # B2M KO: all class I gone, HLA-E included -> full NK missing-self; class II still seen
+    b2m = PRODUCTS["allo_b2m_ko"].mechanism_parameters()
+    assert b2m["F_HLA"] == pytest.approx(0.4) and b2m["F_MS"] == pytest.approx(1.0)

@@ -13,13 +13,15 @@ from cartwin.model import DEFAULT_MODEL
 
 
 def test_calibration_moves_a_parameter_to_meet_a_target():
-    """A target the declared model misses (B cells back at day 150) is met by moving MTT_PRE."""
-    target = Target("B cells back at 150", "autologous_cd19", "erlangen", "mean_bcell_return_day",
-                    150.0, 5.0, "test target")
+    """A target the declared model misses (B cells back at a mean of day 110, Mackensen 2022; the
+    declared model 0.4.0 gives a mean above 140 in this 8-patient cohort, its right tail of long
+    aplasia included) is met by moving MTT_PRE."""
+    target = Target("B cells back at 110", "autologous_cd19", "erlangen", "mean_bcell_return_day",
+                    110.0, 5.0, "test target")
     record = calibrate(parameters=("MTT_PRE",), targets=(target,), n=8, seed=7, max_evaluations=25)
     entry = record["targets"][0]
-    assert abs(entry["declared_model"] - 150.0) > 10  # the declared model misses it
-    assert entry["calibrated_model"] == pytest.approx(150.0, abs=5.0)
+    assert abs(entry["declared_model"] - 110.0) > 10  # the declared model misses it
+    assert entry["calibrated_model"] == pytest.approx(110.0, abs=5.0)
     assert record["parameters"]["MTT_PRE"]["value"] != DEFAULT_MODEL.parameter("MTT_PRE").value
     assert record["objective"]["calibrated"] < record["objective"]["declared"]
 

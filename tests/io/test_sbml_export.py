@@ -119,7 +119,7 @@ def test_export_is_valid_level3_with_units_declared():
         assert ev.getUseValuesFromTriggerTime() is True
     # the product's mechanism parameters are written, not the model defaults
     assert m.getParameter("ALLO").getValue() == 1.0
-    assert m.getParameter("F_HLA").getValue() == pytest.approx(0.2)
+    assert m.getParameter("F_HLA").getValue() == pytest.approx(0.1)
 
 
 def test_patient_covariates_reach_the_file_and_the_doses():

@@ -189,7 +189,9 @@ def _products_section(model: Model) -> list[str]:
         f"Weights (from `cartwin.therapy.products`, assumed): HLA class I "
         f"{products_module.HLA_CLASS_I_WEIGHT:g} and class II "
         f"{products_module.HLA_CLASS_II_WEIGHT:g} of host T-cell allorecognition, class I "
-        f"split equally over {', '.join(products_module.CLASS_I_LOCI)}; share of NK "
+        f"split equally over {', '.join(products_module.CLASS_I_LOCI)}; share of the class I "
+        f"(CD8) response left without class II (CD4 help) "
+        f"{products_module.CD8_HELP_INDEPENDENT:g}; share of NK "
         "inhibition carried by each ligand: "
         + ", ".join(f"{k} {v:g}" for k, v in products_module.NK_LIGAND_WEIGHTS.items()) + ".",
         "",

@@ -51,6 +51,37 @@ REFERENCES = {
     "antibody populations. PLoS Comput Biol 2012;8:e1002418",
     "Kochenderfer2017": "Kochenderfer JN et al. Lymphoma remissions caused by anti-CD19 CAR T cells "
     "are associated with high serum IL-15 after lymphocyte depletion. J Clin Oncol 2017;35:1803",
+    "DeBock2013": "De Bock M et al. Kinetics of IL-7 and IL-15 levels after allogeneic peripheral "
+    "blood stem cell transplantation following nonmyeloablative conditioning. PLoS One "
+    "2013;8:e55876 (serum IL-15 2.4 pg/mL at baseline, 12.5 on day 7, 6.2 on day 28)",
+    "Gattinoni2005": "Gattinoni L et al. Removal of homeostatic cytokine sinks by lymphodepletion "
+    "enhances the efficacy of adoptively transferred tumor-specific CD8+ T cells. J Exp Med "
+    "2005;202:907",
+    "Wrzesinski2010": "Wrzesinski C et al. Increased intensity lymphodepletion enhances tumor "
+    "treatment efficacy of adoptively transferred tumor-specific T cells. J Immunother 2010;33:1",
+    "Hirayama2019": "Hirayama AV et al. The response to lymphodepletion impacts PFS in patients with "
+    "aggressive non-Hodgkin lymphoma treated with CD19 CAR T cells. Blood 2019;133:1876",
+    "Fabrizio2022": "Fabrizio VA et al. Optimal fludarabine lymphodepletion is associated with "
+    "improved outcomes after CAR T-cell therapy. Blood Adv 2022;6:1961 (cumulative F-ara-A AUC "
+    ">= 13.8 mg.h/L; below it HR 1.96 for relapse or loss of B-cell aplasia)",
+    "Dekker2022": "Dekker L et al. Fludarabine exposure predicts outcome after CD19 CAR T-cell "
+    "therapy in children and young adults with ALL. Blood Adv 2022;6:1969 (cut-point 14 mg.h/L; "
+    "B-cell aplasia at 6 months 37.3% below vs 77.3% above)",
+    "Wijermans1993": "Wijermans PW et al. Severe immunodeficiency in patients treated with "
+    "fludarabine monophosphate. Eur J Haematol 1993;50:292 (CD4 depletion still present 11-13 "
+    "months after therapy)",
+    "Turtle2016jci": "Turtle CJ et al. CD19 CAR-T cells of defined CD4+:CD8+ composition in adult "
+    "B cell ALL patients. J Clin Invest 2016;126:2123 (CD8 responses to the transgene limited "
+    "persistence)",
+    "Turtle2016sci": "Turtle CJ et al. Immunotherapy of non-Hodgkin's lymphoma with a defined "
+    "ratio of CD8+ and CD4+ CD19-specific CAR-T cells. Sci Transl Med 2016;8:355ra116 (PFS 1.5 "
+    "months without fludarabine)",
+    "Awasthi2020": "Awasthi R et al. Tisagenlecleucel cellular kinetics, dose, and immunogenicity "
+    "in relation to clinical factors in relapsed/refractory DLBCL. Blood Adv 2020;4:560 (no "
+    "relationship of cellular kinetics with dose, n = 111)",
+    "Ogasawara2021": "Ogasawara K et al. Population cellular kinetics of lisocabtagene maraleucel. "
+    "Clin Pharmacokinet 2021 (doi 10.1007/s40262-021-01039-5; covariate effects, dose included, "
+    "smaller than between-subject variability)",
     "Dupouy2022": "Dupouy S et al. UCART19 kinetics and host-versus-graft. Cancer Res Commun "
     "2022;2:1520 (HLA-intact CAR+ persistence <= 28 d in 10/25)",
     "WangX2024": "Wang X et al. Allogeneic CD19-targeted CAR-T therapy in patients with severe "
@@ -124,25 +155,27 @@ PARAMETERS = (
     _p("S_B_CY", 0.03, "L/mg/day", "B-lineage kill per cyclophosphamide concentration", "calibrated: as S_B_F", "lymphodepletion", 0.25),
     # --- host T, NK and homeostatic cytokines ------------------------------------------------
     _p("H0", 900.0, "cells/uL", "baseline host T cells", "assumed: SLE lymphopenia; healthy 1000-2000 cells/uL", "host lymphocytes", 0.35, 50, 4000),
-    _p("R_H", 0.05, "1/day", "Gompertz recovery rate of host T", "calibrated: 50% recovery by day 22-34; Kimmel2021 r_N 0.17/d is an upper bound", "host lymphocytes", 0.25),
+    _p("R_H", 0.1, "1/day", "Gompertz recovery rate of host T without fludarabine", "calibrated: host T cells back to half of baseline by day 21-36 after the presets (50% by day 22-34; models.md 10.4), the rate slowed by fludarabine exposure (FAUC_H) to about 0.05/d after 75 mg/m^2; Kimmel2021 r_N 0.17/d is an upper bound", "host lymphocytes", 0.25),
+    _p("FAUC_H", 14.0, "mg*h/L", "cumulative F-ara-A AUC that halves the recovery rate of host T cells", "calibrated: fludarabine leaves a lasting T-cell (CD4) depletion, still present 11-13 months after treatment (Wijermans1993), which Cy alone does not; the half-rate exposure is put at the published optimal cumulative AUC of 13.8-14 mg.h/L (Fabrizio2022, Dekker2022), so that below it host T cells come back sooner, homeostatic cytokines fall earlier and B-cell aplasia is shorter", "host lymphocytes", 0.3),
     _p("NK0", 150.0, "cells/uL", "baseline NK cells", "assumed: SLE NK lymphopenia; healthy 100-400 cells/uL", "host lymphocytes", 0.35, 10, 1000),
     _p("R_NK", 0.06, "1/day", "Gompertz recovery rate of NK cells", "calibrated: NK 50% recovered by day 13-21 (NK recover first after HSCT)", "host lymphocytes", 0.25),
-    _p("K15", 2.0, "1/day", "homeostatic cytokine (IL-7/IL-15) turnover", "assumed: serum IL-15 rises within days of Flu/Cy (Kochenderfer2017, qualitative)", "host lymphocytes"),
-    _p("FOLD15", 5.0, "1", "homeostatic cytokine fold rise when the lymphocyte sink is empty", "assumed: IL-15 rises several-fold after Flu/Cy (Kochenderfer2017)", "host lymphocytes", 0.2),
+    _p("K15", 2.0, "1/day", "homeostatic cytokine (IL-7/IL-15) turnover: the level follows the lymphocyte sink within days", "assumed: serum IL-15 is up by day 7 after conditioning and falls back over weeks as lymphocytes return (DeBock2013); the rise and fall track the sink, so the turnover only needs to be fast against them", "homeostatic cytokines"),
+    _p("FOLD15", 5.0, "1", "homeostatic cytokine fold rise when the lymphocyte sink is empty", "DeBock2013 (median serum IL-15 2.4 pg/mL at baseline, 12.5 on day 7 after non-myeloablative conditioning: 5.2-fold); structure: production constant, consumption by lymphocytes (Gattinoni2005 cytokine sinks)", "homeostatic cytokines", 0.2),
     # --- CAR-T kinetics -----------------------------------------------------------------------
     _p("BLOOD_EQ", 5.0e8, "cells per cells/uL", "whole-body cells per blood cell/uL", "Kimmel2021 (Table 1 whole-body values / SBML per-uL values)", "CAR-T"),
-    _p("RHO", 1.4, "1/day", "maximal CAR-T proliferation rate", "calibrated: CAR-T peak day 7-14 after Erlangen Flu/Cy (Stein2019 Tmax 9.3 d) and CAR-T at day 14 on the peak plateau after low-intensity LD (WangD2025); compare Stein net 0.89/d", "CAR-T", 0.15),
+    _p("RHO", 2.2, "1/day", "maximal CAR-T proliferation rate", "calibrated: CAR-T peak day 7-14 after Erlangen Flu/Cy (Stein2019 Tmax 9.3 d) and at about day 14 after low-intensity LD (WangD2025); with the cytokine gate about half open at the peak the net rate is near 1/d (Stein2019 0.89/d)", "CAR-T", 0.15),
     _p("K_AG", 5.0, "cells/uL", "CD19+ antigen giving half-maximal CAR-T stimulation", "calibrated: expansion stops as B cells vanish", "CAR-T", 0.2),
-    _p("EC15", 1.41, "1", "homeostatic cytokine level (fold baseline) giving half-maximal CAR-T proliferation", "calibrated: antigen alone drives a weak, short expansion in a lymphoreplete host (WangD2025: benefit without lymphodepletion); lymphodepletion makes it strong", "CAR-T", 0.2),
+    _p("EC15", 4.0, "1", "homeostatic cytokine level (fold baseline) giving half-maximal CAR-T proliferation", "calibrated: the gate is steep between the levels reached after the reduced (about 3.2-fold), Erlangen (3.7) and standard (4.3) regimens, so the CAR-T peak rises with intensity (Kochenderfer2017: IL-15 after Flu/Cy associated with CAR+ peak and remission; Hirayama2019: higher-intensity Cy/Flu raised IL-7 and the response; Wrzesinski2010: adoptive-transfer efficacy rises with conditioning intensity)", "CAR-T", 0.2),
+    _p("F15_MIN", 0.1, "1", "share of antigen-driven CAR-T proliferation left without homeostatic cytokine support", "assumed: CD19 antigen alone drives a weak expansion in a lymphoreplete host (typical peak about a tenth of the post-LD peak); without fludarabine, CAR-T were less effective (Turtle2016sci: PFS 1.5 months); no SLE kinetics without lymphodepletion were found", "CAR-T"),
     _p("N15", 2.0, "1", "Hill coefficient of the cytokine gate", "assumed: smooth gate instead of a Tmax switch (avoids solver discontinuities)", "CAR-T"),
     _p("K_E", 0.16, "1/day", "effector CAR-T contraction rate (t1/2 4.3 d)", "Stein2019 (alpha)", "CAR-T", 0.2),
-    _p("K_EM", 0.004, "1/day", "effector to memory CAR-T conversion", "calibrated: TyU19 detectable beyond 3 months (WangX2024) while B cells return on time; Chaudhury2020 k_EP 0.0012/d (Stein FB 0.0079, oncology) is the lower bound", "CAR-T", 0.3),
+    _p("K_EM", 0.006, "1/day", "effector to memory CAR-T conversion", "calibrated: TyU19 detectable beyond 3 months in most patients (WangX2024) while B cells return on time; Chaudhury2020 k_EP 0.0012/d (Stein FB 0.0079, oncology) is the lower bound", "CAR-T", 0.3),
     _p("BETA_M", 0.0032, "1/day", "memory CAR-T loss (t1/2 220 d)", "Stein2019 (beta)", "CAR-T", 0.30),
     _p("K_ME", 0.01, "1/day", "antigen-driven memory to effector reactivation", "assumed: Kirouac 2023 antigen toggle, simplified", "CAR-T"),
     _p("K_X", 0.08, "1/day", "accumulation of antigen-driven CAR-T exhaustion", "calibrated: exhaustion ends the antigen-sustained effector plateau so that B cells return at 110 +/- 32 d (Mackensen2022); structure after Kirouac 2023 Nat Biotechnol (exhaustion from chronic antigen)", "CAR-T"),
     _p("D_X", 0.01, "1/day", "recovery from exhaustion", "assumed: memory of stimulation over months", "CAR-T"),
     _p("K_XC", 0.01, "cells/uL", "CAR-T level above which the exhaustion state accrues", "assumed: exhaustion is a property of infused cells, so it may not build up before infusion (far below the 0.1 cells/uL of a 1e6/kg dose)", "CAR-T"),
-    _p("X50", 1.5, "1", "exhaustion that halves CAR-T proliferation", "calibrated: B cells back at a mean 110 +/- 32 d after autologous CAR-T with Erlangen Flu/Cy (Mackensen2022): exhaustion ends the antigen-sustained effector plateau", "CAR-T", 0.15),
+    _p("X50", 4.0, "1", "exhaustion that halves CAR-T proliferation", "calibrated: B cells back at a mean 110 +/- 32 d after autologous CAR-T with Erlangen Flu/Cy (Mackensen2022): exhaustion ends the antigen-sustained effector plateau", "CAR-T", 0.15),
     _p("K_KILL", 3.0, "1/day", "maximal CD19+ cell kill by effector CAR-T", "calibrated: B cells < 1/uL by day 6-14 (WangX2024: complete depletion within 2 weeks); cf. Kimmel2021 gamma_B 1.15/d", "CAR-T", 0.2),
     _p("KC_KILL", 20.0, "cells/uL", "effector CAR-T giving half-maximal kill", "calibrated: as K_KILL; cf. Kimmel2021 k_B 4 cells/uL", "CAR-T", 0.2),
     _p("THETA_PB", 1.0, "1", "CD19 on plasmablasts relative to B cells", "Mei2012 (plasmablasts are CD19+)", "CAR-T"),
@@ -153,13 +186,14 @@ PARAMETERS = (
     _p("PD1_GAIN", 1.0, "1", "multiplier of exhaustion resistance from PD-1 knockout", "product edit mapping; assumed 1.0: PD-1 KO resists exhaustion in preclinical models but no human kinetic effect has been shown", "product"),
     _p("TCR_ALLO", 0.0, "1", "donor TCR present (alloreactive GvHD potential); 0 when TRAC is knocked out", "product edit mapping", "product"),
     # --- host-versus-graft rejection ---------------------------------------------------------
-    _p("S_R", 0.03, "1/day", "priming rate of host alloreactive response", "calibrated: with A_R and D_R, HLA-intact cells lost within about 4 weeks after standard Flu/Cy (Dupouy2022) but no self-sustaining response to HLA-A/B/CIITA-edited cells; no published HvG parameters (Derippe 2024 not retrieved)", "rejection", 0.5),
-    _p("A_R", 5.0, "1/day", "self-amplification of the alloreactive response", "calibrated: the response grows only once host T cells recover beyond D_R/A_R = 26% of baseline (about 3 weeks after standard Flu/Cy), so HLA-intact cells are lost within about 4 weeks (Dupouy2022)", "rejection", 0.3),
-    _p("D_R", 1.3, "1/day", "decay of the alloreactive response", "calibrated: A_R x F_HLA / D_R = 0.77 < 1 for TyU19 (F_HLA 0.2): no self-sustaining response, CAR-T detectable > 3 months (WangX2024); HLA-intact (F_HLA 1) is self-sustaining", "rejection"),
-    _p("K_STIM", 0.1, "cells/uL", "CAR-T level giving half-maximal allo-stimulation", "assumed: well below the CAR-T level after any dose (0.1 cells/uL for 1e6/kg), so the alloresponse is set by host T recovery and HLA mismatch, not by the cell number (Dupouy2022: no link of UCART19 kinetics to cell dose)", "rejection"),
-    _p("K_T", 0.5, "1/day", "CAR-T killing per unit alloreactive response", "calibrated: as A_R", "rejection", 0.3),
-    _p("K_NK", 0.10, "1/day", "NK missing-self kill rate at full NK recovery and F_MS = 1", "assumed: B2M-KO products are lost to NK within weeks (Cancer Immunol Immunother 2023)", "rejection", 0.3),
-    _p("N_MS", 2.0, "1", "steepness of NK activation in the share of inhibitory HLA ligands lost", "assumed: NK cells kill when most inhibitory signals are gone; HLA-A/B-edited cells that keep HLA-C/E escape NK killing while B2M-KO cells do not (Cancer Immunol Immunother 2023, doi 10.1007/s00262-023-03586-1)", "rejection"),
+    _p("S_R", 0.01, "1/day", "priming of host T cells against foreign antigen on the product, per unit of host T cells left", "calibrated: with A_R, D_R and K_T, HLA-intact allogeneic cells (no alemtuzumab) reach well under the autologous peak after Flu/Cy, are lost within 2-4 weeks and barely expand without lymphodepletion (Dupouy2022: UCART19 persistence <= 28 d in 10/25, expansion and persistence lower without alemtuzumab, host T-cell AUC(0-28) the driver); no published HvG rate constants (Derippe 2024 not retrieved)", "rejection", 0.5),
+    _p("A_R", 2.2, "1/day", "clonal expansion of primed host T cells per unit of foreign antigen", "calibrated: against a full HLA mismatch the primed response grows at A_R x FOREIGN - D_R = 1.2/d (doubling in about 14 h), so it acts within days of the infusion and not only after host T cells recover (Dupouy2022); for TyU19 (FOREIGN 0.12) A_R x FOREIGN / D_R = 0.26 < 1, no self-sustaining response, CAR-T detectable > 3 months (WangX2024)", "rejection", 0.3),
+    _p("D_R", 1.0, "1/day", "contraction of the primed host response once its stimulus is gone", "assumed: effector T-cell responses contract over days after antigen clearance (as CAR-T effectors, Stein2019 t1/2 4.3 d, but faster for short-lived alloreactive effectors)", "rejection"),
+    _p("K_STIM", 0.1, "cells/uL", "CAR-T level giving half-maximal stimulation of host T cells", "assumed: well below the CAR-T level after any dose (0.1 cells/uL for 1e6/kg), so the response is set by host T cells and HLA mismatch, not by the cell number (Dupouy2022: no link of UCART19 kinetics to cell dose)", "rejection"),
+    _p("K_T", 0.5, "1/day", "CAR-T killing per unit primed host response", "calibrated: as S_R", "rejection", 0.3),
+    _p("F_CAR", 0.02, "1", "foreign antigen of the CAR transgene (murine scFv) relative to a full HLA mismatch", "assumed: CD8 T-cell responses against the CAR transgene limited persistence in some patients (Turtle2016jci) and anti-CAR T cells stopped re-expansion on re-infusion (Erlangen 2025 case, Nat Med doi 10.1038/s41591-025-03718-3); far fewer host precursors than for direct allorecognition, so a small share", "rejection", 0.5),
+    _p("K_NK", 0.3, "1/day", "NK missing-self kill rate at full NK recovery and F_MS = 1", "assumed: NK cells clear HLA class I-deficient cells within weeks of their recovery (TRAC/B2M-KO U-CAR-T19 failed through NK activation and killing, Cancer Immunol Immunother 2023, doi 10.1007/s00262-023-03586-1; HLA class I loss triggers NK recognition, Blood Adv 2024;8:3416); no kill rate published", "rejection", 0.3),
+    _p("N_MS", 4.0, "1", "steepness of NK activation in the share of inhibitory HLA ligands lost", "assumed: NK cells kill when most inhibitory signals are gone; HLA-A/B-edited cells that keep HLA-C/E escape NK killing while B2M-KO cells do not (Cancer Immunol Immunother 2023, doi 10.1007/s00262-023-03586-1): with F_MS 0.2 (TyU19) the kill is 0.2^4 = 0.16% of the B2M-KO rate", "rejection"),
     # --- B lineage ----------------------------------------------------------------------------
     _p("B0", 100.0, "cells/uL", "baseline peripheral CD19+ B cells", "assumed: SLE B lymphopenia; healthy 100-500 cells/uL", "B lineage", 0.5, 1, 1500),
     _p("FA", 0.1, "1", "autoreactive (activated/memory) share of B cells", "assumed: memory/activated B cells are 10-30% of SLE B cells and only part of them autoreactive; no measured share", "B lineage", 0.3),
@@ -218,7 +252,7 @@ PARAMETERS = (
     _p("AST0", 22.0, "U/L", "baseline AST", "assumed: reference range 8-40 U/L", "liver", 0.25),
     _p("K_ALT", 0.47, "1/day", "ALT plasma clearance", "Sherman2022", "liver"),
     _p("K_AST", 1.13, "1/day", "AST plasma clearance", "Sherman2022", "liver"),
-    _p("K_GVH", 0.0008, "1/day per cells/uL", "priming of donor-TCR alloreactivity by circulating CAR-T (TRAC intact only)", "calibrated: acute GvHD in about 1 of 13 recipients of donor-derived, unedited CD19 CAR-T (Blood 2023;142:146); no quantitative GvHD model was found, so the link is a single assumed accumulation", "GvHD", 1.0),
+    _p("K_GVH", 0.0024, "1/day per cells/uL", "priming of donor-TCR alloreactivity by circulating CAR-T (TRAC intact only)", "calibrated: acute GvHD in about 1 of 13 recipients of donor-derived, unedited CD19 CAR-T (Blood 2023;142:146), reached with host-versus-graft rejection acting (model 0.4: HLA-intact cells are lost within 1-2 weeks after standard Flu/Cy, so the drive per cell is 3 times that of 0.3); no quantitative GvHD model was found, so the link is a single assumed accumulation", "GvHD", 1.0),
     _p("D_GVH", 0.05, "1/day", "waning of donor-TCR alloreactivity", "assumed: GvHD after CAR-T, when it occurs, starts within weeks", "GvHD"),
     _p("K_LI", 0.35, "1/day", "resolution of drug-induced hepatocellular injury", "assumed: transaminase peaks 1-2 weeks after Flu/Cy", "liver"),
     _p("S_LI_CY", 0.15, "L/mg/day", "hepatocellular injury per cyclophosphamide concentration", "calibrated: grade 3/4 liver dysfunction is among the commonest grade 3/4 events after Flu/Cy in TyU19 SLE (Cell Research 2025, n = 4); no published rate after Flu/Cy was found, so about 5-15% grade >= 3 (ALT > 5 x ULN) after the Erlangen regimen is assumed, with ALT above ULN in about half", "liver", 1.5),
@@ -280,9 +314,11 @@ ASSIGNMENTS = (
     _a("CT", "CE + CM", "cells/uL", "total CAR-T"),
     _a("BTOT", "BPRE + B + BA + PB + PBA", "cells/uL", "CD19+ antigen"),
     _a("F_AG", "BTOT/(BTOT + K_AG)", "1", "antigen stimulation of CAR-T"),
-    _a("F_15", "IL15**N15/(IL15**N15 + EC15**N15)", "1", "homeostatic cytokine gate of CAR-T proliferation"),
+    _a("F_15", "F15_MIN + (1 - F15_MIN)*IL15**N15/(IL15**N15 + EC15**N15)", "1", "homeostatic cytokine gate of CAR-T proliferation"),
+    _a("FOREIGN", "ALLO*F_HLA + F_CAR", "1", "antigen on the product that host T cells can recognise: mismatched HLA plus the CAR transgene"),
+    _a("STIM", "CT/(CT + K_STIM)", "1", "stimulation of host T cells by the infused cells"),
     _a("F_X", "1/(1 + X/(X50*PD1_GAIN))", "1", "proliferation left by exhaustion (PD-1 knockout raises resistance)"),
-    _a("K_REJ", "ALLO*(K_T*R + K_NK*F_MS**N_MS*NK/NK0)", "1/day", "host-versus-graft kill of CAR-T"),
+    _a("K_REJ", "K_T*R + ALLO*K_NK*F_MS**N_MS*NK/NK0", "1/day", "host kill of CAR-T: primed host T cells (alloreactive or anti-CAR) and NK missing-self"),
     _a("KILL", "K_KILL*CE/(CE + KC_KILL)", "1/day", "CAR-T kill of CD19+ cells"),
     _a("HELP", "F_NAIVE + (1 - F_NAIVE)*AH", "1", "autoreactive regrowth and recruitment left at the current T-cell help (1 at baseline, F_NAIVE with none)"),
     _a("R_AH", "K_DB + K_DIFFA + G_A*HELP", "1/day", "autoreactive B self-renewal at low density: replaces turnover and differentiation, plus net regrowth scaled by the help left"),
@@ -300,6 +336,7 @@ STATES = (
     _s("A_F1", "mg", "F-ara-A, central", "0", "-(CL_F + Q2_FD)*C_F - Q3_FD*C_F + Q2_FD*A_F2/V2_FS + Q3_FD*A_F3/V3_FS", "fludarabine PK"),
     _s("A_F2", "mg", "F-ara-A, peripheral 1", "0", "Q2_FD*(C_F - A_F2/V2_FS)", "fludarabine PK"),
     _s("A_F3", "mg", "F-ara-A, peripheral 2", "0", "Q3_FD*(C_F - A_F3/V3_FS)", "fludarabine PK"),
+    _s("FAUC", "mg*h/L", "cumulative F-ara-A plasma AUC (the exposure of Fabrizio 2022 and Dekker 2022)", "0", "24*C_F", "fludarabine PK"),
     _s("A_CY", "mg", "cyclophosphamide", "0", "-CL_CYD*C_CY", "cyclophosphamide PK"),
     _s("PROL", "10^9/L", "neutrophil precursors, proliferating", "ANC0", "KTR_N*PROL*(1 - E_N)*(ANC0/NEUTC)**GAMMA_N - KTR_N*PROL", "myelosuppression"),
     _s("TN1", "10^9/L", "neutrophil transit 1", "ANC0", "KTR_N*(PROL - TN1)", "myelosuppression"),
@@ -310,13 +347,13 @@ STATES = (
     _s("TP1", "10^9/L", "platelet transit 1", "PLT0", "KTR_P*(PPROL - TP1)", "myelosuppression"),
     _s("TP2", "10^9/L", "platelet transit 2", "PLT0", "KTR_P*(TP1 - TP2)", "myelosuppression"),
     _s("PLTC", "10^9/L", "circulating platelets", "PLT0", "KTR_P*(TP2 - PLTC)", "myelosuppression"),
-    _s("H", "cells/uL", "host T cells", "H0", "R_H*H*log(H0/(H + CT)) - K_LD_T*H", "host lymphocytes"),
+    _s("H", "cells/uL", "host T cells", "H0", "R_H/(1 + FAUC/FAUC_H)*H*log(H0/(H + CT)) - K_LD_T*H", "host lymphocytes"),
     _s("NK", "cells/uL", "host NK cells", "NK0", "R_NK*NK*log(NK0/NK) - K_LD_NK*NK", "host lymphocytes"),
-    _s("IL15", "fold baseline", "homeostatic cytokines (IL-7/IL-15)", "1", "K15*FOLD15 - K15*IL15 - K15*(FOLD15 - 1)*(H + NK + CT)/L0*IL15", "host lymphocytes"),
+    _s("IL15", "fold baseline", "homeostatic cytokines (IL-7/IL-15)", "1", "K15*FOLD15 - K15*IL15 - K15*(FOLD15 - 1)*(H + NK + CT)/L0*IL15", "homeostatic cytokines"),
     _s("CE", "cells/uL", "effector CAR-T", "0", "RHO*F_AG*F_15*F_X*CE - (K_E + K_EM)*CE + K_ME*F_AG*CM - (K_REJ + K_LD_T)*CE", "CAR-T"),
     _s("CM", "cells/uL", "memory (persistent) CAR-T", "0", "K_EM*CE - BETA_M*CM - K_ME*F_AG*CM - (K_REJ + K_LD_T)*CM", "CAR-T"),
     _s("X", "1", "CAR-T exhaustion from cumulative antigen stimulation", "0", "K_X*F_AG*CT/(CT + K_XC) - D_X*X", "CAR-T"),
-    _s("R", "1", "host alloreactive response against the product", "0", "ALLO*(S_R + A_R*R)*F_HLA*(H/H0)*CT/(CT + K_STIM) - D_R*R", "rejection"),
+    _s("R", "1", "primed host T-cell response against the product (alloreactive and anti-CAR)", "0", "(S_R*H/H0 + A_R*R)*FOREIGN*STIM - D_R*R", "rejection"),
     _s("BPRE", "cells/uL-eq", "CD19+ marrow B precursors", "BPRE0", "S_PRE - K_MAT*BPRE - (KILL + K_LD_B)*BPRE", "B lineage"),
     _s("B", "cells/uL", "non-autoreactive peripheral B cells", "BN0", "K_MAT*BPRE - (K_DB + K_DIFF)*B - EPS_A*HELP*B - (KILL + K_LD_B)*B", "B lineage"),
     _s("BA", "cells/uL", "autoreactive activated/memory B cells", "BA0", "R_AH*BA - (G_A + EPS_AR)*BA**2/BA0 + EPS_A*HELP*B - (K_DB + K_DIFFA)*BA - (KILL + K_LD_B)*BA", "B lineage"),
@@ -414,9 +451,11 @@ CORRELATIONS = (
 )
 
 NOTES = (
-    "Thin evidence: the host-versus-graft arm (S_R, A_R, D_R, K_STIM, K_T, K_NK) has no published "
-    "parameter estimates; it is calibrated only to the qualitative contrast between HLA-intact "
-    "UCART19 (lost within about 4 weeks) and HLA-edited TyU19 (persisting beyond 3 months).",
+    "Thin evidence: the host-versus-graft arm (S_R, A_R, D_R, K_STIM, K_T, F_CAR, K_NK) has no "
+    "published parameter estimates; it is calibrated only to the qualitative contrast between "
+    "HLA-intact UCART19 (expansion and persistence lower without alemtuzumab, lost within about "
+    "4 weeks; Dupouy 2022) and HLA-edited TyU19 (persisting beyond 3 months; Wang X 2024). "
+    "Benjamin 2020 (Lancet; no UCART19 expansion without alemtuzumab) was not read and is not used.",
     "Thin evidence: SLE-specific CAR-T peak sizes were not retrieved; the peak scale rests on "
     "oncology CK models (Stein 2019, Kimmel 2021) and the day-14 peak of TyU19 (Wang D 2025).",
     "Thin evidence: disease activity is a latent inflammation state; the descriptor thresholds and "
@@ -430,12 +469,13 @@ NOTES = (
     "2022); the persisting memory pool (K_EM) does not kill, so CAR-T stay detectable after "
     "B cells return. The blood CAR-T curve therefore has a broad top over days 9-17 rather "
     "than a sharp peak; no SLE CAR-T curve was retrieved to check its shape.",
-    "Prediction without lymphodepletion (TyU19 'none'): CD19+ B cells drive a real but weak "
-    "expansion (median peak about a tenth of the post-LD peak) because homeostatic cytokines "
-    "stay at baseline (a full lymphocyte pool consumes them) and exhaustion ends it within "
-    "weeks; host T cells, not depleted, start the alloresponse earlier. B cells fall deeply "
-    "but complete aplasia is reached in a minority, and disease activity falls partly. The "
-    "seed reports benefit without LD ([V2] only); no kinetics were found to test this.",
+    "Prediction without lymphodepletion: CD19+ B cells drive a real but weak expansion "
+    "(typical peak about a tenth of the post-LD peak, later, near day 30) because homeostatic "
+    "cytokines stay at baseline (a full lymphocyte pool consumes them; only F15_MIN of the "
+    "antigen-driven proliferation is left) and exhaustion ends it within weeks; for "
+    "allogeneic cells the intact host T-cell pool also primes the host response at once. B "
+    "cells fall deeply but complete aplasia is reached in a minority. TyU19 in SLE reports "
+    "benefit without LD ([V2] only); no kinetics were found to test this.",
     "CRS: IL-6 is released in proportion to the net growth of the effector CAR-T pool (ACT), "
     "so it rises during expansion and falls within hours to days once the pool stops growing "
     "(IL-6 t1/2 4.2 h); a plateau of effectors held up by marrow output releases almost none, "
@@ -457,10 +497,40 @@ NOTES = (
     "PD-1 knockout (PD1_GAIN) is neutral by default: it would raise resistance to exhaustion, "
     "but no human kinetic effect has been shown. GvHD is not simulated: all products in the "
     "catalogue have TRAC knocked out (TCR_ALLO = 0).",
-    "Host-versus-graft: the alloresponse grows only once host T cells recover past D_R/A_R "
-    "(26%) of baseline, scaled by the HLA share still displayed (F_HLA). For TyU19 (F_HLA 0.2) "
-    "the loop gain A_R*F_HLA/D_R is 0.77 at full recovery: below 1 for the typical patient, "
-    "above 1 for patients with a high A_R, who lose the cells within months.",
+    "Host-versus-graft (R): host T cells left after lymphodepletion are primed against foreign "
+    "antigen on the product within days of the infusion, at a rate S_R x FOREIGN x H/H0, where "
+    "FOREIGN = ALLO x F_HLA + F_CAR (mismatched HLA plus the CAR transgene), and the primed "
+    "response expands at A_R x FOREIGN while the product is there, contracting at D_R. Against "
+    "a full HLA mismatch the loop gain A_R x FOREIGN / D_R is 2.2: the response outgrows the "
+    "CAR-T within 1-2 weeks, sooner the more host T cells survive lymphodepletion (Dupouy "
+    "2022: host T-cell AUC(0-28) drove UCART19 kinetics). For TyU19 (F_HLA 0.1) it is 0.26 and "
+    "for autologous cells 0.04: no self-sustaining response; a small standing response, "
+    "proportional to the host T cells, shortens persistence a little as they recover.",
+    "Homeostatic cytokines (IL15, fold baseline): production is constant and lymphocytes "
+    "(host T, NK, CAR-T) consume it (the cytokine sink of Gattinoni 2005), so the level is "
+    "FOLD15/(1 + (FOLD15 - 1) x L/L0) at quasi-steady state: about 3.2-fold after the reduced "
+    "regimen, 3.7 after Erlangen, 4.3 after standard Flu/Cy and 5 with an empty pool (De Bock "
+    "2013: 5.2-fold on day 7). The gate F_15 is steep over that range (EC15 4), so CAR-T "
+    "expansion and the effector plateau that keeps B cells away follow the depth and length of "
+    "lymphodepletion; the Erlangen and reduced regimens differ only in cyclophosphamide (1000 "
+    "vs 750 mg/m^2), so their contrast is moderate (typical peak 19 vs 14 cells/uL).",
+    "Fludarabine exposure (FAUC, cumulative F-ara-A AUC in mg.h/L, renal function included "
+    "through CL_F_R x CrCl): fludarabine deepens host T- and NK-cell depletion and slows host "
+    "T-cell recovery (rate R_H/(1 + FAUC/FAUC_H); Wijermans 1993). Below the published "
+    "cut-point of 13.8-14 mg.h/L (Fabrizio 2022, Dekker 2022) host T cells return sooner, "
+    "homeostatic cytokines fall earlier and the effector plateau ends sooner: in the typical "
+    "patient after Erlangen Flu/Cy, B cells return about 3 weeks earlier at 8-9 mg.h/L than at "
+    "18 mg.h/L (no renal dose cut). The published effect (HR about 2 for loss of B-cell aplasia in B-ALL) is "
+    "larger than the model's, whose aplasia in SLE is bounded by the Erlangen return at "
+    "110 +/- 32 d; the typical SLE patient after 25 mg/m^2 x 3 (about 12.8 mg.h/L) sits just "
+    "below the cut-point.",
+    "Dose and exposure: CAR-T expansion is limited by antigen (CD19+ B cells and marrow "
+    "precursors, K_AG) and by homeostatic cytokines, not by the number of cells infused, so "
+    "the peak rises far less than in proportion to dose (typical patient after Erlangen Flu/Cy: "
+    "about 14, 19 and 26 cells/uL at 1e5, 1e6 and 1e7 cells/kg, a log-log slope near 0.15) and "
+    "the peak comes earlier with a higher dose. This matches the oncology popCK analyses, in "
+    "which dose did not explain exposure within 10-25-fold ranges (Stein 2019, Awasthi 2020, "
+    "Ogasawara 2021); no published slope below 1 was found to fit.",
     "Disease at baseline: the autoreactive B pool (BA) is a stable steady state in every "
     "sampled patient by construction. Its net regrowth G_A is positive (log-normal), its "
     "self-renewal is derived from it (R_AH = K_DB + K_DIFFA + G_A x help) and its crowding term "

@@ -3,15 +3,29 @@
 A product is described by what was done to the cells, not by tuned numbers. Each edit acts
 through a named mechanism parameter of the model:
 
-- donor origin (``allogeneic``): the host sees allo-antigen, so rejection can start (``ALLO``);
+- donor origin (``allogeneic``): the host sees allo-antigen, so host T cells that recognise
+  the donor HLA directly are primed within days of the infusion, in proportion to the host
+  T cells left by lymphodepletion (``ALLO``; Dupouy 2022: host T-cell exposure over days
+  0-28 set UCART19 expansion and persistence);
 - ``TRAC`` knockout removes the donor alpha-beta TCR, the driver of GvHD (``TCR_ALLO`` = 0);
 - ``HLA-A``/``HLA-B``/``HLA-C``/``B2M`` (class I) and ``CIITA`` (class II) knockouts lower the
-  allo-antigen that host T cells see (``F_HLA``);
+  allo-antigen that host T cells see (``F_HLA``): class I is seen by CD8 T cells, class II by
+  CD4 T cells, and a CD8 response without CD4 help is weaker (Bevan 2004), so removing
+  class II also weakens the CD8 response to the class I that is kept;
 - losing class I ligands for inhibitory NK receptors exposes the cells to NK "missing-self"
   killing (``F_MS``); HLA-C and HLA-E, kept in HLA-A/B-edited products, carry most of that
-  inhibition;
-- ``PD1`` knockout multiplies proliferation by ``PD1_GAIN`` (1.0 by default: no human kinetic
-  evidence of an effect; see docs/model.md).
+  inhibition; ``B2M`` knockout removes all class I, HLA-E included (Blood Adv 2024;8:3416:
+  HLA class I loss stops allogeneic T-cell responses but triggers NK recognition);
+- ``PD1`` knockout multiplies resistance to exhaustion by ``PD1_GAIN`` (1.0 by default: no
+  human kinetic evidence of an effect; see docs/model.md);
+- ``CD52`` knockout has no effect unless anti-CD52 (alemtuzumab) is given, which the
+  lymphodepletion presets do not include; it is recorded but changes no parameter.
+
+For TyU19 (TRAC, HLA-A, HLA-B, CIITA, PD-1 knocked out): TRAC sets ``TCR_ALLO`` to 0 (no
+GvHD); HLA-A and HLA-B remove two thirds of class I and CIITA all of class II, so ``F_HLA``
+falls from 1 to 0.1 (HLA-C alone, seen by CD8 T cells without CD4 help); HLA-A and HLA-B
+remove 0.2 of NK inhibition (``F_MS`` 0.2), too little for missing-self killing; PD-1
+leaves the kinetics unchanged by default.
 """
 
 from __future__ import annotations
@@ -22,11 +36,16 @@ KNOWN_EDITS = ("TRAC", "HLA-A", "HLA-B", "HLA-C", "B2M", "CIITA", "PD1", "CD52")
 
 # Share of host T-cell allorecognition carried by each HLA class. Assumed: CD8 (class I) and
 # CD4 (class II) alloresponses of comparable size, class I slightly larger in mixed lymphocyte
-# reactions; with class I split equally over the three classical loci, HLA-A/B/CIITA editing
-# leaves 0.6/3 = 0.2, a prior of 0.2 for TyU19.
+# reactions; class I split equally over the three classical loci.
 HLA_CLASS_I_WEIGHT = 0.6
 HLA_CLASS_II_WEIGHT = 0.4
 CLASS_I_LOCI = ("HLA-A", "HLA-B", "HLA-C")
+# Share of the CD8 (class I) alloresponse that develops without CD4 help. Assumed 0.5: CD4 help
+# is needed for full CD8 priming, expansion and memory (Bevan MJ. Helping the CD8+ T-cell
+# response. Nat Rev Immunol 2004;4:595), but CD8 T cells also respond to directly presented
+# alloantigen without it. With CIITA knocked out no donor class II is presented, so the CD8
+# response to the class I that is kept is halved: HLA-A/B/CIITA editing leaves 0.6/3 x 0.5 = 0.1.
+CD8_HELP_INDEPENDENT = 0.5
 
 # Share of NK inhibition lost when a ligand is missing (KIR ligands HLA-C and Bw4 on HLA-B,
 # NKG2A ligand HLA-E, whose surface expression needs class I leader peptides and B2M).
@@ -55,7 +74,8 @@ class Product:
         b2m = "B2M" in self.edits
         kept_class_i = [locus for locus in CLASS_I_LOCI if locus not in self.edits and not b2m]
         class_ii = 0.0 if "CIITA" in self.edits else 1.0
-        f_hla = (HLA_CLASS_I_WEIGHT * len(kept_class_i) / len(CLASS_I_LOCI)
+        help_ = CD8_HELP_INDEPENDENT + (1.0 - CD8_HELP_INDEPENDENT) * class_ii
+        f_hla = (HLA_CLASS_I_WEIGHT * len(kept_class_i) / len(CLASS_I_LOCI) * help_
                  + HLA_CLASS_II_WEIGHT * class_ii)
         lost = {lig for lig in NK_LIGAND_WEIGHTS if lig in self.edits or b2m}
         f_ms = sum(NK_LIGAND_WEIGHTS[lig] for lig in lost)
@@ -78,5 +98,8 @@ PRODUCTS: dict[str, Product] = {
                 edits=frozenset({"TRAC", "HLA-A", "HLA-B", "CIITA", "PD1"})),
         Product("allo_hla_intact", "allogeneic CD19 CAR-T with only TRAC knocked out (HLA intact, "
                 "as UCART19 without alemtuzumab)", allogeneic=True, edits=frozenset({"TRAC"})),
+        Product("allo_b2m_ko", "allogeneic CD19 CAR-T with TRAC and B2M knocked out (HLA class "
+                "I-null, as CTX110): escapes CD8 but not CD4 allorecognition, exposed to NK "
+                "missing-self", allogeneic=True, edits=frozenset({"TRAC", "B2M"})),
     )
 }
