@@ -238,3 +238,20 @@ def test_a_moved_run_directory_still_answers(tmp_path, protocol_dict):
     assert con.execute("SELECT count(*) FROM patients").fetchone()[0] == 4
     res = _cli("show", tmp_path / "moved")
     assert res.returncode == 0, res.stderr
+
+
+def test_a_protocol_mixing_flat_and_per_kg_doses_can_be_scored(tmp_path, protocol_dict):
+    """A flat-dose arm has no dose per kg: its patients.parquet part must still have the same column
+    types as a per-kg arm's (float64 with nulls), or reading the run directory fails."""
+    protocol_dict["arms"][1]["dose"] = {"cells": 5e7}
+    path = write_protocol(tmp_path / "p.toml", protocol_dict)
+    run_protocol(load_protocol(path), tmp_path / "run", workers=1, n_per_arm=2, chunk_size=2)
+    schemas = {str(p.name): pl.read_parquet_schema(p) for p in (tmp_path / "run" / "patients.parquet").glob("*.parquet")}
+    assert len(schemas) == 2
+    for schema in schemas.values():
+        assert schema["dose_cells_per_kg"] == pl.Float64 and schema["dose_cells"] == pl.Float64
+    patients = pl.read_parquet(tmp_path / "run" / "patients.parquet" / "*.parquet")
+    assert patients.filter(pl.col("arm") == "tyu19")["dose_cells_per_kg"].null_count() == 2
+    res = _cli("score", tmp_path / "run", "--out", tmp_path / "scores")
+    assert res.returncode == 0, res.stderr
+    assert pl.read_parquet(tmp_path / "scores" / "patients.parquet").height == 4

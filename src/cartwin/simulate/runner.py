@@ -259,9 +259,11 @@ def _patients_table(pop, therapy: ArmTherapy, result) -> pa.Table:
         "index": pop.index.astype(np.int64),
         "product": [therapy.product.name] * n,
         "regimen": [therapy.regimen.name] * n,
-        "dose_cells_per_kg": [therapy.cells_per_kg] * n,
+        # float64 in every part (null for a flat dose), so that the parts of a protocol mixing
+        # flat-dose and per-kg arms read as one table
+        "dose_cells_per_kg": pa.array([therapy.cells_per_kg] * n, type=pa.float64()),
         "dose_cells": (therapy.cells_per_kg * pop.covariates["WT"] if therapy.cells_per_kg is not None
-                       else np.full(n, therapy.flat_cells)),
+                       else np.full(n, therapy.flat_cells, dtype=np.float64)),
         "sex": np.where(pop.covariates["SEXF"] > 0.5, "F", "M"),
     }
     for name in PATIENT_COVARIATES:
