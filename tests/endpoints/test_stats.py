@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from cartwin.report import stats
+from cartwin.endpoints import stats
 
 
 @pytest.mark.parametrize("k,n", [(0, 4), (4, 4), (2, 4), (1, 10), (37, 1000), (999, 1000), (0, 1)])
