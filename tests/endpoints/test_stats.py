@@ -60,3 +60,61 @@ def test_geometric_mean_ratio_equals_welch_t_on_logs():
     assert math.isclose(iv.lower, math.exp(ref.low), rel_tol=1e-9)
     assert math.isclose(iv.upper, math.exp(ref.high), rel_tol=1e-9)
     assert math.isnan(stats.geometric_mean_ratio(0.0, 1.0, 1, 0.0, 1.0, 5).estimate)
+
+
+# Freireich et al. 1963, 6-MP arm (remission duration in weeks; 0 = censored), the worked example of
+# Kaplan-Meier estimation in most survival texts.
+MP6_TIME = [6, 6, 6, 6, 7, 9, 10, 10, 11, 13, 16, 17, 19, 20, 22, 23, 25, 32, 32, 34, 35]
+MP6_EVENT = [1, 1, 1, 0, 1, 0, 1, 0, 0, 1, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0]
+
+
+def test_kaplan_meier_matches_the_6mp_textbook_estimate():
+    km = stats.kaplan_meier(MP6_TIME, MP6_EVENT)
+    at_events = {t: round(s, 3) for t, s, d in zip(km.time, km.survival, km.events) if d}
+    assert at_events == {6: 0.857, 7: 0.807, 10: 0.753, 13: 0.690, 16: 0.627, 22: 0.538, 23: 0.448}
+    assert (km.n, int(km.events.sum()), int(km.censored.sum())) == (21, 9, 12)
+
+
+def test_km_median_interval_is_brookmeyer_crowley_log_log():
+    # By hand: at t = 10, S = 0.7529 with Greenwood sum 0.016375, so the log-log lower limit of S is
+    # 0.7529^exp(1.96 x 0.12797 / 0.28386) = 0.503 > 0.5; at t = 13 it is 0.6902^2.266 = 0.432 <= 0.5.
+    # No time has its whole interval below 0.5: the upper limit is not reached.
+    median = stats.kaplan_meier(MP6_TIME, MP6_EVENT).median()
+    assert median.estimate == 23 and median.lower == 13 and math.isnan(median.upper)
+
+
+def test_km_without_censoring_gives_the_sample_median():
+    # S(t) is exactly 0.5 from 70 to 80: the median is the middle (the sample median, 75)
+    km = stats.kaplan_meier([42, 70, 80, 102], [True] * 4)
+    assert km.quantile(0.5) == 75.0 == float(np.median([42, 70, 80, 102]))
+    assert math.isnan(stats.kaplan_meier([5, 9], [False, False]).median().estimate)  # not reached
+
+
+def test_grouped_counts_equal_individual_rows():
+    a = stats.kaplan_meier([3, 3, 5, 8, 8, 8], [1, 0, 1, 1, 1, 0])
+    b = stats.kaplan_meier([3, 3, 5, 8, 8], [1, 0, 1, 1, 0], count=[1, 1, 1, 2, 1])
+    assert np.array_equal(a.survival, b.survival) and a.median() == b.median()
+
+
+def test_censored_patients_count_in_the_median():
+    # Left out, the three censored at day 400 would give a median of 60; kept, they hold S above 0.5 longer.
+    time, event = [30, 60, 90, 400, 400, 400], [True, True, True, False, False, False]
+    assert float(np.median([t for t, e in zip(time, event) if e])) == 60
+    assert stats.kaplan_meier(time, event).quantile(0.5) == 90
+
+
+@pytest.mark.parametrize("n", [6, 10, 25, 101])
+def test_median_interval_covers_at_least_the_level(n):
+    x = np.arange(1.0, n + 1)
+    iv = stats.median_interval(x)
+    j = int(iv.lower)  # values are their ranks
+    assert iv.upper == n - j + 1
+    coverage = sps.binom.cdf(n - j, n, 0.5) - sps.binom.cdf(j - 1, n, 0.5)
+    assert coverage >= 0.95 and iv.estimate == float(np.median(x))
+    # one order statistic further in would no longer cover 95%
+    assert sps.binom.cdf(n - j - 1, n, 0.5) - sps.binom.cdf(j, n, 0.5) < 0.95
+
+
+def test_median_interval_needs_six_values_at_95_percent():
+    assert math.isnan(stats.median_interval([1.0, 2, 3, 4, 5]).lower)
+    assert stats.median_interval([1.0, 2, 3, 4, 5, 6]).lower == 1.0

@@ -25,7 +25,6 @@ from importlib import resources
 from multiprocessing import get_context
 from pathlib import Path
 
-
 from cartwin.store import atomic
 
 SCORE_TABLES = ("visits", "patients", "adverse_events")
