@@ -169,9 +169,11 @@ def score(
     data: Path = typer.Argument(..., help="Observations (CSV or Parquet) or a run directory."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Directory for the scores and grades."),
 ):
-    """Score and grade observations with the trial's standards (SLEDAI, CTCAE, ASTCT, ...)."""
+    """Score and grade observations with the trial's standards (SLEDAI, CTCAE, ASTCT, ...) and
+    compute every patient's endpoints."""
     from cartwin.clinical import run_score_command
-    out.print(run_score_command(data, out_dir), highlight=False)
+    from cartwin.endpoints.scoring import endpoint_table
+    out.print(run_score_command(data, out_dir, derive=endpoint_table), highlight=False)
 
 
 # --- export: interchange formats (src/cartwin/io; docs/interchange.md) -------------------------

@@ -255,3 +255,6 @@ def test_a_protocol_mixing_flat_and_per_kg_doses_can_be_scored(tmp_path, protoco
     res = _cli("score", tmp_path / "run", "--out", tmp_path / "scores")
     assert res.returncode == 0, res.stderr
     assert pl.read_parquet(tmp_path / "scores" / "patients.parquet").height == 4
+    # `cartwin score` also writes every patient's endpoints
+    per_kg = pl.read_parquet(tmp_path / "scores" / "endpoints.parquet").sort("subject")
+    assert per_kg.height == 4 and per_kg["cart_cmax"].null_count() == 0

@@ -5,7 +5,8 @@ Outputs in ``out_dir`` (each written to a temporary file in the same directory a
 CRS, ICANS, SRI-4, BICLA, DORIS, LLDAS, SELENA flare), ``lab_grades.parquet`` (CTCAE per lab
 row), ``patients.parquet`` (per-patient endpoints), ``adverse_events.parquet`` (maximum grade per
 term and patient), ``flags.parquet`` (everything not evaluable or assumed, with file/row/column)
-and ``results.duckdb`` holding all five as tables.
+and ``results.duckdb`` holding all five as tables (and any table a ``derive`` function adds, such as
+``cartwin score``'s ``endpoints.parquet``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import duckdb
 import polars as pl
@@ -351,9 +353,10 @@ def _atomic_duckdb(tables: dict[str, pl.DataFrame], path: Path) -> None:
 
 
 def write_tables(tables: dict[str, pl.DataFrame], out_dir: Path) -> dict[str, Path]:
+    """The five tables, then any further ones in ``tables``, as Parquet files and one DuckDB file."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name in TABLES:
+    for name in [*TABLES, *(n for n in tables if n not in TABLES)]:
         path = out_dir / f"{name}.parquet"
         _atomic_parquet(tables[name], path)
         paths[name] = path
@@ -362,26 +365,33 @@ def write_tables(tables: dict[str, pl.DataFrame], out_dir: Path) -> dict[str, Pa
     return paths
 
 
-def score(source: Path | str, out_dir: Path | str, *, sledai_window_days: float | None = None) -> ScoreResult:
+def score(source: Path | str, out_dir: Path | str, *, sledai_window_days: float | None = None,
+          derive: Callable[[dict[str, pl.DataFrame], pl.DataFrame], dict[str, pl.DataFrame]] | None = None) -> ScoreResult:
     """Score a CSV/Parquet observation file or a run directory into ``out_dir``.
 
-    Raises ``ObservationError`` for input that cannot be scored (message names file, row, column).
+    ``derive``: further tables built from the clinical tables and the observation frame, written
+    beside them (``cartwin score`` passes the per-patient endpoints of ``cartwin.endpoints``; the
+    clinical layer itself knows no endpoint). Raises ``ObservationError`` for input that cannot be
+    scored (message names file, row, column).
     """
     source, out_dir = Path(source), Path(out_dir)
     obs = read_observations(source)
     if obs.frame.height == 0:
         raise ObservationError(f"{source}: no observations to score after excluding failed subjects.", file=str(source))
     tables = score_observations(obs, sledai_window_days=sledai_window_days)
+    if derive is not None:
+        tables = {**tables, **derive(tables, obs.frame)}
     paths = write_tables(tables, out_dir)
     return ScoreResult(out_dir=out_dir, paths=paths, subjects_scored=tables["patients"].height,
                        subjects_excluded=obs.excluded_subjects, visits=tables["visits"].height,
                        flags=tables["flags"].height)
 
 
-def run_score_command(source: str | Path, out_dir: str | Path) -> str:
-    """Typer-free entry for ``cartwin score DATA --out DIR``: scores and returns a one-paragraph
-    summary to print. Raises ``ObservationError`` for bad input (the CLI maps it to exit code 2)."""
-    result = score(source, out_dir)
+def run_score_command(source: str | Path, out_dir: str | Path, derive=None) -> str:
+    """Typer-free entry for ``cartwin score DATA --out DIR``: scores (with ``derive`` as in
+    :func:`score`) and returns a one-paragraph summary to print. Raises ``ObservationError`` for bad
+    input (the CLI maps it to exit code 2)."""
+    result = score(source, out_dir, derive=derive)
     excluded = (f"; {len(result.subjects_excluded)} failed subject(s) not scored: {', '.join(result.subjects_excluded[:10])}"
                 if result.subjects_excluded else "")
     return (f"Scored {result.subjects_scored} subject(s), {result.visits} visit(s){excluded}. "

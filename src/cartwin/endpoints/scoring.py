@@ -124,6 +124,14 @@ def score_part(part: Path, out: Path) -> None:
         atomic.write_parquet(out / name / part.name, frame.to_arrow())
 
 
+def endpoint_table(tables: dict, observations) -> dict:
+    """``cartwin score``'s further table: ``endpoints`` (one row per patient, every endpoint), for
+    ``clinical.score(..., derive=endpoint_table)``."""
+    from cartwin.endpoints import compute
+
+    return {"endpoints": compute(tables, observations)}
+
+
 @dataclass(frozen=True)
 class StoreAndScore:
     """What a worker does with a finished chunk in ``cartwin run --report``: store it, then score
