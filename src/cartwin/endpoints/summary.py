@@ -78,7 +78,8 @@ def summarise(frame: pl.DataFrame, by: str | list[str] | None = "arm", table: Ta
     and the method in words. ``frame``: the output of ``compute``."""
     table = table or definitions()
     keys = [] if by is None else ([by] if isinstance(by, str) else list(by))
-    groups = [((), frame)] if not keys else sorted(frame.group_by(keys, maintain_order=True), key=lambda g: g[0])
+    groups = [((), frame)] if not keys else sorted(
+        frame.group_by(keys, maintain_order=True), key=lambda g: tuple((v is not None, str(v)) for v in g[0]))
     records = []
     for group, rows in groups:
         for e in table.endpoints:
