@@ -149,7 +149,8 @@ def test_a_test_never_observed_makes_its_endpoints_not_evaluable():
 def test_every_column_the_table_reads_exists_in_the_clinical_layer():
     """A misspelt column in the table would silently read as never observed: every column an
     endpoint or variable reads must be one the clinical layer writes when its tests are observed."""
-    from cartwin.clinical import read_observations, score_observations
+    from cartwin.clinical import score_observations
+    from cartwin.io.observations import read_observations
 
     obs = read_observations(EXAMPLE)
     tables = score_observations(obs)

@@ -26,12 +26,12 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from cartwin.store import atomic
+from cartwin.store.run_directory import RunDirectory
 
 SCORE_TABLES = ("visits", "patients", "adverse_events")
 # What the report reads from the per-visit scores; the rest of the clinical layer's 78 columns stay
 # in the clinical layer (``cartwin score``).
 VISIT_COLUMNS = ("subject", "arm", "day", "pga", "selena", "selena_min", "selena_max", "sledai_visit")
-_FINGERPRINT = "fingerprint.json"
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,7 @@ def _walk(node, prefix: str = ""):
 def _part_stamps(run_dir: Path) -> dict[str, list[int]]:
     # Parts are written once, atomically; a part rewritten (a rerun into the same directory) gets
     # a new size or modification time, and only that part is scored again.
-    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns]
-            for p in sorted((run_dir / "observations.parquet").glob("*.parquet"))}
+    return RunDirectory(run_dir).part_stamps("observations")
 
 
 def score_run(run_dir: Path, workers: int | None = None) -> Scores:
@@ -77,21 +76,22 @@ def score_run(run_dir: Path, workers: int | None = None) -> Scores:
     scored, in ``workers`` processes (default: all cores).
     """
     run_dir = Path(run_dir)
-    out = run_dir / "report" / "scores"
+    rundir = RunDirectory(run_dir)
+    out = rundir.scores_dir
     clinical = clinical_fingerprint()
     stamps = _part_stamps(run_dir)
-    stored_path = out / _FINGERPRINT
+    stored_path = rundir.scores_fingerprint
     stored = json.loads(stored_path.read_text()) if stored_path.exists() else {}
     if stored.get("clinical") != clinical:
         stored = {"clinical": clinical, "parts": {}}
     done = {name for name, stamp in stored.get("parts", {}).items()
-            if stamps.get(name) == stamp and all((out / t / name).exists() for t in SCORE_TABLES)}
+            if stamps.get(name) == stamp and all(rundir.score_part(t, name).exists() for t in SCORE_TABLES)}
     for table in SCORE_TABLES:
         (out / table).mkdir(parents=True, exist_ok=True)
-        for old in (out / table).glob("*.parquet"):
-            if old.name not in done:
-                old.unlink()
-    todo = [run_dir / "observations.parquet" / name for name in stamps if name not in done]
+        for old in rundir.score_parts(table):
+            if old not in done:
+                rundir.score_part(table, old).unlink()
+    todo = [name for name in stamps if name not in done]
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
     if todo:
         # Forget the stamps of the parts about to be rewritten before touching them: an interrupted
@@ -99,37 +99,30 @@ def score_run(run_dir: Path, workers: int | None = None) -> Scores:
         atomic.write_json(stored_path, {"clinical": clinical, "parts": {n: stamps[n] for n in done}})
         if workers == 1:
             for part in todo:
-                score_part(part, out)
+                score_part(run_dir, part)
         else:
             # spawn, not fork: Polars' thread pool does not survive a fork
             with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                for _ in pool.map(score_part, todo, [out] * len(todo)):
+                for _ in pool.map(score_part, [run_dir] * len(todo), todo):
                     pass
     atomic.write_json(stored_path, {"clinical": clinical, "parts": stamps})
     return Scores(out, len(stamps), len(todo))
 
 
-def score_part(part: Path, out: Path) -> None:
-    """Score one observation part (whole patients) and write its three score parts."""
-    from cartwin.clinical import read_observations, score_observations
+def score_part(run_dir: Path, part: str) -> None:
+    """Score one observation part (whole patients) of ``run_dir`` and write its three score parts."""
+    from cartwin.clinical import observations_from_frame, score_observations
     from cartwin.endpoints import compute
 
-    obs = read_observations(part)
+    rundir = RunDirectory(run_dir)
+    obs = observations_from_frame(rundir.read_part("observations", part), rundir.part_source("observations", part))
     tables = score_observations(obs)
     endpoints = compute(tables, obs.frame)
     clinical = tables["patients"].drop([c for c in endpoints.columns if c not in ("subject", "arm")], strict=False)
     patients = clinical.join(endpoints.drop("arm"), on="subject", how="left")
     visits = tables["visits"].select(VISIT_COLUMNS)
     for name, frame in (("visits", visits), ("patients", patients), ("adverse_events", tables["adverse_events"])):
-        atomic.write_parquet(out / name / part.name, frame.to_arrow())
-
-
-def endpoint_table(tables: dict, observations) -> dict:
-    """``cartwin score``'s further table: ``endpoints`` (one row per patient, every endpoint), for
-    ``clinical.score(..., derive=endpoint_table)``."""
-    from cartwin.endpoints import compute
-
-    return {"endpoints": compute(tables, observations)}
+        rundir.write_score_part(name, part, frame)
 
 
 @dataclass(frozen=True)
@@ -141,11 +134,9 @@ class StoreAndScore:
     run_dir: Path
 
     def __call__(self, result):
-        from cartwin.store.run_directory import RunDirectory
-
         rundir = RunDirectory(self.run_dir)
         summary = rundir.write_chunk(result)
-        score_part(rundir.part("observations", result.spec.name), self.run_dir / "report" / "scores")
+        score_part(self.run_dir, rundir.part("observations", result.spec.name).name)
         return summary
 
 
@@ -153,15 +144,16 @@ def adopt_scored_parts(run_dir: Path) -> int:
     """After a run that scored its chunks as it went: record every observation part whose score
     parts exist, so that ``score_run`` reuses them. Returns how many parts were adopted."""
     run_dir = Path(run_dir)
-    out = run_dir / "report" / "scores"
+    rundir = RunDirectory(run_dir)
+    out = rundir.scores_dir
     clinical = clinical_fingerprint()
-    stored_path = out / _FINGERPRINT
+    stored_path = rundir.scores_fingerprint
     stored = json.loads(stored_path.read_text()) if stored_path.exists() else {}
     if stored.get("clinical") != clinical:
         stored = {"clinical": clinical, "parts": {}}
     adopted = 0
     for name, stamp in _part_stamps(run_dir).items():
-        if all((out / t / name).exists() for t in SCORE_TABLES):
+        if all(rundir.score_part(t, name).exists() for t in SCORE_TABLES):
             stored["parts"][name] = stamp
             adopted += 1
     out.mkdir(parents=True, exist_ok=True)
