@@ -82,12 +82,17 @@ def open_run(path: str | Path) -> "RunDirectory":
 def score(observations: "pl.DataFrame | str | Path", *, source: str = "observations") -> dict[str, Any]:
     """Clinical scores and grades (SLEDAI-2K, SELENA-SLEDAI, CTCAE v5, ASTCT, ...) of observations
     in the long format (subject, day, test, value, unit): a polars frame, a CSV/Parquet file or
-    a run directory. Returns the tables by name (patients, visits, adverse_events, ...)."""
+    a run directory. Returns the tables by name (patients, visits, adverse_events, ...), with
+    ``endpoints``: every patient's endpoints (``cartwin.endpoints.compute``)."""
     from cartwin.clinical import observations_from_frame, score_observations
+    from cartwin.endpoints import compute
     if isinstance(observations, (str, Path)):
         from cartwin.io.observations import read_observations
-        return score_observations(read_observations(observations))
-    return score_observations(observations_from_frame(observations, source))
+        obs = read_observations(observations)
+    else:
+        obs = observations_from_frame(observations, source)
+    tables = score_observations(obs)
+    return {**tables, "endpoints": compute(tables, obs.frame)}
 
 
 def write_report(run_dir: str | Path) -> Path:

@@ -79,7 +79,7 @@ def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, pro
     t_solve = time.perf_counter()
     done = 0
     if executor is None and score:
-        from cartwin.report.scores import StoreAndScore  # scoring as the run goes (--report)
+        from cartwin.endpoints.scoring import StoreAndScore  # scoring as the run goes (--report)
         results = execute(ctx, todo, workers, StoreAndScore(rundir.path.resolve()), start_method="spawn")
     elif executor is None:
         results = execute(ctx, todo, workers, rundir.write_chunk)
@@ -93,7 +93,7 @@ def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, pro
             progress(done, len(todo))
     solve_seconds = time.perf_counter() - t_solve
     if score and executor is None:
-        from cartwin.report.scores import adopt_scored_parts
+        from cartwin.endpoints.scoring import adopt_scored_parts
         adopt_scored_parts(rundir.path)
     # counts come from what is stored, so a resumed run reports every chunk
     con = None

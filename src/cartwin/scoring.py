@@ -1,7 +1,8 @@
 """The scoring workflow: observations (a user's file or a run directory) -> scored-output directory.
 
 ``cartwin score DATA --out DIR`` reads at the border (:mod:`cartwin.io.observations`: a file, or a
-run directory through the store), scores frames with the clinical layer, and writes the result
+run directory through the store), scores frames with the clinical layer, computes every patient's
+endpoints (:func:`cartwin.endpoints.compute`, the ``endpoints`` table), and writes the result
 tables through the store (:class:`cartwin.store.ScoredDirectory`), which refuses a directory that
 is not new or empty before anything is read or scored.
 """
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cartwin.clinical import ObservationError, score_observations
+from cartwin.endpoints import compute as compute_endpoints
 from cartwin.io.observations import read_observations
 from cartwin.store.scored import ScoredDirectory
 
@@ -37,6 +39,7 @@ def score(source: Path | str, out_dir: Path | str, *, sledai_window_days: float 
     if obs.frame.height == 0:
         raise ObservationError(f"{source}: no observations to score after excluding failed subjects.", file=str(source))
     tables = score_observations(obs, sledai_window_days=sledai_window_days)
+    tables["endpoints"] = compute_endpoints(tables, obs.frame)  # every patient's endpoints
     paths = target.write(tables)
     return ScoreResult(out_dir=target.path, paths=paths, subjects_scored=tables["patients"].height,
                        subjects_excluded=obs.excluded_subjects, visits=tables["visits"].height,

@@ -25,6 +25,7 @@ def test_the_verbs_run_end_to_end(tmp_path, protocol_dict):
 
     scores = cartwin.score(tmp_path / "run")
     assert set(scores["patients"]["subject"]) == set(sim.patients["subject"])
+    assert scores["endpoints"]["subject"].to_list() == scores["patients"]["subject"].to_list()
     assert cartwin.write_report(tmp_path / "run").name == "report.html"
 
 

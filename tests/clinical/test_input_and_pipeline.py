@@ -78,12 +78,12 @@ def test_parquet_input_matches_csv(tmp_path):
 
 def test_score_example_writes_all_outputs(tmp_path):
     result = score(EXAMPLE, tmp_path / "out")
-    for name in ("visits", "lab_grades", "patients", "adverse_events", "flags"):
+    for name in ("visits", "lab_grades", "patients", "adverse_events", "flags", "endpoints"):
         assert (tmp_path / "out" / f"{name}.parquet").exists()
     assert not list((tmp_path / "out").glob(".*.tmp"))
     with duckdb.connect(str(tmp_path / "out" / "results.duckdb"), read_only=True) as con:
         tables = {r[0] for r in con.execute("show tables").fetchall()}
-        assert tables == {"visits", "lab_grades", "patients", "adverse_events", "flags"}
+        assert tables == {"visits", "lab_grades", "patients", "adverse_events", "flags", "endpoints"}
         ae = con.execute("select max_grade from adverse_events where subject='SLE-001' and term='Cytokine release syndrome'").fetchone()
         assert ae[0] == 2
     visits = pl.read_parquet(tmp_path / "out" / "visits.parquet")

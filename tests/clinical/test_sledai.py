@@ -123,6 +123,34 @@ def test_proteinuria_by_instrument(obs_frame, case, before, now, expected):
     assert (r["sledai2k"], r["selena"], r["hybrid"]) == expected
 
 
+def test_first_proteinuria_measurement_is_not_new_for_selena(obs_frame):
+    # Nothing before it to be new against: SLEDAI-2K and hybrid score it, SELENA-SLEDAI does not.
+    rows = absent_except(VISIT, lab_derived={"SD_PROT"}) + [{"day": VISIT, "test": "UPROT", "value": 1.2, "unit": "g/24h"}]
+    r = run(obs_frame, rows)
+    assert (r["sledai2k"], r["selena"], r["hybrid"]) == (4, 0, 4)
+
+
+def test_explicit_new_proteinuria_scores_at_the_first_visit(obs_frame):
+    rows = absent_except(VISIT) + [{"day": VISIT, "test": "UPROT", "value": 1.2, "unit": "g/24h"}]
+    rows = [dict(r, value=1) if r["test"] == "SD_PROT" else r for r in rows]
+    r = run(obs_frame, rows)
+    assert (r["sledai2k"], r["selena"], r["hybrid"]) == (4, 4, 4)
+
+
+def test_persistent_proteinuria_scores_alike_at_baseline_and_follow_up(obs_frame):
+    """Stable proteinuria of 1.6 g/24h from screening on: each instrument gives the same score at the
+    baseline visit and at follow-up, so no instrument shows a fall that did not happen."""
+    days = (-6, -3, 0, 60, 90)
+    rows = [r for d in (0, 90) for r in absent_except(d, lab_derived={"SD_PROT"})]
+    rows += [{"day": d, "test": "UPROT", "value": 1.6, "unit": "g/24h"} for d in days]
+    events = sledai.descriptor_events(obs_frame(rows))
+    visits = pl.DataFrame({"subject": ["S1", "S1"], "day": [0.0, 90.0]})
+    scored = sledai.score_visits(events, visits).sort("day")
+    assert scored["sledai2k"].to_list() == [4, 4]
+    assert scored["hybrid"].to_list() == [4, 4]
+    assert scored["selena"].to_list() == [0, 0]
+
+
 @pytest.mark.parametrize("joints,expected", [(1, (0, 0)), (2, (4, 0)), (3, (4, 4))])
 def test_sle21_arthritis_joint_count(obs_frame, joints, expected):
     rows = absent_except(VISIT, lab_derived={"SD_ARTH"}) + [{"day": VISIT, "test": "JOINTS", "value": joints, "unit": "count"}]

@@ -254,3 +254,6 @@ def test_mixed_flat_and_per_kg_arms_store_one_column_type_and_score(tmp_path, pr
     scored = subprocess.run([*CLI, "score", str(tmp_path / "run"), "--out", str(tmp_path / "scores")],
                             capture_output=True, text=True)
     assert scored.returncode == 0, scored.stderr
+    # `cartwin score` also writes every patient's endpoints
+    endpoints = pl.read_parquet(tmp_path / "scores" / "endpoints.parquet")
+    assert endpoints.height == 4 and endpoints["cart_cmax"].null_count() == 0

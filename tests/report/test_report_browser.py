@@ -112,22 +112,52 @@ def _expected_frac(values: pl.Series) -> tuple[int, int] | None:
     return (int(evaluable.sum()), evaluable.len()) if evaluable.len() else None
 
 
+def _km_median(time: list[float], returned: list[bool]) -> float | None:
+    """Kaplan-Meier median written out here, apart from cartwin.endpoints: the smallest time with
+    S(t) <= 0.5, the middle of the interval where S(t) is exactly 0.5."""
+    s, at_risk, steps = 1.0, len(time), []
+    for t in sorted(set(time)):
+        d = sum(1 for x, e in zip(time, returned) if x == t and e)
+        s *= 1 - d / at_risk
+        steps.append((t, s))
+        at_risk -= sum(1 for x in time if x == t)
+    for i, (t, s) in enumerate(steps):
+        if math.isclose(s, 0.5):
+            later = [u for u, v in steps[i + 1:] if v < 0.5 - 1e-12]
+            return (t + later[0]) / 2 if later else t
+        if s < 0.5:
+            return t
+    return None
+
+
 def test_endpoints_equal_the_clinical_layer(page, clinical_scores):
     patients = pl.read_parquet(clinical_scores / "patients.parquet")
+    visits = pl.read_parquet(clinical_scores / "visits.parquet").filter(pl.col("sledai_visit") & (pl.col("day") > 0))
+    # the per-patient endpoints, derived here from the clinical layer's per-visit scores
+    per_visit = visits.sort("subject", "day").group_by("subject").agg(
+        pl.col("sri4").last().alias("sri4"), pl.col("doris_remission").any(ignore_nulls=False).alias("doris"),
+        pl.col("lldas").any(ignore_nulls=False).alias("lldas"))
+    patients = patients.join(per_visit, on="subject", how="left")
     for arm, rows in patients.group_by("arm"):
         arm = arm[0]
-        for endpoint, column in (("sri4", "sri4_last_visit"), ("doris", "doris_remission_ever"),
-                                 ("lldas", "lldas_ever"), ("bcell_aplasia", "bcell_aplasia")):
-            assert _frac(page, endpoint, arm) == _expected_frac(rows[column]), (endpoint, arm)
+        for endpoint in ("sri4", "doris", "lldas", "bcell_aplasia"):
+            assert _frac(page, endpoint, arm) == _expected_frac(rows[endpoint]), (endpoint, arm)
         for endpoint in ("cart_cmax", "cart_tmax", "cart_auc_0_28"):
             values = rows[endpoint].drop_nulls()
             text = _cell(page, endpoint, arm)
             assert text.startswith(fmt(float(values.median()))), (endpoint, arm, text)
             assert f"range {fmt(float(values.min()))}\u2013{fmt(float(values.max()))}" in text
             assert f"n = {values.len()}" in text
-        aplastic = rows.filter(pl.col("bcell_aplasia"))["bcell_aplasia_days"].drop_nulls()
-        if aplastic.len():
-            assert _cell(page, "bcell_aplasia_days", arm).startswith(fmt(float(aplastic.median())))
+        # B-cell aplasia duration: to the return, or censored at the last count (Kaplan-Meier)
+        aplastic = rows.filter(pl.col("bcell_aplasia"))
+        if aplastic.height:
+            returned = aplastic["bcell_return_day"].is_not_null().to_list()
+            time = (aplastic["bcell_return_day"].fill_null(aplastic["bcell_last_measured_day"])
+                    - aplastic["bcell_aplasia_onset_day"]).to_list()
+            median = _km_median(time, returned)
+            text = _cell(page, "bcell_aplasia_days", arm)
+            assert text.startswith("not reached" if median is None else fmt(median)), (arm, text)
+            assert f"{sum(returned)}/{aplastic.height} B cells returned; {aplastic.height - sum(returned)} censored" in text
 
 
 def test_remission_endpoints_equal_the_scored_visits(page, clinical_scores):

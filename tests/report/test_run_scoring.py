@@ -10,7 +10,7 @@ import polars as pl
 import tomli_w
 
 from cartwin.protocol import load_protocol
-from cartwin.report.scores import SCORE_TABLES, score_run
+from cartwin.endpoints.scoring import SCORE_TABLES, score_run
 from cartwin.run import run_protocol
 from tests.report.conftest import ROOT
 

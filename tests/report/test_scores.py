@@ -8,7 +8,7 @@ import shutil
 import polars as pl
 from polars.testing import assert_frame_equal
 
-from cartwin.report.scores import SCORE_TABLES, score_run
+from cartwin.endpoints.scoring import SCORE_TABLES, score_run
 
 
 def test_part_wise_scores_equal_whole_run_scores(reported_twin, clinical_scores):
@@ -35,7 +35,7 @@ def test_scores_are_reused_until_a_part_or_the_rules_change(reported_twin, tmp_p
     os.utime(parts[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     assert score_run(copy, workers=1).rescored == 1
 
-    monkeypatch.setattr("cartwin.report.scores.clinical_fingerprint", lambda: "other rules")
+    monkeypatch.setattr("cartwin.endpoints.scoring.clinical_fingerprint", lambda: "other rules")
     assert score_run(copy, workers=1).rescored == len(parts)
     for table in SCORE_TABLES:
         assert sorted(p.name for p in (copy / "report" / "scores" / table).glob("*.parquet")) == [p.name for p in parts]

@@ -38,8 +38,9 @@ def test_score_into_a_new_or_empty_directory(tmp_path, capsys, monkeypatch):
     (tmp_path / "empty").mkdir()
     code, text = _score(capsys, monkeypatch, EXAMPLE, "--out", tmp_path / "empty")
     assert code == 0, text
-    assert sorted(os.listdir(tmp_path / "empty")) == ["adverse_events.parquet", "flags.parquet", "lab_grades.parquet",
-                                                      "patients.parquet", "results.duckdb", "visits.parquet"]
+    assert sorted(os.listdir(tmp_path / "empty")) == ["adverse_events.parquet", "endpoints.parquet", "flags.parquet",
+                                                      "lab_grades.parquet", "patients.parquet", "results.duckdb",
+                                                      "visits.parquet"]
 
 
 def test_score_refuses_a_directory_holding_a_users_files(tmp_path, capsys, monkeypatch):

@@ -49,7 +49,9 @@ def cart_kinetics(cart: pl.DataFrame) -> pl.DataFrame:
 
 def bcell_aplasia(bcell: pl.DataFrame) -> pl.DataFrame:
     """Per subject from (subject, day, value) of BCELL in cells/uL: aplasia onset (first day
-    after infusion below the threshold) and the day B cells return (first later day at or above)."""
+    after infusion below the threshold), the day B cells return (first later day at or above) and
+    the last measured day. The duration of aplasia, censored where B cells have not returned, is
+    an endpoint (cartwin.endpoints, ``bcell_aplasia_days``)."""
     config = settings("kinetics")["bcell"]
     threshold = config["aplasia_below_cells_per_ul"]
     data = bcell.filter(pl.col("value").is_not_null() & (pl.col("day") >= config["first_day"])).sort("subject", "day")
@@ -66,7 +68,6 @@ def bcell_aplasia(bcell: pl.DataFrame) -> pl.DataFrame:
     out = summary.drop("_series").join(returned, on="subject", how="left")
     return out.with_columns(
         pl.col("bcell_aplasia_onset_day").is_not_null().alias("bcell_aplasia"),
-        (pl.col("bcell_return_day") - pl.col("bcell_aplasia_onset_day")).alias("bcell_aplasia_days"),
         pl.when(pl.col("bcell_aplasia_onset_day").is_not_null() & pl.col("bcell_return_day").is_null())
         .then(pl.lit("B cells not returned by the last measurement: censored")).otherwise(None).alias("bcell_flag"),
         pl.lit(threshold).alias("bcell_aplasia_threshold"),

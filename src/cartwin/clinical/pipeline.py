@@ -225,17 +225,11 @@ def _patients(frame: pl.DataFrame, daily: pl.DataFrame, visits: pl.DataFrame, la
                                              pl.col("day").max().alias("last_day"))
     sv = visits.filter(pl.col("sledai_visit")).sort("subject", "day")
     after = pl.col("day") > settings("ctcae_v5")["baseline_last_day"]
+    # Baseline characteristics only: per-patient endpoints over the visits (SRI-4 at the last
+    # visit, DORIS or LLDAS ever, flares, remission) are declared in cartwin.endpoints.
     sledai_summary = sv.group_by("subject").agg(
         pl.len().alias("sledai_visits"),
         pl.col("sledai2k").filter(~after).last().alias("sledai2k_baseline"),
-        pl.col("sledai2k").filter(after).last().alias("sledai2k_last"),
-        pl.col("day").filter(after).last().alias("last_visit_day"),
-        pl.col("sri4").filter(after).last().alias("sri4_last_visit"),
-        pl.col("doris_remission").filter(after).any(ignore_nulls=False).alias("doris_remission_ever"),
-        pl.col("doris_off_therapy").filter(after).any(ignore_nulls=False).alias("doris_off_therapy_ever"),
-        pl.col("lldas").filter(after).any(ignore_nulls=False).alias("lldas_ever"),
-        (pl.col("sfi_flare") == "severe").filter(after).any(ignore_nulls=False).alias("sfi_severe_flare_ever"),
-        pl.col("day").filter(after & (pl.col("sfi_flare").is_in(["mild/moderate", "severe"]))).min().alias("first_flare_day"),
     )
     crs = daily.group_by("subject").agg(pl.col("crs_grade").max().alias("crs_max"), pl.col("icans_grade").max().alias("icans_max"),
                                         pl.col("day").filter(pl.col("crs_grade") >= 1).min().alias("crs_onset_day"),

@@ -166,7 +166,10 @@ def descriptor_events(obs: pl.DataFrame, icans: pl.DataFrame | None = None) -> p
         previous = pl.col("value").shift(1).over("subject")
         threshold = lab_rules().filter(pl.col("descriptor") == "SD_PROT")["threshold"][0]
         rise = selena_rule["proteinuria_rise_g_per_24h"]
-        present = (pl.col("value") > threshold) & (previous.is_null() | (previous <= threshold) | ((pl.col("value") - previous) > rise))
+        # A patient's first measurement has no previous one to call it new against: it does not
+        # score (sledai.toml [selena]); a site that knows it is new records SD_PROT explicitly.
+        present = (pl.col("value") > threshold) & previous.is_not_null() & (
+            (previous <= threshold) | ((pl.col("value") - previous) > rise))
         derived = [d for d in derived if not (d.height and d["code"][0] == "SD_PROT__selena")]
         derived.append(uprot.select("subject", "day", pl.lit("SD_PROT__selena").alias("code"), present.alias("raw"),
                                     "cause", pl.lit(1).alias("priority"), pl.lit("SD_PROT").alias("base_code")))

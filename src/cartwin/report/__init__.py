@@ -17,10 +17,10 @@ from pathlib import Path
 
 import jinja2
 
+from cartwin.endpoints import definitions, stats
+from cartwin.endpoints.scoring import clinical_fingerprint, score_run
 from cartwin.report import aggregate as agg_mod
 from cartwin.report import figures as fig_mod
-from cartwin.report import stats
-from cartwin.report.scores import clinical_fingerprint, score_run
 from cartwin.store import atomic, layout
 from cartwin.store.run_directory import RunDirectory
 
@@ -129,8 +129,8 @@ def fmt(x) -> str:
 def _binary_rows(agg: agg_mod.Aggregates) -> list[dict]:
     rows = []
     show_lower_bound = agg_mod.lower_bound_needed(agg.binary)
-    for b in agg_mod.BINARY:
-        if b.key.endswith("_lb") and not show_lower_bound:
+    for b in agg_mod.reported("binary"):
+        if b.lower_bound_of and not show_lower_bound:
             continue
         cells = []
         for arm in agg.arms:
@@ -144,13 +144,26 @@ def _binary_rows(agg: agg_mod.Aggregates) -> list[dict]:
 
 def _continuous_rows(agg: agg_mod.Aggregates) -> list[dict]:
     rows = []
-    for c in agg_mod.CONTINUOUS:
+    for c in agg_mod.reported("continuous"):
         cells = []
         for arm in agg.arms:
             s = agg.continuous[c.key].get(arm.id) or {"n": 0}
             cells.append({"arm": arm.id, "n": s["n"], **{k: fmt(s.get(k)) for k in ("median", "q25", "q75", "min", "max")}})
-        note = "patients with B-cell aplasia; to the day B cells return or the last visit" if c.where != "TRUE" else ""
-        rows.append({"key": c.key, "label": c.label, "unit": c.unit, "note": note, "cells": cells})
+        rows.append({"key": c.key, "label": c.label, "unit": c.unit, "note": c.note, "cells": cells})
+    return rows
+
+
+def _time_to_event_rows(agg: agg_mod.Aggregates) -> list[dict]:
+    rows = []
+    for e in agg_mod.reported("time_to_event"):
+        cells = []
+        for arm in agg.arms:
+            s = agg.time_to_event[e.key].get(arm.id) or {"n": 0}
+            median = "not reached" if s["n"] and s.get("estimate") is None else fmt(s.get("estimate"))
+            cells.append({"arm": arm.id, "n": s["n"], "events": s.get("events", 0), "censored": s.get("censored", 0),
+                          "median": median, **{k: fmt(s.get(k)) for k in ("lower", "upper", "q25", "q75")}})
+        rows.append({"key": e.key, "label": e.label, "unit": e.unit, "note": e.note, "event_label": e.event_label,
+                     "cells": cells})
     return rows
 
 
@@ -223,6 +236,7 @@ def _render(run_dir, manifest, protocol, protocol_text, agg, diffs, timecourse, 
         failed_note=failed_note,
         timecourse_figures=timecourse, swimmers=swimmers,
         binary_rows=_binary_rows(agg), continuous_rows=_continuous_rows(agg),
+        time_to_event_rows=_time_to_event_rows(agg),
         grades=agg_mod.GRADES, ae_rows=_ae_rows(agg),
         differences=_difference_rows(agg, diffs), difference_figure=difference_figure,
         reference_label=agg.arms[0].label if agg.arms else "",
@@ -233,16 +247,18 @@ def _render(run_dir, manifest, protocol, protocol_text, agg, diffs, timecourse, 
 
 def _endpoint_json(agg: agg_mod.Aggregates, diffs: list[dict]) -> dict:
     """The tables' numbers in machine-readable form, beside the HTML."""
-    out: dict = {"arms": [a.__dict__ for a in agg.arms], "binary": {}, "continuous": {}, "adverse_events": {},
-                 "differences": []}
-    for b in agg_mod.BINARY:
+    out: dict = {"arms": [a.__dict__ for a in agg.arms], "endpoint_table": definitions().version,
+                 "binary": {}, "continuous": {}, "time_to_event": {}, "adverse_events": {}, "differences": []}
+    for b in agg_mod.reported("binary"):
         out["binary"][b.key] = {}
         for arm, (k, n) in agg.binary[b.key].items():
             iv = stats.clopper_pearson(k, n)
             out["binary"][b.key][arm] = {"k": k, "n": n, "estimate": iv.estimate, "lower": iv.lower, "upper": iv.upper}
-    for c in agg_mod.CONTINUOUS:
+    for c in agg_mod.reported("continuous"):
         out["continuous"][c.key] = {arm: {k: s[k] for k in ("n", "median", "q25", "q75", "min", "max")}
                                     for arm, s in agg.continuous[c.key].items()}
+    for e in agg_mod.reported("time_to_event"):
+        out["time_to_event"][e.key] = dict(agg.time_to_event[e.key])
     for label, per_arm in agg.adverse.items():
         out["adverse_events"][label] = {arm: {"grades": {str(g): v for g, v in a["grades"].items()}, "n": a["n"],
                                               "assessed": a["assessed"]} for arm, a in per_arm.items()}

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import duckdb
 
-from cartwin.report import stats
-from cartwin.report.scores import REMISSION_PGA_BELOW
+from cartwin.endpoints import Endpoint, definitions, stats
+from cartwin.endpoints.summary import time_to_event_summary
 from cartwin.store.run_directory import RunDirectory
 
 SWIMMER_MAX_PATIENTS = 50
@@ -43,58 +43,10 @@ READOUTS = (
 )
 
 
-@dataclass(frozen=True)
-class Binary:
-    key: str
-    label: str
-    success: str  # SQL over the per-patient score table
-    evaluable: str
-    note: str = ""
+def reported(kind: str) -> tuple[Endpoint, ...]:
+    """The endpoints of one type that the report shows, in the endpoint table's order."""
+    return definitions().of_type(kind, reported=True)
 
-
-@dataclass(frozen=True)
-class Continuous:
-    key: str
-    label: str
-    column: str
-    unit: str
-    where: str = "TRUE"
-    ratio: bool = False  # also compare arms by the ratio of geometric means
-
-
-def _remission(month: int, day: int, bound: bool) -> Binary:
-    column = "remission_lower_bound_day" if bound else "remission_day"
-    evaluable = "last_sledai_day IS NOT NULL" if bound else "selena_evaluable_visits > 0"
-    label = (f"SELENA-SLEDAI lower bound 0 and PGA < {REMISSION_PGA_BELOW:g} by month {month} (day {day})" if bound
-             else f"SELENA-SLEDAI 0 and PGA < {REMISSION_PGA_BELOW:g} by month {month} (day {day})")
-    note = ("descriptors the run never records taken as absent" if bound
-            else "patients with at least one fully evaluable SELENA-SLEDAI after baseline; never reached = non-responder")
-    return Binary(f"remission_m{month}{'_lb' if bound else ''}", label,
-                  f"{column} <= {day}", evaluable, note)
-
-
-BINARY = (
-    _remission(3, 90, False), _remission(6, 180, False),
-    _remission(3, 90, True), _remission(6, 180, True),
-    Binary("sri4", "SRI-4 at the last visit", "sri4_last_visit IS TRUE", "sri4_last_visit IS NOT NULL",
-           "SLEDAI missing at the visit = non-responder (clinical layer)"),
-    Binary("doris", "DORIS remission at any visit", "doris_remission_ever IS TRUE", "doris_remission_ever IS NOT NULL"),
-    Binary("lldas", "LLDAS at any visit", "lldas_ever IS TRUE", "lldas_ever IS NOT NULL"),
-    Binary("c3_normalised", "C3 normalised at the last measurement", "c3_normalised IS TRUE",
-           "c3_normalised IS NOT NULL", "patients with low C3 at baseline"),
-    Binary("c4_normalised", "C4 normalised at the last measurement", "c4_normalised IS TRUE",
-           "c4_normalised IS NOT NULL", "patients with low C4 at baseline"),
-    Binary("dsdna_seroconverted", "Anti-dsDNA seroconversion at the last measurement", "dsdna_seroconverted IS TRUE",
-           "dsdna_seroconverted IS NOT NULL", "patients anti-dsDNA positive at baseline"),
-    Binary("bcell_aplasia", "B-cell aplasia", "bcell_aplasia IS TRUE", "bcell_aplasia IS NOT NULL"),
-)
-
-CONTINUOUS = (
-    Continuous("bcell_aplasia_days", "B-cell aplasia duration", "bcell_aplasia_days", "days", "bcell_aplasia IS TRUE"),
-    Continuous("cart_cmax", "CAR-T Cmax", "cart_cmax", "cells/uL", ratio=True),
-    Continuous("cart_tmax", "CAR-T Tmax", "cart_tmax", "day"),
-    Continuous("cart_auc_0_28", "CAR-T AUC 0-28", "cart_auc_0_28", "cells/uL x day", ratio=True),
-)
 
 LIVER_TERMS = ("Alanine aminotransferase increased", "Aspartate aminotransferase increased",
                "Blood bilirubin increased", "Alkaline phosphatase increased", "GGT increased")
@@ -132,6 +84,7 @@ class Aggregates:
     sledai_note: str
     binary: dict[str, dict[str, tuple[int, int]]]  # endpoint -> arm -> (k, n)
     continuous: dict[str, dict[str, dict]]  # endpoint -> arm -> summary
+    time_to_event: dict[str, dict[str, dict]]  # endpoint -> arm -> Kaplan-Meier summary
     adverse: dict[str, dict[str, dict]]  # AE row -> arm -> {grades: {g: count}, n, not_evaluable}
     other_terms: list[str]
     swimmer: dict[str, list[dict]] = field(default_factory=dict)  # arm -> patient lanes
@@ -219,24 +172,34 @@ def time_courses(db: Database) -> tuple[dict[str, list[dict]], str, str]:
     return out, source, note
 
 
+# Aggregation over the per-patient endpoint values of the score parts (cartwin.endpoints.compute):
+# what each endpoint is lives in the endpoint table; here are only counts, quantiles and moments.
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def binary_endpoints(db: Database) -> dict[str, dict[str, tuple[int, int]]]:
+    """Per binary endpoint and arm: (successes, evaluable patients)."""
     cols = []
-    for b in BINARY:
-        cols.append(f'count(*) FILTER (WHERE ({b.evaluable}) AND ({b.success})) AS "{b.key}__k"')
-        cols.append(f'count(*) FILTER (WHERE {b.evaluable}) AS "{b.key}__n"')
+    for b in reported("binary"):
+        cols.append(f'count(*) FILTER (WHERE {_q(b.key)}) AS {_q(b.key + "__k")}')
+        cols.append(f'count({_q(b.key)}) AS {_q(b.key + "__n")}')
     rows = db.rows(f"SELECT arm, count(*) AS scored, {', '.join(cols)} FROM patient_scores GROUP BY arm")
-    out: dict[str, dict[str, tuple[int, int]]] = {b.key: {} for b in BINARY}
+    out: dict[str, dict[str, tuple[int, int]]] = {b.key: {} for b in reported("binary")}
     for r in rows:
-        for b in BINARY:
+        for b in reported("binary"):
             out[b.key][r["arm"]] = (int(r[f"{b.key}__k"]), int(r[f"{b.key}__n"]))
     return out
 
 
 def lower_bound_needed(binary: dict[str, dict[str, tuple[int, int]]]) -> bool:
-    """The lower-bound remission rows say something only where some patient lacks a full SELENA-SLEDAI."""
-    return any(binary[f"{key}_lb"].get(arm, (0, 0))[1] > n
-               for key in ("remission_m3", "remission_m6") for arm, (_, n) in binary[key].items()) or any(
-        arm not in binary[key] for key in ("remission_m3", "remission_m6") for arm in binary[f"{key}_lb"])
+    """The lower-bound rows (``lower_bound_of`` in the endpoint table) say something only where some
+    patient lacks what the endpoint they bound needs (a full SELENA-SLEDAI)."""
+    pairs = [(e.lower_bound_of, e.key) for e in reported("binary") if e.lower_bound_of]
+    return any(binary[bound].get(arm, (0, 0))[1] > n
+               for key, bound in pairs for arm, (_, n) in binary[key].items()) or any(
+        arm not in binary[key] for key, bound in pairs for arm in binary[bound])
 
 
 def scored_counts(db: Database) -> dict[str, int]:
@@ -245,16 +208,31 @@ def scored_counts(db: Database) -> dict[str, int]:
 
 def continuous_endpoints(db: Database) -> dict[str, dict[str, dict]]:
     out: dict[str, dict[str, dict]] = {}
-    for c in CONTINUOUS:
-        x = c.column
+    for c in reported("continuous"):
+        x = _q(c.key)
         rows = db.rows(f"""SELECT arm, count({x}) AS n, median({x}) AS median,
                                   quantile_cont({x}, 0.25) AS q25, quantile_cont({x}, 0.75) AS q75,
                                   min({x}) AS min, max({x}) AS max,
                                   count({x}) FILTER (WHERE {x} > 0) AS n_pos,
                                   avg(ln({x})) FILTER (WHERE {x} > 0) AS mean_log,
                                   var_samp(ln({x})) FILTER (WHERE {x} > 0) AS var_log
-                           FROM patient_scores WHERE {c.where} GROUP BY arm""")
+                           FROM patient_scores WHERE {x} IS NOT NULL GROUP BY arm""")
         out[c.key] = {r["arm"]: r for r in rows}
+    return out
+
+
+def time_to_event_endpoints(db: Database) -> dict[str, dict[str, dict]]:
+    """Per time-to-event endpoint and arm: the Kaplan-Meier summary, from (time, event, count) rows."""
+    out: dict[str, dict[str, dict]] = {}
+    for e in reported("time_to_event"):
+        rows = db.rows(f"""SELECT arm, {_q(e.key)} AS time, {_q(e.event_column)} AS event, count(*) AS n
+                           FROM patient_scores WHERE {_q(e.key)} IS NOT NULL
+                           GROUP BY ALL ORDER BY arm, time""")
+        per_arm: dict[str, list[dict]] = {}
+        for r in rows:
+            per_arm.setdefault(r["arm"], []).append(r)
+        out[e.key] = {arm: time_to_event_summary([r["time"] for r in rs], [bool(r["event"]) for r in rs],
+                                                 [r["n"] for r in rs]) for arm, rs in per_arm.items()}
     return out
 
 
@@ -309,7 +287,7 @@ def aggregate(db: Database, protocol_arms: list[dict]) -> Aggregates:
     adverse, other = adverse_events(db, arms)
     agg = Aggregates(arms=arms, time_course=courses, sledai_source=source, sledai_note=note,
                      binary=binary_endpoints(db), continuous=continuous_endpoints(db),
-                     adverse=adverse, other_terms=other)
+                     time_to_event=time_to_event_endpoints(db), adverse=adverse, other_terms=other)
     for arm in arms:
         if 0 < arm.scored <= SWIMMER_MAX_PATIENTS:
             agg.swimmer[arm.id] = swimmer_lanes(db, arm)
@@ -323,7 +301,7 @@ def differences(agg: Aggregates) -> list[dict]:
     ref = agg.arms[0].id
     out = []
     for arm in agg.arms[1:]:
-        for b in BINARY:
+        for b in reported("binary"):
             k1, n1 = agg.binary[b.key].get(arm.id, (0, 0))
             k0, n0 = agg.binary[b.key].get(ref, (0, 0))
             if n1 == 0 or n0 == 0:
@@ -338,7 +316,7 @@ def differences(agg: Aggregates) -> list[dict]:
             k0 = sum(v for g, v in r["grades"].items() if g >= 3)
             out.append({"arm": arm.id, "reference": ref, "endpoint": f"ae:{label}", "label": f"{label}, grade >= 3",
                         "kind": "difference", "interval": stats.newcombe_difference(k1, a["n"], k0, r["n"])})
-        for c in CONTINUOUS:
+        for c in reported("continuous"):
             if not c.ratio:
                 continue
             s1, s0 = agg.continuous[c.key].get(arm.id), agg.continuous[c.key].get(ref)

@@ -2,8 +2,9 @@
 
     python -m cartwin.report.readme runs/nct05988216      # after `cartwin report runs/nct05988216`
 
-prints the Markdown table from the report's ``endpoints.json``, with the trial's column as a
-secondary summary of Cell Research 2025 (NCT05988216) reports it. Regenerate the table after a
+prints the Markdown table from the report's ``endpoints.json``, each row labelled as the endpoint
+table (``cartwin.endpoints``) declares it, with the trial's column as a secondary summary of Cell
+Research 2025 (NCT05988216) reports it. Regenerate the table after a
 model change; do not edit its numbers by hand.
 """
 
@@ -13,30 +14,34 @@ import json
 import sys
 from pathlib import Path
 
-from cartwin.report.stats import clopper_pearson
+from cartwin.endpoints import definitions
+from cartwin.endpoints.stats import clopper_pearson
 
-# endpoint key in endpoints.json -> (row label, what the trial reported)
+# endpoint key (cartwin.endpoints' table, which gives the row's label) -> what the trial reported
 TRIAL = (
-    ("binary", "remission_m3", "SELENA-SLEDAI 0 and PGA < 1 by month 3", "all 4 within 3-6 months"),
-    ("binary", "remission_m6", "SELENA-SLEDAI 0 and PGA < 1 by month 6", "4/4"),
-    ("binary", "remission_m3_lb", "same, SLEDAI lower bound, by month 3", "all 4 within 3-6 months"),
-    ("binary", "remission_m6_lb", "same, SLEDAI lower bound, by month 6", "4/4"),
-    ("binary", "sri4", "SRI-4 at the last visit", "not reported (3/3 in the Med 2025 TyU19 SLE report)"),
-    ("binary", "c3_normalised", "C3 normalised", "normalised"),
-    ("binary", "c4_normalised", "C4 normalised", "normalised"),
-    ("binary", "dsdna_seroconverted", "Anti-dsDNA seroconversion", "not reported"),
-    ("binary", "bcell_aplasia", "B-cell aplasia", "not reported"),
-    ("continuous", "bcell_aplasia_days", "B-cell aplasia, days", "not reported"),
-    ("continuous", "cart_cmax", "CAR-T Cmax, cells/uL", "not reported"),
-    ("continuous", "cart_tmax", "CAR-T Tmax, day", "not reported (peak at day 14 in the Med 2025 report)"),
-    ("continuous", "cart_auc_0_28", "CAR-T AUC 0-28, cells/uL x day", "not reported"),
-    ("ae", "Neutropenia", "Neutropenia grade >= 3", "among the most common grade 3/4 AEs (from LD)"),
-    ("ae", "Lymphopenia", "Lymphopenia grade >= 3", "among the most common grade 3/4 AEs (from LD)"),
-    ("ae", "Liver dysfunction (worst of ALT, AST, bilirubin, ALP, GGT)", "Liver dysfunction grade >= 3",
+    ("remission_m3", "all 4 within 3-6 months"),
+    ("remission_m6", "4/4"),
+    ("remission_m3_lb", "all 4 within 3-6 months"),
+    ("remission_m6_lb", "4/4"),
+    ("sri4", "not reported (3/3 in the Med 2025 TyU19 SLE report)"),
+    ("c3_normalised", "normalised"),
+    ("c4_normalised", "normalised"),
+    ("dsdna_seroconverted", "not reported"),
+    ("bcell_aplasia", "not reported"),
+    ("bcell_aplasia_days", "not reported"),
+    ("cart_cmax", "not reported"),
+    ("cart_tmax", "not reported (peak at day 14 in the Med 2025 report)"),
+    ("cart_auc_0_28", "not reported"),
+)
+# adverse-event row of the report -> (row label, what the trial reported)
+TRIAL_AE = (
+    ("Neutropenia", "Neutropenia grade >= 3", "among the most common grade 3/4 AEs (from LD)"),
+    ("Lymphopenia", "Lymphopenia grade >= 3", "among the most common grade 3/4 AEs (from LD)"),
+    ("Liver dysfunction (worst of ALT, AST, bilirubin, ALP, GGT)", "Liver dysfunction grade >= 3",
      "among the most common grade 3/4 AEs (from LD)"),
-    ("ae", "Cytokine release syndrome", "CRS, any grade", "not stated in the summary"),
-    ("ae", "ICANS", "ICANS, any grade", "none"),
-    ("ae", "Acute GvHD", "Acute GvHD, any grade", "none"),
+    ("Cytokine release syndrome", "CRS, any grade", "not stated in the summary"),
+    ("ICANS", "ICANS, any grade", "none"),
+    ("Acute GvHD", "Acute GvHD, any grade", "none"),
 )
 
 
@@ -51,6 +56,14 @@ def _continuous(cell: dict) -> str:
     if not cell or not cell["n"]:
         return "not evaluable"
     return f"{cell['median']:.3g} ({cell['min']:.3g}-{cell['max']:.3g})"
+
+
+def _time_to_event(cell: dict, event_label: str) -> str:
+    if not cell or not cell["n"]:
+        return "not evaluable"
+    bound = lambda x: "not reached" if x is None else f"{x:.3g}"  # noqa: E731
+    median = "not reached" if cell["estimate"] is None else f"{cell['estimate']:.3g}"
+    return f"{median} [{bound(cell['lower'])}-{bound(cell['upper'])}], {cell['events']}/{cell['n']} {event_label}"
 
 
 def _ae(cell: dict, label: str) -> str:
@@ -68,17 +81,22 @@ def twin_table(run_dir: Path, arm: str | None = None) -> str:
 
     counts = {key: {arm: (c["k"], c["n"]) for arm, c in cells.items()} for key, cells in data["binary"].items()}
     show_lower_bound = lower_bound_needed(counts)
+    table = definitions()
     lines = ["| endpoint | twin (4 virtual patients) | trial (Cell Research 2025, n = 4) |", "|---|---|---|"]
-    for kind, key, label, trial in TRIAL:
-        if key.endswith("_lb") and not show_lower_bound:
+    for key, trial in TRIAL:
+        endpoint = table.endpoint(key)
+        if endpoint.lower_bound_of and not show_lower_bound:
             continue
-        if kind == "binary":
+        if endpoint.type == "binary":
             value = _binary(data["binary"].get(key, {}).get(arm))
-        elif kind == "continuous":
+        elif endpoint.type == "continuous":
             value = _continuous(data["continuous"].get(key, {}).get(arm))
         else:
-            value = _ae(data["adverse_events"][key][arm], label)
-        lines.append(f"| {label} | {value} | {trial} |")
+            value = _time_to_event(data["time_to_event"].get(key, {}).get(arm), endpoint.event_label)
+        unit = "" if endpoint.type == "binary" or endpoint.unit == "proportion" else f", {endpoint.unit}"
+        lines.append(f"| {endpoint.label}{unit} | {value} | {trial} |")
+    for key, label, trial in TRIAL_AE:
+        lines.append(f"| {label} | {_ae(data['adverse_events'][key][arm], label)} | {trial} |")
     return "\n".join(lines)
 
 

@@ -1,16 +1,17 @@
-"""Score a run directory with the clinical layer, one observation part at a time.
+"""Score a run directory, one observation part at a time: clinical tables and per-patient endpoints.
 
 The clinical layer scores a frame in memory; a run of 10^5 patients does not fit that way, but each
-part file of ``observations.parquet/`` holds whole patients (one chunk), and every clinical score is
-a function of one patient's rows. So each part is scored on its own, in worker processes, and its
-tables are written beside the others as Parquet parts under ``DIR/report/scores/``, which DuckDB
-then reads as one table. A fingerprint of each part and of the clinical layer's code and rule tables
-says which stored scores are still valid, so a second report of the same run does not rescore and
-a run extended or resumed since the last report scores only its new parts.
+part file of ``observations.parquet/`` holds whole patients (one chunk), and every clinical score and
+every endpoint is a function of one patient's rows. So each part is scored on its own, in worker
+processes, and its tables are written beside the others as Parquet parts under
+``DIR/report/scores/``, which DuckDB then reads as one table. A fingerprint of each part and of the
+clinical layer's and the endpoints' code and tables says which stored scores are still valid, so a
+second report of the same run does not rescore and a run extended or resumed since the last
+report scores only its new parts.
 
-Only two things are added here to what the clinical layer returns, both built from its outputs:
-the first visit with SELENA-SLEDAI 0 and PGA < 1 (the TyU19 trial's headline endpoint), and
-serological normalisation (C3, C4, anti-dsDNA) through ``clinical.composite.serology_normalisation``.
+Per part: ``visits`` (the per-visit columns the report draws), ``patients`` (the clinical layer's
+per-patient table joined with ``cartwin.endpoints.compute``: every endpoint's per-patient value) and
+``adverse_events``.
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ from importlib import resources
 from multiprocessing import get_context
 from pathlib import Path
 
-import polars as pl
-
 from cartwin.store import atomic
 from cartwin.store.run_directory import RunDirectory
 
@@ -33,9 +32,6 @@ SCORE_TABLES = ("visits", "patients", "adverse_events")
 # What the report reads from the per-visit scores; the rest of the clinical layer's 78 columns stay
 # in the clinical layer (``cartwin score``).
 VISIT_COLUMNS = ("subject", "arm", "day", "pga", "selena", "selena_min", "selena_max", "sledai_visit")
-# The trial's remission read-out: "SELENA-SLEDAI 0 and PGA < 1" (TyU19 in SLE, Cell Research 2025, NCT05988216).
-REMISSION_PGA_BELOW = 1.0
-SEROLOGY = (("C3", "low", "c3_normalised"), ("C4", "low", "c4_normalised"), ("DSDNA", "high", "dsdna_seroconverted"))
 
 
 @dataclass(frozen=True)
@@ -46,13 +42,14 @@ class Scores:
 
 
 def clinical_fingerprint() -> str:
-    """Hash of the clinical layer's code and rule tables: scores made by other rules are stale."""
+    """Hash of the clinical layer's and the endpoints' code and tables: scores made by other rules
+    or other endpoint definitions are stale."""
     digest = hashlib.sha256()
-    package = resources.files("cartwin.clinical")
-    for entry in sorted(_walk(package), key=lambda e: e[0]):
-        digest.update(entry[0].encode())
-        digest.update(entry[1])
-    digest.update(Path(__file__).read_bytes())
+    for package_name in ("cartwin.clinical", "cartwin.endpoints"):
+        package = resources.files(package_name)
+        for entry in sorted(_walk(package), key=lambda e: e[0]):
+            digest.update(f"{package_name}/{entry[0]}".encode())
+            digest.update(entry[1])
     return digest.hexdigest()[:16]
 
 
@@ -115,54 +112,17 @@ def score_run(run_dir: Path, workers: int | None = None) -> Scores:
 def score_part(run_dir: Path, part: str) -> None:
     """Score one observation part (whole patients) of ``run_dir`` and write its three score parts."""
     from cartwin.clinical import observations_from_frame, score_observations
+    from cartwin.endpoints import compute
 
     rundir = RunDirectory(run_dir)
     obs = observations_from_frame(rundir.read_part("observations", part), rundir.part_source("observations", part))
     tables = score_observations(obs)
+    endpoints = compute(tables, obs.frame)
+    clinical = tables["patients"].drop([c for c in endpoints.columns if c not in ("subject", "arm")], strict=False)
+    patients = clinical.join(endpoints.drop("arm"), on="subject", how="left")
     visits = tables["visits"].select(VISIT_COLUMNS)
-    patients = (tables["patients"]
-                .join(_remission(visits), on="subject", how="left")
-                .join(_serology(obs.frame), on="subject", how="left"))
     for name, frame in (("visits", visits), ("patients", patients), ("adverse_events", tables["adverse_events"])):
         rundir.write_score_part(name, part, frame)
-
-
-def _remission(visits: pl.DataFrame) -> pl.DataFrame:
-    """First post-baseline visit with SELENA-SLEDAI 0 and PGA < 1, and the same on the SLEDAI's lower
-    bound (descriptors never recorded taken as absent), with the count of fully evaluable visits."""
-    from cartwin.clinical.ruleset import settings
-
-    after = (pl.col("day") > settings("ctcae_v5")["baseline_last_day"]) & pl.col("sledai_visit")
-    calm = pl.col("pga") < REMISSION_PGA_BELOW
-    return visits.group_by("subject").agg(
-        pl.col("day").filter(after & (pl.col("selena") == 0) & calm).min().alias("remission_day"),
-        pl.col("day").filter(after & (pl.col("selena_min") == 0) & calm).min().alias("remission_lower_bound_day"),
-        pl.col("selena").filter(after).is_not_null().sum().alias("selena_evaluable_visits"),
-        pl.col("day").filter(after).max().alias("last_sledai_day"),
-    )
-
-
-def _serology(frame: pl.DataFrame) -> pl.DataFrame:
-    """Normalisation at the last measurement, for patients abnormal at baseline (else null)."""
-    from cartwin.clinical.composite import serology_normalisation
-    from cartwin.clinical.ruleset import settings
-
-    baseline_last_day = settings("ctcae_v5")["baseline_last_day"]
-    result = frame.select("subject").unique()
-    for test, direction, column in SEROLOGY:
-        rows = frame.filter((pl.col("test") == test) & pl.col("value").is_not_null()).sort("subject", "day")
-        if rows.height == 0:
-            result = result.with_columns(pl.lit(None, pl.Boolean).alias(column))
-            continue
-        limit = "lower" if direction == "low" else "upper"
-        per_patient = rows.group_by("subject").agg(
-            pl.col("value").filter(pl.col("day") <= baseline_last_day).last().alias("baseline"),
-            pl.col("value").last().alias("value"),
-            pl.col(limit).last().alias("limit"),
-        )
-        scored = serology_normalisation(per_patient, direction).select("subject", pl.col("normalised").alias(column))
-        result = result.join(scored, on="subject", how="left")
-    return result
 
 
 @dataclass(frozen=True)

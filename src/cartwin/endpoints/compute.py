@@ -1,0 +1,147 @@
+"""The generic engine: the clinical layer's frames in, one row per patient with every endpoint out.
+
+Everything here reads the endpoint table; nothing here knows a particular endpoint. Conditions are
+Polars expressions built from the table's { column, op, value } records (no code is stored as text).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import reduce
+
+import polars as pl
+
+from cartwin.endpoints.table import Condition, Endpoint, Table, Variable, definitions
+
+
+def condition(c: Condition) -> pl.Expr:
+    """A table condition as an expression; null where its column is null (unknown)."""
+    col = pl.col(c.column)
+    return {
+        "==": lambda: col == c.value, "!=": lambda: col != c.value, "<": lambda: col < c.value,
+        "<=": lambda: col <= c.value, ">": lambda: col > c.value, ">=": lambda: col >= c.value,
+        "in": lambda: pl.when(col.is_null()).then(None).otherwise(col.is_in(c.value)),
+        "is_true": lambda: col == True,  # noqa: E712 (null stays null)
+        "is_false": lambda: col == False,  # noqa: E712
+        "is_null": lambda: col.is_null(), "is_not_null": lambda: col.is_not_null(),
+    }[c.op]()
+
+
+def all_of(conditions: tuple[Condition, ...]) -> pl.Expr:
+    """Every condition holds (Kleene and); true for an empty list."""
+    return reduce(lambda a, b: a & b, (condition(c) for c in conditions), pl.lit(True))
+
+
+def _columns(conditions: tuple[Condition, ...]) -> set[str]:
+    return {c.column for c in conditions}
+
+
+def _with_columns(frame: pl.DataFrame, names: set[str]) -> pl.DataFrame:
+    """A column the frame lacks (its test never observed) is null: the endpoint is not evaluable."""
+    missing = sorted(n for n in names if n not in frame.columns)
+    return frame.with_columns([pl.lit(None).alias(n) for n in missing]) if missing else frame
+
+
+def _visit_statistic(v: Variable, baseline_last_day: float) -> pl.Expr:
+    selected = all_of(v.where)
+    if v.after_baseline:
+        selected = selected & (pl.col("day") > baseline_last_day)
+    if v.statistic == "first_day":
+        return pl.col("day").filter(selected).min()
+    if v.statistic == "last_day":
+        return pl.col("day").filter(selected).max()
+    if v.statistic == "last":
+        return pl.col(v.column).filter(selected).last()
+    if v.statistic == "count_not_null":
+        return pl.col(v.column).filter(selected).is_not_null().sum()
+    if v.statistic == "any":
+        return all_of(v.of).filter(selected).any(ignore_nulls=False)
+    raise AssertionError(v.statistic)  # the table loader admits no other statistic
+
+
+def _visit_variables(variables: list[Variable], visits: pl.DataFrame, baseline_last_day: float) -> list[pl.DataFrame]:
+    needed = {"day"}
+    for v in variables:
+        needed |= _columns(v.rows) | _columns(v.where) | _columns(v.of) | ({v.column} if v.column else set())
+    visits = _with_columns(visits, needed).sort("subject", "day")
+    groups: dict[tuple, list[Variable]] = {}
+    for v in variables:
+        groups.setdefault(v.rows, []).append(v)
+    out = []
+    for rows, members in groups.items():
+        frame = visits.filter(all_of(rows)) if rows else visits
+        out.append(frame.group_by("subject").agg(
+            [_visit_statistic(v, baseline_last_day).alias(v.name) for v in members]))
+    return out
+
+
+def _serology(v: Variable, observations: pl.DataFrame, baseline_last_day: float) -> pl.DataFrame:
+    """Normalisation at the last measurement of ``v.test``, for patients abnormal at baseline (the
+    last measurement on or before the baseline day); null otherwise."""
+    from cartwin.clinical.composite import serology_normalisation
+
+    subjects = observations.select("subject").unique()
+    rows = observations.filter((pl.col("test") == v.test) & pl.col("value").is_not_null()).sort("subject", "day")
+    if rows.height == 0:
+        return subjects.with_columns(pl.lit(None, pl.Boolean).alias(v.name))
+    limit = "lower" if v.direction == "low" else "upper"
+    per_patient = rows.group_by("subject").agg(
+        pl.col("value").filter(pl.col("day") <= baseline_last_day).last().alias("baseline"),
+        pl.col("value").last().alias("value"),
+        pl.col(limit).last().alias("limit"),
+    )
+    scored = serology_normalisation(per_patient, v.direction).select("subject", pl.col("normalised").alias(v.name))
+    return subjects.join(scored, on="subject", how="left")
+
+
+def endpoint_values(e: Endpoint) -> list[pl.Expr]:
+    """The per-patient value column(s) of an endpoint, over a frame holding its inputs."""
+    if e.type == "binary":
+        evaluable = all_of(e.evaluable).fill_null(False)
+        return [pl.when(evaluable).then(all_of(e.success).fill_null(False)).otherwise(None).alias(e.key)]
+    included = all_of(e.subset).fill_null(False)
+    if e.type == "continuous":
+        return [pl.when(included).then(pl.col(e.column).cast(pl.Float64)).otherwise(None).alias(e.key)]
+    origin = pl.lit(e.origin, pl.Float64) if isinstance(e.origin, float) else pl.col(e.origin).cast(pl.Float64)
+    event, censor = pl.col(e.event).cast(pl.Float64), pl.col(e.censor).cast(pl.Float64)
+    time = pl.coalesce(event, censor) - origin
+    known = included & time.is_not_null()
+    return [pl.when(known).then(time).otherwise(None).alias(e.key),
+            pl.when(known).then(event.is_not_null()).otherwise(None).alias(e.event_column)]
+
+
+def endpoint_inputs(e: Endpoint) -> set[str]:
+    names = _columns(e.success) | _columns(e.evaluable) | _columns(e.subset)
+    names |= {n for n in (e.column, e.event, e.censor) if n}
+    if isinstance(e.origin, str):
+        names.add(e.origin)
+    return names
+
+
+def compute(clinical: Mapping[str, pl.DataFrame], observations: pl.DataFrame, table: Table | None = None) -> pl.DataFrame:
+    """Every endpoint of ``table`` (default: cartwin's) for every patient.
+
+    ``clinical``: the clinical layer's tables (``clinical.score_observations``), of which
+    ``patients`` (one row per subject, with ``arm``) and ``visits`` are read; ``observations``:
+    the canonical observation frame they were scored from. Returns one row per patient of
+    ``clinical["patients"]``: subject, arm, the table's variables, then each endpoint's value
+    (binary: true/false, null outside the denominator; continuous: the value; time to event: the
+    time in days and ``<key>_event``, true for an event and false for a censored time).
+    """
+    from cartwin.clinical.ruleset import settings
+
+    table = table or definitions()
+    baseline_last_day = settings("ctcae_v5")["baseline_last_day"]
+    patients = clinical["patients"]
+    frame = patients
+    visit_vars = [v for v in table.variables if v.source == "visits"]
+    parts = _visit_variables(visit_vars, clinical["visits"], baseline_last_day) if visit_vars else []
+    parts += [_serology(v, observations, baseline_last_day) for v in table.variables if v.source == "observations"]
+    names = [v.name for v in table.variables]
+    frame = frame.drop([n for n in names if n in frame.columns])
+    for part in parts:
+        frame = frame.join(part, on="subject", how="left")
+    needed = set().union(*(endpoint_inputs(e) for e in table.endpoints)) if table.endpoints else set()
+    frame = _with_columns(frame, needed)
+    values = [expr for e in table.endpoints for expr in endpoint_values(e)]
+    return frame.select("subject", "arm", *names, *values)
