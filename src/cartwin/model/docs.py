@@ -180,7 +180,7 @@ def render_model_markdown(model: Model, references: dict[str, str] | None = None
 
 
 def _products_section(model: Model) -> list[str]:
-    mech = ["ALLO", "F_HLA", "F_MS", "TCR_ALLO", "PD1_GAIN"]
+    mech = list(next(iter(PRODUCTS.values())).mechanism_parameters())  # what the edits set
     lines = ["## Products: gene edits mapped to mechanisms", ""]
     doc = (products_module.__doc__ or "").strip().split("\n\n", 1)
     if len(doc) > 1:

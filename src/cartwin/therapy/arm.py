@@ -78,9 +78,7 @@ def preset_therapy(product: str | Product, regimen: str | Regimen, cells_per_kg:
 def resolve_arm(protocol, arm) -> ArmTherapy:
     """An arm's therapy: the protocol's own products and regimens first, then the presets."""
     if arm.product in protocol.products:
-        d = protocol.products[arm.product]
-        product = Product(arm.product, d.description or f"user-defined product {arm.product}",
-                          d.allogeneic, frozenset(d.edits))
+        product = Product.from_definition(arm.product, protocol.products[arm.product])
     else:
         product = preset_product(arm.product)
     ld = arm.lymphodepletion

@@ -67,6 +67,13 @@ class Product:
         if unknown:
             raise ValueError(f"product {self.name}: unknown edits {unknown}; known: {list(KNOWN_EDITS)}")
 
+    @classmethod
+    def from_definition(cls, name: str, definition) -> "Product":
+        """A product defined in a protocol (``[products.NAME]``): every declared field, as sets."""
+        fields = definition.model_dump()
+        fields["description"] = fields.get("description") or f"user-defined product {name}"
+        return cls(name, **{k: frozenset(v) if isinstance(v, list) else v for k, v in fields.items()})
+
     def mechanism_parameters(self, pd1_gain: float = 1.0) -> dict[str, float]:
         if not self.allogeneic:
             return {"ALLO": 0.0, "F_HLA": 0.0, "F_MS": 0.0, "TCR_ALLO": 0.0,
