@@ -86,6 +86,12 @@ REFERENCES = {
     "2022;2:1520 (HLA-intact CAR+ persistence <= 28 d in 10/25)",
     "WangX2024": "Wang X et al. Allogeneic CD19-targeted CAR-T therapy in patients with severe "
     "myositis and systemic sclerosis. Cell 2024 (doi 10.1016/j.cell.2024.06.027)",
+    "WangW2024ard": "Wang W et al. BCMA-CD19 compound CAR T cells for systemic lupus erythematosus: a "
+    "phase 1 open-label clinical trial. Ann Rheum Dis 2024;83:1304-1314 (doi 10.1136/ard-2024-225785): "
+    "autoantibodies, including those of long-lived plasma cells, negative by month 3",
+    "BloodAdv2021bcma": "Humoral immune reconstitution after anti-BCMA CAR T-cell therapy in relapsed/"
+    "refractory multiple myeloma. Blood Adv 2021;5:5290: marrow BCMA+ cells undetectable by a median "
+    "day 28; IgG recovered at a median day 386",
     "WangD2025": "Wang D et al. Allogeneic CD19 CAR-T (TyU19) in refractory SLE. Med 2025 "
     "(PMID 40446794): CAR+ peak on day 14; no CRS",
     "Muller2024": "Muller F et al. CD19 CAR T-cell therapy in autoimmune disease: a case series with "
@@ -259,6 +265,10 @@ PARAMETERS = (
     _p("EMAX_ALT", 3.0, "1", "maximal IL-6-driven transaminase rise (fold)", "assumed: CRS-related transaminitis is mostly grade 1 (up to 3x ULN)", "liver"),
     _p("EC50_ALT", 50.0, "pg/mL", "IL-6 excess giving half the maximal transaminase rise", "assumed: transaminases rise when IL-6 is clearly above baseline", "liver"),
     _p("AST_ALT", 0.8, "1", "AST rise relative to ALT rise from the same injury", "assumed: hepatocellular injury raises AST slightly less than ALT", "liver"),
+    # --- target antigens (declared last: a patient's random effects follow parameter order) --
+    _p("THETA_PC", 1.0, "1", "BCMA-directed kill of CD19- plasma cells (recent and long-lived, in marrow) relative to blood targets", "assumed: 1, marrow plasma cells are reached as blood targets are: BCMA CAR-T clear marrow BCMA+ cells by a median day 28 (BloodAdv2021bcma) and long-lived plasma-cell autoantibodies by month 3 (WangW2024ard)", "CAR-T"),
+    _p("TGT_CD19", 1.0, "1", "1 when the CAR targets CD19 (B precursors, B cells, plasmablasts)", "product target mapping; Mei2012 (CD19 on B precursors, B cells and plasmablasts, not on CD19- plasma cells)", "product"),
+    _p("TGT_BCMA", 0.0, "1", "1 when the CAR targets BCMA (plasmablasts and CD19- plasma cells, marrow long-lived ones included)", "product target mapping; WangW2024ard", "product"),
 )
 
 # Names, units and meanings come from the patient vocabulary (cartwin/vocabulary.py).
@@ -313,13 +323,18 @@ ASSIGNMENTS = (
     _a("E_N", "SLOPE_N_F*C_F + SLOPE_N_CY*C_CY", "1", "drug effect on neutrophil precursors"),
     _a("CT", "CE + CM", "cells/uL", "total CAR-T"),
     _a("BTOT", "BPRE + B + BA + PB + PBA", "cells/uL", "CD19+ antigen"),
-    _a("F_AG", "BTOT/(BTOT + K_AG)", "1", "antigen stimulation of CAR-T"),
+    _a("BCMATOT", "PB + PBA + PCN + PCNA + LL", "cells/uL-eq", "BCMA+ antigen: plasmablasts and CD19- plasma cells"),
+    _a("AG", "TGT_CD19*BTOT + TGT_BCMA*BCMATOT", "cells/uL-eq", "antigen that the product's CAR recognises"),
+    _a("F_AG", "AG/(AG + K_AG)", "1", "antigen stimulation of CAR-T"),
     _a("F_15", "F15_MIN + (1 - F15_MIN)*IL15**N15/(IL15**N15 + EC15**N15)", "1", "homeostatic cytokine gate of CAR-T proliferation"),
     _a("FOREIGN", "ALLO*F_HLA + F_CAR", "1", "antigen on the product that host T cells can recognise: mismatched HLA plus the CAR transgene"),
     _a("STIM", "CT/(CT + K_STIM)", "1", "stimulation of host T cells by the infused cells"),
     _a("F_X", "1/(1 + X/(X50*PD1_GAIN))", "1", "proliferation left by exhaustion (PD-1 knockout raises resistance)"),
     _a("K_REJ", "K_T*R + ALLO*K_NK*F_MS**N_MS*NK/NK0", "1/day", "host kill of CAR-T: primed host T cells (alloreactive or anti-CAR) and NK missing-self"),
-    _a("KILL", "K_KILL*CE/(CE + KC_KILL)", "1/day", "CAR-T kill of CD19+ cells"),
+    _a("KILL", "K_KILL*CE/(CE + KC_KILL)", "1/day", "CAR-T kill of a target-antigen-bearing cell"),
+    _a("KILL19", "TGT_CD19*KILL", "1/day", "kill of CD19+ B precursors and B cells"),
+    _a("KILLPB", "KILL*(1 - (1 - THETA_PB*TGT_CD19)*(1 - TGT_BCMA))", "1/day", "kill of plasmablasts (CD19+ and BCMA+: either target suffices)"),
+    _a("KILLPC", "THETA_PC*TGT_BCMA*KILL", "1/day", "kill of CD19- BCMA+ plasma cells"),
     _a("HELP", "F_NAIVE + (1 - F_NAIVE)*AH", "1", "autoreactive regrowth and recruitment left at the current T-cell help (1 at baseline, F_NAIVE with none)"),
     _a("R_AH", "K_DB + K_DIFFA + G_A*HELP", "1/day", "autoreactive B self-renewal at low density: replaces turnover and differentiation, plus net regrowth scaled by the help left"),
     _a("G_CE", "RHO*F_AG*F_15*F_X - K_E - K_EM", "1/day", "net intrinsic growth rate of effector CAR-T (positive while they expand)"),
@@ -354,15 +369,15 @@ STATES = (
     _s("CM", "cells/uL", "memory (persistent) CAR-T", "0", "K_EM*CE - BETA_M*CM - K_ME*F_AG*CM - (K_REJ + K_LD_T)*CM", "CAR-T"),
     _s("X", "1", "CAR-T exhaustion from cumulative antigen stimulation", "0", "K_X*F_AG*CT/(CT + K_XC) - D_X*X", "CAR-T"),
     _s("R", "1", "primed host T-cell response against the product (alloreactive and anti-CAR)", "0", "(S_R*H/H0 + A_R*R)*FOREIGN*STIM - D_R*R", "rejection"),
-    _s("BPRE", "cells/uL-eq", "CD19+ marrow B precursors", "BPRE0", "S_PRE - K_MAT*BPRE - (KILL + K_LD_B)*BPRE", "B lineage"),
-    _s("B", "cells/uL", "non-autoreactive peripheral B cells", "BN0", "K_MAT*BPRE - (K_DB + K_DIFF)*B - EPS_A*HELP*B - (KILL + K_LD_B)*B", "B lineage"),
-    _s("BA", "cells/uL", "autoreactive activated/memory B cells", "BA0", "R_AH*BA - (G_A + EPS_AR)*BA**2/BA0 + EPS_A*HELP*B - (K_DB + K_DIFFA)*BA - (KILL + K_LD_B)*BA", "B lineage"),
+    _s("BPRE", "cells/uL-eq", "CD19+ marrow B precursors", "BPRE0", "S_PRE - K_MAT*BPRE - (KILL19 + K_LD_B)*BPRE", "B lineage"),
+    _s("B", "cells/uL", "non-autoreactive peripheral B cells", "BN0", "K_MAT*BPRE - (K_DB + K_DIFF)*B - EPS_A*HELP*B - (KILL19 + K_LD_B)*B", "B lineage"),
+    _s("BA", "cells/uL", "autoreactive activated/memory B cells", "BA0", "R_AH*BA - (G_A + EPS_AR)*BA**2/BA0 + EPS_A*HELP*B - (K_DB + K_DIFFA)*BA - (KILL19 + K_LD_B)*BA", "B lineage"),
     _s("AH", "1", "T-cell help for the autoreactive B pool (ICOS+ Tfh/germinal-centre support), normalised to baseline", "1", "K_AH*((BA/BA0)*(1 + A50_AH)/(BA/BA0 + A50_AH) - AH)", "B lineage"),
-    _s("PB", "cells/uL-eq", "non-autoreactive CD19+ plasmablasts", "PB0", "K_DIFF*B - K_DPB*PB - (THETA_PB*KILL + K_LD_B)*PB", "plasma cells"),
-    _s("PBA", "cells/uL-eq", "autoreactive CD19+ plasmablasts", "PBA0", "K_DIFFA*BA - K_DPB*PBA - (THETA_PB*KILL + K_LD_B)*PBA", "plasma cells"),
-    _s("PCN", "cells/uL-eq", "recently formed CD19- BCMA+ plasma cells from non-autoreactive plasmablasts", "PCN0", "F_PCN*K_DPB*PB - K_DPCN*PCN", "plasma cells"),
-    _s("PCNA", "cells/uL-eq", "recently formed CD19- BCMA+ plasma cells from autoreactive plasmablasts", "PCNA0", "F_PCN*K_DPB*PBA - K_DPCN*PCNA", "plasma cells"),
-    _s("LL", "cells/uL-eq", "long-lived CD19- BCMA+ plasma cells (marrow niche)", "LL0", "F_LL*K_DPCN*(PCN + PCNA) - K_DLL*LL", "plasma cells"),
+    _s("PB", "cells/uL-eq", "non-autoreactive CD19+ plasmablasts", "PB0", "K_DIFF*B - K_DPB*PB - (KILLPB + K_LD_B)*PB", "plasma cells"),
+    _s("PBA", "cells/uL-eq", "autoreactive CD19+ plasmablasts", "PBA0", "K_DIFFA*BA - K_DPB*PBA - (KILLPB + K_LD_B)*PBA", "plasma cells"),
+    _s("PCN", "cells/uL-eq", "recently formed CD19- BCMA+ plasma cells from non-autoreactive plasmablasts", "PCN0", "F_PCN*K_DPB*PB - (K_DPCN + KILLPC)*PCN", "plasma cells"),
+    _s("PCNA", "cells/uL-eq", "recently formed CD19- BCMA+ plasma cells from autoreactive plasmablasts", "PCNA0", "F_PCN*K_DPB*PBA - (K_DPCN + KILLPC)*PCNA", "plasma cells"),
+    _s("LL", "cells/uL-eq", "long-lived CD19- BCMA+ plasma cells (marrow niche)", "LL0", "F_LL*K_DPCN*(PCN + PCNA) - (K_DLL + KILLPC)*LL", "plasma cells"),
     _s("DSDNA", "IU/mL", "anti-dsDNA IgG", "DSDNA0", "P_DS_SL*PBA + P_DS_LL*LL - K_IGG*DSDNA", "humoral"),
     _s("IGG", "g/L", "total IgG", "IGG0", "Q_SL*(PB + PCN) + Q_SLA*(PBA + PCNA) + Q_LL*LL - K_IGG*IGG", "humoral"),
     _s("IC", "1", "immune complexes, normalised to baseline", "1", "K_IC*(DSDNA/DSDNA0 - IC)", "humoral"),
@@ -494,6 +509,14 @@ NOTES = (
     "(Mei 2012): killing the plasmablasts stops their supply and they decay with their own "
     "lifespan (K_DPCN, t1/2 20 d; pools PCN and PCNA, from non-autoreactive and autoreactive "
     "plasmablasts), while long-lived marrow plasma cells (CD19-) persist.",
+    "Target antigens: a product declares what its CAR recognises (TGT_CD19, TGT_BCMA). A CD19 "
+    "CAR sees and kills B precursors, B cells and plasmablasts (BTOT); a BCMA CAR sees and kills "
+    "plasmablasts and the CD19- plasma cells that a CD19 CAR cannot reach, the long-lived marrow "
+    "ones included (BCMATOT, THETA_PC), which carry vaccine titres and part of the anti-dsDNA; a "
+    "compound BCMA-CD19 CAR does both. B cells after a BCMA-only CAR fall only by "
+    "lymphodepletion in the model (the Tongji BCMA CAR-T series reports B cells gone within a "
+    "month and back within 3, which the model does not explain: BCMA on memory and germinal-"
+    "centre B cells is not modelled).",
     "PD-1 knockout (PD1_GAIN) is neutral by default: it would raise resistance to exhaustion, "
     "but no human kinetic effect has been shown. GvHD is not simulated: all products in the "
     "catalogue have TRAC knocked out (TCR_ALLO = 0).",

@@ -182,6 +182,8 @@ class DrugAdministration(_Strict):
 class ProductDefinition(_Strict):
     allogeneic: bool
     edits: list[str] = Field(default_factory=list)
+    targets: list[Literal["CD19", "BCMA"]] = Field(
+        default_factory=lambda: ["CD19"], min_length=1, description="antigens the CAR recognises")
     description: str = ""
 
 

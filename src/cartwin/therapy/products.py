@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+KNOWN_TARGETS = ("CD19", "BCMA")
 KNOWN_EDITS = ("TRAC", "HLA-A", "HLA-B", "HLA-C", "B2M", "CIITA", "PD1", "CD52")
 
 # Share of host T-cell allorecognition carried by each HLA class. Assumed: CD8 (class I) and
@@ -60,12 +61,16 @@ class Product:
     description: str
     allogeneic: bool
     edits: frozenset[str] = field(default_factory=frozenset)
+    targets: frozenset[str] = frozenset({"CD19"})
     construct: str = "second-generation 4-1BB CD19 CAR"
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.edits) - set(KNOWN_EDITS))
         if unknown:
             raise ValueError(f"product {self.name}: unknown edits {unknown}; known: {list(KNOWN_EDITS)}")
+        if not self.targets or set(self.targets) - set(KNOWN_TARGETS):
+            raise ValueError(f"product {self.name}: targets {sorted(self.targets)}; give one or more of "
+                             f"{list(KNOWN_TARGETS)}")
 
     @classmethod
     def from_definition(cls, name: str, definition) -> "Product":
@@ -75,9 +80,10 @@ class Product:
         return cls(name, **{k: frozenset(v) if isinstance(v, list) else v for k, v in fields.items()})
 
     def mechanism_parameters(self, pd1_gain: float = 1.0) -> dict[str, float]:
+        targets = {f"TGT_{t}": float(t in self.targets) for t in KNOWN_TARGETS}
         if not self.allogeneic:
             return {"ALLO": 0.0, "F_HLA": 0.0, "F_MS": 0.0, "TCR_ALLO": 0.0,
-                    "PD1_GAIN": pd1_gain if "PD1" in self.edits else 1.0}
+                    "PD1_GAIN": pd1_gain if "PD1" in self.edits else 1.0, **targets}
         b2m = "B2M" in self.edits
         kept_class_i = [locus for locus in CLASS_I_LOCI if locus not in self.edits and not b2m]
         class_ii = 0.0 if "CIITA" in self.edits else 1.0
@@ -92,6 +98,7 @@ class Product:
             "F_MS": round(f_ms, 12),
             "TCR_ALLO": 0.0 if "TRAC" in self.edits else 1.0,
             "PD1_GAIN": pd1_gain if "PD1" in self.edits else 1.0,
+            **targets,
         }
 
 
@@ -108,5 +115,12 @@ PRODUCTS: dict[str, Product] = {
         Product("allo_b2m_ko", "allogeneic CD19 CAR-T with TRAC and B2M knocked out (HLA class "
                 "I-null, as CTX110): escapes CD8 but not CD4 allorecognition, exposed to NK "
                 "missing-self", allogeneic=True, edits=frozenset({"TRAC", "B2M"})),
+        Product("bcma_cd19_ccar", "autologous BCMA-CD19 compound CAR-T (cCAR), as in SLE and lupus "
+                "nephritis at 3 x 10^6 cells/kg (Wang W 2024, Ann Rheum Dis 83:1304)", allogeneic=False,
+                targets=frozenset({"CD19", "BCMA"}), construct="BCMA-CD19 compound CAR (two CARs)"),
+        Product("bcma_car", "autologous anti-BCMA CAR-T after Flu/Cy, as in refractory lupus nephritis "
+                "(Tongji series, n = 7; and after CD19 CAR-T relapse in myositis, Nat Med 2025, doi "
+                "10.1038/s41591-025-03718-3)", allogeneic=False, targets=frozenset({"BCMA"}),
+                construct="second-generation BCMA CAR"),
     )
 }
