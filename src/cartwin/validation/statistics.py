@@ -143,16 +143,19 @@ def _lab_terms(term) -> list[str]:
 
 # --- statistics on one arm ----------------------------------------------------------------------
 def crs_rate(arm: ArmData, min_grade: int = 1) -> Estimate:
+    """Patients whose worst ASTCT CRS grade reaches ``min_grade``."""
     x = arm.patients["crs_max"].drop_nulls()
     return proportion(int((x >= min_grade).sum()), x.len())
 
 
 def icans_rate(arm: ArmData, min_grade: int = 1) -> Estimate:
+    """Patients whose worst ASTCT ICANS grade reaches ``min_grade``."""
     x = arm.patients["icans_max"].drop_nulls()
     return proportion(int((x >= min_grade).sum()), x.len())
 
 
 def crs_onset_after_day(arm: ArmData, day: float) -> Estimate:
+    """Patients whose CRS begins after ``day`` (first day of grade >= 1), among all graded."""
     p = arm.patients.filter(pl.col("crs_max").is_not_null())
     k = p.filter(pl.col("crs_onset_day") > day).height
     return proportion(k, p.height)
@@ -197,19 +200,23 @@ def _visit_flag(arm: ArmData, day: float, column: str) -> Estimate:
 
 
 def doris_at_day(arm: ArmData, day: float) -> Estimate:
+    """DORIS remission at the SLEDAI visit nearest ``day``, among patients evaluable then."""
     return _visit_flag(arm, day, "doris_remission")
 
 
 def sri4_at_day(arm: ArmData, day: float) -> Estimate:
+    """SRI-4 response at the SLEDAI visit nearest ``day``, among patients evaluable then."""
     return _visit_flag(arm, day, "sri4")
 
 
 def sledai2k_zero_at_day(arm: ArmData, day: float) -> Estimate:
+    """SLEDAI-2K of 0 at the visit nearest ``day``, among patients with a SLEDAI-2K then."""
     v = _visit_at(arm, day, "sledai2k").drop_nulls("sledai2k")
     return proportion(v.filter(pl.col("sledai2k") == 0).height, v.height)
 
 
 def sledai2k_median_at_day(arm: ArmData, day: float) -> Estimate:
+    """Median SLEDAI-2K at the visit nearest ``day``."""
     v = _visit_at(arm, day, "sledai2k").drop_nulls("sledai2k")
     return median_with_interval(v["sledai2k"].cast(pl.Float64).to_numpy())
 
@@ -276,6 +283,7 @@ def median_of(arm: ArmData, column: str) -> Estimate:
 
 
 def bcell_aplasia_by_day(arm: ArmData, day: float) -> Estimate:
+    """B-cell aplasia (below the clinical layer's threshold) reached by ``day``."""
     _require(arm, "bcell_aplasia_onset_day")
     p = arm.patients.filter(pl.col("bcell_last_measured_day").is_not_null())
     return proportion(p.filter(pl.col("bcell_aplasia_onset_day") <= day).height, p.height)
@@ -291,6 +299,7 @@ def bcell_aplasia_at_day(arm: ArmData, day: float) -> Estimate:
 
 
 def bcell_return_by_day(arm: ArmData, day: float) -> Estimate:
+    """B cells back by ``day``, among patients with aplasia."""
     a = _aplastic(arm)
     return proportion(a.filter(pl.col("bcell_return_day") <= day).height, a.height)
 
