@@ -162,3 +162,11 @@ def test_contrasts():
     assert r.value == pytest.approx(5.0)
     with pytest.raises(ValueError):
         st.proportion_difference(a, b, "median_of", column="cart_cmax")
+
+
+def test_geometric_mean_ratio():
+    """Geometric means sqrt(10 x 40) = 20 and sqrt(2 x 8) = 4: ratio 5."""
+    a = arm(pl.DataFrame({"subject": ["p1", "p2"], "cart_auc_0_28": [10.0, 40.0]}))
+    b = arm(pl.DataFrame({"subject": ["q1", "q2", "q3"], "cart_auc_0_28": [2.0, 8.0, 0.0]}))
+    e = st.geometric_mean_ratio(a, b, "cart_auc_0_28")
+    assert e.value == pytest.approx(5.0) and e.lower < 5.0 < e.upper

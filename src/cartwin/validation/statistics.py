@@ -437,8 +437,25 @@ def dose_elasticity(first: ArmData, second: ArmData, column: str) -> Estimate:
                     f"geometric-mean ratio {iv.estimate:.3g} over a {math.exp(step):.3g}-fold dose")
 
 
+def geometric_mean_ratio(first: ArmData, second: ArmData, column: str) -> Estimate:
+    """Ratio of two arms' geometric means of a per-patient column (e.g. cart_auc_0_28), with the
+    Welch interval on the log scale; zero or missing values are left out."""
+    logs = []
+    for arm in (first, second):
+        _require(arm, column)
+        x = arm.patients[column].drop_nulls().cast(pl.Float64).to_numpy()
+        x = np.log(x[x > 0])
+        if x.size < 2:
+            raise NotEvaluable(f"fewer than 2 positive {column} values")
+        logs.append(x)
+    iv = stats.geometric_mean_ratio(logs[0].mean(), logs[0].var(ddof=1), logs[0].size,
+                                    logs[1].mean(), logs[1].var(ddof=1), logs[1].size)
+    return Estimate(iv.estimate, iv.lower, iv.upper, logs[0].size + logs[1].size,
+                    f"geometric means {math.exp(logs[0].mean()):.3g} vs {math.exp(logs[1].mean()):.3g}")
+
+
 TWO_ARM: dict[str, Callable[..., Estimate]] = {f.__name__: f for f in (
-    proportion_difference, median_ratio, dose_elasticity)}
+    proportion_difference, median_ratio, dose_elasticity, geometric_mean_ratio)}
 
 STATISTICS = frozenset(ONE_ARM) | frozenset(TWO_ARM)
 
