@@ -114,8 +114,10 @@ def render(suite: Suite, results: list[Result], n: int, seed: int, model: str, c
         lines.append("")
         lines += [f"- {note}" for note in calibration_notes]
     else:
-        lines.append("Every parameter named by a calibrated target exists in the current model and its source "
-                     "says it was calibrated.")
+        lines.append("Every parameter named by a calibrated target exists in the current model. The flags were "
+                     "set from the parameter sources of lupus_cart 0.3.1 (a parameter set to, assumed for, or "
+                     "taken from the target's quantity makes the target calibrated); a model that sets more "
+                     "parameters from these targets must flag them here.")
     if sensitivity is not None:
         lines += _sensitivity_section(sensitivity, sensitivity_n or n)
     lines += ["", "## Statistics", ""]
