@@ -112,3 +112,14 @@ def test_a_malformed_row_is_named_with_its_field(tmp_path, change, message):
         load_suite(_write(tmp_path, ROW.replace(*change)))
     assert message in str(exc.value)
     assert str(tmp_path / "targets.toml") in str(exc.value)
+
+
+def test_calibration_check_names_a_parameter_the_model_lacks(tmp_path):
+    """After a model change, a calibrated target naming a parameter that no longer exists is listed
+    in the report; the shipped suite names only parameters of the current model."""
+    from cartwin.validation.suite import calibration_notes
+
+    assert calibration_notes(SUITE) == []
+    row = ROW.replace('calibration = "no"', 'calibration = "yes"\ncalibrated_by = ["EC_TEMP", "NO_SUCH_PARAMETER"]')
+    notes = calibration_notes(load_suite(_write(tmp_path, row)))
+    assert len(notes) == 1 and "x: parameter NO_SUCH_PARAMETER" in notes[0]
