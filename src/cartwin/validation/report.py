@@ -78,6 +78,12 @@ def render(suite: Suite, results: list[Result], n: int, seed: int, model: str, c
         "scenario needs something the model or its product catalogue does not have (counted as not passing). "
         "*Not evaluable*: the run lacks an observable the statistic needs (counted as not passing).",
         "",
+        "How much a pass says: most autoimmune targets come from case series of 3-15 patients, so their "
+        "exact intervals are wide and a target of k/k sets only a lower bound; targets from oncology "
+        "(tisagenlecleucel, axicabtagene, UCART19) are read on the SLE population and transfer the lever, "
+        "not the tumour; a few give a direction only, and say so in their range basis. Pass and fail "
+        "compare the point estimate with the range; the interval shows how far the cohort size carries it.",
+        "",
         "## Summary",
         "",
         "| part | targets | pass | fail | not evaluable | not simulable | pass rate | pass rate of those evaluated |",
