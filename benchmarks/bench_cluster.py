@@ -12,7 +12,7 @@ Every configuration computes the same chunks and writes them into a fresh run di
 - overhead per chunk: ``--tiny`` one-patient chunks on one Dask worker, minus the same chunks in
   this process, divided by the number of chunks; and, less sensitive to other load on the machine,
   the worker's idle time between chunks in the same run (wall time minus the compute time the
-  scheduler's task stream records): what scheduling, pickling the Context and the round trips
+  scheduler's task stream records): what scheduling, pickling the run work and the round trips
   cost that the two chunks in flight per thread do not hide.
 
 The numbers depend on the machine and what else runs on it; the load average is printed with them.
@@ -30,9 +30,10 @@ from pathlib import Path
 from distributed import get_task_stream
 
 from cartwin.model.codegen import compile_model, warm_up
-from cartwin.protocol import load_protocol, schedule_days
+from cartwin.protocol import load_protocol
 from cartwin.simulate.distributed import DaskExecutor
-from cartwin.simulate.runner import Context, execute, make_plan
+from cartwin.plan import make_plan, make_work
+from cartwin.simulate.execute import execute
 from cartwin.store.run_directory import RunDirectory
 
 
@@ -73,7 +74,7 @@ def main() -> None:
     plan = make_plan(protocol, n_per_arm=per_arm, chunk_size=args.chunk_size)
     tiny = make_plan(protocol, n_per_arm=max(1, args.tiny // len(protocol.arms)), chunk_size=1)
     warm = make_plan(protocol, n_per_arm=1, chunk_size=1)  # one chunk per arm: imports, model, solver
-    ctx = Context(protocol, plan.seed, tuple(schedule_days(protocol)))
+    ctx = make_work(protocol, plan.seed)
     n_patients = sum(plan.n_per_arm.values())
     warm_up(compile_model(ctx.model))
 

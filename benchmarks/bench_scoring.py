@@ -70,9 +70,10 @@ def _clock() -> tuple[float, float]:
 
 
 def score_in_this_process(run: Path, out: Path) -> dict:
-    """Score ``run`` into ``out`` the way ``clinical.score`` does, timing each phase."""
-    from cartwin.clinical import read_observations, score_observations
-    from cartwin.clinical.pipeline import write_tables
+    """Score ``run`` into ``out`` the way ``cartwin.scoring.score`` does, timing each phase."""
+    from cartwin.clinical import score_observations
+    from cartwin.io.observations import read_observations
+    from cartwin.store.scored import ScoredDirectory
 
     phases = {}
     start = last = _clock()
@@ -80,7 +81,7 @@ def score_in_this_process(run: Path, out: Path) -> dict:
     phases["read"], last = [b - a for a, b in zip(last, _clock())], _clock()
     tables = score_observations(obs)
     phases["score"], last = [b - a for a, b in zip(last, _clock())], _clock()
-    write_tables(tables, out)
+    ScoredDirectory(out).write(tables)
     phases["write"], end = [b - a for a, b in zip(last, _clock())], _clock()
     return {"wall_s": end[0] - start[0], "cpu_s": end[1] - start[1], "phases": phases,
             "rows": obs.frame.height, "visits": tables["visits"].height, "subjects": tables["patients"].height,

@@ -39,7 +39,7 @@ from cartwin.model.codegen import compile_model, warm_up
 from cartwin.population.virtual import generate
 from cartwin.protocol import parse_protocol
 from cartwin.simulate.events import doses_to_schedule
-from cartwin.simulate.runner import Context, typical_parameters
+from cartwin.plan import make_work, typical_parameters
 from cartwin.simulate.solvers import NumbaBDF, ScipyLSODA
 
 HERE = Path(__file__).resolve().parent
@@ -51,8 +51,7 @@ PROTOCOL = {k: v for k, v in tomllib.loads((HERE / "million.toml").read_text()).
 def patients(start: int, stop: int):
     """K, Y0, schedules of patients start..stop-1 (same stream as a cartwin run)."""
     protocol = parse_protocol(PROTOCOL)
-    ctx = Context(protocol, protocol.seed, tuple(DAYS))
-    therapy = ctx.therapy(0)
+    therapy = make_work(protocol).arms[0].therapy
     arm = protocol.arms[0].id
     mod = compile_model(MODEL)
     pop = generate(MODEL, protocol.population, arm, np.arange(start, stop), protocol.seed,

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cartwin import __version__
+from cartwin.store import layout
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="cartwin: virtual trials of CD19 CAR-T cell therapy in autoimmune disease.")
@@ -56,7 +57,7 @@ def _root(version: bool = typer.Option(False, "--version", help="Print the versi
 def validate(protocol: Path = typer.Argument(..., help="Protocol file (TOML).")):
     """Check a protocol file without running it."""
     from cartwin.protocol import load_protocol
-    from cartwin.simulate.runner import make_plan
+    from cartwin.plan import make_plan
     loaded = load_protocol(protocol)
     plan = make_plan(loaded.protocol, workers=1)
     p = loaded.protocol
@@ -104,8 +105,8 @@ def run(
            f"{summary.seconds:.1f} s -> {summary.out}")
     out.print(msg)
     if summary.n_failed:
-        err.print(f"[yellow]{summary.n_failed} patient(s) failed[/yellow]; see patients.parquet "
-                  "(status, failure_reason) and manifest.json")
+        err.print(f"[yellow]{summary.n_failed} patient(s) failed[/yellow]; see {layout.PATIENTS} "
+                  f"(status, failure_reason) and {layout.MANIFEST}")
         for subject, reason in summary.failed[:10]:
             err.print(f"  {subject}: {reason}")
     if report:
@@ -152,7 +153,7 @@ def show(run_dir: Path = typer.Argument(..., help="A run directory.")):
 
     rd = RunDirectory(run_dir)
     if not rd.is_complete():
-        raise RunDirectoryError(f"{run_dir}: not a completed cartwin run (no manifest.json); "
+        raise RunDirectoryError(f"{run_dir}: not a completed cartwin run (no {layout.MANIFEST}); "
                                 "finish it with `cartwin run ... --resume`")
     header = run_header(rd)
     out.print(header)
@@ -169,10 +170,10 @@ def show(run_dir: Path = typer.Argument(..., help="A run directory.")):
 @app.command()
 def score(
     data: Path = typer.Argument(..., help="Observations (CSV or Parquet) or a run directory."),
-    out_dir: Path = typer.Option(..., "--out", "-o", help="Directory for the scores and grades."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Directory for the scores and grades (must be new or empty)."),
 ):
     """Score and grade observations with the trial's standards (SLEDAI, CTCAE, ASTCT, ...)."""
-    from cartwin.clinical import run_score_command
+    from cartwin.scoring import run_score_command
     out.print(run_score_command(data, out_dir), highlight=False)
 
 
@@ -256,7 +257,7 @@ def fit_command(
     data: Path = typer.Argument(..., help="Observation file (CSV/Parquet: subject, day, test, value, unit), a NONMEM-format CSV (ID, EVID, DV, DAY) or a run directory."),
     estimate: str = typer.Option(..., "--estimate", "-e", help="Comma-separated parameters to estimate, e.g. RHO,K_E,MTT_PRE."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Output directory (new or empty)."),
-    subjects: Optional[Path] = typer.Option(None, "--subjects", help="Subject table (patients.parquet layout; docs/fitting.md); not needed for a run directory."),
+    subjects: Optional[Path] = typer.Option(None, "--subjects", help=f"Subject table ({layout.PATIENTS} layout; docs/fitting.md); not needed for a run directory."),
     tests: Optional[str] = typer.Option(None, "--tests", help="Comma-separated tests to fit (default: every test the model predicts)."),
     lloq: list[str] = typer.Option([], "--lloq", help="TEST=VALUE: values at or below are left out (repeatable)."),
     initial: list[str] = typer.Option([], "--initial", help="PARAM=VALUE starting typical value (repeatable)."),

@@ -15,7 +15,9 @@ import scipy
 
 import cartwin
 from cartwin.protocol import LoadedProtocol
-from cartwin.simulate.runner import check_vocabulary, make_context, default_workers, execute, make_plan
+from cartwin.plan import Plan, check_vocabulary, default_workers, make_plan, make_work
+from cartwin.simulate.execute import execute
+from cartwin.store import layout
 from cartwin.store.run_directory import RunDirectory
 
 
@@ -52,9 +54,9 @@ def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, pro
     started = datetime.now(timezone.utc)
     protocol = loaded.protocol
     # an imported model is read (and checked) before anything is written
-    ctx_model = make_context(protocol, protocol.seed if seed is None else int(seed))
-    model = ctx_model.model
-    if ctx_model.imported is None:
+    ctx = make_work(protocol, seed)
+    model = ctx.model
+    if not ctx.imported:
         check_vocabulary(model)  # imported models name their own outputs
     workers = workers or default_workers()
     # a remote cluster is asked how many threads it has; a local one is not started yet
@@ -72,7 +74,6 @@ def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, pro
         rundir.check_new()
         rundir.start(plan.to_json(), loaded.text, loaded.sha256,
                      {"name": model.name, "version": model.version, "hash": model.content_hash()})
-    ctx = ctx_model
     todo = [c for c in plan.chunks if not rundir.chunk_done(c.name)]
     reused = len(plan.chunks) - len(todo)
     t_solve = time.perf_counter()
@@ -113,7 +114,7 @@ def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, pro
         "cartwin_version": cartwin.__version__,
         "created_utc": started.isoformat(timespec="seconds"),
         "study_id": protocol.study_id,
-        "protocol": {"file": loaded.source, "sha256": loaded.sha256, "copy": "protocol.toml"},
+        "protocol": {"file": loaded.source, "sha256": loaded.sha256, "copy": layout.PROTOCOL},
         "seed": plan.seed,
         "n_per_arm": plan.n_per_arm,
         "chunk_size": plan.chunk_size,
@@ -144,3 +145,38 @@ def _model_record(model, reference: str) -> dict:
         record["source"] = str(path)
         record["source_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     return record
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """An in-memory simulation (for tests, notebooks and small studies): polars frames."""
+
+    patients: "pl.DataFrame"
+    observations: "pl.DataFrame"
+    parameters: "pl.DataFrame"
+    events: "pl.DataFrame"
+    plan: Plan
+
+
+def _identity(result):
+    return result
+
+
+def simulate(protocol, n_per_arm: int | None = None, seed: int | None = None,
+             workers: int | None = None, chunk_size: int | None = None) -> Simulation:
+    """Simulate a protocol (a loaded :class:`~cartwin.protocol.Protocol`) in memory and return
+    tidy tables; no files are written."""
+    import polars as pl
+    import pyarrow as pa
+
+    workers = workers or 1
+    plan = make_plan(protocol, n_per_arm, seed, chunk_size, workers)
+    work = make_work(protocol, plan.seed)
+    results = sorted(execute(work, plan.chunks, workers, _identity),
+                     key=lambda r: (r.spec.arm_index, r.spec.start))
+
+    def cat(name):
+        return pl.from_arrow(pa.concat_tables([getattr(r, name) for r in results]).combine_chunks())
+    obs = cat("observations").with_columns(pl.col("arm").cast(pl.String), pl.col("test").cast(pl.String),
+                                           pl.col("unit").cast(pl.String))
+    return Simulation(cat("patients"), obs, cat("parameters"), cat("events"), plan)

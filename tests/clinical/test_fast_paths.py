@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cartwin.clinical import read_observations
+from cartwin.io.observations import read_observations
 from cartwin.clinical import pipeline
 from cartwin.clinical._frames import pivot_first
 

@@ -6,7 +6,10 @@ import duckdb
 import polars as pl
 import pytest
 
-from cartwin.clinical import ObservationError, read_observations, run_score_command, score
+from cartwin.clinical import ObservationError
+from cartwin.io.observations import read_observations
+from cartwin.scoring import run_score_command, score
+from cartwin.store.run_directory import RunDirectoryError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "observations_example.csv"
 HEADER = "subject,day,test,value,unit,lower,upper\n"
@@ -128,13 +131,14 @@ def test_run_directory_scores_only_ok_subjects(tmp_path):
 def test_run_directory_missing_patients_file(tmp_path):
     run = _run_dir(tmp_path, {"SLE-001": "ok", "SLE-002": "ok"})
     (run / "patients.parquet").unlink()
-    with pytest.raises(ObservationError, match="patients.parquet"):
+    with pytest.raises(RunDirectoryError, match="missing patients.parquet"):
         score(run, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_run_directory_unknown_subject(tmp_path):
     run = _run_dir(tmp_path, {"SLE-001": "ok"})
-    with pytest.raises(ObservationError, match="not in patients.parquet"):
+    with pytest.raises(ObservationError, match=r"not in \S*patients.parquet"):
         score(run, tmp_path / "out")
 
 

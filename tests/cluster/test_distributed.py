@@ -16,10 +16,11 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from cartwin.protocol import load_protocol, parse_protocol, schedule_days
+from cartwin.protocol import load_protocol, parse_protocol
 from cartwin.run import run_protocol
 from cartwin.simulate import distributed as dist
-from cartwin.simulate.runner import ChunkSpec, Context, make_plan, run_chunk, simulate
+from cartwin.plan import ChunkSpec, make_plan, make_work, run_chunk
+from cartwin.run import simulate
 from cartwin.store.run_directory import TABLES, RunDirectory
 from tests.conftest import write_protocol
 
@@ -64,7 +65,7 @@ def test_a_recomputed_chunk_rewrites_the_same_values(tmp_path, protocol_dict):
     """What makes a worker's death harmless: a chunk computed twice stores the same table under the
     same names, so the second write replaces the first and adds no patient."""
     p = parse_protocol(protocol_dict)
-    ctx = Context(p, p.seed, tuple(schedule_days(p)))
+    ctx = make_work(p)
     spec = ChunkSpec(1, "tyu19", 2, 5)
     rundir = RunDirectory(tmp_path / "run")
     rundir.write_chunk(run_chunk(ctx, spec))
@@ -79,7 +80,7 @@ def test_a_recomputed_chunk_rewrites_the_same_values(tmp_path, protocol_dict):
 
 def test_a_worker_that_cannot_see_the_run_directory_refuses_the_chunk(tmp_path, protocol_dict):
     p = parse_protocol(protocol_dict)
-    ctx = Context(p, p.seed, tuple(schedule_days(p)))
+    ctx = make_work(p)
     rundir = RunDirectory(tmp_path / "elsewhere")
     with pytest.raises(dist.SharedPathMissing, match="cannot see .*run.json"):
         dist.compute_and_store(ctx, ChunkSpec(0, "auto", 0, 1), rundir.write_chunk, str(rundir.run_json))
@@ -88,7 +89,7 @@ def test_a_worker_that_cannot_see_the_run_directory_refuses_the_chunk(tmp_path, 
 
 def test_a_worker_with_another_model_refuses_the_chunk(tmp_path, protocol_dict):
     p = parse_protocol(protocol_dict)
-    ctx = Context(p, p.seed, tuple(schedule_days(p)))
+    ctx = make_work(p)
     rundir = RunDirectory(tmp_path / "run")
     rundir.path.mkdir()
     with pytest.raises(dist.WorkerModelMismatch, match="install the same cartwin on every worker"):
@@ -139,7 +140,7 @@ def test_futures_in_flight_stay_bounded(tmp_path, protocol_dict, dask_cluster, m
     """Memory on the client and the workers does not grow with the number of chunks."""
     p = parse_protocol(protocol_dict)
     plan = make_plan(p, n_per_arm=20, chunk_size=1)
-    ctx = Context(p, plan.seed, tuple(schedule_days(p)))
+    ctx = make_work(p, plan.seed)
     rundir = RunDirectory(tmp_path / "run")
     rundir.path.mkdir()
     submitted = []
@@ -197,7 +198,7 @@ def test_worker_killed_mid_run_loses_and_duplicates_no_patient(tmp_path, protoco
     # each lost chunk was recomputed (elsewhere, or by the restarted worker) to the values an
     # in-process computation gives
     p = load_protocol(path).protocol
-    ctx = Context(p, p.seed, tuple(schedule_days(p)))
+    ctx = make_work(p)
     specs = {c.name: c for c in make_plan(p, chunk_size=40).chunks}
     reference = RunDirectory(tmp_path / "reference")
     for name in lost:

@@ -8,7 +8,7 @@ import pytest
 from cartwin.model.codegen import compile_model
 from cartwin.protocol import parse_protocol
 from cartwin.simulate.events import doses_to_schedule
-from cartwin.simulate.runner import simulate
+from cartwin.run import simulate
 from cartwin.simulate.solvers import NumbaBDF
 from cartwin.therapy.dosing import Dose
 from tests.engine.test_events_and_solver import K_EL, solve

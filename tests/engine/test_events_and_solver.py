@@ -1,6 +1,7 @@
 """Event tables and the solver against hand-written golden cases on a one-compartment model."""
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -8,7 +9,8 @@ import pytest
 from cartwin.model.codegen import compile_model
 from cartwin.model.declaration import DoseInput, Model, Observable, Parameter, State
 from cartwin.model.lupus_cart import MODEL
-from cartwin.simulate.events import doses_to_schedule, event_rows
+from cartwin.simulate.events import EVENT_SCHEMA, doses_to_schedule
+from cartwin.store.tables import events_table
 from cartwin.simulate.solvers import ScipyLSODA
 from cartwin.therapy.dosing import Dose
 
@@ -68,18 +70,22 @@ def test_infusion_matches_analytic_solution():
 
 
 def test_event_table_golden_case():
+    """Dose rows carry compartment, amount and rate; at equal times the sample comes first
+    (a pre-dose sample); one sampling row per assessment day."""
     doses = [Dose("FLUDARABINE", -5.0, 40.0, 0.5 / 24, "fludarabine"),
              Dose("CART", 0.0, 5.5e7, 0.0, "tyu19")]
-    rows = event_rows("S1", doses, MODEL, np.array([-5.0, 0.0, 7.0]), ("CART",))
-    got = [(r["TIME"], r["EVID"], r["CMTNAME"], r["AMT"], round(r["RATE"], 6), r["MDV"]) for r in rows]
+    table = events_table(SimpleNamespace(subject=["S1"]), MODEL, [doses], np.array([-5.0, 0.0, 7.0]))
+    assert table.schema == EVENT_SCHEMA
+    rows = table.to_pylist()
+    got = [(r["TIME"], r["EVID"], r["CMTNAME"], r["AMT"], round(r["RATE"], 6), r["MDV"], r["DVID"]) for r in rows]
     cmt_flu = MODEL.state_names.index("A_F1") + 1
     assert [r["CMT"] for r in rows if r["EVID"] == 1] == [cmt_flu, MODEL.state_names.index("CE") + 1]
     assert got == [
-        (-5.0, 0, "CART", 0.0, 0.0, 1),          # pre-dose sample first at equal time
-        (-5.0, 1, "A_F1", 40.0, 1920.0, 1),      # 40 mg over 30 min = 1920 mg/day
-        (0.0, 0, "CART", 0.0, 0.0, 1),
-        (0.0, 1, "CE", 5.5e7, 0.0, 1),           # CAR-T bolus, cells
-        (7.0, 0, "CART", 0.0, 0.0, 1),
+        (-5.0, 0, "", 0.0, 0.0, 1, "ALL"),         # pre-dose sample first at equal time
+        (-5.0, 1, "A_F1", 40.0, 1920.0, 1, ""),    # 40 mg over 30 min = 1920 mg/day
+        (0.0, 0, "", 0.0, 0.0, 1, "ALL"),
+        (0.0, 1, "CE", 5.5e7, 0.0, 1, ""),         # CAR-T bolus, cells
+        (7.0, 0, "", 0.0, 0.0, 1, "ALL"),
     ]
 
 

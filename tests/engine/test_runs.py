@@ -17,7 +17,7 @@ import pytest
 from cartwin.protocol import load_protocol, parse_protocol
 from cartwin.run import run_protocol
 from cartwin.simulate import solvers
-from cartwin.simulate.runner import simulate
+from cartwin.run import simulate
 from tests.conftest import explicit_patient, use_explicit_patients, write_protocol
 
 CLI = [sys.executable, "-m", "cartwin.cli"]
@@ -205,7 +205,7 @@ def test_an_arm_larger_than_the_explicit_list_repeats_it_with_unique_ids(protoco
 
 def test_tiny_negative_round_off_is_zeroed_and_real_negatives_fail():
     from cartwin.model.lupus_cart import MODEL
-    from cartwin.simulate.runner import reject_negative_states
+    from cartwin.simulate.engine import reject_negative_states
     from cartwin.simulate.solvers import SolveResult
     states = np.ones((3, 2, len(MODEL.state_names)))
     states[0, 1, 3] = -1e-12   # round-off
@@ -238,3 +238,19 @@ def test_a_moved_run_directory_still_answers(tmp_path, protocol_dict):
     assert con.execute("SELECT count(*) FROM patients").fetchone()[0] == 4
     res = _cli("show", tmp_path / "moved")
     assert res.returncode == 0, res.stderr
+
+
+def test_mixed_flat_and_per_kg_arms_store_one_column_type_and_score(tmp_path, protocol_dict):
+    """A protocol mixing a flat dose and a per-kg dose writes patients parts with the same column
+    types, so the run directory reads as one table and `cartwin score RUN` works."""
+    protocol_dict["arms"][0].update(n=2, dose={"cells": 5e7})  # the flat arm's parts come first
+    protocol_dict["arms"][1]["n"] = 2
+    loaded = load_protocol(write_protocol(tmp_path / "mixed.toml", protocol_dict))
+    run_protocol(loaded, tmp_path / "run", workers=1)
+    patients = pl.read_parquet(tmp_path / "run" / "patients.parquet")
+    assert patients.schema["dose_cells_per_kg"] == pl.Float64
+    flat = patients.filter(pl.col("arm") == "auto")
+    assert flat["dose_cells_per_kg"].null_count() == 2 and flat["dose_cells"].to_list() == [5e7, 5e7]
+    scored = subprocess.run([*CLI, "score", str(tmp_path / "run"), "--out", str(tmp_path / "scores")],
+                            capture_output=True, text=True)
+    assert scored.returncode == 0, scored.stderr

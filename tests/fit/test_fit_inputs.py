@@ -15,7 +15,7 @@ from cartwin.model import DEFAULT_MODEL
 def _engine_run(n=3):
     from cartwin.fit.synthetic import DESIGN_POPULATION
     from cartwin.protocol import parse_protocol
-    from cartwin.simulate.runner import simulate
+    from cartwin.run import simulate
     protocol = parse_protocol({
         "schema_version": 1, "study_id": "fit-engine-check", "seed": 11, "follow_up_days": 200,
         "schedule": {"days": [-6, 0, 2, 7, 14, 28, 56, 112, 200]}, "population": DESIGN_POPULATION,

@@ -9,7 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cartwin.clinical import read_observations, score_observations
+from cartwin.clinical import score_observations
+from cartwin.io.observations import read_observations
 from cartwin.io import CdiscExportError
 from cartwin.io.cdisc import ADAM_DATASETS, SDTM_DOMAINS, export_cdisc, read_xpt
 

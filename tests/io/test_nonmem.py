@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cartwin.clinical import read_observations
+from cartwin.io.observations import read_observations
 from cartwin.io import NonmemDatasetError
 from cartwin.io.nonmem import export_nonmem, read_nonmem
 from cartwin.therapy.dosing import fludarabine_renal_factor

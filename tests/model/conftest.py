@@ -78,7 +78,7 @@ def cohort_runs() -> dict[str, Run]:
 def run_cohort_arms() -> dict[str, Run]:
     """One engine run of every cohort arm, as wide arrays per arm (subject x day)."""
     from cartwin.protocol import parse_protocol
-    from cartwin.simulate.runner import simulate
+    from cartwin.run import simulate
 
     sim = simulate(parse_protocol(cohort_protocol()), n_per_arm=COHORT_N, seed=COHORT_SEED,
                    workers=2)

@@ -16,17 +16,16 @@ CAR-T are detectable at >= 1 cell/uL; C3 >= 0.9 g/L, C4 >= 0.16 g/L, anti-dsDNA 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 
 import numpy as np
 
+from cartwin.clinical.sledai import weights as sledai_weights
 from cartwin.model import DEFAULT_MODEL
-from cartwin.model.codegen import compile_model
-from cartwin.simulate.events import Dose, doses_to_schedule
-from cartwin.simulate.solvers import ScipyLSODA
-from cartwin.therapy.dosing import bsa_mosteller, fludarabine_renal_factor
+from cartwin.simulate.engine import make_solver, solve
+from cartwin.therapy.arm import ArmTherapy
+from cartwin.therapy.dosing import bsa_mosteller
 from cartwin.therapy.products import PRODUCTS
-from cartwin.therapy.regimens import DRUGS, PRESETS
+from cartwin.therapy.regimens import PRESETS
 
 MODEL = DEFAULT_MODEL
 
@@ -35,13 +34,12 @@ B_APLASIA_BELOW = 1.0  # cells/uL
 CART_DETECTION_LIMIT = 1.0  # cells/uL, flow cytometry
 C3_LLN, C4_LLN, DSDNA_POSITIVE_ABOVE = 0.9, 0.16, 30.0
 
-# SLEDAI-2K weights (Gladman DD et al. J Rheumatol 2002;29:288; the same table as the
-# clinical layer's sledai_descriptors.csv) for the items this model describes.
-SLEDAI_WEIGHTS = {
-    "SD_VASC": 8, "SD_ARTH": 4, "SD_MYOS": 4, "SD_CASTS": 4, "SD_HEMAT": 4, "SD_PROT": 4,
-    "SD_PYUR": 4, "SD_RASH": 2, "SD_ALOP": 2, "SD_MUCUL": 2, "SD_PLEUR": 2, "SD_PERIC": 2,
-    "SD_LOWCOMP": 2, "SD_DNA": 2, "SD_FEVER": 1, "SD_THROMB": 1, "SD_LEUK": 1,
-}
+# SLEDAI-2K items this model describes; their weights come from the clinical layer's table
+# (Gladman DD et al. J Rheumatol 2002;29:288; clinical/rules/sledai_descriptors.csv).
+SLEDAI_ITEMS = (
+    "SD_VASC", "SD_ARTH", "SD_MYOS", "SD_CASTS", "SD_HEMAT", "SD_PROT", "SD_PYUR", "SD_RASH", "SD_ALOP",
+    "SD_MUCUL", "SD_PLEUR", "SD_PERIC", "SD_LOWCOMP", "SD_DNA", "SD_FEVER", "SD_THROMB", "SD_LEUK",
+)
 
 TYPICAL_COVARIATES = dict(
     WT=62.0, CRCL=110.0, DSDNA0=150.0, C3_0=0.7, C4_0=0.08, UPROT0=1.0, PGA0=2.0,
@@ -90,9 +88,8 @@ class Run:
         return self.obs[test][:, int(np.searchsorted(self.days, day))]
 
 
-@cache
-def compiled():
-    return compile_model(MODEL)
+# a creatinine clearance above every threshold of the fludarabine renal rule (mL/min)
+NORMAL_RENAL_FUNCTION = float(np.finfo(float).max)
 
 
 def typical_theta(product: str, overrides: dict | None = None) -> np.ndarray:
@@ -138,36 +135,22 @@ def sample_covariates(n: int, rng: np.random.Generator) -> tuple[dict[str, np.nd
 def simulate(product: str, regimen: str, theta: np.ndarray, cov: dict[str, np.ndarray],
              height_cm: np.ndarray, *, dose_per_kg: float = 1e6, days: np.ndarray | None = None,
              renal_rule: bool = True, overrides: dict | None = None) -> Run:
-    """Simulate each row of ``theta`` with the product's mechanism parameters applied."""
-    mod = compiled()
+    """Simulate each row of ``theta`` with the product's mechanism parameters applied, through
+    the engine, with the therapy layer's doses (``renal_rule=False``: fludarabine as if renal
+    function were normal)."""
     theta = np.array(theta, float, copy=True)
     names = list(MODEL.parameter_names)
     for k, v in {**PRODUCTS[product].mechanism_parameters(), **(overrides or {})}.items():
         theta[:, names.index(k)] = v
     n = theta.shape[0]
-    covm = np.column_stack([np.broadcast_to(np.asarray(cov[c], float), (n,))
-                            for c in MODEL.covariate_names])
-    K = mod.constants(theta, covm)
-    Y0 = mod.initial(K)
-    scales = mod.dose_scales(K)
+    covd = {c: np.broadcast_to(np.asarray(cov[c], float), (n,)).copy() for c in MODEL.covariate_names}
     days = np.arange(-6.0, 731.0) if days is None else days
-    schedules = []
-    for i in range(n):
-        wt = covm[i, MODEL.covariate_names.index("WT")]
-        crcl = covm[i, MODEL.covariate_names.index("CRCL")]
-        bsa = float(bsa_mosteller(np.broadcast_to(height_cm, (n,))[i], wt))
-        doses = []
-        for a in PRESETS[regimen].administrations:
-            factor = fludarabine_renal_factor(crcl)[0] if (renal_rule and a.drug == "fludarabine") else 1.0
-            if factor > 0:
-                doses.append(Dose(DRUGS[a.drug][0], a.day, a.dose_mg_m2 * bsa * factor,
-                                  a.duration_hours / 24))
-        doses.append(Dose("CART", 0.0, dose_per_kg * wt))
-        schedules.append(doses_to_schedule(doses, MODEL, scales[i]))
-    result = ScipyLSODA().solve(mod, K, Y0, schedules, days)
-    O = mod.observe(result.states, K, days)
-    obs = {t: O[:, :, i] for i, t in enumerate(mod.OBSERVABLE_TESTS)}
-    covd = {c: covm[:, j] for j, c in enumerate(MODEL.covariate_names)}
+    therapy = ArmTherapy("reference", PRODUCTS[product], PRESETS[regimen], dose_per_kg, None)
+    bsa = bsa_mosteller(np.broadcast_to(height_cm, (n,)), covd["WT"])
+    doses = [therapy.doses(float(bsa[i]), float(covd["WT"][i]), float(covd["CRCL"][i]) if renal_rule else NORMAL_RENAL_FUNCTION)
+             for i in range(n)]
+    result = solve(MODEL, theta, covd, doses, days, make_solver("scipy-lsoda"), nonnegative=False)
+    obs = {MODEL.observables[j].test: result.observations[:, :, k] for k, j in enumerate(result.which)}
     return Run(days, obs, result.states, theta, covd, result.ok)
 
 
@@ -242,10 +225,11 @@ def sledai(run: Run, day: float) -> np.ndarray:
         "SD_THROMB": o["PLAT"] < 100.0,
         "SD_LEUK": o["WBC"] < 3.0,
     }
+    weight = sledai_weights()
     score = np.zeros(run.n)
-    for code, weight in SLEDAI_WEIGHTS.items():
+    for code in SLEDAI_ITEMS:
         present = derived[code] if code in derived else o[code] > 0.5
-        score += weight * present
+        score += weight[code] * present
     return score
 
 

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from cartwin.protocol import parse_protocol
-from cartwin.simulate.runner import simulate
+from cartwin.run import simulate
 from tests.model.conftest import cohort_protocol
 
 pytestmark = pytest.mark.cohort

@@ -42,7 +42,7 @@ def reported_twin(twin_run) -> tuple[Path, Path, dict]:
 @pytest.fixture(scope="session")
 def clinical_scores(twin_run, tmp_path_factory) -> Path:
     """The clinical layer's own scoring of the whole run, independent of the report's part-wise cache."""
-    from cartwin.clinical import score
+    from cartwin.scoring import score
 
     out = tmp_path_factory.mktemp("clinical")
     score(twin_run, out)

@@ -1,12 +1,17 @@
 """Clinical layer: score and grade real and virtual patients with the trials' own standards.
 
-Public entry points: :func:`score` (file or run directory to an output directory),
-:func:`run_score_command` (Typer-free CLI helper) and :class:`ObservationError` (bad input).
+The layer receives frames and returns frames; it reads no file and knows no run directory.
+Public entry points: :func:`observations_from_frame` (validate a real patients' table),
+:func:`observations_from_run` (validate a simulated run's observations against its patients),
+:func:`score_observations` (the result tables) and :class:`ObservationError` (bad input).
+Reading files and run directories and writing results happen at the border: ``cartwin.io``
+(``read_observations``), ``cartwin.store`` and ``cartwin.scoring``.
 Rule tables live in ``cartwin/clinical/rules``; this package never imports the model or solver.
 """
 
 from cartwin.clinical.errors import ObservationError
-from cartwin.clinical.observations import read_observations
-from cartwin.clinical.pipeline import ScoreResult, run_score_command, score, score_observations
+from cartwin.clinical.observations import Observations, observations_from_frame, observations_from_run
+from cartwin.clinical.pipeline import TABLES, score_observations
 
-__all__ = ["ObservationError", "ScoreResult", "read_observations", "run_score_command", "score", "score_observations"]
+__all__ = ["ObservationError", "Observations", "TABLES", "observations_from_frame", "observations_from_run",
+           "score_observations"]

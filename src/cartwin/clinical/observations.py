@@ -1,4 +1,8 @@
-"""Read observation files or run directories into one validated long frame in canonical units.
+"""Validate observation frames into one long frame in canonical units.
+
+The clinical layer receives frames, never paths: a user's file is read at the border
+(:mod:`cartwin.io.observations`) and a run's tables by the store; ``source`` names where the rows
+came from, for messages and flags.
 
 Every problem names the file, the data row (1-based, header excluded) and the column. Rows are
 never dropped silently: a row the engine cannot use either stops the run (``ObservationError``)
@@ -9,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -21,8 +24,6 @@ from cartwin.vocabulary import test_codes
 REQUIRED_COLUMNS = ("subject", "day", "test", "value", "unit")
 OPTIONAL_COLUMNS = ("lower", "upper", "arm", "cause")
 ALLOWED_CAUSES = ("sle", "drug", "lymphodepletion", "crs", "icans", "infection", "sedation", "other")
-RUN_OBSERVATIONS = "observations.parquet"
-RUN_PATIENTS = "patients.parquet"
 MISSING_TEXT = ("", "na", "nan", "null", "none")
 _SHOWN_ROWS = 8
 
@@ -120,21 +121,6 @@ def _fail(file: str, bad: pl.DataFrame, column: str, problem: str, fix: str) -> 
     raise ObservationError(
         f"{file}: {_rows_text(rows)} (1-based data rows), column '{column}': {problem}. {fix}",
         file=file, rows=rows, column=column,
-    )
-
-
-def _read_table(path: Path) -> pl.DataFrame:
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".csv":
-            return pl.read_csv(path, infer_schema=False, null_values=None)
-        if suffix in (".parquet", ".pq"):
-            return pl.read_parquet(path)
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise ObservationError(f"{path}: cannot be read as {suffix[1:]} ({exc}).", file=str(path)) from exc
-    raise ObservationError(
-        f"{path}: unsupported file type '{suffix}'. Give a .csv or .parquet observation file or a run "
-        f"directory containing {RUN_OBSERVATIONS} and {RUN_PATIENTS}.", file=str(path)
     )
 
 
@@ -353,38 +339,32 @@ def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     return clean, flag_frame
 
 
-def read_observations(source: Path | str) -> Observations:
-    """Read a CSV/Parquet observation file or a simulated run directory."""
-    path = Path(source)
-    if not path.exists():
-        raise ObservationError(f"{path}: no such file or directory.", file=str(path))
-    if path.is_dir():
-        return _read_run_directory(path)
-    frame, flags = validate(_read_table(path), str(path))
-    return Observations(frame=frame, flags=flags, source=str(path))
+def observations_from_frame(raw: pl.DataFrame, source: str) -> Observations:
+    """Validate a frame in the observation format (a real patients' file as read, every column
+    as text or numbers); ``source`` names it in messages and flags."""
+    frame, flags = validate(raw, str(source))
+    return Observations(frame=frame, flags=flags, source=str(source))
 
 
-def _read_run_directory(path: Path) -> Observations:
-    obs_path, patients_path = path / RUN_OBSERVATIONS, path / RUN_PATIENTS
-    for needed in (obs_path, patients_path):
-        if not needed.exists():
-            raise ObservationError(
-                f"{path}: not a run directory, {needed.name} is missing. A run directory holds "
-                f"{RUN_OBSERVATIONS} and {RUN_PATIENTS}; otherwise pass an observation file.",
-                file=str(needed),
-            )
-    patients = _read_table(patients_path)
+def observations_from_run(observations: pl.DataFrame, patients: pl.DataFrame, source: str, *,
+                          observations_source: str | None = None,
+                          patients_source: str | None = None) -> Observations:
+    """Validate a simulated run's observations against its patient table: subjects whose solve
+    failed (``status`` 'failed') are not scored and are flagged. ``source`` names the run;
+    ``observations_source`` and ``patients_source`` name the two tables in messages."""
+    obs_name = observations_source or f"{source} (observations)"
+    patients_name = patients_source or f"{source} (patients)"
     for column in ("subject", "status"):
         if column not in patients.columns:
-            raise ObservationError(f"{patients_path}: column '{column}' is missing; {RUN_PATIENTS} needs "
-                                   "one row per subject with status 'ok' or 'failed'.",
-                                   file=str(patients_path), column=column)
+            raise ObservationError(f"{patients_name}: column '{column}' is missing; the patient table "
+                                   "needs one row per subject with status 'ok' or 'failed'.",
+                                   file=patients_name, column=column)
     patients = patients.with_row_index("row", offset=1).with_columns(
         pl.col("subject").cast(pl.String), pl.col("status").cast(pl.String).str.to_lowercase())
     bad = patients.filter(~pl.col("status").is_in(["ok", "failed"]) | pl.col("status").is_null())
     if bad.height:
-        _fail(str(patients_path), bad, "status", "status must be 'ok' or 'failed'", "Fix the run directory.")
-    frame, flags = validate(_read_table(obs_path), str(obs_path))
+        _fail(patients_name, bad, "status", "status must be 'ok' or 'failed'", "Fix the run directory.")
+    frame, flags = validate(observations, obs_name)
     failed = patients.filter(pl.col("status") == "failed")["subject"].to_list()
     # Subject checks on the distinct subjects first; rows are only filtered when one applies.
     distinct = frame.select(pl.col("subject").unique())
@@ -393,7 +373,7 @@ def _read_run_directory(path: Path) -> Observations:
     else:
         unknown = frame.clear()
     if unknown.height:
-        _fail(str(obs_path), unknown, "subject", f"subject {unknown['subject'][0]!r} is not in {RUN_PATIENTS}",
+        _fail(obs_name, unknown, "subject", f"subject {unknown['subject'][0]!r} is not in {patients_name}",
               "The run directory is inconsistent; regenerate it.")
     if distinct.filter(pl.col("subject").is_in(failed)).height:
         excluded = frame.filter(pl.col("subject").is_in(failed))
@@ -401,17 +381,17 @@ def _read_run_directory(path: Path) -> Observations:
     else:
         excluded = frame.clear()
     failed_flags = pl.DataFrame(
-        {"file": str(patients_path), "row": patients.filter(pl.col("status") == "failed")["row"],
+        {"file": patients_name, "row": patients.filter(pl.col("status") == "failed")["row"],
          "column": "status", "subject": failed, "test": None, "day": None,
          "problem": f"simulation status 'failed': subject not scored"},
         schema=FLAG_SCHEMA,
     ) if failed else empty_flags()
     if excluded.height:
         failed_flags = pl.concat([failed_flags, pl.DataFrame(
-            {"file": [str(obs_path)], "row": [None], "column": ["subject"], "subject": [None], "test": [None],
+            {"file": [obs_name], "row": [None], "column": ["subject"], "subject": [None], "test": [None],
              "day": [None], "problem": [f"{excluded.height} observation rows of {len(failed)} failed subject(s) not scored"]},
             schema=FLAG_SCHEMA)])
     # Row-level flags of subjects that are not scored would only be noise.
     flags = flags.filter(pl.col("subject").is_null() | ~pl.col("subject").is_in(failed))
-    return Observations(frame=frame, flags=pl.concat([flags, failed_flags]), source=str(path),
+    return Observations(frame=frame, flags=pl.concat([flags, failed_flags]), source=str(source),
                         excluded_subjects=failed)

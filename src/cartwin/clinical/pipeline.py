@@ -1,43 +1,26 @@
-"""Score an observation file or a simulated run directory and write the result tables.
+"""Score validated observations into the clinical layer's result tables (Polars frames).
 
-Outputs in ``out_dir`` (each written to a temporary file in the same directory and renamed):
-``visits.parquet`` (one row per subject and day: SLEDAI variants with bounds and descriptors, PGA,
-CRS, ICANS, SRI-4, BICLA, DORIS, LLDAS, SELENA flare), ``lab_grades.parquet`` (CTCAE per lab
-row), ``patients.parquet`` (per-patient endpoints), ``adverse_events.parquet`` (maximum grade per
-term and patient), ``flags.parquet`` (everything not evaluable or assumed, with file/row/column)
-and ``results.duckdb`` holding all five as tables.
+``score_observations`` returns ``visits`` (one row per subject and day: SLEDAI variants with bounds
+and descriptors, PGA, CRS, ICANS, SRI-4, BICLA, DORIS, LLDAS, SELENA flare), ``lab_grades`` (CTCAE
+per lab row), ``patients`` (per-patient endpoints), ``adverse_events`` (maximum grade per term and
+patient) and ``flags`` (everything not evaluable or assumed, with file/row/column). The layer
+receives frames and returns frames; reading files and writing results happen at the border
+(``cartwin.scoring``, the store).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-from dataclasses import dataclass
-from pathlib import Path
-
-import duckdb
 import polars as pl
 
 from cartwin.clinical import composite, crs_icans, ctcae, haematotox, kinetics, sledai
 from cartwin.clinical._frames import pivot_first
-from cartwin.clinical.errors import ObservationError
 from cartwin.clinical.gvhd_body import magic_stages
-from cartwin.clinical.observations import FLAG_SCHEMA, Observations, make_flags, read_observations
+from cartwin.clinical.observations import FLAG_SCHEMA, Observations, make_flags
 from cartwin.clinical.ruleset import settings
 
 TABLES = ("visits", "lab_grades", "patients", "adverse_events", "flags")
 ICANS_TESTS = ("ICE", "ICANS_LOC", "ICANS_SEIZ", "ICANS_MOTOR", "ICANS_ICP")
 GVHD_TESTS = ("GVHD_SKIN", "GVHD_BULLAE", "GVHD_UGI", "STOOL", "STOOL_N", "GVHD_LGI4")
-
-
-@dataclass
-class ScoreResult:
-    out_dir: Path
-    paths: dict[str, Path]
-    subjects_scored: int
-    subjects_excluded: list[str]
-    visits: int
-    flags: int
 
 
 def _wide(frame: pl.DataFrame) -> pl.DataFrame:
@@ -328,68 +311,3 @@ def _flags(obs: Observations, missing_base: pl.DataFrame) -> pl.DataFrame:
             pl.concat_str([pl.lit("reference limits missing in "), pl.col("n").cast(pl.String),
                            pl.lit(" rows: default limits from rules/reference_limits.csv used")]).alias("problem")))
     return pl.concat([p.select(list(FLAG_SCHEMA)).cast(FLAG_SCHEMA) for p in parts])
-
-
-def _atomic_parquet(frame: pl.DataFrame, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        frame.write_parquet(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_duckdb(tables: dict[str, pl.DataFrame], path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    Path(tmp).unlink()  # duckdb must create the file itself
-    try:
-        with duckdb.connect(tmp) as con:
-            for name, frame in tables.items():
-                arrow = frame.to_arrow()  # noqa: F841  (referenced by name in the SQL below)
-                con.execute(f"CREATE TABLE {name} AS SELECT * FROM arrow")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_tables(tables: dict[str, pl.DataFrame], out_dir: Path) -> dict[str, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for name in TABLES:
-        path = out_dir / f"{name}.parquet"
-        _atomic_parquet(tables[name], path)
-        paths[name] = path
-    paths["duckdb"] = out_dir / "results.duckdb"
-    _atomic_duckdb(tables, paths["duckdb"])
-    return paths
-
-
-def score(source: Path | str, out_dir: Path | str, *, sledai_window_days: float | None = None) -> ScoreResult:
-    """Score a CSV/Parquet observation file or a run directory into ``out_dir``.
-
-    Raises ``ObservationError`` for input that cannot be scored (message names file, row, column).
-    """
-    source, out_dir = Path(source), Path(out_dir)
-    obs = read_observations(source)
-    if obs.frame.height == 0:
-        raise ObservationError(f"{source}: no observations to score after excluding failed subjects.", file=str(source))
-    tables = score_observations(obs, sledai_window_days=sledai_window_days)
-    paths = write_tables(tables, out_dir)
-    return ScoreResult(out_dir=out_dir, paths=paths, subjects_scored=tables["patients"].height,
-                       subjects_excluded=obs.excluded_subjects, visits=tables["visits"].height,
-                       flags=tables["flags"].height)
-
-
-def run_score_command(source: str | Path, out_dir: str | Path) -> str:
-    """Typer-free entry for ``cartwin score DATA --out DIR``: scores and returns a one-paragraph
-    summary to print. Raises ``ObservationError`` for bad input (the CLI maps it to exit code 2)."""
-    result = score(source, out_dir)
-    excluded = (f"; {len(result.subjects_excluded)} failed subject(s) not scored: {', '.join(result.subjects_excluded[:10])}"
-                if result.subjects_excluded else "")
-    return (f"Scored {result.subjects_scored} subject(s), {result.visits} visit(s){excluded}. "
-            f"{result.flags} flag(s) in flags.parquet. Results in {result.out_dir} "
-            f"({', '.join(p.name for p in result.paths.values())}).")

@@ -93,17 +93,15 @@ class Cohort:
     the given typical values (everything else as declared) and scores them."""
 
     def __init__(self, model, targets, n: int, seed: int):
-        from cartwin.model.codegen import compile_model
+        from cartwin.plan.work import typical_parameters
         from cartwin.population.virtual import generate
-        from cartwin.simulate.runner import typical_parameters
-        from cartwin.simulate.solvers import NumbaBDF
+        from cartwin.simulate.engine import make_solver
         from cartwin.therapy.arm import resolve_arm
 
         self.model, self.targets = model, targets
         scenarios = sorted({(t.product, t.regimen) for t in targets})
         self.protocol = _protocol(n, seed, scenarios)
-        self.compiled = compile_model(model)
-        self.solver = NumbaBDF()
+        self.solver = make_solver("numba-bdf")
         self.days = np.array(CALIBRATION_DAYS, float)
         self.arms = {}
         for arm in self.protocol.arms:
@@ -119,7 +117,7 @@ class Cohort:
 
     def statistics(self, values: dict[str, float]) -> dict[str, float]:
         from cartwin.clinical.kinetics import bcell_aplasia, cart_kinetics
-        from cartwin.simulate.events import doses_to_schedule
+        from cartwin.simulate.engine import solve
 
         names = self.model.parameter_names
         out = {}
@@ -128,11 +126,8 @@ class Cohort:
             for name, v in values.items():
                 typical[names.index(name)] = v
             theta = typical[None, :] * np.exp(arm["eta"])
-            K = self.compiled.constants(theta, arm["cov"])
-            scales = self.compiled.dose_scales(K)
-            schedules = [doses_to_schedule(d, self.model, scales[i]) for i, d in enumerate(arm["doses"])]
-            res = self.solver.solve(self.compiled, K, self.compiled.initial(K), schedules, self.days)
-            obs = self.compiled.observe(res.states[res.ok], K[res.ok], self.days)
+            res = solve(self.model, theta, arm["cov"], arm["doses"], self.days, self.solver, nonnegative=False)
+            obs = res.observations[res.ok]
             tests = [o.test for o in self.model.observables]
             n_ok = obs.shape[0]
             subject = np.repeat(np.arange(n_ok).astype(str), self.days.size)

@@ -1,10 +1,10 @@
 """Data for a fit: observations in the observation format, and what each subject received.
 
-Observations are read by the clinical layer's reader (:func:`cartwin.clinical.read_observations`),
+Observations are read by the same reader as scoring (:func:`cartwin.io.observations.read_observations`),
 so the fit accepts exactly the files and run directories that scoring accepts, in canonical units.
 What each subject received (product, lymphodepletion, CAR-T dose) and who they are (covariates)
-comes from a subject table in the layout of a run's ``patients.parquet`` (docs/fitting.md); a run
-directory carries its own. Doses are rebuilt with the engine's dose rules (BSA, renal adjustment),
+comes from a subject table in the layout of a run's patient table (docs/fitting.md); a run
+directory carries its own, read through the store. Doses are rebuilt with the engine's dose rules (BSA, renal adjustment),
 so a fit sees the same schedule the simulation would.
 """
 
@@ -19,6 +19,7 @@ import polars as pl
 from cartwin.fit.errors import FitError
 from cartwin.model.declaration import Model
 from cartwin.population.covariates import DESCRIPTOR_FLAGS
+from cartwin.store import layout
 from cartwin.therapy.arm import ArmTherapy
 from cartwin.therapy.dosing import Dose, bsa_mosteller, crcl_cockcroft_gault
 from cartwin.therapy.products import PRODUCTS
@@ -26,7 +27,7 @@ from cartwin.therapy.regimens import PRESETS
 
 REQUIRED_SUBJECT_COLUMNS = ("subject", "product", "regimen", "AGE", "WT", "HT", "CREAT",
                             "DSDNA0", "C3_0", "C4_0", "UPROT0", "PGA0")
-"""Columns a subject table must have (run patients.parquet names; creatinine in umol/L)."""
+"""Columns a subject table must have (a run's patient table names; creatinine in umol/L)."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ def subject_covariates(subjects: pl.DataFrame, model: Model, source: str) -> tup
     missing = [c for c in REQUIRED_SUBJECT_COLUMNS if c not in subjects.columns]
     if missing:
         raise FitError(f"{source}: subject table lacks columns {missing} (layout of a run's "
-                       "patients.parquet; see docs/fitting.md)")
+                       f"{layout.PATIENTS}; see docs/fitting.md)")
     if "SEXF" in subjects.columns:
         female = subjects["SEXF"].cast(pl.Float64).to_numpy() > 0.5
     elif "sex" in subjects.columns:
@@ -159,9 +160,12 @@ def load_fit_data(observations: str | Path | pl.DataFrame, model: Model, *,
 
     Values at or below a test's LLOQ (``lloq``) or <= 0 are below quantification and left out
     (Beal's M1): their log is undefined or uninformative, and the count is reported."""
-    from cartwin.clinical import ObservationError, read_observations
+    from cartwin.clinical import ObservationError
+    from cartwin.io.observations import read_observations
+    from cartwin.store.run_directory import RunDirectoryError, open_run
 
     source = "<frame>" if isinstance(observations, pl.DataFrame) else str(observations)
+    subject_source = None
     if isinstance(observations, pl.DataFrame):
         frame = observations
         missing = [c for c in ("subject", "day", "test", "value", "unit") if c not in frame.columns]
@@ -177,14 +181,16 @@ def load_fit_data(observations: str | Path | pl.DataFrame, model: Model, *,
     else:
         try:
             frame = read_observations(observations).frame
-        except ObservationError as exc:
+            if subjects is None and Path(observations).is_dir():
+                run = open_run(observations, complete=False, tables=("patients",))
+                subjects, subject_source = run.patients(), run.source("patients")
+        except (ObservationError, RunDirectoryError) as exc:
             raise FitError(str(exc)) from None
-        if subjects is None and Path(observations).is_dir():
-            subjects = Path(observations) / "patients.parquet"
     if subjects is None:
         raise FitError(f"{source}: no subject table; give one (--subjects) with each subject's product, "
                        "regimen, CAR-T dose and covariates (docs/fitting.md)")
-    subject_source = "<frame>" if isinstance(subjects, pl.DataFrame) else str(subjects)
+    if subject_source is None:
+        subject_source = "<frame>" if isinstance(subjects, pl.DataFrame) else str(subjects)
     table = subjects if isinstance(subjects, pl.DataFrame) else _read_table(Path(subjects))
     if "status" in table.columns:
         table = table.filter(pl.col("status") == "ok")

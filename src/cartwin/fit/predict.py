@@ -14,11 +14,9 @@ import numpy as np
 
 from cartwin.fit.data import FitData
 from cartwin.fit.errors import FitError
-from cartwin.model.codegen import compile_model
 from cartwin.model.declaration import Model
-from cartwin.simulate.events import doses_to_schedule
-from cartwin.simulate.runner import typical_parameters
-from cartwin.simulate.solvers import NumbaBDF
+from cartwin.plan.work import typical_parameters
+from cartwin.simulate.engine import make_solver, solve
 
 # Predictions are compared on the log scale; a model value of 0 (a state emptied to round-off)
 # must still give a finite residual.
@@ -47,8 +45,7 @@ class Predictor:
         both = sorted(set(self.estimate) & set(self.fixed))
         if both:
             raise FitError(f"parameters {both} are both estimated and fixed")
-        self.compiled = compile_model(self.model)
-        self.solver = NumbaBDF(rtol=self.rtol, atol=self.atol)
+        self.solver = make_solver("numba-bdf", rtol=self.rtol, atol=self.atol)
         index = {n: i for i, n in enumerate(names)}
         self.columns = np.array([index[p] for p in self.estimate], dtype=np.int64)
         typical = np.array([typical_parameters(self.model, t) for t in self.data.therapies])
@@ -72,17 +69,11 @@ class Predictor:
         days = self.days if days is None else days
         theta = self.typical[subjects].copy()
         theta[:, self.columns] = np.exp(phi)
-        K = self.compiled.constants(theta, self.data.covariates[subjects])
-        Y0 = self.compiled.initial(K)
-        scales = self.compiled.dose_scales(K)
-        schedules = [doses_to_schedule(self.data.doses(int(s)), self.model, scales[r])
-                     for r, s in enumerate(subjects)]
-        result = self.solver.solve(self.compiled, K, Y0, schedules, days)
+        solved = solve(self.model, theta, self.data.covariates[subjects],
+                       [self.data.doses(int(s)) for s in subjects], days, self.solver, nonnegative=False)
         self.n_solves += len(subjects)
-        obs = np.full(result.states.shape[:2] + (len(self.model.observables),), np.nan)
-        if result.ok.any():
-            obs[result.ok] = self.compiled.observe(result.states[result.ok], K[result.ok], days)
-        return obs, result.ok
+        obs = solved.observations
+        return obs, solved.ok
 
     def log_predictions(self, phi: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
         """Per subject, the log prediction of each of its observations; and which subjects solved."""

@@ -92,12 +92,9 @@ def _grid(protocol, follow_up: float) -> np.ndarray:
 
 def _score(frame: pl.DataFrame, outputs: tuple[str, ...], follow_up: float) -> dict[str, np.ndarray]:
     """Endpoints per subject ("r<row>") by the clinical layer, in row order."""
-    from cartwin.clinical import read_observations, score_observations
+    from cartwin.clinical import observations_from_frame, score_observations
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "observations.parquet"
-        frame.write_parquet(path)
-        tables = score_observations(read_observations(path))
+    tables = score_observations(observations_from_frame(frame, "<sensitivity>"))
     subjects = frame.select("subject").unique(maintain_order=True)
     out = {}
     patients = subjects.join(tables["patients"], on="subject", how="left")
@@ -130,11 +127,9 @@ def sensitivity(protocol, outputs: list[str] | None = None, parameters: list[str
     from SALib.sample import sobol as sobol_sample
 
     from cartwin.model import get_model
-    from cartwin.model.codegen import compile_model
+    from cartwin.plan.work import typical_parameters
     from cartwin.population.virtual import generate
-    from cartwin.simulate.events import doses_to_schedule
-    from cartwin.simulate.runner import typical_parameters
-    from cartwin.simulate.solvers import BACKENDS
+    from cartwin.simulate.engine import make_solver, solve
     from cartwin.therapy.arm import resolve_arm
 
     outputs = tuple(outputs or OUTPUTS)
@@ -178,9 +173,8 @@ def sensitivity(protocol, outputs: list[str] | None = None, parameters: list[str
     log_samples = sobol_sample.sample(problem, n, calc_second_order=False, seed=seed)
     samples = np.exp(log_samples)
     columns = [model.parameter_names.index(p) for p in names]
-    compiled = compile_model(model)
     s = protocol.solver
-    solver = BACKENDS[s.backend](rtol=s.rtol, atol=s.atol)
+    solver = make_solver(s.backend, rtol=s.rtol, atol=s.atol)
     days = _grid(protocol, follow_up)
     tests = [o.test for o in model.observables]
     units = [o.unit for o in model.observables]
@@ -190,15 +184,13 @@ def sensitivity(protocol, outputs: list[str] | None = None, parameters: list[str
         rows = np.arange(start, min(start + chunk, len(samples)))
         theta = np.tile(typical_vector, (rows.size, 1))
         theta[:, columns] = samples[rows]
-        K = compiled.constants(theta, np.repeat(covariates, rows.size, axis=0))
-        scales = compiled.dose_scales(K)
-        schedules = [doses_to_schedule(doses, model, scales[r]) for r in range(rows.size)]
-        result = solver.solve(compiled, K, compiled.initial(K), schedules, days)
+        result = solve(model, theta, np.repeat(covariates, rows.size, axis=0), [doses] * rows.size, days,
+                       solver, nonnegative=False)
         failed += int((~result.ok).sum())
         ok_rows = rows[result.ok]
         if ok_rows.size == 0:
             continue
-        obs = compiled.observe(result.states[result.ok], K[result.ok], days)  # (n_ok, T, O)
+        obs = result.observations[result.ok]  # (n_ok, T, O)
         n_ok, n_t, n_o = obs.shape
         frame = pl.DataFrame({
             "subject": np.repeat([f"r{r}" for r in ok_rows], n_t * n_o),

@@ -20,7 +20,7 @@ from cartwin.model.declaration import Model
 from cartwin.population.covariates import PATIENT_COVARIATES
 from cartwin.population.virtual import generate
 from cartwin.protocol import parse_protocol
-from cartwin.simulate.runner import typical_parameters
+from cartwin.plan.work import typical_parameters
 from cartwin.therapy.arm import resolve_arm
 
 # Nominal visit days of a CAR-T lupus trial (screening, lymphodepletion, infusion, dense sampling

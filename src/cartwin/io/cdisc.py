@@ -2,8 +2,8 @@
 
 Sources: a simulated run directory, or a real observation file (the clinical layer's long format)
 with, optionally, the clinical layer's scored output directory. Grades, SLEDAI-2K and adverse
-events come from the clinical layer's public API (``read_observations``, ``score_observations``):
-nothing is graded here.
+events come from the clinical layer's public API (``score_observations``, on observations read by
+``cartwin.io.observations``): nothing is graded here.
 
 Timing. Simulations have no calendar, so ``--DTC`` variables are empty. The reference start
 ``RFSTDTC`` is the CAR-T infusion: study day ``--DY`` is day + 1 from the infusion on and the
@@ -26,7 +26,10 @@ import pyreadstat
 
 from cartwin import __version__
 from cartwin.store.atomic import write_via
-from cartwin.clinical import read_observations, score_observations
+from cartwin.store.run_directory import RunDirectory, RunDirectoryError
+from cartwin.store.scored import ScoredDirectory
+from cartwin.clinical import score_observations
+from cartwin.io.observations import read_observations
 from cartwin.clinical.ruleset import settings
 from cartwin.io.errors import CdiscExportError
 from cartwin.vocabulary import test_codes
@@ -127,7 +130,8 @@ def _lbtestcd(tests: list[str]) -> dict[str, str]:
 def _load(source: Path, scored: Path | None):
     """(observations frame, scored tables, patients or None, events or None, manifest or {})."""
     source = Path(source)
-    is_run = source.is_dir() and (source / "patients.parquet").exists()
+    run = RunDirectory(source)
+    is_run = source.is_dir() and run.table_path("patients").exists()
     try:
         obs = read_observations(source)
     except ValueError as exc:
@@ -137,22 +141,20 @@ def _load(source: Path, scored: Path | None):
             raise CdiscExportError(str(exc)) from None
         raise
     if scored is not None:
-        scored = Path(scored)
-        tables = {}
-        for name in ("visits", "lab_grades", "adverse_events", "patients"):
-            path = scored / f"{name}.parquet"
-            if not path.exists():
-                raise CdiscExportError(f"{scored}: not a scored-output directory of `cartwin score` ({path.name} missing)")
-            tables[name] = pl.read_parquet(path)
+        try:
+            tables = ScoredDirectory(scored).read(("visits", "lab_grades", "adverse_events", "patients"))
+        except RunDirectoryError as exc:
+            raise CdiscExportError(str(exc)) from None
     else:
         tables = score_observations(obs)
     patients = events = None
     manifest: dict = {}
     if is_run:
-        patients = pl.read_parquet(str(source / "patients.parquet" / "*.parquet"))
-        events = pl.read_parquet(str(source / "events.parquet" / "*.parquet"))
-        if (source / "manifest.json").exists():
-            manifest = json.loads((source / "manifest.json").read_text())
+        try:
+            patients, events = run.patients(), run.events()
+            manifest = run.manifest() if run.is_complete() else {}
+        except RunDirectoryError as exc:
+            raise CdiscExportError(str(exc)) from None
     return obs.frame, tables, patients, events, manifest
 
 

@@ -26,11 +26,12 @@ import polars as pl
 
 from cartwin import __version__
 from cartwin.store.atomic import write_via
+from cartwin.store.run_directory import RunDirectoryError, open_run
 from cartwin.io.errors import NonmemDatasetError
 from cartwin.vocabulary import test_codes
 
 NUMERIC_COVARIATES = {
-    # column in patients.parquet -> (NONMEM column, unit, meaning)
+    # column of a run's patient table -> (NONMEM column, unit, meaning)
     "AGE": ("AGE", "years", "age"),
     "WT": ("WT", "kg", "body weight"),
     "HT": ("HT", "cm", "height"),
@@ -44,7 +45,7 @@ NUMERIC_COVARIATES = {
     "PGA0": ("PGA0", "points", "baseline physician global assessment"),
 }
 
-EVENT_COLUMNS = {
+DATASET_COLUMNS = {
     "ID": ("", "subject number (1..N, contiguous block per subject); SUBJ holds the run's subject id"),
     "TIME": ("day", "days since the subject's first record (first intervention unless a screening sample precedes it); >= 0"),
     "DV": ("see DVID", "observed (simulated) value in the unit of its test code; '.' on dose rows"),
@@ -72,19 +73,12 @@ class NonmemExport:
 
 
 def _read_run(run_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, dict]:
-    run_dir = Path(run_dir)
-    needed = ["patients.parquet", "observations.parquet", "events.parquet", "manifest.json"]
-    missing = [n for n in needed if not (run_dir / n).exists()]
-    if missing:
-        raise NonmemDatasetError(f"{run_dir}: not a completed cartwin run directory (missing {missing}); "
-                                 "run `cartwin run PROTOCOL --out DIR` (or --resume) first")
-
-    def scan(name: str) -> pl.DataFrame:
-        return pl.read_parquet(str(run_dir / name / "*.parquet"))
-
-    patients, obs, events = scan("patients.parquet"), scan("observations.parquet"), scan("events.parquet")
+    try:
+        run = open_run(run_dir, tables=("patients", "observations", "events"))
+        patients, obs, events, manifest = run.patients(), run.observations().collect(), run.events(), run.manifest()
+    except RunDirectoryError as exc:
+        raise NonmemDatasetError(str(exc)) from None
     obs = obs.with_columns(*(pl.col(c).cast(pl.String) for c in ("arm", "test", "unit") if c in obs.columns))
-    manifest = json.loads((run_dir / "manifest.json").read_text())
     return patients, obs, events, manifest
 
 
@@ -161,7 +155,7 @@ def build_dataset(run_dir: str | Path, tests: list[str] | None = None) -> tuple[
         "ordering": "by ID, TIME; at equal TIME observations before doses (pre-dose samples)",
         "missing_value": ".",
         "nmtran_input": "$INPUT " + " ".join(c if c != "SUBJ" else "SUBJ=DROP" for c in out_cols),
-        "columns": {**{c: {"unit": u, "meaning": m} for c, (u, m) in EVENT_COLUMNS.items()},
+        "columns": {**{c: {"unit": u, "meaning": m} for c, (u, m) in DATASET_COLUMNS.items()},
                     **{NUMERIC_COVARIATES[c][0]: {"unit": NUMERIC_COVARIATES[c][1],
                                                    "meaning": NUMERIC_COVARIATES[c][2] + " (time-constant covariate)"}
                        for c in cov_cols},

@@ -25,22 +25,20 @@ import sympy as sp
 
 from cartwin.io.errors import SBMLImportError, UnsupportedSBMLError
 from cartwin.io.mathml import from_ast
-from cartwin.model.declaration import Assignment, Model, Observable, Parameter, State
+from cartwin.model.declaration import Assignment, DoseInput, Model, Observable, Parameter, State
+from cartwin.therapy.dosing import Dose
 
 TIME = sp.Symbol("t", real=True)
 
 
 @dataclass(frozen=True)
-class FixedTimeDose:
-    time: float
-    state: str
-    amount: sp.Expr  # in terms of constants (parameters)
-
-
-@dataclass(frozen=True)
 class ImportedModel:
+    """An SBML model as a cartwin declaration. Each fixed-time event assignment ``state = state +
+    amount`` is a dose input of the model (its scale is the amount, in terms of the constants)
+    and one dose of 1 through it at the event's time, so the engine solves it like any dose."""
+
     model: Model
-    doses: tuple[FixedTimeDose, ...]
+    doses: tuple[Dose, ...]
     source: str
     notes: tuple[str, ...] = field(default=())
 
@@ -222,7 +220,8 @@ def import_sbml(source: str | Path, name: str | None = None) -> ImportedModel:
 
     # events: fixed-time additive assignments to states become dose jumps
     state_names = {s.name for s in states}
-    doses: list[FixedTimeDose] = []
+    doses: list[Dose] = []
+    dose_inputs: list[DoseInput] = []
     for ev in m.getListOfEvents():
         label = ev.getId() or ev.getName() or "(unnamed)"
         if ev.isSetDelay():
@@ -246,7 +245,10 @@ def import_sbml(source: str | Path, name: str | None = None) -> ImportedModel:
                 unsupported.append(f"event {label} at time 0 with trigger initialValue=true never fires in SBML "
                                    "semantics; set initialValue=false if the dose is meant")
                 continue
-            doses.append(FixedTimeDose(at, var, added))
+            route = f"EVENT{len(dose_inputs) + 1}"
+            unit = next((st.unit for st in states if st.name == var), "")
+            dose_inputs.append(DoseInput(route, var, unit, str(added), f"event {label}: {var} += {added}"))
+            doses.append(Dose(route, float(at), 1.0, 0.0, f"event {label}"))
     if m.getNumConstraints():
         unsupported.append(f"{m.getNumConstraints()} constraint(s)")
     if unsupported:
@@ -259,7 +261,7 @@ def import_sbml(source: str | Path, name: str | None = None) -> ImportedModel:
     model = Model(
         name=name or _safe_name(m.getId() or Path(where).stem), version="sbml",
         description=(m.getName() or m.getId() or where), parameters=tuple(parameters), covariates=(),
-        assignments=tuple(ordered), states=tuple(states), doses=(), observables=observables,
+        assignments=tuple(ordered), states=tuple(states), doses=tuple(dose_inputs), observables=observables,
         notes=(f"Imported from {where}.",))
     return ImportedModel(model, tuple(doses), where)
 
@@ -306,9 +308,7 @@ def simulate_sbml(source: str | Path, t_obs, iiv: dict[str, float] | None = None
                   seed: int = 0, rtol: float = 1e-8, atol: float = 1e-10) -> SBMLSimulation:
     """Solve an SBML model with cartwin's generated code and LSODA. ``iiv`` maps parameter ids to
     the SD of log-normal inter-individual variability; patient i draws from its own stream."""
-    from cartwin.model.codegen import compile_model
-    from cartwin.simulate.schedule import build_schedule
-    from cartwin.simulate.solvers import ScipyLSODA
+    from cartwin.simulate.engine import make_solver, solve
 
     imported = import_sbml(source)
     model = imported.model
@@ -317,30 +317,15 @@ def simulate_sbml(source: str | Path, t_obs, iiv: dict[str, float] | None = None
     if unknown:
         raise SBMLImportError(f"{imported.source}: inter-individual variability on unknown parameters {unknown}; "
                               f"parameters: {list(model.parameter_names)}")
-    compiled = compile_model(model)
     typical = np.array([p.value for p in model.parameters], float)
     omega = np.array([iiv.get(p, 0.0) for p in model.parameter_names])
     eta = np.stack([np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(i,))).standard_normal(typical.size)
                     for i in range(n)]) * omega
     theta = typical[None, :] * np.exp(eta)
-    K = compiled.constants(theta, np.zeros((n, 0)))
-    Y0 = compiled.initial(K)
     t_obs = np.asarray(t_obs, float)
-    index = {s: i for i, s in enumerate(model.state_names)}
-    const_names = list(compiled.CONSTANT_NAMES)
-    schedules = []
-    for k in range(n):
-        env = {sp.Symbol(c, real=True): K[k, j] for j, c in enumerate(const_names)}
-        starts = np.array([d.time for d in imported.doses], float)
-        amounts = np.array([float(d.amount.xreplace(env)) for d in imported.doses], float)
-        states = np.array([index[d.state] for d in imported.doses], int)
-        schedules.append(build_schedule(len(index), starts, states, amounts, np.zeros(len(starts))))
     # an SBML simulation starts at time 0 with the model's initial values
-    grid = t_obs if t_obs.size and t_obs[0] == 0.0 else np.concatenate([[0.0], t_obs])
-    result = ScipyLSODA(rtol=rtol, atol=atol, max_steps=1_000_000).solve(compiled, K, Y0, schedules, grid)
-    values = np.full(result.states.shape[:2] + (len(model.observables),), np.nan)
-    if result.ok.any():
-        values[result.ok] = compiled.observe(result.states[result.ok], K[result.ok], grid)
-    if grid.size != t_obs.size:
-        values = values[:, 1:]
-    return SBMLSimulation(t_obs, tuple(o.test for o in model.observables), values, theta, result.ok)
+    solved = solve(model, theta, np.zeros((n, 0)), [imported.doses] * n, t_obs,
+                   make_solver("scipy-lsoda", rtol=rtol, atol=atol, max_steps=1_000_000),
+                   origin=0.0, nonnegative=False)
+    values = solved.observations
+    return SBMLSimulation(t_obs, tuple(o.test for o in model.observables), values, theta, solved.ok)

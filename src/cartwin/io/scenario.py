@@ -15,11 +15,9 @@ import numpy as np
 
 from cartwin.io.errors import SBMLExportError
 from cartwin.model import DEFAULT_MODEL, get_model
-from cartwin.model.codegen import compile_model
 from cartwin.model.declaration import Model
 from cartwin.population.covariates import DESCRIPTOR_FLAGS, PATIENT_COVARIATES
-from cartwin.simulate.events import doses_to_schedule
-from cartwin.simulate.solvers import ScipyLSODA
+from cartwin.simulate.engine import make_solver, solve
 from cartwin.therapy.arm import ArmTherapy
 from cartwin.therapy.dosing import Dose, bsa_mosteller, crcl_cockcroft_gault
 from cartwin.therapy.products import PRODUCTS, Product
@@ -132,14 +130,10 @@ def simulate_scenario(scenario: Scenario, days: np.ndarray, rtol: float = 1e-10,
     """Solve the scenario with cartwin's engine; ``days`` relative to the infusion, ascending.
     Returns the states (T, S) and each observable (T,). A sample at a dose time is pre-dose."""
     model = scenario.model
-    compiled = compile_model(model)
-    K = compiled.constants(scenario.theta[None, :], scenario.covariate_vector()[None, :])
-    Y0 = compiled.initial(K)
-    scales = compiled.dose_scales(K)
-    schedule = doses_to_schedule(list(scenario.doses), model, scales[0])
     days = np.asarray(days, float)
-    result = ScipyLSODA(rtol=rtol, atol=atol, max_steps=1_000_000).solve(compiled, K, Y0, [schedule], days)
-    if not result.ok[0]:
-        raise RuntimeError(result.reasons[0])
-    obs = compiled.observe(result.states, K, days)[0]
-    return result.states[0], {o.test: obs[:, i] for i, o in enumerate(model.observables)}
+    solved = solve(model, scenario.theta[None, :], scenario.covariate_vector()[None, :], [scenario.doses], days,
+                   make_solver("scipy-lsoda", rtol=rtol, atol=atol, max_steps=1_000_000), nonnegative=False)
+    if not solved.ok[0]:
+        raise RuntimeError(solved.reasons[0])
+    obs = solved.observations[0]
+    return solved.states[0], {o.test: obs[:, i] for i, o in enumerate(model.observables)}

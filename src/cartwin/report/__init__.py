@@ -21,7 +21,8 @@ from cartwin.report import aggregate as agg_mod
 from cartwin.report import figures as fig_mod
 from cartwin.report import stats
 from cartwin.report.scores import clinical_fingerprint, score_run
-from cartwin.store import atomic
+from cartwin.store import atomic, layout
+from cartwin.store.run_directory import RunDirectory
 
 __all__ = ["write_report", "ReportError"]
 
@@ -36,10 +37,11 @@ def write_report(run_dir: Path, *, workers: int | None = None, timings: dict | N
     ``timings``, when given, receives the seconds spent scoring, aggregating, drawing and writing.
     """
     run_dir = Path(run_dir)
-    if not (run_dir / "manifest.json").exists():
-        raise ReportError(f"{run_dir}: not a completed cartwin run (no manifest.json); "
+    rundir = RunDirectory(run_dir)
+    if not rundir.is_complete():
+        raise ReportError(f"{run_dir}: not a completed cartwin run (no {layout.MANIFEST}); "
                           "finish it with `cartwin run ... --resume` first")
-    out_dir = run_dir / "report"
+    out_dir = rundir.report_dir
     clock = {} if timings is None else timings
     t0 = time.perf_counter()
     scores = score_run(run_dir, workers=workers)
@@ -48,9 +50,9 @@ def write_report(run_dir: Path, *, workers: int | None = None, timings: dict | N
 
     t1 = time.perf_counter()
     manifest = agg_mod.manifest(run_dir)
-    protocol_text = _read_text(run_dir / "protocol.toml")
+    protocol_text = _read_text(rundir.protocol_path)
     protocol = _parse_protocol(protocol_text)
-    db = agg_mod.Database(run_dir, scores.directory)
+    db = agg_mod.Database(run_dir)
     try:
         agg = agg_mod.aggregate(db, protocol.get("arms", []))
     finally:
@@ -197,7 +199,7 @@ def _render(run_dir, manifest, protocol, protocol_text, agg, diffs, timecourse, 
         mismatch = (f"This run was made with model {run_model.get('name')} {run_model.get('version')} "
                     f"(hash {run_model.get('hash')}); the parameters below are those of the installed "
                     f"{model.name} {model.version} (hash {model.content_hash()}). The run's individual "
-                    "parameter values are in parameters.parquet.")
+                    f"parameter values are in {layout.PARAMETERS}.")
     failed = sum(a.failed for a in agg.arms)
     failed_note = (f"{failed} patient(s) failed to solve and are not scored; the manifest lists them with the reason."
                    if failed else "")

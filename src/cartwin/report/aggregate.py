@@ -8,7 +8,6 @@ only per-patient rows fetched are those of the swimmer plot, for arms of at most
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import duckdb
 
 from cartwin.report import stats
 from cartwin.report.scores import REMISSION_PGA_BELOW
+from cartwin.store.run_directory import RunDirectory
 
 SWIMMER_MAX_PATIENTS = 50
 QUANTILES = (0.05, 0.5, 0.95)
@@ -140,19 +140,20 @@ class Aggregates:
 class Database:
     """An in-memory DuckDB over the run's Parquet parts and its score parts."""
 
-    def __init__(self, run_dir: Path, scores_dir: Path, threads: int | None = None):
+    def __init__(self, run_dir: Path, threads: int | None = None):
         self.con = duckdb.connect()
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
+        rundir = RunDirectory(run_dir)  # the run's tables and the scores cached in it
         views = {
-            "observations": run_dir / "observations.parquet",
-            "patients": run_dir / "patients.parquet",
-            "visit_scores": scores_dir / "visits",
-            "patient_scores": scores_dir / "patients",
-            "adverse_events": scores_dir / "adverse_events",
+            "observations": rundir.table_glob("observations"),
+            "patients": rundir.table_glob("patients"),
+            "visit_scores": rundir.scores_glob("visits"),
+            "patient_scores": rundir.scores_glob("patients"),
+            "adverse_events": rundir.scores_glob("adverse_events"),
         }
-        for name, folder in views.items():
-            pattern = str(folder / "*.parquet").replace("'", "''")
+        for name, glob in views.items():
+            pattern = glob.replace("'", "''")
             self.con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{pattern}', union_by_name = true)")
 
     def rows(self, sql: str, params: list | None = None) -> list[dict]:
@@ -352,4 +353,4 @@ def differences(agg: Aggregates) -> list[dict]:
 
 
 def manifest(run_dir: Path) -> dict:
-    return json.loads((run_dir / "manifest.json").read_text())
+    return RunDirectory(run_dir).manifest()

@@ -27,6 +27,7 @@ from pathlib import Path
 import polars as pl
 
 from cartwin.store import atomic
+from cartwin.store.run_directory import RunDirectory
 
 SCORE_TABLES = ("visits", "patients", "adverse_events")
 # What the report reads from the per-visit scores; the rest of the clinical layer's 78 columns stay
@@ -35,7 +36,6 @@ VISIT_COLUMNS = ("subject", "arm", "day", "pga", "selena", "selena_min", "selena
 # The trial's remission read-out: "SELENA-SLEDAI 0 and PGA < 1" (TyU19 in SLE, Cell Research 2025, NCT05988216).
 REMISSION_PGA_BELOW = 1.0
 SEROLOGY = (("C3", "low", "c3_normalised"), ("C4", "low", "c4_normalised"), ("DSDNA", "high", "dsdna_seroconverted"))
-_FINGERPRINT = "fingerprint.json"
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,7 @@ def _walk(node, prefix: str = ""):
 def _part_stamps(run_dir: Path) -> dict[str, list[int]]:
     # Parts are written once, atomically; a part rewritten (a rerun into the same directory) gets
     # a new size or modification time, and only that part is scored again.
-    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns]
-            for p in sorted((run_dir / "observations.parquet").glob("*.parquet"))}
+    return RunDirectory(run_dir).part_stamps("observations")
 
 
 def score_run(run_dir: Path, workers: int | None = None) -> Scores:
@@ -80,21 +79,22 @@ def score_run(run_dir: Path, workers: int | None = None) -> Scores:
     scored, in ``workers`` processes (default: all cores).
     """
     run_dir = Path(run_dir)
-    out = run_dir / "report" / "scores"
+    rundir = RunDirectory(run_dir)
+    out = rundir.scores_dir
     clinical = clinical_fingerprint()
     stamps = _part_stamps(run_dir)
-    stored_path = out / _FINGERPRINT
+    stored_path = rundir.scores_fingerprint
     stored = json.loads(stored_path.read_text()) if stored_path.exists() else {}
     if stored.get("clinical") != clinical:
         stored = {"clinical": clinical, "parts": {}}
     done = {name for name, stamp in stored.get("parts", {}).items()
-            if stamps.get(name) == stamp and all((out / t / name).exists() for t in SCORE_TABLES)}
+            if stamps.get(name) == stamp and all(rundir.score_part(t, name).exists() for t in SCORE_TABLES)}
     for table in SCORE_TABLES:
         (out / table).mkdir(parents=True, exist_ok=True)
-        for old in (out / table).glob("*.parquet"):
-            if old.name not in done:
-                old.unlink()
-    todo = [run_dir / "observations.parquet" / name for name in stamps if name not in done]
+        for old in rundir.score_parts(table):
+            if old not in done:
+                rundir.score_part(table, old).unlink()
+    todo = [name for name in stamps if name not in done]
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
     if todo:
         # Forget the stamps of the parts about to be rewritten before touching them: an interrupted
@@ -102,28 +102,29 @@ def score_run(run_dir: Path, workers: int | None = None) -> Scores:
         atomic.write_json(stored_path, {"clinical": clinical, "parts": {n: stamps[n] for n in done}})
         if workers == 1:
             for part in todo:
-                score_part(part, out)
+                score_part(run_dir, part)
         else:
             # spawn, not fork: Polars' thread pool does not survive a fork
             with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                for _ in pool.map(score_part, todo, [out] * len(todo)):
+                for _ in pool.map(score_part, [run_dir] * len(todo), todo):
                     pass
     atomic.write_json(stored_path, {"clinical": clinical, "parts": stamps})
     return Scores(out, len(stamps), len(todo))
 
 
-def score_part(part: Path, out: Path) -> None:
-    """Score one observation part (whole patients) and write its three score parts."""
-    from cartwin.clinical import read_observations, score_observations
+def score_part(run_dir: Path, part: str) -> None:
+    """Score one observation part (whole patients) of ``run_dir`` and write its three score parts."""
+    from cartwin.clinical import observations_from_frame, score_observations
 
-    obs = read_observations(part)
+    rundir = RunDirectory(run_dir)
+    obs = observations_from_frame(rundir.read_part("observations", part), rundir.part_source("observations", part))
     tables = score_observations(obs)
     visits = tables["visits"].select(VISIT_COLUMNS)
     patients = (tables["patients"]
                 .join(_remission(visits), on="subject", how="left")
                 .join(_serology(obs.frame), on="subject", how="left"))
     for name, frame in (("visits", visits), ("patients", patients), ("adverse_events", tables["adverse_events"])):
-        atomic.write_parquet(out / name / part.name, frame.to_arrow())
+        rundir.write_score_part(name, part, frame)
 
 
 def _remission(visits: pl.DataFrame) -> pl.DataFrame:
@@ -173,11 +174,9 @@ class StoreAndScore:
     run_dir: Path
 
     def __call__(self, result):
-        from cartwin.store.run_directory import RunDirectory
-
         rundir = RunDirectory(self.run_dir)
         summary = rundir.write_chunk(result)
-        score_part(rundir.part("observations", result.spec.name), self.run_dir / "report" / "scores")
+        score_part(self.run_dir, rundir.part("observations", result.spec.name).name)
         return summary
 
 
@@ -185,15 +184,16 @@ def adopt_scored_parts(run_dir: Path) -> int:
     """After a run that scored its chunks as it went: record every observation part whose score
     parts exist, so that ``score_run`` reuses them. Returns how many parts were adopted."""
     run_dir = Path(run_dir)
-    out = run_dir / "report" / "scores"
+    rundir = RunDirectory(run_dir)
+    out = rundir.scores_dir
     clinical = clinical_fingerprint()
-    stored_path = out / _FINGERPRINT
+    stored_path = rundir.scores_fingerprint
     stored = json.loads(stored_path.read_text()) if stored_path.exists() else {}
     if stored.get("clinical") != clinical:
         stored = {"clinical": clinical, "parts": {}}
     adopted = 0
     for name, stamp in _part_stamps(run_dir).items():
-        if all((out / t / name).exists() for t in SCORE_TABLES):
+        if all(rundir.score_part(t, name).exists() for t in SCORE_TABLES):
             stored["parts"][name] = stamp
             adopted += 1
     out.mkdir(parents=True, exist_ok=True)

@@ -1,12 +1,12 @@
 """The same chunks, computed on a Dask cluster (``dask.distributed``).
 
-``DaskExecutor.execute`` keeps the contract of :func:`cartwin.simulate.runner.execute`: every
+``DaskExecutor.execute`` keeps the contract of :func:`cartwin.simulate.execute.execute`: every
 chunk is computed AND stored by a worker (``on_result`` runs there), and only ``on_result``'s small
 return value travels back to the client. The client keeps at most a few futures per worker
 thread in flight, so its memory does not grow with the number of patients.
 
 Why this is safe when workers die: a task is pure and idempotent. It depends on nothing but the
-picklable :class:`~cartwin.simulate.runner.Context` and its :class:`ChunkSpec`; every patient's
+picklable work (:class:`cartwin.plan.RunWork`) and its chunk; every patient's
 numbers come from the patient's own random stream; and every part file is written atomically under
 a name fixed by the chunk. A chunk whose worker died is recomputed elsewhere by the scheduler and
 rewrites the same bytes under the same names, so no patient is lost or stored twice, whether the
@@ -22,10 +22,10 @@ import os
 import socket
 import uuid
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from cartwin.model.codegen import compile_model, warm_up
-from cartwin.simulate.runner import ChunkResult, ChunkSpec, Context, run_chunk
+from cartwin.simulate.execute import Work
 
 # Futures in flight per worker thread: one running, one queued so that a thread never waits for
 # the client's round trip. More would only hold results and memory on the workers.
@@ -54,7 +54,7 @@ def _import_distributed():
     return distributed
 
 
-def compute_and_store(ctx: Context, spec: ChunkSpec, on_result: Callable[[ChunkResult], object],
+def compute_and_store(ctx: Work, spec: Any, on_result: Callable[[Any], object],
                       shared_path: str | None = None, model_hash: str | None = None):
     """The task each worker runs: compute one chunk and store it (via ``on_result``).
 
@@ -69,7 +69,7 @@ def compute_and_store(ctx: Context, spec: ChunkSpec, on_result: Callable[[ChunkR
         raise SharedPathMissing(
             f"worker on {socket.gethostname()} cannot see {shared_path}: --out must be on a filesystem "
             "that every Dask worker mounts at the same path (see docs/cluster.md)")
-    return on_result(run_chunk(ctx, spec))
+    return on_result(ctx.compute(spec))
 
 
 class DaskExecutor:
@@ -148,7 +148,7 @@ class DaskExecutor:
         return info
 
     # --- execution ---------------------------------------------------------------------------
-    def execute(self, ctx: Context, chunks: Iterable[ChunkSpec], on_result: Callable[[ChunkResult], object],
+    def execute(self, ctx: Work, chunks: Iterable[Any], on_result: Callable[[Any], object],
                 shared_path: str | Path | None = None) -> Iterator[object]:
         """Compute chunks on the cluster; yield ``on_result``'s return value of each as it completes.
 
@@ -204,10 +204,10 @@ class DaskExecutor:
             raise
 
 
-def execute_on_dask(ctx: Context, chunks: Iterable[ChunkSpec], on_result: Callable[[ChunkResult], object],
+def execute_on_dask(ctx: Work, chunks: Iterable[Any], on_result: Callable[[Any], object],
                     *, address: str | None = None, n_workers: int | None = None,
                     shared_path: str | Path | None = None) -> Iterator[object]:
-    """:func:`cartwin.simulate.runner.execute` on Dask: connect to ``address`` (or start a local
+    """:func:`cartwin.simulate.execute.execute` on Dask: connect to ``address`` (or start a local
     cluster of ``n_workers`` processes), compute and store every chunk on the workers, yield
     ``on_result``'s values, and close what was opened."""
     with DaskExecutor(address, n_workers) as executor:

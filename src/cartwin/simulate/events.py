@@ -9,46 +9,31 @@ the time of a dose is a pre-dose sample.
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 
 from cartwin.simulate.schedule import Schedule, build_schedule
 from cartwin.therapy.dosing import Dose
 
 
-EVENT_COLUMNS = {
-    "ID": "subject identifier",
-    "TIME": "day relative to the CAR-T infusion (day 0); negative before it",
-    "EVID": "event type: 0 observation, 1 dose (NONMEM meaning; 2-4 not used by cartwin runs)",
-    "CMT": "compartment number (1-based position of the target state in the model)",
-    "CMTNAME": "name of the target state (dose) or test code (observation)",
-    "AMT": "dose amount in the route's unit (mg for drugs, cells for CAR-T); 0 on observations",
-    "AMTU": "unit of AMT",
-    "RATE": "infusion rate in AMT units per day; 0 = bolus",
-    "DVID": "observation test code (observation rows)",
-    "DV": "observed value; empty in a simulation's event table (values are in observations.parquet)",
-    "MDV": "1 when DV is missing or the row is a dose",
-    "DRUG": "drug or product given (dose rows)",
-    "NOTE": "dose rule applied (e.g. renal adjustment)",
-}
-
-
-def event_rows(subject: str, doses: list[Dose], model, obs_days: np.ndarray,
-               obs_tests: tuple[str, ...]) -> list[dict]:
-    index = {s: i + 1 for i, s in enumerate(model.state_names)}
-    rows = []
-    for d in doses:
-        route = model.dose_input(d.route)
-        rows.append({"ID": subject, "TIME": d.day, "EVID": 1, "CMT": index[route.state],
-                     "CMTNAME": route.state, "AMT": d.amount, "AMTU": route.unit,
-                     "RATE": d.amount / d.duration_days if d.duration_days > 0 else 0.0,
-                     "DVID": "", "DV": None, "MDV": 1, "DRUG": d.drug, "NOTE": d.note})
-    for day in obs_days:
-        for test in obs_tests:
-            rows.append({"ID": subject, "TIME": float(day), "EVID": 0, "CMT": 0,
-                         "CMTNAME": test, "AMT": 0.0, "AMTU": "", "RATE": 0.0, "DVID": test,
-                         "DV": None, "MDV": 1, "DRUG": "", "NOTE": ""})
-    # observations before doses at equal time (pre-dose samples); stable otherwise
-    rows.sort(key=lambda r: (r["TIME"], r["EVID"] != 0))
-    return rows
+# The one event table: (column, Arrow type, meaning). Stored as events.parquet, described in
+# the run directory's dictionary, and the source of the NONMEM export.
+EVENT_FIELDS = (
+    ("ID", pa.string(), "subject identifier"),
+    ("TIME", pa.float64(), "day relative to the CAR-T infusion (day 0); negative before it"),
+    ("EVID", pa.int8(), "event type: 0 observation, 1 dose (NONMEM meaning; 2-4 not used by cartwin runs)"),
+    ("CMT", pa.int16(), "compartment number (1-based position of the target state in the model)"),
+    ("CMTNAME", pa.string(), "name of the target state (dose) or test code (observation)"),
+    ("AMT", pa.float64(), "dose amount in the route's unit (mg for drugs, cells for CAR-T); 0 on observations"),
+    ("AMTU", pa.string(), "unit of AMT"),
+    ("RATE", pa.float64(), "infusion rate in AMT units per day; 0 = bolus"),
+    ("DVID", pa.string(), "observation test code (observation rows)"),
+    ("DV", pa.float64(), "observed value; empty in a simulation's event table"),  # the store says where values are
+    ("MDV", pa.int8(), "1 when DV is missing or the row is a dose"),
+    ("DRUG", pa.string(), "drug or product given (dose rows)"),
+    ("NOTE", pa.string(), "dose rule applied (e.g. renal adjustment)"),
+)
+EVENT_COLUMNS = {name: meaning for name, _, meaning in EVENT_FIELDS}
+EVENT_SCHEMA = pa.schema([(name, arrow_type) for name, arrow_type, _ in EVENT_FIELDS])
 
 
 def doses_to_schedule(doses: list[Dose], model, dose_scales: np.ndarray) -> Schedule:

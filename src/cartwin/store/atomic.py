@@ -10,10 +10,18 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cartwin.store.layout import TEMPORARY_INFIX, TEMPORARY_SUFFIX
+
+
+def _temporary(path: Path) -> tuple[int, str]:
+    """A new temporary file beside ``path``, named so that it is recognisably cartwin's own
+    (``.<name>.cartwin-<random>.tmp``): a resumed run deletes only such files."""
+    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TEMPORARY_INFIX}", suffix=TEMPORARY_SUFFIX)
+
 
 def _replace_from_temp(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _temporary(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
@@ -31,7 +39,7 @@ def write_via(path: Path, write) -> None:
     file beside ``path``, which then replaces ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _temporary(path)
     os.close(fd)
     try:
         write(tmp)

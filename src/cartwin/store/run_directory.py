@@ -1,5 +1,10 @@
 """The run directory: the contract between a run and everything that reads it.
 
+This module is the one reader and writer of run directories: a run writes its chunks, database
+and manifest through :class:`RunDirectory`, and the clinical callers, exporters, the report and
+fitting read them through :func:`open_run` (tables as Polars frames or lazy frames, DuckDB
+relations, the manifest as a dict). The file names live in :mod:`cartwin.store.layout`.
+
 Layout (see docs/run_directory.md)::
 
     DIR/run.json                 what the run computes (plan, protocol hash); written first
@@ -20,18 +25,22 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import duckdb
+import polars as pl
 
 from cartwin.simulate.events import EVENT_COLUMNS
+from cartwin.store import layout
 from cartwin.store.atomic import write_json, write_parquet, write_text
 
-TABLES = ("observations", "events", "parameters", "patients")  # patients last: the chunk marker
+TABLES = layout.TABLES
 
 
 class RunDirectoryError(ValueError):
-    """The output directory cannot take this run (holds something else, or another run)."""
+    """A run or scored-output directory cannot be written or read as asked: it holds something
+    else or another run, or lacks what a reader needs. The message names the directory and the fix."""
 
 
 DICTIONARY = {
@@ -67,27 +76,79 @@ DICTIONARY = {
         "value": ("see unit", "simulated value"),
         "unit": ("", "unit of value (the test code's canonical unit)"),
     },
-    "events": {k: ("", v) for k, v in EVENT_COLUMNS.items()},
+    "events": {k: ("", v + (f" (values are in {layout.OBSERVATIONS})" if k == "DV" else ""))
+               for k, v in EVENT_COLUMNS.items()},
 }
 
 
 class RunDirectory:
+    """A run directory, for the run that writes it and for everyone who reads it.
+
+    Readers normally get one from :func:`open_run`, which checks that the directory holds a
+    (complete) run first."""
+
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
-    # --- creation and checks -----------------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"RunDirectory({str(self.path)!r})"
+
+    # --- where things are ---------------------------------------------------------------------
     @property
     def run_json(self) -> Path:
-        return self.path / "run.json"
+        return self.path / layout.RUN_JSON
 
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / layout.MANIFEST
+
+    @property
+    def protocol_path(self) -> Path:
+        return self.path / layout.PROTOCOL
+
+    @property
+    def database_path(self) -> Path:
+        return self.path / layout.DATABASE
+
+    def table_path(self, table: str) -> Path:
+        """The folder of a table's part files (a single Parquet file is read as well)."""
+        return self.path / layout.table_folder(table)
+
+    def table_glob(self, table: str) -> str:
+        """``DIR/<table>.parquet/*.parquet``: every part of a table, for DuckDB or Polars."""
+        return str(self.table_path(table) / f"*{layout.PART_SUFFIX}")
+
+    @property
+    def report_dir(self) -> Path:
+        """Where the report of this run goes (``DIR/report``)."""
+        return self.path / layout.REPORT
+
+    @property
+    def scores_dir(self) -> Path:
+        """Clinical scores cached per observation part by the report (``DIR/report/scores``)."""
+        return self.report_dir / layout.SCORES
+
+    @property
+    def scores_fingerprint(self) -> Path:
+        return self.scores_dir / layout.SCORE_FINGERPRINT
+
+    def score_part(self, table: str, part_name: str) -> Path:
+        return self.scores_dir / table / part_name
+
+    def scores_glob(self, table: str) -> str:
+        return str(self.scores_dir / table / f"*{layout.PART_SUFFIX}")
+
+    # --- creation and checks -----------------------------------------------------------------
     def is_run(self) -> bool:
         return self.run_json.exists()
 
     def is_complete(self) -> bool:
-        return (self.path / "manifest.json").exists()
+        return self.manifest_path.exists()
 
     def check_new(self) -> None:
         """Raise unless the directory can hold a new run. Creates nothing."""
+        if self.path.is_symlink() and not self.path.exists():
+            raise RunDirectoryError(f"{self.path}: is a symbolic link to nothing; choose another --out")
         if self.path.exists() and not self.path.is_dir():
             raise RunDirectoryError(f"{self.path}: exists and is not a directory; choose another --out")
         if self.path.is_dir() and any(self.path.iterdir()):
@@ -99,9 +160,9 @@ class RunDirectory:
 
     def check_resumable(self, plan_json: dict, protocol_sha: str) -> None:
         if not self.is_run():
-            raise RunDirectoryError(f"{self.path}: holds no cartwin run to resume (no run.json); "
+            raise RunDirectoryError(f"{self.path}: holds no cartwin run to resume (no {layout.RUN_JSON}); "
                                     "run without --resume")
-        stored = json.loads(self.run_json.read_text())
+        stored = self.run_info()
         if stored["protocol_sha256"] != protocol_sha:
             raise RunDirectoryError(f"{self.path}: the stored run used a different protocol file "
                                     "(hash differs); resume with the same file or start a new directory")
@@ -110,19 +171,19 @@ class RunDirectory:
                                     f"and seed {stored['plan']['seed']}; resume with the same --n/--seed")
 
     def stored_plan(self) -> dict:
-        return json.loads(self.run_json.read_text())["plan"]
+        return self.run_info()["plan"]
 
     def start(self, plan_json: dict, protocol_text: str, protocol_sha: str, model: dict) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        write_text(self.path / "protocol.toml", protocol_text)
-        write_json(self.path / "dictionary.json",
+        write_text(self.protocol_path, protocol_text)
+        write_json(self.path / layout.DICTIONARY,
                    {t: {c: {"unit": u, "description": d} for c, (u, d) in cols.items()}
                     for t, cols in DICTIONARY.items()})
         write_json(self.run_json, {"protocol_sha256": protocol_sha, "plan": plan_json, "model": model})
 
     # --- chunks ------------------------------------------------------------------------------
     def part(self, table: str, chunk_name: str) -> Path:
-        return self.path / f"{table}.parquet" / f"{chunk_name}.parquet"
+        return self.table_path(table) / f"{chunk_name}{layout.PART_SUFFIX}"
 
     def chunk_done(self, chunk_name: str) -> bool:
         return self.part("patients", chunk_name).exists()
@@ -140,8 +201,15 @@ class RunDirectory:
     # --- finishing ---------------------------------------------------------------------------
     def remove_stale_temporaries(self) -> list[Path]:
         """Delete temporary files left by a process killed mid-write (they were never renamed
-        into place, so no reader ever saw them)."""
-        stale = [p for p in self.path.rglob(".*.tmp") if p.is_file()]
+        into place, so no reader ever saw them). Only cartwin's own temporaries are touched: names
+        of the form ``.<name>.cartwin-<random>.tmp`` (:mod:`cartwin.store.atomic`), in the folders
+        cartwin writes (the top, the table folders and the report's); a user's files stay."""
+        folders = [self.path, *(self.table_path(t) for t in TABLES)]
+        if self.report_dir.is_dir():
+            folders += [self.report_dir, *(p for p in self.report_dir.rglob("*") if p.is_dir() and not p.is_symlink())]
+        stale = [p for folder in folders if folder.is_dir() and not folder.is_symlink()
+                 for p in folder.iterdir()
+                 if layout.TEMPORARY_PATTERN.fullmatch(p.name) and p.is_file() and not p.is_symlink()]
         for p in stale:
             p.unlink(missing_ok=True)
         return stale
@@ -149,18 +217,18 @@ class RunDirectory:
     def finish(self, manifest: dict) -> None:
         self.remove_stale_temporaries()
         self.build_database()
-        write_json(self.path / "manifest.json", manifest)
+        write_json(self.manifest_path, manifest)
 
     def build_database(self) -> Path:
-        target = self.path / "results.duckdb"
-        tmp = self.path / ".results.duckdb.tmp"
+        target = self.database_path
+        tmp = self.path / f".{layout.DATABASE}{layout.TEMPORARY_SUFFIX}"
         for stale in (tmp, Path(str(tmp) + ".wal")):
             if stale.exists():
                 stale.unlink()
         con = duckdb.connect(str(tmp))
         try:
             for table in TABLES:
-                glob = (self.path / f"{table}.parquet" / "*.parquet").resolve()
+                glob = str(Path(self.table_glob(table)).resolve())
                 con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{glob}')")
             con.execute("CREATE VIEW run_info AS SELECT '{}' AS run_directory".format(
                 str(self.path.resolve()).replace("'", "''")))
@@ -172,10 +240,151 @@ class RunDirectory:
     def connect(self) -> duckdb.DuckDBPyConnection:
         """Read-only connection; a directory that was moved gets its views rebuilt first (they
         hold absolute paths)."""
-        con = duckdb.connect(str(self.path / "results.duckdb"), read_only=True)
+        con = duckdb.connect(str(self.database_path), read_only=True)
         (stored,) = con.execute("SELECT run_directory FROM run_info").fetchone()
         if stored != str(self.path.resolve()):
             con.close()
             self.build_database()
-            con = duckdb.connect(str(self.path / "results.duckdb"), read_only=True)
+            con = duckdb.connect(str(self.database_path), read_only=True)
         return con
+
+    # --- reading -----------------------------------------------------------------------------
+    def require(self, tables: Iterable[str] = TABLES, *, complete: bool = True) -> "RunDirectory":
+        """Raise :class:`RunDirectoryError` naming what is missing unless the directory holds
+        ``tables`` (and, with ``complete``, the manifest a finished run writes last)."""
+        if not self.path.is_dir():
+            raise RunDirectoryError(f"{self.path}: no such run directory; run `cartwin run PROTOCOL "
+                                    f"--out {self.path}` first")
+        needed = [layout.table_folder(t) for t in tables] + ([layout.MANIFEST] if complete else [])
+        missing = [name for name in needed if not (self.path / name).exists()]
+        if missing:
+            what = "a completed cartwin run directory" if complete else "a cartwin run directory"
+            raise RunDirectoryError(f"{self.path}: not {what} (missing {', '.join(missing)}); run "
+                                    "`cartwin run PROTOCOL --out DIR` (or finish it with --resume) first")
+        return self
+
+    def run_info(self) -> dict:
+        """What the run computes (``run.json``): protocol hash, plan, model."""
+        return _read_json(self.run_json)
+
+    def manifest(self) -> dict:
+        """What made the run (``manifest.json``); a run without one is not complete."""
+        if not self.is_complete():
+            raise RunDirectoryError(f"{self.path}: not a completed cartwin run (no {layout.MANIFEST}); "
+                                    "finish it with `cartwin run ... --resume`")
+        return _read_json(self.manifest_path)
+
+    def protocol_text(self) -> str:
+        """The copy of the protocol file the run was made from."""
+        return self.protocol_path.read_text()
+
+    def source(self, table: str) -> str:
+        """How messages name a table: the path of its folder."""
+        return str(self.table_path(table))
+
+    def scan(self, table: str) -> pl.LazyFrame:
+        """A table as a Polars lazy frame over its parts (nothing read until collected)."""
+        path = self.table_path(table)
+        if not path.exists():
+            raise RunDirectoryError(f"{self.path}: {path.name} is missing; not a complete cartwin run directory")
+        try:
+            return pl.scan_parquet(self.table_glob(table) if path.is_dir() else path)
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise RunDirectoryError(f"{path}: cannot be read as Parquet ({exc})") from None
+
+    def read(self, table: str) -> pl.DataFrame:
+        """A whole table as a Polars frame, parts in chunk order."""
+        try:
+            return self.scan(table).collect()
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise RunDirectoryError(f"{self.table_path(table)}: cannot be read as Parquet ({exc})") from None
+
+    def patients(self) -> pl.DataFrame:
+        """One row per patient: arm, therapy, covariates, ``status`` and ``failure_reason``."""
+        return self.read("patients")
+
+    def parameters(self) -> pl.DataFrame:
+        """One row per patient: the individual value of every model parameter."""
+        return self.read("parameters")
+
+    def events(self) -> pl.DataFrame:
+        """NONMEM-style event records (doses and sampling times) of every patient."""
+        return self.read("events")
+
+    def failures(self) -> pl.DataFrame:
+        """Patients whose solve failed: ``subject``, ``arm`` and ``failure_reason``."""
+        return (self.scan("patients").filter(pl.col("status") == "failed")
+                .select("subject", "arm", "failure_reason").collect())
+
+    def observations(self, *, tests: Iterable[str] | None = None, arms: Iterable[str] | None = None,
+                     subjects: Iterable[str] | None = None) -> pl.LazyFrame:
+        """The observations (subject, arm, day, test, value, unit) as a lazy frame, optionally
+        only of some tests, arms or subjects: the filters are pushed into the Parquet scan, so a
+        large run is never read whole for a few read-outs."""
+        frame = self.scan("observations")
+        for column, values in (("test", tests), ("arm", arms), ("subject", subjects)):
+            if values is not None:
+                frame = frame.filter(pl.col(column).cast(pl.String).is_in(list(values)))
+        return frame
+
+    def parts(self, table: str = "observations") -> list[str]:
+        """Names of a table's part files (one per chunk), sorted."""
+        path = self.table_path(table)
+        return sorted(p.name for p in path.glob(f"*{layout.PART_SUFFIX}")) if path.is_dir() else []
+
+    def part_stamps(self, table: str = "observations") -> dict[str, list[int]]:
+        """Size and modification time of each part: parts are written once, atomically, so a part
+        rewritten (a rerun into the same directory) gets a new stamp."""
+        stamps = {}
+        for name in self.parts(table):
+            st = (self.table_path(table) / name).stat()
+            stamps[name] = [st.st_size, st.st_mtime_ns]
+        return stamps
+
+    def part_source(self, table: str, part_name: str) -> str:
+        """How messages and flags name one part file."""
+        return str(self.table_path(table) / part_name)
+
+    def read_part(self, table: str, part_name: str) -> pl.DataFrame:
+        """One part (whole patients of one chunk) of a table."""
+        path = self.table_path(table) / part_name
+        try:
+            return pl.read_parquet(path)
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise RunDirectoryError(f"{path}: cannot be read as Parquet ({exc})") from None
+
+    def relation(self, table: str, con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyRelation:
+        """A table as a DuckDB relation over its parts (in ``con``, default an in-memory one)."""
+        return (con or duckdb.connect()).read_parquet(self.table_glob(table), union_by_name=True)
+
+    # --- the report's cache of clinical scores ----------------------------------------------
+    def scores(self, table: str) -> pl.LazyFrame:
+        """Clinical scores the report cached per part (``visits``, ``patients``,
+        ``adverse_events``), as one lazy frame."""
+        return pl.scan_parquet(self.scores_glob(table))
+
+    def score_parts(self, table: str) -> list[str]:
+        """Names of the cached score parts of a table (each named as its observation part)."""
+        folder = self.scores_dir / table
+        return sorted(p.name for p in folder.glob(f"*{layout.PART_SUFFIX}")) if folder.is_dir() else []
+
+    def write_score_part(self, table: str, part_name: str, frame: pl.DataFrame) -> Path:
+        path = self.score_part(table, part_name)
+        write_parquet(path, frame.to_arrow())
+        return path
+
+
+def open_run(path: str | Path, *, complete: bool = True,
+             tables: Iterable[str] = TABLES) -> RunDirectory:
+    """A run directory to read, checked first: it must hold ``tables`` and, with ``complete``,
+    the manifest that a finished run writes last. Raises :class:`RunDirectoryError` otherwise."""
+    return RunDirectory(path).require(tables, complete=complete)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunDirectoryError(f"{path}: missing; not a cartwin run directory") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunDirectoryError(f"{path}: not valid JSON ({exc}); the run directory is damaged") from None

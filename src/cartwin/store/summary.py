@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from cartwin.store.run_directory import RunDirectory
 
 # Read-outs a reader of a CAR-T lupus run looks at first: (label, SQL over one patient's rows).
@@ -20,7 +18,7 @@ _PER_PATIENT = {
 
 
 def run_header(rd: RunDirectory) -> str:
-    m = json.loads((rd.path / "manifest.json").read_text())
+    m = rd.manifest()
     return (f"{m['study_id']}  (cartwin {m['cartwin_version']}, model {m['model']['name']} "
             f"{m['model']['version']}, seed {m['seed']}, protocol sha256 {m['protocol']['sha256'][:12]})\n"
             f"patients: {m['counts']['ok']} ok, {m['counts']['failed']} failed; solver {m['solver']['backend']} "

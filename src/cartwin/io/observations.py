@@ -1,0 +1,59 @@
+"""Observations in, at the border: a user's observation file (CSV or Parquet) or a run directory,
+read into frames and handed to the clinical layer for validation.
+
+The clinical layer receives frames, not paths; this is where paths become frames. A run directory
+is read through the store (:func:`cartwin.store.open_run`); a file is read with every CSV column as
+text, so that the clinical layer's checks (numbers, units, codes) see exactly what the file holds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from cartwin.clinical import ObservationError, observations_from_frame, observations_from_run
+from cartwin.clinical.observations import Observations
+from cartwin.store import layout
+
+FILE_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+def read_observation_file(path: str | Path) -> pl.DataFrame:
+    """A user's observation file as a raw frame (CSV columns as text). Raises ``ObservationError``
+    naming the file for a missing, unreadable or unsupported file."""
+    path = Path(path)
+    if not path.exists():
+        raise ObservationError(f"{path}: no such file or directory.", file=str(path))
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            return pl.read_csv(path, infer_schema=False, null_values=None)
+        if suffix in (".parquet", ".pq"):
+            return pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise ObservationError(f"{path}: cannot be read as {suffix[1:]} ({exc}).", file=str(path)) from exc
+    raise ObservationError(
+        f"{path}: unsupported file type '{suffix}'. Give a .csv or .parquet observation file or a run "
+        f"directory containing {layout.OBSERVATIONS} and {layout.PATIENTS}.", file=str(path))
+
+
+def read_run_observations(run_dir: str | Path) -> Observations:
+    """A run directory's observations, validated, failed patients excluded and flagged. The run
+    need not be complete (an interrupted run's stored chunks can be scored)."""
+    from cartwin.store import open_run
+
+    run = open_run(run_dir, complete=False, tables=("observations", "patients"))
+    return observations_from_run(run.observations().collect(), run.patients(), str(run.path),
+                                 observations_source=run.source("observations"),
+                                 patients_source=run.source("patients"))
+
+
+def read_observations(source: str | Path) -> Observations:
+    """Validated observations of a CSV/Parquet observation file or of a run directory."""
+    path = Path(source)
+    if not path.exists():
+        raise ObservationError(f"{path}: no such file or directory.", file=str(path))
+    if path.is_dir():
+        return read_run_observations(path)
+    return observations_from_frame(read_observation_file(path), str(path))

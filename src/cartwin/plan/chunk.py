@@ -1,0 +1,54 @@
+"""One chunk of a run: its virtual patients, their doses, one call to the engine, tidy tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cartwin.model.codegen import compile_model
+from cartwin.plan.chunks import ChunkSpec
+from cartwin.plan.work import RunWork
+from cartwin.population.virtual import generate
+from cartwin.simulate.engine import solve
+from cartwin.store.tables import events_table, observations_table, parameters_table, patients_table
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    spec: ChunkSpec
+    patients: pa.Table
+    parameters: pa.Table
+    observations: pa.Table
+    events: pa.Table
+
+    @property
+    def n_failed(self) -> int:
+        return int(pc.sum(pc.equal(self.patients["status"], "failed")).as_py() or 0)
+
+
+def run_chunk(work: RunWork, spec: ChunkSpec) -> ChunkResult:
+    model = work.model
+    arm = work.arms[spec.arm_index]
+    pop = generate(model, work.population, spec.arm_id, np.arange(spec.start, spec.stop), work.seed,
+                   arm.typical, work.variability)
+    n = len(pop.subject)
+    days = np.asarray(work.days, float)
+    if work.imported:
+        solved = solve(model, pop.theta, np.zeros((n, 0)), [work.fixed_doses] * n, days, work.solver(),
+                       which=work.which, origin=0.0, nonnegative=False)
+        # the event table records what each event added for this patient, in the state's unit
+        scales = compile_model(model).dose_scales(solved.constants)
+        route = {d.name: j for j, d in enumerate(model.doses)}
+        doses = [[replace(d, amount=d.amount * scales[i, route[d.route]]) for d in work.fixed_doses]
+                 for i in range(n)]
+    else:
+        c = pop.covariates
+        doses = [arm.therapy.doses(c["BSA"][i], c["WT"][i], c["CRCL"][i]) for i in range(n)]
+        solved = solve(model, pop.theta, c, doses, days, work.solver(), which=work.which)
+    return ChunkResult(spec, patients_table(pop, model, arm.therapy, solved.ok, solved.reasons),
+                       parameters_table(pop, model),
+                       observations_table(pop, model, days, solved.observations, solved.ok, solved.which),
+                       events_table(pop, model, doses, days))

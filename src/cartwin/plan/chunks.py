@@ -1,0 +1,69 @@
+"""How a run is cut into chunks: contiguous blocks of patients of one arm.
+
+Everything about a patient is computed inside its chunk from the patient's own random stream,
+so the numbers do not depend on the chunk size, the number of workers or the order in which
+chunks run. The plan is stored in run.json so that a resumed run computes the same chunks.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+MAX_CHUNK = 500
+MIN_CHUNK = 16
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    arm_index: int
+    arm_id: str
+    start: int
+    stop: int
+
+    @property
+    def name(self) -> str:
+        return f"part-{self.arm_index:03d}-{self.start:09d}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run will compute. Stored in run.json so that a resumed run computes the same."""
+
+    n_per_arm: dict[str, int]
+    chunk_size: int
+    seed: int
+    chunks: tuple[ChunkSpec, ...] = field(repr=False)
+
+    def to_json(self) -> dict:
+        return {"n_per_arm": self.n_per_arm, "chunk_size": self.chunk_size, "seed": self.seed}
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def auto_chunk_size(n_total: int, workers: int) -> int:
+    """Enough chunks to keep every worker busy and to bound memory; no more than needed."""
+    return int(min(MAX_CHUNK, max(MIN_CHUNK, math.ceil(n_total / (4 * workers)))))
+
+
+def make_plan(protocol, n_per_arm: int | None = None, seed: int | None = None,
+              chunk_size: int | None = None, workers: int | None = None) -> Plan:
+    explicit = protocol.population.patients if protocol.population is not None else None
+    counts = {}
+    for arm in protocol.arms:
+        if n_per_arm is not None:
+            counts[arm.id] = int(n_per_arm)
+        elif explicit is not None:
+            counts[arm.id] = len(explicit)
+        else:
+            counts[arm.id] = int(arm.n)
+    size = chunk_size or auto_chunk_size(sum(counts.values()), workers or default_workers())
+    chunks = tuple(ChunkSpec(i, arm.id, s, min(s + size, counts[arm.id]))
+                   for i, arm in enumerate(protocol.arms) for s in range(0, counts[arm.id], size))
+    return Plan(counts, size, protocol.seed if seed is None else int(seed), chunks)

@@ -1,0 +1,119 @@
+"""A protocol resolved into work: the model, each arm's therapy and typical parameters, the
+output days, the read-outs to store and the solver. Built once, before anything is simulated;
+what runs a chunk needs nothing else (and it is picklable, for process pools and Dask).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cartwin.model import get_model
+from cartwin.model.declaration import Model
+from cartwin.protocol.load import schedule_days
+from cartwin.protocol.schema import Protocol
+from cartwin.simulate.engine import make_solver
+from cartwin.therapy.arm import ArmTherapy, resolve_arm
+from cartwin.therapy.dosing import Dose
+from cartwin.vocabulary import test_codes
+
+
+def typical_parameters(model: Model, therapy: ArmTherapy) -> np.ndarray:
+    """The model's declared values with the product's mechanism parameters set."""
+    theta = np.array([p.value for p in model.parameters])
+    index = {n: i for i, n in enumerate(model.parameter_names)}
+    for name, value in therapy.product.mechanism_parameters().items():
+        theta[index[name]] = value
+    return theta
+
+
+@dataclass(frozen=True)
+class ArmWork:
+    index: int
+    id: str
+    therapy: ArmTherapy | None  # None for an imported model, which carries its own doses
+    typical: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RunWork:
+    """Everything a worker needs to compute any chunk of a run."""
+
+    model: Model
+    seed: int
+    days: tuple[float, ...]
+    arms: tuple[ArmWork, ...]
+    population: Any  # the protocol's population section (None for an imported model)
+    variability: dict[str, float]
+    which: tuple[int, ...]  # indices of the model's read-outs that the run stores
+    solver_settings: tuple[str, float, float]  # backend, rtol, atol
+    fixed_doses: tuple[Dose, ...] | None = None
+    """An imported (SBML) model's own doses, the same for every patient; time 0 = model start."""
+
+    @property
+    def imported(self) -> bool:
+        return self.fixed_doses is not None
+
+    def solver(self):
+        backend, rtol, atol = self.solver_settings
+        return make_solver(backend, rtol=rtol, atol=atol)
+
+    def compute(self, spec):
+        """Solve the chunk ``spec`` (see :mod:`cartwin.plan.chunk`)."""
+        from cartwin.plan.chunk import run_chunk
+        return run_chunk(self, spec)
+
+
+def stored_observables(model: Model, outputs: tuple[str, ...] | None) -> tuple[int, ...]:
+    """Indices of the observables a run stores (the protocol's ``outputs``, or all)."""
+    return tuple(i for i, o in enumerate(model.observables) if not outputs or o.test in outputs)
+
+
+def make_work(protocol: Protocol, seed: int | None = None) -> RunWork:
+    """Resolve ``protocol``; an SBML model named by the protocol is imported here."""
+    seed = protocol.seed if seed is None else int(seed)
+    s = protocol.solver
+    days = tuple(schedule_days(protocol))
+    if protocol.model.startswith("sbml:"):
+        imported = _import(protocol)
+        model = imported.model
+        typical = np.array([p.value for p in model.parameters], float)
+        arms = tuple(ArmWork(i, a.id, None, typical) for i, a in enumerate(protocol.arms))
+        return RunWork(model, seed, days, arms, None, dict(protocol.model_variability),
+                       stored_observables(model, protocol.outputs), (s.backend, s.rtol, s.atol),
+                       tuple(imported.doses))
+    model = get_model(protocol.model)
+    arms = []
+    for i, arm in enumerate(protocol.arms):
+        therapy = resolve_arm(protocol, arm)
+        arms.append(ArmWork(i, arm.id, therapy, typical_parameters(model, therapy)))
+    return RunWork(model, seed, days, tuple(arms), protocol.population, dict(protocol.model_variability),
+                   stored_observables(model, protocol.outputs), (s.backend, s.rtol, s.atol))
+
+
+def _import(protocol: Protocol):
+    from cartwin.io.sbml_import import import_sbml  # only runs with SBML models need it
+    from cartwin.protocol import ProtocolError
+    path = protocol.model[len("sbml:"):]
+    try:
+        imported = import_sbml(path)
+    except ValueError as exc:  # the importer's errors list the unsupported constructs
+        raise ProtocolError(path, [str(exc)]) from None
+    unknown = sorted(set(protocol.model_variability) - set(imported.model.parameter_names))
+    if unknown:
+        raise ProtocolError(path, [f"model_variability: unknown parameters {unknown}; the SBML "
+                                   f"model has {list(imported.model.parameter_names)}"])
+    return imported
+
+
+def check_vocabulary(model: Model) -> None:
+    """Every read-out of a cartwin model is a test code of the vocabulary, in its unit."""
+    codes = test_codes()
+    for o in model.observables:
+        if o.test not in codes:
+            raise ValueError(f"model {model.name}: observable {o.test} is not in the test-code vocabulary")
+        if codes[o.test].unit != o.unit:
+            raise ValueError(f"model {model.name}: observable {o.test} in {o.unit}, vocabulary says "
+                             f"{codes[o.test].unit}")

@@ -1,0 +1,139 @@
+"""The one engine entry point: resolved patients in, solved states and read-outs out.
+
+Every path that solves a model goes through :func:`solve`: a run's chunks (in process, in a
+process pool or on Dask), an imported SBML model, the one-patient scenario of an SBML export,
+population fits, calibration and sensitivity analysis. It knows no protocol and no biology:
+
+    parameters (N, P) + covariates (N, C) + doses per patient + output days
+        -> constants -> initial state -> dose scales -> schedules -> solve -> observe
+
+and returns the states, the chosen read-outs and, per patient, whether the solve succeeded and
+why not. A patient whose solve fails keeps NaN states and read-outs and a reason; nobody is
+dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from cartwin.model.codegen import compile_model
+from cartwin.model.declaration import Model
+from cartwin.simulate.events import doses_to_schedule
+from cartwin.simulate.solvers import BACKENDS, NumbaBDF, SolveResult
+from cartwin.therapy.dosing import Dose
+
+# A state a little below zero is round-off within the solver's error control; one further below
+# means the solve went wrong (see reject_negative_states).
+NEGATIVE_TOLERANCE_FACTOR = 100.0
+
+
+@dataclass(frozen=True)
+class Solved:
+    """What the engine returns for N patients at T output days."""
+
+    days: np.ndarray  # (T,) the output days asked for
+    states: np.ndarray = field(repr=False)  # (N, T, S); NaN for failed patients
+    observations: np.ndarray = field(repr=False)  # (N, T, len(which)); NaN for failed patients
+    which: tuple[int, ...]  # indices of model.observables held in ``observations``
+    ok: np.ndarray  # (N,) bool
+    reasons: tuple[str, ...]  # "" when ok
+    constants: np.ndarray = field(repr=False)  # (N, K) per-patient constants of the compiled model
+    counters: np.ndarray | None = field(default=None, repr=False)
+
+    def observable(self, model: Model, test: str) -> np.ndarray:
+        """The (N, T) values of read-out ``test``."""
+        position = [model.observables[i].test for i in self.which].index(test)
+        return self.observations[:, :, position]
+
+
+def make_solver(backend: str = "numba-bdf", rtol: float = 1e-6, atol: float = 1e-9, **options):
+    """A solver backend by name (``numba-bdf`` or ``scipy-lsoda``)."""
+    try:
+        return BACKENDS[backend](rtol=rtol, atol=atol, **options)
+    except KeyError:
+        raise ValueError(f"unknown solver backend {backend!r}; known: {sorted(BACKENDS)}") from None
+
+
+def covariate_matrix(model: Model, covariates: Mapping[str, np.ndarray] | np.ndarray, n: int) -> np.ndarray:
+    """The (N, C) covariate matrix in the model's order, from a matrix or a mapping by name."""
+    if isinstance(covariates, Mapping):
+        missing = [c for c in model.covariate_names if c not in covariates]
+        if missing:
+            raise ValueError(f"model {model.name} needs covariates {missing} that the patients lack")
+        if not model.covariate_names:
+            return np.zeros((n, 0))
+        return np.column_stack([np.broadcast_to(np.asarray(covariates[c], float), (n,))
+                                for c in model.covariate_names])
+    matrix = np.asarray(covariates, float)
+    if matrix.shape != (n, len(model.covariate_names)):
+        raise ValueError(f"covariates of shape {matrix.shape}; model {model.name} needs "
+                         f"({n}, {len(model.covariate_names)}): {list(model.covariate_names)}")
+    return matrix
+
+
+def solve(model: Model, theta: np.ndarray, covariates: Mapping[str, np.ndarray] | np.ndarray,
+          doses: Sequence[Sequence[Dose]], days: np.ndarray, solver=None, *,
+          which: Sequence[int] | None = None, origin: float | None = None,
+          nonnegative: bool = True, compiled: ModuleType | None = None) -> Solved:
+    """Solve N patients.
+
+    ``theta``: (N, P) parameter values in the model's order; ``covariates``: (N, C) or a mapping
+    by covariate name; ``doses``: per patient, the doses through the model's dose inputs (amount
+    in the route's unit); ``days``: ascending output days. ``which``: indices of the read-outs to
+    compute (default all). ``origin``: the time at which the model's initial values hold (an SBML
+    model starts at 0); by default the first output day or the first dose, whichever is earlier.
+    ``nonnegative``: the model keeps every state nonnegative, so a state below zero beyond the
+    solver's error control marks the patient failed (cartwin's own models; not imported ones).
+    """
+    theta = np.atleast_2d(np.asarray(theta, float))
+    n = theta.shape[0]
+    if theta.shape[1] != len(model.parameters):
+        raise ValueError(f"theta has {theta.shape[1]} columns; model {model.name} has "
+                         f"{len(model.parameters)} parameters")
+    if len(doses) != n:
+        raise ValueError(f"doses given for {len(doses)} patients, parameters for {n}")
+    days = np.asarray(days, float)
+    solver = solver if solver is not None else NumbaBDF()
+    compiled = compiled if compiled is not None else compile_model(model)
+    K = compiled.constants(theta, covariate_matrix(model, covariates, n))
+    Y0 = compiled.initial(K)
+    scales = compiled.dose_scales(K)
+    schedules = [doses_to_schedule(list(d), model, scales[i]) for i, d in enumerate(doses)]
+    grid = days
+    if origin is not None and (days.size == 0 or days[0] > origin):
+        grid = np.concatenate([[origin], days])
+    result = solver.solve(compiled, K, Y0, schedules, grid)
+    if nonnegative:
+        result = reject_negative_states(result, model, solver.atol, solver.rtol)
+    which = tuple(range(len(model.observables))) if which is None else tuple(int(i) for i in which)
+    obs = np.full(result.states.shape[:2] + (len(which),), np.nan)
+    if result.ok.any():
+        obs[result.ok] = compiled.observe(result.states[result.ok], K[result.ok], grid, list(which))
+    drop = grid.size - days.size
+    return Solved(days, result.states[:, drop:], obs[:, drop:], which, result.ok,
+                  tuple(result.reasons), K, result.counters)
+
+
+def reject_negative_states(result: SolveResult, model: Model, atol: float, rtol: float = 1e-6) -> SolveResult:
+    """cartwin's own models keep every state nonnegative. A state a little below zero is
+    round-off within the solver's error control (100 x (atol + rtol x the state's largest
+    value)) and is set to zero; one further below means the solve went wrong, and the patient
+    is marked failed with the state named."""
+    states = result.states
+    ok = result.ok.copy()
+    reasons = list(result.reasons)
+    for i in np.flatnonzero(ok):
+        worst = states[i].min(axis=0)
+        limit = -NEGATIVE_TOLERANCE_FACTOR * (atol + rtol * np.abs(states[i]).max(axis=0))
+        if np.any(worst < limit):
+            j = int(np.argmin(worst))
+            ok[i] = False
+            reasons[i] = (f"state {model.state_names[j]} went negative ({worst[j]:.3g}), beyond "
+                          "the solver's error control")
+            states[i] = np.nan
+    np.maximum(states, 0.0, out=states, where=~np.isnan(states))
+    return SolveResult(states, ok, reasons, result.counters)

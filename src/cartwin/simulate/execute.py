@@ -1,0 +1,69 @@
+"""Chunk execution: in this process or in a pool of worker processes.
+
+The executor knows no protocol and no biology. It runs any *work*: an object with ``model``
+(compiled once before workers fork, so that they inherit the machine code), ``solver()`` and
+``compute(spec)``, which solves one chunk (see :class:`cartwin.plan.RunWork`).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from typing import Any, Callable, Iterable, Iterator, Protocol
+
+from cartwin.model.codegen import compile_model, warm_up
+
+
+class Work(Protocol):
+    model: Any
+
+    def solver(self) -> Any: ...
+
+    def compute(self, spec: Any) -> Any: ...
+
+
+def _worker_init() -> None:
+    # one BLAS thread per worker process: parallelism comes from processes
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def prepare(work: Work) -> None:
+    """Compile the model and the solver's kernel now (or load them from the cache)."""
+    compiled = compile_model(work.model)
+    warm_up(compiled)
+    work.solver().warm_up(compiled)
+
+
+def execute(work: Work, chunks: Iterable[Any], workers: int, on_result: Callable[[Any], object],
+            start_method: str | None = None) -> Iterator[object]:
+    """Compute chunks, in parallel processes when ``workers > 1``; yield ``on_result`` of each.
+    ``on_result`` runs in the worker, so large tables need not travel back. Workers are forked
+    (they inherit the compiled model) unless ``start_method`` says otherwise: ``"spawn"`` for an
+    ``on_result`` that uses Polars, whose thread pool does not survive a fork."""
+    chunks = list(chunks)
+    prepare(work)  # compile once before forking; workers inherit the machine code
+    if workers <= 1 or len(chunks) <= 1:
+        for spec in chunks:
+            yield on_result(work.compute(spec))
+        return
+    method = start_method or ("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    mp = multiprocessing.get_context(method)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp, initializer=_worker_init) as pool:
+        pending = set()
+        queue = iter(chunks)
+        for spec in queue:
+            pending.add(pool.submit(_compute_and_handle, work, spec, on_result))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                yield fut.result()
+                nxt = next(queue, None)
+                if nxt is not None:
+                    pending.add(pool.submit(_compute_and_handle, work, nxt, on_result))
+
+
+def _compute_and_handle(work: Work, spec, on_result):
+    return on_result(work.compute(spec))

@@ -1,0 +1,149 @@
+"""The store reads a run directory back as it was written: tables, filters, parts, manifest and
+failures; it names what is missing; a resumed run deletes only cartwin's own temporary files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from cartwin.protocol import load_protocol
+from cartwin.run import run_protocol
+from cartwin.store import atomic, layout
+from cartwin.store.run_directory import RunDirectory, RunDirectoryError, open_run
+from tests.conftest import BASE_PROTOCOL, write_protocol
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A complete run of 3 + 2 patients in chunks of 2 (three observation parts)."""
+    import copy
+
+    protocol = copy.deepcopy(BASE_PROTOCOL)
+    protocol["arms"][0]["n"], protocol["arms"][1]["n"] = 3, 2
+    base = tmp_path_factory.mktemp("store")
+    path = write_protocol(base / "p.toml", protocol)
+    out = base / "run"
+    run_protocol(load_protocol(path), out, workers=1, chunk_size=2)
+    return path, out
+
+
+def _on_disk(run: Path, folder: str) -> pl.DataFrame:
+    # the documented way a user reads a table (docs/run_directory.md), independent of the store
+    return pl.read_parquet(str(run / folder / "*.parquet"))
+
+
+def test_reader_gives_the_tables_the_run_wrote(small_run):
+    protocol, run = small_run
+    rd = open_run(run)
+    assert rd.patients().equals(_on_disk(run, "patients.parquet"))
+    assert rd.parameters().equals(_on_disk(run, "parameters.parquet"))
+    assert rd.events().equals(_on_disk(run, "events.parquet"))
+    assert rd.observations().collect().equals(_on_disk(run, "observations.parquet"))
+    assert rd.patients().height == 5
+    assert rd.manifest() == json.loads((run / "manifest.json").read_text())
+    assert rd.run_info() == json.loads((run / "run.json").read_text())
+    assert rd.protocol_text() == protocol.read_text()
+
+
+def test_observations_are_lazy_and_filtered_by_test_arm_and_subject(small_run):
+    _, run = small_run
+    rd = open_run(run)
+    everything = _on_disk(run, "observations.parquet").with_columns(
+        pl.col("arm").cast(pl.String), pl.col("test").cast(pl.String))
+    chosen = rd.observations(tests=["CART", "BCELL"], arms=["tyu19"])
+    assert isinstance(chosen, pl.LazyFrame)
+    got = chosen.collect()
+    expected = everything.filter(pl.col("test").is_in(["CART", "BCELL"]) & (pl.col("arm") == "tyu19"))
+    assert got.height == expected.height > 0
+    assert set(got["test"].cast(pl.String).unique()) == {"CART", "BCELL"}
+    assert set(got["arm"].cast(pl.String).unique()) == {"tyu19"}
+    one = rd.observations(subjects=["auto-000001"]).collect()
+    assert set(one["subject"].cast(pl.String).unique()) == {"auto-000001"}
+    assert rd.observations(tests=["NO-SUCH-TEST"]).collect().height == 0
+
+
+def test_parts_stamps_and_duckdb_relation(small_run):
+    _, run = small_run
+    rd = open_run(run)
+    names = sorted(p.name for p in (run / "observations.parquet").glob("*.parquet"))
+    assert rd.parts("observations") == names and len(names) == 3  # auto: 2 + 1, tyu19: 2
+    assert list(rd.part_stamps("observations")) == names
+    first = rd.read_part("observations", names[0])
+    assert first.equals(pl.read_parquet(run / "observations.parquet" / names[0]))
+    con = duckdb.connect()
+    assert rd.relation("patients", con).aggregate("count(*)").fetchall() == [(5,)]
+    with rd.connect() as db:  # the run's own database: views over the same parts
+        assert db.execute("SELECT count(*) FROM observations").fetchone()[0] == rd.observations().collect().height
+
+
+def test_failures_come_from_the_patient_table(tmp_path):
+    run = tmp_path / "hand"
+    (run / "patients.parquet").mkdir(parents=True)
+    pl.DataFrame({"subject": ["A-1", "A-2", "B-1"], "arm": ["A", "A", "B"], "status": ["ok", "failed", "ok"],
+                  "failure_reason": ["", "excess work done", ""]}).write_parquet(run / "patients.parquet" / "part-0.parquet")
+    failed = open_run(run, complete=False, tables=("patients",)).failures()
+    assert failed.to_dicts() == [{"subject": "A-2", "arm": "A", "failure_reason": "excess work done"}]
+
+
+def test_open_run_names_what_is_missing(tmp_path):
+    with pytest.raises(RunDirectoryError, match="no such run directory"):
+        open_run(tmp_path / "nowhere")
+    (tmp_path / "half" / "patients.parquet").mkdir(parents=True)
+    (tmp_path / "half" / "observations.parquet").mkdir()
+    with pytest.raises(RunDirectoryError, match=r"not a completed cartwin run directory \(missing events.parquet, "
+                                                 r"parameters.parquet, manifest.json\)"):
+        open_run(tmp_path / "half")
+    # an interrupted run's stored tables can still be read
+    assert open_run(tmp_path / "half", complete=False, tables=("patients", "observations")).path == tmp_path / "half"
+    with pytest.raises(RunDirectoryError, match="no manifest.json"):
+        RunDirectory(tmp_path / "half").manifest()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "run.json").write_text("{not json")
+    with pytest.raises(RunDirectoryError, match="run.json: not valid JSON"):
+        RunDirectory(tmp_path / "bad").run_info()
+
+
+def test_atomic_writes_use_names_a_resume_recognises(tmp_path):
+    fd, tmp = atomic._temporary(tmp_path / "part-000-000000000.parquet")
+    import os
+    os.close(fd)
+    assert layout.TEMPORARY_PATTERN.fullmatch(Path(tmp).name)
+    # the user's own hidden temporaries do not look like cartwin's
+    for name in (".notes.tmp", ".part-000.parquet.1234abcd.tmp", ".cartwin-x.tmp"):
+        assert not layout.TEMPORARY_PATTERN.fullmatch(name)
+
+
+def test_resume_deletes_only_cartwins_own_temporaries(small_run, tmp_path):
+    import shutil
+
+    protocol, run = small_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    ours = [copy / ".manifest.json.cartwin-k2j4h5g6.tmp",
+            copy / "observations.parquet" / ".part-000-000000000.parquet.cartwin-abc_1234.tmp"]
+    users = [copy / ".notes.tmp", copy / ".patients.parquet.draft.tmp",
+             copy / "mine" / ".part.parquet.cartwin-abc_1234.tmp",  # not a folder cartwin writes
+             copy / "observations.parquet" / ".scratch.tmp"]
+    for path in ours + users:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    summary = run_protocol(load_protocol(protocol), copy, workers=1, resume=True)
+    assert summary.chunks_computed == 0 and summary.n_total == 5
+    assert not any(p.exists() for p in ours)
+    assert all(p.read_text() == "x" for p in users)
+
+
+@pytest.mark.parametrize("kind", ["file", "dangling symlink"])
+def test_a_new_run_refuses_an_out_that_is_not_a_directory(tmp_path, kind):
+    out = tmp_path / "out"
+    if kind == "file":
+        out.write_text("notes")
+    else:
+        out.symlink_to(tmp_path / "gone")
+    with pytest.raises(RunDirectoryError, match="not a directory" if kind == "file" else "symbolic link to nothing"):
+        RunDirectory(out).check_new()
+    assert out.read_text() == "notes" if kind == "file" else not out.exists()
