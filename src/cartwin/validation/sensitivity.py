@@ -127,7 +127,7 @@ class Row:
 
 def run_sensitivity(suite: Suite, n: int, seed: int, workers: int = 1, progress=None) -> list[Row]:
     from cartwin.protocol import parse_protocol
-    from cartwin.simulate.runner import simulate
+    from cartwin.run import simulate
 
     settings = {"base": {}}
     for lever in LEVERS:

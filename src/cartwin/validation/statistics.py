@@ -57,12 +57,12 @@ class ArmData:
 
 def score_arms(observations: pl.DataFrame, source: str = "simulation") -> dict[str, ArmData]:
     """Score a simulation's observation table with the clinical layer; split the tables by arm."""
-    from cartwin.clinical import score_observations
-    from cartwin.clinical.observations import Observations, validate
+    from cartwin.clinical import observations_from_frame, score_observations
     from cartwin.report.scores import VISIT_COLUMNS, _remission
 
-    frame, flags = validate(observations, source)
-    tables = score_observations(Observations(frame, flags, source))
+    obs = observations_from_frame(observations, source)
+    frame = obs.frame
+    tables = score_observations(obs)
     visits = tables["visits"]
     remission = _remission(visits.select(VISIT_COLUMNS))
     patients = tables["patients"].join(remission, on="subject", how="left")

@@ -190,7 +190,7 @@ def simulate_scenario(suite: Suite, scenario: Scenario, n: int, seed: int, worke
     """Simulate and score one scenario; a scenario the model or catalogue cannot express (unknown
     product, for one) comes back with the protocol's own message instead of arms."""
     from cartwin.protocol import ProtocolError, parse_protocol
-    from cartwin.simulate.runner import simulate
+    from cartwin.run import simulate
 
     try:
         protocol = parse_protocol(scenario.protocol_dict(suite, n, seed), f"validation scenario {scenario.id}")
