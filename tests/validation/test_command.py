@@ -59,3 +59,11 @@ def test_cli_maps_an_unknown_target_id_to_exit_code_2(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "cartwin.cli", "validate-model", "--n", "6", "--only",
                           "no_such_target", "--out", str(tmp_path)], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "no_such_target" in bad.stderr
+
+
+def test_same_seed_same_numbers(tmp_path):
+    """Same suite and seed, same table, bootstrap intervals included (a ratio of means)."""
+    only = ["yts109_activity_m6", "yts109_sri4_m3"]
+    validate_model(n=8, seed=11, out=tmp_path / "a", only=only, sensitivity=False)
+    validate_model(n=8, seed=11, out=tmp_path / "b", only=only, sensitivity=False)
+    assert (tmp_path / "a" / "validation_results.csv").read_text() == (tmp_path / "b" / "validation_results.csv").read_text()

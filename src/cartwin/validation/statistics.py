@@ -226,7 +226,7 @@ def mean_ratio_to_baseline(arm: ArmData, column: str, day: float) -> Estimate:
     in patients with both; bootstrap interval over patients."""
     base = (arm.visits.filter(pl.col("sledai_visit") & (pl.col("day") <= 0)).sort("day")
             .group_by("subject").agg(pl.col(column).drop_nulls().last().alias("_base")))
-    both = _visit_at(arm, day, column).join(base, on="subject").drop_nulls()
+    both = _visit_at(arm, day, column).join(base, on="subject").drop_nulls().sort("subject")  # a fixed order for the bootstrap
     if both.height == 0:
         raise NotEvaluable(f"no patient with {column} at baseline and day {day:g}")
     now, before = both[column].cast(pl.Float64).to_numpy(), both["_base"].cast(pl.Float64).to_numpy()
@@ -407,6 +407,8 @@ def median_ratio(first: ArmData, second: ArmData, of: str, **params) -> Estimate
 
 
 def _median_inputs(arm: ArmData, of: str, params: dict) -> np.ndarray:
+    arm = ArmData(arm.arm, arm.patients.sort("subject"), arm.visits, arm.lab_grades, arm.adverse_events,
+                  arm.observations)  # a fixed order for the bootstrap
     if of == "bcell_return_median":
         return _censored_days(_aplastic(arm), "bcell_return_day")
     if of == "bcell_aplasia_duration_median":
