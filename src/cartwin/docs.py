@@ -1,7 +1,7 @@
 """Regenerate the generated parts of docs/ from the code: ``python -m cartwin.docs``.
 
-Generated: the protocol JSON Schema, the test-code table of docs/run_directory.md (between
-marker comments) and, when the model layer provides it, docs/model.md. Tests compare the
+Generated: the protocol JSON Schema, the test-code table of docs/run_directory.md and the patient
+covariate table of docs/protocol.md (between marker comments) and, when the model layer provides it, docs/model.md. Tests compare the
 committed files with what this module renders, so the docs cannot go stale silently.
 """
 
@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 
 from cartwin.protocol.schema import Protocol
-from cartwin.vocabulary import test_codes
+from cartwin.vocabulary import PATIENT_COVARIATES, test_codes
 
 START, END = "<!-- test-codes:start -->", "<!-- test-codes:end -->"
+COV_START, COV_END = "<!-- covariates:start -->", "<!-- covariates:end -->"
 
 
 def protocol_schema_json() -> str:
@@ -38,6 +39,27 @@ def with_test_codes(markdown: str) -> str:
     return pattern.sub(lambda _: block, markdown)
 
 
+def covariate_table() -> str:
+    """The patient vocabulary as a table (docs/protocol.md)."""
+    lines = ["| covariate | protocol field | unit | also accepted | physiologic range | meaning |",
+             "|---|---|---|---|---|---|"]
+    for c in PATIENT_COVARIATES.values():
+        field = (f"`{c.field}`" if c.kind != "descriptor" else f"descriptor `{c.field}`") if c.field else \
+            "derived from " + ", ".join(f"`{n}`" for n in c.derived_from)
+        other = ", ".join(u for u in c.unit_factors if u != c.unit) or "-"
+        ranged = f"{c.low:g}-{c.high:g}" if c.low is not None else "-"
+        lines.append(f"| `{c.name}` | {field} | {c.unit} | {other} | {ranged} | {c.description} |")
+    return "\n".join(lines)
+
+
+def with_covariates(markdown: str) -> str:
+    block = f"{COV_START}\n{covariate_table()}\n{COV_END}"
+    pattern = re.compile(re.escape(COV_START) + ".*?" + re.escape(COV_END), re.S)
+    if not pattern.search(markdown):
+        raise ValueError("docs/protocol.md lacks the covariate markers")
+    return pattern.sub(lambda _: block, markdown)
+
+
 def regenerate(docs: Path) -> list[Path]:
     written = []
     schema = docs / "protocol.schema.json"
@@ -46,6 +68,9 @@ def regenerate(docs: Path) -> list[Path]:
     rd = docs / "run_directory.md"
     rd.write_text(with_test_codes(rd.read_text()))
     written.append(rd)
+    pd = docs / "protocol.md"
+    pd.write_text(with_covariates(pd.read_text()))
+    written.append(pd)
     try:
         from cartwin.model import DEFAULT_MODEL
         from cartwin.model.docs import render_model_markdown

@@ -200,3 +200,32 @@ def test_serology_normalisation(case, direction, baseline, value, limit, normali
 def test_explicit_descriptor_wins_over_lab(obs_frame):
     rows = absent_except(VISIT) + [{"day": VISIT, "test": "PLAT", "value": 50, "unit": "10^9/L"}]
     assert run(obs_frame, rows)["sledai2k"] == 0  # SD_THROMB=0 recorded by the investigator
+
+
+def _fever_course(temps):
+    """TEMP rows on the given days (C) with every other descriptor absent at the last day."""
+    last = max(temps)
+    rows = absent_except(last, lab_derived={"SD_FEVER"})
+    return rows + [{"day": d, "test": "TEMP", "value": t, "unit": "C"} for d, t in temps.items()]
+
+
+def test_fever_of_a_crs_episode_begun_in_the_window_is_not_lupus_fever(obs_frame):
+    """attribution.toml [fever]: an unbroken febrile episode that began by day +14 is CRS
+    (ASTCT, Lee 2019: CRS lasts until its fever resolves), so on day 17 it is not SLEDAI-2K
+    item 22 (fever due to lupus, Gladman 2002)."""
+    r = run(obs_frame, _fever_course({10: 38.6, 14: 38.4, 17: 38.3}), visit=17)
+    assert r["sledai2k"] == 0
+    assert "SD_FEVER (crs)" in r["sledai_excluded"]
+
+
+def test_fever_that_returns_after_an_afebrile_visit_is_scored(obs_frame):
+    """The episode broke on day 14, so fever on day 17 is a new fever and scores 1 point."""
+    r = run(obs_frame, _fever_course({10: 38.6, 14: 37.2, 17: 38.3}), visit=17)
+    assert r["sledai2k"] == 1
+
+
+def test_fever_starting_after_the_window_is_scored(obs_frame):
+    """New-onset CRS after day +14 is not expected (0/475, Blood Adv 2024;8:5346): a fever that
+    starts on day 15 is scored unless the investigator records another cause."""
+    r = run(obs_frame, _fever_course({14: 37.0, 15: 38.6, 17: 38.6}), visit=17)
+    assert r["sledai2k"] == 1

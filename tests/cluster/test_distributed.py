@@ -250,3 +250,20 @@ def test_cli_local_cluster_run_equals_in_process_run(tmp_path, protocol_dict, mo
     assert (execution["executor"], execution["cluster"], execution["workers"]) == ("dask", "local", 2)
     assert execution["chunks_computed"] == 4
     assert_equals_in_process(out, path)
+
+
+def test_a_worker_whose_installation_has_another_model_version_refuses(tmp_path, protocol_dict, monkeypatch):
+    """The work carries the client's model declaration; the worker's own installation generates
+    and solves it, so a worker with another version of that model refuses the chunk."""
+    import dataclasses
+
+    from cartwin import model as model_registry
+    p = parse_protocol(protocol_dict)
+    ctx = make_work(p)
+    other = dataclasses.replace(ctx.model, version=ctx.model.version + "-other")
+    monkeypatch.setitem(model_registry.MODELS, ctx.model.name, other)
+    rundir = RunDirectory(tmp_path / "run")
+    rundir.path.mkdir()
+    with pytest.raises(dist.WorkerModelMismatch, match="install the same cartwin"):
+        dist.compute_and_store(ctx, ChunkSpec(0, "auto", 0, 1), rundir.write_chunk, None, ctx.model.content_hash())
+    assert not any(rundir.path.iterdir())

@@ -1,6 +1,6 @@
 """Generated documentation matches the code (regenerate with `python -m cartwin.docs`)."""
 
-from cartwin.docs import protocol_schema_json, with_test_codes
+from cartwin.docs import protocol_schema_json, with_covariates, with_test_codes
 from tests.conftest import ROOT
 
 
@@ -12,3 +12,8 @@ def test_protocol_schema_is_fresh():
 def test_test_code_table_is_fresh():
     text = (ROOT / "docs" / "run_directory.md").read_text()
     assert with_test_codes(text) == text, "docs/run_directory.md is stale: run `python -m cartwin.docs`"
+
+
+def test_covariate_table_is_fresh():
+    text = (ROOT / "docs" / "protocol.md").read_text()
+    assert with_covariates(text) == text, "docs/protocol.md is stale: run `python -m cartwin.docs`"

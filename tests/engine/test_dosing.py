@@ -7,8 +7,9 @@ import pytest
 
 from cartwin.protocol import parse_protocol
 from cartwin.therapy.arm import resolve_arm
-from cartwin.therapy.dosing import (CREATININE_UMOL_PER_MG_DL, bsa_mosteller, crcl_cockcroft_gault,
-                                    fludarabine_renal_factor)
+from cartwin.body import (CREATININE_UMOL_PER_MG_DL, bsa_dubois, bsa_mosteller, creatinine_mg_dl, creatinine_umol_l,
+                          crcl_cockcroft_gault, egfr_ckd_epi_2021)
+from cartwin.therapy.dosing import fludarabine_renal_factor
 from cartwin.therapy.products import PRODUCTS
 
 
@@ -31,7 +32,47 @@ def test_creatinine_conversion_constant():
     assert CREATININE_UMOL_PER_MG_DL == pytest.approx(10 / 113.12 * 1000, rel=5e-4)
 
 
-@pytest.mark.parametrize("crcl, factor", [(120, 1.0), (70, 1.0), (69.99, 0.8), (30, 0.8), (29.99, 0.0)])
+# US label "creatinine clearance 30 to 70 mL/min": both ends are in the reduced band
+# Cases of the scoring reference (section O): formula values computed by hand there.
+@pytest.mark.parametrize("case,h,w,mosteller,dubois", [
+    ("BSA-01", 170, 70, 1.8181, 1.8097), ("BSA-02", 160, 60, 1.6330, 1.6221),
+    ("BSA-03", 180, 100, 2.2361, 2.1950), ("BSA-04", 150, 45, 1.3693, 1.3698),
+])
+def test_bsa_reference_cases(case, h, w, mosteller, dubois):
+    assert bsa_mosteller(h, w) == pytest.approx(mosteller, abs=1e-4)
+    assert bsa_dubois(h, w) == pytest.approx(dubois, abs=1e-4)
+
+
+def test_bsa_cap():
+    assert bsa_mosteller(180, 100, cap=2.0) == 2.0  # BSA-03 capped at 2.0 m^2
+    assert bsa_mosteller(170, 70, cap=2.0) == pytest.approx(1.8181, abs=1e-4)  # below the cap: unchanged
+    np.testing.assert_allclose(bsa_mosteller([170, 180], [70, 100], cap=2.0), [1.818119, 2.0], atol=1e-6)
+
+
+@pytest.mark.parametrize("case,age,w,scr_mg_dl,female,expected", [
+    ("REN-01", 50, 70, 1.0, False, 87.50), ("REN-02", 50, 70, 1.0, True, 74.38), ("REN-03", 30, 60, 0.8, True, 97.40),
+    ("REN-04", 65, 80, 1.4, False, 59.52), ("REN-05", 40, 50, 1.2, True, 49.19),
+])
+def test_cockcroft_gault_reference_cases(case, age, w, scr_mg_dl, female, expected):
+    assert crcl_cockcroft_gault(age, w, creatinine_umol_l(scr_mg_dl), female) == pytest.approx(expected, abs=0.01)
+
+
+def test_creatinine_units_round_trip():
+    # REN-06: 88.4 umol/L is 1.0 mg/dL to the reference's precision (88.42 here: 0.99977)
+    assert creatinine_mg_dl(88.4) == pytest.approx(1.0, abs=5e-4)
+    assert creatinine_mg_dl(creatinine_umol_l(1.3)) == pytest.approx(1.3, rel=1e-15)
+
+
+@pytest.mark.parametrize("case,female,age,scr_mg_dl,expected", [
+    ("EGF-01a", True, 40, 0.7, 112.05), ("EGF-01b", False, 40, 0.9, 110.73), ("EGF-02a", True, 50, 1.0, 68.63),
+    ("EGF-02b", False, 50, 1.0, 91.69), ("EGF-03", True, 60, 2.0, 28.07), ("EGF-04a", True, 25, 0.5, 133.40),
+    ("EGF-04b", False, 45, 3.0, 25.31), ("EGF-04c", True, 30, 1.5, 47.78),
+])
+def test_ckd_epi_2021_reference_cases(case, female, age, scr_mg_dl, expected):
+    assert egfr_ckd_epi_2021(age, creatinine_umol_l(scr_mg_dl), female) == pytest.approx(expected, abs=0.01)
+
+
+@pytest.mark.parametrize("crcl, factor", [(120, 1.0), (70.01, 1.0), (70, 0.8), (69.99, 0.8), (30, 0.8), (29.99, 0.0)])
 def test_fludarabine_renal_rule_boundaries(crcl, factor):
     assert fludarabine_renal_factor(crcl)[0] == factor
 

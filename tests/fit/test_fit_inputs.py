@@ -55,11 +55,11 @@ def _tiny():
 
 @pytest.mark.parametrize("change, message", [
     (lambda o, s: (o, s.drop("CREAT")), "lacks columns ['CREAT']"),
-    (lambda o, s: (o, s.with_columns(pl.lit("car-x").alias("product"))), "product 'car-x' is not a preset"),
+    (lambda o, s: (o, s.with_columns(pl.lit("car-x").alias("product"))), "unknown product 'car-x'"),
     (lambda o, s: (o, s.with_columns(pl.lit("X").alias("sex"))), "column 'sex' holds ['X']"),
     (lambda o, s: (o, s.filter(pl.col("subject") == "a")), "subjects ['b'] have observations but no row"),
     (lambda o, s: (o.with_columns(pl.lit("cells/mL").alias("unit")), s), "CART in 'cells/mL'"),
-    (lambda o, s: (o, s.with_columns(pl.lit(-1.0).alias("dose_cells_per_kg"))), "must be positive"),
+    (lambda o, s: (o, s.with_columns(pl.lit(-1.0).alias("dose_cells_per_kg"))), "must be a positive number"),
 ])
 def test_bad_data_is_named(change, message):
     obs, subjects = change(*_tiny())

@@ -21,9 +21,9 @@ import numpy as np
 
 from cartwin.clinical.sledai import weights as sledai_weights
 from cartwin.model import DEFAULT_MODEL
+from cartwin.body import bsa_mosteller
 from cartwin.simulate.engine import make_solver, solve
 from cartwin.therapy.arm import ArmTherapy
-from cartwin.therapy.dosing import bsa_mosteller
 from cartwin.therapy.products import PRODUCTS
 from cartwin.therapy.regimens import PRESETS
 

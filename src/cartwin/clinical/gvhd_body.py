@@ -1,13 +1,18 @@
-"""MAGIC acute GvHD, NIH chronic GvHD global severity, body size, renal function, fludarabine dose."""
+"""MAGIC acute GvHD, NIH chronic GvHD global severity, and the fludarabine dose a patient receives.
+
+Body size and renal function (BSA, creatinine clearance, eGFR) are not computed here: they live
+once in :mod:`cartwin.body`, and the fludarabine renal rule in :mod:`cartwin.therapy.dosing`.
+Both are leaves that import nothing of the model or the solver, so the clinical layer may use
+them and still report exactly what the engine doses.
+"""
 
 from __future__ import annotations
-
-import math
 
 import polars as pl
 
 from cartwin.clinical.haematotox import band_value
 from cartwin.clinical.ruleset import settings, table
+from cartwin.therapy.dosing import FLUDARABINE_POLICY, fludarabine_renal_factor
 
 
 def magic_stages(frame: pl.DataFrame) -> pl.DataFrame:
@@ -67,48 +72,13 @@ def nih_cgvhd_severity(scores: dict[str, int]) -> str:
     return "moderate"
 
 
-def bsa_mosteller(height_cm: float, weight_kg: float, cap: float | None = None) -> float:
-    value = math.sqrt(height_cm * weight_kg / settings("body")["bsa"]["mosteller_divisor"])
-    return min(value, cap) if cap else value
-
-
-def bsa_dubois(height_cm: float, weight_kg: float, cap: float | None = None) -> float:
-    c = settings("body")["bsa"]
-    value = c["dubois_constant"] * weight_kg ** c["dubois_weight_exponent"] * height_cm ** c["dubois_height_exponent"]
-    return min(value, cap) if cap else value
-
-
-def creatinine_mg_dl(umol_per_l: float) -> float:
-    return umol_per_l / settings("body")["cockcroft_gault"]["creatinine_umol_per_mg_dl"]
-
-
-def cockcroft_gault(age: float, weight_kg: float, creatinine_mg_per_dl: float, female: bool) -> float:
-    """Creatinine clearance in mL/min (not BSA-normalised)."""
-    c = settings("body")["cockcroft_gault"]
-    value = (c["age_offset"] - age) * weight_kg / (c["divisor"] * creatinine_mg_per_dl)
-    return value * c["female_factor"] if female else value
-
-
-def ckd_epi_2021(age: float, creatinine_mg_per_dl: float, female: bool) -> float:
-    """Race-free CKD-EPI 2021 eGFR in mL/min/1.73 m2."""
-    c = settings("body")["ckd_epi_2021"]
-    kappa = c["kappa_female"] if female else c["kappa_male"]
-    alpha = c["alpha_female"] if female else c["alpha_male"]
-    ratio = creatinine_mg_per_dl / kappa
-    value = c["constant"] * min(ratio, 1.0) ** alpha * max(ratio, 1.0) ** c["exponent_above"] * c["age_base"] ** age
-    return value * c["female_factor"] if female else value
-
-
 def fludarabine_dose(dose_mg_m2: float, bsa_m2: float, crcl_ml_min: float, policy: str | None = None) -> dict:
-    """Daily fludarabine dose after renal adjustment: fraction, mg/m2 and mg, or the reason none is given."""
-    config = settings("body")["fludarabine"]
-    rule = config[policy or config["policy"]]
-    if crcl_ml_min > rule["full_dose_above_ml_min"]:
-        fraction = 1.0
-    elif crcl_ml_min >= rule["reduced_from_ml_min"]:
-        fraction = rule["reduced_fraction"]
-        if math.isnan(fraction):
-            return {"fraction": None, "mg_m2": None, "mg": None, "note": "protocol must supply the reduced fraction"}
-    else:
-        return {"fraction": None, "mg_m2": None, "mg": None, "note": rule["below"]}
-    return {"fraction": fraction, "mg_m2": dose_mg_m2 * fraction, "mg": dose_mg_m2 * fraction * bsa_m2, "note": None}
+    """Daily fludarabine dose after renal adjustment: fraction, mg/m2 and mg, or the reason none is
+    given. The rule is the engine's (:func:`cartwin.therapy.dosing.fludarabine_renal_factor`), so
+    the dose reported here is the dose a simulated patient receives; BSA and creatinine clearance
+    come from :mod:`cartwin.body`."""
+    fraction, label = fludarabine_renal_factor(crcl_ml_min, policy or FLUDARABINE_POLICY)
+    if not fraction:  # withheld (0) or left to the protocol (None)
+        return {"fraction": None, "mg_m2": None, "mg": None, "note": label}
+    note = None if fraction == 1.0 else label
+    return {"fraction": fraction, "mg_m2": dose_mg_m2 * fraction, "mg": dose_mg_m2 * fraction * bsa_m2, "note": note}

@@ -78,11 +78,31 @@ def _attribution(use_icans: bool) -> pl.Expr:
     in_window = lambda rule: pl.col("day").is_between(rule["first_day"], rule["last_day"])  # noqa: E731
     code = pl.col("base_code")
     expr = expr.when(code.is_in(cyto["descriptors"]) & in_window(cyto)).then(pl.lit("lymphodepletion/CAR-T"))
-    expr = expr.when(code.is_in(fever["descriptors"]) & in_window(fever)).then(pl.lit("crs"))
+    fever_is_crs = in_window(fever)
+    if fever.get("continue_episode", False):
+        # A febrile episode that began inside the window stays CRS fever until it breaks.
+        fever_is_crs = fever_is_crs | pl.col("fever_episode_start").is_between(fever["first_day"], fever["last_day"])
+    expr = expr.when(code.is_in(fever["descriptors"]) & fever_is_crs).then(pl.lit("crs"))
     if use_icans:
         expr = expr.when(code.is_in(neuro["descriptors"]) & in_window(neuro)
                          & (pl.col("icans_grade").fill_null(0) >= 1)).then(pl.lit("icans"))
     return expr.otherwise(None)
+
+
+def _with_fever_episode_start(events: pl.DataFrame) -> pl.DataFrame:
+    """``events`` with ``fever_episode_start``: on a row of a fever descriptor, the first day of the
+    unbroken run of febrile visits it belongs to (a visit without fever ends the run); null when
+    the row records no fever. Explicit and lab-derived fever rows of a day count together."""
+    fever = settings("attribution")["fever"]
+    is_fever = pl.col("base_code").is_in(fever["descriptors"])
+    days = (events.filter(is_fever).group_by("subject", "day")
+            .agg(pl.col("raw").fill_null(False).any().alias("febrile")).sort("subject", "day"))
+    starts = pl.col("febrile") & ~pl.col("febrile").shift(1).over("subject").fill_null(False)
+    days = days.with_columns(
+        pl.when(starts).then(pl.col("day")).otherwise(None).forward_fill().over("subject").alias("start"))
+    days = days.select("subject", "day", pl.when(pl.col("febrile")).then(pl.col("start")).alias("fever_episode_start"))
+    events = events.join(days, on=["subject", "day"], how="left", maintain_order="left")
+    return events.with_columns(pl.when(is_fever).then(pl.col("fever_episode_start")).alias("fever_episode_start"))
 
 
 def _base_code(code: pl.Expr) -> pl.Expr:
@@ -155,6 +175,7 @@ def descriptor_events(obs: pl.DataFrame, icans: pl.DataFrame | None = None) -> p
     use_icans = icans is not None and icans.height > 0
     if use_icans:
         events = _with_icans_grade(events, icans)
+    events = _with_fever_episode_start(events)
     events = events.with_columns(_attribution(use_icans).alias("attributed_to"))
     events = events.with_columns(
         pl.when(pl.col("attributed_to").is_not_null() & pl.col("raw").is_not_null()).then(pl.lit(False))

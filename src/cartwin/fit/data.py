@@ -18,16 +18,17 @@ import polars as pl
 
 from cartwin.fit.errors import FitError
 from cartwin.model.declaration import Model
-from cartwin.population.covariates import DESCRIPTOR_FLAGS
 from cartwin.store import layout
-from cartwin.therapy.arm import ArmTherapy
-from cartwin.therapy.dosing import Dose, bsa_mosteller, crcl_cockcroft_gault
-from cartwin.therapy.products import PRODUCTS
-from cartwin.therapy.regimens import PRESETS
+from cartwin.therapy.arm import ArmTherapy, UnknownTherapy, preset_therapy
+from cartwin.therapy.dosing import Dose
+from cartwin.vocabulary import DESCRIPTOR_FLAGS, PATIENT_COVARIATES, with_derived
 
-REQUIRED_SUBJECT_COLUMNS = ("subject", "product", "regimen", "AGE", "WT", "HT", "CREAT",
-                            "DSDNA0", "C3_0", "C4_0", "UPROT0", "PGA0")
-"""Columns a subject table must have (a run's patient table names; creatinine in umol/L)."""
+# Sex is given as 'sex' (F/M) or SEXF; the descriptors default to absent; BSA and CRCL are
+# derived when absent. Every other covariate of the vocabulary is required.
+_GIVEN = tuple(c.name for c in PATIENT_COVARIATES.values()
+               if c.name != "SEXF" and not c.derived and c.kind != "descriptor")
+REQUIRED_SUBJECT_COLUMNS = ("subject", "product", "regimen") + _GIVEN
+"""Columns a subject table must have (run patients.parquet names, in the vocabulary's canonical units)."""
 
 
 @dataclass(frozen=True)
@@ -96,20 +97,14 @@ def _therapy(row: dict, protocol, where: str) -> ArmTherapy:
             raise FitError(f"{where}: arm {row.get('arm')!r} is not an arm of the protocol "
                            f"({sorted(arms)}); the subject table's 'arm' column must name one")
         return resolve_arm(protocol, arms[row["arm"]])
-    if row["product"] not in PRODUCTS:
-        raise FitError(f"{where}: product {row['product']!r} is not a preset ({sorted(PRODUCTS)}); "
-                       "give the protocol that defines it (--protocol)")
-    if row["regimen"] not in PRESETS:
-        raise FitError(f"{where}: regimen {row['regimen']!r} is not a preset ({sorted(PRESETS)}); "
-                       "give the protocol that defines it (--protocol)")
     has_per_kg = per_kg is not None and np.isfinite(per_kg)
     if not has_per_kg and (flat is None or not np.isfinite(flat)):
         raise FitError(f"{where}: no CAR-T dose; give 'dose_cells_per_kg' or 'dose_cells'")
-    dose = float(per_kg if has_per_kg else flat)
-    if dose <= 0:
-        raise FitError(f"{where}: CAR-T dose {dose:g} must be positive")
-    return ArmTherapy(row.get("arm") or "", PRODUCTS[row["product"]], PRESETS[row["regimen"]],
-                      dose if has_per_kg else None, None if has_per_kg else dose)
+    try:
+        return preset_therapy(row["product"], row["regimen"], per_kg if has_per_kg else None,
+                              None if has_per_kg else flat, arm=row.get("arm") or "")
+    except UnknownTherapy as exc:
+        raise FitError(f"{where}: {exc}; give the protocol that defines it (--protocol)") from None
 
 
 def subject_covariates(subjects: pl.DataFrame, model: Model, source: str) -> tuple[np.ndarray, np.ndarray]:
@@ -130,7 +125,7 @@ def subject_covariates(subjects: pl.DataFrame, model: Model, source: str) -> tup
     else:
         raise FitError(f"{source}: subject table needs 'sex' (F/M) or 'SEXF' (1/0)")
     cols: dict[str, np.ndarray] = {"SEXF": female.astype(float)}
-    for name in REQUIRED_SUBJECT_COLUMNS[3:]:
+    for name in _GIVEN:
         values = subjects[name].cast(pl.Float64, strict=False).to_numpy()
         bad_rows = np.flatnonzero(~np.isfinite(values) | (values < 0))
         if bad_rows.size:
@@ -141,10 +136,10 @@ def subject_covariates(subjects: pl.DataFrame, model: Model, source: str) -> tup
         # descriptors only drive the disease read-outs; absent means "not active at baseline"
         cols[flag] = (subjects[flag].cast(pl.Float64).fill_null(0.0).to_numpy() if flag in subjects.columns
                       else np.zeros(subjects.height))
-    cols["BSA"] = (subjects["BSA"].cast(pl.Float64).to_numpy() if "BSA" in subjects.columns
-                   else bsa_mosteller(cols["HT"], cols["WT"]))
-    cols["CRCL"] = (subjects["CRCL"].cast(pl.Float64).to_numpy() if "CRCL" in subjects.columns
-                    else crcl_cockcroft_gault(cols["AGE"], cols["WT"], cols["CREAT"], female))
+    for name in ("BSA", "CRCL"):
+        if name in subjects.columns:
+            cols[name] = subjects[name].cast(pl.Float64).to_numpy()
+    cols = with_derived(cols, keep_given=True)
     lacking = [c for c in model.covariate_names if c not in cols]
     if lacking:
         raise FitError(f"model {model.name} needs covariates {lacking} that the subject table lacks")

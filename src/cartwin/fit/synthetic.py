@@ -17,11 +17,11 @@ import polars as pl
 from cartwin.fit.data import load_fit_data
 from cartwin.fit.predict import Predictor
 from cartwin.model.declaration import Model
-from cartwin.population.covariates import PATIENT_COVARIATES
 from cartwin.population.virtual import generate
 from cartwin.protocol import parse_protocol
 from cartwin.plan.work import typical_parameters
 from cartwin.therapy.arm import resolve_arm
+from cartwin.vocabulary import PATIENT_COVARIATES
 
 # Nominal visit days of a CAR-T lupus trial (screening, lymphodepletion, infusion, dense sampling
 # during expansion, then monthly-quarterly) and the visit window (days either side) of each.

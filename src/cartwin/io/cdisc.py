@@ -32,7 +32,7 @@ from cartwin.clinical import score_observations
 from cartwin.io.observations import read_observations
 from cartwin.clinical.ruleset import settings
 from cartwin.io.errors import CdiscExportError
-from cartwin.vocabulary import test_codes
+from cartwin.vocabulary import PATIENT_COVARIATES, test_codes
 
 SDTM_DOMAINS = ("DM", "EX", "LB", "AE", "RS")
 ADAM_DATASETS = ("ADSL", "ADLB")
@@ -61,8 +61,7 @@ LABELS = {
     "RSTEST": "Assessment Name", "RSORRES": "Result or Finding in Original Units", "RSSTRESC": "Character Result/Finding in Std Format",
     "RSSTRESN": "Numeric Result/Finding in Standard Units", "RSDRVFL": "Derived Flag", "RSDY": "Study Day of Assessment",
     "TRT01P": "Planned Treatment for Period 01", "TRT01A": "Actual Treatment for Period 01", "TRT01PN": "Planned Treatment for Period 01 (N)",
-    "SAFFL": "Safety Population Flag", "ITTFL": "Intent-To-Treat Population Flag", "WTBL": "Baseline Weight (kg)",
-    "HTBL": "Baseline Height (cm)", "BSABL": "Baseline Body Surface Area (m2)", "CRCLBL": "Baseline Creatinine Clearance (mL/min)",
+    "SAFFL": "Safety Population Flag", "ITTFL": "Intent-To-Treat Population Flag",
     "DOSEKG": "CAR-T Dose per kg (cells/kg)", "DOSEA": "CAR-T Dose Administered (cells)", "SIMFL": "Simulated Subject Flag",
     "CRSMAX": "Maximum CRS Grade (ASTCT)", "ICANSMAX": "Maximum ICANS Grade (ASTCT)", "SLEDBL": "Baseline SLEDAI-2K",
     "PARAMCD": "Parameter Code", "PARAM": "Parameter", "PARAMN": "Parameter (N)", "AVAL": "Analysis Value",
@@ -73,6 +72,13 @@ LABELS = {
     "ATOXGRL": "Analysis Toxicity Grade Low", "ATOXGRH": "Analysis Toxicity Grade High", "ATOXGR": "Analysis Toxicity Grade",
     "ONTRTFL": "On Treatment Record Flag", "SRCDOM": "Source Data", "SRCSEQ": "Source Sequence Number",
 }
+
+# Baseline body covariates of ADSL: vocabulary name -> (ADaM variable, label stem); the unit of
+# the label is the vocabulary's.
+ADSL_BASELINE = {"WT": ("WTBL", "Weight"), "HT": ("HTBL", "Height"), "BSA": ("BSABL", "Body Surface Area"),
+                 "CRCL": ("CRCLBL", "Creatinine Clearance")}
+LABELS.update({var: f"Baseline {stem} ({PATIENT_COVARIATES[name].unit.replace('^', '')})"
+               for name, (var, stem) in ADSL_BASELINE.items()})
 
 
 @dataclass(frozen=True)
@@ -321,9 +327,9 @@ def build_domains(source: str | Path, scored: str | Path | None = None,
                              pl.lit("Y").alias("SAFFL"), pl.lit("Y").alias("ITTFL"),
                              pl.lit("Y" if simulated else "N").alias("SIMFL"))
     if simulated:
-        adsl = adsl.join(pts.select(pl.col("subject").alias("SUBJID"), pl.col("WT").alias("WTBL"),
-                                    pl.col("HT").alias("HTBL"), pl.col("BSA").alias("BSABL"),
-                                    pl.col("CRCL").alias("CRCLBL"), pl.col("dose_cells_per_kg").alias("DOSEKG"),
+        adsl = adsl.join(pts.select(pl.col("subject").alias("SUBJID"),
+                                    *[pl.col(name).alias(var) for name, (var, _) in ADSL_BASELINE.items()],
+                                    pl.col("dose_cells_per_kg").alias("DOSEKG"),
                                     pl.col("dose_cells").alias("DOSEA")), on="SUBJID", how="left")
     ep_cols = {"crs_max": "CRSMAX", "icans_max": "ICANSMAX", "sledai2k_baseline": "SLEDBL"}
     present = {k: v for k, v in ep_cols.items() if k in endpoints.columns}

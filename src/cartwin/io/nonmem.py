@@ -28,21 +28,16 @@ from cartwin import __version__
 from cartwin.store.atomic import write_via
 from cartwin.store.run_directory import RunDirectoryError, open_run
 from cartwin.io.errors import NonmemDatasetError
-from cartwin.vocabulary import test_codes
+from cartwin.vocabulary import PATIENT_COVARIATES, test_codes
 
+# The patient covariates of the vocabulary, as time-constant columns: column in patients.parquet
+# -> (NONMEM column, unit, meaning). Names are the vocabulary's except C3_0/C4_0, exported as
+# C3BL/C4BL (the "BL" baseline suffix of ADaM; kept so that existing control streams still read).
+# SEXF is written from the run's 'sex' column; descriptor flags are not exported.
+NONMEM_NAMES = {"C3_0": "C3BL", "C4_0": "C4BL"}
 NUMERIC_COVARIATES = {
-    # column of a run's patient table -> (NONMEM column, unit, meaning)
-    "AGE": ("AGE", "years", "age"),
-    "WT": ("WT", "kg", "body weight"),
-    "HT": ("HT", "cm", "height"),
-    "BSA": ("BSA", "m^2", "body surface area (Mosteller)"),
-    "CREAT": ("CREAT", "umol/L", "serum creatinine"),
-    "CRCL": ("CRCL", "mL/min", "creatinine clearance (Cockcroft-Gault)"),
-    "DSDNA0": ("DSDNA0", "IU/mL", "baseline anti-dsDNA"),
-    "C3_0": ("C3BL", "g/L", "baseline C3"),
-    "C4_0": ("C4BL", "g/L", "baseline C4"),
-    "UPROT0": ("UPROT0", "g/24h", "baseline proteinuria"),
-    "PGA0": ("PGA0", "points", "baseline physician global assessment"),
+    c.name: (NONMEM_NAMES.get(c.name, c.name), c.unit, c.description)
+    for c in PATIENT_COVARIATES.values() if c.name != "SEXF" and c.kind != "descriptor"
 }
 
 DATASET_COLUMNS = {
@@ -58,7 +53,7 @@ DATASET_COLUMNS = {
     "DAY": ("day", "nominal day relative to the CAR-T infusion (day 0; negative before it); ADaM NRRLT-style"),
     "TAFD": ("day", "time after the first dose (negative for screening samples)"),
     "ARMN": ("", "arm number (see 'arms')"),
-    "SEXF": ("", "1 female, 0 male"),
+    "SEXF": (PATIENT_COVARIATES["SEXF"].unit, PATIENT_COVARIATES["SEXF"].description),
 }
 
 

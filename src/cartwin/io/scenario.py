@@ -16,12 +16,12 @@ import numpy as np
 from cartwin.io.errors import SBMLExportError
 from cartwin.model import DEFAULT_MODEL, get_model
 from cartwin.model.declaration import Model
-from cartwin.population.covariates import DESCRIPTOR_FLAGS, PATIENT_COVARIATES
 from cartwin.simulate.engine import make_solver, solve
-from cartwin.therapy.arm import ArmTherapy
-from cartwin.therapy.dosing import Dose, bsa_mosteller, crcl_cockcroft_gault
-from cartwin.therapy.products import PRODUCTS, Product
-from cartwin.therapy.regimens import PRESETS, Regimen
+from cartwin.therapy.arm import ArmTherapy, UnknownTherapy, preset_therapy
+from cartwin.therapy.dosing import Dose
+from cartwin.therapy.products import Product
+from cartwin.therapy.regimens import Regimen
+from cartwin.vocabulary import DESCRIPTOR_FLAGS, PATIENT_COVARIATES, with_derived
 
 # The patient an export describes when none is given: a young woman with active, serologically
 # positive SLE, as in the first CAR-T series (Mackensen 2022, Nat Med: median age 22, 4 of 5
@@ -43,32 +43,12 @@ def patient_covariates(overrides: dict[str, float] | None = None) -> dict[str, f
     if unknown:
         raise SBMLExportError(f"unknown patient covariates {unknown}; known: {sorted(PATIENT_COVARIATES)}")
     cov = {**TYPICAL_PATIENT, **{k: float(v) for k, v in overrides.items()}}
-    if "BSA" not in overrides:
-        cov["BSA"] = float(bsa_mosteller(cov["HT"], cov["WT"]))
-    if "CRCL" not in overrides:
-        cov["CRCL"] = float(crcl_cockcroft_gault(cov["AGE"], cov["WT"], cov["CREAT"], cov["SEXF"] > 0.5))
+    derived = with_derived(cov, keep_given=True)
+    cov = {k: float(derived[k]) for k in PATIENT_COVARIATES}
     bad = {k: v for k, v in cov.items() if not np.isfinite(v) or (k in ("WT", "HT", "BSA", "CRCL", "AGE") and v <= 0)}
     if bad:
         raise SBMLExportError(f"impossible patient covariates {bad}")
     return cov
-
-
-def resolve_product(product: str | Product) -> Product:
-    if isinstance(product, Product):
-        return product
-    try:
-        return PRODUCTS[product]
-    except KeyError:
-        raise SBMLExportError(f"unknown product {product!r}; known: {sorted(PRODUCTS)}") from None
-
-
-def resolve_regimen(regimen: str | Regimen) -> Regimen:
-    if isinstance(regimen, Regimen):
-        return regimen
-    try:
-        return PRESETS[regimen]
-    except KeyError:
-        raise SBMLExportError(f"unknown lymphodepletion regimen {regimen!r}; known: {sorted(PRESETS)}") from None
 
 
 @dataclass(frozen=True)
@@ -101,22 +81,19 @@ def build_scenario(model: Model | str | None = None, product: str | Product = "a
             model = get_model(model)
         except KeyError as exc:
             raise SBMLExportError(str(exc.args[0])) from None
-    prod, reg = resolve_product(product), resolve_regimen(regimen)
-    if (cells_per_kg is None) == (flat_cells is None):
-        raise SBMLExportError("give the CAR-T dose either as cells_per_kg or as flat_cells")
-    dose = cells_per_kg if cells_per_kg is not None else flat_cells
-    if not (dose > 0 and np.isfinite(dose)):
-        raise SBMLExportError(f"CAR-T dose must be a positive number of cells (per kg or flat), got {dose}")
+    try:
+        therapy = preset_therapy(product, regimen, cells_per_kg, flat_cells, arm="export")
+    except UnknownTherapy as exc:
+        raise SBMLExportError(str(exc)) from None
     cov = patient_covariates(covariates)
     missing = [c for c in model.covariate_names if c not in cov]
     if missing:
         raise SBMLExportError(f"model {model.name} needs covariates {missing} that the patient lacks")
     theta = np.array([p.value for p in model.parameters], float)
     index = {n: i for i, n in enumerate(model.parameter_names)}
-    for name, value in prod.mechanism_parameters().items():
+    for name, value in therapy.product.mechanism_parameters().items():
         if name in index:
             theta[index[name]] = value
-    therapy = ArmTherapy("export", prod, reg, cells_per_kg, flat_cells)
     doses = tuple(therapy.doses(cov["BSA"], cov["WT"], cov["CRCL"]))
     routes = {d.name for d in model.doses}
     unknown = sorted({d.route for d in doses} - routes)

@@ -12,6 +12,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
+from cartwin.vocabulary import PATIENT_COVARIATES, covariate
+
 ASSUMED = "assumed"
 
 
@@ -41,11 +43,19 @@ class Parameter:
 
 @dataclass(frozen=True)
 class Covariate:
-    """A per-patient input that the population supplies (weight, creatinine clearance, ...)."""
+    """A per-patient input that the population supplies (weight, creatinine clearance, ...).
+    Its name and unit are those of the patient vocabulary (:data:`cartwin.vocabulary.PATIENT_COVARIATES`):
+    build it with :func:`patient_covariates`."""
 
     name: str
     unit: str
     description: str
+
+
+def patient_covariates(*names: str) -> tuple[Covariate, ...]:
+    """The covariates a model needs, named from the patient vocabulary, which gives their unit
+    and meaning."""
+    return tuple(Covariate(c.name, c.unit, c.description) for c in map(covariate, names))
 
 
 @dataclass(frozen=True)
@@ -138,6 +148,14 @@ class Model:
             if d.state not in state_names:
                 raise ModelDeclarationError(
                     f"model {self.name}: dose input {d.name} targets unknown state {d.state}"
+                )
+        for c in self.covariates:
+            known = PATIENT_COVARIATES.get(c.name)
+            if known is None or known.unit != c.unit:
+                raise ModelDeclarationError(
+                    f"model {self.name}: covariate {c.name} ({c.unit}) is not in the patient vocabulary "
+                    f"with that unit; a population supplies only {list(PATIENT_COVARIATES)} "
+                    "(declare it in cartwin/vocabulary.py first)"
                 )
         param_names = {p.name for p in self.parameters}
         for c in self.correlations:

@@ -15,7 +15,7 @@ in g/L; ALT/AST in U/L; ANC and platelets in 10^9/L.
 from __future__ import annotations
 
 from cartwin.model.declaration import (
-    Assignment, Correlation, Covariate, DoseInput, Model, Observable, Parameter, State,
+    Assignment, Correlation, DoseInput, Model, Observable, Parameter, State, patient_covariates,
 )
 
 # Sources, cited once and referred to by key in the parameter table.
@@ -57,6 +57,35 @@ REFERENCES = {
     "myositis and systemic sclerosis. Cell 2024 (doi 10.1016/j.cell.2024.06.027)",
     "WangD2025": "Wang D et al. Allogeneic CD19 CAR-T (TyU19) in refractory SLE. Med 2025 "
     "(PMID 40446794): CAR+ peak on day 14; no CRS",
+    "Muller2024": "Muller F et al. CD19 CAR T-cell therapy in autoimmune disease: a case series with "
+    "follow-up. N Engl J Med 2024;390:687 (doi 10.1056/NEJMoa2308917): drug-free remission over a "
+    "median 15 (4-29) months; CRS grade 1 in 10/15, grade 2 in 1/15",
+    "Lazarus2012": "Lazarus MN et al. B-cell numbers and phenotype at clinical relapse following "
+    "rituximab therapy differ in SLE patients according to anti-dsDNA antibody levels. Rheumatology "
+    "(Oxford) 2012;51:1208 (61 patients: relapse substantially delayed beyond B-cell repopulation; "
+    "early relapse with faster repopulation)",
+    "GomezMendez2018": "Gomez Mendez LM et al. Peripheral blood B cell depletion after rituximab and "
+    "complete response in lupus nephritis. Clin J Am Soc Nephrol 2018;13:1502 (LUNAR: complete "
+    "response in 47% with complete peripheral depletion vs 13% without)",
+    "Iwata2011": "Iwata S et al. Phenotypic changes of lymphocytes in patients with SLE who are in "
+    "longterm remission after B cell depletion therapy with rituximab. J Rheumatol (year not "
+    "verified): ICOS and CD40L on CD4+ T cells fall within 28 days of B-cell depletion and stay low "
+    "for 2 years in remission; relapse with returning memory B or ICOS+ CD4 memory T cells",
+    "Baumjohann2013": "Baumjohann D et al. Persistent antigen and germinal center B cells sustain T "
+    "follicular helper cell responses and phenotype. Immunity 2013;38:596",
+    "Tur2024": "Tur C et al. CD19 CAR T-cell therapy induces deep tissue depletion of B cells. Ann "
+    "Rheum Dis 2024 (lymph-node B cells gone after CAR-T, not after rituximab)",
+    "Amanna2007": "Amanna IJ, Carlson NE, Slifka MK. Duration of humoral immunity to common viral "
+    "and vaccine antigens. N Engl J Med 2007;357:1903 (antibody half-lives 11 y for tetanus to "
+    "decades for viral antigens)",
+    "Bhoj2016": "Bhoj VG et al. Persistence of long-lived plasma cells and humoral immunity in "
+    "individuals responding to CD19-directed CAR T-cell therapy. Blood 2016;128:360 (PMID 27166358)",
+    "Barmettler2024": "Barmettler S et al. Hypogammaglobulinemia after CD19 CAR T-cell therapy "
+    "(579 patients; mean IgG 587 -> 362 mg/dL). J Allergy Clin Immunol 2024 (PMID 39505278)",
+    "Lee2019": "Lee DW et al. ASTCT consensus grading for cytokine release syndrome and neurologic "
+    "toxicity. Biol Blood Marrow Transplant 2019;25:625",
+    "Stein2019CK": "Stein 2019 and Ogasawara 2021 (liso-cel): CAR-T doubling time 0.76-0.78 d, "
+    "Tmax 9-10 d; expansion correlates with CRS (Mueller 2018; Awasthi 2020)",
 }
 
 
@@ -138,19 +167,23 @@ PARAMETERS = (
     _p("K_DB", 0.02, "1/day", "peripheral B-cell turnover", "Pan2019rtx", "B lineage", 0.2),
     _p("K_DIFF", 0.004, "1/day", "non-autoreactive B to plasmablast differentiation", "assumed: gives plasmablasts about 0.4% of B-cell numbers in a quiescent compartment; no measured rate", "B lineage"),
     _p("K_DIFFA", 0.05, "1/day", "autoreactive B to plasmablast differentiation", "assumed: activated autoreactive B differentiate more", "B lineage"),
-    _p("R_A", 0.078, "1/day", "autoreactive B self-renewal (net regrowth about 0.008/d)", "assumed: autoreactive pool regrows over years after CAR-T (drug-free remission up to 4 years in Erlangen follow-up)", "B lineage", 0.1),
-    _p("EPS_A", 1e-05, "1/day", "recruitment of naive B into the autoreactive pool", "assumed: naive B are rarely recruited into autoreactivity; small enough that the autoreactive pool regrows over years (drug-free remission up to 4 years in Erlangen follow-up)", "B lineage"),
+    _p("G_A", 0.01, "1/day", "net regrowth rate of the autoreactive B pool at low density with full T-cell help (self-renewal minus turnover and differentiation; doubling 69 d)", "calibrated: after shallow depletion (rituximab-like) relapse follows B-cell repopulation by months (Lazarus2012: relapse delayed beyond repopulation, earlier with faster repopulation); assumed log-normal spread", "B lineage", 0.3),
+    _p("EPS_A", 1e-05, "1/day", "recruitment of naive B into the autoreactive pool (with full help)", "assumed: naive B are rarely recruited into autoreactivity; small enough that the autoreactive pool regrows over years (drug-free remission up to 4 years in Erlangen follow-up)", "B lineage"),
+    _p("F_NAIVE", 0.2, "1", "share of autoreactive regrowth and recruitment that needs no established T-cell help (naive restart)", "assumed: returning B cells are naive (Mackensen2022) and relapse after B-cell depletion comes with returning memory B or ICOS+ memory T help (Iwata2011); no measured share", "B lineage"),
+    _p("K_AH", 0.04, "1/day", "turnover of autoreactive T-cell help (ICOS+ Tfh/germinal-centre support; t1/2 17 d)", "assumed: ICOS and CD40L on CD4+ T cells fall within 28 days of B-cell depletion and stay low in remission (Iwata2011); Tfh need B-cell antigen presentation to persist (Baumjohann2013)", "B lineage", 0.3),
+    _p("A50_AH", 0.1, "1", "autoreactive B pool (fraction of baseline) that sustains half the maximal help", "assumed: help survives partial depletion and fades only under deep depletion (GomezMendez2018: complete response 47% with complete vs 13% with incomplete peripheral depletion; Tur2024: CAR-T, not rituximab, empties lymph nodes)", "B lineage"),
     _p("K_DPB", 0.2, "1/day", "CD19+ plasmablast loss (t1/2 3.5 d)", "assumed: short-lived plasmablasts live days (Andraud2012)", "plasma cells"),
     _p("F_PCN", 0.5, "1", "share of plasmablasts that mature into CD19- BCMA+ plasma cells", "assumed: half of plasmablasts mature into plasma cells, the rest die (Andraud2012 qualitative)", "plasma cells"),
     _p("K_DPCN", 0.035, "1/day", "loss of recently formed CD19- plasma cells (t1/2 20 d)", "assumed: short-lived plasma cells live weeks to months (Andraud2012)", "plasma cells"),
-    _p("F_LL", 0.05, "1", "share of CD19- plasma cells entering the long-lived niche", "assumed: only a small share of new plasma cells wins a long-lived marrow niche (Andraud2012 qualitative)", "plasma cells"),
-    _p("K_DLL", 0.0005, "1/day", "long-lived plasma cell loss (t1/2 3.8 y)", "assumed: Andraud2012 LLPC 'decades' is the upper bound", "plasma cells"),
+    _p("F_LL", 0.017, "1", "share of CD19- plasma cells entering the long-lived niche", "assumed: only a small share of new plasma cells wins a long-lived marrow niche (Andraud2012 qualitative); set with K_DLL so the long-lived pool is about 3.5 times the recently formed pool", "plasma cells"),
+    _p("K_DLL", 0.00017, "1/day", "long-lived plasma cell loss (t1/2 11 y)", "Amanna2007 (tetanus antibody half-life 11 y; viral antigens decades); vaccine titres kept after CD19 CAR-T (Bhoj2016)", "plasma cells"),
     _p("F_CIRC_PCN", 0.1, "1", "share of recently formed CD19- plasma cells found in blood", "assumed: circulating BCMA+ plasma cells are mostly newly generated, migrating cells (Mei2012)", "plasma cells"),
     _p("F_CIRC_LL", 0.005, "1", "share of long-lived plasma cells found in blood", "assumed: long-lived plasma cells stay in marrow niches (Mei2012)", "plasma cells"),
     # --- antibodies, immune complexes, complement ----------------------------------------------
     _p("K_IGG", 0.033, "1/day", "IgG elimination (t1/2 21 d)", "Andersen2009", "humoral", 0.15),
     _p("F_DSDNA_SL", 0.95, "1", "share of anti-dsDNA made by short-lived (CD19+ derived) cells", "assumed: seroconversion after CD19 CAR-T (Mackensen2022) means most anti-dsDNA comes from CD19+ precursors", "humoral"),
-    _p("F_IGG_SL", 0.25, "1", "share of total IgG made by short-lived cells", "assumed: moderate IgG fall with kept vaccine titres after CD19 CAR-T", "humoral"),
+    _p("F_IGG_SL", 0.3, "1", "share of total IgG made by short-lived non-autoreactive plasma cells that B cells replenish (plasmablasts and recently formed plasma cells)", "assumed: total IgG falls by about a third after CD19 CAR-T and recovers once B cells return, while vaccine titres from long-lived plasma cells are kept (Bhoj2016; Barmettler2024: mean IgG 5.9 -> 3.6 g/L in haematology, an upper bound)", "humoral"),
+    _p("F_IGG_AUTO", 0.1, "1", "share of total IgG made by short-lived autoreactive plasma cells (the disease-driven excess)", "assumed: active SLE carries a polyclonal IgG excess that falls with remission; autoantibodies are a small share of total IgG", "humoral"),
     _p("IGG0", 11.0, "g/L", "baseline total IgG", "assumed: SLE reference", "humoral", 0.25, 2, 40),
     _p("K_IC", 1.0, "1/day", "immune complex turnover", "assumed: immune complexes are cleared within a day (fast compared with antibody turnover)", "humoral"),
     _p("FCR3", 0.509, "1/day", "C3 fractional catabolic rate (2.12%/h)", "Petz1969", "complement", 0.2),
@@ -173,8 +206,8 @@ PARAMETERS = (
     # --- cytokines, fever, liver --------------------------------------------------------------
     _p("IL6_0", 3.0, "pg/mL", "baseline IL-6", "assumed: healthy < 7 pg/mL", "cytokines", 0.3),
     _p("K6", 3.96, "1/day", "IL-6 elimination (t1/2 4.2 h)", "Hardiansyah2019 (d_IL6)", "cytokines"),
-    _p("P6", 0.5, "per cells/uL", "IL-6 production per engaged effector CAR-T", "calibrated: IL-6 peak 20-30 pg/mL and CRS grade 0-1 in most SLE patients (Mackensen2022)", "cytokines", 0.8),
-    _p("K6_AG", 2.0, "cells/uL", "antigen giving half-maximal CAR-T engagement for IL-6", "assumed: IL-6 release needs CAR-T engaged with CD19+ cells (Hardiansyah2019 structure); half-maximal at a few B cells/uL", "cytokines"),
+    _p("P6", 1.5, "day per cells/uL", "IL-6 release (fold baseline production) per effector CAR-T cell/uL gained per day", "calibrated: CRS grade 1 (fever) in about 60-70% after autologous CAR-T with Erlangen Flu/Cy (Mackensen2022 3/5; Muller2024 10/15 + 1/15 grade 2); CRS tracks expansion and antigen burden, not the cell number (Stein2019CK)", "cytokines", 0.8),
+    _p("W_ACT", 0.01, "1/day", "width of the smooth positive part of net CAR-T growth (ACT)", "assumed: numerical smoothing (the right-hand side must stay smooth for the stiff solvers), small against net growth during expansion (about 1/day)", "cytokines"),
     _p("DTEMP", 3.0, "C", "maximal fever above 36.8 C driven by IL-6", "assumed: fever up to about 39.8 C in cytokine release (ASTCT grading, Lee 2019)", "cytokines"),
     _p("EC_TEMP", 22.0, "pg/mL", "IL-6 excess giving half the maximal fever", "calibrated: fever >= 38 C (CRS grade 1) in about 60% of autologous SLE patients (Mackensen2022 3/5; Muller 2024 NEJM 10/15)", "cytokines", 0.3),
     _p("IL6_HYPOTEN", 120.0, "pg/mL", "IL-6 above which hypotension needs fluids", "calibrated: CRS grade 2 in about 1 of 15 autologous patients (Muller 2024 NEJM); grade >= 2 CRS is rare in SLE", "cytokines"),
@@ -188,31 +221,16 @@ PARAMETERS = (
     _p("K_GVH", 0.0008, "1/day per cells/uL", "priming of donor-TCR alloreactivity by circulating CAR-T (TRAC intact only)", "calibrated: acute GvHD in about 1 of 13 recipients of donor-derived, unedited CD19 CAR-T (Blood 2023;142:146); no quantitative GvHD model was found, so the link is a single assumed accumulation", "GvHD", 1.0),
     _p("D_GVH", 0.05, "1/day", "waning of donor-TCR alloreactivity", "assumed: GvHD after CAR-T, when it occurs, starts within weeks", "GvHD"),
     _p("K_LI", 0.35, "1/day", "resolution of drug-induced hepatocellular injury", "assumed: transaminase peaks 1-2 weeks after Flu/Cy", "liver"),
-    _p("S_LI_CY", 0.025, "L/mg/day", "hepatocellular injury per cyclophosphamide concentration", "calibrated: grade 3/4 liver dysfunction reported in a minority after Flu/Cy (TyU19 Cell Research 2025)", "liver", 0.9),
+    _p("S_LI_CY", 0.15, "L/mg/day", "hepatocellular injury per cyclophosphamide concentration", "calibrated: grade 3/4 liver dysfunction is among the commonest grade 3/4 events after Flu/Cy in TyU19 SLE (Cell Research 2025, n = 4); no published rate after Flu/Cy was found, so about 5-15% grade >= 3 (ALT > 5 x ULN) after the Erlangen regimen is assumed, with ALT above ULN in about half", "liver", 1.5),
     _p("EMAX_ALT", 3.0, "1", "maximal IL-6-driven transaminase rise (fold)", "assumed: CRS-related transaminitis is mostly grade 1 (up to 3x ULN)", "liver"),
     _p("EC50_ALT", 50.0, "pg/mL", "IL-6 excess giving half the maximal transaminase rise", "assumed: transaminases rise when IL-6 is clearly above baseline", "liver"),
     _p("AST_ALT", 0.8, "1", "AST rise relative to ALT rise from the same injury", "assumed: hepatocellular injury raises AST slightly less than ALT", "liver"),
 )
 
-COVARIATES = (
-    Covariate("WT", "kg", "body weight"),
-    Covariate("CRCL", "mL/min", "creatinine clearance (Cockcroft-Gault)"),
-    Covariate("DSDNA0", "IU/mL", "baseline anti-dsDNA"),
-    Covariate("C3_0", "g/L", "baseline C3"),
-    Covariate("C4_0", "g/L", "baseline C4"),
-    Covariate("UPROT0", "g/24h", "baseline proteinuria"),
-    Covariate("PGA0", "points", "baseline physician global assessment (0-3)"),
-    Covariate("ARTH0", "presence", "arthritis at baseline"),
-    Covariate("RASH0", "presence", "rash at baseline"),
-    Covariate("ALOP0", "presence", "alopecia at baseline"),
-    Covariate("VASC0", "presence", "vasculitis at baseline"),
-    Covariate("MUC0", "presence", "mucosal ulcers at baseline"),
-    Covariate("PLEUR0", "presence", "pleurisy at baseline"),
-    Covariate("PERIC0", "presence", "pericarditis at baseline"),
-    Covariate("MYOS0", "presence", "myositis at baseline"),
-    Covariate("CASTS0", "presence", "urinary casts at baseline"),
-    Covariate("HEMAT0", "presence", "haematuria at baseline"),
-    Covariate("PYUR0", "presence", "pyuria at baseline"),
+# Names, units and meanings come from the patient vocabulary (cartwin/vocabulary.py).
+COVARIATES = patient_covariates(
+    "WT", "CRCL", "DSDNA0", "C3_0", "C4_0", "UPROT0", "PGA0",
+    "ARTH0", "RASH0", "ALOP0", "VASC0", "MUC0", "PLEUR0", "PERIC0", "MYOS0", "CASTS0", "HEMAT0", "PYUR0",
 )
 
 
@@ -236,17 +254,19 @@ ASSIGNMENTS = (
     _a("K_MAT", "1/MTT_PRE", "1/day", "precursor maturation rate"),
     _a("BN0", "B0*(1 - FA)", "cells/uL", "baseline non-autoreactive B"),
     _a("BA0", "B0*FA", "cells/uL", "baseline autoreactive B"),
-    _a("BPRE0", "BN0*(K_DB + K_DIFF)/K_MAT", "cells/uL-eq", "baseline marrow precursors (steady state)"),
+    _a("BPRE0", "BN0*(K_DB + K_DIFF + EPS_A)/K_MAT", "cells/uL-eq", "baseline marrow precursors (steady state)"),
     _a("S_PRE", "K_MAT*BPRE0", "cells/uL/day", "precursor production (steady state)"),
-    _a("K_A", "BA0/(1 - (K_DB + K_DIFFA - EPS_A*BN0/BA0)/R_A)", "cells/uL", "autoreactive B carrying capacity (steady state)"),
+    _a("EPS_AR", "EPS_A*BN0/BA0", "1/day", "baseline naive recruitment relative to the autoreactive pool"),
     _a("PB0", "K_DIFF*BN0/K_DPB", "cells/uL-eq", "baseline non-autoreactive plasmablasts"),
     _a("PBA0", "K_DIFFA*BA0/K_DPB", "cells/uL-eq", "baseline autoreactive plasmablasts"),
-    _a("PCN0", "F_PCN*K_DPB*(PB0 + PBA0)/K_DPCN", "cells/uL-eq", "baseline CD19- recently formed plasma cells"),
-    _a("LL0", "F_LL*K_DPCN*PCN0/K_DLL", "cells/uL-eq", "baseline long-lived plasma cells"),
+    _a("PCN0", "F_PCN*K_DPB*PB0/K_DPCN", "cells/uL-eq", "baseline CD19- recently formed plasma cells (non-autoreactive)"),
+    _a("PCNA0", "F_PCN*K_DPB*PBA0/K_DPCN", "cells/uL-eq", "baseline CD19- recently formed plasma cells (autoreactive)"),
+    _a("LL0", "F_LL*K_DPCN*(PCN0 + PCNA0)/K_DLL", "cells/uL-eq", "baseline long-lived plasma cells"),
     _a("P_DS_SL", "F_DSDNA_SL*K_IGG*DSDNA0/PBA0", "IU/mL/day per cells/uL", "anti-dsDNA production by autoreactive plasmablasts"),
     _a("P_DS_LL", "(1 - F_DSDNA_SL)*K_IGG*DSDNA0/LL0", "IU/mL/day per cells/uL", "anti-dsDNA production by long-lived plasma cells"),
-    _a("Q_SL", "F_IGG_SL*K_IGG*IGG0/(PB0 + PBA0 + PCN0)", "g/L/day per cells/uL", "IgG production by short-lived cells"),
-    _a("Q_LL", "(1 - F_IGG_SL)*K_IGG*IGG0/LL0", "g/L/day per cells/uL", "IgG production by long-lived plasma cells"),
+    _a("Q_SL", "F_IGG_SL*K_IGG*IGG0/(PB0 + PCN0)", "g/L/day per cells/uL", "IgG production by short-lived non-autoreactive cells"),
+    _a("Q_SLA", "F_IGG_AUTO*K_IGG*IGG0/(PBA0 + PCNA0)", "g/L/day per cells/uL", "IgG production by short-lived autoreactive cells (the disease-driven IgG excess)"),
+    _a("Q_LL", "(1 - F_IGG_SL - F_IGG_AUTO)*K_IGG*IGG0/LL0", "g/L/day per cells/uL", "IgG production by long-lived plasma cells"),
     _a("E3", "Max(C3_NORMAL/C3_0 - 1, 0)", "1", "C3 consumption per unit immune complex"),
     _a("E4", "Max(C4_NORMAL/C4_0 - 1, 0)", "1", "C4 consumption per unit immune complex"),
     _a("L0", "H0 + NK0", "cells/uL", "baseline lymphocyte sink of homeostatic cytokines"),
@@ -264,6 +284,10 @@ ASSIGNMENTS = (
     _a("F_X", "1/(1 + X/(X50*PD1_GAIN))", "1", "proliferation left by exhaustion (PD-1 knockout raises resistance)"),
     _a("K_REJ", "ALLO*(K_T*R + K_NK*F_MS**N_MS*NK/NK0)", "1/day", "host-versus-graft kill of CAR-T"),
     _a("KILL", "K_KILL*CE/(CE + KC_KILL)", "1/day", "CAR-T kill of CD19+ cells"),
+    _a("HELP", "F_NAIVE + (1 - F_NAIVE)*AH", "1", "autoreactive regrowth and recruitment left at the current T-cell help (1 at baseline, F_NAIVE with none)"),
+    _a("R_AH", "K_DB + K_DIFFA + G_A*HELP", "1/day", "autoreactive B self-renewal at low density: replaces turnover and differentiation, plus net regrowth scaled by the help left"),
+    _a("G_CE", "RHO*F_AG*F_15*F_X - K_E - K_EM", "1/day", "net intrinsic growth rate of effector CAR-T (positive while they expand)"),
+    _a("ACT", "0.5*(G_CE + sqrt(G_CE**2 + W_ACT**2))*CE", "cells/uL/day", "net growth of the effector CAR-T pool while it expands (the activation rate that releases cytokines; a smooth positive part, near 0 on a plateau and during contraction)"),
     _a("IL6X", "IL6 - IL6_0", "pg/mL", "IL-6 above baseline"),
 )
 
@@ -294,20 +318,22 @@ STATES = (
     _s("X", "1", "CAR-T exhaustion from cumulative antigen stimulation", "0", "K_X*F_AG*CT/(CT + K_XC) - D_X*X", "CAR-T"),
     _s("R", "1", "host alloreactive response against the product", "0", "ALLO*(S_R + A_R*R)*F_HLA*(H/H0)*CT/(CT + K_STIM) - D_R*R", "rejection"),
     _s("BPRE", "cells/uL-eq", "CD19+ marrow B precursors", "BPRE0", "S_PRE - K_MAT*BPRE - (KILL + K_LD_B)*BPRE", "B lineage"),
-    _s("B", "cells/uL", "non-autoreactive peripheral B cells", "BN0", "K_MAT*BPRE - (K_DB + K_DIFF)*B - EPS_A*B - (KILL + K_LD_B)*B", "B lineage"),
-    _s("BA", "cells/uL", "autoreactive activated/memory B cells", "BA0", "R_A*BA*(1 - BA/K_A) + EPS_A*B - (K_DB + K_DIFFA)*BA - (KILL + K_LD_B)*BA", "B lineage"),
+    _s("B", "cells/uL", "non-autoreactive peripheral B cells", "BN0", "K_MAT*BPRE - (K_DB + K_DIFF)*B - EPS_A*HELP*B - (KILL + K_LD_B)*B", "B lineage"),
+    _s("BA", "cells/uL", "autoreactive activated/memory B cells", "BA0", "R_AH*BA - (G_A + EPS_AR)*BA**2/BA0 + EPS_A*HELP*B - (K_DB + K_DIFFA)*BA - (KILL + K_LD_B)*BA", "B lineage"),
+    _s("AH", "1", "T-cell help for the autoreactive B pool (ICOS+ Tfh/germinal-centre support), normalised to baseline", "1", "K_AH*((BA/BA0)*(1 + A50_AH)/(BA/BA0 + A50_AH) - AH)", "B lineage"),
     _s("PB", "cells/uL-eq", "non-autoreactive CD19+ plasmablasts", "PB0", "K_DIFF*B - K_DPB*PB - (THETA_PB*KILL + K_LD_B)*PB", "plasma cells"),
     _s("PBA", "cells/uL-eq", "autoreactive CD19+ plasmablasts", "PBA0", "K_DIFFA*BA - K_DPB*PBA - (THETA_PB*KILL + K_LD_B)*PBA", "plasma cells"),
-    _s("PCN", "cells/uL-eq", "recently formed CD19- BCMA+ plasma cells", "PCN0", "F_PCN*K_DPB*(PB + PBA) - K_DPCN*PCN", "plasma cells"),
-    _s("LL", "cells/uL-eq", "long-lived CD19- BCMA+ plasma cells (marrow niche)", "LL0", "F_LL*K_DPCN*PCN - K_DLL*LL", "plasma cells"),
+    _s("PCN", "cells/uL-eq", "recently formed CD19- BCMA+ plasma cells from non-autoreactive plasmablasts", "PCN0", "F_PCN*K_DPB*PB - K_DPCN*PCN", "plasma cells"),
+    _s("PCNA", "cells/uL-eq", "recently formed CD19- BCMA+ plasma cells from autoreactive plasmablasts", "PCNA0", "F_PCN*K_DPB*PBA - K_DPCN*PCNA", "plasma cells"),
+    _s("LL", "cells/uL-eq", "long-lived CD19- BCMA+ plasma cells (marrow niche)", "LL0", "F_LL*K_DPCN*(PCN + PCNA) - K_DLL*LL", "plasma cells"),
     _s("DSDNA", "IU/mL", "anti-dsDNA IgG", "DSDNA0", "P_DS_SL*PBA + P_DS_LL*LL - K_IGG*DSDNA", "humoral"),
-    _s("IGG", "g/L", "total IgG", "IGG0", "Q_SL*(PB + PBA + PCN) + Q_LL*LL - K_IGG*IGG", "humoral"),
+    _s("IGG", "g/L", "total IgG", "IGG0", "Q_SL*(PB + PCN) + Q_SLA*(PBA + PCNA) + Q_LL*LL - K_IGG*IGG", "humoral"),
     _s("IC", "1", "immune complexes, normalised to baseline", "1", "K_IC*(DSDNA/DSDNA0 - IC)", "humoral"),
     _s("C3", "g/L", "complement C3", "C3_NORMAL/(1 + E3)", "FCR3*C3_NORMAL - FCR3*(1 + E3*IC)*C3", "complement"),
     _s("C4", "g/L", "complement C4", "C4_NORMAL/(1 + E4)", "FCR4*C4_NORMAL - FCR4*(1 + E4*IC)*C4", "complement"),
     _s("D", "1", "systemic organ inflammation, normalised to baseline", "1", "K_D*(W_IC*IC + (1 - W_IC)*(BA + PBA)/(BA0 + PBA0) - D)", "disease"),
     _s("DR", "1", "renal inflammation, normalised to baseline", "1", "K_DR*(W_IC*IC + (1 - W_IC)*(BA + PBA)/(BA0 + PBA0) - DR)", "disease"),
-    _s("IL6", "pg/mL", "serum IL-6", "IL6_0", "K6*IL6_0*(1 + P6*CE*BTOT/(BTOT + K6_AG)) - K6*IL6", "cytokines"),
+    _s("IL6", "pg/mL", "serum IL-6", "IL6_0", "K6*IL6_0*(1 + P6*ACT) - K6*IL6", "cytokines"),
     _s("GVH", "1", "donor-TCR alloreactivity against the host (GvHD drive; stays 0 when TRAC is knocked out)", "0", "TCR_ALLO*K_GVH*(CE + CM) - D_GVH*GVH", "GvHD"),
     _s("LI", "1", "drug-induced hepatocellular injury signal", "0", "S_LI_CY*C_CY - K_LI*LI", "liver"),
     _s("ALT", "U/L", "alanine aminotransferase", "ALT0", "K_ALT*(ALT0*(1 + LI + EMAX_ALT*IL6X/(IL6X + EC50_ALT)) - ALT)", "liver"),
@@ -328,8 +354,8 @@ def _o(test, expression, unit, description):
 OBSERVABLES = (
     _o("CART", "CE + CM", "cells/uL", "CAR-T cells in blood"),
     _o("BCELL", "B + BA", "cells/uL", "CD19+ B cells in blood"),
-    _o("BCMAPC", "PB + PBA + F_CIRC_PCN*PCN + F_CIRC_LL*LL", "cells/uL", "BCMA+ plasma cells in blood: CD19+ plasmablasts and circulating CD19- plasma cells"),
-    _o("CD19NPC", "F_CIRC_PCN*PCN + F_CIRC_LL*LL", "cells/uL", "CD19- BCMA+ plasma cells in blood"),
+    _o("BCMAPC", "PB + PBA + F_CIRC_PCN*(PCN + PCNA) + F_CIRC_LL*LL", "cells/uL", "BCMA+ plasma cells in blood: CD19+ plasmablasts and circulating CD19- plasma cells"),
+    _o("CD19NPC", "F_CIRC_PCN*(PCN + PCNA) + F_CIRC_LL*LL", "cells/uL", "CD19- BCMA+ plasma cells in blood"),
     _o("NEUT", "NEUTC", "10^9/L", "absolute neutrophil count"),
     _o("LYM", "(H + NK + B + BA + CE + CM)/1000", "10^9/L", "absolute lymphocyte count"),
     _o("WBC", "NEUTC + (H + NK + B + BA + CE + CM)/1000 + 0.45", "10^9/L", "leukocytes (monocytes and others fixed at 0.45 x 10^9/L, assumed)"),
@@ -410,14 +436,24 @@ NOTES = (
     "weeks; host T cells, not depleted, start the alloresponse earlier. B cells fall deeply "
     "but complete aplasia is reached in a minority, and disease activity falls partly. The "
     "seed reports benefit without LD ([V2] only); no kinetics were found to test this.",
-    "Not reproduced: TyU19 had no CRS in 0/6 patients (Wang X 2024, Wang D 2025) whereas "
-    "autologous CD19 CAR-T gave grade 1 CRS in 60-88%. The model has no mechanism that "
-    "separates the products' cytokine release; it gives grade 1 fever in about half of the "
-    "patients after either product with similar lymphodepletion, and grade >= 2 rarely.",
+    "CRS: IL-6 is released in proportion to the net growth of the effector CAR-T pool (ACT), "
+    "so it rises during expansion and falls within hours to days once the pool stops growing "
+    "(IL-6 t1/2 4.2 h); a plateau of effectors held up by marrow output releases almost none, "
+    "so fever does not outlast expansion. What separates a product with no CRS (TyU19: 0/6, "
+    "Wang X 2024, Wang D 2025) from one with mild CRS (autologous: grade 1 in 60-88%) is not "
+    "established by the evidence: 0/6 is compatible with a true rate of up to 46% (exact 95% "
+    "upper bound); the TyU19 patients had low-intensity or no lymphodepletion while the "
+    "Erlangen patients had Flu 25 mg/m2 x3 + Cy 1000 mg/m2; the allogeneic YTS109, with similar "
+    "edits, gave mild CRS (Nat Med 2025); and in oncology CRS follows antigen burden and "
+    "expansion, not dose or product (Awasthi 2020, Locke 2020). In the model the contrast can "
+    "only come from expansion (lymphodepletion, antigen); no product attribute changes cytokine "
+    "release, since no evidence was found that an HLA or PD-1 edit does. With the same "
+    "lymphodepletion both products give grade 1 CRS in about half to 60% of patients.",
     "BCMA+ and CD19-BCMA+ plasma cells in blood fall after CD19 CAR-T because most circulating "
     "CD19- plasma cells are recently formed from CD19+ plasmablasts on their way to the marrow "
     "(Mei 2012): killing the plasmablasts stops their supply and they decay with their own "
-    "lifespan (K_DPCN, t1/2 20 d), while long-lived marrow plasma cells (CD19-) persist.",
+    "lifespan (K_DPCN, t1/2 20 d; pools PCN and PCNA, from non-autoreactive and autoreactive "
+    "plasmablasts), while long-lived marrow plasma cells (CD19-) persist.",
     "PD-1 knockout (PD1_GAIN) is neutral by default: it would raise resistance to exhaustion, "
     "but no human kinetic effect has been shown. GvHD is not simulated: all products in the "
     "catalogue have TRAC knocked out (TCR_ALLO = 0).",
@@ -425,11 +461,42 @@ NOTES = (
     "(26%) of baseline, scaled by the HLA share still displayed (F_HLA). For TyU19 (F_HLA 0.2) "
     "the loop gain A_R*F_HLA/D_R is 0.77 at full recovery: below 1 for the typical patient, "
     "above 1 for patients with a high A_R, who lose the cells within months.",
+    "Disease at baseline: the autoreactive B pool (BA) is a stable steady state in every "
+    "sampled patient by construction. Its net regrowth G_A is positive (log-normal), its "
+    "self-renewal is derived from it (R_AH = K_DB + K_DIFFA + G_A x help) and its crowding term "
+    "from the steady-state condition, and the help loop (AH) has a gain below 1. Model 0.3 "
+    "derived a carrying capacity that was negative in about 20% of patients, whose disease "
+    "ended at any disturbance; a cyclophosphamide-containing lymphodepletion alone now leaves "
+    "the disease back at baseline within 3 years.",
+    "Immune reset and relapse: the autoreactive pool regrows at G_A only with T-cell help (AH: "
+    "ICOS+ Tfh/germinal-centre support), which needs autoreactive B cells and fades (K_AH, "
+    "t1/2 17 d) once they fall below about A50_AH (10%) of baseline (Iwata 2011; Baumjohann "
+    "2013). Shallow or short depletion leaves help and residual cells, and the pool regrows "
+    "within a year or two after B cells return (rituximab: Lazarus 2012, Gomez Mendez 2018). "
+    "Deep, long depletion removes both; returning naive B cells restart autoreactivity at "
+    "F_NAIVE (20%) of the full rate, so relapse by year 3 is uncommon (Erlangen: drug-free "
+    "remission over a median 15 months, up to 29; Muller 2024). Relapse by year 3 among "
+    "month-6 remitters: about 13% after autologous CAR-T with Erlangen Flu/Cy, 35-45% without "
+    "lymphodepletion. The model is deterministic: the disease returns in everyone eventually, "
+    "late after deep depletion; G_A, F_NAIVE, K_AH and A50_AH are assumed, with no SLE "
+    "relapse-time data to fit them.",
+    "Humoral: total IgG has three sources: plasma cells that B cells replenish (F_IGG_SL 30%), "
+    "the disease-driven polyclonal excess of autoreactive plasma cells (F_IGG_AUTO 10%, lost in "
+    "remission) and long-lived marrow plasma cells (60%; t1/2 11 y, Amanna 2007). After CD19 "
+    "CAR-T total IgG falls to about 60% of baseline and recovers once B cells return (about "
+    "80% by month 18), while long-lived plasma cells, which carry vaccine titres, are kept "
+    "(Bhoj 2016). No SLE-specific IgG course was found; the haematology fall (Barmettler 2024: "
+    "-38%) is an upper bound.",
+    "Liver: lymphodepletion injury is driven by cyclophosphamide exposure with a wide "
+    "between-patient spread (S_LI_CY, omega 1.5), on top of the IL-6-driven rise of CRS. "
+    "Grade >= 3 ALT (> 5 x ULN) occurs in about 5-10% after Flu/Cy and ALT above ULN in about "
+    "60%; no published grade 3/4 transaminase rate after Flu/Cy was found, only its listing "
+    "among the commonest grade 3/4 events of TyU19 in SLE (Cell Research 2025, n = 4).",
 )
 
 MODEL = Model(
     name="lupus_cart",
-    version="0.3.1",
+    version="0.4.0",
     description="CD19 CAR-T in SLE: lymphodepletion PK, myelosuppression, host T/NK recovery, "
     "CAR-T kinetics with host-versus-graft rejection, B lineage and plasma cells, anti-dsDNA, "
     "complement, disease activity, IL-6 and liver enzymes.",

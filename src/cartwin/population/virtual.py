@@ -16,12 +16,14 @@ import numpy as np
 from scipy import stats
 
 from cartwin.model.declaration import Model
-from cartwin.population.covariates import DESCRIPTOR_FLAGS, PATIENT_COVARIATES
-from cartwin.population.ranges import PHYSIOLOGIC_RANGES, UNIT_FACTORS
-from cartwin.protocol.schema import DESCRIPTORS, Population
-from cartwin.therapy.dosing import bsa_mosteller, crcl_cockcroft_gault
+from cartwin.protocol.schema import Population
+from cartwin.vocabulary import DESCRIPTOR_FLAGS, DESCRIPTORS, PATIENT_COVARIATES, PatientCovariate, with_derived
 
-DRAWN = ("sex", "age", "weight", "height", "creatinine", "dsdna", "c3", "c4", "proteinuria", "pga")
+# The covariates drawn (or given), in the vocabulary's order: one uniform each, then one per
+# descriptor. The order fixes each patient's random stream: never reorder; a new drawn covariate
+# moves the descriptors' uniforms (see cartwin/vocabulary.py).
+DRAWN: tuple[PatientCovariate, ...] = tuple(c for c in PATIENT_COVARIATES.values()
+                                            if not c.derived and c.kind != "descriptor")
 N_UNIFORMS = len(DRAWN) + len(DESCRIPTORS)
 
 
@@ -40,14 +42,14 @@ class Patients:
     arm: str
     index: np.ndarray  # (N,) position in the arm
     subject: list[str]
-    covariates: dict[str, np.ndarray]  # PATIENT_COVARIATES names -> (N,)
+    covariates: dict[str, np.ndarray]  # vocabulary.PATIENT_COVARIATES names -> (N,)
     theta: np.ndarray  # (N, P) individual model parameters
     eta: np.ndarray  # (N, P) log-scale random effects
 
 
-def _truncated(dist, u: np.ndarray, quantity: str, factor: float) -> np.ndarray:
+def _truncated(dist, u: np.ndarray, c: PatientCovariate, factor: float) -> np.ndarray:
     """Inverse-CDF draw in the canonical unit, truncated to the physiologic range."""
-    plo, phi, _ = PHYSIOLOGIC_RANGES[quantity]
+    plo, phi = c.range
     kind = dist.dist
     if kind == "fixed":
         return np.full(u.shape, dist.value * factor)
@@ -113,38 +115,27 @@ def generate(model: Model, population: Population | None, arm_id: str, indices: 
         n_listed = len(population.patients)
         subject_ids = [p.id if int(i) < n_listed else f"{p.id}-{int(i) // n_listed + 1}"
                        for p, i in zip(pts, indices)]
-        cov["SEXF"] = np.array([p.sex == "F" for p in pts], float)
-        cov["AGE"] = np.array([p.age for p in pts], float)
-        cov["WT"] = np.array([p.weight for p in pts], float)
-        cov["HT"] = np.array([p.height for p in pts], float)
-        cov["CREAT"] = np.array([p.creatinine * UNIT_FACTORS["creatinine"][p.creatinine_unit] for p in pts])
-        cov["DSDNA0"] = np.array([p.dsdna for p in pts], float)
-        cov["C3_0"] = np.array([p.c3 * UNIT_FACTORS["c3"][p.complement_unit] for p in pts])
-        cov["C4_0"] = np.array([p.c4 * UNIT_FACTORS["c4"][p.complement_unit] for p in pts])
-        cov["UPROT0"] = np.array([p.proteinuria for p in pts], float)
-        cov["PGA0"] = np.array([p.pga for p in pts], float)
+        for c in DRAWN:
+            if c.name == "SEXF":
+                cov["SEXF"] = np.array([p.sex == "F" for p in pts], float)
+            else:
+                cov[c.name] = np.array([getattr(p, c.field) * c.unit_factors[p.unit_of(c.field)] for p in pts], float)
         for d, flag in DESCRIPTOR_FLAGS.items():
             cov[flag] = np.array([d in p.descriptors for p in pts], float)
     else:
         subject_ids = [f"{int(i) + 1:06d}" for i in indices]
-        u = {name: uniforms[:, k] for k, name in enumerate(DRAWN)}
-        cov["SEXF"] = (u["sex"] < population.sex.female).astype(float)
-        cov["AGE"] = _truncated(population.age, u["age"], "age", 1.0)
-        cov["WT"] = _truncated(population.weight, u["weight"], "weight", 1.0)
-        cov["HT"] = _truncated(population.height, u["height"], "height", 1.0)
-        cr = population.creatinine
-        cov["CREAT"] = _truncated(cr.distribution, u["creatinine"], "creatinine",
-                                  UNIT_FACTORS["creatinine"][cr.unit])
+        for k, c in enumerate(DRAWN):
+            if c.name == "SEXF":
+                cov["SEXF"] = (uniforms[:, k] < population.sex.female).astype(float)
+            else:
+                dist, unit = population.distribution_of(c.field)
+                cov[c.name] = _truncated(dist, uniforms[:, k], c, c.unit_factors[unit])
         d = population.disease
-        for q, name in (("dsdna", "DSDNA0"), ("c3", "C3_0"), ("c4", "C4_0"), ("proteinuria", "UPROT0")):
-            block = getattr(d, q)
-            cov[name] = _truncated(block.distribution, u[q], q, UNIT_FACTORS[q][block.unit])
-        cov["PGA0"] = _truncated(d.pga, u["pga"], "pga", 1.0)
         for k, desc in enumerate(DESCRIPTORS):
             cov[DESCRIPTOR_FLAGS[desc]] = (uniforms[:, len(DRAWN) + k] < d.descriptors.get(desc, 0.0)).astype(float)
-    cov["BSA"] = bsa_mosteller(cov["HT"], cov["WT"])
-    cov["CRCL"] = crcl_cockcroft_gault(cov["AGE"], cov["WT"], cov["CREAT"], cov["SEXF"] > 0.5)
+    cov = with_derived(cov)
     missing = set(PATIENT_COVARIATES) - set(cov)
     assert not missing, missing  # the vocabulary and this generator must agree
+    cov = {name: cov[name] for name in PATIENT_COVARIATES}
     subject = [f"{arm_id}-{s}" for s in subject_ids]
     return Patients(arm_id, indices.copy(), subject, cov, theta, eta)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from cartwin.population.ranges import PHYSIOLOGIC_RANGES, UNIT_FACTORS
 from cartwin.protocol.schema import Population, Protocol
 from cartwin.therapy.products import KNOWN_EDITS, PRODUCTS
 from cartwin.therapy.regimens import PRESETS
+from cartwin.vocabulary import BY_FIELD
 
 # Plausible CAR-T doses. Clinical autoimmune and oncology doses span 1e5-5e6 cells/kg and
 # 1e7-1e9 flat cells (published autoimmune and oncology CAR-T trials); anything 100x beyond is a unit error.
@@ -235,19 +235,25 @@ def _check_administrations(admins, where: str) -> list[str]:
 
 
 def _range_problem(where: str, quantity: str, value: float, unit_factor: float = 1.0) -> str | None:
-    lo, hi, unit = PHYSIOLOGIC_RANGES[quantity]
+    c = BY_FIELD[quantity]
+    lo, hi = c.range
     v = value * unit_factor
     if not lo <= v <= hi:
-        return f"{where}: {value:g} is outside the physiologic range {lo:g}-{hi:g} {unit}"
+        return f"{where}: {value:g} is outside the physiologic range {lo:g}-{hi:g} {c.unit}"
     return None
 
 
 def _unit_factor(where: str, quantity: str, unit: str, problems: list[str]) -> float:
-    factors = UNIT_FACTORS[quantity]
+    factors = BY_FIELD[quantity].unit_factors
     if unit not in factors:
         problems.append(f"{where}.unit: unknown unit {unit!r} for {quantity}; use one of {sorted(factors)}")
         return float("nan")
     return factors[unit]
+
+
+def _ranged() -> list[str]:
+    """The vocabulary fields a protocol gives that have a physiologic range."""
+    return [c.field for c in BY_FIELD.values() if c.low is not None]
 
 
 def _check_population(pop: Population) -> list[str]:
@@ -255,30 +261,25 @@ def _check_population(pop: Population) -> list[str]:
     if pop.patients is not None:
         for i, pt in enumerate(pop.patients):
             w = f"population.patients[{i}] ({pt.id})"
-            cf = _unit_factor(f"{w}.creatinine", "creatinine", pt.creatinine_unit, problems)
-            kf = _unit_factor(f"{w}.complement", "c3", pt.complement_unit, problems)
-            for q, v, f in (("age", pt.age, 1), ("weight", pt.weight, 1), ("height", pt.height, 1),
-                            ("creatinine", pt.creatinine, cf), ("dsdna", pt.dsdna, 1),
-                            ("c3", pt.c3, kf), ("c4", pt.c4, kf), ("proteinuria", pt.proteinuria, 1),
-                            ("pga", pt.pga, 1)):
+            _unit_factor(f"{w}.creatinine", "creatinine", pt.creatinine_unit, problems)
+            _unit_factor(f"{w}.complement", "c3", pt.complement_unit, problems)
+            for q in _ranged():
+                f = BY_FIELD[q].unit_factors.get(pt.unit_of(q), float("nan"))
                 if f == f:  # skip quantities whose unit was already reported unknown
-                    msg = _range_problem(f"{w}.{q}", q, v, f)
+                    msg = _range_problem(f"{w}.{q}", q, getattr(pt, q), f)
                     if msg:
                         problems.append(msg)
         return problems
-    blocks = {"age": (pop.age, 1.0), "weight": (pop.weight, 1.0), "height": (pop.height, 1.0)}
-    blocks["creatinine"] = (pop.creatinine.distribution,
-                            _unit_factor("population.creatinine", "creatinine", pop.creatinine.unit, problems))
-    d = pop.disease
-    for q in ("dsdna", "c3", "c4", "proteinuria"):
-        block = getattr(d, q)
-        blocks[q] = (block.distribution, _unit_factor(f"population.disease.{q}", q, block.unit, problems))
-    blocks["pga"] = (d.pga, 1.0)
-    for q, (dist, factor) in blocks.items():
+    blocks = {}
+    for q in _ranged():
+        dist, unit = pop.distribution_of(q)
+        where = f"population.{'disease.' if BY_FIELD[q].kind == 'disease' else ''}{q}"
+        factor = _unit_factor(where, q, unit, problems)
+        blocks[q] = (dist, factor, where)
+    for q, (dist, factor, where) in blocks.items():
         if factor != factor:
             continue
-        where = f"population.{'disease.' if q in ('dsdna', 'c3', 'c4', 'proteinuria', 'pga') else ''}{q}"
-        lo, hi, unit = PHYSIOLOGIC_RANGES[q]
+        lo, hi = BY_FIELD[q].range
         centre = {"fixed": "value", "normal": "mean", "lognormal": "median"}.get(dist.dist)
         if centre is not None:
             v = getattr(dist, centre) * factor

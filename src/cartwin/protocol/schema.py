@@ -6,6 +6,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cartwin.vocabulary import BY_FIELD, DESCRIPTORS
+
 SCHEMA_VERSION = 1
 
 
@@ -59,18 +61,21 @@ class WithUnit(_Strict):
     distribution: Distribution
 
 
-DESCRIPTORS = ("arthritis", "rash", "alopecia", "vasculitis", "mucosal_ulcers", "pleurisy",
-               "pericarditis", "myositis", "urinary_casts", "hematuria", "pyuria")
+def _doc(field: str, what: str = "", canonical_only: bool = False) -> str:
+    """A field's description from the patient vocabulary: meaning and accepted units."""
+    c = BY_FIELD[field]
+    units = [c.unit] if canonical_only else list(c.unit_factors)
+    return f"{what or c.description} ({' or '.join(units)})"
 
 
 class Disease(_Strict):
     """Baseline disease markers. Units are stated in each block."""
 
-    dsdna: WithUnit = Field(description="anti-dsDNA at baseline (unit IU/mL)")
-    c3: WithUnit = Field(description="C3 at baseline (unit g/L or mg/dL)")
-    c4: WithUnit = Field(description="C4 at baseline (unit g/L or mg/dL)")
-    proteinuria: WithUnit = Field(description="proteinuria at baseline (unit g/24h or mg/24h)")
-    pga: Distribution = Field(description="physician global assessment at baseline, 0-3")
+    dsdna: WithUnit = Field(description=_doc("dsdna"))
+    c3: WithUnit = Field(description=_doc("c3"))
+    c4: WithUnit = Field(description=_doc("c4"))
+    proteinuria: WithUnit = Field(description=_doc("proteinuria"))
+    pga: Distribution = Field(description=_doc("pga"))
     descriptors: dict[str, float] = Field(
         default_factory=dict,
         description="probability that each SLEDAI clinical descriptor is active at baseline")
@@ -90,18 +95,24 @@ class Disease(_Strict):
 class ExplicitPatient(_Strict):
     id: str = Field(min_length=1)
     sex: Literal["F", "M"]
-    age: float = Field(description="years")
-    weight: float = Field(description="kg")
-    height: float = Field(description="cm")
-    creatinine: float
-    creatinine_unit: str = "umol/L"
-    dsdna: float = Field(description="IU/mL")
-    c3: float
-    c4: float
-    complement_unit: str = "g/L"
-    proteinuria: float = Field(description="g/24h")
-    pga: float
-    descriptors: list[str] = Field(default_factory=list)
+    age: float = Field(description=_doc("age"))
+    weight: float = Field(description=_doc("weight"))
+    height: float = Field(description=_doc("height"))
+    creatinine: float = Field(description=_doc("creatinine", "serum creatinine, in creatinine_unit"))
+    creatinine_unit: str = BY_FIELD["creatinine"].unit
+    dsdna: float = Field(description=_doc("dsdna"))
+    c3: float = Field(description=_doc("c3", "baseline C3, in complement_unit"))
+    c4: float = Field(description=_doc("c4", "baseline C4, in complement_unit"))
+    complement_unit: str = BY_FIELD["c3"].unit
+    proteinuria: float = Field(description=_doc("proteinuria", canonical_only=True))
+    pga: float = Field(description=_doc("pga"))
+    descriptors: list[str] = Field(default_factory=list,
+                                   description="SLEDAI clinical descriptors active at baseline")
+
+    def unit_of(self, field: str) -> str:
+        """The unit this patient's value of a vocabulary field is given in."""
+        return {"creatinine": self.creatinine_unit, "c3": self.complement_unit,
+                "c4": self.complement_unit}.get(field, BY_FIELD[field].unit)
 
     @field_validator("descriptors")
     @classmethod
@@ -114,12 +125,21 @@ class ExplicitPatient(_Strict):
 
 class Population(_Strict):
     sex: Sex | None = None
-    age: Distribution | None = Field(default=None, description="years")
-    weight: Distribution | None = Field(default=None, description="kg")
-    height: Distribution | None = Field(default=None, description="cm")
-    creatinine: WithUnit | None = Field(default=None, description="serum creatinine (umol/L or mg/dL)")
+    age: Distribution | None = Field(default=None, description=_doc("age"))
+    weight: Distribution | None = Field(default=None, description=_doc("weight"))
+    height: Distribution | None = Field(default=None, description=_doc("height"))
+    creatinine: WithUnit | None = Field(default=None, description=_doc("creatinine"))
     disease: Disease | None = None
     patients: list[ExplicitPatient] | None = None
+
+    def distribution_of(self, field: str) -> tuple[Distribution, str]:
+        """The distribution of a drawn vocabulary field and the unit it is given in (disease
+        markers sit in the ``disease`` block)."""
+        holder = self.disease if BY_FIELD[field].kind == "disease" else self
+        block = getattr(holder, field)
+        if isinstance(block, WithUnit):
+            return block.distribution, block.unit
+        return block, BY_FIELD[field].unit
 
     @model_validator(mode="after")
     def _complete(self):

@@ -58,18 +58,26 @@ def compute_and_store(ctx: Work, spec: Any, on_result: Callable[[Any], object],
                       shared_path: str | None = None, model_hash: str | None = None):
     """The task each worker runs: compute one chunk and store it (via ``on_result``).
 
-    The protocol names its model; the worker takes that model from its own installation, so a
-    worker image with another cartwin or model version is refused here (``model_hash``, the
-    client's), rather than mixing two models' patients in one run."""
-    if model_hash is not None and ctx.model.content_hash() != model_hash:
+    The work carries the client's model declaration, but the worker's own cartwin generates and
+    solves it: a worker whose installation has another version of that model (another cartwin)
+    is refused here (``model_hash``, the client's), rather than mixing two installations'
+    patients in one run. An imported model, which no installation has, is taken as sent."""
+    own = _installed_model_hash(ctx.model)
+    if model_hash is not None and own != model_hash:
         raise WorkerModelMismatch(
-            f"worker on {socket.gethostname()} has model {ctx.model.name} with hash "
-            f"{ctx.model.content_hash()}, the client {model_hash}: install the same cartwin on every worker")
+            f"worker on {socket.gethostname()} has model {ctx.model.name} with hash {own}, the client "
+            f"{model_hash}: install the same cartwin on every worker")
     if shared_path is not None and not os.path.exists(shared_path):
         raise SharedPathMissing(
             f"worker on {socket.gethostname()} cannot see {shared_path}: --out must be on a filesystem "
             "that every Dask worker mounts at the same path (see docs/cluster.md)")
     return on_result(ctx.compute(spec))
+
+
+def _installed_model_hash(model) -> str:
+    from cartwin.model import MODELS
+    installed = MODELS.get(model.name)
+    return (installed if installed is not None else model).content_hash()
 
 
 class DaskExecutor:

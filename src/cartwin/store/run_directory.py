@@ -34,6 +34,7 @@ import polars as pl
 from cartwin.simulate.events import EVENT_COLUMNS
 from cartwin.store import layout
 from cartwin.store.atomic import write_json, write_parquet, write_text
+from cartwin.vocabulary import PATIENT_COVARIATES
 
 TABLES = layout.TABLES
 
@@ -53,13 +54,9 @@ DICTIONARY = {
         "dose_cells_per_kg": ("cells/kg", "CAR-T dose per kg (empty for a flat dose)"),
         "dose_cells": ("cells", "CAR-T cells infused"),
         "sex": ("", "F or M"),
-        "AGE": ("years", "age"), "WT": ("kg", "body weight"), "HT": ("cm", "height"),
-        "CREAT": ("umol/L", "serum creatinine"), "BSA": ("m^2", "body surface area (Mosteller)"),
-        "CRCL": ("mL/min", "creatinine clearance (Cockcroft-Gault, actual body weight)"),
-        "DSDNA0": ("IU/mL", "baseline anti-dsDNA"), "C3_0": ("g/L", "baseline C3"),
-        "C4_0": ("g/L", "baseline C4"), "UPROT0": ("g/24h", "baseline proteinuria"),
-        "PGA0": ("points", "baseline physician global assessment"),
-        "*0 flags": ("presence", "ARTH0, RASH0, ...: SLEDAI clinical descriptor active at baseline (1/0)"),
+        # the patient covariates of the vocabulary (SEXF is written as 'sex')
+        **{c.name: (c.unit, c.description + (" (SLEDAI descriptor, 1/0)" if c.kind == "descriptor" else ""))
+           for c in PATIENT_COVARIATES.values() if c.name != "SEXF"},
         "status": ("", "ok, or failed (the solver could not integrate this patient)"),
         "failure_reason": ("", "why the patient failed; empty when ok"),
     },

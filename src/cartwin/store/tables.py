@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow as pa
 
 from cartwin.model.declaration import Model
-from cartwin.population.covariates import PATIENT_COVARIATES
 from cartwin.simulate.events import EVENT_SCHEMA
+from cartwin.vocabulary import PATIENT_COVARIATES
 
 
 def patients_table(pop, model: Model, therapy, ok: np.ndarray, reasons) -> pa.Table:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from cartwin.therapy.dosing import Dose, fludarabine_renal_factor
@@ -16,6 +17,14 @@ class ArmTherapy:
     regimen: Regimen
     cells_per_kg: float | None
     flat_cells: float | None
+
+    def __post_init__(self) -> None:
+        if (self.cells_per_kg is None) == (self.flat_cells is None):
+            raise UnknownTherapy(f"arm {self.arm!r}: give the CAR-T dose either per kg or as flat cells")
+        dose = self.cells_per_kg if self.cells_per_kg is not None else self.flat_cells
+        if not (isinstance(dose, (int, float)) and math.isfinite(dose) and dose > 0):
+            raise UnknownTherapy(f"arm {self.arm!r}: CAR-T dose must be a positive number of cells "
+                                 f"(per kg or flat), got {dose!r}")
 
     def doses(self, bsa_m2: float, weight_kg: float, crcl_ml_min: float) -> list[Dose]:
         out = []
@@ -36,18 +45,49 @@ class ArmTherapy:
         return out
 
 
+class UnknownTherapy(ValueError):
+    """A product or regimen name that is neither a preset nor defined, or an impossible dose."""
+
+
+def preset_product(name: str | Product) -> Product:
+    if isinstance(name, Product):
+        return name
+    try:
+        return PRODUCTS[name]
+    except KeyError:
+        raise UnknownTherapy(f"unknown product {name!r}; presets: {sorted(PRODUCTS)}") from None
+
+
+def preset_regimen(name: str | Regimen) -> Regimen:
+    if isinstance(name, Regimen):
+        return name
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise UnknownTherapy(f"unknown lymphodepletion regimen {name!r}; presets: {sorted(PRESETS)}") from None
+
+
+def preset_therapy(product: str | Product, regimen: str | Regimen, cells_per_kg: float | None = None,
+                   flat_cells: float | None = None, arm: str = "") -> ArmTherapy:
+    """A therapy of preset (or given) product and regimen, outside any protocol."""
+    return ArmTherapy(arm, preset_product(product), preset_regimen(regimen),
+                      None if cells_per_kg is None else float(cells_per_kg),
+                      None if flat_cells is None else float(flat_cells))
+
+
 def resolve_arm(protocol, arm) -> ArmTherapy:
+    """An arm's therapy: the protocol's own products and regimens first, then the presets."""
     if arm.product in protocol.products:
         d = protocol.products[arm.product]
         product = Product(arm.product, d.description or f"user-defined product {arm.product}",
                           d.allogeneic, frozenset(d.edits))
     else:
-        product = PRODUCTS[arm.product]
+        product = preset_product(arm.product)
     ld = arm.lymphodepletion
     if isinstance(ld, str) and ld in protocol.regimens:
         regimen = _user_regimen(ld, protocol.regimens[ld])
     elif isinstance(ld, str):
-        regimen = PRESETS[ld]
+        regimen = preset_regimen(ld)
     else:
         regimen = _user_regimen(f"{arm.id}-custom", ld)
     per_kg = getattr(arm.dose, "cells_per_kg", None)
