@@ -120,10 +120,10 @@ def render(suite: Suite, results: list[Result], n: int, seed: int, model: str, c
         lines.append("")
         lines += [f"- {note}" for note in calibration_notes]
     else:
-        lines.append("Every parameter named by a calibrated target exists in the current model. The flags were "
-                     "set from the parameter sources of lupus_cart 0.3.1 (a parameter set to, assumed for, or "
-                     "taken from the target's quantity makes the target calibrated); a model that sets more "
-                     "parameters from these targets must flag them here.")
+        lines.append("Every parameter named by a calibrated target exists in the current model. The flags follow "
+                     "the parameter sources in `src/cartwin/model/lupus_cart.py` (a parameter set to, assumed for, "
+                     "or taken from the target's quantity makes the target calibrated); a model change that sets "
+                     "parameters from a held-out target must flip its flag in `targets.toml`.")
     if sensitivity is not None:
         lines += _sensitivity_section(sensitivity, sensitivity_n or n)
     lines += ["", "## Statistics", ""]
