@@ -378,6 +378,8 @@ MEDIANS = frozenset(("median_of", "bcell_return_median", "bcell_aplasia_duration
 
 # --- contrasts of two arms (the first against the second) -------------------------------------
 def proportion_difference(first: ArmData, second: ArmData, of: str, **params) -> Estimate:
+    """Difference of a proportion statistic ``of`` between two arms (first minus second), with
+    Newcombe's hybrid score interval."""
     if of not in PROPORTIONS:
         raise ValueError(f"proportion_difference: {of!r} is not a proportion statistic")
     a, b = ONE_ARM[of](first, **params), ONE_ARM[of](second, **params)
