@@ -20,6 +20,8 @@ import pytest
 
 import lupus_virtual as lv
 
+from cartwin.model.codegen import compile_model
+
 # Every state but the CAR-T cells themselves: without an infusion CE = CM = 0 stays so, and the
 # states below are the untreated patient (disease, B lineage, humoral, marrow, host lymphocytes).
 CART_STATES = ("CE", "CM")
@@ -33,7 +35,7 @@ def _baselines(n: int, seed: int):
     rng = np.random.default_rng(seed)
     theta = lv.sample_parameters(n, rng)
     cov, _ = lv.sample_covariates(n, rng)
-    mod = lv.compiled()
+    mod = compile_model(lv.MODEL)
     covm = np.column_stack([cov[c] for c in lv.MODEL.covariate_names])
     K = mod.constants(theta, covm)
     return mod, K, mod.initial(K)
