@@ -1,4 +1,5 @@
-"""The front door: ``cartwin run | validate | show | score | report | export | fit | sensitivity``.
+"""The front door: ``cartwin run | validate | show | score | report | export | fit | sensitivity |
+validate-model``.
 
 Exit codes: 0 success, 2 bad input (protocol, data, output directory), 1 any other failure.
 """
@@ -34,8 +35,9 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
     from cartwin.store.run_directory import RunDirectoryError
     from cartwin.fit.errors import FitError
     from cartwin.io.errors import InterchangeError
+    from cartwin.validation.suite import SuiteError
     types: list[type[BaseException]] = [ProtocolError, RunDirectoryError, BadInput, InterchangeError,
-                                        FitError]
+                                        FitError, SuiteError]
     try:
         from cartwin.clinical import ObservationError  # noqa: PLC0415
         types.append(ObservationError)
@@ -326,6 +328,25 @@ def sensitivity_command(
                               for kind in ("S1", "ST")])
     out.print(table)
     out.print(f"indices, samples and plot -> {out_dir}")
+
+
+@app.command("validate-model")
+def validate_model_command(
+    n: int = typer.Option(200, "--n", min=2, help="Virtual patients per arm of each scenario."),
+    seed: int = typer.Option(20260201, "--seed", min=0, help="Seed of every scenario (the same patients in each)."),
+    out_dir: Path = typer.Option(Path("docs"), "--out", "-o", help="Where validation.md and validation_results.csv go."),
+    only: Optional[str] = typer.Option(None, "--only", help="Comma-separated target ids (default: all); implies --no-sensitivity unless --sensitivity is given."),
+    sensitivity: Optional[bool] = typer.Option(None, "--sensitivity/--no-sensitivity", help="Also compute the elasticity table (default: yes, unless --only)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes for each simulation."),
+):
+    """Score the default model against the published targets (src/cartwin/validation) and write validation.md."""
+    from cartwin.validation.command import validate_model
+    ids = _names(only)
+    outcome = validate_model(n=n, seed=seed, out=out_dir, only=ids, workers=workers,
+                             sensitivity=(not ids) if sensitivity is None else sensitivity,
+                             progress=lambda msg: err.print(msg, highlight=False, markup=False))
+    out.print(outcome.summary())
+    out.print(f"report -> {outcome.markdown}; table -> {outcome.table}")
 
 
 def main() -> None:

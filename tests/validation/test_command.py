@@ -1,0 +1,69 @@
+"""`cartwin validate-model` end to end on a few targets and tiny cohorts."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from cartwin.validation import sensitivity
+from cartwin.validation.command import validate_model
+
+ONLY = ["mackensen_bcell_return", "mackensen_crs_any", "tyu19_tmax"]  # in the suite's order
+
+
+def test_validate_model_writes_the_report_for_the_targets_asked(tmp_path):
+    """Three targets on two scenarios, 8 patients per arm: the report has a row per target with a
+    value and interval, the summary counts them, and the CSV matches."""
+    outcome = validate_model(n=8, seed=5, out=tmp_path, only=ONLY, sensitivity=False)
+    assert [r.target.id for r in outcome.results] == ONLY
+    assert all(r.estimate is not None and r.status in ("pass", "fail") for r in outcome.results)
+    text = (tmp_path / "validation.md").read_text()
+    for target in ONLY:
+        assert f"**{target}**" in text
+    assert "| all targets | 3 |" in text
+    assert "cartwin validate-model --n 8 --seed 5 --only " in text
+    with open(tmp_path / "validation_results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["id"] for r in rows] == ONLY
+    assert {r["calibration"] for r in rows} == {"yes"}
+
+
+def test_a_scenario_the_catalogue_cannot_express_is_reported_not_simulable(tmp_path):
+    outcome = validate_model(n=4, seed=5, out=tmp_path, only=["ccar_bcell_recovery"], sensitivity=False)
+    (result,) = outcome.results
+    assert result.status == "not simulable" and "bcma_cd19_ccar" in result.reason
+
+
+def test_intensity_lever_scales_both_drugs_and_keeps_the_days():
+    base = sensitivity._regimen(1.0)
+    doubled = sensitivity._regimen(2.0)
+    assert [a["days"] for a in base] == [a["days"] for a in doubled]
+    assert [2 * a["dose_mg_m2"] for a in base] == [a["dose_mg_m2"] for a in doubled]
+    assert {a["drug"] for a in base} == {"fludarabine", "cyclophosphamide"}
+
+
+def test_cli_runs_in_process(tmp_path):
+    from typer.testing import CliRunner
+
+    from cartwin.cli import app
+    result = CliRunner().invoke(app, ["validate-model", "--n", "6", "--only", "tyu19_tmax", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "all targets: " in result.output and (tmp_path / "validation.md").exists()
+
+
+def test_cli_maps_an_unknown_target_id_to_exit_code_2(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    bad = subprocess.run([sys.executable, "-m", "cartwin.cli", "validate-model", "--n", "6", "--only",
+                          "no_such_target", "--out", str(tmp_path)], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "no_such_target" in bad.stderr
+
+
+def test_same_seed_same_numbers(tmp_path):
+    """Same suite and seed, same table, bootstrap intervals included (a ratio of means)."""
+    only = ["yts109_activity_m6", "yts109_sri4_m3"]
+    validate_model(n=8, seed=11, out=tmp_path / "a", only=only, sensitivity=False)
+    validate_model(n=8, seed=11, out=tmp_path / "b", only=only, sensitivity=False)
+    assert (tmp_path / "a" / "validation_results.csv").read_text() == (tmp_path / "b" / "validation_results.csv").read_text()
