@@ -4,8 +4,10 @@ Published CAR-T lupus series report summaries (a mean B-cell return day, a peak 
 patient-level data, so a population fit does not apply. Instead a fixed virtual cohort per
 scenario (the engine's virtual patients with the model's declared variability; the same random
 numbers for every candidate, so the objective is a smooth, deterministic function of the
-parameters) is simulated, scored with the clinical layer's definitions, and the weighted squared
-distance to the targets is minimised (Nelder-Mead on log parameters; scipy.optimize).
+parameters) is simulated, scored by the clinical layer, each patient's endpoints computed by
+cartwin.endpoints (cart_tmax, cart_persistence, time_to_bcell_return), and the weighted squared
+distance of the cohort's means and medians to the targets is minimised (Nelder-Mead on log
+parameters; scipy.optimize).
 
 The result is a data file (``calibrations/<model>_<date>.json``) holding the values, the targets
 with their sources, the objective, the cohort, the date and the hash of the model it was made
