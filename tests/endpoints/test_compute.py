@@ -39,6 +39,21 @@ VISITS = pl.DataFrame(
             "doris_off_therapy": pl.Boolean, "lldas": pl.Boolean, "sfi_flare": pl.String},
     orient="row",
 ).with_columns(pl.lit("arm1").alias("arm"))
+# Day-180 rows carrying only the SLEDAI-2K lower bound (no other endpoint reads them: they are no
+# SLEDAI visit): C scores 2, E scores 0.
+VISITS = pl.concat([VISITS, pl.DataFrame(
+    {"subject": ["C", "E"], "day": [180.0, 180.0], "sledai_visit": [False, False], "sledai2k_min": [2, 0],
+     "arm": ["arm1", "arm1"]}, schema_overrides={"sledai2k_min": pl.Int32})], how="diagonal")
+
+# The clinical layer's CTCAE grade per lab row (only the columns the endpoints read).
+LAB_GRADES = pl.DataFrame(
+    [
+        ("A", 0.0, "NEUT", 4), ("A", 7.0, "NEUT", 2),     # grade 4 at baseline does not count
+        ("B", 10.0, "NEUT", 3),
+        ("C", 7.0, "PLAT", 4),                             # no neutrophil count graded
+        ("E", 5.0, "NEUT", 0), ("E", 14.0, "NEUT", 4),
+    ],
+    schema={"subject": pl.String, "day": pl.Float64, "test": pl.String, "grade": pl.Int64}, orient="row")
 
 # The clinical layer's per-patient kinetics.
 PATIENTS = pl.DataFrame(
@@ -67,6 +82,14 @@ OBSERVATIONS = pl.DataFrame(
         ("C", 0.0, "DSDNA", 90.0, None, 30.0), ("C", 180.0, "DSDNA", 31.0, None, 30.0),
         ("E", 0.0, "DSDNA", None, None, 30.0),
         ("D", 0.0, "PGA", 0.5, None, None),
+        # CAR-T against a detection limit of 1 cell/uL (E: no limit given). A: last detectable on day
+        # 14 (4), below on day 28 (0.25): log-linear crossing at 14 + 14 x ln 4 / ln 16 = day 21; the
+        # day -6 count is before infusion. B: detectable at its last count (day 28). C: never.
+        ("A", -6.0, "CART", 50.0, 1.0, None), ("A", 0.0, "CART", 0.5, 1.0, None), ("A", 7.0, "CART", 10.0, 1.0, None),
+        ("A", 14.0, "CART", 4.0, 1.0, None), ("A", 28.0, "CART", 0.25, 1.0, None),
+        ("B", 0.0, "CART", 2.0, 1.0, None), ("B", 28.0, "CART", 3.0, 1.0, None),
+        ("C", 7.0, "CART", 0.5, 1.0, None), ("C", 14.0, "CART", 0.2, 1.0, None),
+        ("E", 7.0, "CART", 5.0, None, None),
     ],
     schema={"subject": pl.String, "day": pl.Float64, "test": pl.String, "value": pl.Float64,
             "lower": pl.Float64, "upper": pl.Float64},
@@ -105,12 +128,21 @@ EXPECTED = {
     "cart_cmax": [12.5, 20.0, 0.0, None, 8.0],
     "cart_tmax": [14.0, 10.0, 0.0, None, 7.0],
     "cart_auc_0_28": [150.0, 300.0, 0.0, None, 90.0],
+    # from infusion to B-cell return among the aplastic, censored at the last B-cell count
+    "time_to_bcell_return": [77.0, 365.0, None, None, 40.0],
+    "time_to_bcell_return_event": [True, False, None, None, True],
+    # last CAR-T day at or above the limit, interpolated to the crossing (see OBSERVATIONS)
+    "cart_persistence": [21.0, 28.0, 0.0, None, None],
+    # SLEDAI-2K lower bound 0 on day 180 (only C and E have a day-180 row)
+    "sledai0_month6": [None, None, False, None, True],
+    # CTCAE grade >= 3 neutrophil count decreased after day 0 (C: none graded)
+    "neutropenia_grade3": [False, True, None, None, True],
 }
 
 
 @pytest.fixture(scope="module")
 def frame() -> pl.DataFrame:
-    return endpoints.compute({"visits": VISITS, "patients": PATIENTS}, OBSERVATIONS).sort("subject")
+    return endpoints.compute({"visits": VISITS, "patients": PATIENTS, "lab_grades": LAB_GRADES}, OBSERVATIONS).sort("subject")
 
 
 def test_every_endpoint_has_an_expected_output():
@@ -142,8 +174,20 @@ def test_one_row_per_clinical_patient_in_their_order():
 def test_a_test_never_observed_makes_its_endpoints_not_evaluable():
     out = endpoints.compute({"visits": VISITS, "patients": PATIENTS.select("subject", "arm")},
                             OBSERVATIONS.filter(pl.col("test") != "C3"))
-    for column in ("bcell_aplasia", "bcell_aplasia_days", "cart_cmax", "c3_normalised"):
+    for column in ("bcell_aplasia", "bcell_aplasia_days", "cart_cmax", "c3_normalised", "neutropenia_grade3"):
         assert out[column].null_count() == out.height, column
+
+
+def test_keys_compute_only_those_endpoints_and_their_variables():
+    """What calibration and sensitivity ask for: the same values as the whole table gives."""
+    keys = ["time_to_bcell_return", "cart_persistence", "neutropenia_grade3"]
+    out = endpoints.compute({"visits": VISITS, "patients": PATIENTS, "lab_grades": LAB_GRADES}, OBSERVATIONS,
+                            keys=keys).sort("subject")
+    assert out.columns == ["subject", "arm", "worst_neutropenia_grade", "cart_detectable_until_day",
+                           "time_to_bcell_return", "time_to_bcell_return_event", "cart_persistence",
+                           "neutropenia_grade3"]
+    whole = endpoints.compute({"visits": VISITS, "patients": PATIENTS, "lab_grades": LAB_GRADES}, OBSERVATIONS)
+    assert_frame_equal(out, whole.select(out.columns).sort("subject"))
 
 
 def test_every_column_the_table_reads_exists_in_the_clinical_layer():
@@ -156,11 +200,15 @@ def test_every_column_the_table_reads_exists_in_the_clinical_layer():
     tables = score_observations(obs)
     table = endpoints.definitions()
     visit_columns, patient_columns = set(tables["visits"].columns), set(tables["patients"].columns)
+    lab_columns = set(tables["lab_grades"].columns)
     variables = {v.name for v in table.variables}
     for v in table.variables:
         if v.source == "visits":
             read = {c.column for c in (*v.rows, *v.where, *v.of)} | ({v.column} if v.column else set())
             assert read <= visit_columns, (v.name, read - visit_columns)
+        if v.source == "lab_grades":
+            read = {c.column for c in (*v.rows, *v.where)} | {v.column}
+            assert read <= lab_columns, (v.name, read - lab_columns)
     for e in table.endpoints:
         missing = endpoint_inputs(e) - patient_columns - variables
         assert not missing, (e.key, missing)

@@ -94,6 +94,51 @@ def _serology(v: Variable, observations: pl.DataFrame, baseline_last_day: float)
     return subjects.join(scored, on="subject", how="left")
 
 
+def _last_detectable(v: Variable, observations: pl.DataFrame) -> pl.DataFrame:
+    """The last day on or after day 0 with ``v.test`` at or above its detection limit (the row's
+    ``lower``), moved by log-linear interpolation to where the count crosses the limit before the
+    next sample (a sampled last day is a step function of the model's parameters, which a search
+    cannot descend); the last sample's day when detectable there (censored: a lower bound); 0 when
+    never detectable after day 0; null without a count or a detection limit."""
+    subjects = observations.select("subject").unique()
+    rows = observations.filter((pl.col("test") == v.test) & pl.col("value").is_not_null() & (pl.col("day") >= 0))
+    if rows.height == 0 or "lower" not in rows.columns:
+        return subjects.with_columns(pl.lit(None, pl.Float64).alias(v.name))
+    rows = rows.sort("subject", "day").with_columns(
+        pl.col("day").shift(-1).over("subject").alias("_next_day"),
+        pl.col("value").shift(-1).over("subject").alias("_next_value"))
+    detectable = pl.col("value") >= pl.col("lower")
+    per_patient = rows.group_by("subject").agg(
+        pl.col("lower").is_not_null().any().alias("_limit_known"),
+        *[pl.col(c).filter(detectable).last().alias(f"_{c}") for c in ("day", "value", "lower", "_next_day", "_next_value")])
+    log = lambda c: pl.max_horizontal(pl.col(c), pl.lit(1e-300)).log()  # noqa: E731
+    lo, hi, limit = log("_value"), log("__next_value"), log("_lower")
+    crossing = pl.col("_day") + (pl.col("__next_day") - pl.col("_day")) * (lo - limit) / (lo - hi)
+    value = (pl.when(~pl.col("_limit_known")).then(None)
+             .when(pl.col("_day").is_null()).then(0.0)
+             .when(pl.col("__next_day").is_not_null() & (lo > hi)).then(crossing)
+             .otherwise(pl.col("_day")).cast(pl.Float64))
+    scored = per_patient.select("subject", value.alias(v.name))
+    return subjects.join(scored, on="subject", how="left")
+
+
+def _lab_grade_variables(variables: list[Variable], lab_grades: pl.DataFrame, baseline_last_day: float) -> list[pl.DataFrame]:
+    """``max`` of a lab-grade column over a patient's ``rows`` (e.g. one test), after baseline when
+    asked; null for a patient without such rows."""
+    needed = {"day"}
+    for v in variables:
+        needed |= _columns(v.rows) | _columns(v.where) | {v.column}
+    lab_grades = _with_columns(lab_grades, needed)
+    out = []
+    for v in variables:
+        selected = all_of(v.where)
+        if v.after_baseline:
+            selected = selected & (pl.col("day") > baseline_last_day)
+        frame = lab_grades.filter(all_of(v.rows)) if v.rows else lab_grades
+        out.append(frame.group_by("subject").agg(pl.col(v.column).filter(selected).max().alias(v.name)))
+    return out
+
+
 def endpoint_values(e: Endpoint) -> list[pl.Expr]:
     """The per-patient value column(s) of an endpoint, over a frame holding its inputs."""
     if e.type == "binary":
@@ -118,30 +163,42 @@ def endpoint_inputs(e: Endpoint) -> set[str]:
     return names
 
 
-def compute(clinical: Mapping[str, pl.DataFrame], observations: pl.DataFrame, table: Table | None = None) -> pl.DataFrame:
+def compute(clinical: Mapping[str, pl.DataFrame], observations: pl.DataFrame, table: Table | None = None,
+            keys: list[str] | tuple[str, ...] | None = None) -> pl.DataFrame:
     """Every endpoint of ``table`` (default: cartwin's) for every patient.
 
     ``clinical``: the clinical layer's tables (``clinical.score_observations``), of which
-    ``patients`` (one row per subject, with ``arm``) and ``visits`` are read; ``observations``:
-    the canonical observation frame they were scored from. Returns one row per patient of
-    ``clinical["patients"]``: subject, arm, the table's variables, then each endpoint's value
-    (binary: true/false, null outside the denominator; continuous: the value; time to event: the
-    time in days and ``<key>_event``, true for an event and false for a censored time).
+    ``patients`` (one row per subject, with ``arm``), ``visits`` and ``lab_grades`` are read (the
+    last two only when a variable needs them; without ``lab_grades`` its variables are null); ``observations``: the canonical observation frame
+    they were scored from. ``keys``: only these endpoints and the variables they need (default:
+    all). Returns one row per patient of ``clinical["patients"]``: subject, arm, the table's
+    variables, then each endpoint's value (binary: true/false, null outside the denominator;
+    continuous: the value; time to event: the time in days and ``<key>_event``, true for an event
+    and false for a censored time).
     """
     from cartwin.clinical.ruleset import settings
 
     table = table or definitions()
+    chosen = table.endpoints if keys is None else tuple(table.endpoint(k) for k in keys)
+    needed = set().union(*(endpoint_inputs(e) for e in chosen)) if chosen else set()
+    variables = table.variables if keys is None else tuple(v for v in table.variables if v.name in needed)
     baseline_last_day = settings("ctcae_v5")["baseline_last_day"]
     patients = clinical["patients"]
     frame = patients
-    visit_vars = [v for v in table.variables if v.source == "visits"]
+    visit_vars = [v for v in variables if v.source == "visits"]
+    lab_vars = [v for v in variables if v.source == "lab_grades"]
     parts = _visit_variables(visit_vars, clinical["visits"], baseline_last_day) if visit_vars else []
-    parts += [_serology(v, observations, baseline_last_day) for v in table.variables if v.source == "observations"]
-    names = [v.name for v in table.variables]
+    if lab_vars:
+        # no lab-grade table (no lab observed): its variables are null, their endpoints not evaluable
+        lab_grades = clinical.get("lab_grades", pl.DataFrame(schema={"subject": pl.String}))
+        parts += _lab_grade_variables(lab_vars, lab_grades, baseline_last_day)
+    readers = {"serology_normalisation": lambda v: _serology(v, observations, baseline_last_day),
+               "last_detectable_day": lambda v: _last_detectable(v, observations)}
+    parts += [readers[v.statistic](v) for v in variables if v.source == "observations"]
+    names = [v.name for v in variables]
     frame = frame.drop([n for n in names if n in frame.columns])
     for part in parts:
         frame = frame.join(part, on="subject", how="left")
-    needed = set().union(*(endpoint_inputs(e) for e in table.endpoints)) if table.endpoints else set()
     frame = _with_columns(frame, needed)
-    values = [expr for e in table.endpoints for expr in endpoint_values(e)]
+    values = [expr for e in chosen for expr in endpoint_values(e)]
     return frame.select("subject", "arm", *names, *values)

@@ -12,9 +12,10 @@ from importlib import resources
 from pathlib import Path
 
 TYPES = ("binary", "continuous", "time_to_event")
-SOURCES = ("visits", "observations")
+SOURCES = ("visits", "observations", "lab_grades")
 STATISTICS = {"visits": ("first_day", "last_day", "last", "count_not_null", "any"),
-              "observations": ("serology_normalisation",)}
+              "observations": ("serology_normalisation", "last_detectable_day"),
+              "lab_grades": ("max",)}
 OPERATORS = ("==", "!=", "<", "<=", ">", ">=", "in", "is_true", "is_false", "is_null", "is_not_null")
 UNARY = ("is_true", "is_false", "is_null", "is_not_null")
 _DESCRIPTIVE = ("label", "standard", "standard_version", "definition", "population", "censoring", "unit")
@@ -135,7 +136,8 @@ def _variable(r: dict, where: str) -> Variable:
     if r["statistic"] not in STATISTICS[r["from"]]:
         raise EndpointTableError(f"{where}: statistic {r['statistic']!r} is not one of "
                                  f"{', '.join(STATISTICS[r['from']])} for from = {r['from']!r}")
-    needs = {"last": "column", "count_not_null": "column", "any": "of", "serology_normalisation": "test"}
+    needs = {"last": "column", "count_not_null": "column", "any": "of", "serology_normalisation": "test",
+             "last_detectable_day": "test", "max": "column"}
     if r["statistic"] in needs and needs[r["statistic"]] not in r:
         raise EndpointTableError(f"{where}: statistic {r['statistic']!r} needs field {needs[r['statistic']]!r}")
     if r["statistic"] == "serology_normalisation" and r.get("direction") not in ("low", "high"):

@@ -4,8 +4,10 @@ Published CAR-T lupus series report summaries (a mean B-cell return day, a peak 
 patient-level data, so a population fit does not apply. Instead a fixed virtual cohort per
 scenario (the engine's virtual patients with the model's declared variability; the same random
 numbers for every candidate, so the objective is a smooth, deterministic function of the
-parameters) is simulated, scored with the clinical layer's definitions, and the weighted squared
-distance to the targets is minimised (Nelder-Mead on log parameters; scipy.optimize).
+parameters) is simulated, scored by the clinical layer, each patient's endpoints computed by
+cartwin.endpoints (cart_tmax, cart_persistence, time_to_bcell_return), and the weighted squared
+distance of the cohort's means and medians to the targets is minimised (Nelder-Mead on log
+parameters; scipy.optimize).
 
 The result is a data file (``calibrations/<model>_<date>.json``) holding the values, the targets
 with their sources, the objective, the cohort, the date and the hash of the model it was made
@@ -116,7 +118,6 @@ class Cohort:
                                         pop.covariates["CRCL"][i]) for i in range(n)]}
 
     def statistics(self, values: dict[str, float]) -> dict[str, float]:
-        from cartwin.clinical.kinetics import bcell_aplasia, cart_kinetics
         from cartwin.simulate.engine import solve
 
         names = self.model.parameter_names
@@ -127,47 +128,46 @@ class Cohort:
                 typical[names.index(name)] = v
             theta = typical[None, :] * np.exp(arm["eta"])
             res = solve(self.model, theta, arm["cov"], arm["doses"], self.days, self.solver, nonnegative=False)
-            obs = res.observations[res.ok]
-            tests = [o.test for o in self.model.observables]
-            n_ok = obs.shape[0]
-            subject = np.repeat(np.arange(n_ok).astype(str), self.days.size)
-            day = np.tile(self.days, n_ok)
-            # detection limit 1 cell/uL: "detectable" as the model's behaviour tests read flow counts
-            cart = pl.DataFrame({"subject": subject, "day": day, "value": obs[:, :, tests.index("CART")].reshape(-1),
-                                 "lower": 1.0})
-            bcell = pl.DataFrame({"subject": subject, "day": day, "value": obs[:, :, tests.index("BCELL")].reshape(-1)})
-            kinetics = cart_kinetics(cart).sort("subject")
-            tmax = kinetics["cart_tmax"].to_numpy().astype(float)
-            last = _last_detectable_day(obs[:, :, tests.index("CART")], self.days, limit=1.0)
-            back = bcell_aplasia(bcell)["bcell_return_day"].to_numpy().astype(float)
-            censored = np.isnan(back)
-            out[key] = {"mean_cart_tmax": float(np.mean(tmax)),
-                        "median_cart_last_detectable_day": float(np.median(last)),
-                        "mean_bcell_return_day": float(np.mean(np.where(censored, self.days[-1], back))),
-                        "bcell_not_back": int(censored.sum()), "failed": int((~res.ok).sum())}
+            out[key] = {**scenario_statistics(self.model, res.observations[res.ok], self.days),
+                        "failed": int((~res.ok).sum())}
         return out
 
 
-def _last_detectable_day(cart: np.ndarray, days: np.ndarray, limit: float) -> np.ndarray:
-    """The clinical layer's last detectable day (last sample at or above ``limit`` after infusion),
-    refined by log-linear interpolation to where the count crosses the limit before the next
-    sample: on a weekly grid the sampled day is a step function of the parameters, which a
-    simplex search cannot descend."""
-    post = days >= 0
-    d, c = days[post], np.maximum(cart[:, post], 1e-300)
-    above = c >= limit
-    out = np.zeros(c.shape[0])  # never detectable after infusion: day 0
-    for i in range(c.shape[0]):
-        idx = np.flatnonzero(above[i])
-        if idx.size == 0:
-            continue
-        j = idx[-1]
-        if j + 1 >= d.size:
-            out[i] = d[j]
-            continue
-        lo, hi = np.log(c[i, j]), np.log(c[i, j + 1])
-        out[i] = d[j] + (d[j + 1] - d[j]) * (lo - np.log(limit)) / (lo - hi) if lo > hi else d[j]
-    return out
+# The endpoints (cartwin.endpoints, definitions.toml) each statistic summarises.
+STATISTIC_ENDPOINTS = {"mean_cart_tmax": "cart_tmax", "median_cart_last_detectable_day": "cart_persistence",
+                       "mean_bcell_return_day": "time_to_bcell_return"}
+CART_DETECTION_LIMIT = 1.0  # cells/uL: "detectable" as the model's behaviour tests read flow counts
+
+
+def scenario_statistics(model, observations: np.ndarray, days: np.ndarray) -> dict[str, float]:
+    """The calibration statistics of one scenario's simulated patients (``observations``: patients x
+    days x the model's observables), from their endpoints: the clinical layer scores the CAR-T and
+    B-cell counts, cartwin.endpoints computes each patient's cart_tmax, cart_persistence and
+    time_to_bcell_return, and the cohort's mean or median is taken here."""
+    from cartwin.clinical import observations_from_frame, score_observations
+    from cartwin.endpoints import compute
+
+    tests = [o.test for o in model.observables]
+    units = {o.test: o.unit for o in model.observables}
+    n, t = observations.shape[:2]
+    subject = np.repeat([f"p{i:04d}" for i in range(n)], t)
+    day = np.tile(days, n)
+    frames = [pl.DataFrame({"subject": subject, "arm": "calibration", "day": day, "test": test,
+                            "value": observations[:, :, tests.index(test)].reshape(-1), "unit": units[test],
+                            "lower": CART_DETECTION_LIMIT if test == "CART" else None},
+                           schema_overrides={"lower": pl.Float64})
+              for test in ("CART", "BCELL")]
+    obs = observations_from_frame(pl.concat(frames), "<calibration cohort>")
+    endpoints = compute(score_observations(obs), obs.frame, keys=list(STATISTIC_ENDPOINTS.values()))
+    back = endpoints.filter(pl.col("time_to_bcell_return").is_not_null())
+    return {
+        "mean_cart_tmax": float(endpoints["cart_tmax"].drop_nulls().mean()),
+        "median_cart_last_detectable_day": float(endpoints["cart_persistence"].drop_nulls().median()),
+        # a patient still aplastic at the last count counts at that day (censored: a lower bound)
+        "mean_bcell_return_day": float(back["time_to_bcell_return"].mean()),
+        "bcell_aplastic": back.height,
+        "bcell_not_back": int((~back["time_to_bcell_return_event"]).sum()),
+    }
 
 
 def calibrate(parameters: tuple[str, ...] = DEFAULT_PARAMETERS, targets: tuple[Target, ...] = TARGETS,
@@ -224,9 +224,11 @@ def calibrate(parameters: tuple[str, ...] = DEFAULT_PARAMETERS, targets: tuple[T
                    "population": "cartwin.fit.synthetic.DESIGN_POPULATION (refractory SLE, as tests/model)",
                    "variability": "the model's declared IIV; the same patients for every candidate",
                    "dose": "1e6 CAR-T cells/kg",
-                   "definitions": "clinical layer: CAR-T Tmax and last detectable day (cellular kinetics, "
-                                  "detection limit 1 cell/uL); B-cell return = first day at or above 1 cell/uL "
-                                  "after aplasia (kinetics.toml); not back by day 364 counts as 364"},
+                   "definitions": "cartwin.endpoints (definitions.toml " + _endpoint_table_version() + "): mean "
+                                  "of cart_tmax; median of cart_persistence (detection limit 1 cell/uL, "
+                                  "interpolated to the crossing); mean of time_to_bcell_return over patients "
+                                  "with aplasia, a patient not back by the last count (day 364) counted there "
+                                  "(censored, a lower bound)"},
         "scenario_statistics": {f"{k[0]}/{k[1]}": v for k, v in stats.items()},
         "outside_declared_bounds": bounds_violated,
         "seconds": time.perf_counter() - start,
@@ -242,6 +244,11 @@ def calibrate(parameters: tuple[str, ...] = DEFAULT_PARAMETERS, targets: tuple[T
         path.write_text(json.dumps(record, indent=2) + "\n")
         record["path"] = str(path)
     return record
+
+
+def _endpoint_table_version() -> str:
+    from cartwin.endpoints import definitions
+    return f"version {definitions().version}"
 
 
 def latest_calibration(model_name: str = "lupus_cart") -> Path:

@@ -30,15 +30,21 @@ from cartwin.fit.errors import FitError
 Z95 = 1.959963984540054
 MONTH6_DAY = 180.0
 
+# Each output is an endpoint of cartwin.endpoints (definitions.toml: standard, definition,
+# censoring); Sobol indices need one number per run, so what the endpoint leaves out of its
+# population gets the value written here.
 OUTPUTS = {
-    "bcell_aplasia_days": "B-cell aplasia duration, days (clinical layer: below 1 cell/uL to return; "
-                          "not returned by the end of follow-up counts as the follow-up left, a lower bound)",
-    "cart_cmax": "CAR-T Cmax, cells/uL (clinical layer cellular kinetics)",
-    "sledai0_month6": "SLEDAI-2K 0 at month 6 (day 180), 1/0 (clinical layer SLEDAI scoring; its lower "
-                      "bound sledai2k_min, i.e. descriptors the model does not produce, the CNS items, "
-                      "count as absent, as in the model's behaviour tests)",
-    "neutropenia_grade3": "grade >= 3 neutrophil count decreased after infusion, 1/0 (CTCAE v5, clinical layer)",
+    "bcell_aplasia_days": "B-cell aplasia duration, days (endpoint bcell_aplasia_days: below 1 cell/uL to "
+                          "return; still aplastic at the last B-cell count: censored there, so the time to "
+                          "that count, a lower bound); never aplastic: 0",
+    "cart_cmax": "CAR-T Cmax, cells/uL (endpoint cart_cmax)",
+    "sledai0_month6": "SLEDAI-2K 0 at month 6 (day 180), 1/0 (endpoint sledai0_month6: the SLEDAI-2K lower "
+                      "bound, descriptors the model does not produce, the CNS items, taken as absent)",
+    "neutropenia_grade3": "grade >= 3 neutrophil count decreased after infusion, 1/0 (endpoint neutropenia_grade3, "
+                          "CTCAE v5); no graded count after infusion: 0",
 }
+# what a run outside an endpoint's population scores (see OUTPUTS)
+OUTSIDE_POPULATION = {"bcell_aplasia_days": 0.0, "neutropenia_grade3": 0.0}
 
 
 @dataclass
@@ -90,31 +96,27 @@ def _grid(protocol, follow_up: float) -> np.ndarray:
     return np.array(sorted(d for d in days if d <= follow_up))
 
 
-def _score(frame: pl.DataFrame, outputs: tuple[str, ...], follow_up: float) -> dict[str, np.ndarray]:
-    """Endpoints per subject ("r<row>") by the clinical layer, in row order."""
+def _score(frame: pl.DataFrame, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Endpoints per subject ("r<row>"), in row order: the clinical layer's tables, then
+    cartwin.endpoints."""
     from cartwin.clinical import observations_from_frame, score_observations
+    from cartwin.endpoints import compute
 
-    tables = score_observations(observations_from_frame(frame, "<sensitivity>"))
+    obs = observations_from_frame(frame, "<sensitivity>")
+    # the binary endpoint bcell_aplasia tells a patient never aplastic (false) from one without counts
+    extra = ["bcell_aplasia"] if "bcell_aplasia_days" in outputs else []
+    endpoints = compute(score_observations(obs), obs.frame, keys=[*outputs, *extra])
     subjects = frame.select("subject").unique(maintain_order=True)
+    per_run = subjects.join(endpoints, on="subject", how="left")
     out = {}
-    patients = subjects.join(tables["patients"], on="subject", how="left")
-    if "bcell_aplasia_days" in outputs:
-        onset = patients["bcell_aplasia_onset_day"].to_numpy().astype(float)
-        back = patients["bcell_return_day"].to_numpy().astype(float)
-        # never below the threshold: 0 days; not back by the end: the follow-up left (lower bound)
-        out["bcell_aplasia_days"] = np.where(np.isnan(onset), 0.0,
-                                             np.where(np.isnan(back), follow_up - onset, back - onset))
-    if "cart_cmax" in outputs:
-        out["cart_cmax"] = patients["cart_cmax"].to_numpy().astype(float)
-    if "sledai0_month6" in outputs:
-        month6 = tables["visits"].filter(pl.col("day") == MONTH6_DAY).select("subject", "sledai2k_min")
-        s = subjects.join(month6, on="subject", how="left")["sledai2k_min"].to_numpy().astype(float)
-        out["sledai0_month6"] = np.where(np.isnan(s), np.nan, (s == 0).astype(float))
-    if "neutropenia_grade3" in outputs:
-        worst = (tables["lab_grades"].filter((pl.col("test") == "NEUT") & (pl.col("day") > 0))
-                 .group_by("subject").agg(pl.col("grade").max()))
-        g = subjects.join(worst, on="subject", how="left")["grade"].to_numpy().astype(float)
-        out["neutropenia_grade3"] = (np.nan_to_num(g, nan=0.0) >= 3).astype(float)
+    for o in outputs:
+        values = per_run[o].cast(pl.Float64).to_numpy()
+        if o == "bcell_aplasia_days":
+            never = (~per_run["bcell_aplasia"]).fill_null(False).to_numpy()
+            values = np.where(never, OUTSIDE_POPULATION[o], values)
+        elif o in OUTSIDE_POPULATION:
+            values = np.where(np.isnan(values), OUTSIDE_POPULATION[o], values)
+        out[o] = values
     return out
 
 
@@ -198,7 +200,7 @@ def sensitivity(protocol, outputs: list[str] | None = None, parameters: list[str
             "day": np.tile(np.repeat(days, n_o), n_ok),
             "test": np.tile(tests, n_ok * n_t), "value": obs.reshape(-1),
             "unit": np.tile(units, n_ok * n_t)})
-        scored = _score(frame, outputs, follow_up)
+        scored = _score(frame, outputs)
         for o in outputs:
             values[o][ok_rows] = scored[o]
     indices = {}
