@@ -6,10 +6,12 @@ import csv
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from cartwin.validation import sensitivity
 from cartwin.validation.command import validate_model
+from cartwin.validation.suite import evaluate, load_suite, simulate_scenario
 
 ONLY = ["mackensen_bcell_return", "mackensen_crs_any", "tyu19_tmax"]  # in the suite's order
 
@@ -31,10 +33,25 @@ def test_validate_model_writes_the_report_for_the_targets_asked(tmp_path):
     assert {r["calibration"] for r in rows} == {"yes"}
 
 
-def test_a_scenario_the_catalogue_cannot_express_is_reported_not_simulable(tmp_path):
-    outcome = validate_model(n=4, seed=5, out=tmp_path, only=["ccar_bcell_recovery"], sensitivity=False)
+def test_the_bcma_scenarios_are_simulated_with_the_bcma_presets(tmp_path):
+    """The two BCMA-directed scenarios name the catalogue's presets and give a value, not "not simulable"."""
+    suite = load_suite()
+    assert [a["product"] for a in suite.scenarios["bcma_cd19_ccar"].arms] == ["bcma_cd19_ccar"]
+    assert [a["dose"] for a in suite.scenarios["bcma_cd19_ccar"].arms] == [{"cells_per_kg": 3e6}]
+    assert [a["product"] for a in suite.scenarios["bcma_lupus_nephritis"].arms] == ["bcma_car"]
+    outcome = validate_model(n=4, seed=5, out=tmp_path, only=["bcma_bcell_return_3m"], sensitivity=False)
     (result,) = outcome.results
-    assert result.status == "not simulable" and "bcma_cd19_ccar" in result.reason
+    assert result.status != "not simulable", result.reason
+
+
+def test_a_scenario_the_catalogue_cannot_express_is_reported_not_simulable():
+    suite = load_suite()
+    scenario = suite.scenarios["bcma_lupus_nephritis"]
+    unknown = replace(scenario, arms=tuple({**a, "product": "no_such_product"} for a in scenario.arms))
+    run = simulate_scenario(suite, unknown, n=4, seed=5)
+    (target,) = [t for t in suite.targets if t.id == "bcma_bcell_return_3m"]
+    result = evaluate(target, run)
+    assert result.status == "not simulable" and "no_such_product" in result.reason
 
 
 def test_intensity_lever_scales_both_drugs_and_keeps_the_days():
