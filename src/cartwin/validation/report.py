@@ -121,8 +121,10 @@ def render(suite: Suite, results: list[Result], n: int, seed: int, model: str, c
         lines += [f"- {note}" for note in calibration_notes]
     else:
         lines.append("Every parameter named by a calibrated target exists in the current model. The flags follow "
-                     "the parameter sources in `src/cartwin/model/lupus_cart.py` (a parameter set to, assumed for, "
-                     "or taken from the target's quantity makes the target calibrated); a model change that sets "
+                     "the parameter sources in `src/cartwin/model/lupus_cart.py`: a parameter set to, or taken from, "
+                     "the target's number, or the relation that number measures in the same source, makes the "
+                     "target calibrated; a target a parameter was only meant to resemble in general (a generic "
+                     "nadir, a moderate fall, cited from other sources) is held out. A model change that sets "
                      "parameters from a held-out target must flip its flag in `targets.toml`.")
     if sensitivity is not None:
         lines += _sensitivity_section(sensitivity, sensitivity_n or n)
