@@ -84,3 +84,21 @@ def test_same_seed_same_numbers(tmp_path):
     validate_model(n=8, seed=11, out=tmp_path / "a", only=only, sensitivity=False)
     validate_model(n=8, seed=11, out=tmp_path / "b", only=only, sensitivity=False)
     assert (tmp_path / "a" / "validation_results.csv").read_text() == (tmp_path / "b" / "validation_results.csv").read_text()
+
+
+def test_sensitivity_reads_the_aplasia_and_remission_endpoints():
+    """Per patient: aplasia days are the endpoint's time (censored ones included), 0 without
+    aplasia; remission by month 6 is the endpoint (null outside its denominator)."""
+    import polars as pl
+
+    from cartwin.validation import statistics as st
+
+    patients = pl.DataFrame({"subject": ["p1", "p2", "p3"], "cart_cmax": [10.0, 20.0, 5.0],
+                             "bcell_aplasia": [True, True, False], "bcell_aplasia_days": [93.0, 355.0, None],
+                             "remission_m6": [True, False, None]})
+    labs = pl.DataFrame({"subject": ["p1", "p2"], "term": ["Neutrophil count decreased"] * 2, "grade": [4, 1]})
+    empty = pl.DataFrame({"subject": pl.Series([], dtype=pl.String)})
+    out = sensitivity.per_patient(st.ArmData("arm", patients, empty, labs, empty, empty)).sort("subject")
+    assert out["aplasia_days"].to_list() == [93.0, 355.0, 0.0]
+    assert out["remission_m6"].to_list() == [True, False, None]
+    assert out["neutropenia_g3"].to_list() == [True, False, None]

@@ -70,6 +70,10 @@ def test_bcell_statistics():
     early = arm(PATIENTS.with_columns(pl.when(pl.col("subject") == "p2").then(20.0)
                                       .otherwise(pl.col("bcell_aplasia_days")).alias("bcell_aplasia_days")))
     assert st.bcell_aplasia_duration_median(early).value == pytest.approx((93 + 145) / 2)
+    # no aplasia at all (a product that spares CD19+ B cells): not evaluable, and the reason says why
+    spared = arm(PATIENTS.with_columns(pl.col("bcell_aplasia") & False))
+    with pytest.raises(st.NotEvaluable, match="no patient reached B-cell aplasia"):
+        st.bcell_return_by_day(spared, 90)
 
 
 def test_cart_persistence():

@@ -70,13 +70,17 @@ def render(suite: Suite, results: list[Result], n: int, seed: int, model: str, c
         "Each target is a published number, read on a scenario (product, dose, lymphodepletion, population) "
         "that the suite simulates once; several targets share a scenario. The statistic is computed from the "
         "clinical layer's scores (SLEDAI-2K, SELENA-SLEDAI, SRI-4, DORIS, SELENA flare index, ASTCT CRS/ICANS, "
-        "CTCAE v5, CAR-T kinetics, B-cell aplasia), with a 95% interval (exact binomial for proportions, "
-        "Newcombe for differences, order statistics for medians, Welch on the log scale for geometric-mean "
-        "ratios, bootstrap for ratios of means or medians). A target **passes** when the point estimate lies "
+        "CTCAE v5, CAR-T kinetics, B-cell aplasia) and the per-patient endpoint values of "
+        "`cartwin.endpoints` (remission day, serology, B-cell aplasia duration and time to B-cell return "
+        "with their censoring), with a 95% interval from `cartwin.endpoints.stats` (exact binomial for "
+        "proportions, Newcombe for differences, order statistics for medians, Kaplan-Meier with "
+        "Brookmeyer-Crowley limits for censored times, Welch on the log scale for geometric-mean ratios) "
+        "or a seeded bootstrap for ratios of means or medians. A target **passes** when the point estimate lies "
         "in its acceptance range; the range's basis is given per target below. *Calibrated*: a model "
         "parameter was set to this target (`calibrated_by`); *held out*: it was not. *Not simulable*: the "
         "scenario needs something the model or its product catalogue does not have (counted as not passing). "
-        "*Not evaluable*: the run lacks an observable the statistic needs (counted as not passing).",
+        "*Not evaluable*: the run lacks an observable the statistic needs, or no virtual patient is in the "
+        "statistic's population (counted as not passing).",
         "",
         "How much a pass says: most autoimmune targets come from case series of 3-15 patients, so their "
         "exact intervals are wide and a target of k/k sets only a lower bound; targets from oncology "

@@ -145,7 +145,11 @@ def _require(arm: ArmData, column: str) -> None:
 
 def _aplastic(arm: ArmData) -> pl.DataFrame:
     _require(arm, "bcell_aplasia")
-    return arm.patients.filter(pl.col("bcell_aplasia").fill_null(False))
+    aplastic = arm.patients.filter(pl.col("bcell_aplasia").fill_null(False))
+    if aplastic.height == 0:
+        counted = arm.patients.filter(pl.col("bcell_aplasia").is_not_null()).height
+        raise NotEvaluable(f"no patient reached B-cell aplasia (0 of {counted} with a B-cell count after infusion)")
+    return aplastic
 
 
 def _time_to_event(arm: ArmData, key: str) -> tuple[np.ndarray, np.ndarray]:
