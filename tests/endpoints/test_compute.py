@@ -122,6 +122,9 @@ EXPECTED = {
     # aplasia: onset to return, or censored at the last B-cell count
     "bcell_aplasia_days": [70.0, 355.0, None, None, 35.0],
     "bcell_aplasia_days_event": [True, False, None, None, True],
+    # B cells back: days from infusion to return, or censored at the last B-cell count
+    "bcell_return_time": [77.0, 365.0, None, None, 40.0],
+    "bcell_return_time_event": [True, False, None, None, True],
     # first mild/moderate or severe flare after baseline, else censored at the last SLEDAI visit
     "time_to_first_flare": [112.0, 150.0, 60.0, 90.0, None],
     "time_to_first_flare_event": [True, False, False, True, None],

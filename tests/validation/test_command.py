@@ -6,10 +6,12 @@ import csv
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from cartwin.validation import sensitivity
 from cartwin.validation.command import validate_model
+from cartwin.validation.suite import evaluate, load_suite, simulate_scenario
 
 ONLY = ["mackensen_bcell_return", "mackensen_crs_any", "tyu19_tmax"]  # in the suite's order
 
@@ -31,10 +33,25 @@ def test_validate_model_writes_the_report_for_the_targets_asked(tmp_path):
     assert {r["calibration"] for r in rows} == {"yes"}
 
 
-def test_a_scenario_the_catalogue_cannot_express_is_reported_not_simulable(tmp_path):
-    outcome = validate_model(n=4, seed=5, out=tmp_path, only=["ccar_bcell_recovery"], sensitivity=False)
+def test_the_bcma_scenarios_are_simulated_with_the_bcma_presets(tmp_path):
+    """The two BCMA-directed scenarios name the catalogue's presets and give a value, not "not simulable"."""
+    suite = load_suite()
+    assert [a["product"] for a in suite.scenarios["bcma_cd19_ccar"].arms] == ["bcma_cd19_ccar"]
+    assert [a["dose"] for a in suite.scenarios["bcma_cd19_ccar"].arms] == [{"cells_per_kg": 3e6}]
+    assert [a["product"] for a in suite.scenarios["bcma_lupus_nephritis"].arms] == ["bcma_car"]
+    outcome = validate_model(n=4, seed=5, out=tmp_path, only=["bcma_bcell_return_3m"], sensitivity=False)
     (result,) = outcome.results
-    assert result.status == "not simulable" and "bcma_cd19_ccar" in result.reason
+    assert result.status != "not simulable", result.reason
+
+
+def test_a_scenario_the_catalogue_cannot_express_is_reported_not_simulable():
+    suite = load_suite()
+    scenario = suite.scenarios["bcma_lupus_nephritis"]
+    unknown = replace(scenario, arms=tuple({**a, "product": "no_such_product"} for a in scenario.arms))
+    run = simulate_scenario(suite, unknown, n=4, seed=5)
+    (target,) = [t for t in suite.targets if t.id == "bcma_bcell_return_3m"]
+    result = evaluate(target, run)
+    assert result.status == "not simulable" and "no_such_product" in result.reason
 
 
 def test_intensity_lever_scales_both_drugs_and_keeps_the_days():
@@ -67,3 +84,21 @@ def test_same_seed_same_numbers(tmp_path):
     validate_model(n=8, seed=11, out=tmp_path / "a", only=only, sensitivity=False)
     validate_model(n=8, seed=11, out=tmp_path / "b", only=only, sensitivity=False)
     assert (tmp_path / "a" / "validation_results.csv").read_text() == (tmp_path / "b" / "validation_results.csv").read_text()
+
+
+def test_sensitivity_reads_the_aplasia_and_remission_endpoints():
+    """Per patient: aplasia days are the endpoint's time (censored ones included), 0 without
+    aplasia; remission by month 6 is the endpoint (null outside its denominator)."""
+    import polars as pl
+
+    from cartwin.validation import statistics as st
+
+    patients = pl.DataFrame({"subject": ["p1", "p2", "p3"], "cart_cmax": [10.0, 20.0, 5.0],
+                             "bcell_aplasia": [True, True, False], "bcell_aplasia_days": [93.0, 355.0, None],
+                             "remission_m6": [True, False, None]})
+    labs = pl.DataFrame({"subject": ["p1", "p2"], "term": ["Neutrophil count decreased"] * 2, "grade": [4, 1]})
+    empty = pl.DataFrame({"subject": pl.Series([], dtype=pl.String)})
+    out = sensitivity.per_patient(st.ArmData("arm", patients, empty, labs, empty, empty)).sort("subject")
+    assert out["aplasia_days"].to_list() == [93.0, 355.0, 0.0]
+    assert out["remission_m6"].to_list() == [True, False, None]
+    assert out["neutropenia_g3"].to_list() == [True, False, None]

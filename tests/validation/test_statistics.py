@@ -26,7 +26,11 @@ PATIENTS = pl.DataFrame({
     "bcell_aplasia": [True, True, True, False, None],
     "bcell_aplasia_onset_day": [7.0, 10.0, 5.0, None, None],
     "bcell_return_day": [100.0, None, 150.0, None, None],
-    "bcell_aplasia_days": [93.0, None, 145.0, None, None],
+    # time-to-event endpoints (endpoints.compute): still aplastic = censored at the last count (365)
+    "bcell_aplasia_days": [93.0, 355.0, 145.0, None, None],
+    "bcell_aplasia_days_event": [True, False, True, None, None],
+    "bcell_return_time": [100.0, 365.0, 150.0, None, None],
+    "bcell_return_time_event": [True, False, True, None, None],
     "bcell_last_measured_day": [365.0, 365.0, 365.0, 365.0, None],
     "cart_cmax": [10.0, 40.0, 5.0, 20.0, None],
     "cart_tmax": [10.0, 14.0, 7.0, 10.0, None],
@@ -58,10 +62,18 @@ def test_bcell_statistics():
     # on day 120: p1 back (100), p2 still aplastic, p3 aplastic until 150, p4 never: 2 of 4
     assert st.bcell_aplasia_at_day(a, 120).value == pytest.approx(2 / 4)
     assert st.bcell_return_by_day(a, 120).value == pytest.approx(1 / 3)
-    # returns 100, 150 and one censored (later than both): median 150
+    # returns 100, 150 and one censored at 365: Kaplan-Meier S falls to 1/3 at 150, median 150
     assert st.bcell_return_median(a).value == 150
-    # durations 93, 145 and one censored: median 145
+    # durations 93, 145 and one censored at 355: median 145
     assert st.bcell_aplasia_duration_median(a).value == 145
+    # censored early (before both events): the median is that of the two events, S = 1/2 at 93
+    early = arm(PATIENTS.with_columns(pl.when(pl.col("subject") == "p2").then(20.0)
+                                      .otherwise(pl.col("bcell_aplasia_days")).alias("bcell_aplasia_days")))
+    assert st.bcell_aplasia_duration_median(early).value == pytest.approx((93 + 145) / 2)
+    # no aplasia at all (a product that spares CD19+ B cells): not evaluable, and the reason says why
+    spared = arm(PATIENTS.with_columns(pl.col("bcell_aplasia") & False))
+    with pytest.raises(st.NotEvaluable, match="no patient reached B-cell aplasia"):
+        st.bcell_return_by_day(spared, 90)
 
 
 def test_cart_persistence():
@@ -149,7 +161,9 @@ def test_ratio_to_baseline_and_decline_half_life():
         st.median_ratio_to_baseline(a, "VACCIGG", 180)
     # p1: 40 -> 10 in 7 days, two half-lives: 3.5 d; p2: no decline (inf); median of the two: inf
     e = st.cart_decline_half_life(a, 7)
-    assert e.lower == pytest.approx(3.5) and math.isinf(e.value)
+    assert math.isinf(e.value) and e.n == 2
+    assert math.isnan(e.lower)  # two patients are too few for a 95% order-statistic interval
+    assert st.cart_decline_half_life(arm(peaks.head(1), obs=OBS), 7).value == pytest.approx(3.5)
 
 
 def test_contrasts():

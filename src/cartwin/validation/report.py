@@ -70,13 +70,17 @@ def render(suite: Suite, results: list[Result], n: int, seed: int, model: str, c
         "Each target is a published number, read on a scenario (product, dose, lymphodepletion, population) "
         "that the suite simulates once; several targets share a scenario. The statistic is computed from the "
         "clinical layer's scores (SLEDAI-2K, SELENA-SLEDAI, SRI-4, DORIS, SELENA flare index, ASTCT CRS/ICANS, "
-        "CTCAE v5, CAR-T kinetics, B-cell aplasia), with a 95% interval (exact binomial for proportions, "
-        "Newcombe for differences, order statistics for medians, Welch on the log scale for geometric-mean "
-        "ratios, bootstrap for ratios of means or medians). A target **passes** when the point estimate lies "
+        "CTCAE v5, CAR-T kinetics, B-cell aplasia) and the per-patient endpoint values of "
+        "`cartwin.endpoints` (remission day, serology, B-cell aplasia duration and time to B-cell return "
+        "with their censoring), with a 95% interval from `cartwin.endpoints.stats` (exact binomial for "
+        "proportions, Newcombe for differences, order statistics for medians, Kaplan-Meier with "
+        "Brookmeyer-Crowley limits for censored times, Welch on the log scale for geometric-mean ratios) "
+        "or a seeded bootstrap for ratios of means or medians. A target **passes** when the point estimate lies "
         "in its acceptance range; the range's basis is given per target below. *Calibrated*: a model "
         "parameter was set to this target (`calibrated_by`); *held out*: it was not. *Not simulable*: the "
         "scenario needs something the model or its product catalogue does not have (counted as not passing). "
-        "*Not evaluable*: the run lacks an observable the statistic needs (counted as not passing).",
+        "*Not evaluable*: the run lacks an observable the statistic needs, or no virtual patient is in the "
+        "statistic's population (counted as not passing).",
         "",
         "How much a pass says: most autoimmune targets come from case series of 3-15 patients, so their "
         "exact intervals are wide and a target of k/k sets only a lower bound; targets from oncology "
@@ -121,8 +125,10 @@ def render(suite: Suite, results: list[Result], n: int, seed: int, model: str, c
         lines += [f"- {note}" for note in calibration_notes]
     else:
         lines.append("Every parameter named by a calibrated target exists in the current model. The flags follow "
-                     "the parameter sources in `src/cartwin/model/lupus_cart.py` (a parameter set to, assumed for, "
-                     "or taken from the target's quantity makes the target calibrated); a model change that sets "
+                     "the parameter sources in `src/cartwin/model/lupus_cart.py`: a parameter set to, or taken from, "
+                     "the target's number, or the relation that number measures in the same source, makes the "
+                     "target calibrated; a target a parameter was only meant to resemble in general (a generic "
+                     "nadir, a moderate fall, cited from other sources) is held out. A model change that sets "
                      "parameters from a held-out target must flip its flag in `targets.toml`.")
     if sensitivity is not None:
         lines += _sensitivity_section(sensitivity, sensitivity_n or n)

@@ -9,7 +9,7 @@ central finite difference d log y / d log x = (log y(2x) - log y(x/2)) / log 4. 
 edits: TyU19 to the HLA-intact product; product: TyU19 to autologous) give the change in log y.
 Intervals: a paired bootstrap over patients (the same resampled patients in every run).
 
-Read-outs y, each from the clinical layer (``statistics.score_arms``): CAR-T peak (geometric
+Read-outs y, each from the clinical layer and the endpoints (``statistics.score_arms``): CAR-T peak (geometric
 mean Cmax), B-cell aplasia (mean days in aplasia within follow-up, 0 without aplasia, censored
 at the last measurement), remission by month 6 (SELENA-SLEDAI 0 and PGA < 1 by day 180) and
 grade >= 3 neutropenia (CTCAE v5, worst grade at any time).
@@ -82,16 +82,16 @@ def _protocol(suite: Suite, n: int, seed: int, **change) -> dict:
 
 
 def per_patient(arm: st.ArmData) -> pl.DataFrame:
-    """One row per patient: the four read-outs' per-patient inputs."""
+    """One row per patient: the four read-outs' per-patient inputs. Aplasia days and remission by
+    month 6 are the endpoints ``bcell_aplasia_days`` (onset to return, or to the last B-cell count
+    when still aplastic; 0 here without aplasia) and ``remission_m6`` (``cartwin.endpoints``)."""
     p = arm.patients
-    aplasia = (pl.when(pl.col("bcell_aplasia").fill_null(False))
-               .then(pl.coalesce("bcell_return_day", "bcell_last_measured_day") - pl.col("bcell_aplasia_onset_day"))
+    aplasia = (pl.when(pl.col("bcell_aplasia").fill_null(False)).then(pl.col("bcell_aplasia_days"))
                .otherwise(0.0))
     neut = (arm.lab_grades.filter((pl.col("term") == "Neutrophil count decreased") & pl.col("grade").is_not_null())
             .group_by("subject").agg((pl.col("grade").max() >= 3).alias("neutropenia_g3")))
     return (p.select("subject", pl.col("cart_cmax").alias("cart_peak"), aplasia.cast(pl.Float64).alias("aplasia_days"),
-                     pl.when(pl.col("selena_evaluable_visits") > 0).then(pl.col("remission_day").fill_null(math.inf) <= 180)
-                     .otherwise(None).alias("remission_m6"))
+                     pl.col("remission_m6"))
             .join(neut, on="subject", how="left"))
 
 

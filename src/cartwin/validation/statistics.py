@@ -1,13 +1,16 @@
 """The statistics a validation target can ask for, each a function of scored arms.
 
 Everything clinical comes from the clinical layer as it is: SLEDAI-2K, SELENA-SLEDAI and PGA
-remission, SRI-4, DORIS and the SELENA flare index per visit, ASTCT CRS and ICANS grades, CTCAE v5
-lab grades, CAR-T kinetics and B-cell aplasia (``cartwin.clinical``), and the trial remission
-read-out and serological normalisation of the report (``cartwin.report.scores``). This module only
-counts and summarises them, with an interval: exact Clopper-Pearson for proportions, Newcombe for
-differences, Welch on the log scale for geometric-mean ratios (``cartwin.report.stats``), the
-distribution-free order-statistic interval for medians, and a seeded bootstrap for ratios of means
-or medians. :func:`score_arms` is the one place that calls the clinical layer.
+per visit, SRI-4, DORIS and the SELENA flare index per visit, ASTCT CRS and ICANS grades, CTCAE v5
+lab grades, CAR-T kinetics and B-cell aplasia (``cartwin.clinical``). Per-patient endpoint values
+(the trial remission read-out's remission day, serological normalisation, B-cell aplasia duration
+and time to B-cell return with their censoring) come from the endpoints table
+(``cartwin.endpoints.compute``), declared there once with their standard and censoring rule. This
+module only counts and summarises them, with an interval from ``cartwin.endpoints.stats``: exact
+Clopper-Pearson for proportions, Newcombe for differences, Welch on the log scale for
+geometric-mean ratios, the distribution-free order-statistic interval for medians, Kaplan-Meier
+with Brookmeyer-Crowley limits for censored times; and a seeded bootstrap for ratios of means or
+medians. :func:`score_arms` is the one place that calls the clinical layer and the endpoints.
 """
 
 from __future__ import annotations
@@ -18,9 +21,8 @@ from typing import Callable
 
 import numpy as np
 import polars as pl
-from scipy import stats as sps
 
-from cartwin.report import stats
+from cartwin.endpoints import stats
 
 BOOTSTRAP_SAMPLES = 1000
 BOOTSTRAP_SEED = 20260101
@@ -57,15 +59,18 @@ class ArmData:
 
 def score_arms(observations: pl.DataFrame, source: str = "simulation") -> dict[str, ArmData]:
     """Score a simulation's observation table with the clinical layer; split the tables by arm."""
+    from cartwin import endpoints
     from cartwin.clinical import observations_from_frame, score_observations
-    from cartwin.report.scores import VISIT_COLUMNS, _remission
 
     obs = observations_from_frame(observations, source)
     frame = obs.frame
     tables = score_observations(obs)
     visits = tables["visits"]
-    remission = _remission(visits.select(VISIT_COLUMNS))
-    patients = tables["patients"].join(remission, on="subject", how="left")
+    values = endpoints.compute(tables, frame)
+    # an endpoint's value replaces a clinical column of the same name (e.g. bcell_aplasia_days:
+    # the endpoint's time, censored patients included, with its event flag beside it)
+    clinical = tables["patients"].drop([c for c in values.columns if c not in ("subject", "arm")], strict=False)
+    patients = clinical.join(values.drop("arm"), on="subject", how="left")
     arm_of = patients.select("subject", "arm")
     out = {}
     for arm in patients["arm"].unique(maintain_order=True).to_list():
@@ -85,20 +90,31 @@ def proportion(k: int, n: int, detail: str = "") -> Estimate:
 
 
 def median_with_interval(values: np.ndarray, detail: str = "") -> Estimate:
-    """Median with the distribution-free 95% interval from order statistics. ``inf`` stands for
-    a value censored at the end of follow-up (later than every observed value)."""
-    x = np.sort(np.asarray(values, float))
+    """Median with the distribution-free 95% interval from order statistics
+    (``endpoints.stats.median_interval``). ``inf`` stands for a value that never came (e.g. no
+    CAR-T decline): larger than every finite value."""
+    x = np.asarray(values, float)
     n = x.size
     if n == 0:
         raise NotEvaluable("no evaluable patients")
-    lo = int(sps.binom.ppf(0.025, n, 0.5))
-    hi = int(sps.binom.ppf(0.975, n, 0.5))
-    lower = x[max(lo - 1, 0)]
-    upper = x[min(hi, n - 1)]
-    censored = int(np.isinf(x).sum())
-    note = f"n = {n}" + (f", {censored} censored" if censored else "")
-    return Estimate(float(np.median(x)) if censored * 2 < n else math.inf, float(lower), float(upper), n,
-                    detail or note)
+    iv = stats.median_interval(x)
+    infinite = int(np.isinf(x).sum())
+    note = f"n = {n}" + (f", {infinite} never" if infinite else "")
+    return Estimate(iv.estimate, iv.lower, iv.upper, n, detail or note)
+
+
+def km_median(time: np.ndarray, event: np.ndarray, detail: str = "") -> Estimate:
+    """Kaplan-Meier median of a censored time with its Brookmeyer-Crowley interval
+    (``endpoints.stats``); ``inf`` where the median (or its upper limit) is not reached."""
+    time, event = np.asarray(time, float), np.asarray(event, bool)
+    if time.size == 0:
+        raise NotEvaluable("no evaluable patients")
+    km = stats.kaplan_meier(time, event)
+    iv = km.median()
+    nan_inf = lambda v: math.inf if math.isnan(v) else v  # noqa: E731
+    censored = int((~event).sum())
+    note = f"n = {time.size}" + (f", {censored} censored" if censored else "") + ", Kaplan-Meier"
+    return Estimate(nan_inf(iv.estimate), nan_inf(iv.lower), nan_inf(iv.upper), int(time.size), detail or note)
 
 
 def _bootstrap(fn: Callable[[np.random.Generator], float]) -> tuple[float, float]:
@@ -129,12 +145,19 @@ def _require(arm: ArmData, column: str) -> None:
 
 def _aplastic(arm: ArmData) -> pl.DataFrame:
     _require(arm, "bcell_aplasia")
-    return arm.patients.filter(pl.col("bcell_aplasia").fill_null(False))
+    aplastic = arm.patients.filter(pl.col("bcell_aplasia").fill_null(False))
+    if aplastic.height == 0:
+        counted = arm.patients.filter(pl.col("bcell_aplasia").is_not_null()).height
+        raise NotEvaluable(f"no patient reached B-cell aplasia (0 of {counted} with a B-cell count after infusion)")
+    return aplastic
 
 
-def _censored_days(frame: pl.DataFrame, column: str) -> np.ndarray:
-    """Day values with null (not reached by the last measurement) as +inf."""
-    return frame[column].cast(pl.Float64).fill_null(math.inf).to_numpy()
+def _time_to_event(arm: ArmData, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """A time-to-event endpoint's per-patient times and event flags (``endpoints.compute``), for
+    the patients in its population."""
+    _require(arm, key)
+    known = arm.patients.sort("subject").filter(pl.col(key).is_not_null())
+    return known[key].cast(pl.Float64).to_numpy(), known[f"{key}_event"].cast(pl.Boolean).to_numpy()
 
 
 def _lab_terms(term) -> list[str]:
@@ -263,16 +286,22 @@ def flare_between_days(arm: ArmData, first_day: float, last_day: float) -> Estim
 
 def serology_normalised_by_day(arm: ArmData, test: str, day: float) -> Estimate:
     """Normalisation (C3, C4) or seroconversion (anti-dsDNA) at the last measurement up to
-    ``day``, among patients abnormal at baseline (report.scores serology, clinical layer rule)."""
-    from cartwin.report.scores import SEROLOGY, _serology
+    ``day``, among patients abnormal at baseline: the endpoints table's serology variable for
+    ``test`` (clinical layer rule), computed on the observations up to ``day``."""
+    from cartwin import endpoints
 
-    columns = {t: c for t, _, c in SEROLOGY}
-    if test not in columns:
-        raise ValueError(f"serology test must be one of {sorted(columns)}")
+    table = endpoints.definitions()
+    variables = {v.test: v for v in table.variables if v.statistic == "serology_normalisation"}
+    if test not in variables:
+        raise ValueError(f"serology test must be one of {sorted(variables)}")
     frame = arm.observations.filter(pl.col("day") <= day)
     if frame.filter(pl.col("test") == test).height == 0:
         raise NotEvaluable(f"no {test} observations")
-    result = _serology(frame)[columns[test]].drop_nulls()
+    only = endpoints.Table(table.version, table.source, (variables[test],))
+    patients = arm.patients.select("subject", *(["arm"] if "arm" in arm.patients.columns else []))
+    if "arm" not in patients.columns:
+        patients = patients.with_columns(pl.lit(arm.arm).alias("arm"))
+    result = endpoints.compute({"patients": patients, "visits": arm.visits}, frame, only)[variables[test].name].drop_nulls()
     return proportion(int(result.sum()), result.len())
 
 
@@ -305,13 +334,15 @@ def bcell_return_by_day(arm: ArmData, day: float) -> Estimate:
 
 
 def bcell_return_median(arm: ArmData) -> Estimate:
-    """Median day B cells return, among patients with aplasia; not returned = censored (later)."""
-    return median_with_interval(_censored_days(_aplastic(arm), "bcell_return_day"))
+    """Kaplan-Meier median day B cells return, among patients with aplasia (endpoint
+    ``bcell_return_time``: not returned = censored at the last B-cell count)."""
+    return km_median(*_time_to_event(arm, "bcell_return_time"))
 
 
 def bcell_aplasia_duration_median(arm: ArmData) -> Estimate:
-    """Median aplasia duration among patients with aplasia; still aplastic = censored (longer)."""
-    return median_with_interval(_censored_days(_aplastic(arm), "bcell_aplasia_days"))
+    """Kaplan-Meier median aplasia duration among patients with aplasia (endpoint
+    ``bcell_aplasia_days``: still aplastic = censored at the last B-cell count)."""
+    return km_median(*_time_to_event(arm, "bcell_aplasia_days"))
 
 
 def cart_detectable_at_day(arm: ArmData, day: float) -> Estimate:
@@ -401,22 +432,31 @@ def median_ratio(first: ArmData, second: ArmData, of: str, **params) -> Estimate
         raise NotEvaluable(f"median {a.value:g} over {b.value:g}: the ratio is not finite")
 
     def draw(rng):
-        ma = np.median(xa[rng.integers(0, xa.size, xa.size)])
-        mb = np.median(xb[rng.integers(0, xb.size, xb.size)])
+        ma, mb = _resampled_median(xa, rng), _resampled_median(xb, rng)
         return ma / mb if mb > 0 and math.isfinite(ma) and math.isfinite(mb) else math.nan
     lo, hi = _bootstrap(draw)
     return Estimate(a.value / b.value, lo, hi, a.n + b.n, f"median {a.value:.3g} vs {b.value:.3g}")
 
 
-def _median_inputs(arm: ArmData, of: str, params: dict) -> np.ndarray:
-    arm = ArmData(arm.arm, arm.patients.sort("subject"), arm.visits, arm.lab_grades, arm.adverse_events,
-                  arm.observations)  # a fixed order for the bootstrap
+def _resampled_median(x, rng: np.random.Generator) -> float:
+    """Median of a bootstrap resample of patients: the sample median of plain values, the
+    Kaplan-Meier median of (time, event) pairs (``inf`` where it is not reached)."""
+    if isinstance(x, tuple):
+        time, event = x
+        i = rng.integers(0, time.size, time.size)
+        m = stats.kaplan_meier(time[i], event[i]).quantile(0.5)
+        return math.inf if math.isnan(m) else m
+    return float(np.median(x[rng.integers(0, x.size, x.size)]))
+
+
+def _median_inputs(arm: ArmData, of: str, params: dict):
+    """What the bootstrap resamples, in a fixed (subject) order: values, or (time, event)."""
     if of == "bcell_return_median":
-        return _censored_days(_aplastic(arm), "bcell_return_day")
+        return _time_to_event(arm, "bcell_return_time")
     if of == "bcell_aplasia_duration_median":
-        return _censored_days(_aplastic(arm), "bcell_aplasia_days")
+        return _time_to_event(arm, "bcell_aplasia_days")
     if of == "median_of":
-        return arm.patients[params["column"]].drop_nulls().cast(pl.Float64).to_numpy()
+        return arm.patients.sort("subject")[params["column"]].drop_nulls().cast(pl.Float64).to_numpy()
     raise NotEvaluable(f"median_ratio does not resample {of}")
 
 
