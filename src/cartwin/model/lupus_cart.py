@@ -416,6 +416,7 @@ OBSERVABLES = (
     _o("C4", "C4", "g/L", "complement C4"),
     _o("DSDNA", "DSDNA", "IU/mL", "anti-dsDNA"),
     _o("IGG", "IGG", "g/L", "total IgG"),
+    _o("VACCIGG", "100*LL/LL0", "%", "pre-existing vaccine IgG titre, percent of pre-treatment: made by long-lived plasma cells (Amanna 2007; Bhoj 2016), so it follows LL (IgG half-life 3 weeks, far shorter than the pool's)"),
     _o("ALT", "ALT", "U/L", "ALT"),
     _o("AST", "AST", "U/L", "AST"),
     _o("IL6", "IL6", "pg/mL", "IL-6"),
