@@ -349,25 +349,49 @@ def validate_model_command(
     out.print(f"report -> {outcome.markdown}; table -> {outcome.table}")
 
 
+def _usage_error_types() -> tuple[type[BaseException], ...]:
+    """Click's usage errors: typer >= 0.29 vendors click as ``typer._click``; older typers use click."""
+    import importlib
+    found = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found.append(importlib.import_module(module).ClickException)
+        except ImportError:
+            continue
+    return tuple(found)
+
+
+INTERRUPTED = 130  # 128 + SIGINT, as shells report an interrupted command
+
+
+def _interrupted() -> None:
+    err.print("interrupted; resume with `cartwin run PROTOCOL --out DIR --resume`")
+    sys.exit(INTERRUPTED)
+
+
 def main() -> None:
     bad = _bad_input_types()
+    usage = _usage_error_types()
     try:
-        app(standalone_mode=False)
+        returned = app(standalone_mode=False)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
-        err.print("interrupted; resume with `cartwin run PROTOCOL --out DIR --resume`")
-        sys.exit(130)
+        _interrupted()
     except bad as exc:
         err.print(f"error: {exc}", highlight=False, markup=False)
         sys.exit(EXIT_BAD_INPUT)
-    except Exception as exc:  # click usage errors included
-        import click
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(EXIT_BAD_INPUT)
+    except usage as exc:  # unknown option, missing --out, out-of-range value
+        exc.show()
+        sys.exit(EXIT_BAD_INPUT)
+    except Exception as exc:
         err.print(f"failed: {type(exc).__name__}: {exc}", highlight=False, markup=False)
         sys.exit(EXIT_FAILURE)
+    # outside standalone mode, click returns an interrupted command's exit code instead of raising
+    if returned == INTERRUPTED:
+        _interrupted()
+    if isinstance(returned, int) and not isinstance(returned, bool) and returned != 0:
+        sys.exit(returned)
 
 
 if __name__ == "__main__":

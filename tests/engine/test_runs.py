@@ -257,3 +257,30 @@ def test_mixed_flat_and_per_kg_arms_store_one_column_type_and_score(tmp_path, pr
     # `cartwin score` also writes every patient's endpoints
     endpoints = pl.read_parquet(tmp_path / "scores" / "endpoints.parquet")
     assert endpoints.height == 4 and endpoints["cart_cmax"].null_count() == 0
+
+
+@pytest.mark.parametrize("args, shown", [
+    (["run", "examples/nct05988216.toml"], "--out"),          # a required option missing
+    (["run", "examples/nct05988216.toml", "--out", "x", "--n", "0"], "--n"),  # out of range
+    (["frobnicate"], "frobnicate"),                             # an unknown command
+])
+def test_usage_errors_exit_2_with_a_message_not_a_traceback(args, shown):
+    res = subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
+    assert res.returncode == 2, res.stderr
+    assert shown in res.stderr and "Traceback" not in res.stderr
+
+
+def test_an_interrupted_run_exits_130_and_says_how_to_resume(tmp_path, protocol_dict, monkeypatch, capsys):
+    """Ctrl-C (KeyboardInterrupt inside the command) is exit 130 with the resume hint, never 0."""
+    import cartwin.cli as cli
+    import cartwin.run
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cartwin.run, "run_protocol", interrupted)
+    path = write_protocol(tmp_path / "p.toml", protocol_dict)
+    monkeypatch.setattr(sys, "argv", ["cartwin", "run", str(path), "--out", str(tmp_path / "run")])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 130
+    assert "--resume" in capsys.readouterr().err
