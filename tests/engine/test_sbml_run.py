@@ -36,6 +36,11 @@ def test_sbml_model_runs_through_the_engine(tmp_path):
     assert cart[90.0] == pytest.approx(0.34, rel=0.05)
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["model"]["source_sha256"] and manifest["model"]["source"].endswith(".xml")
+    # the run summary (`cartwin show`) reads a run without products or lupus read-outs
+    from cartwin.store import open_run
+    from cartwin.store.summary import arm_summary
+    (row,) = arm_summary(open_run(tmp_path / "run"))
+    assert row["n"] == 3 and row["failed"] == 0 and row["product"] == manifest["model"]["name"]
 
 
 def test_variability_on_sbml_parameters_spreads_patients(tmp_path):

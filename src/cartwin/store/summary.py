@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from cartwin.store.run_directory import RunDirectory
 
-# Read-outs a reader of a CAR-T lupus run looks at first: (label, SQL over one patient's rows).
+# Read-outs a reader of a CAR-T lupus run looks at first: (label, SQL over one patient's rows),
+# shown when the run stores the test (a run of an imported SBML model names its own read-outs).
 _PER_PATIENT = {
     "CAR-T Cmax (cells/uL)": "max(value) FILTER (WHERE test = 'CART')",
     "CAR-T Tmax (day)": "arg_max(day, value) FILTER (WHERE test = 'CART' AND day >= 0)",
@@ -28,21 +29,30 @@ def run_header(rd: RunDirectory) -> str:
 def arm_summary(rd: RunDirectory) -> list[dict]:
     con = rd.connect()
     try:
-        per_patient = ",\n".join(f'{sql} AS "{label}"' for label, sql in _PER_PATIENT.items())
-        con.execute(f"CREATE TEMP VIEW pp AS SELECT subject, any_value(arm) AS arm, {per_patient} "
-                    "FROM observations GROUP BY subject")
-        stats = ",\n".join(
-            f'printf(\'%.3g [%.3g-%.3g]\', median("{l}"), quantile_cont("{l}", 0.05), '
-            f'quantile_cont("{l}", 0.95)) AS "{l}"' for l in _PER_PATIENT)
+        stored = {t for (t,) in con.execute("SELECT DISTINCT test FROM observations").fetchall()}
+        shown = {label: sql for label, sql in _PER_PATIENT.items()
+                 if sql.split("test = '")[1].split("'")[0] in stored}
+        columns = {c for (c, *_) in con.execute("DESCRIBE patients").fetchall()}
+        # an imported model's run has no product or regimen: the model stands in for both
+        product = "p.product" if "product" in columns else "p.model"
+        regimen = "p.regimen" if "regimen" in columns else "'(model events)'"
+        out = []
         rows = con.execute(
-            "SELECT p.arm, any_value(p.product) AS product, any_value(p.regimen) AS regimen, "
+            f"SELECT p.arm, any_value({product}) AS product, any_value({regimen}) AS regimen, "
             "count(*) AS n, count(*) FILTER (WHERE p.status = 'failed') AS failed "
             "FROM patients p GROUP BY p.arm ORDER BY p.arm").fetchall()
-        out = []
-        for arm, product, regimen, n, failed in rows:
-            vals = con.execute(f"SELECT {stats} FROM pp WHERE arm = ?", [arm]).fetchone()
-            row = {"arm": arm, "product": product, "regimen": regimen, "n": n, "failed": failed}
-            row.update(dict(zip(_PER_PATIENT, vals)))
+        if shown:
+            per_patient = ",\n".join(f'{sql} AS "{label}"' for label, sql in shown.items())
+            con.execute(f"CREATE TEMP VIEW pp AS SELECT subject, any_value(arm) AS arm, {per_patient} "
+                        "FROM observations GROUP BY subject")
+            stats = ",\n".join(
+                f'printf(\'%.3g [%.3g-%.3g]\', median("{l}"), quantile_cont("{l}", 0.05), '
+                f'quantile_cont("{l}", 0.95)) AS "{l}"' for l in shown)
+        for arm, product_name, regimen_name, n, failed in rows:
+            row = {"arm": arm, "product": product_name, "regimen": regimen_name, "n": n, "failed": failed}
+            if shown:
+                vals = con.execute(f"SELECT {stats} FROM pp WHERE arm = ?", [arm]).fetchone()
+                row.update(dict(zip(shown, vals)))
             out.append(row)
         return out
     finally:
