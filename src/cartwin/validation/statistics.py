@@ -465,20 +465,11 @@ def dose_elasticity(first: ArmData, second: ArmData, column: str) -> Estimate:
     log scale, divided by the log dose ratio)."""
     if not (first.dose_cells_per_kg and second.dose_cells_per_kg) or first.dose_cells_per_kg == second.dose_cells_per_kg:
         raise NotEvaluable("dose_elasticity needs two arms with different cells/kg doses")
-    logs = []
-    for arm in (first, second):
-        _require(arm, column)
-        x = arm.patients[column].drop_nulls().cast(pl.Float64).to_numpy()
-        x = np.log(x[x > 0])
-        if x.size < 2:
-            raise NotEvaluable(f"fewer than 2 positive {column} values")
-        logs.append(x)
-    iv = stats.geometric_mean_ratio(logs[0].mean(), logs[0].var(ddof=1), logs[0].size,
-                                    logs[1].mean(), logs[1].var(ddof=1), logs[1].size)
+    ratio = geometric_mean_ratio(first, second, column)
     step = math.log(first.dose_cells_per_kg / second.dose_cells_per_kg)
-    bounds = sorted((math.log(iv.lower) / step, math.log(iv.upper) / step))
-    return Estimate(math.log(iv.estimate) / step, bounds[0], bounds[1], logs[0].size + logs[1].size,
-                    f"geometric-mean ratio {iv.estimate:.3g} over a {math.exp(step):.3g}-fold dose")
+    bounds = sorted((math.log(ratio.lower) / step, math.log(ratio.upper) / step))
+    return Estimate(math.log(ratio.value) / step, bounds[0], bounds[1], ratio.n,
+                    f"geometric-mean ratio {ratio.value:.3g} over a {math.exp(step):.3g}-fold dose")
 
 
 def geometric_mean_ratio(first: ArmData, second: ArmData, column: str) -> Estimate:
