@@ -31,12 +31,16 @@ def test_code_table() -> str:
     return "\n".join(lines)
 
 
-def with_test_codes(markdown: str) -> str:
-    block = f"{START}\n{test_code_table()}\n{END}"
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
+def _between_markers(markdown: str, start: str, end: str, table: str, where: str) -> str:
+    """``markdown`` with the text between the marker comments ``start`` and ``end`` replaced."""
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
     if not pattern.search(markdown):
-        raise ValueError("docs/run_directory.md lacks the test-code markers")
-    return pattern.sub(lambda _: block, markdown)
+        raise ValueError(f"{where} lacks the markers {start} ... {end}")
+    return pattern.sub(lambda _: f"{start}\n{table}\n{end}", markdown)
+
+
+def with_test_codes(markdown: str) -> str:
+    return _between_markers(markdown, START, END, test_code_table(), "docs/run_directory.md")
 
 
 def covariate_table() -> str:
@@ -53,11 +57,7 @@ def covariate_table() -> str:
 
 
 def with_covariates(markdown: str) -> str:
-    block = f"{COV_START}\n{covariate_table()}\n{COV_END}"
-    pattern = re.compile(re.escape(COV_START) + ".*?" + re.escape(COV_END), re.S)
-    if not pattern.search(markdown):
-        raise ValueError("docs/protocol.md lacks the covariate markers")
-    return pattern.sub(lambda _: block, markdown)
+    return _between_markers(markdown, COV_START, COV_END, covariate_table(), "docs/protocol.md")
 
 
 def regenerate(docs: Path) -> list[Path]:
