@@ -38,6 +38,7 @@ from cartwin.model import DEFAULT_MODEL as MODEL
 from cartwin.model.codegen import compile_model, warm_up
 from cartwin.population.virtual import generate
 from cartwin.protocol import parse_protocol
+from cartwin.simulate.engine import covariate_matrix
 from cartwin.simulate.events import doses_to_schedule
 from cartwin.plan import make_work, typical_parameters
 from cartwin.simulate.solvers import NumbaBDF, ScipyLSODA
@@ -56,13 +57,11 @@ def patients(start: int, stop: int):
     mod = compile_model(MODEL)
     pop = generate(MODEL, protocol.population, arm, np.arange(start, stop), protocol.seed,
                    typical_parameters(MODEL, therapy))
-    cov = np.column_stack([pop.covariates[c] for c in MODEL.covariate_names])
+    cov = covariate_matrix(MODEL, pop.covariates, stop - start)
     K = mod.constants(pop.theta, cov)
     Y0 = mod.initial(K)
     S = mod.dose_scales(K)
-    sched = [doses_to_schedule(therapy.doses(pop.covariates["BSA"][i], pop.covariates["WT"][i],
-                                             pop.covariates["CRCL"][i]), MODEL, S[i])
-             for i in range(stop - start)]
+    sched = [doses_to_schedule(d, MODEL, S[i]) for i, d in enumerate(therapy.patient_doses(pop.covariates))]
     return mod, K, Y0, sched, pop, therapy
 
 

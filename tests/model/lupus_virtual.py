@@ -147,8 +147,8 @@ def simulate(product: str, regimen: str, theta: np.ndarray, cov: dict[str, np.nd
     days = np.arange(-6.0, 731.0) if days is None else days
     therapy = ArmTherapy("reference", PRODUCTS[product], PRESETS[regimen], dose_per_kg, None)
     bsa = bsa_mosteller(np.broadcast_to(height_cm, (n,)), covd["WT"])
-    doses = [therapy.doses(float(bsa[i]), float(covd["WT"][i]), float(covd["CRCL"][i]) if renal_rule else NORMAL_RENAL_FUNCTION)
-             for i in range(n)]
+    crcl = covd["CRCL"] if renal_rule else np.full(n, NORMAL_RENAL_FUNCTION)
+    doses = therapy.patient_doses({"BSA": bsa, "WT": covd["WT"], "CRCL": crcl})
     result = solve(MODEL, theta, covd, doses, days, make_solver("scipy-lsoda"), nonnegative=False)
     obs = {MODEL.observables[j].test: result.observations[:, :, k] for k, j in enumerate(result.which)}
     return Run(days, obs, result.states, theta, covd, result.ok)

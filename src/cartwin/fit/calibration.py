@@ -113,9 +113,7 @@ class Cohort:
             # keep each patient's random effects; candidates move only the typical values
             self.arms[(therapy.product.name, therapy.regimen.name)] = {
                 "eta": pop.eta, "typical": typical,
-                "cov": np.column_stack([pop.covariates[c] for c in model.covariate_names]),
-                "doses": [therapy.doses(pop.covariates["BSA"][i], pop.covariates["WT"][i],
-                                        pop.covariates["CRCL"][i]) for i in range(n)]}
+                "cov": pop.covariates, "doses": therapy.patient_doses(pop.covariates)}
 
     def statistics(self, values: dict[str, float]) -> dict[str, float]:
         from cartwin.simulate.engine import solve

@@ -131,7 +131,7 @@ def sensitivity(protocol, outputs: list[str] | None = None, parameters: list[str
     from cartwin.model import get_model
     from cartwin.plan.work import typical_parameters
     from cartwin.population.virtual import generate
-    from cartwin.simulate.engine import make_solver, solve
+    from cartwin.simulate.engine import covariate_matrix, make_solver, solve
     from cartwin.therapy.arm import resolve_arm
 
     outputs = tuple(outputs or OUTPUTS)
@@ -168,8 +168,8 @@ def sensitivity(protocol, outputs: list[str] | None = None, parameters: list[str
     bounds = default_ranges(model, typical, names, ranges)
 
     pop = generate(model, protocol.population, arm_decl.id, np.array([patient]), protocol.seed, typical_vector)
-    covariates = np.column_stack([pop.covariates[c] for c in model.covariate_names])
-    doses = therapy.doses(pop.covariates["BSA"][0], pop.covariates["WT"][0], pop.covariates["CRCL"][0])
+    covariates = covariate_matrix(model, pop.covariates, 1)
+    (doses,) = therapy.patient_doses(pop.covariates)
 
     problem = {"num_vars": len(names), "names": names, "bounds": np.log(bounds).tolist()}
     log_samples = sobol_sample.sample(problem, n, calc_second_order=False, seed=seed)

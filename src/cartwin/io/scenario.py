@@ -94,7 +94,8 @@ def build_scenario(model: Model | str | None = None, product: str | Product = "a
     for name, value in therapy.product.mechanism_parameters().items():
         if name in index:
             theta[index[name]] = value
-    doses = tuple(therapy.doses(cov["BSA"], cov["WT"], cov["CRCL"]))
+    (doses,) = therapy.patient_doses(cov)
+    doses = tuple(doses)
     routes = {d.name for d in model.doses}
     unknown = sorted({d.route for d in doses} - routes)
     if unknown:

@@ -45,9 +45,8 @@ def run_chunk(work: RunWork, spec: ChunkSpec) -> ChunkResult:
         doses = [[replace(d, amount=d.amount * scales[i, route[d.route]]) for d in work.fixed_doses]
                  for i in range(n)]
     else:
-        c = pop.covariates
-        doses = [arm.therapy.doses(c["BSA"][i], c["WT"][i], c["CRCL"][i]) for i in range(n)]
-        solved = solve(model, pop.theta, c, doses, days, work.solver(), which=work.which)
+        doses = arm.therapy.patient_doses(pop.covariates)
+        solved = solve(model, pop.theta, pop.covariates, doses, days, work.solver(), which=work.which)
     return ChunkResult(spec, patients_table(pop, model, arm.therapy, solved.ok, solved.reasons),
                        parameters_table(pop, model),
                        observations_table(pop, model, days, solved.observations, solved.ok, solved.which),

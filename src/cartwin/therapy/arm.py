@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from cartwin.therapy.dosing import Dose, fludarabine_renal_factor
 from cartwin.therapy.products import PRODUCTS, Product
 from cartwin.therapy.regimens import DRUGS, PRESETS, Administration, Regimen
@@ -25,6 +27,12 @@ class ArmTherapy:
         if not (isinstance(dose, (int, float)) and math.isfinite(dose) and dose > 0):
             raise UnknownTherapy(f"arm {self.arm!r}: CAR-T dose must be a positive number of cells "
                                  f"(per kg or flat), got {dose!r}")
+
+    def patient_doses(self, covariates) -> list[list[Dose]]:
+        """The doses of each patient of a covariate table (arrays or scalars by vocabulary name:
+        body surface area ``BSA``, weight ``WT``, creatinine clearance ``CRCL``)."""
+        bsa, weight, crcl = (np.atleast_1d(np.asarray(covariates[c], float)) for c in ("BSA", "WT", "CRCL"))
+        return [self.doses(float(bsa[i]), float(weight[i]), float(crcl[i])) for i in range(bsa.size)]
 
     def doses(self, bsa_m2: float, weight_kg: float, crcl_ml_min: float) -> list[Dose]:
         out = []
