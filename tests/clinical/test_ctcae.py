@@ -17,7 +17,8 @@ def _grade_case(case: dict) -> tuple[int | None, pl.DataFrame]:
              "lower": "" if case["lower"] in (None, "NOLIMIT") else case["lower"],
              "upper": "" if case["upper"] in (None, "NOLIMIT") else case["upper"]}]
     if case["baseline"]:
-        rows.append({**rows[0], "day": "0", "value": case["baseline"]})
+        # Screening, before lymphodepletion: the CTCAE grading reference (ctcae_v5.toml).
+        rows.append({**rows[0], "day": "-7", "value": case["baseline"]})
     raw = pl.DataFrame(rows, schema={k: pl.String for k in rows[0]})
     frame, _ = validate(raw, "cases.csv")
     # "NOLIMIT" cases test a missing laboratory limit, so the default table must not fill it.
@@ -89,3 +90,17 @@ def test_absolute_thresholds_at_and_either_side(rule):
     assert grades[2] < rule["grade"]
     strict = rule["operator"] in ("<", ">")
     assert (grades[1] < rule["grade"]) == strict
+
+
+def test_lymphodepletion_injury_is_graded_against_the_screening_value():
+    """A transaminase rise during lymphodepletion (day -1, the infusion day) must be graded as a
+    rise from the pre-treatment value: with the day-0 value as "baseline" the rise would be an
+    abnormal baseline and a grade-3 injury would read as grade 0-1."""
+    rows = [{"subject": "S", "day": d, "test": "ALT", "value": v, "unit": "U/L", "lower": "", "upper": "40"}
+            for d, v in (("-6", "20"), ("-1", "1200"), ("0", "1150"), ("3", "700"))]
+    frame, _ = validate(pl.DataFrame(rows, schema={k: pl.String for k in rows[0]}), "cases.csv")
+    graded = grade_labs(frame).sort("day")
+    assert graded["baseline"].unique().to_list() == [20.0]
+    # CTCAE v5 ALT, normal baseline: > 5-20 x ULN grade 3, > 20 x ULN grade 4.
+    assert graded.filter(pl.col("day") == 3)["grade"][0] == 3
+    assert graded.filter(pl.col("day") == -1)["grade"][0] == 4

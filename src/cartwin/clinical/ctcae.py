@@ -104,7 +104,7 @@ def grade_labs(frame: pl.DataFrame, version: str = "5.0") -> pl.DataFrame:
 
     ``frame`` needs subject, day, test, value, lower, upper (canonical units). Columns baseline,
     baseline_upper and pchg are used when present, otherwise derived (baseline = last value on or
-    before the table's ``baseline_last_day``). Returns one row per graded observation and term
+    before the table's ``lab_baseline_last_day``: before lymphodepletion). Returns one row per graded observation and term
     with ``grade`` (null = not evaluable) and ``grade_reason``.
     """
     config = settings(VERSIONS[version])
@@ -112,7 +112,7 @@ def grade_labs(frame: pl.DataFrame, version: str = "5.0") -> pl.DataFrame:
     rules = criteria(version)
     work = frame.filter(pl.col("test").is_in(rules["test"].unique().implode()))
     if "baseline" not in work.columns:
-        work = add_baseline(work, float(config["baseline_last_day"]))
+        work = add_baseline(work, float(config["lab_baseline_last_day"]))
     if "baseline_upper" not in work.columns:
         work = work.with_columns(pl.col("upper").alias("baseline_upper"))
     elif "baseline_upper" not in frame.columns:
