@@ -85,13 +85,15 @@ def test_tyu19_median_peak_near_day_14(cohort_runs):
 
 
 def test_tyu19_b_depletion_by_day_14_lasting_2_months(cohort_runs):
-    """Complete B depletion within 2 weeks, lasting >= 2 months (WangX 2024). Tolerance:
-    median onset <= 14 d, median return >= day 74, and aplasia through day 74 in most."""
+    """Complete B depletion within 2 weeks, lasting >= 2 months (WangX 2024, 3 of 3). Tolerance:
+    median onset <= 14 d, median return >= day 74, and aplasia from day 14 through day 74 in a
+    share compatible with 3 of 3 (above 0.29, the exact 95% lower bound the validation suite
+    uses for this report)."""
     r = cohort_runs["tyu19_reduced"]
     onset, back = lv.b_aplasia_day(r), lv.b_return_day(r)
     assert np.nanmedian(onset) <= 14
     assert np.nanmedian(back) >= 74
-    assert np.mean((onset <= 14) & (back >= 74)) > 0.5
+    assert np.mean((onset <= 14) & (back >= 74)) > 0.29
 
 
 def test_tyu19_cart_detectable_beyond_3_months_in_most(cohort_runs):

@@ -246,13 +246,13 @@ PARAMETERS = (
     # --- cytokines, fever, liver --------------------------------------------------------------
     _p("IL6_0", 3.0, "pg/mL", "baseline IL-6", "assumed: healthy < 7 pg/mL", "cytokines", 0.3),
     _p("K6", 3.96, "1/day", "IL-6 elimination (t1/2 4.2 h)", "Hardiansyah2019 (d_IL6)", "cytokines"),
-    _p("P6", 1.5, "day per cells/uL", "IL-6 release (fold baseline production) per effector CAR-T cell/uL gained per day", "calibrated: CRS grade 1 (fever) in about 60-70% after autologous CAR-T with Erlangen Flu/Cy (Mackensen2022 3/5; Muller2024 10/15 + 1/15 grade 2); CRS tracks expansion and antigen burden, not the cell number (Stein2019CK)", "cytokines", 0.8),
+    _p("P6", 3.5, "day per cells/uL", "IL-6 release (fold baseline production) per effector CAR-T cell/uL gained per day", "calibrated: any-grade CRS (fever) in 87% of 47 SLE patients pooled over 10 CD19 CAR-T studies (Temiz pooled analysis), 3/5 (Mackensen2022) and 11/15 (Muller2024) in the Erlangen series; CRS tracks expansion and antigen burden, not the cell number (Stein2019CK)", "cytokines", 0.8),
     _p("W_ACT", 0.01, "1/day", "width of the smooth positive part of net CAR-T growth (ACT)", "assumed: numerical smoothing (the right-hand side must stay smooth for the stiff solvers), small against net growth during expansion (about 1/day)", "cytokines"),
     _p("DTEMP", 3.0, "C", "maximal fever above 36.8 C driven by IL-6", "assumed: fever up to about 39.8 C in cytokine release (ASTCT grading, Lee 2019)", "cytokines"),
     _p("EC_TEMP", 22.0, "pg/mL", "IL-6 excess giving half the maximal fever", "calibrated: fever >= 38 C (CRS grade 1) in about 60% of autologous SLE patients (Mackensen2022 3/5; Muller 2024 NEJM 10/15)", "cytokines", 0.3),
-    _p("IL6_HYPOTEN", 120.0, "pg/mL", "IL-6 above which hypotension needs fluids", "calibrated: CRS grade 2 in about 1 of 15 autologous patients (Muller 2024 NEJM); grade >= 2 CRS is rare in SLE", "cytokines"),
-    _p("IL6_HYPOXIA", 200.0, "pg/mL", "IL-6 above which low-flow oxygen is needed", "assumed: hypoxia needs a higher cytokine level than hypotension (ordering of ASTCT grades); no SLE patient needed oxygen in the Erlangen series", "cytokines"),
-    _p("IL6_ICANS", 150.0, "pg/mL", "IL-6 above which the ICE score falls", "calibrated: ICANS grade 1 in 1/15 (Muller 2024 NEJM); extreme IL-6 stands in for the endothelial activation that drives ICANS", "cytokines"),
+    _p("IL6_HYPOTEN", 280.0, "pg/mL", "IL-6 above which hypotension needs fluids", "calibrated: CRS grade 2 in about 1 of 15 autologous patients (Muller 2024 NEJM); grade >= 2 CRS is rare in SLE; threshold set with P6 = 3.5 (IL-6 release scale)", "cytokines"),
+    _p("IL6_HYPOXIA", 470.0, "pg/mL", "IL-6 above which low-flow oxygen is needed", "assumed: hypoxia needs a higher cytokine level than hypotension (ordering of ASTCT grades); no SLE patient needed oxygen in the Erlangen series", "cytokines"),
+    _p("IL6_ICANS", 350.0, "pg/mL", "IL-6 above which the ICE score falls", "calibrated: ICANS grade 1 in 1/15 (Muller 2024 NEJM); extreme IL-6 stands in for the endothelial activation that drives ICANS; threshold set with P6 = 3.5 (IL-6 release scale)", "cytokines"),
     _p("PRED_BEFORE", 7.5, "mg/day", "prednisolone-equivalent dose before the infusion", "assumed: refractory SLE at enrolment on low-dose glucocorticoids; Erlangen and TyU19 protocols stop immunosuppression and glucocorticoids around lymphodepletion (Mackensen2022: drug-free remission)", "background therapy"),
     _p("ALT0", 20.0, "U/L", "baseline ALT", "assumed: reference range 7-40 U/L", "liver", 0.3),
     _p("AST0", 22.0, "U/L", "baseline AST", "assumed: reference range 8-40 U/L", "liver", 0.25),
@@ -263,10 +263,12 @@ PARAMETERS = (
     _p("K_LI", 0.35, "1/day", "resolution of drug-induced hepatocellular injury", "assumed: transaminase peaks 1-2 weeks after Flu/Cy", "liver"),
     _p("S_LI_CY", 0.15, "L/mg/day", "hepatocellular injury per cyclophosphamide concentration", "calibrated: grade 3/4 liver dysfunction is among the commonest grade 3/4 events after Flu/Cy in TyU19 SLE (Cell Research 2025, n = 4); no published rate after Flu/Cy was found, so about 5-15% grade >= 3 (ALT > 5 x ULN) after the Erlangen regimen is assumed, with ALT above ULN in about half", "liver", 1.5),
     _p("EMAX_ALT", 3.0, "1", "maximal IL-6-driven transaminase rise (fold)", "assumed: CRS-related transaminitis is mostly grade 1 (up to 3x ULN)", "liver"),
-    _p("EC50_ALT", 50.0, "pg/mL", "IL-6 excess giving half the maximal transaminase rise", "assumed: transaminases rise when IL-6 is clearly above baseline", "liver"),
+    _p("EC50_ALT", 117.0, "pg/mL", "IL-6 excess giving half the maximal transaminase rise", "assumed: transaminases rise when IL-6 is clearly above baseline", "liver"),
     _p("AST_ALT", 0.8, "1", "AST rise relative to ALT rise from the same injury", "assumed: hepatocellular injury raises AST slightly less than ALT", "liver"),
     # --- target antigens (declared last: a patient's random effects follow parameter order) --
     _p("THETA_PC", 1.0, "1", "BCMA-directed kill of CD19- plasma cells (recent and long-lived, in marrow) relative to blood targets", "assumed: 1, marrow plasma cells are reached as blood targets are: BCMA CAR-T clear marrow BCMA+ cells by a median day 28 (BloodAdv2021bcma) and long-lived plasma-cell autoantibodies by month 3 (WangW2024ard)", "CAR-T"),
+    _p("TCR", 1.0, "1", "endogenous alpha-beta TCR present on the CAR-T cells (1); 0 when TRAC is knocked out", "product edit mapping", "product"),
+    _p("H15_TCRKO", 0.75, "1", "share of the homeostatic-cytokine drive of CAR-T proliferation kept by cells without a TCR", "calibrated: TyU19 (TRAC knocked out) peaks at day 14 (WangD2025med) against day 9-10 for autologous products (Stein2019); mechanism: lymphopenia-induced (homeostatic) T-cell proliferation needs TCR contact with self-MHC as well as IL-7/IL-15 (Goldrath & Bevan 1999 Immunity 11:183; Tan 2001 PNAS 98:8732), and CD19 CAR-T cells with the TCR knocked out persisted less in vivo than TCR-bearing ones (Stenger 2020 Blood 136:1407); the CAR's tonic signal keeps part of it", "CAR-T", 0.2),
     _p("TGT_CD19", 1.0, "1", "1 when the CAR targets CD19 (B precursors, B cells, plasmablasts)", "product target mapping; Mei2012 (CD19 on B precursors, B cells and plasmablasts, not on CD19- plasma cells)", "product"),
     _p("TGT_BCMA", 0.0, "1", "1 when the CAR targets BCMA (plasmablasts and CD19- plasma cells, marrow long-lived ones included)", "product target mapping; WangW2024ard", "product"),
 )
@@ -326,7 +328,7 @@ ASSIGNMENTS = (
     _a("BCMATOT", "PB + PBA + PCN + PCNA + LL", "cells/uL-eq", "BCMA+ antigen: plasmablasts and CD19- plasma cells"),
     _a("AG", "TGT_CD19*BTOT + TGT_BCMA*BCMATOT", "cells/uL-eq", "antigen that the product's CAR recognises"),
     _a("F_AG", "AG/(AG + K_AG)", "1", "antigen stimulation of CAR-T"),
-    _a("F_15", "F15_MIN + (1 - F15_MIN)*IL15**N15/(IL15**N15 + EC15**N15)", "1", "homeostatic cytokine gate of CAR-T proliferation"),
+    _a("F_15", "F15_MIN + (1 - F15_MIN)*(TCR + (1 - TCR)*H15_TCRKO)*IL15**N15/(IL15**N15 + EC15**N15)", "1", "homeostatic cytokine gate of CAR-T proliferation (weaker for cells without a TCR)"),
     _a("FOREIGN", "ALLO*F_HLA + F_CAR", "1", "antigen on the product that host T cells can recognise: mismatched HLA plus the CAR transgene"),
     _a("STIM", "CT/(CT + K_STIM)", "1", "stimulation of host T cells by the infused cells"),
     _a("F_X", "1/(1 + X/(X50*PD1_GAIN))", "1", "proliferation left by exhaustion (PD-1 knockout raises resistance)"),
@@ -590,7 +592,7 @@ NOTES = (
 
 MODEL = Model(
     name="lupus_cart",
-    version="0.4.0",
+    version="0.5.0",
     description="CD19 CAR-T in SLE: lymphodepletion PK, myelosuppression, host T/NK recovery, "
     "CAR-T kinetics with host-versus-graft rejection, B lineage and plasma cells, anti-dsDNA, "
     "complement, disease activity, IL-6 and liver enzymes.",

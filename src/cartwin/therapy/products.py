@@ -7,7 +7,9 @@ through a named mechanism parameter of the model:
   the donor HLA directly are primed within days of the infusion, in proportion to the host
   T cells left by lymphodepletion (``ALLO``; Dupouy 2022: host T-cell exposure over days
   0-28 set UCART19 expansion and persistence);
-- ``TRAC`` knockout removes the donor alpha-beta TCR, the driver of GvHD (``TCR_ALLO`` = 0);
+- ``TRAC`` knockout removes the donor alpha-beta TCR, the driver of GvHD (``TCR_ALLO`` = 0),
+  and with it the TCR's part in homeostatic proliferation after lymphodepletion (``TCR`` = 0:
+  only ``H15_TCRKO`` of the cytokine drive is kept; Goldrath & Bevan 1999, Stenger 2020);
 - ``HLA-A``/``HLA-B``/``HLA-C``/``B2M`` (class I) and ``CIITA`` (class II) knockouts lower the
   allo-antigen that host T cells see (``F_HLA``): class I is seen by CD8 T cells, class II by
   CD4 T cells, and a CD8 response without CD4 help is weaker (Bevan 2004), so removing
@@ -83,7 +85,8 @@ class Product:
         targets = {f"TGT_{t}": float(t in self.targets) for t in KNOWN_TARGETS}
         if not self.allogeneic:
             return {"ALLO": 0.0, "F_HLA": 0.0, "F_MS": 0.0, "TCR_ALLO": 0.0,
-                    "PD1_GAIN": pd1_gain if "PD1" in self.edits else 1.0, **targets}
+                    "PD1_GAIN": pd1_gain if "PD1" in self.edits else 1.0,
+                    "TCR": 0.0 if "TRAC" in self.edits else 1.0, **targets}
         b2m = "B2M" in self.edits
         kept_class_i = [locus for locus in CLASS_I_LOCI if locus not in self.edits and not b2m]
         class_ii = 0.0 if "CIITA" in self.edits else 1.0
@@ -97,6 +100,7 @@ class Product:
             "F_HLA": round(f_hla, 12),
             "F_MS": round(f_ms, 12),
             "TCR_ALLO": 0.0 if "TRAC" in self.edits else 1.0,
+            "TCR": 0.0 if "TRAC" in self.edits else 1.0,
             "PD1_GAIN": pd1_gain if "PD1" in self.edits else 1.0,
             **targets,
         }
