@@ -498,15 +498,17 @@ NOTES = (
     "so it rises during expansion and falls within hours to days once the pool stops growing "
     "(IL-6 t1/2 4.2 h); a plateau of effectors held up by marrow output releases almost none, "
     "so fever does not outlast expansion. What separates a product with no CRS (TyU19: 0/6, "
-    "Wang X 2024, Wang D 2025) from one with mild CRS (autologous: grade 1 in 60-88%) is not "
-    "established by the evidence: 0/6 is compatible with a true rate of up to 46% (exact 95% "
-    "upper bound); the TyU19 patients had low-intensity or no lymphodepletion while the "
-    "Erlangen patients had Flu 25 mg/m2 x3 + Cy 1000 mg/m2; the allogeneic YTS109, with similar "
-    "edits, gave mild CRS (Nat Med 2025); and in oncology CRS follows antigen burden and "
-    "expansion, not dose or product (Awasthi 2020, Locke 2020). In the model the contrast can "
-    "only come from expansion (lymphodepletion, antigen); no product attribute changes cytokine "
-    "release, since no evidence was found that an HLA or PD-1 edit does. With the same "
-    "lymphodepletion both products give grade 1 CRS in about half to 60% of patients.",
+    "Wang X 2024, Wang D 2025) from one with mild CRS (autologous: any grade in 87% of 47 "
+    "pooled SLE patients) is not established by direct evidence; the model's candidate is the "
+    "TCR: TyU19's TRAC knockout removes the TCR contact with self-MHC that lymphopenia-induced "
+    "T-cell proliferation needs besides IL-7/IL-15 (Goldrath & Bevan 1999; Tan 2001), and "
+    "TCR-knockout CD19 CAR-T persisted less in vivo (Stenger 2020). Cells without a TCR keep "
+    "H15_TCRKO of the homeostatic drive, so TyU19 expands more slowly (peak day 14 as reported, "
+    "against day 9-10 for autologous products), releases less IL-6 and gives CRS in about a third "
+    "of virtual patients after the low-intensity regimen (0/6 is compatible with up to 46%). "
+    "H15_TCRKO is set by TyU19's peak day, not by its CRS; YTS109 (TRAC knocked out as well) "
+    "gave mild CRS (Nat Med 2025), which the model also allows. No evidence was found that an "
+    "HLA or PD-1 edit changes cytokine release.",
     "BCMA+ and CD19-BCMA+ plasma cells in blood fall after CD19 CAR-T because most circulating "
     "CD19- plasma cells are recently formed from CD19+ plasmablasts on their way to the marrow "
     "(Mei 2012): killing the plasmablasts stops their supply and they decay with their own "
@@ -587,7 +589,8 @@ NOTES = (
     "between-patient spread (S_LI_CY, omega 1.5), on top of the IL-6-driven rise of CRS. "
     "Grade >= 3 ALT (> 5 x ULN) occurs in about 5-10% after Flu/Cy and ALT above ULN in about "
     "60%; no published grade 3/4 transaminase rate after Flu/Cy was found, only its listing "
-    "among the commonest grade 3/4 events of TyU19 in SLE (Cell Research 2025, n = 4).",
+    "among the commonest grade 3/4 events of TyU19 in SLE (Cell Research 2025, n = 4). The "
+    "clinical layer grades it against the value before lymphodepletion (CTCAE baseline).",
 )
 
 MODEL = Model(
