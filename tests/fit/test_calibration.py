@@ -14,7 +14,7 @@ from cartwin.model import DEFAULT_MODEL
 
 def test_calibration_moves_a_parameter_to_meet_a_target():
     """A target the declared model misses (B cells back at a mean of day 110, Mackensen 2022; the
-    declared model 0.4.0 gives a mean above 140 in this 8-patient cohort, its right tail of long
+    declared model gives a mean above 140 in this 8-patient cohort, its right tail of long
     aplasia included) is met by moving MTT_PRE."""
     target = Target("B cells back at 110", "autologous_cd19", "erlangen", "mean_bcell_return_day",
                     110.0, 5.0, "test target")
