@@ -67,6 +67,7 @@ class ReactiveRule:
     route: str = ""
     amount: float = 0.0  # per unit of ``per``
     per: str = "flat"  # flat or kg
+    unit: str = ""  # amount unit (mg, ug, cells)
     max_amount: float | None = None
     times: int = 1
     every_days: float = 1.0
@@ -89,9 +90,9 @@ class ReactiveRule:
         amount = self.amount * (weight_kg if self.per == "kg" else 1.0)
         note = f"rule {self.id}: {self.describe()} on day {day:g}"
         if self.per == "kg":
-            note += f"; {self.amount:g}/kg x {weight_kg:.1f} kg"
+            note += f"; {self.amount:g} {self.unit}/kg x {weight_kg:.1f} kg"
         if self.max_amount is not None and amount > self.max_amount:
-            amount, note = self.max_amount, note + f", capped at {self.max_amount:g}"
+            amount, note = self.max_amount, note + f", capped at {self.max_amount:g} {self.unit}"
         days = [day + j * self.every_days for j in range(self.times)]
         return [Dose(self.route, d, amount, self.duration_days, self.drug, note, self.id)
                 for d in days if d <= last_day]
@@ -341,6 +342,6 @@ def resolve_rules(rules, arm_id: str, product_name: str, last_day: float) -> tup
         interval = course if r.min_interval_days is None else float(r.min_interval_days)
         out.append(ReactiveRule(**common, min_interval_days=interval,
                                 drug=product_name if g.drug == "car-t" else g.drug, route=drug.route,
-                                amount=amount, per=per, max_amount=g.max_mg, times=int(g.times),
+                                amount=amount, per=per, unit=drug.unit, max_amount=g.max_mg, times=int(g.times),
                                 every_days=float(g.every_days), duration_days=hours / 24.0))
     return tuple(out)
