@@ -216,3 +216,28 @@ def test_a_rule_on_an_unknown_read_out_is_named(protocol_dict):
                                "give": {"drug": "filgrastim", "ug_per_kg": 5}}]
     with pytest.raises(ValueError, match=r"rules.r.when: model lupus_cart has no read-out \['NOPE'\]"):
         make_work(parse_protocol(protocol_dict))
+
+
+def test_rule_events_reach_the_run_directory_and_the_cdisc_export(protocol_dict, tmp_path):
+    from cartwin.io.cdisc import export_cdisc
+    from cartwin.protocol import load_protocol
+    from cartwin.run import run_protocol
+    from cartwin.store import open_run
+    from tests.conftest import write_protocol
+
+    protocol_dict["rules"] = [dict(RULES[1], indication="prolonged neutropenia"),
+                              {"id": "defer", "when": [{"test": "LYM", "below": 100}], "arms": ["tyu19"],
+                               "defer_lymphodepletion": {"days": 7, "then": "reduce", "fraction": 0.5}}]
+    protocol_dict["arms"][0]["n"] = 2
+    protocol_dict["arms"][1]["n"] = 1
+    out = tmp_path / "run"
+    run_protocol(load_protocol(write_protocol(tmp_path / "p.toml", protocol_dict)), out, workers=1)
+    events = open_run(out).events()
+    gcsf = events.filter(pl.col("RULE") == "gcsf")
+    assert gcsf.height > 0 and (gcsf["EVID"] == 1).all() and (gcsf["DRUG"] == "filgrastim").all()
+    deferred = events.filter((pl.col("RULE") == "defer") & (pl.col("EVID") == 2))
+    assert deferred["ID"].to_list() == ["tyu19-000001"] and "deferred 7 days" in deferred["NOTE"][0]
+    cm = export_cdisc(out, tmp_path / "sdtm", formats=("csv",)).datasets
+    assert cm["CM"].height == gcsf.height and set(cm["CM"]["CMTRT"]) == {"FILGRASTIM"}
+    assert set(cm["CM"]["CMROUTE"]) == {"SUBCUTANEOUS"} and cm["CM"]["CMINDC"].str.contains("neutropenia").all()
+    assert "FILGRASTIM" not in set(cm["EX"]["EXTRT"])

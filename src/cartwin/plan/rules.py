@@ -88,7 +88,8 @@ class ReactiveRule:
 
     def course(self, day: float, weight_kg: float, last_day: float) -> list[Dose]:
         amount = self.amount * (weight_kg if self.per == "kg" else 1.0)
-        note = f"rule {self.id}: {self.describe()} on day {day:g}"
+        why = f" ({self.indication})" if self.indication else ""
+        note = f"rule {self.id}{why}: {self.describe()} on day {day:g}"
         if self.per == "kg":
             note += f"; {self.amount:g} {self.unit}/kg x {weight_kg:.1f} kg"
         if self.max_amount is not None and amount > self.max_amount:

@@ -16,6 +16,7 @@ class RuleDrug:
     domain: str  # CDISC domain: "EX" (study treatment) or "CM" (concomitant medication)
     infusion_hours: float  # 0 = bolus
     usual: str  # the usual dose, with its source
+    cdisc_route: str = "INTRAVENOUS"  # CDISC route of administration (controlled terminology)
 
 
 RULE_DRUGS: dict[str, RuleDrug] = {d.name: d for d in (
@@ -30,7 +31,12 @@ RULE_DRUGS: dict[str, RuleDrug] = {d.name: d for d in (
              "recommendations, Fanouriakis et al., Ann Rheum Dis 2024;83:15)"),
     RuleDrug("filgrastim", "FILGRASTIM", "ug", "CM", 0.0,
              "5 ug/kg daily subcutaneously until neutrophil recovery (Neupogen US prescribing "
-             "information)"),
+             "information)", "SUBCUTANEOUS"),
     RuleDrug("car-t", "CART", "cells", "EX", 0.0,
              "a second infusion of the arm's own product, in cells/kg or cells"),
 )}
+
+
+def concomitant_drugs() -> dict[str, str]:
+    """Drugs a rule gives that a CDISC export records as concomitant medication (CM), with route."""
+    return {d.name: d.cdisc_route for d in RULE_DRUGS.values() if d.domain == "CM"}
