@@ -1,4 +1,4 @@
-"""CDISC-like SDTM (DM, EX, LB, AE, RS) and ADaM (ADSL, ADLB) domains, as CSV and SAS XPORT v5.
+"""CDISC-like SDTM (DM, EX, LB, AE, RS; CM when protocol rules gave supportive or rescue drugs) and ADaM (ADSL, ADLB) domains, as CSV and SAS XPORT v5.
 
 Sources: a simulated run directory, or a real observation file (the clinical layer's long format)
 with, optionally, the clinical layer's scored output directory. Grades, SLEDAI-2K and adverse
@@ -32,6 +32,7 @@ from cartwin.clinical import score_observations
 from cartwin.io.observations import read_observations
 from cartwin.clinical.ruleset import settings
 from cartwin.io.errors import CdiscExportError
+from cartwin.therapy.supportive import concomitant_drugs
 from cartwin.vocabulary import PATIENT_COVARIATES, test_codes
 
 SDTM_DOMAINS = ("DM", "EX", "LB", "AE", "RS")
@@ -47,6 +48,10 @@ LABELS = {
     "EXDOSU": "Dose Units", "EXDOSFRM": "Dose Form", "EXROUTE": "Route of Administration", "EXADJ": "Reason for Dose Adjustment",
     "EXSTDY": "Study Day of Start of Treatment", "EXENDY": "Study Day of End of Treatment",
     "EXDUR": "Duration of Treatment", "EXTPTREF": "Time Point Reference", "EXELTM": "Planned Elapsed Time from Time Point Ref",
+    "CMSEQ": "Sequence Number", "CMTRT": "Reported Name of Drug, Med, or Therapy", "CMCAT": "Category for Medication",
+    "CMSCAT": "Subcategory for Medication", "CMINDC": "Indication", "CMDOSE": "Dose per Administration",
+    "CMDOSU": "Dose Units", "CMROUTE": "Route of Administration", "CMSTDY": "Study Day of Start of Medication",
+    "CMENDY": "Study Day of End of Medication",
     "LBSEQ": "Sequence Number", "LBTESTCD": "Lab Test or Examination Short Name", "LBTEST": "Lab Test or Examination Name",
     "LBCAT": "Category for Lab Test", "LBORRES": "Result or Finding in Original Units", "LBORRESU": "Original Units",
     "LBSTRESC": "Character Result/Finding in Std Format", "LBSTRESN": "Numeric Result/Finding in Standard Units",
@@ -203,7 +208,8 @@ def build_domains(source: str | Path, scored: str | Path | None = None,
     domains: dict[str, pl.DataFrame] = {"DM": dm}
     if simulated:
         product_names = set(pts["product"].unique().to_list())
-        ex = (events.filter((pl.col("EVID") == 1) & pl.col("ID").is_in(kept))
+        cm_routes = concomitant_drugs()  # given by protocol rules: concomitant medication (CM)
+        ex = (events.filter((pl.col("EVID") == 1) & pl.col("ID").is_in(kept) & ~pl.col("DRUG").is_in(list(cm_routes)))
               .with_columns(pl.col("DRUG").is_in(list(product_names)).alias("_cart")))
         ex = ex.with_columns(pl.when(pl.col("RATE") > 0).then(pl.col("AMT") / pl.col("RATE")).otherwise(0.0).alias("_dur"))
         ex = ex.sort(["ID", "TIME"]).select(
@@ -221,6 +227,18 @@ def build_domains(source: str | Path, scored: str | Path | None = None,
             pl.lit("CAR-T INFUSION").alias("EXTPTREF"), _elapsed(pl.col("TIME")).alias("EXELTM"),
             _visit(pl.col("TIME")).alias("VISIT"))
         domains["EX"] = ex
+        cm = events.filter((pl.col("EVID") == 1) & pl.col("ID").is_in(kept) & pl.col("DRUG").is_in(list(cm_routes)))
+        if cm.height:  # only runs whose rules gave supportive or rescue drugs have a CM domain
+            cm = cm.with_columns(pl.when(pl.col("RATE") > 0).then(pl.col("AMT") / pl.col("RATE")).otherwise(0.0).alias("_dur"))
+            domains["CM"] = cm.sort(["ID", "TIME"]).select(
+                pl.lit(study).alias("STUDYID"), pl.lit("CM").alias("DOMAIN"), usubjid("ID").alias("USUBJID"),
+                (pl.int_range(pl.len()).over("ID") + 1).alias("CMSEQ"),
+                pl.col("DRUG").str.to_uppercase().alias("CMTRT"),
+                pl.lit("PROTOCOL RULE").alias("CMCAT"), pl.col("RULE").str.to_uppercase().alias("CMSCAT"),
+                pl.col("NOTE").str.slice(0, 200).alias("CMINDC"),
+                pl.col("AMT").alias("CMDOSE"), pl.col("AMTU").alias("CMDOSU"),
+                pl.col("DRUG").replace_strict(cm_routes, default="").alias("CMROUTE"),
+                study_day(pl.col("TIME")).alias("CMSTDY"), study_day(pl.col("TIME") + pl.col("_dur")).alias("CMENDY"))
 
     # --- LB ---------------------------------------------------------------------------------------
     codes = test_codes()

@@ -123,6 +123,30 @@ REFERENCES = {
     "toxicity. Biol Blood Marrow Transplant 2019;25:625",
     "Stein2019CK": "Stein 2019 and Ogasawara 2021 (liso-cel): CAR-T doubling time 0.76-0.78 d, "
     "Tmax 9-10 d; expansion correlates with CRS (Mueller 2018; Awasthi 2020)",
+    "Le2018": "Le RQ et al. FDA approval summary: tocilizumab for treatment of chimeric antigen receptor "
+    "T cell-induced severe or life-threatening cytokine release syndrome. Oncologist 2018;23:943 "
+    "(8 mg/kg IV, up to 800 mg; CRS resolved within 14 days in 69% of 45 patients after one or two doses)",
+    "Actemra2017": "Actemra (tocilizumab) US prescribing information (CRS indication since 2017), clinical pharmacology: central volume "
+    "3.72 L and peripheral 3.35 L (RA), linear clearance 12.5 mL/h; concentration-dependent half-life "
+    "up to 11 days (4 mg/kg) and 13 days (8 mg/kg) at steady state",
+    "Nishimoto2008": "Nishimoto N et al. Mechanisms and pathologic significances in increase in serum "
+    "interleukin-6 (IL-6) and soluble IL-6 receptor after administration of an anti-IL-6 receptor "
+    "antibody, tocilizumab. Blood 2008;112:3959 (serum IL-6 rises after tocilizumab because receptor-"
+    "mediated clearance is blocked; free sIL-6R saturated above about 1 ug/mL tocilizumab)",
+    "Oluwole2021": "Oluwole OO et al. Prophylactic corticosteroid use in patients receiving axicabtagene "
+    "ciloleucel for large B-cell lymphoma. Br J Haematol 2021;194:690 (ZUMA-1 cohort 6: dexamethasone "
+    "from day 0 lowered grade >= 3 CRS; CAR-T expansion comparable to cohorts 1 and 4)",
+    "Topp2021": "Topp MS et al. Earlier corticosteroid use for adverse event management in patients "
+    "receiving axicabtagene ciloleucel for large B-cell lymphoma. Br J Haematol 2021;195:388 (ZUMA-1 "
+    "cohort 4: steroids at grade 1 CRS/ICANS; lower severe CRS, similar CAR-T expansion)",
+    "Meikle1977": "Meikle AW, Tyler FH. Potency and duration of action of glucocorticoids. Am J Med "
+    "1977;63:200 (biological half-lives: dexamethasone 36-54 h, methylprednisolone 12-36 h; "
+    "equivalent doses dexamethasone 0.75 mg = methylprednisolone 4 mg = prednisone 5 mg)",
+    "Neupogen1991": "Neupogen (filgrastim) US prescribing information (approved 1991), clinical pharmacology: elimination "
+    "half-life about 3.5 h, volume of distribution about 150 mL/kg",
+    "Price1996": "Price TH, Chatta GS, Dale DC. Effect of recombinant granulocyte colony-stimulating "
+    "factor on neutrophil kinetics in normal young and elderly humans. Blood 1996;88:335 (G-CSF "
+    "shortens the marrow neutrophil transit time by several days)",
 }
 
 
@@ -271,6 +295,20 @@ PARAMETERS = (
     _p("H15_TCRKO", 0.75, "1", "share of the homeostatic-cytokine drive of CAR-T proliferation kept by cells without a TCR", "calibrated: TyU19 (TRAC knocked out) peaks at day 14 (WangD2025med) against day 9-10 for autologous products (Stein2019); mechanism: lymphopenia-induced (homeostatic) T-cell proliferation needs TCR contact with self-MHC as well as IL-7/IL-15 (Goldrath & Bevan 1999 Immunity 11:183; Tan 2001 PNAS 98:8732), and CD19 CAR-T cells with the TCR knocked out persisted less in vivo than TCR-bearing ones (Stenger 2020 Blood 136:1407); the CAR's tonic signal keeps part of it", "CAR-T", 0.2),
     _p("TGT_CD19", 1.0, "1", "1 when the CAR targets CD19 (B precursors, B cells, plasmablasts)", "product target mapping; Mei2012 (CD19 on B precursors, B cells and plasmablasts, not on CD19- plasma cells)", "product"),
     _p("TGT_BCMA", 0.0, "1", "1 when the CAR targets BCMA (plasmablasts and CD19- plasma cells, marrow long-lived ones included)", "product target mapping; WangW2024ard", "product"),
+    # --- supportive and rescue drugs given by protocol rules (declared last, as above) ---------
+    _p("V_TCZ", 7.1, "L", "tocilizumab volume (central 3.72 + peripheral 3.35 L, one compartment)", "Actemra2017", "supportive drugs"),
+    _p("K_TCZ", 0.063, "1/day", "tocilizumab elimination (t1/2 11 d)", "Actemra2017 (concentration-dependent half-life up to 11-13 d; one rate taken)", "supportive drugs"),
+    _p("IC50_TCZ", 0.1, "mg/L", "tocilizumab concentration blocking half of IL-6 receptor signalling", "assumed: free sIL-6R is saturated above about 1 mg/L (Nishimoto2008), i.e. about 90% blockade; after 8 mg/kg the concentration stays above it for weeks", "supportive drugs"),
+    _p("F6R_TCZ", 0.5, "1", "share of IL-6 elimination that is IL-6 receptor-mediated (blocked by tocilizumab)", "assumed: serum IL-6 rises after tocilizumab because receptor-mediated clearance is blocked (Nishimoto2008); a share of 0.5 doubles IL-6 at full blockade, no measured share", "supportive drugs"),
+    _p("K_GC", 0.46, "1/day", "loss of glucocorticoid action (biological t1/2 36 h), prednisone-equivalent", "Meikle1977 (biological half-life: dexamethasone 36-54 h, methylprednisolone 12-36 h; one rate for both)", "supportive drugs"),
+    _p("ED50_GC", 100.0, "mg", "glucocorticoid in the body (prednisone-equivalent) giving half the maximal effect", "assumed: dexamethasone 10 mg (about 67 mg prednisone-equivalent) every 6 h for CRS (Lee2019) and a methylprednisolone pulse (500-1000 mg) act near their maximum", "supportive drugs"),
+    _p("IMAX_GC6", 0.8, "1", "maximal glucocorticoid inhibition of CAR-T-driven IL-6 release", "assumed: corticosteroids lowered severe CRS when given early (Topp2021, Oluwole2021); no inhibition constant published", "supportive drugs"),
+    _p("IMAX_GCCAR", 0.2, "1", "maximal glucocorticoid inhibition of CAR-T proliferation", "assumed small: steroids had no effect on the expansion rate in popCK (Stein2019) and early or prophylactic steroids left CAR-T expansion comparable (Topp2021, Oluwole2021); high cumulative doses are reported to blunt it", "supportive drugs"),
+    _p("K_GCD", 0.3, "1/day", "maximal glucocorticoid suppression of lupus organ inflammation", "assumed: a methylprednisolone pulse (3 x 500-1000 mg) brings a flare down within days to weeks; no SLE dose-response constant was found", "supportive drugs"),
+    _p("V_GCSF", 0.15, "L/kg", "filgrastim volume of distribution", "Neupogen1991", "supportive drugs"),
+    _p("K_GCSF", 4.75, "1/day", "filgrastim elimination (t1/2 3.5 h)", "Neupogen1991", "supportive drugs"),
+    _p("EC50_GCSF", 5.0, "ug/L", "filgrastim concentration giving half the maximal effect on granulopoiesis", "assumed: about a seventh of the peak after 5 ug/kg", "supportive drugs"),
+    _p("EMAX_GCSF", 2.0, "1", "maximal rise of neutrophil precursor proliferation and maturation rate under G-CSF", "assumed: G-CSF shortens the marrow neutrophil transit time by several days (Price1996); at full effect the 5.2-day mean transit time falls to 1.7 days", "supportive drugs"),
 )
 
 # Names, units and meanings come from the patient vocabulary (cartwin/vocabulary.py).
@@ -339,9 +377,16 @@ ASSIGNMENTS = (
     _a("KILLPC", "THETA_PC*TGT_BCMA*KILL", "1/day", "kill of CD19- BCMA+ plasma cells"),
     _a("HELP", "F_NAIVE + (1 - F_NAIVE)*AH", "1", "autoreactive regrowth and recruitment left at the current T-cell help (1 at baseline, F_NAIVE with none)"),
     _a("R_AH", "K_DB + K_DIFFA + G_A*HELP", "1/day", "autoreactive B self-renewal at low density: replaces turnover and differentiation, plus net regrowth scaled by the help left"),
-    _a("G_CE", "RHO*F_AG*F_15*F_X - K_E - K_EM", "1/day", "net intrinsic growth rate of effector CAR-T (positive while they expand)"),
+    _a("E_GC", "A_GC/(A_GC + ED50_GC)", "1", "glucocorticoid effect (share of maximal)"),
+    _a("F_GC", "1 - IMAX_GCCAR*E_GC", "1", "CAR-T proliferation left under glucocorticoids"),
+    _a("G_CE", "RHO*F_AG*F_15*F_X*F_GC - K_E - K_EM", "1/day", "net intrinsic growth rate of effector CAR-T (positive while they expand)"),
     _a("ACT", "0.5*(G_CE + sqrt(G_CE**2 + W_ACT**2))*CE", "cells/uL/day", "net growth of the effector CAR-T pool while it expands (the activation rate that releases cytokines; a smooth positive part, near 0 on a plateau and during contraction)"),
     _a("IL6X", "IL6 - IL6_0", "pg/mL", "IL-6 above baseline"),
+    _a("C_TCZ", "A_TCZ/V_TCZ", "mg/L", "tocilizumab serum concentration"),
+    _a("INH_TCZ", "C_TCZ/(C_TCZ + IC50_TCZ)", "1", "share of IL-6 receptor signalling blocked by tocilizumab"),
+    _a("IL6S", "IL6X*(1 - INH_TCZ)", "pg/mL", "IL-6 excess that still signals (fever, hypotension, hypoxia); tocilizumab does not reach the brain, so the ICE score follows serum IL-6"),
+    _a("C_GCSF", "A_GCSF/(V_GCSF*WT)", "ug/L", "filgrastim serum concentration"),
+    _a("KTR_NG", "KTR_N*(1 + EMAX_GCSF*C_GCSF/(C_GCSF + EC50_GCSF))", "1/day", "neutrophil precursor proliferation and transit rate under G-CSF"),
 )
 
 
@@ -355,11 +400,11 @@ STATES = (
     _s("A_F3", "mg", "F-ara-A, peripheral 2", "0", "Q3_FD*(C_F - A_F3/V3_FS)", "fludarabine PK"),
     _s("FAUC", "mg*h/L", "cumulative F-ara-A plasma AUC (the exposure of Fabrizio 2022 and Dekker 2022)", "0", "24*C_F", "fludarabine PK"),
     _s("A_CY", "mg", "cyclophosphamide", "0", "-CL_CYD*C_CY", "cyclophosphamide PK"),
-    _s("PROL", "10^9/L", "neutrophil precursors, proliferating", "ANC0", "KTR_N*PROL*(1 - E_N)*(ANC0/NEUTC)**GAMMA_N - KTR_N*PROL", "myelosuppression"),
-    _s("TN1", "10^9/L", "neutrophil transit 1", "ANC0", "KTR_N*(PROL - TN1)", "myelosuppression"),
-    _s("TN2", "10^9/L", "neutrophil transit 2", "ANC0", "KTR_N*(TN1 - TN2)", "myelosuppression"),
-    _s("TN3", "10^9/L", "neutrophil transit 3", "ANC0", "KTR_N*(TN2 - TN3)", "myelosuppression"),
-    _s("NEUTC", "10^9/L", "circulating neutrophils", "ANC0", "KTR_N*(TN3 - NEUTC)", "myelosuppression"),
+    _s("PROL", "10^9/L", "neutrophil precursors, proliferating", "ANC0", "KTR_NG*PROL*(1 - E_N)*(ANC0/NEUTC)**GAMMA_N - KTR_NG*PROL", "myelosuppression"),
+    _s("TN1", "10^9/L", "neutrophil transit 1", "ANC0", "KTR_NG*(PROL - TN1)", "myelosuppression"),
+    _s("TN2", "10^9/L", "neutrophil transit 2", "ANC0", "KTR_NG*(TN1 - TN2)", "myelosuppression"),
+    _s("TN3", "10^9/L", "neutrophil transit 3", "ANC0", "KTR_NG*(TN2 - TN3)", "myelosuppression"),
+    _s("NEUTC", "10^9/L", "circulating neutrophils", "ANC0", "KTR_NG*TN3 - KTR_N*NEUTC", "myelosuppression"),
     _s("PPROL", "10^9/L", "megakaryocyte precursors", "PLT0", "KTR_P*PPROL*(1 - PLT_SENS*E_N)*(PLT0/PLTC)**GAMMA_N - KTR_P*PPROL", "myelosuppression"),
     _s("TP1", "10^9/L", "platelet transit 1", "PLT0", "KTR_P*(PPROL - TP1)", "myelosuppression"),
     _s("TP2", "10^9/L", "platelet transit 2", "PLT0", "KTR_P*(TP1 - TP2)", "myelosuppression"),
@@ -367,7 +412,7 @@ STATES = (
     _s("H", "cells/uL", "host T cells", "H0", "R_H/(1 + FAUC/FAUC_H)*H*log(H0/(H + CT)) - K_LD_T*H", "host lymphocytes"),
     _s("NK", "cells/uL", "host NK cells", "NK0", "R_NK*NK*log(NK0/NK) - K_LD_NK*NK", "host lymphocytes"),
     _s("IL15", "fold baseline", "homeostatic cytokines (IL-7/IL-15)", "1", "K15*FOLD15 - K15*IL15 - K15*(FOLD15 - 1)*(H + NK + CT)/L0*IL15", "homeostatic cytokines"),
-    _s("CE", "cells/uL", "effector CAR-T", "0", "RHO*F_AG*F_15*F_X*CE - (K_E + K_EM)*CE + K_ME*F_AG*CM - (K_REJ + K_LD_T)*CE", "CAR-T"),
+    _s("CE", "cells/uL", "effector CAR-T", "0", "RHO*F_AG*F_15*F_X*F_GC*CE - (K_E + K_EM)*CE + K_ME*F_AG*CM - (K_REJ + K_LD_T)*CE", "CAR-T"),
     _s("CM", "cells/uL", "memory (persistent) CAR-T", "0", "K_EM*CE - BETA_M*CM - K_ME*F_AG*CM - (K_REJ + K_LD_T)*CM", "CAR-T"),
     _s("X", "1", "CAR-T exhaustion from cumulative antigen stimulation", "0", "K_X*F_AG*CT/(CT + K_XC) - D_X*X", "CAR-T"),
     _s("R", "1", "primed host T-cell response against the product (alloreactive and anti-CAR)", "0", "(S_R*H/H0 + A_R*R)*FOREIGN*STIM - D_R*R", "rejection"),
@@ -385,19 +430,26 @@ STATES = (
     _s("IC", "1", "immune complexes, normalised to baseline", "1", "K_IC*(DSDNA/DSDNA0 - IC)", "humoral"),
     _s("C3", "g/L", "complement C3", "C3_NORMAL/(1 + E3)", "FCR3*C3_NORMAL - FCR3*(1 + E3*IC)*C3", "complement"),
     _s("C4", "g/L", "complement C4", "C4_NORMAL/(1 + E4)", "FCR4*C4_NORMAL - FCR4*(1 + E4*IC)*C4", "complement"),
-    _s("D", "1", "systemic organ inflammation, normalised to baseline", "1", "K_D*(W_IC*IC + (1 - W_IC)*(BA + PBA)/(BA0 + PBA0) - D)", "disease"),
-    _s("DR", "1", "renal inflammation, normalised to baseline", "1", "K_DR*(W_IC*IC + (1 - W_IC)*(BA + PBA)/(BA0 + PBA0) - DR)", "disease"),
-    _s("IL6", "pg/mL", "serum IL-6", "IL6_0", "K6*IL6_0*(1 + P6*ACT) - K6*IL6", "cytokines"),
+    _s("D", "1", "systemic organ inflammation, normalised to baseline", "1", "K_D*(W_IC*IC + (1 - W_IC)*(BA + PBA)/(BA0 + PBA0) - D) - K_GCD*E_GC*D", "disease"),
+    _s("DR", "1", "renal inflammation, normalised to baseline", "1", "K_DR*(W_IC*IC + (1 - W_IC)*(BA + PBA)/(BA0 + PBA0) - DR) - K_GCD*E_GC*DR", "disease"),
+    _s("IL6", "pg/mL", "serum IL-6", "IL6_0", "K6*IL6_0*(1 + P6*ACT*(1 - IMAX_GC6*E_GC)) - K6*(1 - F6R_TCZ*INH_TCZ)*IL6", "cytokines"),
     _s("GVH", "1", "donor-TCR alloreactivity against the host (GvHD drive; stays 0 when TRAC is knocked out)", "0", "TCR_ALLO*K_GVH*(CE + CM) - D_GVH*GVH", "GvHD"),
     _s("LI", "1", "drug-induced hepatocellular injury signal", "0", "S_LI_CY*C_CY - K_LI*LI", "liver"),
     _s("ALT", "U/L", "alanine aminotransferase", "ALT0", "K_ALT*(ALT0*(1 + LI + EMAX_ALT*IL6X/(IL6X + EC50_ALT)) - ALT)", "liver"),
     _s("AST", "U/L", "aspartate aminotransferase", "AST0", "K_AST*(AST0*(1 + AST_ALT*(LI + EMAX_ALT*IL6X/(IL6X + EC50_ALT))) - AST)", "liver"),
+    _s("A_TCZ", "mg", "tocilizumab in the body", "0", "-K_TCZ*A_TCZ", "supportive drugs"),
+    _s("A_GC", "mg", "glucocorticoid action in the body, prednisone-equivalent mg (dexamethasone, methylprednisolone)", "0", "-K_GC*A_GC", "supportive drugs"),
+    _s("A_GCSF", "ug", "filgrastim in the body", "0", "-K_GCSF*A_GCSF", "supportive drugs"),
 )
 
 DOSES = (
     DoseInput("FLUDARABINE", "A_F1", "mg", "F_ARAA", "fludarabine phosphate IV; F-ara-A enters the central compartment"),
     DoseInput("CYCLOPHOSPHAMIDE", "A_CY", "mg", "1", "cyclophosphamide IV"),
     DoseInput("CART", "CE", "cells", "1/BLOOD_EQ", "CAR-T infusion; whole-body cells to blood cells/uL-equivalent"),
+    DoseInput("TOCILIZUMAB", "A_TCZ", "mg", "1", "tocilizumab IV (Le2018: 8 mg/kg, at most 800 mg)"),
+    DoseInput("DEXAMETHASONE", "A_GC", "mg", "5/0.75", "dexamethasone IV; prednisone-equivalent (Meikle1977: 0.75 mg = prednisone 5 mg)"),
+    DoseInput("METHYLPREDNISOLONE", "A_GC", "mg", "5/4", "methylprednisolone IV pulse; prednisone-equivalent (Meikle1977: 4 mg = prednisone 5 mg)"),
+    DoseInput("FILGRASTIM", "A_GCSF", "ug", "1", "filgrastim (G-CSF); subcutaneous absorption (Tmax 2-8 h) taken as immediate"),
 )
 
 
@@ -423,9 +475,9 @@ OBSERVABLES = (
     _o("AST", "AST", "U/L", "AST"),
     _o("IL6", "IL6", "pg/mL", "IL-6"),
     _o("UPROT", "UPROT_RES + Max(UPROT0 - UPROT_RES, 0)*DR", "g/24h", "proteinuria"),
-    _o("TEMP", "36.8 + DTEMP*IL6X/(IL6X + EC_TEMP)", "C", "highest body temperature of the day"),
-    _o("HYPOTEN", "above(IL6, IL6_HYPOTEN)", "category", "hypotension needing fluids when IL-6 is very high (assumed link)"),
-    _o("HYPOXIA", "above(IL6, IL6_HYPOXIA)", "category", "hypoxia needing low-flow oxygen when IL-6 is very high (assumed link)"),
+    _o("TEMP", "36.8 + DTEMP*IL6S/(IL6S + EC_TEMP)", "C", "highest body temperature of the day"),
+    _o("HYPOTEN", "above(IL6_0 + IL6S, IL6_HYPOTEN)", "category", "hypotension needing fluids when IL-6 is very high (assumed link)"),
+    _o("HYPOXIA", "above(IL6_0 + IL6S, IL6_HYPOXIA)", "category", "hypoxia needing low-flow oxygen when IL-6 is very high (assumed link)"),
     _o("ICE", "10 - 3*above(IL6, IL6_ICANS)", "points", "ICE score (assumed link to extreme IL-6)"),
     _o("PGA", "Min(3, PGA0*D)", "points", "physician global assessment, scaled with systemic inflammation"),
     _o("SD_ARTH", "ARTH0*above(D, THR_ARTH)", "presence", "arthritis"),
@@ -446,7 +498,7 @@ OBSERVABLES = (
     _o("SD_CRAN", "0", "presence", "cranial nerve disorder: neuropsychiatric lupus is not modelled; virtual populations carry none (assumed absent)"),
     _o("SD_HEAD", "0", "presence", "lupus headache: neuropsychiatric lupus is not modelled; virtual populations carry none (assumed absent)"),
     _o("SD_CVA", "0", "presence", "cerebrovascular accident: neuropsychiatric lupus is not modelled; virtual populations carry none (assumed absent)"),
-    _o("PRED", "PRED_BEFORE*above(-t, 0)", "mg/day", "glucocorticoid dose: the enrolment dose before the infusion, none after (trial protocols stop it)"),
+    _o("PRED", "PRED_BEFORE*above(-t, 0) + K_GC*A_GC", "mg/day", "glucocorticoid dose, prednisone-equivalent: the enrolment dose before the infusion (trial protocols stop it after), plus the glucocorticoids given by protocol rules (dexamethasone, methylprednisolone) as the daily dose that sustains their action in the body"),
     _o("IMMSUP", "above(-t, 0)", "presence", "immunosuppressant before the infusion, none after (trial protocols stop it)"),
     _o("ANTIMAL", "0", "presence", "antimalarial: not modelled, assumed stopped"),
     _o("GVHD_SKIN", "100*Max(GVH - 1, 0)/(Max(GVH - 1, 0) + 4)", "%BSA", "acute GvHD rash: appears once donor-TCR alloreactivity exceeds 1 (assumed link)"),
@@ -461,6 +513,7 @@ OBSERVABLES = (
     _o("BILAG_GI", "5", "grade", "BILAG gastrointestinal: not modelled (E)"),
     _o("BILAG_OPHTH", "5", "grade", "BILAG ophthalmic: not modelled (E)"),
     _o("BILAG_HAEM", "5", "grade", "BILAG haematological: not modelled (E)"),
+    _o("ANTICYT", "above(A_TCZ + A_GC, 0)", "presence", "tocilizumab or a glucocorticoid given by a protocol rule on or before this day (after it ASTCT CRS no longer requires fever)"),
 )
 
 CORRELATIONS = (
@@ -591,6 +644,18 @@ NOTES = (
     "60%; no published grade 3/4 transaminase rate after Flu/Cy was found, only its listing "
     "among the commonest grade 3/4 events of TyU19 in SLE (Cell Research 2025, n = 4). The "
     "clinical layer grades it against the value before lymphodepletion (CTCAE baseline).",
+    "Supportive and rescue drugs (given only when a protocol rule fires; none by default): "
+    "tocilizumab blocks IL-6 receptor signalling (INH_TCZ), so fever, hypotension and hypoxia "
+    "fall while serum IL-6 rises, its receptor-mediated clearance blocked (Nishimoto 2008); "
+    "the ICE score follows serum IL-6 because tocilizumab does not reach the brain. "
+    "Glucocorticoids (dexamethasone for CRS, a methylprednisolone pulse for a lupus flare) act "
+    "through one state in prednisone-equivalent mg: they lower CAR-T-driven IL-6 release, "
+    "blunt CAR-T proliferation a little (IMAX_GCCAR 0.2: early steroids left expansion "
+    "comparable in ZUMA-1 cohorts 4 and 6, Topp 2021, Oluwole 2021) and suppress organ "
+    "inflammation while they act; the flare returns once they wear off unless its drive has "
+    "gone. Their daily-dose equivalent is part of the PRED read-out, so a rescued patient is "
+    "not in steroid-free remission. Filgrastim (G-CSF) speeds neutrophil precursor "
+    "proliferation and maturation (Price 1996); the effect sizes are assumed.",
 )
 
 MODEL = Model(

@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 
 from cartwin.model.codegen import compile_model
 from cartwin.plan.chunks import ChunkSpec
+from cartwin.plan.rules import solve_with_rules
 from cartwin.plan.work import RunWork
 from cartwin.population.virtual import generate
 from cartwin.simulate.engine import solve
@@ -36,6 +37,7 @@ def run_chunk(work: RunWork, spec: ChunkSpec) -> ChunkResult:
                    arm.typical, work.variability)
     n = len(pop.subject)
     days = np.asarray(work.days, float)
+    other = None
     if work.imported:
         solved = solve(model, pop.theta, np.zeros((n, 0)), [work.fixed_doses] * n, days, work.solver(),
                        which=work.which, origin=0.0, nonnegative=False)
@@ -44,10 +46,15 @@ def run_chunk(work: RunWork, spec: ChunkSpec) -> ChunkResult:
         route = {d.name: j for j, d in enumerate(model.doses)}
         doses = [[replace(d, amount=d.amount * scales[i, route[d.route]]) for d in work.fixed_doses]
                  for i in range(n)]
+    elif arm.rules:  # rules that react to the patient: evaluated inside the simulation
+        ruled = solve_with_rules(model, pop.theta, pop.covariates, arm.therapy.patient_doses(pop.covariates),
+                                 days, work.solver(), arm.rules, np.asarray(pop.covariates["WT"], float),
+                                 which=work.which)
+        solved, doses, other = ruled.solved, ruled.doses, ruled.other
     else:
         doses = arm.therapy.patient_doses(pop.covariates)
         solved = solve(model, pop.theta, pop.covariates, doses, days, work.solver(), which=work.which)
     return ChunkResult(spec, patients_table(pop, model, arm.therapy, solved.ok, solved.reasons),
                        parameters_table(pop, model),
                        observations_table(pop, model, days, solved.observations, solved.ok, solved.which),
-                       events_table(pop, model, doses, days))
+                       events_table(pop, model, doses, days, other))

@@ -12,6 +12,7 @@ import numpy as np
 
 from cartwin.model import get_model
 from cartwin.model.declaration import Model
+from cartwin.plan.rules import ReactiveRule, check_rules, resolve_rules
 from cartwin.protocol.load import schedule_days
 from cartwin.protocol.schema import Protocol
 from cartwin.simulate.engine import make_solver
@@ -35,6 +36,7 @@ class ArmWork:
     id: str
     therapy: ArmTherapy | None  # None for an imported model, which carries its own doses
     typical: np.ndarray = field(repr=False)
+    rules: tuple[ReactiveRule, ...] = ()  # the protocol's rules that apply to this arm
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,10 @@ def make_work(protocol: Protocol, seed: int | None = None) -> RunWork:
     s = protocol.solver
     days = tuple(schedule_days(protocol))
     if protocol.model.startswith("sbml:"):
+        if protocol.rules:
+            from cartwin.protocol import ProtocolError
+            raise ProtocolError(protocol.model, ["rules: an imported SBML model carries its own doses; "
+                                                 "protocol rules work with cartwin's own models"])
         imported = _import(protocol)
         model = imported.model
         typical = np.array([p.value for p in model.parameters], float)
@@ -88,7 +94,12 @@ def make_work(protocol: Protocol, seed: int | None = None) -> RunWork:
     arms = []
     for i, arm in enumerate(protocol.arms):
         therapy = resolve_arm(protocol, arm)
-        arms.append(ArmWork(i, arm.id, therapy, typical_parameters(model, therapy)))
+        rules = resolve_rules(protocol.rules, arm.id, therapy.product.name, days[-1])
+        arms.append(ArmWork(i, arm.id, therapy, typical_parameters(model, therapy), rules))
+    problems = check_rules(model, [r for a in arms for r in a.rules])
+    if problems:
+        from cartwin.protocol import ProtocolError
+        raise ProtocolError(protocol.study_id, sorted(set(problems)))
     return RunWork(model, seed, days, tuple(arms), protocol.population, dict(protocol.model_variability),
                    stored_observables(model, protocol.outputs), (s.backend, s.rtol, s.atol))
 

@@ -224,6 +224,99 @@ class SolverSettings(_Strict):
     atol: float = Field(default=1e-9, gt=0, lt=1e-3)
 
 
+# --- rules that react to the simulated patient (evaluated inside the simulation) ------------
+class RuleCondition(_Strict):
+    """One test of a read-out on a daily check: exactly one comparison."""
+
+    test: str = Field(description="a read-out (test code) of the model, e.g. NEUT, BCELL, PGA, LYM; or "
+                      "CRS_GRADE, the ASTCT 2019 CRS grade of the day from TEMP, HYPOTEN, HYPOXIA and "
+                      "ANTICYT (the clinical rule table crs_icans.toml)")
+    below: float | None = Field(default=None, description="holds when the value is < this")
+    above: float | None = Field(default=None, description="holds when the value is > this")
+    at_least: float | None = Field(default=None, description="holds when the value is >= this")
+    at_most: float | None = Field(default=None, description="holds when the value is <= this")
+    for_days: int = Field(default=1, ge=1, le=365,
+                          description="the comparison must hold on this many consecutive daily checks")
+
+    @model_validator(mode="after")
+    def _one_comparison(self):
+        given = [k for k in ("below", "above", "at_least", "at_most") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"condition on {self.test}: give exactly one of below, above, at_least, "
+                             f"at_most (given: {given or 'none'})")
+        return self
+
+
+class RuleDose(_Strict):
+    """What a rule gives: a drug, an amount (flat or per kg) and a course of ``times`` doses."""
+
+    drug: Literal["tocilizumab", "dexamethasone", "methylprednisolone", "filgrastim", "car-t"]
+    mg: float | None = Field(default=None, gt=0, description="flat dose in mg")
+    mg_per_kg: float | None = Field(default=None, gt=0, description="mg per kg body weight")
+    max_mg: float | None = Field(default=None, gt=0, description="cap of a per-kg dose, mg")
+    ug_per_kg: float | None = Field(default=None, gt=0, description="ug per kg (filgrastim)")
+    cells_per_kg: float | None = Field(default=None, gt=0, description="CAR-T cells per kg (car-t)")
+    cells: float | None = Field(default=None, gt=0, description="CAR-T cells, flat (car-t)")
+    times: int = Field(default=1, ge=1, le=60, description="doses in the course")
+    every_days: float = Field(default=1.0, gt=0, description="days between the doses of a course")
+    infusion_hours: float | None = Field(default=None, ge=0, le=24,
+                                         description="infusion length; default the drug's usual one")
+
+    @model_validator(mode="after")
+    def _one_amount(self):
+        given = [k for k in ("mg", "mg_per_kg", "ug_per_kg", "cells_per_kg", "cells") if getattr(self, k) is not None]
+        allowed = {"car-t": {"cells_per_kg", "cells"}, "filgrastim": {"ug_per_kg"}}.get(self.drug, {"mg", "mg_per_kg"})
+        if len(given) != 1 or given[0] not in allowed:
+            raise ValueError(f"{self.drug}: give exactly one amount of {sorted(allowed)} (given: {given or 'none'})")
+        if self.max_mg is not None and given[0] != "mg_per_kg":
+            raise ValueError(f"{self.drug}: max_mg caps a mg_per_kg dose only")
+        return self
+
+
+class Deferral(_Strict):
+    """Defer lymphodepletion when counts are low at screening (the first lymphodepletion day)."""
+
+    days: float = Field(gt=0, le=90, description="days each deferral lasts")
+    times: int = Field(default=1, ge=1, le=10, description="deferrals before ``then`` applies")
+    then: Literal["proceed", "reduce", "omit"] = Field(
+        default="proceed", description="if counts are still low after the deferrals: give the planned "
+        "lymphodepletion, reduce it by ``fraction``, or omit it (CAR-T without lymphodepletion)")
+    fraction: float | None = Field(default=None, gt=0, lt=1, description="dose fraction given with then = 'reduce'")
+
+    @model_validator(mode="after")
+    def _fraction(self):
+        if (self.then == "reduce") != (self.fraction is not None):
+            raise ValueError("defer_lymphodepletion: 'fraction' is required with then = 'reduce' and only then")
+        return self
+
+
+class Rule(_Strict):
+    """A rule that reacts to the simulated patient: when all conditions hold on a daily check
+    within [from_day, to_day], give a dose (or defer lymphodepletion)."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="rule identifier, recorded with each event it causes")
+    when: list[RuleCondition] = Field(min_length=1, description="all must hold")
+    from_day: float = Field(default=0.0, description="first daily check, day relative to infusion")
+    to_day: float | None = Field(default=None, description="last daily check (default: end of follow-up)")
+    give: RuleDose | None = None
+    defer_lymphodepletion: Deferral | None = None
+    max_times: int = Field(default=1, ge=1, le=100, description="how often the rule may fire per patient")
+    min_interval_days: float | None = Field(
+        default=None, ge=0, description="days from one firing to the next check that may fire again "
+        "(default: the length of the course, times x every_days)")
+    arms: list[str] | None = Field(default=None, description="arms the rule applies to (default: all)")
+    indication: str = Field(default="", description="why the drug is given (CDISC CMINDC), e.g. 'CRS grade >= 2'")
+    source: str = Field(default="", description="the guideline or trial protocol the rule follows")
+
+    @model_validator(mode="after")
+    def _one_action(self):
+        if (self.give is None) == (self.defer_lymphodepletion is None):
+            raise ValueError(f"rule {self.id}: give exactly one of 'give' and 'defer_lymphodepletion'")
+        if self.to_day is not None and self.to_day < self.from_day:
+            raise ValueError(f"rule {self.id}: to_day {self.to_day} is before from_day {self.from_day}")
+        return self
+
+
 class Protocol(_Strict):
     schema_version: Literal[1] = 1
     study_id: str = Field(min_length=1)
@@ -244,3 +337,17 @@ class Protocol(_Strict):
     products: dict[str, ProductDefinition] = Field(default_factory=dict)
     regimens: dict[str, list[DrugAdministration]] = Field(default_factory=dict)
     solver: SolverSettings = SolverSettings()
+    rules: list[Rule] = Field(default_factory=list, description="rules evaluated inside the simulation "
+                              "(supportive care, rescue therapy, deferral, a second infusion); see docs/protocol.md")
+
+    @model_validator(mode="after")
+    def _rules_known_arms(self):
+        arm_ids = {a.id for a in self.arms}
+        ids = [r.id for r in self.rules]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"rule ids must be unique: {ids}")
+        for r in self.rules:
+            unknown = sorted(set(r.arms or ()) - arm_ids)
+            if unknown:
+                raise ValueError(f"rule {r.id}: unknown arms {unknown}; arms: {sorted(arm_ids)}")
+        return self

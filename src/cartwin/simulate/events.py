@@ -1,6 +1,7 @@
 """Per-patient event tables with NONMEM meaning, and their translation into solver schedules.
 
-EVID 1 rows are doses (AMT in the dose route's unit: mg of drug, or CAR-T cells; RATE in
+EVID 1 rows are doses (planned, or given by a protocol rule: RULE names it), EVID 2 rows are a
+rule's decisions that are not doses (deferral) (AMT in the dose route's unit: mg of drug, or CAR-T cells; RATE in
 amount/day for infusions, 0 for a bolus), EVID 0 rows are observations. TIME is in days
 relative to the CAR-T infusion (day 0). At equal TIME, observation rows come first: a sample at
 the time of a dose is a pre-dose sample.
@@ -20,7 +21,7 @@ from cartwin.therapy.dosing import Dose
 EVENT_FIELDS = (
     ("ID", pa.string(), "subject identifier"),
     ("TIME", pa.float64(), "day relative to the CAR-T infusion (day 0); negative before it"),
-    ("EVID", pa.int8(), "event type: 0 observation, 1 dose (NONMEM meaning; 2-4 not used by cartwin runs)"),
+    ("EVID", pa.int8(), "event type: 0 observation, 1 dose, 2 other event (a protocol rule's decision that is not a dose, e.g. deferring lymphodepletion) (NONMEM meaning; 3-4 not used by cartwin runs)"),
     ("CMT", pa.int16(), "compartment number (1-based position of the target state in the model)"),
     ("CMTNAME", pa.string(), "name of the target state (dose) or test code (observation)"),
     ("AMT", pa.float64(), "dose amount in the route's unit (mg for drugs, cells for CAR-T); 0 on observations"),
@@ -30,7 +31,8 @@ EVENT_FIELDS = (
     ("DV", pa.float64(), "observed value; empty in a simulation's event table"),  # the store says where values are
     ("MDV", pa.int8(), "1 when DV is missing or the row is a dose"),
     ("DRUG", pa.string(), "drug or product given (dose rows)"),
-    ("NOTE", pa.string(), "dose rule applied (e.g. renal adjustment)"),
+    ("NOTE", pa.string(), "dose rule applied (e.g. renal adjustment), or what a protocol rule saw and did"),
+    ("RULE", pa.string(), "id of the protocol rule that caused the event; empty for planned doses and samples"),
 )
 EVENT_COLUMNS = {name: meaning for name, _, meaning in EVENT_FIELDS}
 EVENT_SCHEMA = pa.schema([(name, arrow_type) for name, arrow_type, _ in EVENT_FIELDS])

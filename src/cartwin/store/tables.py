@@ -71,21 +71,27 @@ def observations_table(pop, model: Model, days: np.ndarray, obs: np.ndarray, ok:
     })
 
 
-def events_table(pop, model: Model, doses, days: np.ndarray) -> pa.Table:
-    """Dose rows (EVID 1) and one sampling row (EVID 0, MDV 1) per assessment day, ordered by
-    subject, time and, at equal times, sampling first (a sample on a dose day is pre-dose)."""
+def events_table(pop, model: Model, doses, days: np.ndarray, other=None) -> pa.Table:
+    """Dose rows (EVID 1), a protocol rule's other decisions (EVID 2, from ``other``: per patient,
+    items with ``day``, ``note`` and ``rule``) and one sampling row (EVID 0, MDV 1) per assessment
+    day, ordered by subject, time and, at equal times, sampling first (a sample on a dose day is
+    pre-dose)."""
     index = {s: i + 1 for i, s in enumerate(model.state_names)}
     dose_rows = []
     for p, patient_doses in enumerate(doses):
         for d in patient_doses:
             route = model.dose_input(d.route)
             dose_rows.append((p, d.day, index[route.state], route.state, d.amount, route.unit,
-                              d.amount / d.duration_days if d.duration_days > 0 else 0.0, d.drug, d.note))
+                              d.amount / d.duration_days if d.duration_days > 0 else 0.0, d.drug, d.note,
+                              getattr(d, "rule", ""), 1))
+    for p, events in enumerate(other or ()):
+        for e in events:
+            dose_rows.append((p, e.day, 0, "", 0.0, "", 0.0, "", e.note, e.rule, 2))
     n, n_days, n_doses = len(pop.subject), days.size, len(dose_rows)
     patient = np.concatenate([np.repeat(np.arange(n), n_days),
                               np.array([r[0] for r in dose_rows], dtype=np.int64)])
     time = np.concatenate([np.tile(days.astype(float), n), np.array([r[1] for r in dose_rows], float)])
-    evid = np.concatenate([np.zeros(n * n_days, np.int8), np.ones(n_doses, np.int8)])
+    evid = np.concatenate([np.zeros(n * n_days, np.int8), np.array([r[10] for r in dose_rows], np.int8)])
     order = np.lexsort((evid, time, patient))  # stable: doses keep their given order
 
     def column(sampling_value, dose_values, dtype):
@@ -108,5 +114,6 @@ def events_table(pop, model: Model, doses, days: np.ndarray) -> pa.Table:
         "MDV": pa.array(np.ones(patient.size, np.int8), pa.int8()),
         "DRUG": column("", [r[7] for r in dose_rows], pa.string()),
         "NOTE": column("", [r[8] for r in dose_rows], pa.string()),
+        "RULE": column("", [r[9] for r in dose_rows], pa.string()),
     }
     return pa.table(table, schema=EVENT_SCHEMA)

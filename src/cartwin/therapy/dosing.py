@@ -74,3 +74,4 @@ class Dose:
     duration_days: float = 0.0
     drug: str = ""
     note: str = ""
+    rule: str = ""  # the protocol rule that gave this dose ("" for a planned dose)
