@@ -13,6 +13,7 @@ from cartwin.plan.chunks import ChunkSpec
 from cartwin.plan.work import RunWork
 from cartwin.population.virtual import generate
 from cartwin.simulate.engine import solve
+from cartwin.simulate.timed_events import solve_with_events
 from cartwin.store.tables import events_table, observations_table, parameters_table, patients_table
 
 
@@ -37,8 +38,9 @@ def run_chunk(work: RunWork, spec: ChunkSpec) -> ChunkResult:
     n = len(pop.subject)
     days = np.asarray(work.days, float)
     if work.imported:
-        solved = solve(model, pop.theta, np.zeros((n, 0)), [work.fixed_doses] * n, days, work.solver(),
-                       which=work.which, origin=0.0, nonnegative=False)
+        solved = solve_with_events(model, pop.theta, np.zeros((n, 0)), [work.fixed_doses] * n, days,
+                                   work.solver(), work.fixed_events, which=work.which, origin=0.0,
+                                   nonnegative=work.nonnegative)
         # the event table records what each event added for this patient, in the state's unit
         scales = compile_model(model).dose_scales(solved.constants)
         route = {d.name: j for j, d in enumerate(model.doses)}
