@@ -378,7 +378,7 @@ def import_sbml(source: str | Path, name: str | None = None) -> ImportedModel:
         name=name or _safe_name(m.getId() or Path(where).stem), version="sbml",
         description=(m.getName() or m.getId() or where), parameters=tuple(parameters), covariates=(),
         assignments=tuple(ordered), states=tuple(states), doses=tuple(dose_inputs), observables=observables,
-        notes=(f"Imported from {where}.", *notes))
+        notes=(f"Imported from {Path(where).name} (sha256 {_digest(source)}).", *notes))
     _check_declaration(model, where)
     species = {rename.get(x.getId(), x.getId()) for x in m.getListOfSpecies()}
     nonnegative = tuple(st.name in species for st in model.states)
@@ -497,6 +497,16 @@ def _events(m, expr, symbols, states, state_names, dynamic_names, assignment_rul
         if clash:
             unsupported.append(f"event {label}: its trigger or delay uses {clash}, which events set")
     return doses, dose_inputs, events
+
+
+def _digest(source: str | Path) -> str:
+    """The content's hash: the declaration (and so the compiled-code cache key) depends on the
+    file's content, not on where it lies."""
+    import hashlib
+
+    text = str(source)
+    data = text.encode() if text.lstrip().startswith("<") else Path(source).read_bytes()
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def _safe_name(text: str) -> str:

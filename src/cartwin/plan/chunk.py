@@ -49,7 +49,15 @@ def run_chunk(work: RunWork, spec: ChunkSpec) -> ChunkResult:
     else:
         doses = arm.therapy.patient_doses(pop.covariates)
         solved = solve(model, pop.theta, pop.covariates, doses, days, work.solver(), which=work.which)
+    stored = solved.ok
+    if work.imported:
+        # a failed patient of an imported model keeps the days its solve reached (its status
+        # says it failed, and why); cartwin's own models store complete patients only, which
+        # their clinical scoring needs
+        stored = solved.ok | np.any(np.isfinite(solved.observations), axis=(1, 2))
+    observations = observations_table(pop, model, days, solved.observations, stored, solved.which)
+    if (stored & ~solved.ok).any():
+        partial = np.repeat(~solved.ok[stored], days.size * len(solved.which))
+        observations = observations.filter(pc.invert(pc.and_(pa.array(partial), pc.is_nan(observations["value"]))))
     return ChunkResult(spec, patients_table(pop, model, arm.therapy, solved.ok, solved.reasons),
-                       parameters_table(pop, model),
-                       observations_table(pop, model, days, solved.observations, solved.ok, solved.which),
-                       events_table(pop, model, doses, days))
+                       parameters_table(pop, model), observations, events_table(pop, model, doses, days))

@@ -103,6 +103,16 @@ def make_work(protocol: Protocol, seed: int | None = None) -> RunWork:
                    stored_observables(model, protocol.outputs), (s.backend, s.rtol, s.atol))
 
 
+def check_loadable(protocol: Protocol, seed: int | None = None) -> RunWork:
+    """What ``run`` checks before it writes anything: the protocol resolved into work (an SBML
+    model imported, its declaration parsed) and a cartwin model's read-outs in the vocabulary.
+    ``cartwin validate`` calls this, so that it refuses what ``run`` would."""
+    work = make_work(protocol, seed)
+    if not work.imported:
+        check_vocabulary(work.model)
+    return work
+
+
 def _import(protocol: Protocol):
     from cartwin.io.sbml_import import import_sbml  # only runs with SBML models need it
     from cartwin.protocol import ProtocolError
