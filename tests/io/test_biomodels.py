@@ -173,3 +173,121 @@ def test_published_file_runs_through_cartwin_run(runs, name):
         assert len(days) == 3
     # species never below zero: round-off within the solver's error control is stored as 0
     assert lowest is None or lowest >= 0
+
+
+# names that generated code, Python or sympy use themselves
+CLASHING = ["u_0", "which", "numpy", "k", "y", "exp", "t", "E", "pi", "lambda", "K", "J", "F", "x_0",
+            "math", "numba", "dydt", "T", "Y", "need", "OBS", "i", "sqrt", "Max", "I", "S", "N"]
+
+
+def _clashing_model() -> str:
+    """dX_j/dt = -r_j X_j + inputs, with every parameter and species named after something the
+    generated code, Python or sympy use; the maths also uses exp(), pi and e."""
+    import libsbml
+    doc = libsbml.SBMLDocument(3, 2)
+    m = doc.createModel()
+    m.setId("clash")
+    m.setTimeUnits("second")  # also: the time unit is converted (1 day = 86400 s)
+    c = m.createCompartment()
+    c.setId("cell")
+    c.setSize(1.0)
+    c.setConstant(True)
+    for j, name in enumerate(CLASHING):
+        s = m.createSpecies()
+        s.setId(name)
+        s.setCompartment("cell")
+        s.setInitialAmount(1.0 + j)
+        s.setHasOnlySubstanceUnits(True)
+        s.setBoundaryCondition(False)
+        s.setConstant(False)
+        p = m.createParameter()
+        p.setId(f"r_{j}")
+        p.setValue(1e-6 * (1 + j))
+        p.setConstant(True)
+        rule = m.createRateRule()
+        rule.setVariable(name)
+        other = CLASHING[j - 1]
+        rule.setMath(libsbml.parseL3Formula(
+            f"-r_{j} * {name} + 1e-6 * exp(-{other} / 100) * pi / exponentiale"))
+    return libsbml.writeSBMLToString(doc)
+
+
+def test_names_that_clash_with_generated_code_give_the_right_numbers():
+    import libsbml
+    roadrunner = pytest.importorskip("roadrunner")
+    text = _clashing_model()
+    imported = import_sbml(text)
+    assert imported.time_factor == 86400.0
+    assert "t_" in imported.model.state_names and "lambda_" in imported.model.state_names  # renamed, noted
+    days = np.array([0.0, 0.5, 1.0, 2.0])
+    sim = simulate_sbml(text, days, rtol=1e-10, atol=1e-12)
+    assert sim.ok.all(), sim.reasons
+    rr = roadrunner.RoadRunner(text)
+    rr.integrator.relative_tolerance, rr.integrator.absolute_tolerance = 1e-10, 1e-12
+    rr.timeCourseSelections = ["time"] + CLASHING
+    ref = np.array(rr.simulate(times=list(days * 86400.0)))[:, 1:]
+    renamed = {"t": "t_", "lambda": "lambda_"}
+    ours = np.stack([sim[renamed.get(n, n)][0] for n in CLASHING], axis=1)
+    np.testing.assert_allclose(ours, ref, rtol=1e-7)
+
+
+def test_validate_refuses_what_run_refuses(tmp_path):
+    """An SBML model that run cannot load (a required package; a state-dependent trigger) is
+    refused by `cartwin validate` with the same message, exit 2, and no traceback."""
+    import subprocess
+    import sys
+
+    import libsbml
+    doc = libsbml.readSBMLFromFile(str(DATA / "BIOMD0000001041.xml"))
+    ev = doc.getModel().createEvent()
+    ev.setId("rescue")
+    ev.setUseValuesFromTriggerTime(True)
+    trig = ev.createTrigger()
+    trig.setInitialValue(False)
+    trig.setPersistent(True)
+    trig.setMath(libsbml.parseL3Formula("CAR_T_cells > 10"))
+    ea = ev.createEventAssignment()
+    ea.setVariable("CAR_T_cells")
+    ea.setMath(libsbml.parseL3Formula("0"))
+    (tmp_path / "m.xml").write_text(libsbml.writeSBMLToString(doc))
+    protocol = tmp_path / "p.toml"
+    protocol.write_text('schema_version = 1\nstudy_id = "X"\nseed = 1\nmodel = "sbml:m.xml"\n'
+                        'follow_up_days = 28\n[schedule]\ndays = [0, 7, 28]\n[[arms]]\nid = "a"\nn = 2\n')
+    for args in (["validate", str(protocol)], ["run", str(protocol), "--out", str(tmp_path / "run")]):
+        result = subprocess.run([sys.executable, "-m", "cartwin.cli", *args], capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 2, result.stderr  # bad input: a clear message, no traceback
+        assert "event rescue: trigger CAR_T_cells > 10 depends on ['CAR_T_cells']" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("days, problem", [
+    ("[-5, 0, 7]", "days [-5.0] lie before day 0, the start of an SBML model"),
+    ("[0, 7, 60]", "days [60.0] lie after follow_up_days = 28"),
+    ("[0, nan, 7]", "are not finite numbers of days"),
+])
+def test_sbml_protocols_get_the_schedule_checks(tmp_path, days, problem):
+    from cartwin.protocol import ProtocolError
+    protocol = tmp_path / "p.toml"
+    protocol.write_text(f'schema_version = 1\nstudy_id = "X"\nseed = 1\nmodel = "sbml:{DATA / "BIOMD0000001041.xml"}"\n'
+                        f'follow_up_days = 28\n[schedule]\ndays = {days}\n[[arms]]\nid = "a"\nn = 2\n')
+    with pytest.raises(ProtocolError, match=problem.replace("[", r"\[").replace("]", r"\]")):
+        load_protocol(protocol)
+
+
+def test_a_required_package_is_refused_naming_package_and_element():
+    import libsbml
+    from cartwin.io import UnsupportedSBMLError
+    ns = libsbml.SBMLNamespaces(3, 1, "comp", 1)
+    doc = libsbml.SBMLDocument(ns)
+    doc.setPackageRequired("comp", True)
+    m = doc.createModel()
+    m.setId("outer")
+    plugin = m.getPlugin("comp")
+    sub = plugin.createSubmodel()
+    sub.setId("inner")
+    sub.setModelRef("outer")
+    with pytest.raises(UnsupportedSBMLError, match=r"SBML package 'comp' \(hierarchical model composition\), "
+                       r"required by the document, used by <comp:submodel id='inner'>: it changes the maths"):
+        import_sbml(libsbml.writeSBMLToString(doc))

@@ -113,7 +113,8 @@ def _packages(doc: libsbml.SBMLDocument) -> tuple[list[str], list[str]]:
         if not required:
             notes.append(f"SBML package '{package}' ({meaning}) ignored: it does not change the maths")
             continue
-        first = next((e for e in doc.getListOfAllElements() if e.getPackageName() == package), None)
+        first = next((e for e in doc.getListOfAllElements() if e.getPackageName() == package
+                      and not e.getElementName().startswith("listOf")), None)
         element = (f"<{package}:{first.getElementName()}"
                    + (f" id={first.getId()!r}" if first.isSetId() else "") + ">") if first else "the document"
         refused.append(f"SBML package '{package}' ({meaning}), required by the document, used by "

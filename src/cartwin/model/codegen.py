@@ -92,21 +92,29 @@ def _safe(name: str) -> str:
     return NAME_PREFIX + name
 
 
-def _resolve_calls(expr: sp.Expr) -> sp.Expr:
-    """A declared name used as a function (``exp(x)`` in a model with a quantity ``exp``) parses
-    as a call of that name's symbol; it means the function of that name."""
-    calls = {c for c in expr.atoms(sp.core.function.AppliedUndef)}
+def _rename_calls(text: str, declared: dict) -> tuple[str, dict]:
+    """A declared name used as a function (``exp(x)`` in a model with a quantity ``exp``) means
+    the function of that name: such calls are renamed before parsing, with the function bound."""
+    import io
+    import tokenize
+
+    tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    calls: dict[str, object] = {}
+    out = []
+    for i, tok in enumerate(tokens):
+        nxt = tokens[i + 1] if i + 1 < len(tokens) else None
+        if (tok.type == tokenize.NAME and tok.string in declared and nxt is not None
+                and nxt.type == tokenize.OP and nxt.string == "("):
+            function = _FUNCTIONS.get(tok.string) or getattr(sp, tok.string, None)
+            if function is None or not callable(function):
+                raise ModelDeclarationError(f"{tok.string} is a declared quantity, not a function, in {text!r}")
+            alias = f"__call_{tok.string}"
+            calls[alias] = function
+            tok = tok._replace(string=alias)
+        out.append(tok)
     if not calls:
-        return expr
-    replace = {}
-    for c in calls:
-        name = c.func.__name__
-        plain = name[len(NAME_PREFIX):] if name.startswith(NAME_PREFIX) else name
-        function = _FUNCTIONS.get(plain) or getattr(sp, plain, None)
-        if function is None or not callable(function):
-            raise ModelDeclarationError(f"unknown function {plain!r} in {expr}")
-        replace[c] = function(*[_resolve_calls(a) for a in c.args])
-    return expr.xreplace(replace)
+        return text, calls
+    return tokenize.untokenize([(t.type, t.string) for t in out]), calls
 
 
 @dataclass(frozen=True)
@@ -136,7 +144,8 @@ def _parser(model: Model):
 
     def expr(text: str, where: str) -> sp.Expr:
         try:
-            e = _resolve_calls(parse_expr(text, local_dict=local, evaluate=True))
+            text, calls = _rename_calls(text, symbols)
+            e = parse_expr(text, local_dict={**local, **calls}, evaluate=True)
         except ModelDeclarationError as exc:
             raise ModelDeclarationError(f"{where}: {exc}") from None
         except Exception as exc:  # sympy raises many kinds; all mean the same to the author
