@@ -4,6 +4,7 @@ through `cartwin run` with a protocol."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import duckdb
@@ -163,6 +164,10 @@ def test_published_file_runs_through_cartwin_run(runs, name):
     finally:
         con.close()
     assert summary.n_total == 2
+    manifest = json.loads((rundir / "manifest.json").read_text())
+    # no backend named: LSODA, whose first result needs no compiled BDF kernel
+    assert manifest["solver"]["backend"] == "scipy-lsoda"
+    assert any("time unit" in n for n in manifest["model"]["notes"])
     if name == "MODEL2109110005.xml":
         # the solve fails after day 8.5 (see above): the patients are flagged, with the day,
         # and keep the days reached
@@ -209,6 +214,13 @@ def _clashing_model() -> str:
         other = CLASHING[j - 1]
         rule.setMath(libsbml.parseL3Formula(
             f"-r_{j} * {name} + 1e-6 * exp(-{other} / 100) * pi / exponentiale"))
+    # an assignment rule named like a function, using a quantity named like one, and the function
+    total = m.createParameter()
+    total.setId("Min")
+    total.setConstant(False)
+    rule = m.createAssignmentRule()
+    rule.setVariable("Min")
+    rule.setMath(libsbml.parseL3Formula("exp + exp(y / 1000) + sqrt"))
     return libsbml.writeSBMLToString(doc)
 
 
@@ -224,10 +236,10 @@ def test_names_that_clash_with_generated_code_give_the_right_numbers():
     assert sim.ok.all(), sim.reasons
     rr = roadrunner.RoadRunner(text)
     rr.integrator.relative_tolerance, rr.integrator.absolute_tolerance = 1e-10, 1e-12
-    rr.timeCourseSelections = ["time"] + CLASHING
+    rr.timeCourseSelections = ["time"] + CLASHING + ["Min"]
     ref = np.array(rr.simulate(times=list(days * 86400.0)))[:, 1:]
     renamed = {"t": "t_", "lambda": "lambda_"}
-    ours = np.stack([sim[renamed.get(n, n)][0] for n in CLASHING], axis=1)
+    ours = np.stack([sim[renamed.get(n, n)][0] for n in CLASHING + ["Min"]], axis=1)
     np.testing.assert_allclose(ours, ref, rtol=1e-7)
 
 

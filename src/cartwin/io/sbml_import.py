@@ -519,10 +519,16 @@ def _order_assignments(assignments: list[Assignment], known: set[str], where: st
     """SBML rules are unordered; a cartwin declaration lists each assignment after what it uses."""
     from sympy.parsing.sympy_parser import parse_expr
 
+    from cartwin.model.codegen import _rename_calls
+
     names = {a.name for a in assignments}
     local = {n: sp.Symbol(n) for n in names | known}
-    deps = {a.name: {str(x) for x in parse_expr(a.expression, local_dict=local).free_symbols} & names
-            for a in assignments}
+
+    def uses(text: str) -> set[str]:
+        text, calls = _rename_calls(text, local)  # a quantity named like a function (exp)
+        return {str(x) for x in parse_expr(text, local_dict={**local, **calls}).free_symbols}
+
+    deps = {a.name: uses(a.expression) & names for a in assignments}
     pending = {a.name: a for a in assignments}
     out: list[Assignment] = []
     done: set[str] = set()

@@ -56,37 +56,44 @@ def firing_times(model: Model, events: Sequence[TimedEvent], K: np.ndarray, orig
     if end <= origin:
         return out
     grid = np.linspace(origin, end, TRIGGER_GRID)
+    no_states = np.zeros((n, 1, len(model.states)))
     for e_index, event in enumerate(events):
-        trigger, delay = vector_function(model, [event.trigger, event.delay], f"event {event.label}")(
-            np.zeros((n, 1, len(model.states))), K, grid[None, :])[:2]
+        f = vector_function(model, [event.trigger, event.delay], f"event {event.label}")
+        trigger, delay = f(no_states, K, grid[None, :])
         trigger = np.broadcast_to(trigger, (n, grid.size)) != 0
         delay = np.broadcast_to(delay, (n, grid.size))[:, 0]
+        bad = ~np.isfinite(delay) | (delay < 0)
+        if bad.any():
+            raise ValueError(f"event {event.label}: delay {delay[bad][0]:g} is negative or not finite")
         before = np.concatenate([np.full((n, 1), event.initial_value), trigger[:, :-1]], axis=1)
-        rises = trigger & ~before
-        for i, j in zip(*np.nonzero(rises)):
-            at = grid[j] if j == 0 else _bisect(model, event, K[i:i + 1], grid[j - 1], grid[j])
-            at += delay[i]
-            if not np.isfinite(at) or delay[i] < 0:
-                raise ValueError(f"event {event.label}: delay {delay[i]:g} is negative or not finite")
-            if origin <= at < end:
-                out[i].append((float(at), e_index))
+        patient, j = np.nonzero(trigger & ~before)
+        at = grid[j].copy()
+        inside = j > 0  # a rise between two grid points: bisect all of them at once
+        if inside.any():
+            at[inside] = _bisect(f, K[patient[inside]], grid[j[inside] - 1], grid[j[inside]],
+                                 len(model.states))
+        at += delay[patient]
+        for i, t in zip(patient, at):
+            if origin <= t < end:
+                out[i].append((float(t), e_index))
     for times in out:
         times.sort(key=lambda te: (te[0], -events[te[1]].priority, events[te[1]].order))
     return out
 
 
-def _bisect(model: Model, event: TimedEvent, k: np.ndarray, lo: float, hi: float) -> float:
-    """The first time in (lo, hi] at which the trigger is true (false at lo, true at hi)."""
-    f = vector_function(model, [event.trigger], f"event {event.label}")
-    y = np.zeros((1, 1, len(model.states)))
+def _bisect(f, K: np.ndarray, lo: np.ndarray, hi: np.ndarray, n_states: int) -> np.ndarray:
+    """Per row, the first time in (lo, hi] at which the trigger is true (false at lo, true at
+    hi), to the last representable time."""
+    lo, hi = lo.astype(float).copy(), hi.astype(float).copy()
+    y = np.zeros((K.shape[0], 1, n_states))
     for _ in range(200):
         mid = 0.5 * (lo + hi)
-        if mid <= lo or mid >= hi:
+        moving = (mid > lo) & (mid < hi)
+        if not moving.any():
             break
-        if np.broadcast_to(f(y, k, np.array([[mid]]))[0], (1, 1))[0, 0] != 0:
-            hi = mid
-        else:
-            lo = mid
+        true = np.broadcast_to(f(y, K, mid[:, None])[0], (K.shape[0], 1))[:, 0] != 0
+        hi = np.where(moving & true, mid, hi)
+        lo = np.where(moving & ~true, mid, lo)
     return hi
 
 
