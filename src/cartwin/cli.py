@@ -55,11 +55,13 @@ def _root(version: bool = typer.Option(False, "--version", help="Print the versi
 
 @app.command()
 def validate(protocol: Path = typer.Argument(..., help="Protocol file (TOML).")):
-    """Check a protocol file without running it."""
+    """Check a protocol file without running it: everything `run` checks before it writes (an
+    SBML model is imported and its code parsed)."""
     from cartwin.protocol import load_protocol
-    from cartwin.plan import make_plan
+    from cartwin.plan import check_loadable, make_plan
     loaded = load_protocol(protocol)
     plan = make_plan(loaded.protocol, workers=1)
+    check_loadable(loaded.protocol)
     p = loaded.protocol
     out.print(f"[green]ok[/green] {protocol}: study {p.study_id}, {len(p.arms)} arm(s), "
               f"{sum(plan.n_per_arm.values())} patients, seed {p.seed}, follow-up {p.follow_up_days:g} days")

@@ -15,7 +15,7 @@ import scipy
 
 import cartwin
 from cartwin.protocol import LoadedProtocol
-from cartwin.plan import Plan, check_vocabulary, default_workers, make_plan, make_work
+from cartwin.plan import Plan, check_loadable, default_workers, make_plan, make_work
 from cartwin.simulate.execute import execute
 from cartwin.store import layout
 from cartwin.store.run_directory import RunDirectory
@@ -54,10 +54,8 @@ def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, pro
     started = datetime.now(timezone.utc)
     protocol = loaded.protocol
     # an imported model is read (and checked) before anything is written
-    ctx = make_work(protocol, seed)
+    ctx = check_loadable(protocol, seed)  # the same checks as `cartwin validate`
     model = ctx.model
-    if not ctx.imported:
-        check_vocabulary(model)  # imported models name their own outputs
     workers = workers or default_workers()
     # a remote cluster is asked how many threads it has; a local one is not started yet
     plan_workers = executor.planning_workers() if executor else workers
@@ -144,6 +142,7 @@ def _model_record(model, reference: str) -> dict:
         path = Path(reference[len("sbml:"):])
         record["source"] = str(path)
         record["source_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        record["notes"] = list(model.notes)  # time unit, ignored packages, renamed ids
     return record
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from cartwin.model.codegen import compile_model
+from cartwin.simulate import engine
 from cartwin.protocol import parse_protocol
 from cartwin.simulate.events import doses_to_schedule
 from cartwin.run import simulate
@@ -69,5 +70,14 @@ def test_bdf_reports_a_failing_patient():
     sched = doses_to_schedule([], blow_up, np.zeros(0))
     res = NumbaBDF(max_steps=5000).solve(mod, K, mod.initial(K), [sched, sched], np.array([0.0, 2.0]))
     assert list(res.ok) == [False, True]
-    assert res.reasons[0].startswith("solver failed: BDF") and np.all(np.isnan(res.states[0]))
+    # the failed patient keeps the day it reached (day 0), and nothing after
+    assert res.reasons[0].startswith("solver failed: BDF")
+    assert res.states[0, 0, 0] == 1.0 and np.isnan(res.states[0, 1, 0])
     assert res.states[1, 1, 0] == pytest.approx(-1 / 3, rel=1e-5)
+    # through the engine, the reason says where the solve stopped
+    solved = engine.solve(blow_up, np.array([[1.0], [-1.0]]), np.zeros((2, 0)), [[], []], np.array([0.0, 0.5, 2.0]),
+                   NumbaBDF(max_steps=5000), nonnegative=False)
+    assert list(solved.ok) == [False, True]
+    assert "between day 0.5 and day 2; values kept up to day 0.5" in solved.reasons[0], solved.reasons[0]
+    assert solved.observations[0, 1, 0] == pytest.approx(2.0, rel=1e-4)  # y = 1 / (1 - t)
+    assert np.isnan(solved.observations[0, 2, 0])

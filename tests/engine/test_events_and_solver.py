@@ -101,4 +101,5 @@ def test_failed_solve_is_reported_not_raised():
     res = ScipyLSODA(max_steps=2000).solve(mod, K, mod.initial(K), [sched, sched], np.array([0.0, 2.0]))
     assert list(res.ok) == [False, True]
     assert "solver failed" in res.reasons[0] and res.reasons[1] == ""
-    assert np.all(np.isnan(res.states[0]))  # nothing half-solved is passed on
+    # the failed patient keeps the day it reached (day 0) and nothing after; it stays failed
+    assert res.states[0, 0, 0] == 1.0 and np.isnan(res.states[0, 1, 0])

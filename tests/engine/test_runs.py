@@ -98,11 +98,11 @@ def test_a_failed_patient_is_reported_and_the_run_goes_on(tmp_path, protocol_dic
     real = solvers.ScipyLSODA._solve_one
     calls = {"n": 0}
 
-    def flaky(self, compiled, k, y0, schedule, t_obs):
+    def flaky(self, compiled, k, y0, schedule, t_obs, out):
         calls["n"] += 1
         if calls["n"] == 2:
             raise RuntimeError("LSODA between day 0 and 7: excess work done")
-        return real(self, compiled, k, y0, schedule, t_obs)
+        return real(self, compiled, k, y0, schedule, t_obs, out)
 
     monkeypatch.setattr(solvers.ScipyLSODA, "_solve_one", flaky)
     protocol_dict["solver"] = {"backend": "scipy-lsoda"}

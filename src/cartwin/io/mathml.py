@@ -204,6 +204,15 @@ def from_ast(node: libsbml.ASTNode, symbol: Callable[[str], sp.Symbol], time: sp
             return sp.log(x) / sp.log(base)
         if t in _FUNCTIONS_1:
             return _FUNCTIONS_1[t](args[0])
+        if t in (libsbml.AST_FUNCTION_REM, libsbml.AST_FUNCTION_QUOTIENT):
+            # L3V2: rem(a, b) = a - b * quotient(a, b), quotient truncated towards zero (C's fmod)
+            ratio = args[0] / args[1]
+            quotient = sp.sign(ratio) * sp.floor(sp.Abs(ratio))
+            return quotient if t == libsbml.AST_FUNCTION_QUOTIENT else args[0] - args[1] * quotient
+        if t == libsbml.AST_LOGICAL_IMPLIES:
+            return sp.Or(sp.Not(args[0]), args[1])
+        if t == libsbml.AST_LOGICAL_XOR:
+            return sp.Xor(*args)
         if t == libsbml.AST_FUNCTION_MAX:
             return sp.Max(*args)
         if t == libsbml.AST_FUNCTION_MIN:

@@ -115,7 +115,7 @@ def scenario_to_sbml(scenario: Scenario) -> str:
         taken.add(sid)
         return sid
 
-    # codegen renames Python keywords (lambda -> lambda_); map its symbols back to model names
+    # codegen prefixes every declared name (lambda -> v_lambda); map its symbols back to model names
     safe_to_id = {_safe(n): n for n in names}
     time_id = reserve(TIME_ID)
 
@@ -256,7 +256,7 @@ def scenario_to_sbml(scenario: Scenario) -> str:
             _event(m, reserve(f"ev_{tag}_end"), start + dose.duration_days, inf_ids[dose.route],
                    math(inf - rate), f"end of {dose.drug} infusion")
         else:
-            target = sp.Symbol(di.state, real=True)
+            target = sp.Symbol(_safe(di.state), real=True)
             _event(m, reserve(f"ev_{tag}"), start, di.state, math(target + amount * scale),
                    f"{dose.drug or dose.route} bolus into {di.state}")
 

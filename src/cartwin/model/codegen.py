@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import keyword
+import math
 import os
 import sys
 import tempfile
@@ -25,8 +25,10 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from types import ModuleType
+from typing import Callable, Sequence
 
 import numpy as np
+
 import sympy as sp
 from sympy.parsing.sympy_parser import parse_expr
 from sympy.printing.numpy import NumPyPrinter
@@ -34,7 +36,10 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from cartwin.model.declaration import Model, ModelDeclarationError
 
-CODEGEN_VERSION = "4"
+CODEGEN_VERSION = "5"
+# error_model="numpy": a division by zero gives inf or NaN, which the integrators report as a
+# failed solve, instead of raising ZeroDivisionError out of compiled code
+JIT = '@numba.njit(cache=True, fastmath=False, error_model="numpy")'
 
 
 def _above(x, threshold):
@@ -76,8 +81,40 @@ class _ScalarPrinter(PythonCodePrinter):
         return "min(" + ", ".join(self._print(a) for a in expr.args) + ")"
 
 
+NAME_PREFIX = "v_"
+
+
 def _safe(name: str) -> str:
-    return f"{name}_" if keyword.iskeyword(name) else name
+    """The name of a declared quantity in generated code. Every declared name is prefixed, so
+    that no name in a model (``k``, ``y``, ``u_0``, ``which``, ``numpy``, ``exp``, a Python
+    keyword...) can collide with a name the generated code uses itself: those never begin with
+    ``v_``. Time is ``t``, which a declaration may not use for anything else."""
+    return NAME_PREFIX + name
+
+
+def _rename_calls(text: str, declared: dict) -> tuple[str, dict]:
+    """A declared name used as a function (``exp(x)`` in a model with a quantity ``exp``) means
+    the function of that name: such calls are renamed before parsing, with the function bound."""
+    import io
+    import tokenize
+
+    tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    calls: dict[str, object] = {}
+    out = []
+    for i, tok in enumerate(tokens):
+        nxt = tokens[i + 1] if i + 1 < len(tokens) else None
+        if (tok.type == tokenize.NAME and tok.string in declared and nxt is not None
+                and nxt.type == tokenize.OP and nxt.string == "("):
+            function = _FUNCTIONS.get(tok.string) or getattr(sp, tok.string, None)
+            if function is None or not callable(function):
+                raise ModelDeclarationError(f"{tok.string} is a declared quantity, not a function, in {text!r}")
+            alias = f"__call_{tok.string}"
+            calls[alias] = function
+            tok = tok._replace(string=alias)
+        out.append(tok)
+    if not calls:
+        return text, calls
+    return tokenize.untokenize([(t.type, t.string) for t in out]), calls
 
 
 @dataclass(frozen=True)
@@ -94,23 +131,36 @@ class Symbolic:
     observables: tuple[sp.Expr, ...]
 
 
-def parse(model: Model) -> Symbolic:
+def _parser(model: Model):
+    """(symbols by declared name, a function text -> sympy expression) for ``model``."""
     names = (list(model.parameter_names) + list(model.covariate_names)
-             + [a.name for a in model.assignments] + list(model.state_names) + ["t"])
+             + [a.name for a in model.assignments] + list(model.state_names))
+    if "t" in names:
+        raise ModelDeclarationError(f"model {model.name}: 't' is time; name the quantity otherwise")
     symbols = {n: sp.Symbol(_safe(n), real=True) for n in names}
+    symbols["t"] = sp.Symbol("t", real=True)
     local = dict(_FUNCTIONS)
     local.update(symbols)
 
     def expr(text: str, where: str) -> sp.Expr:
         try:
-            e = parse_expr(text, local_dict=local, evaluate=True)
+            text, calls = _rename_calls(text, symbols)
+            e = parse_expr(text, local_dict={**local, **calls}, evaluate=True)
+        except ModelDeclarationError as exc:
+            raise ModelDeclarationError(f"{where}: {exc}") from None
         except Exception as exc:  # sympy raises many kinds; all mean the same to the author
             raise ModelDeclarationError(f"{where}: cannot parse {text!r}: {exc}") from None
-        unknown = {s.name for s in e.free_symbols} - {_safe(n) for n in names}
+        unknown = {s.name for s in e.free_symbols - set(symbols.values())}
         if unknown:
             raise ModelDeclarationError(f"{where}: unknown names {sorted(unknown)} in {text!r}")
         return e
 
+    return symbols, expr
+
+
+@cache
+def parse(model: Model) -> Symbolic:
+    symbols, expr = _parser(model)
     state_syms = {symbols[s] for s in model.state_names} | {symbols["t"]}
     constant_names = list(model.parameter_names) + list(model.covariate_names)
     constant_exprs: dict[str, sp.Expr] = {}
@@ -248,19 +298,19 @@ def _source(model: Model, sym: Symbolic) -> str:
               + ["    " + f"u_{i} = u[{i}]" for i in range(len(states))])
     # rhs_into writes into a caller's array: compiled integrators call it thousands of times
     # per patient, and an allocation per call costs as much as the arithmetic
-    lines.append("@numba.njit(cache=True, fastmath=False)")
+    lines.append(JIT)
     lines.append("def rhs_into(y, t, k, u, dydt):")
     lines += header
     lines += body(rates, "dydt", None, list(range(len(states))))
     lines.append("")
-    lines.append("@numba.njit(cache=True, fastmath=False)")
+    lines.append(JIT)
     lines.append("def rhs(y, t, k, u):")
     lines.append(f"    dydt = numpy.empty({len(states)})")
     lines.append("    rhs_into(y, t, k, u, dydt)")
     lines.append("    return dydt")
     lines.append("")
     nz = [(i, j) for i in range(jac.rows) for j in range(jac.cols) if jac[i, j] != 0]
-    lines.append("@numba.njit(cache=True, fastmath=False)")
+    lines.append(JIT)
     lines.append("def jac(y, t, k, u):")
     lines += header
     lines += body([jac[i, j] for i, j in nz], "J", f"({len(states)}, {len(states)})",
@@ -338,6 +388,27 @@ def _sparse_lu_source(n: int, jac_nz: list[tuple[int, int]]) -> list[str]:
     return out
 
 
+def vector_function(model: Model, texts: Sequence[str], where: str = "expression") -> Callable:
+    """NumPy code for expressions over the model's names (states, constants, assignments, time):
+    ``f(Y, K, T) -> list of arrays``, with ``Y`` (N, M, S) states, ``K`` (N, constants) from
+    :func:`constants`, ``T`` time broadcastable to (N, M). Used for event triggers and event
+    assignments, which are evaluated between solver segments, not inside the integrator."""
+    sym = parse(model)
+    _, expr = _parser(model)
+    subs: dict[sp.Symbol, sp.Expr] = {}
+    for n in sym.dynamic_order:
+        subs[sp.Symbol(_safe(n), real=True)] = sym.dynamic_exprs[n].xreplace(subs)
+    exprs = [expr(text, f"{where} {text!r}").xreplace(subs) for text in texts]
+    vec = _VectorPrinter()
+    lines = ["def f(Y, K, T):", "    t = T"]
+    lines += [f"    {_safe(n)} = K[:, {i}, None]" for i, n in enumerate(sym.constant_names)]
+    lines += [f"    {_safe(n)} = Y[:, :, {i}]" for i, n in enumerate(model.state_names)]
+    lines.append("    return [" + ", ".join(f"{vec.doprint(e)} + 0 * t" for e in exprs) + "]")
+    namespace = {"numpy": np, "math": math}
+    exec(compile("\n".join(lines), f"<{model.name} {where}>", "exec"), namespace)
+    return namespace["f"]
+
+
 def cache_dir() -> Path:
     base = os.environ.get("CARTWIN_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "cartwin")
@@ -368,9 +439,10 @@ def compile_model(model: Model) -> ModuleType:
 
 
 def warm_up(module: ModuleType) -> None:
-    """Compile rhs/jac now (or load them from numba's cache)."""
-    n = len(module.STATE_NAMES)
-    k = np.ones(len(module.CONSTANT_NAMES))
-    y, u = np.ones(n), np.zeros(n)
-    module.rhs(y, 0.0, k, u)
-    module.jac(y, 0.0, k, u)
+    """Compile rhs/jac now (or load them from numba's cache), from their signature alone: the
+    model is never evaluated at made-up values (constants of 1 can divide by zero: ln(1) = 0)."""
+    from numba import types
+
+    vector = types.float64[::1]
+    module.rhs.compile((vector, types.float64, vector, vector))
+    module.jac.compile((vector, types.float64, vector, vector))

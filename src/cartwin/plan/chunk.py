@@ -14,6 +14,7 @@ from cartwin.plan.rules import solve_with_rules
 from cartwin.plan.work import RunWork
 from cartwin.population.virtual import generate
 from cartwin.simulate.engine import solve
+from cartwin.simulate.timed_events import solve_with_events
 from cartwin.store.tables import events_table, observations_table, parameters_table, patients_table
 
 
@@ -39,8 +40,9 @@ def run_chunk(work: RunWork, spec: ChunkSpec) -> ChunkResult:
     days = np.asarray(work.days, float)
     other = None
     if work.imported:
-        solved = solve(model, pop.theta, np.zeros((n, 0)), [work.fixed_doses] * n, days, work.solver(),
-                       which=work.which, origin=0.0, nonnegative=False)
+        solved = solve_with_events(model, pop.theta, np.zeros((n, 0)), [work.fixed_doses] * n, days,
+                                   work.solver(), work.fixed_events, which=work.which, origin=0.0,
+                                   nonnegative=work.nonnegative)
         # the event table records what each event added for this patient, in the state's unit
         scales = compile_model(model).dose_scales(solved.constants)
         route = {d.name: j for j, d in enumerate(model.doses)}
@@ -54,7 +56,15 @@ def run_chunk(work: RunWork, spec: ChunkSpec) -> ChunkResult:
     else:
         doses = arm.therapy.patient_doses(pop.covariates)
         solved = solve(model, pop.theta, pop.covariates, doses, days, work.solver(), which=work.which)
+    stored = solved.ok
+    if work.imported:
+        # a failed patient of an imported model keeps the days its solve reached (its status
+        # says it failed, and why); cartwin's own models store complete patients only, which
+        # their clinical scoring needs
+        stored = solved.ok | np.any(np.isfinite(solved.observations), axis=(1, 2))
+    observations = observations_table(pop, model, days, solved.observations, stored, solved.which)
+    if (stored & ~solved.ok).any():
+        partial = np.repeat(~solved.ok[stored], days.size * len(solved.which))
+        observations = observations.filter(pc.invert(pc.and_(pa.array(partial), pc.is_nan(observations["value"]))))
     return ChunkResult(spec, patients_table(pop, model, arm.therapy, solved.ok, solved.reasons),
-                       parameters_table(pop, model),
-                       observations_table(pop, model, days, solved.observations, solved.ok, solved.which),
-                       events_table(pop, model, doses, days, other))
+                       parameters_table(pop, model), observations, events_table(pop, model, doses, days, other))

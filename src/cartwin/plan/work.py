@@ -21,6 +21,9 @@ from cartwin.therapy.dosing import Dose
 from cartwin.vocabulary import test_codes
 
 
+IMPORTED_MODEL_BACKEND = "scipy-lsoda"
+
+
 def typical_parameters(model: Model, therapy: ArmTherapy) -> np.ndarray:
     """The model's declared values with the product's mechanism parameters set."""
     theta = np.array([p.value for p in model.parameters])
@@ -53,6 +56,10 @@ class RunWork:
     solver_settings: tuple[str, float, float]  # backend, rtol, atol
     fixed_doses: tuple[Dose, ...] | None = None
     """An imported (SBML) model's own doses, the same for every patient; time 0 = model start."""
+    fixed_events: tuple = ()
+    """An imported model's events that set states (:class:`cartwin.simulate.timed_events.TimedEvent`)."""
+    nonnegative: tuple[bool, ...] | bool = True
+    """Per state, whether it may not go below zero (an imported model's species)."""
 
     @property
     def imported(self) -> bool:
@@ -87,9 +94,12 @@ def make_work(protocol: Protocol, seed: int | None = None) -> RunWork:
         model = imported.model
         typical = np.array([p.value for p in model.parameters], float)
         arms = tuple(ArmWork(i, a.id, None, typical) for i, a in enumerate(protocol.arms))
+        # an imported model is solved by LSODA unless the protocol names a backend: its first
+        # result comes in seconds, where the compiled BDF kernel takes a minute to build once
+        backend = s.backend if "backend" in s.model_fields_set else IMPORTED_MODEL_BACKEND
         return RunWork(model, seed, days, arms, None, dict(protocol.model_variability),
-                       stored_observables(model, protocol.outputs), (s.backend, s.rtol, s.atol),
-                       tuple(imported.doses))
+                       stored_observables(model, protocol.outputs), (backend, s.rtol, s.atol),
+                       tuple(imported.doses), tuple(imported.events), imported.nonnegative)
     model = get_model(protocol.model)
     arms = []
     for i, arm in enumerate(protocol.arms):
@@ -102,6 +112,16 @@ def make_work(protocol: Protocol, seed: int | None = None) -> RunWork:
         raise ProtocolError(protocol.study_id, sorted(set(problems)))
     return RunWork(model, seed, days, tuple(arms), protocol.population, dict(protocol.model_variability),
                    stored_observables(model, protocol.outputs), (s.backend, s.rtol, s.atol))
+
+
+def check_loadable(protocol: Protocol, seed: int | None = None) -> RunWork:
+    """What ``run`` checks before it writes anything: the protocol resolved into work (an SBML
+    model imported, its declaration parsed) and a cartwin model's read-outs in the vocabulary.
+    ``cartwin validate`` calls this, so that it refuses what ``run`` would."""
+    work = make_work(protocol, seed)
+    if not work.imported:
+        check_vocabulary(work.model)
+    return work
 
 
 def _import(protocol: Protocol):

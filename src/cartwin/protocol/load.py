@@ -8,6 +8,7 @@ inside the follow-up, a dose in a plausible range) run after the schema.
 from __future__ import annotations
 
 import hashlib
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,15 +180,7 @@ def check_semantics(p: Protocol) -> list[str]:
             problems += _check_administrations(arm.lymphodepletion, f"{where}.lymphodepletion")
     for name, admins in p.regimens.items():
         problems += _check_administrations(admins, f"regimens.{name}")
-    days = schedule_days(p)
-    late = [d for d in days if d > p.follow_up_days]
-    early = [d for d in days if d < EARLIEST_DAY]
-    if late:
-        problems.append(f"schedule: days {late[:5]} lie after follow_up_days = {p.follow_up_days:g}; "
-                        "extend the follow-up or drop those days")
-    if early:
-        problems.append(f"schedule: days {early[:5]} lie before day {EARLIEST_DAY:g}, outside the "
-                        "simulated window")
+    problems += _check_schedule(p, EARLIEST_DAY, "outside the simulated window")
     problems += _check_population(p.population)
     return problems
 
@@ -202,9 +195,29 @@ def _parameter_names(model: str) -> tuple[str, ...]:
     return MODELS[model].parameter_names if model in MODELS else ()
 
 
-def _check_sbml_protocol(p: Protocol) -> list[str]:
-    """An SBML model carries its own doses and needs no covariates: arms name only n."""
+def _check_schedule(p: Protocol, earliest: float, why: str) -> list[str]:
+    """The assessment days: finite, within [earliest, follow_up_days]."""
+    s = p.schedule
+    bounds = s.days if s.days is not None else [s.start, s.stop, s.every]
+    bad = [d for d in bounds if not math.isfinite(d)]
+    if bad:
+        return [f"schedule: {bad[:5]} are not finite numbers of days"]
+    days = schedule_days(p)
+    late = [d for d in days if d > p.follow_up_days]
+    early = [d for d in days if d < earliest]
     problems = []
+    if late:
+        problems.append(f"schedule: days {late[:5]} lie after follow_up_days = {p.follow_up_days:g}; "
+                        "extend the follow-up or drop those days")
+    if early:
+        problems.append(f"schedule: days {early[:5]} lie before day {earliest:g}, {why}")
+    return problems
+
+
+def _check_sbml_protocol(p: Protocol) -> list[str]:
+    """An SBML model carries its own doses and needs no covariates: arms name only n. Its time
+    starts at 0 (the model's initial values); the schedule is checked as for cartwin's models."""
+    problems = _check_schedule(p, 0.0, "the start of an SBML model (its initial values hold at day 0)")
     for i, arm in enumerate(p.arms):
         given = [f for f in ("product", "dose", "lymphodepletion") if getattr(arm, f) is not None]
         if given:

@@ -8,8 +8,9 @@ population fits, calibration and sensitivity analysis. It knows no protocol and 
         -> constants -> initial state -> dose scales -> schedules -> solve -> observe
 
 and returns the states, the chosen read-outs and, per patient, whether the solve succeeded and
-why not. A patient whose solve fails keeps NaN states and read-outs and a reason; nobody is
-dropped.
+why not. A patient whose solve fails keeps its states and read-outs up to the last output day
+the solver reached, NaN after it, and a reason that names the interval where it failed; nobody
+is dropped.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def covariate_matrix(model: Model, covariates: Mapping[str, np.ndarray] | np.nda
 def solve(model: Model, theta: np.ndarray, covariates: Mapping[str, np.ndarray] | np.ndarray,
           doses: Sequence[Sequence[Dose]], days: np.ndarray, solver=None, *,
           which: Sequence[int] | None = None, origin: float | None = None,
-          nonnegative: bool = True, compiled: ModuleType | None = None) -> Solved:
+          nonnegative: bool | Sequence[bool] = True, compiled: ModuleType | None = None,
+          initial: np.ndarray | None = None) -> Solved:
     """Solve N patients.
 
     ``theta``: (N, P) parameter values in the model's order; ``covariates``: (N, C) or a mapping
@@ -87,7 +89,9 @@ def solve(model: Model, theta: np.ndarray, covariates: Mapping[str, np.ndarray] 
     compute (default all). ``origin``: the time at which the model's initial values hold (an SBML
     model starts at 0); by default the first output day or the first dose, whichever is earlier.
     ``nonnegative``: the model keeps every state nonnegative, so a state below zero beyond the
-    solver's error control marks the patient failed (cartwin's own models; not imported ones).
+    solver's error control marks the patient failed (cartwin's own models); or one flag per state
+    (an imported model's species, not its parameters). ``initial``: (N, S) states at ``origin``
+    instead of the model's initial values (a solve continued after an event).
     """
     theta = np.atleast_2d(np.asarray(theta, float))
     n = theta.shape[0]
@@ -100,40 +104,72 @@ def solve(model: Model, theta: np.ndarray, covariates: Mapping[str, np.ndarray] 
     solver = solver if solver is not None else NumbaBDF()
     compiled = compiled if compiled is not None else compile_model(model)
     K = compiled.constants(theta, covariate_matrix(model, covariates, n))
-    Y0 = compiled.initial(K)
+    Y0 = compiled.initial(K) if initial is None else np.array(initial, float)
     scales = compiled.dose_scales(K)
     schedules = [doses_to_schedule(list(d), model, scales[i]) for i, d in enumerate(doses)]
     grid = days
     if origin is not None and (days.size == 0 or days[0] > origin):
         grid = np.concatenate([[origin], days])
-    result = solver.solve(compiled, K, Y0, schedules, grid)
-    if nonnegative:
-        result = reject_negative_states(result, model, solver.atol, solver.rtol)
+    result = keep_until_failure(solver.solve(compiled, K, Y0, schedules, grid), grid)
+    if np.any(nonnegative):
+        result = reject_negative_states(result, model, solver.atol, solver.rtol, nonnegative, grid)
     which = tuple(range(len(model.observables))) if which is None else tuple(int(i) for i in which)
     obs = np.full(result.states.shape[:2] + (len(which),), np.nan)
-    if result.ok.any():
-        obs[result.ok] = compiled.observe(result.states[result.ok], K[result.ok], grid, list(which))
+    reached = ~np.all(np.isnan(result.states), axis=(1, 2))  # failed patients keep what they reached
+    if reached.any():
+        with np.errstate(all="ignore"):
+            obs[reached] = compiled.observe(result.states[reached], K[reached], grid, list(which))
     drop = grid.size - days.size
     return Solved(days, result.states[:, drop:], obs[:, drop:], which, result.ok,
                   tuple(result.reasons), K, result.counters)
 
 
-def reject_negative_states(result: SolveResult, model: Model, atol: float, rtol: float = 1e-6) -> SolveResult:
-    """cartwin's own models keep every state nonnegative. A state a little below zero is
-    round-off within the solver's error control (100 x (atol + rtol x the state's largest
-    value)) and is set to zero; one further below means the solve went wrong, and the patient
-    is marked failed with the state named."""
+def keep_until_failure(result: SolveResult, grid: np.ndarray) -> SolveResult:
+    """A failed patient keeps the states at the output days the solver reached (every state
+    finite), NaN from the first day it did not; its reason names that interval."""
     states = result.states
+    reasons = list(result.reasons)
+    for i in np.flatnonzero(~result.ok):
+        finite = np.all(np.isfinite(states[i]), axis=1)
+        first_bad = int(np.argmin(finite)) if not finite.all() else grid.size
+        states[i, first_bad:] = np.nan
+        if first_bad == 0:
+            where = f"before day {grid[0]:g}"
+        elif first_bad < grid.size:
+            where = (f"between day {grid[first_bad - 1]:g} and day {grid[first_bad]:g}; values kept up "
+                     f"to day {grid[first_bad - 1]:g}")
+        else:
+            where = "after the last output day"
+        reasons[i] = f"{reasons[i] or 'solver failed'} ({where})"
+    return SolveResult(states, result.ok, reasons, result.counters)
+
+
+def reject_negative_states(result: SolveResult, model: Model, atol: float, rtol: float = 1e-6,
+                           which: bool | Sequence[bool] = True, grid: np.ndarray | None = None) -> SolveResult:
+    """States that must stay nonnegative (all of cartwin's own; ``which`` flags them per state).
+    A state a little below zero is round-off within the solver's error control
+    (100 x (atol + rtol x the state's largest value)) and is set to zero; one further below
+    means the solve went wrong: the patient is marked failed with the state and the day named,
+    and keeps the values before that day."""
+    states = result.states
+    mask = np.broadcast_to(np.asarray(which, bool), (states.shape[2],))
     ok = result.ok.copy()
     reasons = list(result.reasons)
-    for i in np.flatnonzero(ok):
-        worst = states[i].min(axis=0)
-        limit = -NEGATIVE_TOLERANCE_FACTOR * (atol + rtol * np.abs(states[i]).max(axis=0))
-        if np.any(worst < limit):
-            j = int(np.argmin(worst))
+    for i in range(states.shape[0]):
+        x = states[i][:, mask]
+        with np.errstate(invalid="ignore"):
+            limit = -NEGATIVE_TOLERANCE_FACTOR * (atol + rtol * np.nanmax(np.abs(x), axis=0, initial=0.0))
+            below = x < limit
+        if below.any():
+            row, col = np.argwhere(below)[0]
+            name = np.asarray(model.state_names)[mask][col]
+            if ok[i]:
+                when = f"day {grid[row]:g}" if grid is not None else f"output {row}"
+                reasons[i] = (f"state {name} went negative ({x[row, col]:.3g} on {when}), beyond the "
+                              f"solver's error control; values kept before {when}")
             ok[i] = False
-            reasons[i] = (f"state {model.state_names[j]} went negative ({worst[j]:.3g}), beyond "
-                          "the solver's error control")
-            states[i] = np.nan
-    np.maximum(states, 0.0, out=states, where=~np.isnan(states))
+            states[i, row:] = np.nan
+    sub = states[:, :, mask]
+    np.maximum(sub, 0.0, out=sub, where=~np.isnan(sub))
+    states[:, :, mask] = sub
     return SolveResult(states, ok, reasons, result.counters)

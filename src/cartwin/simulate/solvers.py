@@ -58,7 +58,7 @@ class ScipyLSODA:
         reasons = [""] * n
         for i in range(n):
             try:
-                out[i] = self._solve_one(compiled, K[i], Y0[i], schedules[i], t_obs)
+                self._solve_one(compiled, K[i], Y0[i], schedules[i], t_obs, out[i])
                 if not np.all(np.isfinite(out[i])):
                     raise FloatingPointError("non-finite state")
                 ok[i] = True
@@ -66,11 +66,11 @@ class ScipyLSODA:
                 reasons[i] = f"solver failed: {exc}"
         return SolveResult(out, ok, reasons)
 
-    def _solve_one(self, compiled, k, y0, schedule: Schedule, t_obs) -> np.ndarray:
+    def _solve_one(self, compiled, k, y0, schedule: Schedule, t_obs, out) -> np.ndarray:
+        """Fills ``out`` (T, S) as the solve goes: a failure leaves the days it reached."""
         rhs, jac = compiled.rhs, compiled.jac
         y = y0.astype(np.float64).copy()
         u = np.zeros_like(y)
-        out = np.empty((t_obs.size, y.size))
         t_end = t_obs[-1]
         t = min(t_obs[0], schedule.times[0]) if schedule.times.size else t_obs[0]
         bounds = [float(b) for b in schedule.times if t < b < t_end] + [t_end]
@@ -173,8 +173,7 @@ class NumbaBDF:
         integrate(np.ascontiguousarray(K, dtype=np.float64), np.ascontiguousarray(Y0, dtype=np.float64),
                   count, times, jumps, rates, np.ascontiguousarray(t_obs, dtype=np.float64),
                   self.rtol, self.atol, self.max_steps, out, status, counters)
-        ok = status == 0
-        out[~ok] = np.nan
+        ok = status == 0  # a failed patient keeps the output days the kernel reached
         reasons = ["" if c == 0 else f"solver failed: BDF {STATUS_TEXT[int(c)]}" for c in status]
         return SolveResult(out, ok, reasons, counters)
 
