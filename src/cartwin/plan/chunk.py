@@ -11,7 +11,8 @@ import pyarrow.compute as pc
 from cartwin.model.codegen import compile_model
 from cartwin.plan.chunks import ChunkSpec
 from cartwin.plan.work import RunWork
-from cartwin.population.virtual import generate
+from cartwin.observation import observe
+from cartwin.population.virtual import arm_key, generate
 from cartwin.simulate.engine import solve
 from cartwin.store.tables import events_table, observations_table, parameters_table, patients_table
 
@@ -47,7 +48,13 @@ def run_chunk(work: RunWork, spec: ChunkSpec) -> ChunkResult:
     else:
         doses = arm.therapy.patient_doses(pop.covariates)
         solved = solve(model, pop.theta, pop.covariates, doses, days, work.solver(), which=work.which)
+    observed = None
+    if work.observation_model:  # after the solve, from the patients' own observation streams
+        stored = [model.observables[i] for i in solved.which]
+        observed = observe(tuple(o.test for o in stored), tuple(o.unit for o in stored),
+                           solved.observations, work.seed, arm_key(spec.arm_id), pop.index)
     return ChunkResult(spec, patients_table(pop, model, arm.therapy, solved.ok, solved.reasons),
                        parameters_table(pop, model),
-                       observations_table(pop, model, days, solved.observations, solved.ok, solved.which),
+                       observations_table(pop, model, days, solved.observations, solved.ok, solved.which,
+                                          observed=observed),
                        events_table(pop, model, doses, days))

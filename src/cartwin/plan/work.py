@@ -51,6 +51,8 @@ class RunWork:
     solver_settings: tuple[str, float, float]  # backend, rtol, atol
     fixed_doses: tuple[Dose, ...] | None = None
     """An imported (SBML) model's own doses, the same for every patient; time 0 = model start."""
+    observation_model: bool = False
+    """Apply the observation model (cartwin.observation) to the stored read-outs after the solve."""
 
     @property
     def imported(self) -> bool:
@@ -83,14 +85,15 @@ def make_work(protocol: Protocol, seed: int | None = None) -> RunWork:
         arms = tuple(ArmWork(i, a.id, None, typical) for i, a in enumerate(protocol.arms))
         return RunWork(model, seed, days, arms, None, dict(protocol.model_variability),
                        stored_observables(model, protocol.outputs), (s.backend, s.rtol, s.atol),
-                       tuple(imported.doses))
+                       tuple(imported.doses), protocol.observation_model.enabled)
     model = get_model(protocol.model)
     arms = []
     for i, arm in enumerate(protocol.arms):
         therapy = resolve_arm(protocol, arm)
         arms.append(ArmWork(i, arm.id, therapy, typical_parameters(model, therapy)))
     return RunWork(model, seed, days, tuple(arms), protocol.population, dict(protocol.model_variability),
-                   stored_observables(model, protocol.outputs), (s.backend, s.rtol, s.atol))
+                   stored_observables(model, protocol.outputs), (s.backend, s.rtol, s.atol),
+                   observation_model=protocol.observation_model.enabled)
 
 
 def _import(protocol: Protocol):

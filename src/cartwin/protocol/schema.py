@@ -224,6 +224,14 @@ class SolverSettings(_Strict):
     atol: float = Field(default=1e-9, gt=0, lt=1e-3)
 
 
+class ObservationModelSettings(_Strict):
+    enabled: bool = Field(
+        default=False,
+        description="apply the observation model (src/cartwin/data/observation_model.toml) after the "
+                    "solve: assay error, LLOQ and BLQ flags; observations keep the true value beside "
+                    "the observed one, and scoring uses the observed one")
+
+
 class Protocol(_Strict):
     schema_version: Literal[1] = 1
     study_id: str = Field(min_length=1)
@@ -244,3 +252,4 @@ class Protocol(_Strict):
     products: dict[str, ProductDefinition] = Field(default_factory=dict)
     regimens: dict[str, list[DrugAdministration]] = Field(default_factory=dict)
     solver: SolverSettings = SolverSettings()
+    observation_model: ObservationModelSettings = ObservationModelSettings()
