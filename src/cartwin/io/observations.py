@@ -14,6 +14,7 @@ import polars as pl
 
 from cartwin.clinical import ObservationError, observations_from_frame, observations_from_run
 from cartwin.clinical.observations import Observations
+from cartwin.clinical.reported import as_reported
 from cartwin.store import layout
 
 FILE_SUFFIXES = (".csv", ".parquet", ".pq")
@@ -36,28 +37,6 @@ def read_observation_file(path: str | Path) -> pl.DataFrame:
     raise ObservationError(
         f"{path}: unsupported file type '{suffix}'. Give a .csv or .parquet observation file or a run "
         f"directory containing {layout.OBSERVATIONS} and {layout.PATIENTS}.", file=str(path))
-
-
-# The detection limit of CAR-T kinetics (clinical/rules/kinetics.toml) is the row's lower limit.
-DETECTION_LIMIT_TESTS = ("CART",)
-
-
-def as_reported(observations: pl.DataFrame) -> pl.DataFrame:
-    """A run's observations as a laboratory reports them, in the observation format.
-
-    Runs with the observation model on carry ``true_value``, ``lloq`` and ``blq``
-    (store.layout.OBSERVATION_MODEL_COLUMNS). A value below the limit of quantification is
-    reported as '<LLOQ', not as a number: it is scored as 0, below every threshold at or above
-    the LLOQ (and the usual NCA convention, BLQ = 0); CAR-T rows carry the LLOQ as their lower
-    limit, the detection limit of the kinetics. The extra columns are dropped."""
-    if layout.OBSERVATION_BLQ not in observations.columns:
-        return observations
-    blq, lloq = pl.col(layout.OBSERVATION_BLQ).fill_null(False), pl.col(layout.OBSERVATION_LLOQ)
-    return observations.with_columns(
-        pl.when(blq).then(0.0).otherwise(pl.col("value")).alias("value"),
-        pl.when(pl.col("test").cast(pl.String).is_in(DETECTION_LIMIT_TESTS)).then(lloq)
-        .otherwise(None).cast(pl.Float64).alias("lower"),
-    ).drop(*layout.OBSERVATION_MODEL_COLUMNS)
 
 
 def read_run_observations(run_dir: str | Path) -> Observations:
