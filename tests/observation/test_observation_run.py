@@ -114,3 +114,18 @@ def test_nonmem_export_carries_lloq_blq_and_cens(runs, tmp_path):
     # a run without the observation model: the columns exist, nothing is censored
     off = pl.read_csv(export_nonmem(runs["off"], tmp_path / "off.csv").data, null_values=".")
     assert off["LLOQ"].is_null().all() and off["BLQ"].sum() == 0 and off["CENS"].sum() == 0
+
+
+def test_the_report_scores_the_same_reported_values_as_cartwin_score(runs):
+    from cartwin.clinical import score_observations
+    from cartwin.endpoints.scoring import score_run
+    from cartwin.io.observations import read_observations
+    from cartwin.store.run_directory import RunDirectory
+    score_run(runs["on"], workers=1)
+    rundir = RunDirectory(runs["on"])
+    report = pl.concat([pl.read_parquet(rundir.score_part("patients", name))
+                        for name in rundir.score_parts("patients")]).sort("subject")
+    direct = score_observations(read_observations(runs["on"]))["patients"].sort("subject")
+    for column in ("cart_auc_0_28", "cart_last_detectable_day", "cart_detection_limit", "bcell_aplasia_onset_day"):
+        assert report[column].to_list() == direct[column].to_list(), column
+    assert (report["cart_detection_limit"] == 1.0).all()  # the flow cytometry LLOQ
