@@ -157,11 +157,20 @@ def parse_observation_model(data: dict, source: str = SOURCE) -> ObservationMode
     return ObservationModel(str(data.get("name", "")), str(data.get("version", "")), assays, derived)
 
 
+def _table_text() -> str:
+    return resources.files("cartwin.data").joinpath("observation_model.toml").read_text()
+
+
 @cache
 def observation_model() -> ObservationModel:
     """cartwin's observation model (``data/observation_model.toml``)."""
-    text = resources.files("cartwin.data").joinpath("observation_model.toml").read_text()
-    return parse_observation_model(tomllib.loads(text))
+    return parse_observation_model(tomllib.loads(_table_text()))
+
+
+def table_sha256() -> str:
+    """SHA-256 of the observation-model table, for the manifest."""
+    import hashlib
+    return hashlib.sha256(_table_text().encode()).hexdigest()
 
 
 def observation_stream(seed: int, arm_key: int, index: int, test: str) -> np.random.Generator:
@@ -195,8 +204,9 @@ def observe(tests: tuple[str, ...], units: tuple[str, ...], true: np.ndarray, se
     model = model or observation_model()
     true = np.asarray(true, float)
     tests, units = tuple(tests), tuple(units)
+    input_units = {"CART": "cells/uL", "WBC": "10^9/L"}  # the units copies_per_ug_dna expects
     for code, formula in model.derived.items():
-        if code not in tests and all(t in tests for t in formula.inputs):
+        if code not in tests and all(t in tests and units[tests.index(t)] == input_units[t] for t in formula.inputs):
             cart, wbc = (true[:, :, tests.index(t)] for t in formula.inputs)
             true = np.concatenate([true, formula.compute(cart, wbc)[:, :, None]], axis=2)
             tests, units = tests + (code,), units + (model.assays[code].unit,)
@@ -205,7 +215,7 @@ def observe(tests: tuple[str, ...], units: tuple[str, ...], true: np.ndarray, se
     n, t = true.shape[:2]
     for k, code in enumerate(tests):
         assay = model.assays.get(code)
-        if assay is None:
+        if assay is None or assay.unit != units[k]:  # e.g. an SBML model's read-out of the same name
             continue
         eps = standard_normals(seed, arm_key, np.asarray(indices), code, t)
         observed[:, :, k] = assay.apply(true[:, :, k], eps)

@@ -139,3 +139,11 @@ def test_m3_likelihood_by_hand():
     assert m3_log_likelihood(1.0, 0.0, 1.0) == pytest.approx(np.log(0.8413447460685429), rel=1e-12)
     # far above: log Phi(-10) = -53.231... (no underflow)
     assert m3_log_likelihood(0.0, 10.0, 1.0) == pytest.approx(-53.23128515051247, rel=1e-9)
+
+
+def test_a_read_out_in_another_unit_is_left_alone():
+    """An SBML model's species named CART in cells/mL is not the flow cytometry count."""
+    true = np.full((2, 3, 2), 5.0)
+    out = observe(("CART", "WBC"), ("cells/mL", "10^9/L"), true, SEED, ARM, np.arange(2))
+    np.testing.assert_array_equal(out.observed, true)
+    assert out.tests == ("CART", "WBC") and not out.blq.any()  # and no CARTQ from it

@@ -129,3 +129,11 @@ def test_the_report_scores_the_same_reported_values_as_cartwin_score(runs):
     for column in ("cart_auc_0_28", "cart_last_detectable_day", "cart_detection_limit", "bcell_aplasia_onset_day"):
         assert report[column].to_list() == direct[column].to_list(), column
     assert (report["cart_detection_limit"] == 1.0).all()  # the flow cytometry LLOQ
+
+
+def test_the_manifest_records_the_observation_model(runs):
+    from cartwin.observation import table_sha256
+    assert open_run(runs["on"]).manifest()["observation_model"] == {
+        "enabled": True, "name": "cartwin observation model", "version": "1", "sha256": table_sha256(),
+        "tests": ["BCELL", "CART", "CARTQ", "DSDNA"]}
+    assert open_run(runs["off"]).manifest()["observation_model"] == {"enabled": False}

@@ -112,7 +112,7 @@ def score_run(run_dir: Path, workers: int | None = None) -> Scores:
 def score_part(run_dir: Path, part: str) -> None:
     """Score one observation part (whole patients) of ``run_dir`` and write its three score parts."""
     from cartwin.clinical import observations_from_frame, score_observations
-    from cartwin.clinical.reported import as_reported
+    from cartwin.store.reported import as_reported
     from cartwin.endpoints import compute
 
     rundir = RunDirectory(run_dir)

@@ -14,7 +14,7 @@ import polars as pl
 
 from cartwin.clinical import ObservationError, observations_from_frame, observations_from_run
 from cartwin.clinical.observations import Observations
-from cartwin.clinical.reported import as_reported
+from cartwin.store.reported import as_reported
 from cartwin.store import layout
 
 FILE_SUFFIXES = (".csv", ".parquet", ".pq")

@@ -3,7 +3,8 @@
 With the observation model on (docs/protocol.md), a run's observations carry the true value, the
 LLOQ and a BLQ flag beside the observed value (``cartwin.store.layout.OBSERVATION_MODEL_COLUMNS``).
 Every reader that scores a run (``cartwin score``, the report's per-part scores, the CDISC export)
-hands the clinical layer the values a trial would have, through :func:`as_reported`.
+hands the clinical layer the values a trial would have, through :func:`as_reported`; the clinical
+layer itself knows nothing of run directories.
 """
 
 from __future__ import annotations
