@@ -261,7 +261,8 @@ def fit_command(
     out_dir: Path = typer.Option(..., "--out", "-o", help="Output directory (new or empty)."),
     subjects: Optional[Path] = typer.Option(None, "--subjects", help=f"Subject table ({layout.PATIENTS} layout; docs/fitting.md); not needed for a run directory."),
     tests: Optional[str] = typer.Option(None, "--tests", help="Comma-separated tests to fit (default: every test the model predicts)."),
-    lloq: list[str] = typer.Option([], "--lloq", help="TEST=VALUE: values at or below are left out (repeatable)."),
+    lloq: list[str] = typer.Option([], "--lloq", help="TEST=VALUE: values at or below are below quantification (repeatable)."),
+    censoring: str = typer.Option("m1", "--censoring", help="Values below the LLOQ (--lloq, or flagged BLQ in the data): m1 leaves them out; m3 keeps them as censored, likelihood P(y < LLOQ)."),
     initial: list[str] = typer.Option([], "--initial", help="PARAM=VALUE starting typical value (repeatable)."),
     protocol: Optional[Path] = typer.Option(None, "--protocol", help="Protocol defining the subjects' arms (user products or regimens)."),
     vpc: int = typer.Option(200, "--vpc", min=0, help="Replicates of the visual predictive check (0: none)."),
@@ -282,7 +283,7 @@ def fit_command(
     result = fit(data, names, subjects=subjects, out=out_dir, tests=_names(tests),
                  lloq=_name_values(lloq, "--lloq"), protocol=loaded,
                  initial=_name_values(initial, "--initial"), vpc_replicates=vpc,
-                 seed=seed, progress=progress)
+                 seed=seed, progress=progress, censoring=censoring)
     lo, hi = result.typical_interval()
     table = Table(title=f"Population estimates ({'converged' if result.converged else 'NOT converged'}, "
                         f"OFV {result.ofv:.2f})")

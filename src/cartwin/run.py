@@ -119,6 +119,7 @@ def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, pro
         "chunks": len(plan.chunks),
         "model": _model_record(model, protocol.model),
         "solver": solver,
+        "observation_model": _observation_record(protocol.observation_model.enabled),
         "schedule_days": list(ctx.days),
         "counts": {"ok": n_total - len(failed), "failed": len(failed), "per_arm": per_arm},
         "failed": [{"subject": s, "reason": r} for s, r in failed],
@@ -133,6 +134,16 @@ def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, pro
     rundir.finish(manifest)
     return RunSummary(Path(out), n_total, len(failed), failed, len(todo), reused,
                       time.perf_counter() - t0)
+
+
+def _observation_record(enabled: bool) -> dict:
+    """Whether the observation model was applied and, if so, which table (its content hash)."""
+    if not enabled:
+        return {"enabled": False}
+    from cartwin.observation import observation_model, table_sha256
+    table = observation_model()
+    return {"enabled": True, "name": table.name, "version": table.version, "sha256": table_sha256(),
+            "tests": sorted(table.assays)}
 
 
 def _model_record(model, reference: str) -> dict:

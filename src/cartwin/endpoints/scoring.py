@@ -112,10 +112,12 @@ def score_run(run_dir: Path, workers: int | None = None) -> Scores:
 def score_part(run_dir: Path, part: str) -> None:
     """Score one observation part (whole patients) of ``run_dir`` and write its three score parts."""
     from cartwin.clinical import observations_from_frame, score_observations
+    from cartwin.store.reported import as_reported
     from cartwin.endpoints import compute
 
     rundir = RunDirectory(run_dir)
-    obs = observations_from_frame(rundir.read_part("observations", part), rundir.part_source("observations", part))
+    obs = observations_from_frame(as_reported(rundir.read_part("observations", part)),
+                                  rundir.part_source("observations", part))
     tables = score_observations(obs)
     endpoints = compute(tables, obs.frame)
     clinical = tables["patients"].drop([c for c in endpoints.columns if c not in ("subject", "arm")], strict=False)

@@ -57,6 +57,9 @@ class FitData:
         return len(self.subjects)
 
     body: np.ndarray | None = None  # (N, 3): BSA m^2, weight kg, CrCl mL/min, for the dose rules
+    obs_censored: np.ndarray | None = None
+    """(M,) bool: below the LLOQ and kept as censored (M3); ``obs_value`` then holds the LLOQ."""
+    censoring: str = "m1"
 
     def doses(self, i: int) -> list[Dose]:
         bsa, weight, crcl = self.body[i]
@@ -147,14 +150,34 @@ def subject_covariates(subjects: pl.DataFrame, model: Model, source: str) -> tup
             np.column_stack([cols["BSA"], cols["WT"], cols["CRCL"]]))
 
 
+def _with_run_censoring(frame: pl.DataFrame, run) -> pl.DataFrame:
+    """A run's observations with the observation model's ``lloq`` and ``blq`` joined on (the
+    scoring reader reports values below the LLOQ as 0; the fit needs the limit)."""
+    from cartwin.store import layout
+    lazy = run.observations()
+    if layout.OBSERVATION_BLQ not in lazy.collect_schema().names():
+        return frame
+    flags = lazy.select(pl.col("subject").cast(pl.String), pl.col("day").cast(pl.Float64),
+                        pl.col("test").cast(pl.String), pl.col(layout.OBSERVATION_LLOQ).alias("lloq"),
+                        pl.col(layout.OBSERVATION_BLQ).alias("blq")).collect()
+    return frame.with_columns(pl.col("test").cast(pl.String)).join(
+        flags, on=["subject", "day", "test"], how="left")
+
+
 def load_fit_data(observations: str | Path | pl.DataFrame, model: Model, *,
                   subjects: str | Path | pl.DataFrame | None = None, tests: list[str] | None = None,
-                  lloq: dict[str, float] | None = None, protocol=None) -> FitData:
+                  lloq: dict[str, float] | None = None, protocol=None, censoring: str = "m1") -> FitData:
     """Observations (file, run directory or a frame in the observation format) and a subject table
     (file or frame; taken from the run directory when ``observations`` is one).
 
-    Values at or below a test's LLOQ (``lloq``) or <= 0 are below quantification and left out
-    (Beal's M1): their log is undefined or uninformative, and the count is reported."""
+    Below quantification: values at or below a test's LLOQ (``lloq``), values <= 0, and rows
+    flagged BLQ (a run with the observation model on; a NONMEM dataset's BLQ or CENS column; a
+    frame's ``blq`` column, with its ``lloq``). ``censoring="m1"`` leaves them out (Beal's M1);
+    ``"m3"`` keeps those with a known LLOQ as censored observations, P(y < LLOQ) (Beal's M3), and
+    leaves out only those without one. The counts are reported."""
+    if censoring not in ("m1", "m3"):
+        raise FitError(f"censoring {censoring!r}: use 'm1' (leave values below the LLOQ out) or 'm3' "
+                       "(keep them as censored)")
     from cartwin.clinical import ObservationError
     from cartwin.io.observations import read_observations
     from cartwin.store.run_directory import RunDirectoryError, open_run
@@ -176,9 +199,11 @@ def load_fit_data(observations: str | Path | pl.DataFrame, model: Model, *,
     else:
         try:
             frame = read_observations(observations).frame
-            if subjects is None and Path(observations).is_dir():
+            if Path(observations).is_dir():
                 run = open_run(observations, complete=False, tables=("patients",))
-                subjects, subject_source = run.patients(), run.source("patients")
+                frame = _with_run_censoring(frame, run)
+                if subjects is None:
+                    subjects, subject_source = run.patients(), run.source("patients")
         except (ObservationError, RunDirectoryError) as exc:
             raise FitError(str(exc)) from None
     if subjects is None:
@@ -211,9 +236,14 @@ def load_fit_data(observations: str | Path | pl.DataFrame, model: Model, *,
     if bad_lloq:
         raise FitError(f"LLOQ given for {bad_lloq}, which are not fitted tests ({chosen})")
 
+    flagged = [pl.col(c).cast(t) for c, t in (("lloq", pl.Float64), ("blq", pl.Boolean)) if c in frame.columns]
     obs = (frame.filter(pl.col("test").is_in(chosen) & pl.col("value").is_not_null())
            .select(pl.col("subject").cast(pl.String), pl.col("day").cast(pl.Float64), "test",
-                   pl.col("value").cast(pl.Float64), "unit"))
+                   pl.col("value").cast(pl.Float64), "unit", *flagged))
+    if "lloq" not in obs.columns:
+        obs = obs.with_columns(pl.lit(None, pl.Float64).alias("lloq"))
+    if "blq" not in obs.columns:
+        obs = obs.with_columns(pl.lit(False).alias("blq"))
     wrong_unit = obs.filter(pl.col("unit") != pl.col("test").replace_strict(observables, default=None))
     if wrong_unit.height:
         r = wrong_unit.row(0, named=True)
@@ -222,10 +252,16 @@ def load_fit_data(observations: str | Path | pl.DataFrame, model: Model, *,
     if without_therapy:
         raise FitError(f"{source}: subjects {without_therapy[:10]} have observations but no row in the "
                        f"subject table {subject_source}")
-    limit = pl.col("test").replace_strict(lloq, default=0.0, return_dtype=pl.Float64)
-    below = obs.filter(pl.col("value") <= limit)
-    n_below = {t: int(below.filter(pl.col("test") == t).height) for t in chosen}
-    obs = obs.filter(pl.col("value") > limit).sort("subject", "day", "test")
+    given = pl.col("test").replace_strict(lloq, default=None, return_dtype=pl.Float64)
+    obs = obs.with_columns(pl.coalesce(pl.col("lloq"), given).alias("lloq"))
+    is_below = pl.col("blq").fill_null(False) | (pl.col("value") <= pl.col("lloq").fill_null(0.0))
+    censor = is_below & (pl.col("lloq") > 0) if censoring == "m3" else pl.lit(False)
+    obs = obs.with_columns(is_below.alias("_below"), censor.fill_null(False).alias("_censored"))
+    dropped = obs.filter(pl.col("_below") & ~pl.col("_censored"))
+    n_below = {t: int(dropped.filter(pl.col("test") == t).height) for t in chosen}
+    obs = (obs.filter(~pl.col("_below") | pl.col("_censored"))
+           .with_columns(pl.when(pl.col("_censored")).then(pl.col("lloq")).otherwise(pl.col("value")).alias("value"))
+           .sort("subject", "day", "test"))
 
     table = table.filter(pl.col("subject").is_in(obs["subject"].unique().to_list())).sort("subject")
     if table.height == 0:
@@ -243,5 +279,7 @@ def load_fit_data(observations: str | Path | pl.DataFrame, model: Model, *,
         obs_test=np.array([test_index[t] for t in obs["test"]], dtype=np.int64),
         obs_value=obs["value"].to_numpy().astype(float),
         tests=tuple(chosen), units=tuple(observables[t] for t in chosen),
-        n_below_lloq=n_below, source=source, body=body)
+        n_below_lloq=n_below, source=source, body=body,
+        obs_censored=obs["_censored"].to_numpy().astype(bool) if censoring == "m3" else None,
+        censoring=censoring)
     return data

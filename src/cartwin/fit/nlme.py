@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import optimize
+from scipy import optimize, special, stats
 
 from cartwin.fit.data import FitData
 from cartwin.fit.errors import FitError
@@ -45,6 +45,16 @@ class Padded:
     test: np.ndarray  # (N, n)
     mask: np.ndarray  # (N, n) float 0/1
     slots: list[np.ndarray]  # per subject, its observations' positions in FitData order
+    cens: np.ndarray | None = None  # (N, n) float 0/1: below the LLOQ, z = log LLOQ (Beal's M3)
+
+    @property
+    def censored(self) -> bool:
+        return self.cens is not None and bool(self.cens.any())
+
+    @property
+    def quantified(self) -> np.ndarray:
+        """(N, n) float 0/1: real entries that are not censored."""
+        return self.mask if self.cens is None else self.mask - self.cens
 
     @classmethod
     def build(cls, data: FitData) -> "Padded":
@@ -54,11 +64,14 @@ class Padded:
         z = np.zeros((n, width))
         test = np.zeros((n, width), dtype=np.int64)
         mask = np.zeros((n, width))
+        cens = np.zeros((n, width))
         for i, s in enumerate(slots):
             z[i, :len(s)] = np.log(data.obs_value[s])
             test[i, :len(s)] = data.obs_test[s]
             mask[i, :len(s)] = 1.0
-        return cls(z, test, mask, slots)
+            if data.obs_censored is not None:
+                cens[i, :len(s)] = data.obs_censored[s]
+        return cls(z, test, mask, slots, cens if cens.any() else None)
 
     def pad(self, per_subject: list[np.ndarray]) -> np.ndarray:
         out = np.zeros(self.z.shape)
@@ -111,11 +124,33 @@ class FitResult:
         return 1.0 - eta.std(axis=0, ddof=1) / self.omega
 
 
+def _censored_terms(g, sigma, pad: Padded):
+    """For censored entries: u = (log LLOQ - g) / sigma, -2 log Phi(u), and the inverse Mills
+    ratio lambda = phi(u) / Phi(u) (zero elsewhere)."""
+    sd = sigma[pad.test]
+    u = (pad.z - g) / sd
+    log_cdf = special.log_ndtr(u)
+    lam = np.exp(stats.norm.logpdf(u) - log_cdf)
+    return u, -2.0 * log_cdf * pad.cens, lam * pad.cens
+
+
 def _objective_terms(phi, g, mu, omega, sigma, pad: Padded):
-    """Penalised weighted sum of squares of each subject at ``phi`` with predictions ``g``."""
-    resid = (pad.z - g) / sigma[pad.test] * pad.mask
+    """Penalised weighted sum of squares of each subject at ``phi`` with predictions ``g``; a
+    censored entry contributes -2 log P(y < LLOQ) = -2 log Phi((log LLOQ - g) / sigma) (M3)."""
+    resid = (pad.z - g) / sigma[pad.test] * pad.quantified
     prior = ((phi - mu) / omega) ** 2
-    return (resid ** 2).sum(axis=1) + prior.sum(axis=1)
+    total = (resid ** 2).sum(axis=1) + prior.sum(axis=1)
+    if pad.censored:
+        total = total + _censored_terms(g, sigma, pad)[1].sum(axis=1)
+    return total
+
+
+def _censored_gradient_hessian(g, sigma, pad: Padded):
+    """Half the first and second derivatives of -2 log Phi(u) with respect to the prediction g,
+    per censored entry: lambda / sigma and lambda (u + lambda) / sigma^2 (zero elsewhere)."""
+    u, _, lam = _censored_terms(g, sigma, pad)
+    sd = sigma[pad.test]
+    return lam / sd, lam * (u + lam) / sd ** 2
 
 
 def _jacobian(predictor: Predictor, phi: np.ndarray, g: np.ndarray, pad: Padded):
@@ -151,9 +186,13 @@ def conditional_modes(predictor: Predictor, pad: Padded, phi0, mu, omega, sigma,
     prior_precision = 1.0 / omega ** 2
     for _ in range(max_iter):
         G, jac_ok = _jacobian(predictor, phi, g, pad)
-        w = pad.mask / sigma[pad.test] ** 2
+        w = pad.quantified / sigma[pad.test] ** 2
         A = np.einsum("inp,in,inq->ipq", G, w, G) + np.diag(prior_precision)[None]
         b = np.einsum("inp,in,in->ip", G, w, pad.z - g) - (phi - mu) * prior_precision
+        if pad.censored:  # Newton terms of -2 log Phi: pull the prediction below the LLOQ
+            grad, curv = _censored_gradient_hessian(g, sigma, pad)
+            A = A + np.einsum("inp,in,inq->ipq", G, curv, G)
+            b = b - np.einsum("inp,in->ip", G, grad)
         damped = A + lam[:, None, None] * np.einsum("ipp->ip", A)[:, :, None] * np.eye(phi.shape[1])
         step = np.linalg.solve(damped, b[:, :, None])[:, :, 0]
         step[~active | ~jac_ok] = 0.0
@@ -184,6 +223,8 @@ def linearised_ofv(x, phi_hat, g_hat, G, pad: Padded, n_tests: int) -> float:
     """-2 log marginal likelihood of the model linearised at the conditional modes (FOCE)."""
     p = phi_hat.shape[1]
     mu, omega, sigma = _unpack(x, p, n_tests)
+    if pad.censored:
+        return laplace_ofv(mu, omega, sigma, phi_hat, g_hat, G, pad)
     w_resp = pad.z - g_hat + np.einsum("inp,ip->in", G, phi_hat)
     r = (w_resp - np.einsum("inp,p->in", G, mu)) * pad.mask
     rinv = pad.mask / sigma[pad.test] ** 2
@@ -198,6 +239,55 @@ def linearised_ofv(x, phi_hat, g_hat, G, pad: Padded, n_tests: int) -> float:
     logdet_v = (pad.mask * np.log(sigma[pad.test] ** 2)).sum(axis=1) + np.log(omega ** 2).sum() + logdet_a
     quad = (rinv * r ** 2).sum(axis=1) - (v ** 2).sum(axis=1)
     return float((pad.mask.sum(axis=1) * np.log(2 * np.pi) + logdet_v + quad).sum())
+
+
+def laplace_ofv(mu, omega, sigma, phi_hat, g_hat, G, pad: Padded, max_iter: int = 50) -> float:
+    """-2 log marginal likelihood of the model linearised at the conditional modes when some
+    entries are censored (M3), by the Laplace approximation (as NONMEM's LAPLACIAN with M3): per
+    subject, the mode phi* of the linearised joint density (a convex problem: -log Phi is convex),
+    then  sum_q [log 2 pi s^2 + r^2 / s^2] - 2 sum_c log Phi(u) + (phi* - mu)' Omega^-1 (phi* - mu)
+    + log det Omega + log det A,  with A half the Hessian at phi*. Without censored entries this
+    is the closed form of :func:`linearised_ofv` (the Laplace approximation is then exact)."""
+    offset = g_hat - np.einsum("inp,ip->in", G, phi_hat)  # g(phi) ~ offset + G phi
+    prior_precision = 1.0 / omega ** 2
+    sd2 = sigma[pad.test] ** 2
+    w = pad.quantified / sd2
+
+    def objective(phi):
+        g = offset + np.einsum("inp,ip->in", G, phi)
+        return _objective_terms(phi, g, mu, omega, sigma, pad), g
+
+    phi = phi_hat.copy()
+    s, g = objective(phi)
+    for _ in range(max_iter):
+        grad, curv = _censored_gradient_hessian(g, sigma, pad)
+        A = np.einsum("inp,in,inq->ipq", G, w + curv, G) + np.diag(prior_precision)[None]
+        b = np.einsum("inp,in,in->ip", G, w, pad.z - g) - np.einsum("inp,in->ip", G, grad) \
+            - (phi - mu) * prior_precision
+        try:
+            step = np.linalg.solve(A, b[:, :, None])[:, :, 0]
+        except np.linalg.LinAlgError:
+            return np.inf
+        t = np.ones(phi.shape[0])
+        for _ in range(30):  # halve the step where it does not decrease the objective
+            trial = phi + t[:, None] * step
+            s_trial, g_trial = objective(trial)
+            worse = ~(s_trial <= s + 1e-12 * (1 + np.abs(s)))
+            if not worse.any():
+                break
+            t[worse] /= 2
+        phi, s, g = trial, s_trial, g_trial
+        if np.abs(t[:, None] * step).max() < 1e-10:
+            break
+    _, curv = _censored_gradient_hessian(g, sigma, pad)
+    A = np.einsum("inp,in,inq->ipq", G, w + curv, G) + np.diag(prior_precision)[None]
+    try:
+        chol = np.linalg.cholesky(A)
+    except np.linalg.LinAlgError:
+        return np.inf
+    logdet_a = 2 * np.log(np.einsum("ipp->ip", chol)).sum(axis=1)
+    constants = (pad.quantified * np.log(2 * np.pi * sd2)).sum(axis=1) + np.log(omega ** 2).sum()
+    return float((s + constants + logdet_a).sum())
 
 
 def _hessian(f, x, step=1e-4):
@@ -252,7 +342,9 @@ def fit_population(predictor: Predictor, *, initial: dict[str, float] | None = N
         covariance = 2.0 * np.linalg.inv(H)  # the objective is -2 log L
     except np.linalg.LinAlgError:
         covariance = np.full(H.shape, np.nan)
-    w = pad.mask / sigma[pad.test] ** 2
+    w = pad.quantified / sigma[pad.test] ** 2
+    if pad.censored:
+        w = w + _censored_gradient_hessian(g_hat, sigma, pad)[1]
     info = np.einsum("inp,in,inq->ipq", G, w, G) + np.diag(1.0 / omega ** 2)[None]
     phi_se = np.sqrt(np.einsum("ipp->ip", np.linalg.inv(info)))
     ipred = np.concatenate([g_hat[i, :len(s)] for i, s in enumerate(pad.slots)])

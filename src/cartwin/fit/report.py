@@ -62,7 +62,9 @@ def estimates_dict(result: FitResult, settings: dict) -> dict:
     residual = [{"test": test, "unit": unit, "model": "log-additive (proportional)",
                  "sigma": float(result.sigma[j]), "sigma_se_log": float(se[2 * p + j]),
                  "n_observations": int((result.data.obs_test == j).sum()),
-                 "n_below_lloq_left_out": result.data.n_below_lloq.get(test, 0)}
+                 "n_below_lloq_left_out": result.data.n_below_lloq.get(test, 0),
+                 "n_censored_m3": int(result.data.obs_censored[result.data.obs_test == j].sum())
+                 if result.data.obs_censored is not None else 0}
                 for j, (test, unit) in enumerate(zip(result.tests, result.data.units))]
     return {
         "method": "FOCE (Lindstrom-Bates alternating algorithm): conditional modes by batched "

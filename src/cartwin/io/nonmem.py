@@ -26,6 +26,7 @@ import polars as pl
 
 from cartwin import __version__
 from cartwin.store.atomic import write_via
+from cartwin.store import layout
 from cartwin.store.run_directory import RunDirectoryError, open_run
 from cartwin.io.errors import NonmemDatasetError
 from cartwin.vocabulary import PATIENT_COVARIATES, test_codes
@@ -50,6 +51,11 @@ DATASET_COLUMNS = {
     "MDV": ("", "1 when DV is not an observation to use (dose rows, missing values)"),
     "CMT": ("", "dose rows: compartment (1-based state of the model, see 'compartments'); observations: 0 (default)"),
     "DVID": ("", "observation rows: test code number (see 'dvid'); 0 on dose rows"),
+    "LLOQ": ("see DVID", "observation rows: the assay's lower limit of quantification (observation model); "
+                         "'.' where the test has none, the run had the observation model off, or on dose rows"),
+    "BLQ": ("", "1 when the observation is below the LLOQ (then DV = LLOQ), else 0; for M1, drop these "
+                "rows (IGNORE=(BLQ.EQ.1)); for M3, their likelihood is P(y < LLOQ)"),
+    "CENS": ("", "censoring (Monolix/nlmixr2 CENS): 1 = left-censored, the value is below DV (= LLOQ); 0 otherwise"),
     "DAY": ("day", "nominal day relative to the CAR-T infusion (day 0; negative before it); ADaM NRRLT-style"),
     "TAFD": ("day", "time after the first dose (negative for screening samples)"),
     "ARMN": ("", "arm number (see 'arms')"),
@@ -109,7 +115,10 @@ def build_dataset(run_dir: str | Path, tests: list[str] | None = None) -> tuple[
                              pl.when(pl.col("DV").is_null() | pl.col("DV").is_nan()).then(1).otherwise(0)
                              .cast(pl.Int8).alias("MDV")))
     samples = samples.with_columns(pl.when(pl.col("MDV") == 1).then(None).otherwise(pl.col("DV")).alias("DV"))
-    cols = ["SUBJ", "DAY", "EVID", "CMT", "AMT", "RATE", "DV", "MDV", "DVID"]
+    samples = _censoring(samples, obs, tests)
+    doses = doses.with_columns(pl.lit(None, pl.Float64).alias("LLOQ"), pl.lit(0, pl.Int8).alias("BLQ"),
+                               pl.lit(0, pl.Int8).alias("CENS"))
+    cols = ["SUBJ", "DAY", "EVID", "CMT", "AMT", "RATE", "DV", "MDV", "DVID", "LLOQ", "BLQ", "CENS"]
     rows = pl.concat([samples.select(cols), doses.select(cols)], how="vertical_relaxed")
     first_record = rows.group_by("SUBJ").agg(pl.col("DAY").min().alias("_origin"))
     first_dose = doses.group_by("SUBJ").agg(pl.col("DAY").min().alias("_first_dose"))
@@ -126,7 +135,7 @@ def build_dataset(run_dir: str | Path, tests: list[str] | None = None) -> tuple[
                           (pl.col("DAY") - pl.col("_first_dose")).alias("TAFD"))
             # observations before doses at equal TIME: NONMEM applies records in file order
             .sort(["ID", "TIME", "EVID", "CMT", "DVID"]))
-    out_cols = (["ID", "TIME", "DV", "AMT", "RATE", "EVID", "MDV", "CMT", "DVID", "DAY", "TAFD",
+    out_cols = (["ID", "TIME", "DV", "AMT", "RATE", "EVID", "MDV", "CMT", "DVID", "LLOQ", "BLQ", "CENS", "DAY", "TAFD",
                  "ARMN", "SEXF"] + [NUMERIC_COVARIATES[c][0] for c in cov_cols] + ["SUBJ"])
     data = data.select(out_cols)
 
@@ -163,6 +172,25 @@ def build_dataset(run_dir: str | Path, tests: list[str] | None = None) -> tuple[
         "excluded_subjects": {s: "simulation failed" for s in excluded},
     }
     return data, dictionary
+
+
+def _censoring(samples: pl.DataFrame, obs: pl.DataFrame, tests: list[str]) -> pl.DataFrame:
+    """LLOQ, BLQ and CENS of the observation rows (``samples``, in ``obs`` order). A run with the
+    observation model on flags values below the LLOQ (``blq``); they go out as DV = LLOQ with
+    BLQ = 1 and CENS = 1 (left-censored), the layout M3 in NONMEM, Monolix and nlmixr2 expects.
+    Without it, every value is quantified: LLOQ empty, BLQ = CENS = 0."""
+    if layout.OBSERVATION_BLQ not in obs.columns:
+        return samples.with_columns(pl.lit(None, pl.Float64).alias("LLOQ"), pl.lit(0, pl.Int8).alias("BLQ"),
+                                    pl.lit(0, pl.Int8).alias("CENS"))
+    flags = (obs.filter(pl.col("test").is_in(tests))
+             .select(pl.col("subject").alias("SUBJ"), pl.col("day").alias("DAY"), "test",
+                     pl.col(layout.OBSERVATION_LLOQ).cast(pl.Float64).alias("LLOQ"),
+                     (pl.col(layout.OBSERVATION_BLQ).fill_null(False) & pl.col("value").is_not_nan())
+                     .cast(pl.Int8).alias("BLQ")))
+    out = samples.join(flags, on=["SUBJ", "DAY", "test"], how="left", maintain_order="left")
+    return out.with_columns(
+        pl.when(pl.col("BLQ") == 1).then(pl.col("LLOQ")).otherwise(pl.col("DV")).alias("DV"),
+        pl.col("BLQ").fill_null(0).alias("BLQ"), pl.col("BLQ").fill_null(0).alias("CENS"))
 
 
 def export_nonmem(run_dir: str | Path, out: str | Path, tests: list[str] | None = None) -> NonmemExport:
@@ -270,6 +298,21 @@ def check_records(frame: pl.DataFrame, source: str) -> pl.DataFrame:
     return f.drop("_block")
 
 
+def _censoring_columns(obs: pl.DataFrame) -> list[pl.Expr]:
+    """``lloq`` and ``blq`` of observation rows from LLOQ and BLQ/CENS columns, when present: a
+    row is below the limit when BLQ = 1 or CENS = 1 (left-censored; its DV is the limit)."""
+    if not {"BLQ", "CENS"} & set(obs.columns):
+        return []
+    flag = pl.lit(False)
+    for c in ("BLQ", "CENS"):
+        if c in obs.columns:
+            flag = flag | (pl.col(c).cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False) == 1).fill_null(False)
+    limit = (pl.col("LLOQ").cast(pl.String).str.strip_chars().replace(".", None).cast(pl.Float64, strict=False)
+             if "LLOQ" in obs.columns else pl.lit(None, pl.Float64))
+    # CENS = 1 says the value lies below DV: without an LLOQ column, DV is the limit
+    return [pl.when(flag & limit.is_null()).then(pl.col("DV")).otherwise(limit).alias("lloq"), flag.alias("blq")]
+
+
 def read_nonmem(path: str | Path, dictionary: str | Path | dict | None = None,
                 infusion_cmt: int | None = None) -> NonmemDataset:
     """Read a NONMEM-format CSV as observed data. Tests come from ``DVID`` through the dictionary
@@ -326,7 +369,8 @@ def read_nonmem(path: str | Path, dictionary: str | Path | dict | None = None,
         raise NonmemDatasetError(f"{path}: {_name_rows(bad)}: DVID is neither in the dictionary's dvid map "
                                  "nor a cartwin test code")
     observations = (obs.with_columns(pl.Series("test", tests), pl.Series("unit", units))
-                    .select("subject", "day", "test", pl.col("DV").alias("value"), "unit"))
+                    .select("subject", "day", "test", pl.col("DV").alias("value"), "unit",
+                            *_censoring_columns(obs)))
     dose_cols = [pl.col("subject"), pl.col("day"), pl.col("CMT").cast(pl.Int64).alias("cmt") if "CMT" in f.columns
                  else pl.lit(None, pl.Int64).alias("cmt"), pl.col("AMT").alias("amount"),
                  (pl.col("RATE") if "RATE" in f.columns else pl.lit(0.0)).fill_null(0.0).alias("rate")]

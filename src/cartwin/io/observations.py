@@ -14,6 +14,7 @@ import polars as pl
 
 from cartwin.clinical import ObservationError, observations_from_frame, observations_from_run
 from cartwin.clinical.observations import Observations
+from cartwin.store.reported import as_reported
 from cartwin.store import layout
 
 FILE_SUFFIXES = (".csv", ".parquet", ".pq")
@@ -40,11 +41,12 @@ def read_observation_file(path: str | Path) -> pl.DataFrame:
 
 def read_run_observations(run_dir: str | Path) -> Observations:
     """A run directory's observations, validated, failed patients excluded and flagged. The run
-    need not be complete (an interrupted run's stored chunks can be scored)."""
+    need not be complete (an interrupted run's stored chunks can be scored). With the observation
+    model on, the observed values are scored as reported (:func:`as_reported`)."""
     from cartwin.store import open_run
 
     run = open_run(run_dir, complete=False, tables=("observations", "patients"))
-    return observations_from_run(run.observations().collect(), run.patients(), str(run.path),
+    return observations_from_run(as_reported(run.observations().collect()), run.patients(), str(run.path),
                                  observations_source=run.source("observations"),
                                  patients_source=run.source("patients"))
 

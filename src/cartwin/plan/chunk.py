@@ -12,7 +12,8 @@ from cartwin.model.codegen import compile_model
 from cartwin.plan.chunks import ChunkSpec
 from cartwin.plan.rules import solve_with_rules
 from cartwin.plan.work import RunWork
-from cartwin.population.virtual import generate
+from cartwin.observation import observe
+from cartwin.population.virtual import arm_key, generate
 from cartwin.simulate.engine import solve
 from cartwin.simulate.timed_events import solve_with_events
 from cartwin.store.tables import events_table, observations_table, parameters_table, patients_table
@@ -56,13 +57,19 @@ def run_chunk(work: RunWork, spec: ChunkSpec) -> ChunkResult:
     else:
         doses = arm.therapy.patient_doses(pop.covariates)
         solved = solve(model, pop.theta, pop.covariates, doses, days, work.solver(), which=work.which)
+    observed = None
+    if work.observation_model:  # after the solve, from the patients' own observation streams
+        stored_obs = [model.observables[i] for i in solved.which]
+        observed = observe(tuple(o.test for o in stored_obs), tuple(o.unit for o in stored_obs),
+                           solved.observations, work.seed, arm_key(spec.arm_id), pop.index)
     stored = solved.ok
     if work.imported:
         # a failed patient of an imported model keeps the days its solve reached (its status
         # says it failed, and why); cartwin's own models store complete patients only, which
         # their clinical scoring needs
         stored = solved.ok | np.any(np.isfinite(solved.observations), axis=(1, 2))
-    observations = observations_table(pop, model, days, solved.observations, stored, solved.which)
+    observations = observations_table(pop, model, days, solved.observations, stored, solved.which,
+                                      observed=observed)
     if (stored & ~solved.ok).any():
         partial = np.repeat(~solved.ok[stored], days.size * len(solved.which))
         observations = observations.filter(pc.invert(pc.and_(pa.array(partial), pc.is_nan(observations["value"]))))

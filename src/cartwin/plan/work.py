@@ -60,6 +60,8 @@ class RunWork:
     """An imported model's events that set states (:class:`cartwin.simulate.timed_events.TimedEvent`)."""
     nonnegative: tuple[bool, ...] | bool = True
     """Per state, whether it may not go below zero (an imported model's species)."""
+    observation_model: bool = False
+    """Apply the observation model (cartwin.observation) to the stored read-outs after the solve."""
 
     @property
     def imported(self) -> bool:
@@ -99,7 +101,8 @@ def make_work(protocol: Protocol, seed: int | None = None) -> RunWork:
         backend = s.backend if "backend" in s.model_fields_set else IMPORTED_MODEL_BACKEND
         return RunWork(model, seed, days, arms, None, dict(protocol.model_variability),
                        stored_observables(model, protocol.outputs), (backend, s.rtol, s.atol),
-                       tuple(imported.doses), tuple(imported.events), imported.nonnegative)
+                       tuple(imported.doses), tuple(imported.events), imported.nonnegative,
+                       observation_model=protocol.observation_model.enabled)
     model = get_model(protocol.model)
     arms = []
     for i, arm in enumerate(protocol.arms):
@@ -111,7 +114,8 @@ def make_work(protocol: Protocol, seed: int | None = None) -> RunWork:
         from cartwin.protocol import ProtocolError
         raise ProtocolError(protocol.study_id, sorted(set(problems)))
     return RunWork(model, seed, days, tuple(arms), protocol.population, dict(protocol.model_variability),
-                   stored_observables(model, protocol.outputs), (s.backend, s.rtol, s.atol))
+                   stored_observables(model, protocol.outputs), (s.backend, s.rtol, s.atol),
+                   observation_model=protocol.observation_model.enabled)
 
 
 def check_loadable(protocol: Protocol, seed: int | None = None) -> RunWork:

@@ -315,6 +315,12 @@ class Rule(_Strict):
         if self.to_day is not None and self.to_day < self.from_day:
             raise ValueError(f"rule {self.id}: to_day {self.to_day} is before from_day {self.from_day}")
         return self
+class ObservationModelSettings(_Strict):
+    enabled: bool = Field(
+        default=False,
+        description="apply the observation model (src/cartwin/data/observation_model.toml) after the "
+                    "solve: assay error, LLOQ and BLQ flags; observations keep the true value beside "
+                    "the observed one, and scoring uses the observed one")
 
 
 class Protocol(_Strict):
@@ -351,3 +357,4 @@ class Protocol(_Strict):
             if unknown:
                 raise ValueError(f"rule {r.id}: unknown arms {unknown}; arms: {sorted(arm_ids)}")
         return self
+    observation_model: ObservationModelSettings = ObservationModelSettings()

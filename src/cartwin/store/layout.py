@@ -32,6 +32,13 @@ OBSERVATIONS = table_folder("observations")
 EVENTS = table_folder("events")
 PARAMETERS = table_folder("parameters")
 
+# Columns the observation model adds to the observations table (docs/run_directory.md): the
+# model's value, the assay's lower limit of quantification, and whether the observed value is below it.
+OBSERVATION_TRUE_VALUE = "true_value"
+OBSERVATION_LLOQ = "lloq"
+OBSERVATION_BLQ = "blq"
+OBSERVATION_MODEL_COLUMNS = (OBSERVATION_TRUE_VALUE, OBSERVATION_LLOQ, OBSERVATION_BLQ)
+
 # The report's folder inside a run directory, and the clinical scores it caches per part there:
 # DIR/report/scores/<table>/<part>.parquet, with the fingerprint that says which are still valid.
 REPORT = "report"

@@ -70,8 +70,15 @@ DICTIONARY = {
         "day": ("day", "day relative to the CAR-T infusion (day 0); negative before it; a sample on a "
                        "dose day is taken before the dose"),
         "test": ("", "test code (docs/run_directory.md, test codes)"),
-        "value": ("see unit", "simulated value"),
+        "value": ("see unit", "simulated value; with the observation model on, the observed value "
+                              "(assay error applied; may lie below the LLOQ: see blq)"),
         "unit": ("", "unit of value (the test code's canonical unit)"),
+        # present only when the protocol turns the observation model on
+        layout.OBSERVATION_TRUE_VALUE: ("see unit", "observation model on: the model's value before assay error"),
+        layout.OBSERVATION_LLOQ: ("see unit", "observation model on: the assay's lower limit of quantification "
+                                              "(empty for tests without one)"),
+        layout.OBSERVATION_BLQ: ("", "observation model on: true when value < lloq (below the limit of "
+                                     "quantification: a laboratory reports '<LLOQ', not the number)"),
     },
     "events": {k: ("", v + (f" (values are in {layout.OBSERVATIONS})" if k == "DV" else ""))
                for k, v in EVENT_COLUMNS.items()},

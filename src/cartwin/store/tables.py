@@ -7,6 +7,7 @@ import pyarrow as pa
 
 from cartwin.model.declaration import Model
 from cartwin.simulate.events import EVENT_SCHEMA
+from cartwin.store import layout
 from cartwin.vocabulary import PATIENT_COVARIATES
 
 
@@ -46,11 +47,19 @@ def parameters_table(pop, model: Model) -> pa.Table:
 
 
 def observations_table(pop, model: Model, days: np.ndarray, obs: np.ndarray, ok: np.ndarray,
-                        which: list[int]) -> pa.Table:
-    """The long table of ok patients; ``obs`` holds the observables ``which`` (in that order)."""
-    observables = [model.observables[i] for i in which]
-    tests = [o.test for o in observables]
-    units = [o.unit for o in observables]
+                        which: list[int], observed=None) -> pa.Table:
+    """The long table of ok patients; ``obs`` holds the observables ``which`` (in that order).
+
+    With ``observed`` (a :class:`cartwin.observation.Observed` of these patients), ``value`` is the
+    observed value and the table adds the true value, the LLOQ and the BLQ flag
+    (layout.OBSERVATION_MODEL_COLUMNS); derived tests of the observation model are appended."""
+    if observed is None:
+        observables = [model.observables[i] for i in which]
+        tests = [o.test for o in observables]
+        units = [o.unit for o in observables]
+        values = obs
+    else:
+        tests, units, values = list(observed.tests), list(observed.units), observed.observed
     idx = np.flatnonzero(ok)
     n_ok, n_t, n_o = idx.size, days.size, len(tests)
     subject = np.repeat(np.asarray(pop.subject, dtype=object)[idx], n_t * n_o)
@@ -61,14 +70,20 @@ def observations_table(pop, model: Model, days: np.ndarray, obs: np.ndarray, ok:
     distinct_units = sorted(set(units))
     unit_code = np.array([distinct_units.index(u) for u in units], dtype=np.int32)
     unit_dict = pa.array(distinct_units)
-    return pa.table({
+    columns = {
         "subject": pa.array(subject, pa.string()),
         "arm": pa.DictionaryArray.from_arrays(np.zeros(subject.size, np.int32), pa.array([pop.arm])),
         "day": pa.array(day, pa.float64()),
         "test": pa.DictionaryArray.from_arrays(test_idx.astype(np.int32), test_dict),
-        "value": pa.array(obs[idx].reshape(-1), pa.float64()),
+        "value": pa.array(values[idx].reshape(-1), pa.float64()),
         "unit": pa.DictionaryArray.from_arrays(unit_code[test_idx], unit_dict),
-    })
+    }
+    if observed is not None:
+        lloq = observed.lloq[test_idx]
+        columns[layout.OBSERVATION_TRUE_VALUE] = pa.array(observed.true[idx].reshape(-1), pa.float64())
+        columns[layout.OBSERVATION_LLOQ] = pa.array(lloq, pa.float64(), mask=np.isnan(lloq))
+        columns[layout.OBSERVATION_BLQ] = pa.array(observed.blq[idx].reshape(-1), pa.bool_())
+    return pa.table(columns)
 
 
 def events_table(pop, model: Model, doses, days: np.ndarray, other=None) -> pa.Table:
