@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -224,6 +225,18 @@ class SolverSettings(_Strict):
     atol: float = Field(default=1e-9, gt=0, lt=1e-3)
 
 
+class StudyCalendar(_Strict):
+    """Calendar facts used only by exports (CDISC --DTC dates, DM COUNTRY); simulation ignores them."""
+
+    start_date: date | None = Field(
+        default=None, description="study start date (ISO 8601, e.g. 2024-01-15): the calendar date "
+        "of the study's earliest protocol day (screening or first lymphodepleting dose); CDISC dates "
+        "count from it. Default: 2000-01-01, a nominal date")
+    country: str | None = Field(
+        default=None, pattern=r"^[A-Z]{3}$", description="ISO 3166-1 alpha-3 country of the study "
+        "(CDISC DM COUNTRY), e.g. DEU. Default: ZZZ (user-assigned code: no real country)")
+
+
 class Protocol(_Strict):
     schema_version: Literal[1] = 1
     study_id: str = Field(min_length=1)
@@ -244,3 +257,5 @@ class Protocol(_Strict):
     products: dict[str, ProductDefinition] = Field(default_factory=dict)
     regimens: dict[str, list[DrugAdministration]] = Field(default_factory=dict)
     solver: SolverSettings = SolverSettings()
+    study: StudyCalendar = Field(default_factory=StudyCalendar,
+                                 description="calendar facts for exports (start date, country)")
