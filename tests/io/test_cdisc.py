@@ -249,6 +249,7 @@ def _mutate(datasets, name, **columns):
     ("LB", {"LBDY": pl.col("LBDY") + 1}, "CG0006"),
     ("LB", {"LBLOBXFL": pl.lit("Y")}, "FB2603"),
     ("LB", {"LBSEQ": pl.lit(1)}, "CG0028"),
+    ("LB", {"LBSTRESC": pl.col("LBORRES")}, "FB3102"),  # 6 significant figures no longer equal LBSTRESN
     ("AE", {"AESTDY": pl.lit(None, pl.Int64)}, "AESTDY"),
     ("AE", {"AEOUT": pl.lit("RECOVERED/RESOLVED"), "AEENDTC": pl.lit("")}, "FB3410"),
     ("AE", {"AESER": pl.lit("Y")}, "CG0042"),

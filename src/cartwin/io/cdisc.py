@@ -144,6 +144,12 @@ def _format_number(values: pl.Expr) -> pl.Expr:
     return values.map_elements(lambda v: f"{v:.6g}", return_dtype=pl.String)
 
 
+def _exact_text(values: pl.Expr) -> pl.Expr:
+    """Standard-format result as text that reads back to exactly the numeric result (--STRESC =
+    --STRESN, CDISC CORE-000542), the shortest round-trip form of the double."""
+    return values.map_elements(lambda v: repr(float(v)).removesuffix(".0"), return_dtype=pl.String)
+
+
 def _lbtestcd(tests: list[str]) -> dict[str, str]:
     """cartwin code -> LBTESTCD: the CDISC code where one exists and is unambiguous, else ours
     (<= 8 characters, starting with a letter)."""
@@ -463,7 +469,7 @@ def build_domains(source: str | Path, scored: str | Path | None = None, study_id
         pl.col("test").replace_strict({t: _lb_category(t) for t in tests}).alias("LBCAT"),
         _format_number(pl.col("value")).alias("LBORRES"), pl.col("unit").alias("LBORRESU"),
         _format_number(lower).fill_null("").alias("LBORNRLO"), _format_number(upper).fill_null("").alias("LBORNRHI"),
-        _format_number(pl.col("value")).alias("LBSTRESC"), pl.col("value").alias("LBSTRESN"),
+        _exact_text(pl.col("value")).alias("LBSTRESC"), pl.col("value").alias("LBSTRESN"),
         pl.col("unit").alias("LBSTRESU"), lower.alias("LBSTNRLO"), upper.alias("LBSTNRHI"),
         nrind.alias("LBNRIND"),
         pl.col("test").replace_strict({t: _lb_specimen(t) for t in tests}).alias("LBSPEC"),
@@ -549,9 +555,10 @@ def build_domains(source: str | Path, scored: str | Path | None = None, study_id
         boolean = v.schema[column] == pl.Boolean
         result = (pl.when(pl.col(column)).then(pl.lit("Y")).otherwise(pl.lit("N")) if boolean
                   else _format_number(pl.col(column).cast(pl.Float64)))
+        standard = result if boolean else _exact_text(pl.col(column).cast(pl.Float64))
         parts.append(v.select(
             pl.col("subject"), pl.col("day"), pl.lit(cat).alias("RSCAT"), pl.lit(cd).alias("RSTESTCD"),
-            pl.lit(name).alias("RSTEST"), result.alias("RSORRES"), result.alias("RSSTRESC"),
+            pl.lit(name).alias("RSTEST"), result.alias("RSORRES"), standard.alias("RSSTRESC"),
             (pl.lit(None, pl.Float64) if boolean else pl.col(column).cast(pl.Float64)).alias("RSSTRESN"),
             pl.lit("Y").alias("RSDRVFL")))
     rs = pl.concat(parts) if parts else pl.DataFrame(schema={"subject": pl.String, "day": pl.Float64})

@@ -257,7 +257,8 @@ def _check(rule: Rule, name: str, frame: pl.DataFrame, data: dict[str, pl.DataFr
         c, n = variables
         text, number = _text(frame, c), _comparable(frame, n).cast(pl.Float64)
         parsed = text.replace("", None).cast(pl.Float64, strict=False)
-        bad = parsed.is_not_null() & (number.is_null() | ((parsed - number).abs() > 1e-5 * number.abs().clip(1e-300)))
+        # equal up to the XPORT (IBM 370 double) round trip
+        bad = parsed.is_not_null() & (number.is_null() | ((parsed - number).abs() > 1e-12 * number.abs()))
         return _rows(frame, bad.fill_null(False), [c, n])
     if kind == "one_flag":
         flag, *key = variables
