@@ -314,3 +314,13 @@ def test_arms_with_the_same_description_get_distinct_arm_text():
     out = _unique_codes(arms)
     assert out["ARMCD"].to_list() == ["DOSE_ESCALATION_LEVE", "DOSE_ESCALATION_LE_2", "X"]
     assert out["ARM"].n_unique() == 3 and out["ARM"][0].endswith("(dose_escalation_level_1_a)")
+
+
+def test_every_adverse_event_term_of_the_clinical_layer_has_a_body_system():
+    """A new CTCAE term in the clinical rule table needs its system organ class here too."""
+    from cartwin.clinical.ruleset import table
+    from cartwin.io.cdisc import ae_body_systems
+    terms = set(table("ctcae_v5")["term"]) | {
+        "Cytokine release syndrome", "Immune effector cell-associated neurotoxicity syndrome",
+        "ICAHT early", "ICAHT late", "Acute graft-versus-host disease"}
+    assert terms <= set(ae_body_systems()), sorted(terms - set(ae_body_systems()))
