@@ -227,12 +227,21 @@ def export_sdtm_command(
     out_dir: Path = typer.Option(..., "--out", "-o", help="Directory to write (new or empty)."),
     scored: Optional[Path] = typer.Option(None, "--scored", help="Output directory of `cartwin score` to reuse."),
     study_id: Optional[str] = typer.Option(None, "--study-id", help="STUDYID (default: the run's study id + -SIM)."),
+    start_date: Optional[str] = typer.Option(
+        None, "--start-date", help="Study start date YYYY-MM-DD for --DTC dates (default: the protocol's "
+        "[study] start_date, else 2000-01-01)."),
+    country: Optional[str] = typer.Option(
+        None, "--country", help="DM COUNTRY, ISO 3166-1 alpha-3 (default: the protocol's [study] country, else ZZZ)."),
 ):
-    """Write SDTM-like DM, EX, LB, AE, RS and ADaM-like ADSL, ADLB as CSV and SAS XPORT v5."""
+    """Write SDTM DM, EX, LB, AE, RS and ADaM ADSL, ADLB as CSV and SAS XPORT v5, checked against
+    the conformance rules of cartwin.io.cdisc_rules."""
     from cartwin.io.cdisc import export_cdisc
-    result = export_cdisc(source, out_dir, scored, study_id)
+    result = export_cdisc(source, out_dir, scored, study_id, start_date=start_date, country=country)
     counts = ", ".join(f"{k} {v.height}" for k, v in result.datasets.items())
-    out.print(f"CDISC-like domains -> {result.out_dir} ({counts})")
+    out.print(f"CDISC SDTM/ADaM datasets -> {result.out_dir} ({counts}); conformance rules "
+              f"(cartwin.io.cdisc_rules): {len(result.findings)} findings")
+    for finding in result.findings:
+        out.print(f"  {finding}")
 
 
 # --- fit and sensitivity (src/cartwin/fit; docs/fitting.md) ----------------------------------

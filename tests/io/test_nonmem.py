@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import polars as pl
@@ -34,6 +35,10 @@ def _observations(run_dir):
             .with_columns(pl.col("test").cast(pl.String), pl.col("unit").cast(pl.String)))
 
 
+def dictionary_dvid(dictionary, test):
+    return next(int(k) for k, v in dictionary["dvid"].items() if v["test"] == test)
+
+
 def test_record_layout_follows_nonmem_conventions(exported):
     export, data, dictionary = exported
     assert export.dictionary_csv.exists()
@@ -47,7 +52,13 @@ def test_record_layout_follows_nonmem_conventions(exported):
         assert np.all(np.diff(block["TIME"].to_numpy()) >= 0)
     doses, obs = data.filter(pl.col("EVID") == 1), data.filter(pl.col("EVID") == 0)
     assert doses["MDV"].to_list() == [1] * doses.height and doses["DV"].null_count() == doses.height
-    assert obs["MDV"].to_list() == [0] * obs.height and obs["AMT"].null_count() == obs.height
+    # CAR-T before the infusion (and at its time: pre-dose) is no observation: MDV 1, DV missing
+    cart = dictionary_dvid(dictionary, "CART")
+    pre = (pl.col("DVID") == cart) & (pl.col("DAY") <= 0)
+    assert obs.filter(pre).height > 0
+    assert set(obs.filter(pre)["MDV"]) == {1} and obs.filter(pre)["DV"].null_count() == obs.filter(pre).height
+    assert obs.filter(~pre)["MDV"].to_list() == [0] * obs.filter(~pre).height and obs["AMT"].null_count() == obs.height
+    assert (obs.filter((pl.col("DVID") == cart) & (pl.col("DAY") > 0))["DV"] > 0).any()
     # a sample on a dose day comes before the dose (pre-dose), as NONMEM reads rows in order
     for (_, time), rows in data.group_by(["ID", "TIME"]):
         evid = rows["EVID"].to_list()
@@ -84,7 +95,9 @@ def test_dose_amounts_match_the_patients_and_the_regimen(exported, run_dir):
 def test_import_gives_back_the_run_observations(exported, run_dir, tmp_path):
     export, _, _ = exported
     back = read_nonmem(export.data)
-    original = _observations(run_dir).filter(pl.col("test").is_in(TESTS)).select("subject", "day", "test", "value", "unit")
+    original = (_observations(run_dir).filter(pl.col("test").is_in(TESTS))
+                .filter(~((pl.col("test") == "CART") & (pl.col("day") <= 0)))  # pre-infusion CAR-T: not observations
+                .select("subject", "day", "test", "value", "unit"))
     key = ["subject", "day", "test"]
     joined = original.join(back.observations, on=key, how="full", suffix="_back", coalesce=True)
     assert joined.height == original.height == back.observations.height
@@ -155,3 +168,50 @@ def test_export_refuses_what_is_not_a_run(tmp_path, run_dir):
         export_nonmem(tmp_path, tmp_path / "x.csv")
     with pytest.raises(NonmemDatasetError, match=r"tests \['NOPE'\] are not in the run"):
         export_nonmem(run_dir, tmp_path / "x.csv", tests=["NOPE"])
+
+
+def _pharmpy():
+    """pharmpy (the test extra installs it); outside CI a missing install skips, in CI it fails."""
+    if os.environ.get("CI"):
+        import pharmpy.modeling
+        return pharmpy.modeling
+    return pytest.importorskip("pharmpy.modeling")
+
+
+def test_pharmpy_reads_the_export_and_its_dataset_checks_pass(exported, tmp_path):
+    """An independent NONMEM dataset reader (pharmpy) reads the export through a control stream
+    with the dictionary's $INPUT line; its dataset checks pass and it sees our records."""
+    modeling = _pharmpy()
+    export, data, dictionary = exported
+    control = tmp_path / "run1.mod"
+    control.write_text(
+        "$PROBLEM cartwin export read back\n"
+        f"{dictionary['nmtran_input']}\n"
+        f"$DATA {export.data} IGNORE=@\n"
+        "$PRED\nY = THETA(1) + ETA(1) + EPS(1)\n"
+        "$THETA 1\n$OMEGA 0.1\n$SIGMA 0.1\n")
+    model = modeling.read_model(control)
+    # tell pharmpy what the covariates are, so that its checks test their units and ranges too
+    from pharmpy.model.datainfo import ColumnInfo, DataVariable
+    info = model.datainfo
+    for name, kind, properties in (("WT", "covariate", {"descriptor": "body weight", "unit": "kg"}),
+                                   ("AGE", "covariate", {"descriptor": "age", "unit": "yr"}),
+                                   ("HT", "covariate", {"descriptor": "body height", "unit": "cm"}),
+                                   ("DVID", "dvid", {})):
+        variable = DataVariable.create(name, type=kind, properties=properties)
+        info = info.set_column(ColumnInfo.create(name, variable_mapping=variable, datatype=info[name].datatype))
+    model = model.replace(datainfo=info)
+    checks = modeling.check_dataset(model, dataframe=True, verbose=True)
+    checked = " ".join(checks["check"])
+    assert "body weight" in checked and "age" in checked and "dvid" in checked, checked
+    assert (checks["result"] == "OK").all(), checks.to_string()
+    df = model.dataset
+    assert len(df) == data.height and df["ID"].nunique() == data["ID"].n_unique()
+    assert model.datainfo.id_column.name == "ID" and model.datainfo.dv_column.name == "DV"
+    # '.' is read as 0 (as NM-TRAN does) and MDV says which rows are not observations
+    for column in ("ID", "TIME", "DV", "AMT", "RATE", "EVID", "MDV", "CMT", "DVID", "WT"):
+        np.testing.assert_allclose(df[column].to_numpy(dtype=float), data[column].fill_null(0.0).to_numpy(),
+                                   rtol=1e-12, err_msg=column)
+    # and an error in the data is caught by the same checks: a weight of 0 kg
+    bad = model.replace(dataset=df.assign(WT=0.0))
+    assert (modeling.check_dataset(bad, dataframe=True)["result"] == "FAIL").any()

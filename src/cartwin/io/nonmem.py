@@ -11,6 +11,8 @@ Export layout (one row per event, grouped by ``ID``, ordered by ``TIME``; docs/i
 - at equal ``TIME`` observation rows come before dose rows: NONMEM processes records in file
   order, so a sample on a dose day is a pre-dose sample, as in cartwin;
 - ``DVID`` numbers the test codes; the dictionary beside the data maps them back with units.
+  CAR-T cells (``CART``) sampled before the infusion, or at its time (pre-dose), are not
+  observations: ``MDV`` 1 and ``DV`` missing (there are no cells to measure yet).
   Missing values are written as ``.`` (NM-TRAN reads them as 0; ``MDV`` says which are missing).
 
 Import validates the EVID/AMT/MDV logic row by row and names every inconsistent row.
@@ -114,6 +116,12 @@ def build_dataset(run_dir: str | Path, tests: list[str] | None = None) -> tuple[
                              pl.col("test").replace_strict(dvid, return_dtype=pl.Int32).alias("DVID"),
                              pl.when(pl.col("DV").is_null() | pl.col("DV").is_nan()).then(1).otherwise(0)
                              .cast(pl.Int8).alias("MDV")))
+    # CAR-T cells before the infusion (a sample at the infusion time is pre-dose) are absent by
+    # construction, not measured: MDV 1 and no DV, so that no fit reads them as observed zeros
+    infusion = doses.filter(pl.col("AMTU") == "cells").group_by("SUBJ").agg(pl.col("DAY").min().alias("_infusion"))
+    samples = (samples.join(infusion, on="SUBJ", how="left", maintain_order="left")
+               .with_columns(pl.when((pl.col("test") == "CART") & (pl.col("DAY") <= pl.col("_infusion")))
+                             .then(1).otherwise(pl.col("MDV")).cast(pl.Int8).alias("MDV")).drop("_infusion"))
     samples = samples.with_columns(pl.when(pl.col("MDV") == 1).then(None).otherwise(pl.col("DV")).alias("DV"))
     samples = _censoring(samples, obs, tests)
     doses = doses.with_columns(pl.lit(None, pl.Float64).alias("LLOQ"), pl.lit(0, pl.Int8).alias("BLQ"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -315,12 +316,26 @@ class Rule(_Strict):
         if self.to_day is not None and self.to_day < self.from_day:
             raise ValueError(f"rule {self.id}: to_day {self.to_day} is before from_day {self.from_day}")
         return self
+
+
 class ObservationModelSettings(_Strict):
     enabled: bool = Field(
         default=False,
         description="apply the observation model (src/cartwin/data/observation_model.toml) after the "
                     "solve: assay error, LLOQ and BLQ flags; observations keep the true value beside "
                     "the observed one, and scoring uses the observed one")
+
+
+class StudyCalendar(_Strict):
+    """Calendar facts used only by exports (CDISC --DTC dates, DM COUNTRY); simulation ignores them."""
+
+    start_date: date | None = Field(
+        default=None, description="study start date (ISO 8601, e.g. 2024-01-15): the calendar date "
+        "of the study's earliest protocol day (screening or first lymphodepleting dose); CDISC dates "
+        "count from it. Default: 2000-01-01, a nominal date")
+    country: str | None = Field(
+        default=None, pattern=r"^[A-Z]{3}$", description="ISO 3166-1 alpha-3 country of the study "
+        "(CDISC DM COUNTRY), e.g. DEU. Default: ZZZ (user-assigned code: no real country)")
 
 
 class Protocol(_Strict):
@@ -346,6 +361,10 @@ class Protocol(_Strict):
     rules: list[Rule] = Field(default_factory=list, description="rules evaluated inside the simulation "
                               "(supportive care, rescue therapy, deferral, a second infusion); see docs/protocol.md")
 
+    observation_model: ObservationModelSettings = ObservationModelSettings()
+    study: StudyCalendar = Field(default_factory=StudyCalendar,
+                                 description="calendar facts for exports (start date, country)")
+
     @model_validator(mode="after")
     def _rules_known_arms(self):
         arm_ids = {a.id for a in self.arms}
@@ -357,4 +376,3 @@ class Protocol(_Strict):
             if unknown:
                 raise ValueError(f"rule {r.id}: unknown arms {unknown}; arms: {sorted(arm_ids)}")
         return self
-    observation_model: ObservationModelSettings = ObservationModelSettings()
