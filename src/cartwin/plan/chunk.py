@@ -32,8 +32,11 @@ class ChunkResult:
 def run_chunk(work: RunWork, spec: ChunkSpec) -> ChunkResult:
     model = work.model
     arm = work.arms[spec.arm_index]
+    replicate = getattr(spec, "replicate", None)
+    typical, variability = work.replicate_inputs(spec.arm_index, replicate)
     pop = generate(model, work.population, spec.arm_id, np.arange(spec.start, spec.stop), work.seed,
-                   arm.typical, work.variability)
+                   typical, variability, replicate=None if work.same_patients else replicate,
+                   subject_prefix="" if replicate is None else f"r{replicate + 1:04d}-")
     n = len(pop.subject)
     days = np.asarray(work.days, float)
     if work.imported:
@@ -47,7 +50,31 @@ def run_chunk(work: RunWork, spec: ChunkSpec) -> ChunkResult:
     else:
         doses = arm.therapy.patient_doses(pop.covariates)
         solved = solve(model, pop.theta, pop.covariates, doses, days, work.solver(), which=work.which)
-    return ChunkResult(spec, patients_table(pop, model, arm.therapy, solved.ok, solved.reasons),
-                       parameters_table(pop, model),
-                       observations_table(pop, model, days, solved.observations, solved.ok, solved.which),
+    patients = patients_table(pop, model, arm.therapy, solved.ok, solved.reasons)
+    observations = observations_table(pop, model, days, solved.observations, solved.ok, solved.which)
+    if work.conduct is not None:
+        patients, observations = _conduct(work, spec, pop, days, solved, patients, observations, replicate)
+    if replicate is not None:
+        patients = patients.add_column(2, "replicate", pa.array(np.full(n, replicate + 1), pa.int32()))
+    return ChunkResult(spec, patients, parameters_table(pop, model), observations,
                        events_table(pop, model, doses, days))
+
+
+def _conduct(work: RunWork, spec: ChunkSpec, pop, days, solved, patients: pa.Table, observations: pa.Table,
+             replicate: int | None) -> tuple[pa.Table, pa.Table]:
+    """Missed visits and withdrawal (cartwin.plan.conduct): observations removed, and per patient
+    ``withdrawn_day``, ``withdrawal_reason`` and ``visits_missed``."""
+    from cartwin.plan.conduct import apply_conduct
+    tests = [work.model.observables[i].test for i in solved.which]
+    needed = {h.test for h in work.conduct.dropout if h.test is not None}
+    values = {t: solved.observations[:, :, tests.index(t)] for t in needed}
+    result = apply_conduct(work.conduct, work.seed, spec.arm_id, pop.index, replicate, days, values)
+    ok = np.asarray(solved.ok, bool)
+    withdrawn = np.where(ok, result.withdrawn_day, np.nan)
+    patients = (patients
+                .append_column("withdrawn_day", pa.array(withdrawn, pa.float64(), from_pandas=True))
+                .append_column("withdrawal_reason", pa.array([r if o else "" for r, o in zip(result.reason, ok)], pa.string()))
+                .append_column("visits_missed", pa.array(np.where(ok, result.missed, 0), pa.int32())))
+    # the observation table holds ok patients, day by day, every stored test of a day together
+    keep = np.repeat(result.keep[ok].reshape(-1), len(tests))
+    return patients, observations.filter(pa.array(keep))

@@ -5,7 +5,7 @@ what runs a chunk needs nothing else (and it is picklable, for process pools and
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -51,6 +51,20 @@ class RunWork:
     solver_settings: tuple[str, float, float]  # backend, rtol, atol
     fixed_doses: tuple[Dose, ...] | None = None
     """An imported (SBML) model's own doses, the same for every patient; time 0 = model start."""
+    replicates: tuple = ()
+    """Each replicate trial's population parameters (:class:`cartwin.population.uncertainty.ReplicateDraw`)."""
+    same_patients: bool = False
+    """Every replicate has the arm's own patients (else each replicate redraws them)."""
+    conduct: Any = None
+    """The protocol's [conduct] section (missed visits, withdrawal), or None."""
+
+    def replicate_inputs(self, arm_index: int, replicate: int | None) -> tuple[np.ndarray, dict[str, float]]:
+        """An arm's typical parameters and variability in replicate ``replicate`` (None: no replicates)."""
+        arm = self.arms[arm_index]
+        if replicate is None:
+            return arm.typical, self.variability
+        draw = self.replicates[replicate]
+        return draw.typical_for(self.model, arm.typical), draw.variability(self.variability)
 
     @property
     def imported(self) -> bool:
@@ -71,8 +85,26 @@ def stored_observables(model: Model, outputs: tuple[str, ...] | None) -> tuple[i
     return tuple(i for i, o in enumerate(model.observables) if not outputs or o.test in outputs)
 
 
-def make_work(protocol: Protocol, seed: int | None = None) -> RunWork:
-    """Resolve ``protocol``; an SBML model named by the protocol is imported here."""
+def make_work(protocol: Protocol, seed: int | None = None, base: str | None = None) -> RunWork:
+    """Resolve ``protocol``; an SBML model named by the protocol is imported here. ``base``: the
+    folder relative paths of the protocol (a fit's estimates) are read from."""
+    work = _make_work(protocol, seed)
+    if protocol.uncertainty is not None:
+        from pathlib import Path
+
+        from cartwin.population.uncertainty import UncertaintyError, replicate_draws
+        from cartwin.protocol import ProtocolError
+        try:
+            draws = replicate_draws(work.model, protocol.uncertainty, work.seed, Path(base) if base else None)
+        except UncertaintyError as exc:
+            raise ProtocolError("uncertainty", [str(exc)]) from None
+        work = replace(work, replicates=draws, same_patients=protocol.uncertainty.patients == "same")
+    if protocol.conduct is not None:
+        work = replace(work, conduct=protocol.conduct)
+    return work
+
+
+def _make_work(protocol: Protocol, seed: int | None = None) -> RunWork:
     seed = protocol.seed if seed is None else int(seed)
     s = protocol.solver
     days = tuple(schedule_days(protocol))
