@@ -1,0 +1,212 @@
+"""Replicate trials with parameter uncertainty, missed visits and withdrawal, non-responder
+imputation and the replicate summary: hand-checkable cases (no solves) and one small run."""
+
+import copy
+import json
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from cartwin.endpoints.compute import endpoint_values
+from cartwin.endpoints.realism import replicate_summary
+from cartwin.endpoints.table import parse
+from cartwin.model import get_model
+from cartwin.plan import make_plan
+from cartwin.plan.conduct import apply_conduct
+from cartwin.population.uncertainty import UncertaintyError, fit_draws, model_draws, read_fit
+from cartwin.protocol import ProtocolError, parse_protocol
+from cartwin.protocol.schema import Conduct
+from cartwin.run import simulate
+
+MODEL = get_model("lupus_cart")
+
+
+def test_model_uncertainty_draws_have_the_declared_spread_and_touch_nothing_else():
+    draws = model_draws(MODEL, 2000, seed=3, override={"RHO": 0.2})
+    k = MODEL.parameter_names.index("RHO")
+    shifts = np.array([d.log_shift for d in draws])
+    assert abs(shifts[:, k].std() - 0.2) < 0.01 and abs(shifts[:, k].mean()) < 0.015
+    assert not np.delete(shifts, k, axis=1).any()
+    # replicate r is the same whatever the number of replicates asked for
+    assert np.array_equal(model_draws(MODEL, 5, 3, {"RHO": 0.2})[4].log_shift, draws[4].log_shift)
+    typical = np.array([p.value for p in MODEL.parameters])
+    assert draws[0].typical_for(MODEL, typical)[k] == pytest.approx(typical[k] * math.exp(shifts[0, k]))
+    with pytest.raises(UncertaintyError, match="declares no parameter uncertainty"):
+        model_draws(MODEL, 3, 1)
+
+
+def _estimates(tmp_path, model="lupus_cart"):
+    # RHO 2 (SE log 0.1), K_E 0.2 (SE log 0.2), correlation of the log typical values 0.5;
+    # omegas 0.3 and 0.25 with SE log 0.1, uncorrelated with the rest
+    record = {
+        "provenance": {"model": model},
+        "population": [
+            {"parameter": "RHO", "typical_value": 2.0, "se_log": 0.1, "omega": 0.3, "omega_se_log": 0.1},
+            {"parameter": "K_E", "typical_value": 0.2, "se_log": 0.2, "omega": 0.25, "omega_se_log": 0.1}],
+        "correlation_order": ["log RHO", "log K_E", "log omega RHO", "log omega K_E", "log sigma CART"],
+        "correlation": [[1, 0.5, 0, 0, 0], [0.5, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 1, 0], [0, 0, 0, 0, 1]],
+    }
+    (tmp_path / "estimates.json").write_text(json.dumps(record))
+    return tmp_path
+
+
+def test_fit_draws_follow_the_fit_covariance(tmp_path):
+    fit = read_fit(_estimates(tmp_path), MODEL)
+    draws = fit_draws(fit, MODEL, 3000, seed=9)
+    log_rho = np.log([d.typical["RHO"] for d in draws])
+    log_ke = np.log([d.typical["K_E"] for d in draws])
+    assert abs(log_rho.mean() - math.log(2.0)) < 0.01 and abs(log_rho.std() - 0.1) < 0.005
+    assert abs(log_ke.std() - 0.2) < 0.01
+    assert abs(np.corrcoef(log_rho, log_ke)[0, 1] - 0.5) < 0.05
+    assert abs(np.log([d.omega["RHO"] for d in draws]).mean() - math.log(0.3)) < 0.01
+    # the drawn typical value replaces the arm's; the drawn omega the declared variability
+    typical = np.array([p.value for p in MODEL.parameters])
+    k = MODEL.parameter_names.index("RHO")
+    assert draws[0].typical_for(MODEL, typical)[k] == draws[0].typical["RHO"]
+    assert draws[0].variability({"K_E": 0.9})["K_E"] == draws[0].omega["K_E"]
+
+
+def test_a_fit_of_another_model_or_a_missing_fit_is_refused(tmp_path):
+    with pytest.raises(UncertaintyError, match="the fit is of model 'other'"):
+        read_fit(_estimates(tmp_path, "other"), MODEL)
+    with pytest.raises(UncertaintyError, match="not found"):
+        read_fit(tmp_path / "nowhere", MODEL)
+
+
+def test_uncertainty_settings_are_checked(protocol_dict):
+    protocol_dict["uncertainty"] = {"replicates": 3, "se_log": {"NOPE": 0.1}}
+    with pytest.raises(ProtocolError) as err:
+        parse_protocol(protocol_dict)
+    assert "unknown parameters ['NOPE']" in str(err.value) and "se_source" in str(err.value)
+    protocol_dict["uncertainty"] = {"replicates": 3, "source": "fit"}
+    with pytest.raises(ProtocolError, match="uncertainty.fit: required"):
+        parse_protocol(protocol_dict)
+
+
+def test_replicates_multiply_the_chunks_and_keep_their_names_apart(protocol_dict):
+    protocol_dict["uncertainty"] = {"replicates": 3, "se_log": {"RHO": 0.2}, "se_source": "assumed: test"}
+    plan = make_plan(parse_protocol(protocol_dict), chunk_size=4)
+    assert plan.replicates == 3 and plan.to_json()["replicates"] == 3
+    assert len(plan.chunks) == 3 * (2 + 2)  # arms of 6 and 5 patients in chunks of 4
+    assert len({c.name for c in plan.chunks}) == len(plan.chunks)
+
+
+# --- conduct --------------------------------------------------------------------------------
+DAYS = np.array([-5.0, 0.0, 10.0, 20.0, 30.0, 40.0])
+
+
+def test_a_constant_hazard_withdraws_the_expected_share_per_interval():
+    # h = ln 2 / 10 per day over 10-day intervals: half of those still in leave in each interval
+    conduct = Conduct.model_validate({"dropout": [{"reason": "other", "hazard_per_day": math.log(2) / 10}]})
+    out = apply_conduct(conduct, 1, "a", np.arange(4000), None, DAYS, {})
+    first = np.mean(out.withdrawn_day == 0.0)
+    second = np.sum(out.withdrawn_day == 10.0) / np.sum(out.withdrawn_day != 0.0)
+    assert abs(first - 0.5) < 0.025 and abs(second - 0.5) < 0.035
+    # everything after the last visit is missing; nothing before it is
+    row = int(np.flatnonzero(out.withdrawn_day == 10.0)[0])
+    assert out.keep[row].tolist() == [True, True, True, False, False, False]
+    assert set(out.reason) <= {"", "other"}
+    # the same patient has the same conduct in any chunk
+    part = apply_conduct(conduct, 1, "a", np.arange(100, 200), None, DAYS, {})
+    assert np.array_equal(part.withdrawn_day, out.withdrawn_day[100:200], equal_nan=True)
+
+
+def test_a_condition_on_the_observations_and_the_baseline_decides_who_can_withdraw():
+    # neutrophils below 0.5 on day 20 for patient 0 only; hazard 10/day makes withdrawal certain
+    neut = np.full((2, DAYS.size), 3.0)
+    neut[0, 3] = 0.3
+    # PGA not below baseline from day 30 for patient 1 (relative to baseline on day 0)
+    pga = np.array([[2.0, 2.0, 1.0, 0.5, 0.5, 0.5], [2.0, 2.0, 1.5, 1.8, 2.1, 2.1]])
+    conduct = Conduct.model_validate({"dropout": [
+        {"reason": "toxicity", "test": "NEUT", "op": "<", "value": 0.5, "hazard_per_day": 10},
+        {"reason": "lack_of_efficacy", "test": "PGA", "op": ">=", "value": 1.0, "relative_to_baseline": True,
+         "from_day": 25, "hazard_per_day": 10}]})
+    out = apply_conduct(conduct, 1, "a", np.arange(2), None, DAYS, {"NEUT": neut, "PGA": pga})
+    assert out.withdrawn_day.tolist() == [20.0, 30.0]
+    assert out.reason == ["toxicity", "lack_of_efficacy"]
+
+
+def test_missed_visits_have_the_declared_probability_and_spare_the_baseline():
+    conduct = Conduct.model_validate({"visits": {"missed_probability": 0.3}})
+    out = apply_conduct(conduct, 2, "a", np.arange(3000), None, DAYS, {})
+    assert out.keep[:, :2].all()  # day -5 and day 0 are always kept
+    assert abs((~out.keep[:, 2:]).mean() - 0.3) < 0.02
+    assert np.array_equal(out.missed, (~out.keep).sum(axis=1))
+    assert np.isnan(out.withdrawn_day).all()
+
+
+# --- non-responder imputation and the replicate summary ------------------------------------
+TABLE = parse("""
+version = "t"
+[[endpoint]]
+key = "resp"
+type = "binary"
+label = "responder by day 90"
+standard = "s"
+standard_version = "v"
+definition = "d"
+population = "p"
+censoring = "none"
+unit = "proportion"
+success = [{ column = "day_reached", op = "<=", value = 90 }]
+evaluable = [{ column = "visits", op = ">", value = 0 }]
+missing_data = "non_responder"
+assessment_day = 90
+""", "test table")
+
+
+def test_a_patient_withdrawn_before_the_assessment_day_is_a_non_responder():
+    frame = pl.DataFrame({
+        "day_reached": [30.0, 30.0, 30.0, None, None],
+        "visits": [5, 5, 5, 0, 0],
+        "withdrawn_day": [None, 50.0, 120.0, 10.0, None]})
+    e = TABLE.endpoint("resp")
+    values = frame.select(endpoint_values(e, withdrawal=True))["resp"].to_list()
+    # responder; withdrawn on day 50 < 90 (imputed); withdrawn after day 90 (kept); withdrawn
+    # before any evaluable visit (imputed, now in the denominator); not evaluable, not withdrawn
+    assert values == [True, False, True, False, None]
+    assert frame.select(endpoint_values(e))["resp"].to_list() == [True, True, True, None, None]
+
+
+def test_replicate_summary_separates_replicates_from_patients():
+    # three replicates of 10 patients: 2, 5 and 8 responders
+    resp = [i < k for k in (2, 5, 8) for i in range(10)]
+    frame = pl.DataFrame({"arm": ["a"] * 30, "replicate": np.repeat([1, 2, 3], 10), "resp": resp})
+    (row,) = replicate_summary(frame, 0.9, TABLE)
+    assert [r["p"] for r in row["per_replicate"]] == [0.2, 0.5, 0.8]
+    across = row["across_replicates"]
+    assert across["median"] == 0.5
+    # numpy's linear quantiles of (0.2, 0.5, 0.8) at 5% and 95%: 0.2 + 0.1 x 0.3 and 0.8 - 0.03
+    assert across["lower"] == pytest.approx(0.23) and across["upper"] == pytest.approx(0.77)
+
+
+def test_a_small_run_with_replicates_and_conduct_is_the_same_whatever_the_chunking(protocol_dict):
+    protocol_dict["arms"] = protocol_dict["arms"][1:]
+    protocol_dict["arms"][0]["n"] = 2
+    protocol_dict["uncertainty"] = {"replicates": 2, "se_log": {"RHO": 0.3}, "se_source": "assumed: test"}
+    protocol_dict["conduct"] = {"visits": {"missed_probability": 0.3},
+                                "dropout": [{"reason": "other", "hazard_per_day": 0.02}]}
+    p = parse_protocol(protocol_dict)
+    runs = [simulate(p, chunk_size=c, workers=1) for c in (1, 2)]
+    a, b = (r.patients.sort("subject") for r in runs)
+    assert a.equals(b)
+    assert runs[0].observations.sort(["subject", "day", "test"]).equals(runs[1].observations.sort(["subject", "day", "test"]))
+    assert a["replicate"].to_list() == [1, 1, 2, 2] and a["subject"].n_unique() == 4
+    assert {"withdrawn_day", "withdrawal_reason", "visits_missed"} <= set(a.columns)
+    # observations stop after the withdrawal day (the last visit, which may itself be missed) and
+    # lack the missed visits
+    obs = runs[0].observations
+    scheduled = [-6, 0, 7, 14, 28, 56, 90, 120]
+    withdrawn = 0
+    for row in a.iter_rows(named=True):
+        days = set(obs.filter(pl.col("subject") == row["subject"])["day"].to_list())
+        last = row["withdrawn_day"] if row["withdrawn_day"] is not None else math.inf
+        withdrawn += row["withdrawn_day"] is not None
+        assert max(days) <= last
+        assert len(days) == sum(d <= last for d in scheduled) - row["visits_missed"]
+    assert withdrawn >= 1  # with this seed; 0.02/day over 120 days withdraws 91% of patients
+    # the replicates' parameters differ by their draw of RHO, their patients by their own streams
+    params = runs[0].parameters.sort("subject")
+    assert params["RHO"].n_unique() == 4
