@@ -210,3 +210,17 @@ def test_a_small_run_with_replicates_and_conduct_is_the_same_whatever_the_chunki
     # the replicates' parameters differ by their draw of RHO, their patients by their own streams
     params = runs[0].parameters.sort("subject")
     assert params["RHO"].n_unique() == 4
+
+
+def test_a_fit_is_found_beside_the_protocol_file_and_checked_when_loaded(tmp_path, protocol_dict):
+    from cartwin.protocol import load_protocol
+    from tests.conftest import write_protocol
+
+    (tmp_path / "fit").mkdir()
+    _estimates(tmp_path / "fit")
+    protocol_dict["uncertainty"] = {"replicates": 2, "source": "fit", "fit": "fit"}
+    loaded = load_protocol(write_protocol(tmp_path / "p.toml", protocol_dict))
+    assert loaded.protocol.uncertainty.fit == str((tmp_path / "fit").resolve())
+    protocol_dict["uncertainty"]["fit"] = "nowhere"
+    with pytest.raises(ProtocolError, match="uncertainty.fit: .*not found"):
+        load_protocol(write_protocol(tmp_path / "p.toml", protocol_dict))

@@ -101,7 +101,26 @@ def load_protocol(path: str | Path) -> LoadedProtocol:
             raise ProtocolError(str(path), [f"model: SBML file {target} not found"])
         protocol = protocol.model_copy(update={"model": SBML_PREFIX + str(target.resolve())})
     protocol = _resolve_cohort(protocol, path)
+    protocol = _resolve_fit(protocol, path)
     return LoadedProtocol(protocol, text, str(path))
+
+
+def _resolve_fit(protocol: Protocol, path: Path) -> Protocol:
+    """A fit named relative to the protocol file, made absolute and read now (with a cartwin model),
+    so that a missing or foreign fit is reported before anything runs."""
+    u = protocol.uncertainty
+    if u is None or u.fit is None:
+        return protocol
+    target = Path(u.fit)
+    target = (target if target.is_absolute() else path.parent / target).resolve()
+    from cartwin.model import MODELS
+    if protocol.model in MODELS:
+        from cartwin.population.uncertainty import UncertaintyError, read_fit
+        try:
+            read_fit(target, MODELS[protocol.model])
+        except UncertaintyError as exc:
+            raise ProtocolError(str(path), [f"uncertainty.fit: {exc}"]) from None
+    return protocol.model_copy(update={"uncertainty": u.model_copy(update={"fit": str(target)})})
 
 
 def _resolve_cohort(protocol: Protocol, path: Path) -> Protocol:
