@@ -224,3 +224,49 @@ def test_a_fit_is_found_beside_the_protocol_file_and_checked_when_loaded(tmp_pat
     protocol_dict["uncertainty"]["fit"] = "nowhere"
     with pytest.raises(ProtocolError, match="uncertainty.fit: .*not found"):
         load_protocol(write_protocol(tmp_path / "p.toml", protocol_dict))
+
+
+def test_visit_windows_shift_visits_by_whole_days_inside_their_bounds():
+    from cartwin.plan.conduct import actual_days, conduct_uniforms, window_bounds, window_candidates
+
+    days = np.array([-5.0, 0.0, 10.0, 20.0, 30.0])
+    lower, upper = window_bounds(days, 35.0)
+    assert lower.tolist() == [-5, 0, 5, 15, 25] and upper.tolist() == [-5, 0, 15, 25, 35]
+    u = conduct_uniforms(4, "a", np.arange(3000), None, days.size)
+    actual = actual_days(u, days, 3, 35.0)
+    assert (actual[:, :2] == days[:2]).all()  # screening and infusion stay put
+    shift = actual[:, 2:] - days[2:]
+    assert set(np.unique(shift)) == {-3, -2, -1, 0, 1, 2, 3}  # whole days, uniform on [-3, 3]
+    assert abs(np.mean(shift == 0) - 1 / 7) < 0.02
+    # a window wider than the bounds falls back inside them: day 10 never before day 6
+    wide = actual_days(u, days, 8, 35.0)
+    assert wide[:, 2].min() == 6 and wide[:, 2].max() == 14 and wide[:, 4].max() == 34
+    assert set(np.unique(wide)) <= set(window_candidates(days, 8, 35.0).tolist())
+
+
+def test_a_run_with_visit_windows_samples_each_patient_on_its_own_days(protocol_dict):
+    protocol_dict["arms"] = protocol_dict["arms"][:1]
+    protocol_dict["arms"][0]["n"] = 3
+    protocol_dict["outputs"] = ["CART", "NEUT"]
+    protocol_dict["conduct"] = {"visits": {"window_days": 2}}
+    runs = [simulate(parse_protocol(protocol_dict), chunk_size=c, workers=1) for c in (1, 3)]
+    obs = runs[0].observations
+    assert obs.sort(["subject", "day", "test"]).equals(runs[1].observations.sort(["subject", "day", "test"]))
+    nominal = [-6, 0, 7, 14, 28, 56, 90, 120]
+    per_subject = obs.group_by("subject").agg(pl.col("day").unique().sort()).sort("subject")["day"].to_list()
+    for days in per_subject:
+        assert len(days) == len(nominal) and days[:2] == [-6, 0]
+        assert all(abs(d - n) <= 2 for d, n in zip(days, nominal))
+    assert len({tuple(d) for d in per_subject}) > 1
+    # the event table's sampling rows are the days the samples were taken
+    events = runs[0].events.filter(pl.col("EVID") == 0)
+    assert events.group_by("ID").agg(pl.col("TIME").sort()).sort("ID")["TIME"].to_list() == per_subject
+    # a value on a shifted day is the model's value on that day: patient 1 re-solved on its own days
+    protocol_dict.pop("conduct")
+    first = per_subject[0]
+    protocol_dict["schedule"] = {"days": first}
+    plain = simulate(parse_protocol(protocol_dict), chunk_size=1, workers=1).observations
+    subject = obs["subject"].sort()[0]
+    mine = obs.filter(pl.col("subject") == subject).sort(["day", "test"])["value"].to_numpy()
+    again = plain.filter(pl.col("subject") == subject).sort(["day", "test"])["value"].to_numpy()
+    assert np.allclose(mine, again, rtol=1e-6, atol=1e-12)

@@ -39,8 +39,10 @@ def run_chunk(work: RunWork, spec: ChunkSpec) -> ChunkResult:
                    subject_prefix="" if replicate is None else f"r{replicate + 1:04d}-")
     n = len(pop.subject)
     days = np.asarray(work.days, float)
+    # with visit windows the solver is asked for every day a visit may fall on
+    grid = np.asarray(work.solve_days, float) if work.solve_days else days
     if work.imported:
-        solved = solve(model, pop.theta, np.zeros((n, 0)), [work.fixed_doses] * n, days, work.solver(),
+        solved = solve(model, pop.theta, np.zeros((n, 0)), [work.fixed_doses] * n, grid, work.solver(),
                        which=work.which, origin=0.0, nonnegative=False)
         # the event table records what each event added for this patient, in the state's unit
         scales = compile_model(model).dose_scales(solved.constants)
@@ -49,32 +51,41 @@ def run_chunk(work: RunWork, spec: ChunkSpec) -> ChunkResult:
                  for i in range(n)]
     else:
         doses = arm.therapy.patient_doses(pop.covariates)
-        solved = solve(model, pop.theta, pop.covariates, doses, days, work.solver(), which=work.which)
+        solved = solve(model, pop.theta, pop.covariates, doses, grid, work.solver(), which=work.which)
     patients = patients_table(pop, model, arm.therapy, solved.ok, solved.reasons)
-    observations = observations_table(pop, model, days, solved.observations, solved.ok, solved.which)
+    sample_days, values = days, solved.observations
     if work.conduct is not None:
-        patients, observations = _conduct(work, spec, pop, days, solved, patients, observations, replicate)
+        patients, sample_days, values = _conduct(work, spec, pop, days, grid, solved, patients, replicate)
     if replicate is not None:
         patients = patients.add_column(2, "replicate", pa.array(np.full(n, replicate + 1), pa.int32()))
-    return ChunkResult(spec, patients, parameters_table(pop, model), observations,
-                       events_table(pop, model, doses, days))
+    return ChunkResult(spec, patients, parameters_table(pop, model),
+                       observations_table(pop, model, sample_days, values, solved.ok, solved.which),
+                       events_table(pop, model, doses, sample_days))
 
 
-def _conduct(work: RunWork, spec: ChunkSpec, pop, days, solved, patients: pa.Table, observations: pa.Table,
-             replicate: int | None) -> tuple[pa.Table, pa.Table]:
-    """Missed visits and withdrawal (cartwin.plan.conduct): observations removed, and per patient
-    ``withdrawn_day``, ``withdrawal_reason`` and ``visits_missed``."""
-    from cartwin.plan.conduct import apply_conduct
+def _conduct(work: RunWork, spec: ChunkSpec, pop, days: np.ndarray, grid: np.ndarray, solved,
+             patients: pa.Table, replicate: int | None) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    """Visit windows, missed visits and withdrawal (cartwin.plan.conduct). Returns the patients
+    table with ``withdrawn_day``, ``withdrawal_reason`` and ``visits_missed``, each patient's
+    sampling days (N, T: the day each scheduled visit happened, NaN where no sample was taken) and
+    the values there (N, T, read-outs)."""
+    from cartwin.plan.conduct import actual_days, apply_conduct, conduct_uniforms
+    n, t = len(pop.subject), days.size
+    window = work.conduct.visits.window_days
+    if window > 0:
+        u = conduct_uniforms(work.seed, spec.arm_id, pop.index, replicate, t)
+        actual = actual_days(u, days, window, work.follow_up_days)
+        values = solved.observations[np.arange(n)[:, None], np.searchsorted(grid, actual)]
+    else:
+        actual, values = np.broadcast_to(days, (n, t)).copy(), solved.observations
     tests = [work.model.observables[i].test for i in solved.which]
     needed = {h.test for h in work.conduct.dropout if h.test is not None}
-    values = {t: solved.observations[:, :, tests.index(t)] for t in needed}
-    result = apply_conduct(work.conduct, work.seed, spec.arm_id, pop.index, replicate, days, values)
+    result = apply_conduct(work.conduct, work.seed, spec.arm_id, pop.index, replicate, days,
+                           {k: values[:, :, tests.index(k)] for k in needed}, actual if window > 0 else None)
     ok = np.asarray(solved.ok, bool)
     withdrawn = np.where(ok, result.withdrawn_day, np.nan)
     patients = (patients
                 .append_column("withdrawn_day", pa.array(withdrawn, pa.float64(), from_pandas=True))
                 .append_column("withdrawal_reason", pa.array([r if o else "" for r, o in zip(result.reason, ok)], pa.string()))
                 .append_column("visits_missed", pa.array(np.where(ok, result.missed, 0), pa.int32())))
-    # the observation table holds ok patients, day by day, every stored test of a day together
-    keep = np.repeat(result.keep[ok].reshape(-1), len(tests))
-    return patients, observations.filter(pa.array(keep))
+    return patients, np.where(result.keep, actual, np.nan), values

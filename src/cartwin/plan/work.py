@@ -57,6 +57,9 @@ class RunWork:
     """Every replicate has the arm's own patients (else each replicate redraws them)."""
     conduct: Any = None
     """The protocol's [conduct] section (missed visits, withdrawal), or None."""
+    solve_days: tuple[float, ...] = ()
+    """With visit windows: every day a visit may fall on (the solver's output grid); else empty."""
+    follow_up_days: float = 0.0
 
     def replicate_inputs(self, arm_index: int, replicate: int | None) -> tuple[np.ndarray, dict[str, float]]:
         """An arm's typical parameters and variability in replicate ``replicate`` (None: no replicates)."""
@@ -100,7 +103,12 @@ def make_work(protocol: Protocol, seed: int | None = None, base: str | None = No
             raise ProtocolError("uncertainty", [str(exc)]) from None
         work = replace(work, replicates=draws, same_patients=protocol.uncertainty.patients == "same")
     if protocol.conduct is not None:
-        work = replace(work, conduct=protocol.conduct)
+        work = replace(work, conduct=protocol.conduct, follow_up_days=float(protocol.follow_up_days))
+        if protocol.conduct.visits.window_days > 0:
+            from cartwin.plan.conduct import window_candidates
+            grid = window_candidates(np.asarray(work.days, float), protocol.conduct.visits.window_days,
+                                     float(protocol.follow_up_days))
+            work = replace(work, solve_days=tuple(float(d) for d in grid))
     return work
 
 

@@ -277,6 +277,9 @@ class Visits(_Strict):
     missed_probability: float = Field(
         default=0.0, ge=0, lt=1, description="probability that a patient misses a scheduled visit after "
         "day 0 (every test of that day missing); visits on or before day 0 are always kept")
+    window_days: float = Field(
+        default=0.0, ge=0, le=60, description="visits after day 0 happen up to this many whole days "
+        "early or late (uniformly), kept between the halfway points to the neighbouring visits")
 
 
 class DropoutHazard(_Strict):
