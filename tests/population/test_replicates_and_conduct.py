@@ -270,3 +270,20 @@ def test_a_run_with_visit_windows_samples_each_patient_on_its_own_days(protocol_
     mine = obs.filter(pl.col("subject") == subject).sort(["day", "test"])["value"].to_numpy()
     again = plain.filter(pl.col("subject") == subject).sort(["day", "test"])["value"].to_numpy()
     assert np.allclose(mine, again, rtol=1e-6, atol=1e-12)
+
+
+def test_a_posterior_sample_gives_replicate_r_its_row_r(tmp_path):
+    from cartwin.population.uncertainty import posterior_draws
+
+    (tmp_path / "post.csv").write_text("RHO,K_E,omega_RHO\n2.0,0.15,0.3\n2.5,0.2,0.35\n1.8,0.1,0.2\n")
+    draws = posterior_draws(tmp_path / "post.csv", MODEL, 3)
+    assert [d.typical["RHO"] for d in draws] == [2.0, 2.5, 1.8]
+    assert draws[1].typical["K_E"] == 0.2 and draws[2].omega == {"RHO": 0.2}
+    with pytest.raises(UncertaintyError, match="3 draws for 4 replicates"):
+        posterior_draws(tmp_path / "post.csv", MODEL, 4)
+    (tmp_path / "bad.csv").write_text("RHO,SHOE\n2.0,1\n")
+    with pytest.raises(UncertaintyError, match=r"columns \['SHOE'\]"):
+        posterior_draws(tmp_path / "bad.csv", MODEL, 1)
+    (tmp_path / "neg.csv").write_text("RHO\n2.0\n-1\n")
+    with pytest.raises(UncertaintyError, match="row 3 \\(draw 2\\), column RHO"):
+        posterior_draws(tmp_path / "neg.csv", MODEL, 2)

@@ -13,6 +13,9 @@ parameters once, from its own stream ``SeedSequence(seed, spawn_key=(UNCERTAINTY
   estimates as mean and its covariance (the standard errors and correlation matrix of
   ``estimates.json``); the drawn typical value replaces the arm's for those parameters and the
   drawn omega replaces their inter-individual variability. The residual error is not drawn.
+  ``fit`` may instead name a posterior sample (a CSV or Parquet table, one row per draw, a column of
+  typical values per parameter and optionally ``omega_<PARAM>`` columns): replicate *r* takes row
+  *r*, in order, so the table needs at least R rows.
 
 Between-patient variability then acts within each replicate as in any run.
 """
@@ -148,6 +151,46 @@ def fit_draws(fit: FitEstimates, model: Model, replicates: int, seed: int) -> tu
     return tuple(draws)
 
 
+POSTERIOR_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+def posterior_draws(path: str | Path, model: Model, replicates: int) -> tuple[ReplicateDraw, ...]:
+    """Replicate r's typical values (and omegas) from row r of a posterior sample table."""
+    import polars as pl
+
+    path = Path(path)
+    where = str(path)
+    try:
+        table = pl.read_csv(path) if path.suffix.lower() == ".csv" else pl.read_parquet(path)
+    except FileNotFoundError:
+        raise UncertaintyError(f"{where}: not found; uncertainty.fit names a posterior sample table") from None
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise UncertaintyError(f"{where}: cannot be read as a table ({exc})") from None
+    names = model.parameter_names
+    typical = [c for c in table.columns if c in names]
+    omega = [c for c in table.columns if c.startswith("omega_") and c[len("omega_"):] in names]
+    unknown = [c for c in table.columns if c not in typical and c not in omega]
+    if unknown:
+        raise UncertaintyError(f"{where}: columns {unknown} are neither parameters of model {model.name} "
+                               "nor omega_<PARAM>; name each column after a parameter")
+    if not typical and not omega:
+        raise UncertaintyError(f"{where}: no column names a parameter of model {model.name}")
+    if table.height < replicates:
+        raise UncertaintyError(f"{where}: {table.height} draws for {replicates} replicates; give at least "
+                               "as many rows as replicates (replicate r takes row r)")
+    draws = []
+    for r in range(replicates):
+        row = table.row(r, named=True)
+        for c in typical + omega:
+            v = row[c]
+            if v is None or not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
+                raise UncertaintyError(f"{where}: row {r + 2} (draw {r + 1}), column {c}: {v!r} is not a "
+                                       "positive number")
+        draws.append(ReplicateDraw(r, np.zeros(len(names)), {c: float(row[c]) for c in typical},
+                                   {c[len("omega_"):]: float(row[c]) for c in omega}))
+    return tuple(draws)
+
+
 def replicate_draws(model: Model, uncertainty, seed: int, base: Path | None = None) -> tuple[ReplicateDraw, ...]:
     """The draws of a protocol's ``[uncertainty]`` section; ``base``: the folder a relative fit
     path is read from."""
@@ -155,5 +198,7 @@ def replicate_draws(model: Model, uncertainty, seed: int, base: Path | None = No
         path = Path(uncertainty.fit)
         if not path.is_absolute() and base is not None:
             path = base / path
+        if path.suffix.lower() in POSTERIOR_SUFFIXES:
+            return posterior_draws(path, model, uncertainty.replicates)
         return fit_draws(read_fit(path, model), model, uncertainty.replicates, seed)
     return model_draws(model, uncertainty.replicates, seed, uncertainty.se_log)

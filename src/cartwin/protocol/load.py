@@ -115,9 +115,12 @@ def _resolve_fit(protocol: Protocol, path: Path) -> Protocol:
     target = (target if target.is_absolute() else path.parent / target).resolve()
     from cartwin.model import MODELS
     if protocol.model in MODELS:
-        from cartwin.population.uncertainty import UncertaintyError, read_fit
+        from cartwin.population.uncertainty import POSTERIOR_SUFFIXES, UncertaintyError, posterior_draws, read_fit
         try:
-            read_fit(target, MODELS[protocol.model])
+            if target.suffix.lower() in POSTERIOR_SUFFIXES:
+                posterior_draws(target, MODELS[protocol.model], u.replicates)
+            else:
+                read_fit(target, MODELS[protocol.model])
         except UncertaintyError as exc:
             raise ProtocolError(str(path), [f"uncertainty.fit: {exc}"]) from None
     return protocol.model_copy(update={"uncertainty": u.model_copy(update={"fit": str(target)})})

@@ -259,7 +259,9 @@ class Uncertainty(_Strict):
         default="model", description="model: the model's declared uncertainty (standard errors of the "
         "log typical values, with se_log below); fit: the estimates and covariance of a `cartwin fit`")
     fit: str | None = Field(default=None, description="with source = 'fit': the fit's output directory "
-                            "or its estimates.json (path relative to the protocol file)")
+                            "or its estimates.json, or a posterior sample table (.csv/.parquet, a column per "
+                            "parameter, optional omega_<PARAM>; replicate r takes row r); path relative to "
+                            "the protocol file")
     se_log: dict[str, float] = Field(
         default_factory=dict, description="with source = 'model': standard error of the log typical "
         "value (about the relative SE) per model parameter; adds to or overrides the model's declared "
