@@ -199,6 +199,13 @@ def replicate_draws(model: Model, uncertainty, seed: int, base: Path | None = No
         if not path.is_absolute() and base is not None:
             path = base / path
         if path.suffix.lower() in POSTERIOR_SUFFIXES:
-            return posterior_draws(path, model, uncertainty.replicates)
-        return fit_draws(read_fit(path, model), model, uncertainty.replicates, seed)
+            draws = posterior_draws(path, model, uncertainty.replicates)
+        else:
+            draws = fit_draws(read_fit(path, model), model, uncertainty.replicates, seed)
+        # a product's mechanism parameters are set by its arm; one value for every arm would erase them
+        product = sorted({n for d in draws[:1] for n in d.typical if model.parameter(n).group == "product"})
+        if product:
+            raise UncertaintyError(f"{path}: {product} are set by each arm's product; a fitted value cannot "
+                                   "replace them in every arm")
+        return draws
     return model_draws(model, uncertainty.replicates, seed, uncertainty.se_log)
