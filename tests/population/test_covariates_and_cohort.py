@@ -141,3 +141,11 @@ def test_a_missing_cohort_file_and_a_cohort_beside_distributions_are_refused(tmp
     data["population"]["cohort"] = "cohort.csv"
     with pytest.raises(ProtocolError, match="a cohort file replaces distributions"):
         parse_protocol(data)
+
+
+def test_the_cited_correlation_table_of_the_docs_is_fresh():
+    from cartwin.docs import with_correlations
+    from tests.conftest import ROOT
+
+    text = (ROOT / "docs" / "protocol.md").read_text()
+    assert with_correlations(text) == text, "docs/protocol.md is stale: run `python -m cartwin.docs`"
