@@ -37,7 +37,7 @@ CITED: tuple[Correlation, ...] = (
                 "within-sex correlations of adult weight and height of about 0.3-0.5 in the samples "
                 "analysed by Benn RT (Some mathematical properties of weight-for-height indices used as "
                 "measures of adiposity. Br J Prev Soc Med 1971;25:42-50; the range is not re-checked "
-                "against that paper: a lead to verify); 0.45 chosen inside it, on log weight"),
+                "against that paper, to be verified); 0.45 chosen inside it, on log weight"),
     Correlation("age", "creatinine", 0.15,
                 "assumed: weak. Serum creatinine rises little with age in adults because creatinine "
                 "production falls with muscle mass as clearance falls (Cockcroft DW, Gault MH. "
