@@ -64,7 +64,9 @@ def validate(protocol: Path = typer.Argument(..., help="Protocol file (TOML)."))
     check_loadable(loaded.protocol)
     p = loaded.protocol
     out.print(f"[green]ok[/green] {protocol}: study {p.study_id}, {len(p.arms)} arm(s), "
-              f"{sum(plan.n_per_arm.values())} patients, seed {p.seed}, follow-up {p.follow_up_days:g} days")
+              f"{sum(plan.n_per_arm.values())} patients"
+              + (f" in each of {plan.replicates} replicate trials" if plan.replicates else "")
+              + f", seed {p.seed}, follow-up {p.follow_up_days:g} days")
 
 
 @app.command()

@@ -1,7 +1,7 @@
 """Regenerate the generated parts of docs/ from the code: ``python -m cartwin.docs``.
 
 Generated: the protocol JSON Schema, the test-code table of docs/run_directory.md and the patient
-covariate table of docs/protocol.md (between marker comments) and, when the model layer provides it, docs/model.md. Tests compare the
+covariate and cited-correlation tables of docs/protocol.md (between marker comments) and, when the model layer provides it, docs/model.md. Tests compare the
 committed files with what this module renders, so the docs cannot go stale silently.
 """
 
@@ -17,6 +17,7 @@ from cartwin.vocabulary import PATIENT_COVARIATES, test_codes
 
 START, END = "<!-- test-codes:start -->", "<!-- test-codes:end -->"
 COV_START, COV_END = "<!-- covariates:start -->", "<!-- covariates:end -->"
+CORR_START, CORR_END = "<!-- correlations:start -->", "<!-- correlations:end -->"
 
 
 def protocol_schema_json() -> str:
@@ -60,6 +61,19 @@ def with_covariates(markdown: str) -> str:
     return _between_markers(markdown, COV_START, COV_END, covariate_table(), "docs/protocol.md")
 
 
+def correlation_table() -> str:
+    """cartwin's cited covariate correlations (cartwin.population.correlation) as a table."""
+    from cartwin.population.correlation import CITED
+    lines = ["| pair | rho | source |", "|---|---|---|"]
+    for c in CITED:
+        lines.append(f"| {c.first} - {c.second} | {c.rho:g} | {c.source} |")
+    return "\n".join(lines)
+
+
+def with_correlations(markdown: str) -> str:
+    return _between_markers(markdown, CORR_START, CORR_END, correlation_table(), "docs/protocol.md")
+
+
 def regenerate(docs: Path) -> list[Path]:
     written = []
     schema = docs / "protocol.schema.json"
@@ -69,7 +83,7 @@ def regenerate(docs: Path) -> list[Path]:
     rd.write_text(with_test_codes(rd.read_text()))
     written.append(rd)
     pd = docs / "protocol.md"
-    pd.write_text(with_covariates(pd.read_text()))
+    pd.write_text(with_correlations(with_covariates(pd.read_text())))
     written.append(pd)
     try:
         from cartwin.model import DEFAULT_MODEL

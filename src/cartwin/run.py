@@ -54,7 +54,7 @@ def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, pro
     started = datetime.now(timezone.utc)
     protocol = loaded.protocol
     # an imported model is read (and checked) before anything is written
-    ctx = check_loadable(protocol, seed)  # the same checks as `cartwin validate`
+    ctx = check_loadable(protocol, seed, base=str(Path(loaded.source).parent))  # the same checks as `cartwin validate`
     model = ctx.model
     workers = workers or default_workers()
     # a remote cluster is asked how many threads it has; a local one is not started yet
@@ -115,6 +115,7 @@ def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, pro
         "protocol": {"file": loaded.source, "sha256": loaded.sha256, "copy": layout.PROTOCOL},
         "seed": plan.seed,
         "n_per_arm": plan.n_per_arm,
+        **({"replicates": _replicates_record(protocol.uncertainty, ctx)} if plan.replicates else {}),
         "chunk_size": plan.chunk_size,
         "chunks": len(plan.chunks),
         "model": _model_record(model, protocol.model),
@@ -144,6 +145,18 @@ def _observation_record(enabled: bool) -> dict:
     table = observation_model()
     return {"enabled": True, "name": table.name, "version": table.version, "sha256": table_sha256(),
             "tests": sorted(table.assays)}
+
+
+def _replicates_record(uncertainty, ctx) -> dict:
+    """What the replicate trials drew: the source and each replicate's typical values that moved."""
+    names = ctx.model.parameter_names
+    rows = []
+    for draw in ctx.replicates:
+        moved = {names[k]: round(float(np.exp(s)), 6) for k, s in enumerate(draw.log_shift) if s != 0}
+        rows.append({"replicate": draw.replicate + 1, "typical_factor": moved,
+                     "typical": dict(draw.typical), "omega": dict(draw.omega)})
+    return {"count": uncertainty.replicates, "source": uncertainty.source, "fit": uncertainty.fit,
+            "patients": uncertainty.patients, "draws": rows}
 
 
 def _model_record(model, reference: str) -> dict:
@@ -183,7 +196,8 @@ def simulate(protocol, n_per_arm: int | None = None, seed: int | None = None,
     plan = make_plan(protocol, n_per_arm, seed, chunk_size, workers)
     work = make_work(protocol, plan.seed)
     results = sorted(execute(work, plan.chunks, workers, _identity),
-                     key=lambda r: (r.spec.arm_index, r.spec.start))
+                     key=lambda r: (-1 if r.spec.replicate is None else r.spec.replicate, r.spec.arm_index,
+                                    r.spec.start))
 
     def cat(name):
         return pl.from_arrow(pa.concat_tables([getattr(r, name) for r in results]).combine_chunks())

@@ -139,11 +139,30 @@ def _lab_grade_variables(variables: list[Variable], lab_grades: pl.DataFrame, ba
     return out
 
 
-def endpoint_values(e: Endpoint) -> list[pl.Expr]:
-    """The per-patient value column(s) of an endpoint, over a frame holding its inputs."""
+WITHDRAWN_DAY = "withdrawn_day"
+"""Per-patient column (the run's patients table, a run with a protocol's [conduct]): the last visit
+before a patient withdrew; null for a patient who stayed."""
+
+
+def non_responder(e: Endpoint) -> pl.Expr:
+    """A patient who withdrew before the endpoint's assessment day (any withdrawal when it has none):
+    the non-responder imputation of SLE trials (missing_data = "non_responder")."""
+    withdrawn = pl.col(WITHDRAWN_DAY).is_not_null()
+    if e.assessment_day is not None:
+        withdrawn = withdrawn & (pl.col(WITHDRAWN_DAY) < e.assessment_day)
+    return withdrawn
+
+
+def endpoint_values(e: Endpoint, withdrawal: bool = False) -> list[pl.Expr]:
+    """The per-patient value column(s) of an endpoint, over a frame holding its inputs.
+    ``withdrawal``: the frame holds ``withdrawn_day``; responder endpoints then impute a withdrawn
+    patient as a non-responder (in the denominator, as failure)."""
     if e.type == "binary":
         evaluable = all_of(e.evaluable).fill_null(False)
-        return [pl.when(evaluable).then(all_of(e.success).fill_null(False)).otherwise(None).alias(e.key)]
+        value = pl.when(evaluable).then(all_of(e.success).fill_null(False)).otherwise(None)
+        if withdrawal and e.missing_data == "non_responder":
+            value = pl.when(non_responder(e)).then(False).otherwise(value)
+        return [value.alias(e.key)]
     included = all_of(e.subset).fill_null(False)
     if e.type == "continuous":
         return [pl.when(included).then(pl.col(e.column).cast(pl.Float64)).otherwise(None).alias(e.key)]
@@ -200,5 +219,6 @@ def compute(clinical: Mapping[str, pl.DataFrame], observations: pl.DataFrame, ta
     for part in parts:
         frame = frame.join(part, on="subject", how="left")
     frame = _with_columns(frame, needed)
-    values = [expr for e in chosen for expr in endpoint_values(e)]
+    withdrawal = WITHDRAWN_DAY in frame.columns
+    values = [expr for e in chosen for expr in endpoint_values(e, withdrawal)]
     return frame.select("subject", "arm", *names, *values)

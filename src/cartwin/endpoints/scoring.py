@@ -119,12 +119,27 @@ def score_part(run_dir: Path, part: str) -> None:
     obs = observations_from_frame(as_reported(rundir.read_part("observations", part)),
                                   rundir.part_source("observations", part))
     tables = score_observations(obs)
+    withdrawal = _withdrawal(rundir, part)
+    if withdrawal is not None:  # a run with withdrawal: responder endpoints impute it (non-responder)
+        tables = {**tables, "patients": tables["patients"].join(withdrawal, on="subject", how="left")}
     endpoints = compute(tables, obs.frame)
     clinical = tables["patients"].drop([c for c in endpoints.columns if c not in ("subject", "arm")], strict=False)
     patients = clinical.join(endpoints.drop("arm"), on="subject", how="left")
     visits = tables["visits"].select(VISIT_COLUMNS)
     for name, frame in (("visits", visits), ("patients", patients), ("adverse_events", tables["adverse_events"])):
         rundir.write_score_part(name, part, frame)
+
+
+def _withdrawal(rundir: RunDirectory, part: str):
+    """The part's ``subject`` and ``withdrawn_day`` when the run records withdrawal, else None."""
+    path = rundir.table_path("patients") / part
+    if not path.exists():
+        return None
+    import polars as pl
+    names = pl.read_parquet_schema(path)
+    if "withdrawn_day" not in names:
+        return None
+    return rundir.read_part("patients", part).select("subject", "withdrawn_day")
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,9 @@ class Endpoint:
     censor: str | None = None
     # continuous and time to event: who is in the population
     subset: tuple[Condition, ...] = ()
+    # binary: missing data from withdrawal (a run with a protocol's [conduct] section)
+    missing_data: str | None = None  # "non_responder": a withdrawn patient counts as failure
+    assessment_day: float | None = None  # withdrawn before this day; None: any withdrawal
 
     @property
     def event_column(self) -> str:
@@ -150,7 +153,7 @@ def _variable(r: dict, where: str) -> Variable:
 
 def _endpoint(r: dict, where: str) -> Endpoint:
     _take(r, {"key", "type", "note", "report", "lower_bound_of", "success", "evaluable", "column", "ratio", "origin",
-              "event", "event_label", "censor", "subset", *_DESCRIPTIVE}, where)
+              "event", "event_label", "censor", "subset", "missing_data", "assessment_day", *_DESCRIPTIVE}, where)
     if not isinstance(r.get("key"), str) or not r["key"]:
         raise EndpointTableError(f"{where}: field 'key' is required (text)")
     where = f"{where} ({r['key']})"
@@ -165,6 +168,12 @@ def _endpoint(r: dict, where: str) -> Endpoint:
     for name in required:
         if name not in r:
             raise EndpointTableError(f"{where}: a {kind} endpoint needs field {name!r}")
+    if r.get("missing_data") not in (None, "non_responder"):
+        raise EndpointTableError(f"{where}: missing_data is 'non_responder' (or absent)")
+    if "missing_data" in r and kind != "binary":
+        raise EndpointTableError(f"{where}: missing_data applies to binary (responder) endpoints")
+    if "assessment_day" in r and (isinstance(r["assessment_day"], bool) or not isinstance(r["assessment_day"], (int, float))):
+        raise EndpointTableError(f"{where}: assessment_day is a day (a number)")
     origin = r.get("origin")
     if origin is not None and not isinstance(origin, (str, int, float)):
         raise EndpointTableError(f"{where}: origin is a column name or a day")
@@ -176,6 +185,8 @@ def _endpoint(r: dict, where: str) -> Endpoint:
         column=r.get("column"), ratio=bool(r.get("ratio", False)),
         origin=float(origin) if isinstance(origin, (int, float)) else origin,
         event=r.get("event"), event_label=r.get("event_label", ""), censor=r.get("censor"), subset=_conditions(r.get("subset"), f"{where}.subset"),
+        missing_data=r.get("missing_data"),
+        assessment_day=float(r["assessment_day"]) if "assessment_day" in r else None,
         **{name: r[name] for name in _DESCRIPTIVE})
 
 

@@ -17,6 +17,9 @@ from cartwin.vocabulary import PATIENT_COVARIATES, covariate
 ASSUMED = "assumed"
 
 
+_LATER_PARAMETER_FIELDS = {"se_log": 0.0, "se_source": ""}
+
+
 class ModelDeclarationError(ValueError):
     """The declaration breaks an invariant (unknown name, missing source, bad unit)."""
 
@@ -35,6 +38,11 @@ class Parameter:
     lower: float | None = None
     upper: float | None = None
     """Physiological bounds used to check overrides and typical values."""
+    se_log: float = 0.0
+    """Uncertainty of the typical value: standard error of its logarithm (about the relative SE);
+    0 = none declared. Replicate trials draw typical values from it (cartwin.population.uncertainty)."""
+    se_source: str = ""
+    """Where ``se_log`` comes from: a citation, or ``"assumed: <reason>"``; required with se_log."""
 
     @property
     def is_assumed(self) -> bool:
@@ -143,6 +151,10 @@ class Model:
                 raise ModelDeclarationError(f"model {self.name}: parameter {p.name} has no unit")
             if p.iiv < 0:
                 raise ModelDeclarationError(f"model {self.name}: parameter {p.name} has iiv < 0")
+            if p.se_log < 0 or (p.se_log > 0 and not p.se_source.strip()):
+                raise ModelDeclarationError(
+                    f"model {self.name}: parameter {p.name} has se_log {p.se_log}; it must be >= 0, and "
+                    "a positive one needs se_source (a citation, or 'assumed: <reason>')")
         state_names = {s.name for s in self.states}
         for d in self.doses:
             if d.state not in state_names:
@@ -193,5 +205,11 @@ class Model:
         raise KeyError(name)
 
     def content_hash(self) -> str:
-        payload = json.dumps(asdict(self), sort_keys=True, default=str).encode()
+        record = asdict(self)
+        # parameter fields added later leave the hash of a declaration that does not use them as it was
+        for p in record["parameters"]:
+            for key, default in _LATER_PARAMETER_FIELDS.items():
+                if p.get(key) == default:
+                    del p[key]
+        payload = json.dumps(record, sort_keys=True, default=str).encode()
         return hashlib.sha256(payload).hexdigest()[:16]

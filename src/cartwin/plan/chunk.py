@@ -35,13 +35,18 @@ class ChunkResult:
 def run_chunk(work: RunWork, spec: ChunkSpec) -> ChunkResult:
     model = work.model
     arm = work.arms[spec.arm_index]
+    replicate = getattr(spec, "replicate", None)
+    typical, variability = work.replicate_inputs(spec.arm_index, replicate)
     pop = generate(model, work.population, spec.arm_id, np.arange(spec.start, spec.stop), work.seed,
-                   arm.typical, work.variability)
+                   typical, variability, replicate=None if work.same_patients else replicate,
+                   subject_prefix="" if replicate is None else f"r{replicate + 1:04d}-")
     n = len(pop.subject)
     days = np.asarray(work.days, float)
     other = None
+    # with visit windows the solver is asked for every day a visit may fall on
+    grid = np.asarray(work.solve_days, float) if work.solve_days else days
     if work.imported:
-        solved = solve_with_events(model, pop.theta, np.zeros((n, 0)), [work.fixed_doses] * n, days,
+        solved = solve_with_events(model, pop.theta, np.zeros((n, 0)), [work.fixed_doses] * n, grid,
                                    work.solver(), work.fixed_events, which=work.which, origin=0.0,
                                    nonnegative=work.nonnegative)
         # the event table records what each event added for this patient, in the state's unit
@@ -51,27 +56,60 @@ def run_chunk(work: RunWork, spec: ChunkSpec) -> ChunkResult:
                  for i in range(n)]
     elif arm.rules:  # rules that react to the patient: evaluated inside the simulation
         ruled = solve_with_rules(model, pop.theta, pop.covariates, arm.therapy.patient_doses(pop.covariates),
-                                 days, work.solver(), arm.rules, np.asarray(pop.covariates["WT"], float),
+                                 grid, work.solver(), arm.rules, np.asarray(pop.covariates["WT"], float),
                                  which=work.which)
         solved, doses, other = ruled.solved, ruled.doses, ruled.other
     else:
         doses = arm.therapy.patient_doses(pop.covariates)
-        solved = solve(model, pop.theta, pop.covariates, doses, days, work.solver(), which=work.which)
+        solved = solve(model, pop.theta, pop.covariates, doses, grid, work.solver(), which=work.which)
+    patients = patients_table(pop, model, arm.therapy, solved.ok, solved.reasons)
+    sample_days, values = days, solved.observations
+    if work.conduct is not None:
+        patients, sample_days, values = _conduct(work, spec, pop, days, grid, solved, patients, replicate)
+    if replicate is not None:
+        patients = patients.add_column(2, "replicate", pa.array(np.full(n, replicate + 1), pa.int32()))
     observed = None
     if work.observation_model:  # after the solve, from the patients' own observation streams
         stored_obs = [model.observables[i] for i in solved.which]
         observed = observe(tuple(o.test for o in stored_obs), tuple(o.unit for o in stored_obs),
-                           solved.observations, work.seed, arm_key(spec.arm_id), pop.index)
+                           values, work.seed, arm_key(spec.arm_id), pop.index)
     stored = solved.ok
     if work.imported:
         # a failed patient of an imported model keeps the days its solve reached (its status
         # says it failed, and why); cartwin's own models store complete patients only, which
         # their clinical scoring needs
-        stored = solved.ok | np.any(np.isfinite(solved.observations), axis=(1, 2))
-    observations = observations_table(pop, model, days, solved.observations, stored, solved.which,
-                                      observed=observed)
-    if (stored & ~solved.ok).any():
-        partial = np.repeat(~solved.ok[stored], days.size * len(solved.which))
+        stored = solved.ok | np.any(np.isfinite(values), axis=(1, 2))
+    observations = observations_table(pop, model, sample_days, values, stored, solved.which, observed=observed)
+    if (stored & ~solved.ok).any() and np.ndim(sample_days) == 1:
+        partial = np.repeat(~solved.ok[stored], sample_days.size * len(solved.which))
         observations = observations.filter(pc.invert(pc.and_(pa.array(partial), pc.is_nan(observations["value"]))))
-    return ChunkResult(spec, patients_table(pop, model, arm.therapy, solved.ok, solved.reasons),
-                       parameters_table(pop, model), observations, events_table(pop, model, doses, days, other))
+    return ChunkResult(spec, patients, parameters_table(pop, model), observations,
+                       events_table(pop, model, doses, sample_days, other))
+
+
+def _conduct(work: RunWork, spec: ChunkSpec, pop, days: np.ndarray, grid: np.ndarray, solved,
+             patients: pa.Table, replicate: int | None) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    """Visit windows, missed visits and withdrawal (cartwin.plan.conduct). Returns the patients
+    table with ``withdrawn_day``, ``withdrawal_reason`` and ``visits_missed``, each patient's
+    sampling days (N, T: the day each scheduled visit happened, NaN where no sample was taken) and
+    the values there (N, T, read-outs)."""
+    from cartwin.plan.conduct import actual_days, apply_conduct, conduct_uniforms
+    n, t = len(pop.subject), days.size
+    window = work.conduct.visits.window_days
+    if window > 0:
+        u = conduct_uniforms(work.seed, spec.arm_id, pop.index, replicate, t)
+        actual = actual_days(u, days, window, work.follow_up_days)
+        values = solved.observations[np.arange(n)[:, None], np.searchsorted(grid, actual)]
+    else:
+        actual, values = np.broadcast_to(days, (n, t)).copy(), solved.observations
+    tests = [work.model.observables[i].test for i in solved.which]
+    needed = {h.test for h in work.conduct.dropout if h.test is not None}
+    result = apply_conduct(work.conduct, work.seed, spec.arm_id, pop.index, replicate, days,
+                           {k: values[:, :, tests.index(k)] for k in needed}, actual if window > 0 else None)
+    ok = np.asarray(solved.ok, bool)
+    withdrawn = np.where(ok, result.withdrawn_day, np.nan)
+    patients = (patients
+                .append_column("withdrawn_day", pa.array(withdrawn, pa.float64(), from_pandas=True))
+                .append_column("withdrawal_reason", pa.array([r if o else "" for r, o in zip(result.reason, ok)], pa.string()))
+                .append_column("visits_missed", pa.array(np.where(ok, result.missed, 0), pa.int32())))
+    return patients, np.where(result.keep, actual, np.nan), values

@@ -21,9 +21,12 @@ class ChunkSpec:
     arm_id: str
     start: int
     stop: int
+    replicate: int | None = None  # the replicate trial (a protocol with [uncertainty]); None: none
 
     @property
     def name(self) -> str:
+        if self.replicate is not None:
+            return f"part-r{self.replicate:05d}-{self.arm_index:03d}-{self.start:09d}"
         return f"part-{self.arm_index:03d}-{self.start:09d}"
 
 
@@ -35,9 +38,13 @@ class Plan:
     chunk_size: int
     seed: int
     chunks: tuple[ChunkSpec, ...] = field(repr=False)
+    replicates: int | None = None  # replicate trials (each arm n_per_arm patients in each)
 
     def to_json(self) -> dict:
-        return {"n_per_arm": self.n_per_arm, "chunk_size": self.chunk_size, "seed": self.seed}
+        out = {"n_per_arm": self.n_per_arm, "chunk_size": self.chunk_size, "seed": self.seed}
+        if self.replicates is not None:
+            out["replicates"] = self.replicates
+        return out
 
 
 def default_workers() -> int:
@@ -63,7 +70,10 @@ def make_plan(protocol, n_per_arm: int | None = None, seed: int | None = None,
             counts[arm.id] = len(explicit)
         else:
             counts[arm.id] = int(arm.n)
-    size = chunk_size or auto_chunk_size(sum(counts.values()), workers or default_workers())
-    chunks = tuple(ChunkSpec(i, arm.id, s, min(s + size, counts[arm.id]))
+    uncertainty = getattr(protocol, "uncertainty", None)
+    replicates = uncertainty.replicates if uncertainty is not None else None
+    size = chunk_size or auto_chunk_size(sum(counts.values()) * (replicates or 1), workers or default_workers())
+    chunks = tuple(ChunkSpec(i, arm.id, s, min(s + size, counts[arm.id]), r)
+                   for r in ([None] if replicates is None else range(replicates))
                    for i, arm in enumerate(protocol.arms) for s in range(0, counts[arm.id], size))
-    return Plan(counts, size, protocol.seed if seed is None else int(seed), chunks)
+    return Plan(counts, size, protocol.seed if seed is None else int(seed), chunks, replicates)

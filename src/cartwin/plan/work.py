@@ -5,7 +5,7 @@ what runs a chunk needs nothing else (and it is picklable, for process pools and
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -62,6 +62,23 @@ class RunWork:
     """Per state, whether it may not go below zero (an imported model's species)."""
     observation_model: bool = False
     """Apply the observation model (cartwin.observation) to the stored read-outs after the solve."""
+    replicates: tuple = ()
+    """Each replicate trial's population parameters (:class:`cartwin.population.uncertainty.ReplicateDraw`)."""
+    same_patients: bool = False
+    """Every replicate has the arm's own patients (else each replicate redraws them)."""
+    conduct: Any = None
+    """The protocol's [conduct] section (missed visits, withdrawal), or None."""
+    solve_days: tuple[float, ...] = ()
+    """With visit windows: every day a visit may fall on (the solver's output grid); else empty."""
+    follow_up_days: float = 0.0
+
+    def replicate_inputs(self, arm_index: int, replicate: int | None) -> tuple[np.ndarray, dict[str, float]]:
+        """An arm's typical parameters and variability in replicate ``replicate`` (None: no replicates)."""
+        arm = self.arms[arm_index]
+        if replicate is None:
+            return arm.typical, self.variability
+        draw = self.replicates[replicate]
+        return draw.typical_for(self.model, arm.typical), draw.variability(self.variability)
 
     @property
     def imported(self) -> bool:
@@ -82,8 +99,31 @@ def stored_observables(model: Model, outputs: tuple[str, ...] | None) -> tuple[i
     return tuple(i for i, o in enumerate(model.observables) if not outputs or o.test in outputs)
 
 
-def make_work(protocol: Protocol, seed: int | None = None) -> RunWork:
-    """Resolve ``protocol``; an SBML model named by the protocol is imported here."""
+def make_work(protocol: Protocol, seed: int | None = None, base: str | None = None) -> RunWork:
+    """Resolve ``protocol``; an SBML model named by the protocol is imported here. ``base``: the
+    folder relative paths of the protocol (a fit's estimates) are read from."""
+    work = _make_work(protocol, seed)
+    if protocol.uncertainty is not None:
+        from pathlib import Path
+
+        from cartwin.population.uncertainty import UncertaintyError, replicate_draws
+        from cartwin.protocol import ProtocolError
+        try:
+            draws = replicate_draws(work.model, protocol.uncertainty, work.seed, Path(base) if base else None)
+        except UncertaintyError as exc:
+            raise ProtocolError("uncertainty", [str(exc)]) from None
+        work = replace(work, replicates=draws, same_patients=protocol.uncertainty.patients == "same")
+    if protocol.conduct is not None:
+        work = replace(work, conduct=protocol.conduct, follow_up_days=float(protocol.follow_up_days))
+        if protocol.conduct.visits.window_days > 0:
+            from cartwin.plan.conduct import window_candidates
+            grid = window_candidates(np.asarray(work.days, float), protocol.conduct.visits.window_days,
+                                     float(protocol.follow_up_days))
+            work = replace(work, solve_days=tuple(float(d) for d in grid))
+    return work
+
+
+def _make_work(protocol: Protocol, seed: int | None = None) -> RunWork:
     seed = protocol.seed if seed is None else int(seed)
     s = protocol.solver
     days = tuple(schedule_days(protocol))
@@ -118,11 +158,11 @@ def make_work(protocol: Protocol, seed: int | None = None) -> RunWork:
                    observation_model=protocol.observation_model.enabled)
 
 
-def check_loadable(protocol: Protocol, seed: int | None = None) -> RunWork:
+def check_loadable(protocol: Protocol, seed: int | None = None, base: str | None = None) -> RunWork:
     """What ``run`` checks before it writes anything: the protocol resolved into work (an SBML
     model imported, its declaration parsed) and a cartwin model's read-outs in the vocabulary.
     ``cartwin validate`` calls this, so that it refuses what ``run`` would."""
-    work = make_work(protocol, seed)
+    work = make_work(protocol, seed, base=base)
     if not work.imported:
         check_vocabulary(work.model)
     return work

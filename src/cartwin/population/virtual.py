@@ -16,6 +16,7 @@ import numpy as np
 from scipy import stats
 
 from cartwin.model.declaration import Model
+from cartwin.population.correlation import correlate, declared
 from cartwin.protocol.schema import Population
 from cartwin.vocabulary import DESCRIPTOR_FLAGS, DESCRIPTORS, PATIENT_COVARIATES, PatientCovariate, with_derived
 
@@ -31,8 +32,24 @@ def arm_key(arm_id: str) -> int:
     return zlib.crc32(arm_id.encode())
 
 
-def patient_stream(seed: int, arm_id: str, index: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(arm_key(arm_id), index)))
+# Purposes of the streams other than a patient's own (spawn keys of other lengths than the
+# patient's (arm, index), so that no two purposes share numbers).
+STREAM_REPLICATE = 1  # a patient redrawn for a replicate trial: (arm, index, 1, replicate)
+STREAM_COHORT = 2  # the cohort row a patient is resampled from: (arm, index, 2, replicate)
+STREAM_CONDUCT = 3  # missed visits and withdrawal: (arm, index, 3, replicate)
+
+
+def patient_stream(seed: int, arm_id: str, index: int, replicate: int | None = None) -> np.random.Generator:
+    """Patient ``index`` of ``arm_id``'s own stream; a replicate trial that redraws its patients
+    gives each its own stream per replicate."""
+    key = (arm_key(arm_id), index) if replicate is None else (arm_key(arm_id), index, STREAM_REPLICATE, replicate)
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
+
+
+def purpose_stream(seed: int, arm_id: str, index: int, purpose: int, replicate: int | None) -> np.random.Generator:
+    """A patient's stream for one purpose (``STREAM_COHORT``, ``STREAM_CONDUCT``), per replicate."""
+    return np.random.default_rng(np.random.SeedSequence(
+        seed, spawn_key=(arm_key(arm_id), index, purpose, 0 if replicate is None else replicate + 1)))
 
 
 @dataclass(frozen=True)
@@ -89,14 +106,17 @@ def iiv_cholesky(model: Model, override: dict[str, float] | None = None) -> np.n
 
 
 def generate(model: Model, population: Population | None, arm_id: str, indices: np.ndarray, seed: int,
-             typical: np.ndarray, variability: dict[str, float] | None = None) -> Patients:
+             typical: np.ndarray, variability: dict[str, float] | None = None,
+             replicate: int | None = None, subject_prefix: str = "") -> Patients:
     """Generate the patients ``indices`` of an arm. ``typical`` holds the arm's typical
-    parameter values (the model's defaults with the product's mechanism parameters set)."""
+    parameter values (the model's defaults with the product's mechanism parameters set).
+    ``replicate``: redraw the patients for this replicate trial (None: the arm's own patients);
+    ``subject_prefix`` goes between the arm and the patient in subject ids (a replicate's)."""
     n = indices.size
     uniforms = np.empty((n, N_UNIFORMS))
     normals = np.empty((n, len(model.parameters)))
     for row, i in enumerate(indices):
-        rng = patient_stream(seed, arm_id, int(i))
+        rng = patient_stream(seed, arm_id, int(i), replicate)
         uniforms[row] = rng.random(N_UNIFORMS)
         normals[row] = rng.standard_normal(len(model.parameters))
     # Row by row, not a matrix product: BLAS kernels change their summation order with the
@@ -107,14 +127,25 @@ def generate(model: Model, population: Population | None, arm_id: str, indices: 
 
     cov: dict[str, np.ndarray] = {}
     if population is None:  # a model without patient covariates (e.g. an imported SBML model)
-        subject = [f"{arm_id}-{int(i) + 1:06d}" for i in indices]
+        subject = [f"{arm_id}-{subject_prefix}{int(i) + 1:06d}" for i in indices]
         return Patients(arm_id, indices.copy(), subject, {}, theta, eta)
-    if population.patients is not None:
-        pts = [population.patients[int(i) % len(population.patients)] for i in indices]
+    listed = population.patients
+    if population.cohort is not None:
+        from cartwin.population.cohort import read_cohort
+        listed = read_cohort(population.cohort)
+    if listed is not None and population.cohort is not None and population.cohort_sampling == "bootstrap":
+        # each patient's row from its own stream: the same whatever the chunk or the arm size
+        rows = [int(purpose_stream(seed, arm_id, int(i), STREAM_COHORT, replicate).integers(len(listed)))
+                for i in indices]
+        pts = [listed[r] for r in rows]
+        subject_ids = [f"{int(i) + 1:06d}-{p.id}" for p, i in zip(pts, indices)]
+    elif listed is not None:
+        pts = [listed[int(i) % len(listed)] for i in indices]
         # an arm larger than the list repeats it; repeats get a suffix so that ids stay unique
-        n_listed = len(population.patients)
+        n_listed = len(listed)
         subject_ids = [p.id if int(i) < n_listed else f"{p.id}-{int(i) // n_listed + 1}"
                        for p, i in zip(pts, indices)]
+    if listed is not None:
         for c in DRAWN:
             if c.name == "SEXF":
                 cov["SEXF"] = np.array([p.sex == "F" for p in pts], float)
@@ -124,12 +155,15 @@ def generate(model: Model, population: Population | None, arm_id: str, indices: 
             cov[flag] = np.array([d in p.descriptors for p in pts], float)
     else:
         subject_ids = [f"{int(i) + 1:06d}" for i in indices]
+        # covariates drawn jointly where the protocol declares correlations (Gaussian copula)
+        drawn = correlate({c.field: uniforms[:, k] for k, c in enumerate(DRAWN)},
+                          declared(population.correlations))
         for k, c in enumerate(DRAWN):
             if c.name == "SEXF":
                 cov["SEXF"] = (uniforms[:, k] < population.sex.female).astype(float)
             else:
                 dist, unit = population.distribution_of(c.field)
-                cov[c.name] = _truncated(dist, uniforms[:, k], c, c.unit_factors[unit])
+                cov[c.name] = _truncated(dist, drawn[c.field], c, c.unit_factors[unit])
         d = population.disease
         for k, desc in enumerate(DESCRIPTORS):
             cov[DESCRIPTOR_FLAGS[desc]] = (uniforms[:, len(DRAWN) + k] < d.descriptors.get(desc, 0.0)).astype(float)
@@ -137,5 +171,5 @@ def generate(model: Model, population: Population | None, arm_id: str, indices: 
     missing = set(PATIENT_COVARIATES) - set(cov)
     assert not missing, missing  # the vocabulary and this generator must agree
     cov = {name: cov[name] for name in PATIENT_COVARIATES}
-    subject = [f"{arm_id}-{s}" for s in subject_ids]
+    subject = [f"{arm_id}-{subject_prefix}{s}" for s in subject_ids]
     return Patients(arm_id, indices.copy(), subject, cov, theta, eta)

@@ -101,7 +101,47 @@ def load_protocol(path: str | Path) -> LoadedProtocol:
         if not target.is_file():
             raise ProtocolError(str(path), [f"model: SBML file {target} not found"])
         protocol = protocol.model_copy(update={"model": SBML_PREFIX + str(target.resolve())})
+    protocol = _resolve_cohort(protocol, path)
+    protocol = _resolve_fit(protocol, path)
     return LoadedProtocol(protocol, text, str(path))
+
+
+def _resolve_fit(protocol: Protocol, path: Path) -> Protocol:
+    """A fit named relative to the protocol file, made absolute and read now (with a cartwin model),
+    so that a missing or foreign fit is reported before anything runs."""
+    u = protocol.uncertainty
+    if u is None or u.fit is None:
+        return protocol
+    target = Path(u.fit)
+    target = (target if target.is_absolute() else path.parent / target).resolve()
+    from cartwin.model import MODELS
+    if protocol.model in MODELS:
+        from cartwin.population.uncertainty import POSTERIOR_SUFFIXES, UncertaintyError, posterior_draws, read_fit
+        try:
+            if target.suffix.lower() in POSTERIOR_SUFFIXES:
+                posterior_draws(target, MODELS[protocol.model], u.replicates)
+            else:
+                read_fit(target, MODELS[protocol.model])
+        except UncertaintyError as exc:
+            raise ProtocolError(str(path), [f"uncertainty.fit: {exc}"]) from None
+    return protocol.model_copy(update={"uncertainty": u.model_copy(update={"fit": str(target)})})
+
+
+def _resolve_cohort(protocol: Protocol, path: Path) -> Protocol:
+    """A cohort file named relative to the protocol file, made absolute and checked now, so that a
+    bad table is reported before anything runs (file, line, patient and column)."""
+    pop = protocol.population
+    if pop is None or pop.cohort is None:
+        return protocol
+    from cartwin.population.cohort import CohortError, read_cohort
+    target = Path(pop.cohort)
+    target = (target if target.is_absolute() else path.parent / target).resolve()
+    try:
+        read_cohort(target)
+    except CohortError as exc:
+        raise ProtocolError(str(path), [f"population.cohort: {p}" if i == 0 else p
+                                        for i, p in enumerate([str(exc)])]) from None
+    return protocol.model_copy(update={"population": pop.model_copy(update={"cohort": str(target)})})
 
 
 def schedule_days(protocol: Protocol) -> list[float]:
@@ -153,6 +193,7 @@ def check_semantics(p: Protocol) -> list[str]:
     for dup in sorted({i for i in ids if ids.count(i) > 1}):
         problems.append(f"arms: arm id {dup!r} is used twice; give each arm its own id")
     explicit = p.population.patients is not None
+    cohort = p.population.cohort is not None
     for i, arm in enumerate(p.arms):
         where = f"arms[{i}] ({arm.id})"
         if arm.product not in products:
@@ -175,13 +216,56 @@ def check_semantics(p: Protocol) -> list[str]:
             problems.append(f"{where}.n: {arm.n} differs from the {len(p.population.patients)} "
                             "explicit patients; remove n")
         if not explicit and arm.n is None:
-            problems.append(f"{where}.n: required when the population is given as distributions")
+            problems.append(f"{where}.n: required when the population is given as "
+                            + ("a cohort file (how many patients to draw from it)" if cohort else "distributions"))
         if isinstance(arm.lymphodepletion, list):
             problems += _check_administrations(arm.lymphodepletion, f"{where}.lymphodepletion")
     for name, admins in p.regimens.items():
         problems += _check_administrations(admins, f"regimens.{name}")
     problems += _check_schedule(p, EARLIEST_DAY, "outside the simulated window")
     problems += _check_population(p.population)
+    problems += _check_realism(p, days)
+    return problems
+
+
+def _check_realism(p: Protocol, days: list[float]) -> list[str]:
+    """[uncertainty] and [conduct]: parameters and tests that exist, a baseline to compare with."""
+    from cartwin.model import MODELS
+    problems = []
+    model = MODELS.get(p.model)
+    u = p.uncertainty
+    if u is not None:
+        if u.source == "fit" and not u.fit:
+            problems.append("uncertainty.fit: required with source = 'fit' (a `cartwin fit` output directory)")
+        if u.source != "fit" and u.fit:
+            problems.append("uncertainty.fit: given, but source is 'model'; set source = 'fit' or remove fit")
+        if u.source == "fit" and u.se_log:
+            problems.append("uncertainty.se_log: applies to source = 'model'; a fit carries its own covariance")
+        if u.se_log and not u.se_source.strip():
+            problems.append("uncertainty.se_source: say where the se_log values come from (a citation, "
+                            "or 'assumed: <reason>')")
+        bad = {k: v for k, v in u.se_log.items() if not 0 <= v <= 3}
+        if bad:
+            problems.append(f"uncertainty.se_log: values must lie in [0, 3] (SD of the log typical value): {bad}")
+        if model is not None:
+            unknown = sorted(set(u.se_log) - set(model.parameter_names))
+            if unknown:
+                problems.append(f"uncertainty.se_log: unknown parameters {unknown} of model {p.model}")
+    c = p.conduct
+    if c is not None and model is not None:
+        available = [o.test for o in model.observables]
+        stored = p.outputs or available
+        for i, h in enumerate(c.dropout):
+            if h.test is None:
+                continue
+            where = f"conduct.dropout[{i}] ({h.reason})"
+            if h.test not in available:
+                problems.append(f"{where}.test: {h.test!r} is not a read-out of model {p.model}; known: {available}")
+            elif h.test not in stored:
+                problems.append(f"{where}.test: {h.test} is not among the protocol's outputs; add it there")
+            if h.relative_to_baseline and not any(d <= 0 for d in days):
+                problems.append(f"{where}.relative_to_baseline: the schedule has no day on or before day 0 "
+                                "to take the baseline from")
     return problems
 
 
@@ -271,6 +355,11 @@ def _ranged() -> list[str]:
 
 def _check_population(pop: Population) -> list[str]:
     problems: list[str] = []
+    if pop.cohort is not None:
+        return problems  # the file is read and checked when the protocol file is loaded
+    if pop.correlations is not None:
+        from cartwin.population.correlation import problems as correlation_problems
+        problems += correlation_problems(pop.correlations)
     if pop.patients is not None:
         for i, pt in enumerate(pop.patients):
             w = f"population.patients[{i}] ({pt.id})"

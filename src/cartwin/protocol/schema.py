@@ -124,6 +124,15 @@ class ExplicitPatient(_Strict):
         return v
 
 
+class CovariateCorrelation(_Strict):
+    """A correlation between two drawn covariates, on the normal-score scale of a Gaussian copula."""
+
+    first: str = Field(description="protocol field of a drawn continuous covariate (e.g. weight)")
+    second: str = Field(description="protocol field of another drawn continuous covariate (e.g. height)")
+    rho: float = Field(gt=-1, lt=1, description="correlation of the two covariates' normal scores")
+    source: str = Field(min_length=1, description="a citation, or 'assumed: <reason>'")
+
+
 class Population(_Strict):
     sex: Sex | None = None
     age: Distribution | None = Field(default=None, description=_doc("age"))
@@ -132,6 +141,15 @@ class Population(_Strict):
     creatinine: WithUnit | None = Field(default=None, description=_doc("creatinine"))
     disease: Disease | None = None
     patients: list[ExplicitPatient] | None = None
+    correlations: Literal["cited"] | list[CovariateCorrelation] | None = Field(
+        default=None, description="draw covariates jointly (Gaussian copula): 'cited' for cartwin's "
+        "cited correlations (docs/protocol.md), or a list of pairs; default: independent draws")
+    cohort: str | None = Field(
+        default=None, description="a CSV file of real patients' baseline characteristics (path "
+        "relative to the protocol file) from which each arm's patients are drawn")
+    cohort_sampling: Literal["bootstrap", "in_order"] = Field(
+        default="bootstrap", description="bootstrap: each virtual patient is a row drawn at random "
+        "(with replacement) from the cohort; in_order: patient i is row i (repeating the table)")
 
     def distribution_of(self, field: str) -> tuple[Distribution, str]:
         """The distribution of a drawn vocabulary field and the unit it is given in (disease
@@ -146,7 +164,15 @@ class Population(_Strict):
     def _complete(self):
         drawn = {"sex": self.sex, "age": self.age, "weight": self.weight, "height": self.height,
                  "creatinine": self.creatinine, "disease": self.disease}
+        if self.cohort is not None:
+            given = sorted(k for k, v in drawn.items() if v is not None)
+            if given or self.patients is not None or self.correlations is not None:
+                raise ValueError(f"a cohort file replaces distributions, correlations and explicit "
+                                 f"patients; remove {given + (['patients'] if self.patients is not None else []) + (['correlations'] if self.correlations is not None else [])}")
+            return self
         if self.patients is not None:
+            if self.correlations is not None:
+                raise ValueError("correlations apply to drawn covariates, not to an explicit list of patients")
             given = sorted(k for k, v in drawn.items() if v is not None)
             if given:
                 raise ValueError(f"give either an explicit list of patients or distributions, not "
@@ -338,6 +364,74 @@ class StudyCalendar(_Strict):
         "(CDISC DM COUNTRY), e.g. DEU. Default: ZZZ (user-assigned code: no real country)")
 
 
+# --- realism: parameter uncertainty and trial conduct ----------------------------------------
+class Uncertainty(_Strict):
+    """Replicate trials, each with its own population parameters drawn from their uncertainty."""
+
+    replicates: int = Field(ge=2, le=10000, description="number of replicate trials")
+    source: Literal["model", "fit"] = Field(
+        default="model", description="model: the model's declared uncertainty (standard errors of the "
+        "log typical values, with se_log below); fit: the estimates and covariance of a `cartwin fit`")
+    fit: str | None = Field(default=None, description="with source = 'fit': the fit's output directory "
+                            "or its estimates.json, or a posterior sample table (.csv/.parquet, a column per "
+                            "parameter, optional omega_<PARAM>; replicate r takes row r); path relative to "
+                            "the protocol file")
+    se_log: dict[str, float] = Field(
+        default_factory=dict, description="with source = 'model': standard error of the log typical "
+        "value (about the relative SE) per model parameter; adds to or overrides the model's declared "
+        "uncertainty")
+    se_source: str = Field(default="", description="where the se_log values come from (a citation, or "
+                           "'assumed: <reason>'); required with se_log")
+    patients: Literal["resample", "same"] = Field(
+        default="resample", description="resample: each replicate draws new virtual patients (the spread "
+        "across replicates is what repeating the trial would show); same: every replicate has the same "
+        "patients (the spread is parameter uncertainty alone)")
+    interval: float = Field(default=0.9, gt=0, lt=1, description="coverage of the interval across replicates")
+
+
+class Visits(_Strict):
+    missed_probability: float = Field(
+        default=0.0, ge=0, lt=1, description="probability that a patient misses a scheduled visit after "
+        "day 0 (every test of that day missing); visits on or before day 0 are always kept")
+    window_days: float = Field(
+        default=0.0, ge=0, le=60, description="visits after day 0 happen up to this many whole days "
+        "early or late (uniformly), kept between the halfway points to the neighbouring visits")
+
+
+class DropoutHazard(_Strict):
+    """A hazard of withdrawal, while a condition on the patient's observations holds."""
+
+    reason: Literal["toxicity", "lack_of_efficacy", "other"]
+    hazard_per_day: float = Field(gt=0, le=10, description="withdrawal hazard (1/day) while the condition holds")
+    test: str | None = Field(default=None, description="test code the condition reads (none: the hazard "
+                             "always applies)")
+    op: Literal["<", "<=", ">", ">="] | None = None
+    value: float | None = Field(default=None, description="threshold, in the test's unit (or a multiple "
+                                "of the patient's baseline with relative_to_baseline)")
+    relative_to_baseline: bool = Field(default=False, description="compare with value x the patient's "
+                                       "baseline (the last value on or before day 0)")
+    from_day: float = Field(default=0.0, ge=0, description="the hazard applies from this day")
+    until_day: float | None = Field(default=None, description="and until this day (default: the end)")
+
+    @model_validator(mode="after")
+    def _condition(self):
+        given = [self.test is not None, self.op is not None, self.value is not None]
+        if any(given) and not all(given):
+            raise ValueError("a condition needs test, op and value together (or none of them)")
+        if self.relative_to_baseline and self.test is None:
+            raise ValueError("relative_to_baseline needs a condition (test, op, value)")
+        if self.until_day is not None and self.until_day <= self.from_day:
+            raise ValueError("until_day must be after from_day")
+        return self
+
+
+class Conduct(_Strict):
+    """How the trial is conducted: missed visits and withdrawal."""
+
+    visits: Visits = Visits()
+    dropout: list[DropoutHazard] = Field(default_factory=list)
+
+
 class Protocol(_Strict):
     schema_version: Literal[1] = 1
     study_id: str = Field(min_length=1)
@@ -364,6 +458,11 @@ class Protocol(_Strict):
     observation_model: ObservationModelSettings = ObservationModelSettings()
     study: StudyCalendar = Field(default_factory=StudyCalendar,
                                  description="calendar facts for exports (start date, country)")
+
+    uncertainty: Uncertainty | None = Field(default=None, description="replicate trials with parameter "
+                                            "uncertainty (docs/protocol.md)")
+    conduct: Conduct | None = Field(default=None, description="missed visits and withdrawal hazards "
+                                    "(docs/protocol.md)")
 
     @model_validator(mode="after")
     def _rules_known_arms(self):

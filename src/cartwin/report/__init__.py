@@ -55,6 +55,7 @@ def write_report(run_dir: Path, *, workers: int | None = None, timings: dict | N
     db = agg_mod.Database(run_dir)
     try:
         agg = agg_mod.aggregate(db, protocol.get("arms", []))
+        realism = _realism(db, protocol)
     finally:
         db.close()
     diffs = agg_mod.differences(agg)
@@ -70,10 +71,11 @@ def write_report(run_dir: Path, *, workers: int | None = None, timings: dict | N
     clock["figures_s"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
-    html = _render(run_dir, manifest, protocol, protocol_text, agg, diffs, timecourse, swimmers, difference_figure)
+    html = _render(run_dir, manifest, protocol, protocol_text, agg, diffs, timecourse, swimmers, difference_figure,
+                   realism)
     path = out_dir / "report.html"
     atomic.write_text(path, html)
-    atomic.write_json(out_dir / "endpoints.json", _endpoint_json(agg, diffs))
+    atomic.write_json(out_dir / "endpoints.json", {**_endpoint_json(agg, diffs), **realism})
     clock["render_s"] = time.perf_counter() - t3
     clock["total_s"] = time.perf_counter() - t0
     return path
@@ -204,7 +206,30 @@ def _parameters() -> tuple[list[dict], str, object]:
     return rows, DEFAULT_MODEL.description, DEFAULT_MODEL
 
 
-def _render(run_dir, manifest, protocol, protocol_text, agg, diffs, timecourse, swimmers, difference_figure) -> str:
+def _realism(db, protocol: dict) -> dict:
+    """Replicate trials (uncertainty across replicates apart from variability between patients)
+    and missing data (withdrawals, missed visits, non-responder imputation), when the run has them."""
+    from cartwin.endpoints.realism import missing_data_summary, replicate_summary
+
+    columns = {r["column_name"] for r in db.rows("DESCRIBE patients")}
+    out = {}
+    if "replicate" in columns:
+        import polars as pl
+        frame = pl.from_arrow(db.con.sql("SELECT s.*, p.replicate FROM patient_scores s "
+                                             "JOIN patients p USING (subject)").to_arrow_table())
+        interval = float((protocol.get("uncertainty") or {}).get("interval", 0.9))
+        out["replicates"] = {"count": int(frame["replicate"].n_unique()) if frame.height else 0,
+                             "interval": interval, "endpoints": replicate_summary(frame.with_columns(pl.col("arm").cast(pl.String)), interval)}
+    if "withdrawn_day" in columns:
+        import polars as pl
+        patients = pl.from_arrow(db.con.sql("SELECT arm, withdrawn_day, withdrawal_reason, visits_missed "
+                                                "FROM patients WHERE status = 'ok'").to_arrow_table())
+        out["missing_data"] = missing_data_summary(patients)
+    return out
+
+
+def _render(run_dir, manifest, protocol, protocol_text, agg, diffs, timecourse, swimmers, difference_figure,
+            realism: dict | None = None) -> str:
     parameters, description, model = _parameters()
     run_model = manifest.get("model", {})
     mismatch = ""
@@ -242,6 +267,8 @@ def _render(run_dir, manifest, protocol, protocol_text, agg, diffs, timecourse, 
         reference_label=agg.arms[0].label if agg.arms else "",
         clinical_fingerprint=clinical_fingerprint(), parameters=parameters,
         protocol_text=protocol_text, manifest_text=json.dumps(manifest, indent=2),
+        replicates=(realism or {}).get("replicates"), missing_data=(realism or {}).get("missing_data"),
+        fmt=fmt,
     )
 
 

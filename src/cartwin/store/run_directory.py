@@ -59,6 +59,13 @@ DICTIONARY = {
            for c in PATIENT_COVARIATES.values() if c.name != "SEXF"},
         "status": ("", "ok, or failed (the solver could not integrate this patient)"),
         "failure_reason": ("", "why the patient failed; empty when ok"),
+        # only in runs whose protocol asks for them (docs/protocol.md)
+        "replicate": ("", "replicate trial, 1 to R (runs with [uncertainty] only)"),
+        "withdrawn_day": ("day", "last scheduled visit before the patient withdrew; empty when the patient "
+                                 "stayed (runs with [conduct] only)"),
+        "withdrawal_reason": ("", "toxicity, lack_of_efficacy or other; empty when the patient stayed "
+                                  "(runs with [conduct] only)"),
+        "visits_missed": ("", "scheduled visits missed while in the trial (runs with [conduct] only)"),
     },
     "parameters": {
         "subject": ("", "subject identifier"),

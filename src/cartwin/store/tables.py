@@ -49,10 +49,14 @@ def parameters_table(pop, model: Model) -> pa.Table:
 def observations_table(pop, model: Model, days: np.ndarray, obs: np.ndarray, ok: np.ndarray,
                         which: list[int], observed=None) -> pa.Table:
     """The long table of ok patients; ``obs`` holds the observables ``which`` (in that order).
+    ``days``: the sampling days, (T,) for every patient or (N, T) per patient with NaN where a
+    patient gave no sample (a missed visit, after withdrawal: cartwin.plan.conduct).
 
     With ``observed`` (a :class:`cartwin.observation.Observed` of these patients), ``value`` is the
     observed value and the table adds the true value, the LLOQ and the BLQ flag
     (layout.OBSERVATION_MODEL_COLUMNS); derived tests of the observation model are appended."""
+    if np.ndim(days) == 2:
+        return _observations_per_patient(pop, model, days, obs, ok, which, observed)
     if observed is None:
         observables = [model.observables[i] for i in which]
         tests = [o.test for o in observables]
@@ -86,6 +90,18 @@ def observations_table(pop, model: Model, days: np.ndarray, obs: np.ndarray, ok:
     return pa.table(columns)
 
 
+def _observations_per_patient(pop, model: Model, days: np.ndarray, obs: np.ndarray, ok: np.ndarray,
+                              which: list[int], observed=None) -> pa.Table:
+    n_o = len(which) if observed is None else len(observed.tests)
+    sampled = np.asarray(ok, bool)[:, None] & np.isfinite(days)  # (N, T)
+    rows = np.repeat(sampled.reshape(-1), n_o)
+    table = observations_table(pop, model, np.zeros(days.shape[1]), obs, np.ones(len(pop.subject), bool), which,
+                               observed=observed)
+    table = table.set_column(table.schema.get_field_index("day"), "day",
+                             pa.array(np.repeat(np.nan_to_num(days).reshape(-1), n_o), pa.float64()))
+    return table.filter(pa.array(rows))
+
+
 def events_table(pop, model: Model, doses, days: np.ndarray, other=None) -> pa.Table:
     """Dose rows (EVID 1), a protocol rule's other decisions (EVID 2, from ``other``: per patient,
     items with ``day``, ``note`` and ``rule``) and one sampling row (EVID 0, MDV 1) per assessment
@@ -102,17 +118,23 @@ def events_table(pop, model: Model, doses, days: np.ndarray, other=None) -> pa.T
     for p, events in enumerate(other or ()):
         for e in events:
             dose_rows.append((p, e.day, 0, "", 0.0, "", 0.0, "", e.note, e.rule, 2))
-    n, n_days, n_doses = len(pop.subject), days.size, len(dose_rows)
-    patient = np.concatenate([np.repeat(np.arange(n), n_days),
-                              np.array([r[0] for r in dose_rows], dtype=np.int64)])
-    time = np.concatenate([np.tile(days.astype(float), n), np.array([r[1] for r in dose_rows], float)])
-    evid = np.concatenate([np.zeros(n * n_days, np.int8), np.array([r[10] for r in dose_rows], np.int8)])
+    n, n_doses = len(pop.subject), len(dose_rows)
+    if np.ndim(days) == 2:  # per patient, NaN where no sample was taken (cartwin.plan.conduct)
+        sampled = np.isfinite(days)
+        sample_patient, sample_time = np.nonzero(sampled)[0], days[sampled].astype(float)
+    else:
+        sample_patient = np.repeat(np.arange(n), days.size)
+        sample_time = np.tile(np.asarray(days, float), n)
+    n_samples = sample_time.size
+    patient = np.concatenate([sample_patient, np.array([r[0] for r in dose_rows], dtype=np.int64)])
+    time = np.concatenate([sample_time, np.array([r[1] for r in dose_rows], float)])
+    evid = np.concatenate([np.zeros(n_samples, np.int8), np.array([r[10] for r in dose_rows], np.int8)])
     order = np.lexsort((evid, time, patient))  # stable: doses keep their given order
 
     def column(sampling_value, dose_values, dtype):
-        values = np.empty(n * n_days + n_doses, dtype=object)
-        values[: n * n_days] = sampling_value
-        values[n * n_days:] = dose_values
+        values = np.empty(n_samples + n_doses, dtype=object)
+        values[:n_samples] = sampling_value
+        values[n_samples:] = dose_values
         return pa.array(values[order], dtype)
 
     table = {
