@@ -222,9 +222,11 @@ def check_semantics(p: Protocol) -> list[str]:
             problems += _check_administrations(arm.lymphodepletion, f"{where}.lymphodepletion")
     for name, admins in p.regimens.items():
         problems += _check_administrations(admins, f"regimens.{name}")
-    problems += _check_schedule(p, EARLIEST_DAY, "outside the simulated window")
+    schedule_problems = _check_schedule(p, EARLIEST_DAY, "outside the simulated window")
+    problems += schedule_problems
     problems += _check_population(p.population)
-    problems += _check_realism(p, days)
+    if not schedule_problems:  # the realism checks read the schedule's days
+        problems += _check_realism(p, schedule_days(p))
     return problems
 
 
