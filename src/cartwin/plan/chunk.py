@@ -32,8 +32,11 @@ class ChunkResult:
 def run_chunk(work: RunWork, spec: ChunkSpec) -> ChunkResult:
     model = work.model
     arm = work.arms[spec.arm_index]
-    pop = generate(model, work.population, spec.arm_id, np.arange(spec.start, spec.stop), work.seed,
+    stream = spec.stream or spec.arm_id
+    pop = generate(model, work.population, stream, np.arange(spec.start, spec.stop), work.seed,
                    arm.typical, work.variability)
+    if stream != spec.arm_id:  # shared patients, labelled with this arm
+        pop = replace(pop, arm=spec.arm_id, subject=[f"{spec.arm_id}-{s[len(stream) + 1:]}" for s in pop.subject])
     n = len(pop.subject)
     days = np.asarray(work.days, float)
     if work.imported:

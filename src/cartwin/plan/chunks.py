@@ -21,6 +21,10 @@ class ChunkSpec:
     arm_id: str
     start: int
     stop: int
+    stream: str = ""
+    """The key of the patients' random streams: empty, the arm's own (each arm draws its own
+    patients, as randomised arms would); a name shared by several arms gives them the same virtual
+    patients (common random numbers, as a design search compares designs)."""
 
     @property
     def name(self) -> str:
