@@ -371,7 +371,7 @@ def design_command(
                         progress=lambda msg: err.print(msg, highlight=False, markup=False))
     html = write_design(result, out_dir)
     table = Table(title=f"{loaded.spec.design_id}: recommended design per product")
-    for column in ("product", "CAR-T dose", "intensity", "regimen", "requirements at the design"):
+    for column in ("product", "CAR-T dose", "intensity", "cumulative Flu / Cy (mg/m^2)", "requirements at the design"):
         table.add_column(column)
     for r in result.recommendations:
         if r.intensity is None:
@@ -379,7 +379,8 @@ def design_command(
             continue
         reqs = "; ".join(f"{q['endpoint']} {100 * q['estimate']:.1f}% ({100 * q['lower']:.1f}-{100 * q['upper']:.1f})"
                          for q in r.requirements)
-        table.add_row(r.product, r.dose.label, f"{r.intensity:.3g}", r.regimen, reqs)
+        table.add_row(r.product, r.dose.label, f"{r.intensity:.3g}",
+                      f"{r.fludarabine_mg_m2:.4g} / {r.cyclophosphamide_mg_m2:.4g}", reqs)
     out.print(table)
     grid = len(result.levels) * (n or loaded.spec.patients) * len(result.searches)
     out.print(f"patients simulated: {result.evaluator.simulated} (a full grid of the space: {grid}); "
