@@ -250,7 +250,7 @@ def km_figures(agg: Aggregates, out_dir: Path) -> list[Figure]:
         if not data:
             continue
         fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) if len(panels) > 1 else 7.5, 3.6),
-                                 squeeze=False, sharey=True)
+                                 squeeze=False, sharey=True, sharex=True)
         z = 1.959963984540054
         for j, (panel, arms) in enumerate(panels):
             ax = axes[0][j]
