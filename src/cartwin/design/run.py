@@ -182,7 +182,7 @@ def run_design(loaded: LoadedSpec, *, workers: int | None = None, patients: int 
             return (tox.k / max(tox.n, 1), s.search.answer, doses.index(s.dose))
         best = min(candidates, key=objective)
         recommendations.append(_recommend(best, levels, anchors, requirements, evaluator, n, spec, seed, progress,
-                                          search))
+                                          search, rule))
     return DesignResult(loaded, levels, requirements, searches, recommendations, evaluator, anchors, seed,
                         time.perf_counter() - t0)
 
@@ -197,7 +197,7 @@ def _requirement_rows(frame: pl.DataFrame, requirements: list[Requirement]) -> l
 
 
 def _recommend(best: DoseSearch, levels, anchors, requirements, evaluator: Evaluator, n: int, spec, seed: int,
-               progress, search) -> Recommendation:
+               progress, search, rule: Rule) -> Recommendation:
     level = best.search.answer
     t = levels[level]
     regimen = interpolate(anchors, t)
@@ -220,11 +220,11 @@ def _recommend(best: DoseSearch, levels, anchors, requirements, evaluator: Evalu
                 progress(f"{best.product}: {u.parameter} x{factor:g}")
             factors = ((u.parameter, factor),)
             moved = search(best.product, best.dose, factors)
-            at_point = _requirement_rows(evaluator.frame(DesignPoint(best.product, best.dose, t, factors), n),
-                                         requirements)
+            moved_frame = evaluator.frame(DesignPoint(best.product, best.dose, t, factors), n)
+            at_point = _requirement_rows(moved_frame, requirements)
             rec.sensitivity.append({
                 "parameter": u.parameter, "side": side, "factor": factor, "note": u.note,
                 "least_intensity": None if moved.answer is None else levels[moved.answer],
                 "requirements_at_recommended": at_point,
-                "still_meets": all(r["estimate"] >= r["at_least"] for r in at_point)})
+                "still_meets": rule.holds(counts(moved_frame, requirements))})
     return rec
