@@ -108,16 +108,24 @@ note = "assumed"
 """
 
 
-def test_design_command_end_to_end(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_design(tmp_path_factory) -> Path:
+    """``cartwin design`` on a tiny spec: one product, one dose, three intensities, 8 patients."""
     from cartwin.cli import app
     from typer.testing import CliRunner
 
+    tmp_path = tmp_path_factory.mktemp("design")
     _protocol(tmp_path)
     spec = tmp_path / "spec.toml"
     spec.write_text(SPEC.format(remission=0.5))
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["design", str(spec), "--out", str(out)])
     assert result.exit_code == 0, result.output
+    return out
+
+
+def test_design_command_end_to_end(tiny_design):
+    out = tiny_design
     summary = json.loads((out / "design.json").read_text())
     (search,) = summary["searches"]
     assert search["grid"]["same_answer"] is True
@@ -152,3 +160,28 @@ def test_design_command_bad_spec_exits_2(tmp_path):
     assert run.returncode == 2
     assert "goal.require[0].endpoint: unknown endpoint 'remission_m9'" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_design_report_reads_on_desktop_and_phone(tiny_design):
+    from tests.report.test_report_browser import CHROMIUM, CHROMIUM_ARGS
+
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (/usr/bin/chromium)")
+    from playwright.sync_api import sync_playwright
+
+    url = (tiny_design / "design.html").resolve().as_uri()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        for width in (1400, 420):
+            page = browser.new_context(viewport={"width": width, "height": 900}).new_page()
+            errors, foreign = [], []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.route("**/*", lambda route: (foreign.append(route.request.url), route.abort())
+                       if route.request.url != url else route.continue_())
+            page.goto(url, wait_until="load")
+            assert errors == [] and foreign == []
+            assert page.evaluate("document.documentElement.scrollWidth") <= width
+            box = page.locator("figure.frontier svg").first.bounding_box()
+            assert box is not None and 100 < box["width"] <= width
+            assert page.inner_text("#n-per-point") == "8"
+        browser.close()
