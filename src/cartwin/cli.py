@@ -1,5 +1,5 @@
 """The front door: ``cartwin run | validate | show | score | report | export | fit | sensitivity |
-validate-model``.
+validate-model | design``.
 
 Exit codes: 0 success, 2 bad input (protocol, data, output directory), 1 any other failure.
 """
@@ -36,8 +36,10 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
     from cartwin.fit.errors import FitError
     from cartwin.io.errors import InterchangeError
     from cartwin.validation.suite import SuiteError
+    from cartwin.design.spec import DesignSpecError
+    from cartwin.design.output import DesignOutputError
     types: list[type[BaseException]] = [ProtocolError, RunDirectoryError, BadInput, InterchangeError,
-                                        FitError, SuiteError]
+                                        FitError, SuiteError, DesignSpecError, DesignOutputError]
     try:
         from cartwin.clinical import ObservationError  # noqa: PLC0415
         types.append(ObservationError)
@@ -361,6 +363,43 @@ def validate_model_command(
                              progress=lambda msg: err.print(msg, highlight=False, markup=False))
     out.print(outcome.summary())
     out.print(f"report -> {outcome.markdown}; table -> {outcome.table}")
+
+
+@app.command("design")
+def design_command(
+    spec: Path = typer.Argument(..., help="Design spec (TOML): the space, the goal, the search (docs/design.md)."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Output directory (new, empty, or an earlier design's)."),
+    n: Optional[int] = typer.Option(None, "--n", min=2, help="Override the virtual patients per design point."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Worker processes (default: the spec's, else 1)."),
+    check: bool = typer.Option(False, "--check", help="Only validate the spec."),
+):
+    """The least lymphodepletion and the CAR-T dose that meet a goal over endpoints, on common virtual patients."""
+    from cartwin.design import load_spec, run_design, write_design
+    loaded = load_spec(spec)
+    if check:
+        out.print(f"[green]ok[/green] {spec}: design {loaded.spec.design_id}")
+        return
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "design.json").exists():
+        raise BadInput(f"{out_dir}: exists and is not empty; give a new directory")
+    result = run_design(loaded, workers=workers, patients=n,
+                        progress=lambda msg: err.print(msg, highlight=False, markup=False))
+    html = write_design(result, out_dir)
+    table = Table(title=f"{loaded.spec.design_id}: recommended design per product")
+    for column in ("product", "CAR-T dose", "intensity", "cumulative Flu / Cy (mg/m^2)", "requirements at the design"):
+        table.add_column(column)
+    for r in result.recommendations:
+        if r.intensity is None:
+            table.add_row(r.product, "-", "-", r.regimen, "")
+            continue
+        reqs = "; ".join(f"{q['endpoint']} {100 * q['estimate']:.1f}% ({100 * q['lower']:.1f}-{100 * q['upper']:.1f})"
+                         for q in r.requirements)
+        table.add_row(r.product, r.dose.label, f"{r.intensity:.3g}",
+                      f"{r.fludarabine_mg_m2:.4g} / {r.cyclophosphamide_mg_m2:.4g}", reqs)
+    out.print(table)
+    grid = len(result.levels) * (n or loaded.spec.patients) * len(result.searches)
+    out.print(f"patients simulated: {result.evaluator.simulated} (a full grid of the space: {grid}); "
+              f"{result.seconds:.0f} s")
+    out.print(f"report -> {html}")
 
 
 def _usage_error_types() -> tuple[type[BaseException], ...]:

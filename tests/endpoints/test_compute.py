@@ -58,16 +58,16 @@ LAB_GRADES = pl.DataFrame(
 # The clinical layer's per-patient kinetics.
 PATIENTS = pl.DataFrame(
     [
-        # subject, bcell_aplasia, onset, return, last B-cell count, Cmax, Tmax, AUC 0-28
-        ("A", True, 7.0, 77.0, 365.0, 12.5, 14.0, 150.0),
-        ("B", True, 10.0, None, 365.0, 20.0, 10.0, 300.0),   # still aplastic at the last count
-        ("C", False, None, None, 365.0, 0.0, 0.0, 0.0),
-        ("D", None, None, None, None, None, None, None),      # no B-cell or CAR-T counts
-        ("E", True, 5.0, 40.0, 180.0, 8.0, 7.0, 90.0),
+        # subject, bcell_aplasia, onset, return, last B-cell count, Cmax, Tmax, AUC 0-28, early ICAHT grade
+        ("A", True, 7.0, 77.0, 365.0, 12.5, 14.0, 150.0, 2),
+        ("B", True, 10.0, None, 365.0, 20.0, 10.0, 300.0, 1),   # still aplastic at the last count
+        ("C", False, None, None, 365.0, 0.0, 0.0, 0.0, 0),
+        ("D", None, None, None, None, None, None, None, None),      # no B-cell or CAR-T counts
+        ("E", True, 5.0, 40.0, 180.0, 8.0, 7.0, 90.0, 4),
     ],
     schema={"subject": pl.String, "bcell_aplasia": pl.Boolean, "bcell_aplasia_onset_day": pl.Float64,
             "bcell_return_day": pl.Float64, "bcell_last_measured_day": pl.Float64, "cart_cmax": pl.Float64,
-            "cart_tmax": pl.Float64, "cart_auc_0_28": pl.Float64},
+            "cart_tmax": pl.Float64, "cart_auc_0_28": pl.Float64, "icaht_early": pl.Int8},
     orient="row",
 ).with_columns(pl.lit("arm1").alias("arm"))
 
@@ -140,6 +140,8 @@ EXPECTED = {
     "sledai0_month6": [None, None, False, None, True],
     # CTCAE grade >= 3 neutrophil count decreased after day 0 (C: none graded)
     "neutropenia_grade3": [False, True, None, None, True],
+    # early ICAHT grade >= 2 (ANC <= 500/uL on 7 days or more); D has no grade
+    "icaht_early_grade2": [True, False, False, None, True],
 }
 
 

@@ -66,6 +66,8 @@ def test_every_figure_is_drawn(page, reported_twin):
     run_dir, _, _ = reported_twin
     expected = {f"timecourse_{r.key}" for r in aggregate.READOUTS}
     expected |= {"swimmer_0", "swimmer_1", "differences"}
+    # one product at two regimens: the intensity chart; Kaplan-Meier curves of every time to event
+    expected |= {"intensity"} | {f"km_{c.key}" for c in aggregate.CURVES}
     shown = set(page.eval_on_selector_all("figure.plot", "els => els.map(e => e.dataset.figure)"))
     assert shown == expected
     for key in expected:

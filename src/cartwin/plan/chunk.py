@@ -37,9 +37,12 @@ def run_chunk(work: RunWork, spec: ChunkSpec) -> ChunkResult:
     arm = work.arms[spec.arm_index]
     replicate = getattr(spec, "replicate", None)
     typical, variability = work.replicate_inputs(spec.arm_index, replicate)
-    pop = generate(model, work.population, spec.arm_id, np.arange(spec.start, spec.stop), work.seed,
+    stream = spec.stream or spec.arm_id
+    pop = generate(model, work.population, stream, np.arange(spec.start, spec.stop), work.seed,
                    typical, variability, replicate=None if work.same_patients else replicate,
                    subject_prefix="" if replicate is None else f"r{replicate + 1:04d}-")
+    if stream != spec.arm_id:  # shared patients, labelled with this arm
+        pop = replace(pop, arm=spec.arm_id, subject=[f"{spec.arm_id}-{s[len(stream) + 1:]}" for s in pop.subject])
     n = len(pop.subject)
     days = np.asarray(work.days, float)
     other = None

@@ -22,6 +22,10 @@ class ChunkSpec:
     start: int
     stop: int
     replicate: int | None = None  # the replicate trial (a protocol with [uncertainty]); None: none
+    stream: str = ""
+    """The key of the patients' random streams: empty, the arm's own (each arm draws its own
+    patients, as randomised arms would); a name shared by several arms gives them the same virtual
+    patients (common random numbers, as a design search compares designs)."""
 
     @property
     def name(self) -> str:

@@ -68,11 +68,13 @@ def write_report(run_dir: Path, *, workers: int | None = None, timings: dict | N
     swimmers = [fig_mod.swimmer_figure(agg, arm, agg.swimmer[arm.id], figure_dir, i)
                 for i, arm in enumerate(agg.arms) if arm.id in agg.swimmer]
     difference_figure = fig_mod.difference_figure(diffs, agg, figure_dir)
+    km = fig_mod.km_figures(agg, figure_dir)
+    intensity = fig_mod.intensity_figure(agg, _exposures(protocol), figure_dir)
     clock["figures_s"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
     html = _render(run_dir, manifest, protocol, protocol_text, agg, diffs, timecourse, swimmers, difference_figure,
-                   realism)
+                   realism, km, intensity)
     path = out_dir / "report.html"
     atomic.write_text(path, html)
     atomic.write_json(out_dir / "endpoints.json", {**_endpoint_json(agg, diffs), **realism})
@@ -106,6 +108,23 @@ def _regimen_descriptions(protocol: dict) -> dict[str, str]:
                 f"{a.drug} {a.dose_mg_m2:g} mg/m^2 day {a.day:g}" for a in regimen.administrations)
         return out
     except Exception:  # an old protocol the current schema rejects: the summary still shows the names
+        return {}
+
+
+def _exposures(protocol: dict) -> dict[str, tuple[float, float]]:
+    """Arm id -> cumulative (fludarabine, cyclophosphamide) mg/m^2, through the engine's own regimen
+    resolution; empty for a protocol the current schema rejects."""
+    try:
+        from cartwin.protocol.schema import Protocol
+        from cartwin.therapy.arm import resolve_arm
+
+        model = Protocol.model_validate(protocol)
+        out = {}
+        for arm in model.arms:
+            regimen = resolve_arm(model, arm).regimen
+            out[arm.id] = (regimen.total_mg_m2("fludarabine"), regimen.total_mg_m2("cyclophosphamide"))
+        return out
+    except Exception:
         return {}
 
 
@@ -185,6 +204,11 @@ def _ae_rows(agg: agg_mod.Aggregates) -> list[dict]:
     return rows
 
 
+def _reference_labels(agg: agg_mod.Aggregates) -> list[str]:
+    labels = {a.id: a.label for a in agg.arms}
+    return [labels[r] for r in dict.fromkeys(agg_mod.references(agg.arms).values())]
+
+
 def _difference_rows(agg: agg_mod.Aggregates, diffs: list[dict]) -> list[dict]:
     labels = {a.id: a.label for a in agg.arms}
     rows = []
@@ -194,7 +218,8 @@ def _difference_rows(agg: agg_mod.Aggregates, diffs: list[dict]) -> list[dict]:
             est, lo, hi = (f"{100 * v:+.1f} pp" for v in (iv.estimate, iv.lower, iv.upper))
         else:
             est, lo, hi = (f"x{v:.3g}" for v in (iv.estimate, iv.lower, iv.upper))
-        rows.append({**d, "arm_label": labels[d["arm"]], "estimate": est, "lower": lo, "upper": hi})
+        rows.append({**d, "arm_label": labels[d["arm"]], "reference_label": labels[d["reference"]],
+                     "estimate": est, "lower": lo, "upper": hi})
     return rows
 
 
@@ -229,7 +254,7 @@ def _realism(db, protocol: dict) -> dict:
 
 
 def _render(run_dir, manifest, protocol, protocol_text, agg, diffs, timecourse, swimmers, difference_figure,
-            realism: dict | None = None) -> str:
+            realism: dict | None = None, km_figures=(), intensity_figure=None) -> str:
     parameters, description, model = _parameters()
     run_model = manifest.get("model", {})
     mismatch = ""
@@ -264,7 +289,8 @@ def _render(run_dir, manifest, protocol, protocol_text, agg, diffs, timecourse, 
         time_to_event_rows=_time_to_event_rows(agg),
         grades=agg_mod.GRADES, ae_rows=_ae_rows(agg),
         differences=_difference_rows(agg, diffs), difference_figure=difference_figure,
-        reference_label=agg.arms[0].label if agg.arms else "",
+        reference_labels=_reference_labels(agg),
+        km_figures=list(km_figures), intensity_figure=intensity_figure,
         clinical_fingerprint=clinical_fingerprint(), parameters=parameters,
         protocol_text=protocol_text, manifest_text=json.dumps(manifest, indent=2),
         replicates=(realism or {}).get("replicates"), missing_data=(realism or {}).get("missing_data"),

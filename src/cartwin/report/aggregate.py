@@ -88,6 +88,7 @@ class Aggregates:
     adverse: dict[str, dict[str, dict]]  # AE row -> arm -> {grades: {g: count}, n, not_evaluable}
     other_terms: list[str]
     swimmer: dict[str, list[dict]] = field(default_factory=dict)  # arm -> patient lanes
+    curves: dict[str, dict[str, list[dict]]] = field(default_factory=dict)  # KM curve -> arm -> (time, event, n)
 
 
 class Database:
@@ -236,6 +237,55 @@ def time_to_event_endpoints(db: Database) -> dict[str, dict[str, dict]]:
     return out
 
 
+@dataclass(frozen=True)
+class Curve:
+    """A time to event drawn as Kaplan-Meier curves: SQL expressions over the per-patient scores
+    (``patient_scores``) for the time from day 0 and the event flag (false: censored there)."""
+
+    key: str
+    title: str
+    event_label: str
+    time: str
+    event: str
+    population: str
+    note: str
+
+
+CURVES = (
+    Curve("bcell_return", "B-cell return", "B cells returned", '"bcell_return_time"', '"bcell_return_time_event"',
+          "patients with B-cell aplasia",
+          "endpoint bcell_return_time: from infusion to the first count at or above the aplasia threshold after "
+          "aplasia; still aplastic: censored at the last B-cell count"),
+    Curve("cart_loss", "Loss of CAR-T cells", "CAR-T below detection", '"cart_detectable_until_day"',
+          'coalesce("cart_last_detectable_day", -1) < "cart_last_measured_day"', "patients with CAR-T counts after infusion",
+          "from infusion to the day CAR-T cells fall below the detection limit (endpoint cart_persistence, "
+          "interpolated to the crossing); detectable at the last count: censored there"),
+    Curve("relapse", "Relapse (first SELENA flare)", "flared", '"time_to_first_flare"', '"time_to_first_flare_event"',
+          "patients with a SLEDAI visit after infusion",
+          "endpoint time_to_first_flare: from infusion to the first visit with a mild/moderate or severe SELENA "
+          "flare index flare; no flare: censored at the last SLEDAI visit"),
+)
+
+
+def curves(db: Database) -> dict[str, dict[str, list[dict]]]:
+    """Per curve and arm: (time, event, count) rows for the Kaplan-Meier estimate; a curve whose
+    columns the scores lack (a model without that read-out) is left out."""
+    columns = {r["column_name"] for r in db.rows("DESCRIBE patient_scores")}
+    out: dict[str, dict[str, list[dict]]] = {}
+    for c in CURVES:
+        needed = {n.strip('"') for n in (c.time + " " + c.event).split() if n.startswith('"')}
+        if not needed <= columns:
+            continue
+        rows = db.rows(f"""SELECT arm, {c.time} AS time, coalesce({c.event}, false) AS event, count(*) AS n
+                           FROM patient_scores WHERE {c.time} IS NOT NULL GROUP BY ALL ORDER BY arm, time""")
+        per_arm: dict[str, list[dict]] = {}
+        for r in rows:
+            per_arm.setdefault(r["arm"], []).append(r)
+        if per_arm:
+            out[c.key] = per_arm
+    return out
+
+
 def adverse_events(db: Database, arms: list[Arm]) -> tuple[dict[str, dict[str, dict]], list[str]]:
     present = {r["term"] for r in db.rows("SELECT DISTINCT term FROM adverse_events")}
     grouped = {t for _, terms in AE_ROWS for t in terms}
@@ -288,19 +338,38 @@ def aggregate(db: Database, protocol_arms: list[dict]) -> Aggregates:
     agg = Aggregates(arms=arms, time_course=courses, sledai_source=source, sledai_note=note,
                      binary=binary_endpoints(db), continuous=continuous_endpoints(db),
                      time_to_event=time_to_event_endpoints(db), adverse=adverse, other_terms=other)
+    agg.curves = curves(db)
     for arm in arms:
         if 0 < arm.scored <= SWIMMER_MAX_PATIENTS:
             agg.swimmer[arm.id] = swimmer_lanes(db, arm)
     return agg
 
 
+def references(arms: list[Arm]) -> dict[str, str]:
+    """Each arm's reference arm: the first arm of the run, or, when the arms span several products,
+    the first arm of the arm's own product (so a product x regimen design compares regimens within
+    each product: reduced vs Erlangen, none vs Erlangen when the Erlangen arm comes first)."""
+    if not arms:
+        return {}
+    products = list(dict.fromkeys(a.product for a in arms))
+    if len(products) < 2:
+        return {a.id: arms[0].id for a in arms}
+    first = {}
+    for a in arms:
+        first.setdefault(a.product, a.id)
+    return {a.id: first[a.product] for a in arms}
+
+
 def differences(agg: Aggregates) -> list[dict]:
-    """Each arm against the first (the reference): proportions and geometric-mean ratios."""
+    """Each arm against its reference arm (``references``): proportions and geometric-mean ratios."""
     if len(agg.arms) < 2:
         return []
-    ref = agg.arms[0].id
+    refs = references(agg.arms)
     out = []
-    for arm in agg.arms[1:]:
+    for arm in agg.arms:
+        ref = refs[arm.id]
+        if ref == arm.id:
+            continue
         for b in reported("binary"):
             k1, n1 = agg.binary[b.key].get(arm.id, (0, 0))
             k0, n0 = agg.binary[b.key].get(ref, (0, 0))

@@ -8,12 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from cartwin.report.aggregate import READOUTS, Aggregates, Arm  # noqa: E402
+from cartwin.endpoints import stats  # noqa: E402
+from cartwin.report.aggregate import CURVES, READOUTS, Aggregates, Arm  # noqa: E402
 from cartwin.store import atomic  # noqa: E402
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
@@ -56,6 +58,33 @@ def _save(fig, key: str, out_dir: Path, title: str, caption: str) -> Figure:
 
 
 FACET_ABOVE_ARMS = 4
+BAND_ALPHA = 0.10
+
+
+def reference_lines() -> dict[str, list[tuple[float, str]]]:
+    """Horizontal reference lines per test code, from the clinical layer's own tables: the C3 and
+    C4 lower limits of normal (reference_limits.csv), the neutrophil counts that bound CTCAE v5.0
+    grades 3 and 4 (1.0 and 0.5 x 10^9/L) and the B-cell aplasia threshold (kinetics.toml)."""
+    from cartwin.clinical.observations import default_limits
+    from cartwin.clinical.ruleset import settings
+
+    lines: dict[str, list[tuple[float, str]]] = {}
+    limits = {r["test"]: r["default_lower"] for r in default_limits().iter_rows(named=True)}
+    for test in ("C3", "C4"):
+        if limits.get(test) is not None:
+            lines[test] = [(float(limits[test]), f"{test} lower limit {limits[test]:g} g/L")]
+    lines["NEUT"] = [(1.0, "ANC 1.0: grade 3 below (CTCAE v5)"), (0.5, "ANC 0.5: grade 4 below")]
+    aplasia = settings("kinetics")["bcell"]["aplasia_below_cells_per_ul"]
+    lines["BCELL"] = [(float(aplasia), f"aplasia below {aplasia:g} cell/uL")]
+    return lines
+
+
+def _band(ax, day, low, high, colour) -> None:
+    """A 5th-95th percentile band that stays legible where several overlap: a light fill with its
+    edges drawn as thin dashed lines of the arm's colour."""
+    ax.fill_between(day, low, high, color=colour, alpha=BAND_ALPHA, linewidth=0)
+    ax.plot(day, low, color=colour, linewidth=0.6, linestyle=(0, (3, 2)), alpha=0.8)
+    ax.plot(day, high, color=colour, linewidth=0.6, linestyle=(0, (3, 2)), alpha=0.8)
 
 
 def _facets(arms: list[Arm]) -> tuple[list[tuple[str, list[Arm]]], dict[str, str], dict[str, str]]:
@@ -77,6 +106,7 @@ def _facets(arms: list[Arm]) -> tuple[list[tuple[str, list[Arm]]], dict[str, str
 
 def time_course_figures(agg: Aggregates, out_dir: Path) -> list[Figure]:
     panels, colours, legend = _facets(agg.arms)
+    references = reference_lines()
     figures = []
     for readout in READOUTS:
         rows = agg.time_course.get(readout.key, [])
@@ -93,9 +123,12 @@ def time_course_figures(agg: Aggregates, out_dir: Path) -> list[Figure]:
                     if not pts:
                         continue
                     day = [r["day"] for r in pts]
-                    ax.fill_between(day, [r["q05"] for r in pts], [r["q95"] for r in pts], color=colours[arm.id],
-                                    alpha=0.15, linewidth=0)
+                    _band(ax, day, [r["q05"] for r in pts], [r["q95"] for r in pts], colours[arm.id])
                     ax.plot(day, [r["q50"] for r in pts], color=colours[arm.id], linewidth=1.6, label=arm.label)
+                for value, text in references.get(test, []):
+                    ax.axhline(value, color="0.35", linewidth=0.8, linestyle="--")
+                    ax.annotate(text, (1.0, value), xycoords=("axes fraction", "data"), xytext=(-2, 2),
+                                textcoords="offset points", ha="right", va="bottom", fontsize=6.5, color="0.3")
                 if readout.scale == "log":
                     ax.set_yscale("log")
                 elif readout.scale == "symlog":
@@ -110,7 +143,9 @@ def time_course_figures(agg: Aggregates, out_dir: Path) -> list[Figure]:
         fig.legend(handles=handles, loc="lower center", ncol=min(3, len(handles)), fontsize=8, frameon=False,
                    bbox_to_anchor=(0.5, -0.02 - 0.055 * math.ceil(len(handles) / 3) / nrows))
         fig.tight_layout()
-        caption = "Median (line) and 5th-95th percentile band per arm and visit"
+        caption = "Median (line) and 5th-95th percentile band (shaded, dashed edges) per arm and visit"
+        if any(references.get(t) for t in tests):
+            caption += "; grey dashed: " + "; ".join(text for t in tests for _, text in references.get(t, []))
         if len(panels) > 1:
             caption += "; one panel per product, the lymphodepletion regimens overlaid"
         if readout.key == "sledai":
@@ -192,7 +227,9 @@ def difference_figure(diffs: list[dict], agg: Aggregates, out_dir: Path) -> Figu
     ax.axvline(0, color="0.4", linewidth=0.8)
     ax.set_yticks(range(len(endpoints)), endpoints, fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel(f"difference from {labels[agg.arms[0].id]} (percentage points, 95% Newcombe interval)")
+    refs = list(dict.fromkeys(d["reference"] for d in rows))
+    against = labels[refs[0]] if len(refs) == 1 else "the reference arm of its product"
+    ax.set_xlabel(f"difference from {against} (percentage points, 95% Newcombe interval)")
     handles = [Line2D([], [], color=colours[a], marker="o", label=labels[a]) for a in arms]
     ax.grid(axis="x", alpha=0.25)
     fig.tight_layout()
@@ -200,4 +237,113 @@ def difference_figure(diffs: list[dict], agg: Aggregates, out_dir: Path) -> Figu
     fig.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0),
                ncol=min(3, len(handles)), frameon=False)
     return _save(fig, "differences", out_dir, "Differences between arms",
-                 "Each arm minus the reference arm, with Newcombe hybrid score 95% intervals.")
+                 "Each arm minus its reference arm, with Newcombe hybrid score 95% intervals.")
+
+
+def km_figures(agg: Aggregates, out_dir: Path) -> list[Figure]:
+    """Kaplan-Meier curves (B-cell return, loss of CAR-T cells, relapse) with censoring marks and
+    pointwise 95% intervals (Greenwood, log-log), a panel per product when the arms are faceted."""
+    panels, colours, legend = _facets(agg.arms)
+    figures = []
+    for curve in CURVES:
+        data = agg.curves.get(curve.key)
+        if not data:
+            continue
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) if len(panels) > 1 else 7.5, 3.6),
+                                 squeeze=False, sharey=True, sharex=True)
+        z = 1.959963984540054
+        for j, (panel, arms) in enumerate(panels):
+            ax = axes[0][j]
+            for arm in arms:
+                rows = data.get(arm.id)
+                if not rows:
+                    continue
+                km = stats.kaplan_meier([r["time"] for r in rows], [bool(r["event"]) for r in rows],
+                                        [r["n"] for r in rows])
+                t = [0.0, *km.time.tolist()]
+                s = [1.0, *km.survival.tolist()]
+                colour = colours[arm.id]
+                ax.step(t, s, where="post", color=colour, linewidth=1.6, label=arm.label)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    log_s = np.log(km.survival)
+                    se = np.sqrt(km.greenwood) / np.abs(log_s)
+                    lo = np.where(km.survival > 0, km.survival ** np.exp(z * se), 0.0)
+                    hi = np.where(km.survival > 0, km.survival ** np.exp(-z * se), 0.0)
+                lo = np.nan_to_num(np.where(km.survival >= 1, 1.0, lo), nan=0.0)
+                hi = np.nan_to_num(np.where(km.survival >= 1, 1.0, hi), nan=1.0)
+                ax.fill_between(t, [1.0, *lo.tolist()], [1.0, *hi.tolist()], step="post", color=colour,
+                                alpha=BAND_ALPHA, linewidth=0)
+                censored = km.censored > 0
+                ax.plot(km.time[censored], km.survival[censored], marker="|", markersize=8, linestyle="none",
+                        color=colour, markeredgewidth=1.2)
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_xlabel("day after CAR-T infusion")
+            ax.set_title(f"{curve.title}: {panel}" if panel else curve.title, fontsize=10)
+            ax.grid(alpha=0.25)
+        axes[0][0].set_ylabel(f"proportion not yet: {curve.event_label}")
+        handles = [Line2D([], [], color=c, linewidth=2, label=label) for label, c in legend.items()]
+        handles.append(Line2D([], [], color="0.3", marker="|", linestyle="none", markersize=8, label="censored"))
+        fig.tight_layout()
+        fig.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                   ncol=min(3, len(handles)), frameon=False)
+        figure = _save(fig, f"km_{curve.key}", out_dir, f"Kaplan-Meier: {curve.title}",
+                       f"Kaplan-Meier estimate per arm, {curve.population}, with pointwise 95% intervals "
+                       f"(Greenwood, log-log; shaded) and censored patients marked |; {curve.note}.")
+        figure.wide = len(panels) > 1
+        figures.append(figure)
+    return figures
+
+
+def intensity_figure(agg: Aggregates, exposure: dict[str, tuple[float, float]], out_dir: Path) -> Figure | None:
+    """Per product, remission by month 6 and grade >= 3 neutropenia against the lymphodepletion
+    intensity of its arms (cumulative cyclophosphamide, with fludarabine named), 95% intervals."""
+    by_product: dict[str, list[Arm]] = {}
+    for a in agg.arms:
+        if a.id in exposure:
+            by_product.setdefault(a.product, []).append(a)
+    by_product = {p: arms for p, arms in by_product.items() if len({exposure[a.id] for a in arms}) > 1}
+    if not by_product:
+        return None
+    panels = [("remission_m6", "SELENA-SLEDAI 0 and PGA < 1 by month 6"),
+              ("ae:Neutropenia", "Grade >= 3 neutropenia (CTCAE v5)")]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), squeeze=False, sharey=True)
+    for p_index, (product, arms) in enumerate(by_product.items()):
+        colour = PALETTE[p_index % len(PALETTE)]
+        arms = sorted(arms, key=lambda a: (exposure[a.id][1], exposure[a.id][0]))
+        for j, (key, title) in enumerate(panels):
+            xs, ys, los, his = [], [], [], []
+            for a in arms:
+                if key.startswith("ae:"):
+                    cell = agg.adverse.get(key[3:], {}).get(a.id)
+                    if not cell or not cell["assessed"]:
+                        continue
+                    k, n = sum(v for g, v in cell["grades"].items() if g >= 3), cell["n"]
+                else:
+                    k, n = agg.binary.get(key, {}).get(a.id, (0, 0))
+                if not n:
+                    continue
+                iv = stats.clopper_pearson(k, n)
+                xs.append(exposure[a.id][1])
+                ys.append(iv.estimate)
+                los.append(iv.estimate - iv.lower)
+                his.append(iv.upper - iv.estimate)
+            ax = axes[0][j]
+            offset = (p_index - (len(by_product) - 1) / 2) * 12  # side by side at the same dose
+            ax.errorbar([x + offset for x in xs], ys, yerr=[los, his], color=colour, marker="o", markersize=4,
+                        capsize=3, linewidth=1.4, label=product)
+            ax.set_title(title, fontsize=10)
+            ax.set_xlabel("cumulative cyclophosphamide, mg/m^2 (regimen)")
+            ax.set_ylim(-0.02, 1.02)
+            ax.grid(alpha=0.25)
+    ticks = sorted({exposure[a.id] for arms in by_product.values() for a in arms}, key=lambda e: (e[1], e[0]))
+    for ax in axes[0]:
+        ax.set_xticks([cy for _, cy in ticks], [f"{cy:g}\n(Flu {flu:g})" for flu, cy in ticks], fontsize=7)
+    axes[0][0].set_ylabel("proportion of patients (95% CI)")
+    axes[0][0].legend(fontsize=7, frameon=False, title="product", title_fontsize=7)
+    fig.tight_layout()
+    figure = _save(fig, "intensity", out_dir, "Remission and neutropenia against lymphodepletion",
+                   "Per product, the proportion with SELENA-SLEDAI 0 and PGA < 1 by month 6 and with grade >= 3 "
+                   "neutropenia, against the arms' cumulative cyclophosphamide (fludarabine in brackets), "
+                   "with exact 95% intervals.")
+    figure.wide = True
+    return figure
