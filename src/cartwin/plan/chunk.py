@@ -23,6 +23,9 @@ class ChunkResult:
     parameters: pa.Table
     observations: pa.Table
     events: pa.Table
+    scoring_observations: pa.Table | None = None
+    """Every ok patient's observations, when some of them are not stored (``observations`` holds
+    the stored ones): what the clinical scores of the chunk are computed from as the run streams."""
 
     @property
     def n_failed(self) -> int:
@@ -47,7 +50,11 @@ def run_chunk(work: RunWork, spec: ChunkSpec) -> ChunkResult:
     else:
         doses = arm.therapy.patient_doses(pop.covariates)
         solved = solve(model, pop.theta, pop.covariates, doses, days, work.solver(), which=work.which)
+    stored = work.stores_observations(pop.index)
+    every = observations_table(pop, model, days, solved.observations, solved.ok, solved.which)
+    kept = every if stored.all() else observations_table(pop, model, days, solved.observations,
+                                                          solved.ok & stored, solved.which)
     return ChunkResult(spec, patients_table(pop, model, arm.therapy, solved.ok, solved.reasons),
-                       parameters_table(pop, model),
-                       observations_table(pop, model, days, solved.observations, solved.ok, solved.which),
-                       events_table(pop, model, doses, days))
+                       parameters_table(pop, model), kept,
+                       events_table(pop, model, doses, days, sampled=stored),
+                       None if stored.all() else every)

@@ -51,6 +51,15 @@ class RunWork:
     solver_settings: tuple[str, float, float]  # backend, rtol, atol
     fixed_doses: tuple[Dose, ...] | None = None
     """An imported (SBML) model's own doses, the same for every patient; time 0 = model start."""
+    observations_per_arm: int | None = None
+    """Patients of each arm (index below this) whose observations are stored; None: all."""
+
+    def stores_observations(self, index: np.ndarray) -> np.ndarray:
+        """Which of the patients ``index`` (positions in their arm) keep their observations."""
+        index = np.asarray(index)
+        if self.observations_per_arm is None:
+            return np.ones(index.shape, bool)
+        return index < self.observations_per_arm
 
     @property
     def imported(self) -> bool:
@@ -83,14 +92,15 @@ def make_work(protocol: Protocol, seed: int | None = None) -> RunWork:
         arms = tuple(ArmWork(i, a.id, None, typical) for i, a in enumerate(protocol.arms))
         return RunWork(model, seed, days, arms, None, dict(protocol.model_variability),
                        stored_observables(model, protocol.outputs), (s.backend, s.rtol, s.atol),
-                       tuple(imported.doses))
+                       tuple(imported.doses), protocol.store.limit())
     model = get_model(protocol.model)
     arms = []
     for i, arm in enumerate(protocol.arms):
         therapy = resolve_arm(protocol, arm)
         arms.append(ArmWork(i, arm.id, therapy, typical_parameters(model, therapy)))
     return RunWork(model, seed, days, tuple(arms), protocol.population, dict(protocol.model_variability),
-                   stored_observables(model, protocol.outputs), (s.backend, s.rtol, s.atol))
+                   stored_observables(model, protocol.outputs), (s.backend, s.rtol, s.atol),
+                   observations_per_arm=protocol.store.limit())
 
 
 def _import(protocol: Protocol):

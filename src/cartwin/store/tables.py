@@ -71,9 +71,10 @@ def observations_table(pop, model: Model, days: np.ndarray, obs: np.ndarray, ok:
     })
 
 
-def events_table(pop, model: Model, doses, days: np.ndarray) -> pa.Table:
+def events_table(pop, model: Model, doses, days: np.ndarray, sampled: np.ndarray | None = None) -> pa.Table:
     """Dose rows (EVID 1) and one sampling row (EVID 0, MDV 1) per assessment day, ordered by
-    subject, time and, at equal times, sampling first (a sample on a dose day is pre-dose)."""
+    subject, time and, at equal times, sampling first (a sample on a dose day is pre-dose).
+    ``sampled``: which patients get sampling rows (those whose observations are stored; default all)."""
     index = {s: i + 1 for i, s in enumerate(model.state_names)}
     dose_rows = []
     for p, patient_doses in enumerate(doses):
@@ -82,16 +83,18 @@ def events_table(pop, model: Model, doses, days: np.ndarray) -> pa.Table:
             dose_rows.append((p, d.day, index[route.state], route.state, d.amount, route.unit,
                               d.amount / d.duration_days if d.duration_days > 0 else 0.0, d.drug, d.note))
     n, n_days, n_doses = len(pop.subject), days.size, len(dose_rows)
-    patient = np.concatenate([np.repeat(np.arange(n), n_days),
+    sampling = np.arange(n) if sampled is None else np.flatnonzero(sampled)
+    n_sampled = sampling.size
+    patient = np.concatenate([np.repeat(sampling, n_days),
                               np.array([r[0] for r in dose_rows], dtype=np.int64)])
-    time = np.concatenate([np.tile(days.astype(float), n), np.array([r[1] for r in dose_rows], float)])
-    evid = np.concatenate([np.zeros(n * n_days, np.int8), np.ones(n_doses, np.int8)])
+    time = np.concatenate([np.tile(days.astype(float), n_sampled), np.array([r[1] for r in dose_rows], float)])
+    evid = np.concatenate([np.zeros(n_sampled * n_days, np.int8), np.ones(n_doses, np.int8)])
     order = np.lexsort((evid, time, patient))  # stable: doses keep their given order
 
     def column(sampling_value, dose_values, dtype):
-        values = np.empty(n * n_days + n_doses, dtype=object)
-        values[: n * n_days] = sampling_value
-        values[n * n_days:] = dose_values
+        values = np.empty(n_sampled * n_days + n_doses, dtype=object)
+        values[: n_sampled * n_days] = sampling_value
+        values[n_sampled * n_days:] = dose_values
         return pa.array(values[order], dtype)
 
     table = {
