@@ -187,4 +187,16 @@ class NumbaBDF:
         return SolveResult(out, ok, reasons, counters)
 
 
-BACKENDS = {"scipy-lsoda": ScipyLSODA, "numba-bdf": NumbaBDF}
+def _jax_diffrax(**options):
+    """The optional JAX backend (``pip install cartwin[gpu]``): imported only when asked for."""
+    try:
+        import diffrax  # noqa: F401
+        import jax  # noqa: F401
+    except ImportError:
+        raise ValueError("solver backend 'jax-diffrax' needs jax and diffrax: pip install "
+                         "'cartwin[gpu]'") from None
+    from cartwin.simulate.jax_solver import JaxDiffrax
+    return JaxDiffrax(**options)
+
+
+BACKENDS = {"scipy-lsoda": ScipyLSODA, "numba-bdf": NumbaBDF, "jax-diffrax": _jax_diffrax}
