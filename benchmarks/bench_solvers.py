@@ -9,6 +9,10 @@ after Erlangen Flu/Cy, IIV on), days -5..365 simulated, daily output on days 0..
                     parameters set per patient (doses of the typical patient)
   cartwin-lsoda     cartwin backend scipy-lsoda (odeint + compiled RHS/Jacobian)
   cartwin-bdf       cartwin backend numba-bdf (the default)
+  cartwin-run       a whole `cartwin run` of benchmarks/million.toml (numba-bdf, rtol 1e-6): patients,
+                    doses, solve, Parquet parts with the default storage ([store]
+                    observations_per_arm = 1000, every chunk scored by the clinical layer as it
+                    streams), DuckDB views and manifest; bytes written per patient are reported
 
 Every contender uses both cores (two worker processes). Accuracy: the maximum relative error over
 the first patients, days 1..365 and all continuous observables, against LSODA at rtol 1e-10,
@@ -18,6 +22,7 @@ solvers.png and prints the ratios.
 
     python benchmarks/bench_solvers.py                 # N = 1e3 for the loops, 1e3..1e5 for cartwin
     python benchmarks/bench_solvers.py --full          # adds 1e4 loops and the 1e6 cartwin run
+    python benchmarks/bench_solvers.py --quick         # N = 1e3 for every contender
 """
 
 from __future__ import annotations
@@ -175,9 +180,28 @@ def timed(name, n, rtol, workers=2, chunk=250):
     return wall, failed, peak
 
 
+def timed_run(n, workers=2):
+    """A whole `cartwin run` of million.toml with n patients: (wall seconds, failed, bytes written)."""
+    import shutil
+    import tempfile
+
+    from cartwin.protocol import load_protocol
+    from cartwin.run import run_protocol
+    out = Path(tempfile.mkdtemp(prefix="cartwin-bench-")) / "run"
+    try:
+        t = time.perf_counter()
+        summary = run_protocol(load_protocol(HERE / "million.toml"), out, n_per_arm=n, workers=workers)
+        wall = time.perf_counter() - t
+        written = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+        return wall, summary.n_failed, written
+    finally:
+        shutil.rmtree(out.parent, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--full", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="N = 1e3 for every contender")
     ap.add_argument("--check", type=int, default=40, help="patients in the accuracy check")
     args = ap.parse_args()
     mod = compile_model(MODEL)
@@ -200,6 +224,8 @@ def main() -> None:
             print(f"{name}: skipped ({exc})")
             continue
         sizes = [1000] if name in ("scipy-solve_ivp", "roadrunner") else [1000, 10_000, 100_000]
+        if args.quick:
+            sizes = [1000]
         if args.full:
             sizes = [1000, 10_000] if name in ("scipy-solve_ivp", "roadrunner") else [1000, 10_000, 100_000, 1_000_000]
         for n in sizes:
@@ -208,6 +234,15 @@ def main() -> None:
                          "patients_per_s": round(n / wall, 1), "max_rel_error": f"{err:.2e}",
                          "failed": failed, "peak_rss_mb": round(peak)})
             print(rows[-1], flush=True)
+    # the whole run: accuracy is that of cartwin-bdf at rtol 1e-6 (the same solver and patients)
+    bdf_err = next((r["max_rel_error"] for r in rows if r["contender"] == "cartwin-bdf" and r["rtol"] == 1e-6), "")
+    for n in ([2000] if args.quick else [1000, 10_000]) + ([100_000] if args.full else []):
+        wall, failed, written = timed_run(n)
+        rows.append({"contender": "cartwin-run", "rtol": 1e-6, "n": n, "seconds": round(wall, 3),
+                     "patients_per_s": round(n / wall, 1), "max_rel_error": bdf_err, "failed": failed,
+                     "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
+                     "bytes_per_patient": round(written / n)})
+        print(rows[-1], flush=True)
     base = {r["contender"]: r["patients_per_s"] for r in rows if r["n"] == 1000}
     for r in rows:
         r["x_scipy_loop"] = round(r["patients_per_s"] / base["scipy-solve_ivp"], 1) if "scipy-solve_ivp" in base else ""
@@ -215,7 +250,7 @@ def main() -> None:
     out = HERE / "results" / "solvers.csv"
     out.parent.mkdir(exist_ok=True)
     with out.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
         w.writeheader()
         w.writerows(rows)
     print(f"load average at end: {os.getloadavg()}; results -> {out}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import sys
 import time
@@ -72,6 +73,11 @@ def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, pro
         rundir.check_new()
         rundir.start(plan.to_json(), loaded.text, loaded.sha256,
                      {"name": model.name, "version": model.version, "hash": model.content_hash()})
+    # a run that keeps the observations of some patients only scores every chunk as it streams:
+    # afterwards, the observations the scores need are gone
+    limit = ctx.observations_per_arm
+    sampled = limit is not None and any(n > limit for n in plan.n_per_arm.values())
+    score = score or sampled
     todo = [c for c in plan.chunks if not rundir.chunk_done(c.name)]
     reused = len(plan.chunks) - len(todo)
     t_solve = time.perf_counter()
@@ -84,13 +90,18 @@ def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, pro
     else:
         # workers elsewhere write by absolute path, and refuse to run where run.json is not visible
         shared = RunDirectory(rundir.path.resolve())
-        results = executor.execute(ctx, todo, shared.write_chunk, shared_path=shared.run_json)
+        if sampled:
+            from cartwin.endpoints.scoring import StoreAndScore
+            on_result = StoreAndScore(shared.path)
+        else:
+            on_result = shared.write_chunk
+        results = executor.execute(ctx, todo, on_result, shared_path=shared.run_json)
     for _ in results:
         done += 1
         if progress:
             progress(done, len(todo))
     solve_seconds = time.perf_counter() - t_solve
-    if score and executor is None:
+    if score and (executor is None or sampled):
         from cartwin.endpoints.scoring import adopt_scored_parts
         adopt_scored_parts(rundir.path)
     # counts come from what is stored, so a resumed run reports every chunk
@@ -122,6 +133,7 @@ def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, pro
         "solver": solver,
         "observation_model": _observation_record(protocol.observation_model.enabled),
         "schedule_days": list(ctx.days),
+        "store": {"observations_per_arm": "all" if limit is None else limit, "sampled": sampled},
         "counts": {"ok": n_total - len(failed), "failed": len(failed), "per_arm": per_arm},
         "failed": [{"subject": s, "reason": r} for s, r in failed],
         "timings_s": {"solve_and_write": round(solve_seconds, 3),
@@ -194,7 +206,8 @@ def simulate(protocol, n_per_arm: int | None = None, seed: int | None = None,
 
     workers = workers or 1
     plan = make_plan(protocol, n_per_arm, seed, chunk_size, workers)
-    work = make_work(protocol, plan.seed)
+    # in memory, every patient's observations are returned (nothing is written)
+    work = dataclasses.replace(make_work(protocol, plan.seed), observations_per_arm=None)
     results = sorted(execute(work, plan.chunks, workers, _identity),
                      key=lambda r: (-1 if r.spec.replicate is None else r.spec.replicate, r.spec.arm_index,
                                     r.spec.start))

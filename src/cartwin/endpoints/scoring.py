@@ -92,6 +92,14 @@ def score_run(run_dir: Path, workers: int | None = None) -> Scores:
             if old not in done:
                 rundir.score_part(table, old).unlink()
     todo = [name for name in stamps if name not in done]
+    if todo and _sampled(rundir):
+        from cartwin.store.run_directory import RunDirectoryError
+        raise RunDirectoryError(
+            f"{run_dir}: the run stored the observations of some patients only (protocol [store] "
+            f"observations_per_arm) and scored every patient as it ran, but {len(todo)} of its parts "
+            "have no valid scores (the clinical layer or the endpoint definitions changed since, or "
+            "the scores were deleted); rerun the protocol, or set observations_per_arm = \"all\" "
+            "to keep every observation for later rescoring")
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
     if todo:
         # Forget the stamps of the parts about to be rewritten before touching them: an interrupted
@@ -109,15 +117,32 @@ def score_run(run_dir: Path, workers: int | None = None) -> Scores:
     return Scores(out, len(stamps), len(todo))
 
 
+def _sampled(rundir: RunDirectory) -> bool:
+    """Whether the run kept the observations of some patients only (its manifest says so)."""
+    if not rundir.is_complete():
+        return False
+    return bool(rundir.manifest().get("store", {}).get("sampled", False))
+
+
 def score_part(run_dir: Path, part: str) -> None:
     """Score one observation part (whole patients) of ``run_dir`` and write its three score parts."""
+    rundir = RunDirectory(run_dir)
+    score_frame(run_dir, part, rundir.read_part("observations", part), rundir.part_source("observations", part))
+
+
+def score_frame(run_dir: Path, part: str, frame, source: str, visit_subjects=None) -> None:
+    """Score the observations ``frame`` (whole patients) and write them as score part ``part``.
+    ``visit_subjects``: when given, only these patients' per-visit rows are stored (a run that
+    stores the observations of some patients only keeps their visits; endpoints, clinical
+    patient rows and adverse events are stored for everyone)."""
+    import polars as pl
+
     from cartwin.clinical import observations_from_frame, score_observations
     from cartwin.store.reported import as_reported
     from cartwin.endpoints import compute
 
     rundir = RunDirectory(run_dir)
-    obs = observations_from_frame(as_reported(rundir.read_part("observations", part)),
-                                  rundir.part_source("observations", part))
+    obs = observations_from_frame(as_reported(frame), source)
     tables = score_observations(obs)
     withdrawal = _withdrawal(rundir, part)
     if withdrawal is not None:  # a run with withdrawal: responder endpoints impute it (non-responder)
@@ -126,8 +151,10 @@ def score_part(run_dir: Path, part: str) -> None:
     clinical = tables["patients"].drop([c for c in endpoints.columns if c not in ("subject", "arm")], strict=False)
     patients = clinical.join(endpoints.drop("arm"), on="subject", how="left")
     visits = tables["visits"].select(VISIT_COLUMNS)
-    for name, frame in (("visits", visits), ("patients", patients), ("adverse_events", tables["adverse_events"])):
-        rundir.write_score_part(name, part, frame)
+    if visit_subjects is not None:
+        visits = visits.filter(pl.col("subject").is_in(list(visit_subjects)))
+    for name, frame_out in (("visits", visits), ("patients", patients), ("adverse_events", tables["adverse_events"])):
+        rundir.write_score_part(name, part, frame_out)
 
 
 def _withdrawal(rundir: RunDirectory, part: str):
@@ -144,16 +171,25 @@ def _withdrawal(rundir: RunDirectory, part: str):
 
 @dataclass(frozen=True)
 class StoreAndScore:
-    """What a worker does with a finished chunk in ``cartwin run --report``: store it, then score
-    its observation part at once, so that scoring runs in parallel with the simulation and the
-    report step only aggregates."""
+    """What a worker does with a finished chunk in ``cartwin run --report`` (and in every run that
+    stores the observations of some patients only): store it, then score the chunk's patients at
+    once, so that scoring runs in parallel with the simulation and the report step only
+    aggregates. The scores come from every patient's observations, stored or not."""
 
     run_dir: Path
 
     def __call__(self, result):
+        import polars as pl
+
         rundir = RunDirectory(self.run_dir)
         summary = rundir.write_chunk(result)
-        score_part(self.run_dir, rundir.part("observations", result.spec.name).name)
+        part = rundir.part("observations", result.spec.name)
+        if result.scoring_observations is None:
+            score_part(self.run_dir, part.name)
+        else:
+            stored = set(result.observations["subject"].to_pylist())
+            score_frame(self.run_dir, part.name, pl.from_arrow(result.scoring_observations),
+                        str(part), visit_subjects=stored)
         return summary
 
 

@@ -26,6 +26,9 @@ class ChunkResult:
     parameters: pa.Table
     observations: pa.Table
     events: pa.Table
+    scoring_observations: pa.Table | None = None
+    """Every ok patient's observations, when some of them are not stored (``observations`` holds
+    the stored ones): what the clinical scores of the chunk are computed from as the run streams."""
 
     @property
     def n_failed(self) -> int:
@@ -82,12 +85,18 @@ def run_chunk(work: RunWork, spec: ChunkSpec) -> ChunkResult:
         # says it failed, and why); cartwin's own models store complete patients only, which
         # their clinical scoring needs
         stored = solved.ok | np.any(np.isfinite(values), axis=(1, 2))
-    observations = observations_table(pop, model, sample_days, values, stored, solved.which, observed=observed)
+    every = observations_table(pop, model, sample_days, values, stored, solved.which, observed=observed)
     if (stored & ~solved.ok).any() and np.ndim(sample_days) == 1:
         partial = np.repeat(~solved.ok[stored], sample_days.size * len(solved.which))
-        observations = observations.filter(pc.invert(pc.and_(pa.array(partial), pc.is_nan(observations["value"]))))
-    return ChunkResult(spec, patients, parameters_table(pop, model), observations,
-                       events_table(pop, model, doses, sample_days, other))
+        every = every.filter(pc.invert(pc.and_(pa.array(partial), pc.is_nan(every["value"]))))
+    # a run may store the observations of the first patients of each arm only (outputs sized for
+    # the question); the others are scored from ``every`` while the run streams
+    keep = work.stores_observations(pop.index)
+    kept = every if keep.all() else every.filter(pc.is_in(every["subject"], pa.array(
+        [s for s, k in zip(pop.subject, keep) if k], pa.string())))
+    return ChunkResult(spec, patients, parameters_table(pop, model), kept,
+                       events_table(pop, model, doses, sample_days, other, sampled=keep),
+                       None if keep.all() else every)
 
 
 def _conduct(work: RunWork, spec: ChunkSpec, pop, days: np.ndarray, grid: np.ndarray, solved,

@@ -79,6 +79,15 @@ class RunWork:
             return arm.typical, self.variability
         draw = self.replicates[replicate]
         return draw.typical_for(self.model, arm.typical), draw.variability(self.variability)
+    observations_per_arm: int | None = None
+    """Patients of each arm (index below this) whose observations are stored; None: all."""
+
+    def stores_observations(self, index: np.ndarray) -> np.ndarray:
+        """Which of the patients ``index`` (positions in their arm) keep their observations."""
+        index = np.asarray(index)
+        if self.observations_per_arm is None:
+            return np.ones(index.shape, bool)
+        return index < self.observations_per_arm
 
     @property
     def imported(self) -> bool:
@@ -142,7 +151,8 @@ def _make_work(protocol: Protocol, seed: int | None = None) -> RunWork:
         return RunWork(model, seed, days, arms, None, dict(protocol.model_variability),
                        stored_observables(model, protocol.outputs), (backend, s.rtol, s.atol),
                        tuple(imported.doses), tuple(imported.events), imported.nonnegative,
-                       observation_model=protocol.observation_model.enabled)
+                       observation_model=protocol.observation_model.enabled,
+                       observations_per_arm=protocol.store.limit())
     model = get_model(protocol.model)
     arms = []
     for i, arm in enumerate(protocol.arms):
@@ -155,7 +165,8 @@ def _make_work(protocol: Protocol, seed: int | None = None) -> RunWork:
         raise ProtocolError(protocol.study_id, sorted(set(problems)))
     return RunWork(model, seed, days, tuple(arms), protocol.population, dict(protocol.model_variability),
                    stored_observables(model, protocol.outputs), (s.backend, s.rtol, s.atol),
-                   observation_model=protocol.observation_model.enabled)
+                   observation_model=protocol.observation_model.enabled,
+                   observations_per_arm=protocol.store.limit())
 
 
 def check_loadable(protocol: Protocol, seed: int | None = None, base: str | None = None) -> RunWork:

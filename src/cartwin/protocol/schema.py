@@ -243,10 +243,11 @@ class Schedule(_Strict):
 
 
 class SolverSettings(_Strict):
-    backend: Literal["numba-bdf", "scipy-lsoda"] = Field(
+    backend: Literal["numba-bdf", "scipy-lsoda", "jax-diffrax"] = Field(
         default="numba-bdf",
         description="numba-bdf: compiled variable-order BDF (fast, default); scipy-lsoda: ODEPACK "
-                    "LSODA through scipy (the reference)")
+                    "LSODA through scipy (the reference); jax-diffrax: the model in JAX, solved with "
+                    "diffrax (optional extra cartwin[gpu]; runs on a GPU when JAX sees one)")
     rtol: float = Field(default=1e-6, gt=0, lt=1e-2)
     atol: float = Field(default=1e-9, gt=0, lt=1e-3)
 
@@ -432,6 +433,25 @@ class Conduct(_Strict):
     dropout: list[DropoutHazard] = Field(default_factory=list)
 
 
+class StoreSettings(_Strict):
+    observations_per_arm: int | Literal["all"] = Field(
+        default=1000, description="how many patients of each arm (the first, by index) keep their "
+        "observations (and sampling events and per-visit scores) in the run directory; every "
+        "patient's endpoints and clinical scores are computed as the run streams. 'all' stores "
+        "every patient's observations")
+
+    @field_validator("observations_per_arm")
+    @classmethod
+    def _positive(cls, v):
+        if v != "all" and v < 0:
+            raise ValueError("observations_per_arm must be 'all' or a count >= 0")
+        return v
+
+    def limit(self) -> int | None:
+        """The per-arm count, or None for every patient."""
+        return None if self.observations_per_arm == "all" else int(self.observations_per_arm)
+
+
 class Protocol(_Strict):
     schema_version: Literal[1] = 1
     study_id: str = Field(min_length=1)
@@ -463,6 +483,9 @@ class Protocol(_Strict):
                                             "uncertainty (docs/protocol.md)")
     conduct: Conduct | None = Field(default=None, description="missed visits and withdrawal hazards "
                                     "(docs/protocol.md)")
+
+    store: StoreSettings = Field(default_factory=StoreSettings,
+                                 description="what the run directory keeps (docs/protocol.md, Storage)")
 
     @model_validator(mode="after")
     def _rules_known_arms(self):

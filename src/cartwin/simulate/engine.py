@@ -102,6 +102,8 @@ def solve(model: Model, theta: np.ndarray, covariates: Mapping[str, np.ndarray] 
         raise ValueError(f"doses given for {len(doses)} patients, parameters for {n}")
     days = np.asarray(days, float)
     solver = solver if solver is not None else NumbaBDF()
+    if hasattr(solver, "for_model"):  # a backend built from the declaration itself (jax-diffrax)
+        solver = solver.for_model(model)
     compiled = compiled if compiled is not None else compile_model(model)
     K = compiled.constants(theta, covariate_matrix(model, covariates, n))
     Y0 = compiled.initial(K) if initial is None else np.array(initial, float)

@@ -152,8 +152,16 @@ class NumbaBDF:
         check_tolerances(self.rtol, self.atol)
 
     def warm_up(self, compiled: ModuleType) -> None:
-        """Compile the kernel now (or load it from numba's cache), before workers fork."""
-        _integrator(compiled)
+        """Compile the kernel now (or load it from numba's cache), before workers fork.
+
+        numba compiles a function at its first call, so the kernel is called here on one patient
+        with the argument types of :meth:`solve`: otherwise every forked worker would compile
+        the same kernel at its first chunk (on a cold cache: minutes, once per worker)."""
+        n = len(compiled.STATE_NAMES)
+        _integrator(compiled)(np.ones((1, len(compiled.CONSTANT_NAMES))), np.zeros((1, n)),
+                              np.zeros(1, np.int64), np.full((1, 1), np.inf), np.zeros((1, 1, n)),
+                              np.zeros((1, 1, n)), np.zeros(1), self.rtol, self.atol, self.max_steps,
+                              np.zeros((1, 1, n)), np.zeros(1, np.int64), np.zeros((1, 4), np.int64))
 
     def describe(self) -> dict:
         return {"backend": self.name, "method": "variable-order BDF/NDF (SciPy's BDF algorithm, "
@@ -178,4 +186,16 @@ class NumbaBDF:
         return SolveResult(out, ok, reasons, counters)
 
 
-BACKENDS = {"scipy-lsoda": ScipyLSODA, "numba-bdf": NumbaBDF}
+def _jax_diffrax(**options):
+    """The optional JAX backend (``pip install cartwin[gpu]``): imported only when asked for."""
+    try:
+        import diffrax  # noqa: F401
+        import jax  # noqa: F401
+    except ImportError:
+        raise ValueError("solver backend 'jax-diffrax' needs jax and diffrax: pip install "
+                         "'cartwin[gpu]'") from None
+    from cartwin.simulate.jax_solver import JaxDiffrax
+    return JaxDiffrax(**options)
+
+
+BACKENDS = {"scipy-lsoda": ScipyLSODA, "numba-bdf": NumbaBDF, "jax-diffrax": _jax_diffrax}

@@ -102,11 +102,13 @@ def _observations_per_patient(pop, model: Model, days: np.ndarray, obs: np.ndarr
     return table.filter(pa.array(rows))
 
 
-def events_table(pop, model: Model, doses, days: np.ndarray, other=None) -> pa.Table:
+def events_table(pop, model: Model, doses, days: np.ndarray, other=None,
+                 sampled: np.ndarray | None = None) -> pa.Table:
     """Dose rows (EVID 1), a protocol rule's other decisions (EVID 2, from ``other``: per patient,
     items with ``day``, ``note`` and ``rule``) and one sampling row (EVID 0, MDV 1) per assessment
     day, ordered by subject, time and, at equal times, sampling first (a sample on a dose day is
-    pre-dose)."""
+    pre-dose). ``sampled``: which patients get sampling rows (those whose observations are stored;
+    default all)."""
     index = {s: i + 1 for i, s in enumerate(model.state_names)}
     dose_rows = []
     for p, patient_doses in enumerate(doses):
@@ -119,12 +121,13 @@ def events_table(pop, model: Model, doses, days: np.ndarray, other=None) -> pa.T
         for e in events:
             dose_rows.append((p, e.day, 0, "", 0.0, "", 0.0, "", e.note, e.rule, 2))
     n, n_doses = len(pop.subject), len(dose_rows)
+    keep = np.ones(n, bool) if sampled is None else np.asarray(sampled, bool)
     if np.ndim(days) == 2:  # per patient, NaN where no sample was taken (cartwin.plan.conduct)
-        sampled = np.isfinite(days)
-        sample_patient, sample_time = np.nonzero(sampled)[0], days[sampled].astype(float)
+        taken = np.isfinite(days) & keep[:, None]
+        sample_patient, sample_time = np.nonzero(taken)[0], days[taken].astype(float)
     else:
-        sample_patient = np.repeat(np.arange(n), days.size)
-        sample_time = np.tile(np.asarray(days, float), n)
+        sample_patient = np.repeat(np.flatnonzero(keep), days.size)
+        sample_time = np.tile(np.asarray(days, float), int(keep.sum()))
     n_samples = sample_time.size
     patient = np.concatenate([sample_patient, np.array([r[0] for r in dose_rows], dtype=np.int64)])
     time = np.concatenate([sample_time, np.array([r[1] for r in dose_rows], float)])

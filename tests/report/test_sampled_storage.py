@@ -1,0 +1,63 @@
+"""`[store] observations_per_arm`: a large run keeps the observations of the first patients of each
+arm only, scores every patient as it streams, and its report and endpoints equal those of a run that
+stores everything."""
+
+from __future__ import annotations
+
+import tomllib
+
+import polars as pl
+import tomli_w
+
+from cartwin.endpoints.scoring import score_run
+from cartwin.protocol import load_protocol
+from cartwin.report import write_report
+from cartwin.run import run_protocol
+from cartwin.store.run_directory import open_run
+from tests.report.conftest import ROOT
+
+
+def _run(tmp_path, name, store):
+    protocol = tomllib.loads((ROOT / "examples" / "nct05988216.toml").read_text())
+    protocol["store"] = {"observations_per_arm": store}
+    path = tmp_path / f"{name}.toml"
+    path.write_text(tomli_w.dumps(protocol))
+    out = tmp_path / name
+    run_protocol(load_protocol(path), out, n_per_arm=5, chunk_size=3, workers=1)
+    return out
+
+
+def _scores(out, table):
+    return pl.read_parquet(out / "report" / "scores" / table / "*.parquet").sort(pl.all())
+
+
+def test_sampled_run_stores_the_first_patients_and_scores_everyone(tmp_path):
+    sampled = _run(tmp_path, "sampled", 2)
+    full = _run(tmp_path, "full", "all")
+    run = open_run(sampled)
+    assert run.manifest()["store"] == {"observations_per_arm": 2, "sampled": True}
+    patients = run.patients()
+    stored = set(patients.filter(pl.col("index") < 2)["subject"])
+    assert set(run.read("observations")["subject"].unique()) == stored
+    events = run.events()
+    assert set(events.filter(pl.col("EVID") == 0)["ID"].unique()) == stored
+    assert set(events.filter(pl.col("EVID") == 1)["ID"].unique()) == set(patients["subject"])
+    # the stored observations are those of the full run, and every patient was scored as the run
+    # streamed, with the same numbers as scoring the full run afterwards
+    full_obs = open_run(full).read("observations").filter(pl.col("subject").is_in(list(stored)))
+    assert run.read("observations").sort(pl.all()).equals(full_obs.sort(pl.all()))
+    assert score_run(full, workers=1).rescored > 0
+    assert score_run(sampled, workers=1).rescored == 0
+    for table in ("patients", "adverse_events"):
+        assert _scores(sampled, table).equals(_scores(full, table)), table
+    visits = _scores(full, "visits").filter(pl.col("subject").is_in(list(stored)))
+    assert _scores(sampled, "visits").equals(visits)
+    html = write_report(sampled, workers=1)
+    assert html.exists()
+
+
+def test_arms_within_the_limit_store_everything(tmp_path):
+    out = _run(tmp_path, "small", 5)
+    run = open_run(out)
+    assert run.manifest()["store"] == {"observations_per_arm": 5, "sampled": False}
+    assert run.read("observations")["subject"].n_unique() == run.patients().height
