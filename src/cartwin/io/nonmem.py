@@ -11,7 +11,7 @@ Export layout (one row per event, grouped by ``ID``, ordered by ``TIME``; docs/i
 - at equal ``TIME`` observation rows come before dose rows: NONMEM processes records in file
   order, so a sample on a dose day is a pre-dose sample, as in cartwin;
 - ``DVID`` numbers the test codes; the dictionary beside the data maps them back with units.
-  CAR-T cells (``CART``) sampled before the infusion, or at its time (pre-dose), are not
+  CAR-T cells (``CART``) and transgene copies (``CARTQ``) sampled before the infusion, or at its time (pre-dose), are not
   observations: ``MDV`` 1 and ``DV`` missing (there are no cells to measure yet).
   Missing values are written as ``.`` (NM-TRAN reads them as 0; ``MDV`` says which are missing).
 
@@ -116,11 +116,11 @@ def build_dataset(run_dir: str | Path, tests: list[str] | None = None) -> tuple[
                              pl.col("test").replace_strict(dvid, return_dtype=pl.Int32).alias("DVID"),
                              pl.when(pl.col("DV").is_null() | pl.col("DV").is_nan()).then(1).otherwise(0)
                              .cast(pl.Int8).alias("MDV")))
-    # CAR-T cells before the infusion (a sample at the infusion time is pre-dose) are absent by
+    # CAR-T cells (and their transgene copies) before the infusion (a sample at the infusion time is pre-dose) are absent by
     # construction, not measured: MDV 1 and no DV, so that no fit reads them as observed zeros
     infusion = doses.filter(pl.col("AMTU") == "cells").group_by("SUBJ").agg(pl.col("DAY").min().alias("_infusion"))
     samples = (samples.join(infusion, on="SUBJ", how="left", maintain_order="left")
-               .with_columns(pl.when((pl.col("test") == "CART") & (pl.col("DAY") <= pl.col("_infusion")))
+               .with_columns(pl.when(pl.col("test").is_in(["CART", "CARTQ"]) & (pl.col("DAY") <= pl.col("_infusion")))
                              .then(1).otherwise(pl.col("MDV")).cast(pl.Int8).alias("MDV")).drop("_infusion"))
     samples = samples.with_columns(pl.when(pl.col("MDV") == 1).then(None).otherwise(pl.col("DV")).alias("DV"))
     samples = _censoring(samples, obs, tests)
@@ -196,6 +196,9 @@ def _censoring(samples: pl.DataFrame, obs: pl.DataFrame, tests: list[str]) -> pl
                      (pl.col(layout.OBSERVATION_BLQ).fill_null(False) & pl.col("value").is_not_nan())
                      .cast(pl.Int8).alias("BLQ")))
     out = samples.join(flags, on=["SUBJ", "DAY", "test"], how="left", maintain_order="left")
+    # a row that is not an observation (MDV 1: CAR-T before the infusion, a missing value) is not
+    # censored either: it carries no information for M3
+    out = out.with_columns(pl.when(pl.col("MDV") == 1).then(0).otherwise(pl.col("BLQ")).cast(pl.Int8).alias("BLQ"))
     return out.with_columns(
         pl.when(pl.col("BLQ") == 1).then(pl.col("LLOQ")).otherwise(pl.col("DV")).alias("DV"),
         pl.col("BLQ").fill_null(0).alias("BLQ"), pl.col("BLQ").fill_null(0).alias("CENS"))
