@@ -7,3 +7,26 @@ run folder, the queue and the worker processes), :mod:`~cartwin.serve.worker` (o
 :mod:`~cartwin.serve.read` (what the pages chart and tabulate) and :mod:`~cartwin.serve.app`
 (the Starlette application).
 """
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def serve(runs_dir: str | Path = "cartwin-runs", *, host: str = "127.0.0.1", port: int = 8765,
+          workers: int = 1, max_running: int = 1, protocol: str | Path | None = None,
+          max_upload_mb: float = 5.0, log_level: str = "warning") -> None:
+    """Serve the app until interrupted (``cartwin serve``). Binds to the loopback address unless
+    ``host`` says otherwise."""
+    import uvicorn
+
+    from cartwin.serve.app import create_app
+
+    opening = None
+    if protocol is not None:
+        path = Path(protocol)
+        opening = (path.read_text(), path.name)
+    hosts = ["*"] if host in ("0.0.0.0", "::") else sorted({host, "127.0.0.1", "localhost"})
+    app = create_app(runs_dir, max_running=max_running, workers=workers, allowed_hosts=hosts,
+                     max_upload_bytes=int(max_upload_mb * 1024 * 1024), protocol=opening)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

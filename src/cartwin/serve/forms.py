@@ -19,7 +19,6 @@ form, ``PATH.__count`` a list's length and ``PATH.N.__key`` the name of a table'
 from __future__ import annotations
 
 import types
-import typing
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from markupsafe import Markup, escape
@@ -419,5 +418,3 @@ def _clean(value):
 
 
 __all__ = ["render", "parse", "apply_action", "to_toml"]
-
-_ = typing  # typing kept for readers: the schema's annotations are typing constructs

@@ -145,7 +145,7 @@ class Runs:
         folder = self.folder(run_id)
         job = _read_json(folder / JOB)
         progress = _read_json(folder / PROGRESS) if job.get("state") != QUEUED else {}
-        out = {**job, "progress": progress, "result": _read_json(folder / RESULT)}
+        out = {**job, "progress": progress, "result": _read_json(folder / RESULT), "queue_position": None}
         if job.get("state") == QUEUED:
             queued = [j["id"] for j in self._queue()]
             out["queue_position"] = queued.index(run_id) + 1 if run_id in queued else None
