@@ -17,6 +17,7 @@ import json
 import re
 import secrets
 import shutil
+import threading
 import zipfile
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
@@ -42,7 +43,7 @@ EXAMPLE = "nct05988216.toml"
 SCORE_ID = re.compile(r"^s\d{8}-\d{6}-[0-9a-f]{6}$")
 DOWNLOADS = {
     "parquet": "the run's tables as Parquet (observations, events, parameters, patients), manifest and dictionary",
-    "report": "the HTML report",
+    "report": "the HTML report (written on the first download: allow some seconds)",
     "cdisc": "SDTM-like DM, EX, LB, AE, RS and ADaM-like ADSL, ADLB (CSV and SAS XPORT)",
     "nonmem": "a NONMEM-format dataset with its dictionary",
 }
@@ -153,7 +154,7 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
 
     def complete_or_409(run_id: str) -> Path:
         status = runs.status(run_id) if folder_or_404(run_id) else None
-        if not status["reported"]:
+        if not status["readable"]:
             raise HTTPException(409, f"run {run_id} is {status['state']}; its results are read once it is done")
         return runs.run_dir(run_id)
 
@@ -254,7 +255,7 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
         folder_or_404(run_id)
         status = runs.status(run_id)
         context = {"run": status, "active": "runs", "header": None, "endpoints": None}
-        if status["reported"]:
+        if status["readable"]:
             run_dir = runs.run_dir(run_id)
             context["header"] = await run_in_threadpool(read.header, run_dir)
             context["endpoints"] = await run_in_threadpool(read.endpoint_table, run_dir)
@@ -311,8 +312,8 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
         run_dir = complete_or_409(run_id)
         folder = runs.folder(run_id)
         if kind == "report":
-            return FileResponse(run_dir / "report" / "report.html", media_type="text/html",
-                                filename=f"{run_id}-report.html")
+            path = await run_in_threadpool(_report, run_dir)
+            return FileResponse(path, media_type="text/html", filename=f"{run_id}-report.html")
         path = await run_in_threadpool(_export_zip, run_dir, folder / "exports", kind)
         return FileResponse(path, media_type="application/zip", filename=f"{run_id}-{kind}.zip")
 
@@ -324,13 +325,13 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
 
     async def compare_page(request: Request):
         a, b = request.query_params.get("a", ""), request.query_params.get("b", "")
-        done = [r for r in runs.list() if r["reported"]]
+        done = [r for r in runs.list() if r["readable"]]
         chosen = []
         for run_id in (a, b):
             if run_id:
                 folder_or_404(run_id)
                 status = runs.status(run_id)
-                if not status["reported"]:
+                if not status["readable"]:
                     raise HTTPException(409, f"run {run_id} is {status['state']}; compare finished runs")
                 run_dir = runs.run_dir(run_id)
                 chosen.append({"run": status, "header": await run_in_threadpool(read.header, run_dir),
@@ -483,6 +484,20 @@ def _score(folder: Path, name: str) -> dict:
         "files": [p.name for p in result.paths.values()],
         "summary": [r for r in (summary.to_dicts() if summary is not None else []) if r["n"]],
     }}
+
+
+_REPORT_LOCK = threading.Lock()  # matplotlib draws one figure set at a time
+
+
+def _report(run_dir: Path) -> Path:
+    """The run's HTML report, written on first download (the scores it needs are already stored)."""
+    from cartwin.report import write_report
+
+    path = run_dir / "report" / "report.html"
+    with _REPORT_LOCK:
+        if not path.exists():
+            write_report(run_dir, workers=1)
+    return path
 
 
 def _zip_folder(folder: Path, target: Path) -> Path:

@@ -235,7 +235,9 @@ def _render_model(model, data: dict, prefix: str) -> str:
     return "".join(parts)
 
 
-def _render_value(ann, value, path: str, label: str, help_text: str | None, required: bool, default=None) -> str:
+def _render_value(ann, value, path: str, label: str, help_text: str | None, required: bool, default=None,
+                  bare: bool = False) -> str:
+    """``bare``: a model's fields without a frame of their own (the chosen form of a union)."""
     members, optional = _members(ann)
     mark = "" if required else ' <span class="optional">optional</span>'
     if len(members) > 1 or (optional and _is_model(members[0])):
@@ -251,7 +253,7 @@ def _render_value(ann, value, path: str, label: str, help_text: str | None, requ
         inner = ""
         if current is not None:
             fits = _current_variant(members, value) is current
-            inner = _render_value(current, value if fits else MISSING, path, label, None, True)
+            inner = _render_value(current, value if fits else MISSING, path, label, None, True, bare=True)
         return (f'<fieldset class="union" data-path="{escape(path)}"><legend>{escape(label)}{mark}</legend>'
                 f'{_help(help_text)}<label class="variant">form <select name="{escape(_join(path, VARIANT))}" '
                 f'data-structural="1">{"".join(options)}</select></label>{inner}</fieldset>')
@@ -261,7 +263,7 @@ def _render_value(ann, value, path: str, label: str, help_text: str | None, requ
         return ""  # fixed by the schema (a distribution's dist, the schema version)
     if _is_model(ann):
         body = _render_model(ann, value if isinstance(value, dict) else {}, path)
-        if help_text is None and required:  # the variant of a union: its fields, no second frame
+        if bare:
             return body
         return (f'<fieldset data-path="{escape(path)}"><legend>{escape(label)}{mark}</legend>'
                 f'{_help(help_text)}{body}</fieldset>')
@@ -302,7 +304,7 @@ def _render_value(ann, value, path: str, label: str, help_text: str | None, requ
             rows.append(f'<fieldset class="item" data-path="{escape(p)}"><legend>{escape(label)}: {escape(key)}</legend>'
                         f'<button type="button" class="remove" data-action="remove:{escape(p)}">remove</button>'
                         f'{_input(_join(p, KEY), "name", key, "the name arms use", "", "str")}'
-                        f'{_render_value(value_ann, item, _join(p, "value"), "definition", None, True)}</fieldset>')
+                        f'{_render_value(value_ann, item, _join(p, "value"), "definition", None, True, bare=True)}</fieldset>')
         return (f'<fieldset class="list" data-path="{escape(path)}"><legend>{escape(label)}{mark}</legend>'
                 f'{_help(help_text)}<input type="hidden" name="{escape(_join(path, COUNT))}" value="{len(entries)}">'
                 f'{"".join(rows)}<button type="button" class="add" data-action="add:{escape(path)}">'

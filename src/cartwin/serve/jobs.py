@@ -67,8 +67,11 @@ class Runs:
     """The app's run folder and its scheduler. ``start()`` starts the scheduler thread; ``stop()``
     stops it and ends running workers (they stay resumable)."""
 
-    def __init__(self, root: str | Path, *, max_running: int = 1, workers: int = 1, poll_s: float = 0.25):
+    def __init__(self, root: str | Path, *, max_running: int = 1, workers: int = 1, poll_s: float = 0.25,
+                 worker: list[str] | None = None):
         self.root = Path(root).resolve()
+        # the command that runs one folder (its path is appended): cartwin's worker by default
+        self.worker = list(worker or [sys.executable, "-m", "cartwin.serve.worker"])
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_running = max(1, int(max_running))
         self.workers = max(1, int(workers))
@@ -150,7 +153,7 @@ class Runs:
             queued = [j["id"] for j in self._queue()]
             out["queue_position"] = queued.index(run_id) + 1 if run_id in queued else None
         out["complete"] = (folder / RUN_DIR / "manifest.json").is_file()
-        out["reported"] = (folder / RUN_DIR / "report" / "report.html").is_file()
+        out["readable"] = job.get("state") == DONE and out["complete"]
         return out
 
     def list(self) -> list[dict]:
@@ -231,7 +234,7 @@ class Runs:
         atomic.write_json(folder / PROGRESS, {"phase": "starting", "done": 0, "total": None})
         log = open(folder / LOG, "ab")
         try:
-            proc = subprocess.Popen([sys.executable, "-m", "cartwin.serve.worker", str(folder)],
+            proc = subprocess.Popen([*self.worker, str(folder)],
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True, cwd=str(folder))
         finally:

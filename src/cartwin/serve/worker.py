@@ -2,8 +2,9 @@
 
 Reads ``FOLDER/job.json`` and ``FOLDER/protocol.toml``, simulates into ``FOLDER/run`` with
 :func:`cartwin.run.run_protocol` (resuming when the run directory was already started, so a
-cancelled or interrupted run continues from its stored chunks), writes the HTML report, and
-reports progress in ``FOLDER/progress.json`` and the outcome in ``FOLDER/result.json``. Exit code
+cancelled or interrupted run continues from its stored chunks), scoring each chunk as it is stored
+(as ``cartwin run --report`` does; :func:`cartwin.endpoints.scoring.score_run` then scores any part
+a resumed run had stored unscored), and reports progress in ``FOLDER/progress.json`` and the outcome in ``FOLDER/result.json``. Exit code
 0 on success, 2 for bad input, 1 for any other failure, as the command line.
 """
 
@@ -25,8 +26,8 @@ def _progress(folder: Path, phase: str, done: int = 0, total: int | None = None,
 
 
 def work(folder: Path) -> dict:
+    from cartwin.endpoints.scoring import score_run
     from cartwin.protocol import load_protocol
-    from cartwin.report import write_report
     from cartwin.run import run_protocol
     from cartwin.store.run_directory import RunDirectory
 
@@ -42,8 +43,8 @@ def work(folder: Path) -> dict:
     summary = run_protocol(loaded, run_dir, n_per_arm=job.get("n_per_arm"), seed=job.get("seed"),
                            workers=job.get("workers") or 1, chunk_size=job.get("chunk_size"),
                            resume=resume, progress=progress, score=True)
-    _progress(folder, "reporting", summary.chunks_computed, summary.chunks_computed)
-    write_report(run_dir, workers=job.get("workers") or 1)
+    _progress(folder, "scoring", summary.chunks_computed, summary.chunks_computed)
+    score_run(run_dir, workers=job.get("workers") or 1)
     message = (f"{summary.n_total} patients ({summary.chunks_computed} chunks computed, "
                f"{summary.chunks_reused} reused) in {summary.seconds:.1f} s")
     if summary.n_failed:
