@@ -137,8 +137,7 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
     runs = jobs.Runs(runs_dir, max_running=max_running, workers=workers)
     scores_root = runs.root / "_scores"
     scores_root.mkdir(exist_ok=True)
-    env = jinja2.Environment(loader=jinja2.PackageLoader("cartwin.serve", "templates"), autoescape=True,
-                             undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(loader=jinja2.PackageLoader("cartwin.serve", "templates"), autoescape=True)
     env.globals.update(version=cartwin.__version__, downloads=DOWNLOADS)
 
     def page(template: str, code: int = 200, /, **context) -> HTMLResponse:
@@ -244,7 +243,7 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
             return response
         run_id = runs.create(text, source=result.source, study_id=result.study_id, n_per_arm=values["n"],
                              seed=values["seed"], chunk_size=values["chunk_size"])
-        runs.tick()
+        runs.wake()
         return RedirectResponse(f"/runs/{run_id}", status_code=303)
 
     async def runs_page(request: Request):
@@ -286,7 +285,7 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
             runs.resume(run_id)
         except jobs.RunStateError as exc:
             raise HTTPException(409, str(exc)) from None
-        runs.tick()
+        runs.wake()
         return RedirectResponse(f"/runs/{run_id}", status_code=303)
 
     async def api_charts(request: Request):

@@ -80,6 +80,7 @@ class Runs:
         self._procs: dict[str, subprocess.Popen] = {}
         self._cancelling: set[str] = set()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._recover()
 
@@ -173,8 +174,13 @@ class Runs:
             self._thread = threading.Thread(target=self._loop, name="cartwin-serve-scheduler", daemon=True)
             self._thread.start()
 
+    def wake(self) -> None:
+        """Ask the scheduler to look at the queue now (a run was asked for or resumed)."""
+        self._wake.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
@@ -193,7 +199,8 @@ class Runs:
                 self.tick()
             except Exception as exc:  # the scheduler must outlive one bad folder
                 print(f"cartwin serve: scheduler: {type(exc).__name__}: {exc}", file=sys.stderr)
-            self._stop.wait(self.poll_s)
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
 
     def tick(self) -> None:
         """Reap finished workers, then start queued runs while fewer than ``max_running`` run."""
