@@ -121,7 +121,7 @@ class Guard:
         async def with_headers(message):
             if message["type"] == "http.response.start":
                 extra = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
-                         (b"referrer-policy", b"no-referrer"), (b"x-frame-options", b"DENY")]
+                         (b"referrer-policy", b"same-origin"), (b"x-frame-options", b"DENY")]
                 message = {**message, "headers": list(message.get("headers", [])) + extra}
             await send(message)
 

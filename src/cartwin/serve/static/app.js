@@ -116,9 +116,10 @@ const CONFIG = {responsive: true, displaylogo: false, modeBarButtonsToRemove: ["
 
 function layout(title, ytitle, extra = {}) {
   return Object.assign({
-    title: {text: title, font: {size: 14}}, margin: {l: 60, r: 10, t: 40, b: 40}, height: 320,
-    xaxis: {title: {text: "day"}, zeroline: false}, yaxis: {title: {text: ytitle}},
-    legend: {orientation: "h", y: -0.2, groupclick: "togglegroup"}, hovermode: "closest",
+    title: {text: title, font: {size: 14}, x: 0.01, xanchor: "left"}, margin: {l: 60, r: 30, t: 50, b: 40},
+    height: 340, xaxis: {title: {text: "day", standoff: 4}, zeroline: false}, yaxis: {title: {text: ytitle}},
+    legend: {orientation: "h", y: -0.25, yanchor: "top", groupclick: "togglegroup"}, hovermode: "closest",
+    modebar: {orientation: "v"},
   }, extra);
 }
 
@@ -158,7 +159,7 @@ function drawTimeCourses(container, data, prefix = "") {
     const div = chartDiv(container, r.key);
     const extra = {};
     extra.yaxis = {title: {text: r.unit}, type: log ? "log" : "linear"};
-    extra.updatemenus = [{type: "buttons", direction: "right", x: 1, y: 1.15, xanchor: "right", showactive: true,
+    extra.updatemenus = [{type: "buttons", direction: "right", x: 1, y: 1.02, xanchor: "right", yanchor: "bottom", showactive: true,
                           active: log ? 1 : 0, font: {size: 11},
                           buttons: [{label: "linear", method: "relayout", args: ["yaxis.type", "linear"]},
                                     {label: "log", method: "relayout", args: ["yaxis.type", "log"]}]}];
@@ -209,7 +210,7 @@ function drawSwimmers(container, data, prefix = "") {
   });
 }
 
-async function drawTrajectories(runId, test) {
+async function drawTrajectories(runId, test, labels = {}) {
   const div = $("#trajectories");
   const data = await (await fetch(`/api/runs/${runId}/trajectories?test=${encodeURIComponent(test)}`)).json();
   const arms = [...new Set(data.series.map(s => s.arm))];
@@ -218,7 +219,7 @@ async function drawTrajectories(runId, test) {
   const traces = data.series.map(s => {
     const first = !seen.has(s.arm);
     seen.add(s.arm);
-    return {type: "scatter", mode: "lines+markers", x: s.day, y: s.value, name: s.arm, legendgroup: s.arm,
+    return {type: "scatter", mode: "lines+markers", x: s.day, y: s.value, name: labels[s.arm] || s.arm, legendgroup: s.arm,
             showlegend: first, line: {color: colour[s.arm], width: 1.2}, marker: {size: 3},
             hovertemplate: `${s.subject} (${s.arm})<br>day %{x}<br>%{y:.4g} ${data.unit}<extra></extra>`};
   });
@@ -236,8 +237,9 @@ async function setupCharts() {
     drawSwimmers($("#swimmers"), data);
     const select = $("#trajectory-test");
     if (select) {
-      select.addEventListener("change", () => drawTrajectories(runId, select.value));
-      await drawTrajectories(runId, select.value);
+      const labels = Object.fromEntries(data.arms.map(a => [a.id, a.label]));
+      select.addEventListener("change", () => drawTrajectories(runId, select.value, labels));
+      await drawTrajectories(runId, select.value, labels);
     }
     section.dataset.drawn = "1";
   }
