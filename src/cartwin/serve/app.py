@@ -152,7 +152,8 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
             raise HTTPException(404, f"no run {run_id!r} in this app's run folder") from None
 
     def complete_or_409(run_id: str) -> Path:
-        status = runs.status(run_id) if folder_or_404(run_id) else None
+        folder_or_404(run_id)
+        status = runs.status(run_id)
         if not status["readable"]:
             raise HTTPException(409, f"run {run_id} is {status['state']}; its results are read once it is done")
         return runs.run_dir(run_id)
@@ -169,10 +170,10 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
             text, source = runs.protocol_text(from_run), f"{from_run}.toml"
         return _design_response(text, source)
 
-    def _design_response(text: str, source: str, status: int = 200, problems_first: bool = False):
+    def _design_response(text: str, source: str, status: int = 200, run_problems: list[str] | None = None):
         result = design.check(text, source)
         return page("design.html.j2", status, text=text, source=result.source, check=result,
-                    form=forms.render(result.data or {}), active="design")
+                    form=forms.render(result.data or {}), active="design", run_problems=run_problems or [])
 
     async def api_design_form(request: Request):
         body = await _json(request)
@@ -236,11 +237,7 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
                 problems.append(f"{key}: {raw!r} is not a whole number of at least {low}")
         result = design.check(text, source)
         if problems or not result.ok:
-            response = _design_response(text, source, 400)
-            if problems:
-                response = page("design.html.j2", 400, text=text, source=result.source, check=result,
-                                form=forms.render(result.data or {}), active="design", run_problems=problems)
-            return response
+            return _design_response(text, source, 400, problems)
         run_id = runs.create(text, source=result.source, study_id=result.study_id, n_per_arm=values["n"],
                              seed=values["seed"], chunk_size=values["chunk_size"])
         runs.wake()

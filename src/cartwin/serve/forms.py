@@ -27,6 +27,7 @@ from pydantic_core import PydanticUndefined
 
 MISSING = object()
 VARIANT, COUNT, KEY = "__variant", "__count", "__key"
+MAX_ITEMS = 2000  # entries of one list in the form (explicit patients, arms, ...)
 
 
 # --- types ------------------------------------------------------------------------------------
@@ -79,9 +80,8 @@ def _variant_label(ann) -> str:
     if ann is str:
         return "a name"
     if get_origin(ann) in (list, tuple):
-        inner = get_args(ann)[0]
-        return f"a list of {_variant_label(inner) if _is_model(inner) else 'values'}" if not _is_model(inner) else \
-            f"a list of {inner.__name__} entries"
+        inner = _strip(get_args(ann)[0])
+        return f"a list of {inner.__name__} entries" if _is_model(inner) else "a list of values"
     return str(ann)
 
 
@@ -144,7 +144,7 @@ def _scalar(raw: str, ann):
 
 def _count(fields: dict, path: str) -> int:
     try:
-        return max(0, int(fields.get(_join(path, COUNT), "0")))
+        return min(MAX_ITEMS, max(0, int(fields.get(_join(path, COUNT), "0"))))
     except ValueError:
         return 0
 
