@@ -2,7 +2,7 @@
 read -> score -> download, at desktop and phone widths, offline.
 
 The server is started as the README says (``cartwin serve PROTOCOL --runs DIR``) on a tiny trial
-(two patients, eight weeks). Every request the pages make must go to the app itself; a request
+(two arms of one patient, eight weeks). Every request the pages make must go to the app itself; a request
 elsewhere, a console error or a page error fails the test. Screenshots are written to the test's
 folder, and to ``$CARTWIN_SCREENSHOTS`` when that is set.
 """
@@ -45,10 +45,12 @@ pytestmark = [
 
 
 def tiny_protocol() -> str:
-    """The bundled example, followed for eight weeks."""
+    """The bundled example followed for eight weeks, with a second arm without lymphodepletion."""
     text = (ROOT / "examples" / "nct05988216.toml").read_text()
     text = text.replace("follow_up_days = 365", "follow_up_days = 56")
-    return re.sub(r"days = \[-6, -3, 0, [^\]]*\]", "days = [-6, -3, 0, 1, 3, 5, 7, 10, 14, 21, 28, 42, 56]", text)
+    text = re.sub(r"days = \[-6, -3, 0, [^\]]*\]", "days = [-6, -3, 0, 1, 3, 5, 7, 10, 14, 21, 28, 42, 56]", text)
+    return text + ('\n[[arms]]\nid = "tyu19_none"\nlabel = "TyU19 1e6/kg without lymphodepletion"\n'
+                   'product = "tyu19"\ndose = { cells_per_kg = 1e6 }\nlymphodepletion = "none"\n')
 
 
 def _free_port() -> int:
@@ -169,7 +171,7 @@ def test_design_run_read_score_download(server, browser, tmp_path):
     assert dose.input_value() == "1e+06"
     dose.fill("1e10")
     dose.dispatch_event("change")
-    bad = tiny_protocol().replace("cells_per_kg = 1e6", "cells_per_kg = 1e10")
+    bad = tiny_protocol().replace("cells_per_kg = 1e6", "cells_per_kg = 1e10", 1)
     expected = design.check(bad, "tiny.toml").problems
     page.wait_for_selector("#check.bad")
     assert page.locator("#problems li").all_inner_texts() == expected
@@ -182,30 +184,29 @@ def test_design_run_read_score_download(server, browser, tmp_path):
 
     # add an arm in the form, see its TOML, remove it again
     page.click("button[data-action='add:arms']")
-    page.wait_for_selector("[data-path='arms.1']")
-    assert page.input_value("#toml").count("[[arms]]") == 2
-    page.click("button[data-action='remove:arms.1']")
-    _until(page, "document.querySelectorAll('[data-path=\"arms.1\"]').length === 0")
+    page.wait_for_selector("[data-path='arms.2']")
+    assert page.input_value("#toml").count("[[arms]]") == 3
+    page.click("button[data-action='remove:arms.2']")
+    _until(page, "document.querySelectorAll('[data-path=\"arms.2\"]').length === 0")
 
     # upload a protocol file: the form follows it
     uploaded = tmp_path / "uploaded.toml"
     uploaded.write_text(tiny_protocol().replace('label = "TyU19 1e6/kg after reduced Flu/Cy"', 'label = "uploaded arm"'))
     page.set_input_files("#upload", str(uploaded))
     _until(page, "document.querySelector(\"input[name='arms.0.label']\").value === 'uploaded arm'")
-    assert page.inner_text("#check-message").startswith("ok uploaded.toml: study NCT05988216-twin, 1 arm(s)")
+    assert page.inner_text("#check-message").startswith("ok uploaded.toml: study NCT05988216-twin, 2 arm(s)")
     downloaded = _download(page, "#download").decode()
     assert tomllib.loads(downloaded) == tomllib.loads(page.input_value("#toml"))
     desk.shot("design")
 
     print(f"design done {time.monotonic() - t_start:.1f}")
     # --- Run: two runs asked at once; the second waits in the queue
-    page.fill("#run-n", "2")
-    page.fill("#run-chunk", "1")
+    page.fill("#run-n", "1")
     page.click("#run")
     page.wait_for_url(re.compile(r".*/runs/r[0-9-a-f]+$"))
     run_a = page.url.rsplit("/", 1)[1]
     page.goto(f"{url}/design")
-    page.fill("#run-n", "2")
+    page.fill("#run-n", "1")
     page.fill("#run-seed", "2")
     page.click("#run")
     page.wait_for_url(re.compile(r".*/runs/r[0-9-a-f]+$"))
@@ -239,7 +240,7 @@ def test_design_run_read_score_download(server, browser, tmp_path):
     # hover: the value under the pointer
     box = cart.locator(".nsewdrag").first.bounding_box()
     traces = page.evaluate("() => document.querySelector(\"[data-chart='cart']\").data.length")
-    assert traces == 2  # band and median of the one arm
+    assert traces == 4  # band and median of each arm
     point = page.evaluate("""() => { const d = document.querySelector("[data-chart='cart']");
         const m = d.data[1]; const i = m.y.indexOf(Math.max(...m.y.filter(v => v !== null)));
         const xa = d._fullLayout.xaxis, ya = d._fullLayout.yaxis;
@@ -248,9 +249,11 @@ def test_design_run_read_score_download(server, browser, tmp_path):
     page.mouse.move(cart_box["x"] + point[0], cart_box["y"] + point[1])
     page.wait_for_selector("[data-chart='cart'] .hoverlayer .hovertext", timeout=10_000)
     assert "median" in cart.locator(".hoverlayer").text_content()
-    # toggle the arm off and on through the legend
+    # toggle an arm off and on through the legend: its band and median go, the other arm stays
     cart.locator(".legend .traces").first.click()
     _until(page, "document.querySelector(\"[data-chart='cart']\").data[1].visible === 'legendonly'")
+    assert page.evaluate("document.querySelector(\"[data-chart='cart']\").data.map(d => d.visible === 'legendonly')") == [
+        True, True, False, False]
     cart.locator(".legend .traces").first.click()
     _until(page, "document.querySelector(\"[data-chart='cart']\").data[1].visible !== 'legendonly'")
     # zoom: drag across the plot narrows the day axis
@@ -265,15 +268,18 @@ def test_design_run_read_score_download(server, browser, tmp_path):
     # the endpoint table says what the run's per-patient endpoints say
     scores = pl.read_parquet(server["folder"] / "runs" / run_a / "run" / "report" / "scores" / "patients" / "*.parquet")
     assert scores.height == 2
-    aplasia = scores["bcell_aplasia"].drop_nulls()
-    cell = page.inner_text("#endpoint-table td[data-endpoint='bcell_aplasia'][data-arm='tyu19']")
-    assert cell.startswith(f"{int(aplasia.sum())}/{aplasia.len()} (")
+    for (arm,), rows in scores.group_by(["arm"]):
+        aplasia = rows["bcell_aplasia"].drop_nulls()
+        cell = page.inner_text(f"#endpoint-table td[data-endpoint='bcell_aplasia'][data-arm='{arm}']")
+        assert cell.startswith(f"{int(aplasia.sum())}/{aplasia.len()} (") if aplasia.len() else "not evaluable" in cell
     # patient by patient: a swimmer lane per patient, trajectories per test
-    lanes = page.evaluate("document.querySelector(\"#swimmers [data-chart='swimmer_0']\").data[0].y")
+    lanes = page.evaluate("[0, 1].flatMap(i => document.querySelector(`#swimmers [data-chart='swimmer_${i}']`).data[0].y)")
     assert sorted(lanes) == sorted(scores["subject"].to_list())
     page.select_option("#trajectory-test", "BCELL")
     _until(page, "document.querySelector('#trajectories').layout.title.text.startsWith('BCELL')")
     assert page.evaluate("document.querySelector('#trajectories').data.length") == 2
+    # the second arm against the first, with intervals
+    assert page.locator("#differences .chart").count() >= 1
     desk.shot("run")
 
     print(f"read done {time.monotonic() - t_start:.1f}")

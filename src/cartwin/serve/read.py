@@ -45,33 +45,36 @@ def header(run_dir: Path) -> dict:
 
 
 def charts(run_dir: Path) -> dict:
-    """The time courses (median and 5-95% band per arm and day) of the report's read-outs, and the
-    swimmer lanes of the arms small enough to draw patient by patient."""
+    """The report's figures as numbers: the time courses (median and 5-95% band per arm and day),
+    the swimmer lanes of the arms small enough to draw patient by patient, and each arm's
+    differences from the first arm with their 95% intervals (the report's aggregation)."""
     from cartwin.report import aggregate as agg
 
     rundir = RunDirectory(run_dir)
     db = agg.Database(rundir.path)
     try:
-        arms = agg.arms_of(db, _protocol_arms(rundir))
-        courses, source, note = agg.time_courses(db)
-        swimmers = {}
-        scored = agg.scored_counts(db)
-        for arm in arms:
-            if 0 < scored.get(arm.id, 0) <= agg.SWIMMER_MAX_PATIENTS:
-                swimmers[arm.id] = [{k: (_finite(v) if k not in ("subject", "events") else v) for k, v in lane.items()}
-                                    for lane in agg.swimmer_lanes(db, arm)]
+        aggregates = agg.aggregate(db, _protocol_arms(rundir))
+        _, source, note = agg.time_courses(db)
     finally:
         db.close()
+    swimmers = {arm: [{k: (v if k in ("subject", "events") else _finite(v)) for k, v in lane.items()}
+                      for lane in lanes] for arm, lanes in aggregates.swimmer.items()}
     readouts = []
     for r in agg.READOUTS:
         rows = [{k: (_finite(v) if k in ("day", "q05", "q50", "q95") else v) for k, v in row.items()}
-                for row in courses.get(r.key, [])]
+                for row in aggregates.time_course.get(r.key, [])]
         title = r.title if r.key != "sledai" else source
         readouts.append({"key": r.key, "title": title, "unit": r.unit, "scale": r.scale, "tests": list(r.tests),
                          "rows": rows})
-    return {"arms": [{"id": a.id, "label": a.label, "n": a.n, "ok": a.ok, "failed": a.failed} for a in arms],
+    labels = {a.id: a.label for a in aggregates.arms}
+    differences = [{"arm": d["arm"], "arm_label": labels.get(d["arm"], d["arm"]), "reference": d["reference"],
+                    "endpoint": d["endpoint"], "label": d["label"], "kind": d["kind"],
+                    "estimate": _finite(d["interval"].estimate), "lower": _finite(d["interval"].lower),
+                    "upper": _finite(d["interval"].upper)} for d in agg.differences(aggregates)]
+    return {"arms": [{"id": a.id, "label": a.label, "n": a.n, "ok": a.ok, "failed": a.failed} for a in aggregates.arms],
             "readouts": readouts, "sledai_note": note, "swimmers": swimmers,
-            "swimmer_max": agg.SWIMMER_MAX_PATIENTS}
+            "swimmer_max": agg.SWIMMER_MAX_PATIENTS, "differences": differences,
+            "reference_label": aggregates.arms[0].label if aggregates.arms else ""}
 
 
 def tests(run_dir: Path) -> list[dict]:

@@ -210,6 +210,34 @@ function drawSwimmers(container, data, prefix = "") {
   });
 }
 
+function drawDifferences(container, data) {
+  // each arm against the first: differences in proportion (percentage points) and ratios of
+  // geometric means, with their 95% intervals; one chart per kind
+  const kinds = [["difference", "difference from the reference (percentage points)", 100, 0],
+                 ["ratio", "ratio to the reference (geometric means)", 1, 1]];
+  for (const [kind, title, scale, nothing] of kinds) {
+    const rows = data.differences.filter(d => d.kind === kind && d.estimate !== null);
+    if (!rows.length) continue;
+    const arms = [...new Set(rows.map(d => d.arm))];
+    const traces = arms.map((arm, i) => {
+      const mine = rows.filter(d => d.arm === arm);
+      return {type: "scatter", mode: "markers", name: mine[0].arm_label, legendgroup: arm,
+              y: mine.map(d => d.label), x: mine.map(d => d.estimate * scale),
+              marker: {size: 9, color: COLOURS[(i + 1) % COLOURS.length]},
+              error_x: {type: "data", symmetric: false, array: mine.map(d => d.upper === null ? 0 : (d.upper - d.estimate) * scale),
+                        arrayminus: mine.map(d => d.lower === null ? 0 : (d.estimate - d.lower) * scale)},
+              customdata: mine.map(d => [d.lower === null ? NaN : d.lower * scale, d.upper === null ? NaN : d.upper * scale]),
+              hovertemplate: `%{y}<br>${mine[0].arm_label}: %{x:.3g} [%{customdata[0]:.3g}, %{customdata[1]:.3g}]<extra></extra>`};
+    });
+    const div = chartDiv(container, `differences_${kind}`);
+    const n = new Set(rows.map(d => d.label)).size;
+    Plotly.newPlot(div, traces, layout(`Against ${data.reference_label}: ${title}`, "", {
+      height: Math.max(300, 110 + 28 * n), xaxis: {title: {text: title}, type: kind === "ratio" ? "log" : "linear"},
+      yaxis: {automargin: true, type: "category"},
+      shapes: [{type: "line", xref: "x", yref: "paper", x0: nothing, x1: nothing, y0: 0, y1: 1, line: {dash: "dot", color: "#888"}}]}), CONFIG);
+  }
+}
+
 async function drawTrajectories(runId, test, labels = {}) {
   const div = $("#trajectories");
   const data = await (await fetch(`/api/runs/${runId}/trajectories?test=${encodeURIComponent(test)}`)).json();
@@ -235,6 +263,7 @@ async function setupCharts() {
     const data = await (await fetch(`/api/runs/${runId}/charts`)).json();
     drawTimeCourses($("#timecourses"), data);
     drawSwimmers($("#swimmers"), data);
+    drawDifferences($("#differences"), data);
     const select = $("#trajectory-test");
     if (select) {
       const labels = Object.fromEntries(data.arms.map(a => [a.id, a.label]));
