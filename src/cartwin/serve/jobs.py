@@ -220,6 +220,8 @@ class Runs:
                 else:
                     message = result.get("error") or f"the worker ended with exit code {code}; see {LOG}"
                     self._update(run_id, state=FAILED, finished=_now(), message=message)
+            if len(self._procs) >= self.max_running:
+                return  # the queue is read only when a worker is free
             for job in self._queue():
                 if len(self._procs) >= self.max_running:
                     break
