@@ -133,4 +133,4 @@ def test_oversized_protocols_are_refused():
 def test_names_from_uploads_are_plain_file_names():
     assert design.safe_name("../../etc/passwd") == "passwd"
     assert design.safe_name("C:\\x\\..\\evil name;.toml") == "C_x_.._evil_name_.toml"
-    assert design.safe_name("") == "protocol.toml"
+    assert design.safe_name("") == design.DEFAULT_SOURCE

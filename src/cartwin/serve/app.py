@@ -182,13 +182,13 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
             fields = forms.apply_action(fields, str(body["action"]))
         data = forms.parse(fields)
         text = forms.to_toml(data)
-        result = design.check(text, body.get("source") or "protocol.toml")
+        result = design.check(text, body.get("source") or design.DEFAULT_SOURCE)
         return JSONResponse({"toml": text, **_check_json(result), "form": str(forms.render(data))})
 
     async def api_design_toml(request: Request):
         body = await _json(request)
         text = str(body.get("toml", ""))
-        result = design.check(text, body.get("source") or "protocol.toml")
+        result = design.check(text, body.get("source") or design.DEFAULT_SOURCE)
         return JSONResponse({"toml": text, **_check_json(result),
                              "form": str(forms.render(result.data or {})) if result.data is not None else None})
 
@@ -210,7 +210,7 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
     async def design_download(request: Request):
         async with request.form(max_files=0, max_fields=5, max_part_size=design.MAX_PROTOCOL_BYTES) as form:
             text = str(form.get("toml", ""))
-            name = design.safe_name(str(form.get("source", "")) or "protocol.toml")
+            name = design.safe_name(str(form.get("source", "")) or design.DEFAULT_SOURCE)
         if not name.endswith(".toml"):
             name += ".toml"
         return Response(text, media_type="application/toml",
@@ -220,7 +220,7 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
     async def runs_create(request: Request):
         async with request.form(max_files=0, max_fields=10, max_part_size=design.MAX_PROTOCOL_BYTES) as form:
             text = str(form.get("toml", ""))
-            source = str(form.get("source", "")) or "protocol.toml"
+            source = str(form.get("source", "")) or design.DEFAULT_SOURCE
             options = {k: str(form.get(k, "")).strip() for k in ("n", "seed", "chunk_size")}
         problems = []
         values: dict[str, int | None] = {}
@@ -393,7 +393,7 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
         Route("/runs/{run_id}", run_page),
         Route("/runs/{run_id}/cancel", run_cancel, methods=["POST"]),
         Route("/runs/{run_id}/resume", run_resume, methods=["POST"]),
-        Route("/runs/{run_id}/protocol.toml", run_protocol_download),
+        Route("/runs/{run_id}/protocol", run_protocol_download),
         Route("/runs/{run_id}/download/{kind}", run_download),
         Route("/api/runs", api_runs),
         Route("/api/runs/{run_id}", api_run),

@@ -3,7 +3,7 @@
 The text is written to a private temporary file and read back with
 :func:`cartwin.protocol.load_protocol`, then planned with :func:`cartwin.plan.make_plan`, the two
 steps of the command; the messages are the loader's :class:`ProtocolError` problems, named after
-the file the person uploaded or downloads (``protocol.toml`` unless they gave another name). The
+the file the person uploaded or downloads (``untitled.toml`` unless they gave another name). The
 one addition: a protocol that names an SBML model file is refused, because a request must reach no
 file outside the app's run folder (run SBML models from the command line).
 """
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MAX_PROTOCOL_BYTES = 256 * 1024
+DEFAULT_SOURCE = "untitled.toml"  # the name of a protocol typed into the page
 SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -37,14 +38,14 @@ class Check:
         return head + (self.problems[0] if len(self.problems) == 1 else "\n  " + "\n  ".join(self.problems))
 
 
-def safe_name(name: str | None, default: str = "protocol.toml") -> str:
+def safe_name(name: str | None, default: str = DEFAULT_SOURCE) -> str:
     """A file name for messages and downloads: the last path component, plain characters only."""
     base = Path(str(name or "")).name
     base = SAFE_NAME.sub("_", base).strip("._")
     return base or default
 
 
-def check(text: str, source: str = "protocol.toml") -> Check:
+def check(text: str, source: str = DEFAULT_SOURCE) -> Check:
     """Check a protocol text as ``cartwin validate SOURCE`` would check the same file."""
     from cartwin.plan import make_plan
     from cartwin.protocol import ProtocolError, load_protocol

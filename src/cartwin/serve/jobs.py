@@ -1,7 +1,7 @@
 """The web app's runs: one folder per run under the app's run folder, a queue, worker processes.
 
 A run asked for from the page becomes a folder ``ROOT/<run id>/`` holding ``job.json`` (what was
-asked and the run's state, written only by the server), ``protocol.toml`` (the protocol as
+asked and the run's state, written only by the server), ``submitted.toml`` (the protocol as
 submitted), ``progress.json`` and ``result.json`` (written by the worker), ``worker.log`` and
 ``run/``, the run directory itself (docs/run_directory.md). Nothing is simulated in the server's
 request path: a scheduler thread starts at most ``max_running`` worker processes
@@ -29,10 +29,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from cartwin.store import atomic
+from cartwin.store.run_directory import RunDirectory
 
 RUN_ID = re.compile(r"^r\d{8}-\d{6}-[0-9a-f]{6}$")
 JOB = "job.json"
-PROTOCOL = "protocol.toml"
+PROTOCOL = "submitted.toml"
 PROGRESS = "progress.json"
 RESULT = "result.json"
 LOG = "worker.log"
@@ -153,7 +154,7 @@ class Runs:
         if job.get("state") == QUEUED:
             queued = [j["id"] for j in self._queue()]
             out["queue_position"] = queued.index(run_id) + 1 if run_id in queued else None
-        out["complete"] = (folder / RUN_DIR / "manifest.json").is_file()
+        out["complete"] = RunDirectory(folder / RUN_DIR).is_complete()
         out["readable"] = job.get("state") == DONE and out["complete"]
         return out
 

@@ -1,6 +1,6 @@
 """One run of the web app, in its own process: ``python -m cartwin.serve.worker FOLDER``.
 
-Reads ``FOLDER/job.json`` and ``FOLDER/protocol.toml``, simulates into ``FOLDER/run`` with
+Reads ``FOLDER/job.json`` and ``FOLDER/submitted.toml``, simulates into ``FOLDER/run`` with
 :func:`cartwin.run.run_protocol` (resuming when the run directory was already started, so a
 cancelled or interrupted run continues from its stored chunks), scoring each chunk as it is stored
 (as ``cartwin run --report`` does; :func:`cartwin.endpoints.scoring.score_run` then scores any part
