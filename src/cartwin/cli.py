@@ -1,5 +1,5 @@
 """The front door: ``cartwin run | validate | show | score | report | export | fit | sensitivity |
-validate-model | design``.
+validate-model | design | serve``.
 
 Exit codes: 0 success, 2 bad input (protocol, data, output directory), 1 any other failure.
 """
@@ -400,6 +400,31 @@ def design_command(
     out.print(f"patients simulated: {result.evaluator.simulated} (a full grid of the space: {grid}); "
               f"{result.seconds:.0f} s")
     out.print(f"report -> {html}")
+
+
+@app.command("serve")
+def serve_command(
+    protocol: Optional[Path] = typer.Argument(None, help="Protocol file to open in the editor (default: the bundled example, examples/nct05988216.toml)."),
+    runs: Path = typer.Option(Path("cartwin-runs"), "--runs", help="The app's run folder: every run, score and export it makes lives here, and no request reaches outside it."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind. The default serves this machine only; another address exposes the app, which has no login, to that network."),
+    port: int = typer.Option(8765, "--port", min=1, max=65535, help="Port to listen on."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes for each run."),
+    max_running: int = typer.Option(1, "--max-running", min=1, help="Runs computed at once; the others wait in the queue."),
+    max_upload_mb: float = typer.Option(5.0, "--max-upload-mb", min=0.01, help="Largest upload accepted (MiB)."),
+):
+    """A local web app: design a protocol, run it, read the results, score patients' data (docs/serve.md)."""
+    import importlib.util  # noqa: PLC0415
+    if importlib.util.find_spec("starlette") is None or importlib.util.find_spec("uvicorn") is None:
+        raise BadInput("cartwin serve needs the serve extra, which is not installed: pip install 'cartwin[serve]'")
+    if protocol is not None and not protocol.is_file():
+        raise BadInput(f"{protocol}: file not found")
+    from cartwin.serve import serve
+    shown = f"[{host}]" if ":" in host else host
+    out.print(f"cartwin serve: http://{shown}:{port}/ (runs in {runs.resolve()}); Ctrl-C stops it")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[yellow]warning[/yellow]: bound to {host}: anyone who can reach this address can run and read trials")
+    serve(runs, host=host, port=port, workers=workers, max_running=max_running, protocol=protocol,
+          max_upload_mb=max_upload_mb)
 
 
 def _usage_error_types() -> tuple[type[BaseException], ...]:

@@ -1,0 +1,545 @@
+"""The web app: a Starlette application over the run folder (docs/serve.md).
+
+Pages: Design (``/design``), Runs (``/runs``, ``/runs/ID``), Compare (``/compare``), Score
+(``/score``). JSON for the pages' scripts under ``/api``. Static files (the page's script and
+style sheet, the vendored plotly.js) from the package, so the app needs no network.
+
+Safety: requests whose Host is not the address served are refused (a web page elsewhere cannot
+reach the app by renaming itself, DNS rebinding), as are form posts from another origin; request
+bodies over ``max_upload_bytes`` are refused before they are read whole; run ids and downloads
+are names the app made, checked before any path is built; nothing uploaded is executed (a
+protocol is TOML, read by the loader; observations are a CSV, read as text by the clinical layer).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import shutil
+import threading
+import zipfile
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+import cartwin
+from cartwin.serve import design, forms, jobs, read
+
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+EXAMPLE = "nct05988216.toml"
+SCORE_ID = re.compile(r"^s\d{8}-\d{6}-[0-9a-f]{6}$")
+DOWNLOADS = {
+    "parquet": "the run's tables as Parquet (observations, events, parameters, patients), manifest and dictionary",
+    "report": "the HTML report (written on the first download: allow some seconds)",
+    "cdisc": "SDTM-like DM, EX, LB, AE, RS and ADaM-like ADSL, ADLB (CSV and SAS XPORT)",
+    "nonmem": "a NONMEM-format dataset with its dictionary",
+}
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+       "connect-src 'self'; font-src 'self' data:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; "
+       "form-action 'self'")
+
+
+def example_text() -> str:
+    """The bundled example protocol (examples/nct05988216.toml, packaged beside the app)."""
+    return resources.files("cartwin.serve").joinpath("examples", EXAMPLE).read_text()
+
+
+class LimitBody:
+    """ASGI middleware: refuse a request body over ``limit`` bytes (413) before it is read whole,
+    whether or not it declares its length."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await _too_large(self.limit, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await _too_large(self.limit, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(limit: int, send) -> None:
+    body = f"upload refused: larger than {limit // (1024 * 1024)} MiB".encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Guard:
+    """ASGI middleware: security headers on every response; form posts only from the app's origin."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        if scope["method"] not in ("GET", "HEAD"):
+            origin = headers.get(b"origin")
+            host = headers.get(b"host", b"")
+            if origin is not None and origin not in (b"http://" + host, b"https://" + host):
+                body = b"refused: a request from another origin"
+                await send({"type": "http.response.start", "status": 403,
+                            "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+
+        async def with_headers(message):
+            if message["type"] == "http.response.start":
+                extra = [(b"content-security-policy", CSP.encode()), (b"x-content-type-options", b"nosniff"),
+                         (b"referrer-policy", b"same-origin"), (b"x-frame-options", b"DENY")]
+                message = {**message, "headers": list(message.get("headers", [])) + extra}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
+               allowed_hosts: list[str] | None = None, max_upload_bytes: int = MAX_UPLOAD_BYTES,
+               start_scheduler: bool = True, protocol: tuple[str, str] | None = None) -> Starlette:
+    """The application over the run folder ``runs_dir`` (created if missing). ``protocol``: the
+    (text, file name) the editor opens with; the bundled example by default."""
+    opening = protocol or (example_text(), EXAMPLE)
+    runs = jobs.Runs(runs_dir, max_running=max_running, workers=workers)
+    scores_root = runs.root / "_scores"
+    scores_root.mkdir(exist_ok=True)
+    env = jinja2.Environment(loader=jinja2.PackageLoader("cartwin.serve", "templates"), autoescape=True)
+    env.globals.update(version=cartwin.__version__, downloads=DOWNLOADS)
+
+    def page(template: str, code: int = 200, /, **context) -> HTMLResponse:
+        context.setdefault("run_problems", [])
+        context.setdefault("score_id", "")
+        return HTMLResponse(env.get_template(template).render(**context), status_code=code)
+
+    def folder_or_404(run_id: str):
+        try:
+            return runs.folder(run_id)
+        except jobs.UnknownRun:
+            raise HTTPException(404, f"no run {run_id!r} in this app's run folder") from None
+
+    def complete_or_409(run_id: str) -> Path:
+        folder_or_404(run_id)
+        status = runs.status(run_id)
+        if not status["readable"]:
+            raise HTTPException(409, f"run {run_id} is {status['state']}; its results are read once it is done")
+        return runs.run_dir(run_id)
+
+    # --- design ------------------------------------------------------------------------------
+    async def home(request: Request):
+        return RedirectResponse("/design", status_code=303)
+
+    async def design_page(request: Request):
+        text, source = opening
+        from_run = request.query_params.get("run")
+        if from_run:
+            folder_or_404(from_run)
+            text, source = runs.protocol_text(from_run), f"{from_run}.toml"
+        return _design_response(text, source)
+
+    def _design_response(text: str, source: str, status: int = 200, run_problems: list[str] | None = None):
+        result = design.check(text, source)
+        return page("design.html.j2", status, text=text, source=result.source, check=result,
+                    form=forms.render(result.data or {}), active="design", run_problems=run_problems or [])
+
+    async def api_design_form(request: Request):
+        body = await _json(request)
+        fields = {str(k): str(v) for k, v in (body.get("fields") or {}).items()}
+        if body.get("action"):
+            fields = forms.apply_action(fields, str(body["action"]))
+        data = forms.parse(fields)
+        text = forms.to_toml(data)
+        result = design.check(text, body.get("source") or design.DEFAULT_SOURCE)
+        return JSONResponse({"toml": text, **_check_json(result), "form": str(forms.render(data))})
+
+    async def api_design_toml(request: Request):
+        body = await _json(request)
+        text = str(body.get("toml", ""))
+        result = design.check(text, body.get("source") or design.DEFAULT_SOURCE)
+        return JSONResponse({"toml": text, **_check_json(result),
+                             "form": str(forms.render(result.data or {})) if result.data is not None else None})
+
+    async def api_design_upload(request: Request):
+        async with request.form(max_files=1, max_fields=5) as form:
+            upload = form.get("file")
+            if upload is None or not hasattr(upload, "read"):
+                return JSONResponse({"error": "choose a protocol file (.toml) to upload"}, status_code=400)
+            name = design.safe_name(upload.filename)
+            raw = await upload.read(design.MAX_PROTOCOL_BYTES + 1)
+        error = _text_upload_problem(raw, name, (".toml",), design.MAX_PROTOCOL_BYTES)
+        if error:
+            return JSONResponse({"error": error}, status_code=400)
+        text = raw.decode()
+        result = design.check(text, name)
+        return JSONResponse({"toml": text, **_check_json(result),
+                             "form": str(forms.render(result.data or {})) if result.data is not None else None})
+
+    async def design_download(request: Request):
+        async with request.form(max_files=0, max_fields=5, max_part_size=design.MAX_PROTOCOL_BYTES) as form:
+            text = str(form.get("toml", ""))
+            name = design.safe_name(str(form.get("source", "")) or design.DEFAULT_SOURCE)
+        if not name.endswith(".toml"):
+            name += ".toml"
+        return Response(text, media_type="application/toml",
+                        headers={"content-disposition": f'attachment; filename="{name}"'})
+
+    # --- runs ----------------------------------------------------------------------------------
+    async def runs_create(request: Request):
+        async with request.form(max_files=0, max_fields=10, max_part_size=design.MAX_PROTOCOL_BYTES) as form:
+            text = str(form.get("toml", ""))
+            source = str(form.get("source", "")) or design.DEFAULT_SOURCE
+            options = {k: str(form.get(k, "")).strip() for k in ("n", "seed", "chunk_size")}
+        problems = []
+        values: dict[str, int | None] = {}
+        for key, low in (("n", 1), ("seed", 0), ("chunk_size", 1)):
+            raw = options[key]
+            if not raw:
+                values[key] = None
+                continue
+            try:
+                values[key] = int(raw)
+                if values[key] < low:
+                    raise ValueError
+            except ValueError:
+                problems.append(f"{key}: {raw!r} is not a whole number of at least {low}")
+        result = design.check(text, source)
+        if problems or not result.ok:
+            return _design_response(text, source, 400, problems)
+        run_id = runs.create(text, source=result.source, study_id=result.study_id, n_per_arm=values["n"],
+                             seed=values["seed"], chunk_size=values["chunk_size"])
+        runs.wake()
+        return RedirectResponse(f"/runs/{run_id}", status_code=303)
+
+    async def runs_page(request: Request):
+        return page("runs.html.j2", runs=runs.list(), active="runs")
+
+    async def run_page(request: Request):
+        run_id = request.path_params["run_id"]
+        folder_or_404(run_id)
+        status = runs.status(run_id)
+        context = {"run": status, "active": "runs", "header": None, "endpoints": None}
+        if status["readable"]:
+            run_dir = runs.run_dir(run_id)
+            context["header"] = await run_in_threadpool(read.header, run_dir)
+            context["endpoints"] = await run_in_threadpool(read.endpoint_table, run_dir)
+            context["tests"] = await run_in_threadpool(read.tests, run_dir)
+        return page("run.html.j2", **context)
+
+    async def api_run(request: Request):
+        run_id = request.path_params["run_id"]
+        folder_or_404(run_id)
+        return JSONResponse(runs.status(run_id))
+
+    async def api_runs(request: Request):
+        return JSONResponse(runs.list())
+
+    async def run_cancel(request: Request):
+        run_id = request.path_params["run_id"]
+        folder_or_404(run_id)
+        try:
+            runs.cancel(run_id)
+        except jobs.RunStateError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return RedirectResponse(f"/runs/{run_id}", status_code=303)
+
+    async def run_resume(request: Request):
+        run_id = request.path_params["run_id"]
+        folder_or_404(run_id)
+        try:
+            runs.resume(run_id)
+        except jobs.RunStateError as exc:
+            raise HTTPException(409, str(exc)) from None
+        runs.wake()
+        return RedirectResponse(f"/runs/{run_id}", status_code=303)
+
+    async def api_charts(request: Request):
+        run_dir = complete_or_409(request.path_params["run_id"])
+        return JSONResponse(await run_in_threadpool(read.charts, run_dir))
+
+    async def api_trajectories(request: Request):
+        run_dir = complete_or_409(request.path_params["run_id"])
+        test = request.query_params.get("test", "")
+        known = {t["test"] for t in await run_in_threadpool(read.tests, run_dir)}
+        if test not in known:
+            raise HTTPException(400, f"test {test!r} is not in this run; known: {sorted(known)}")
+        return JSONResponse(await run_in_threadpool(read.trajectories, run_dir, test))
+
+    async def api_endpoints(request: Request):
+        run_dir = complete_or_409(request.path_params["run_id"])
+        return JSONResponse(await run_in_threadpool(read.endpoint_table, run_dir))
+
+    async def run_download(request: Request):
+        run_id, kind = request.path_params["run_id"], request.path_params["kind"]
+        if kind not in DOWNLOADS:
+            raise HTTPException(404, f"no download {kind!r}; available: {sorted(DOWNLOADS)}")
+        run_dir = complete_or_409(run_id)
+        folder = runs.folder(run_id)
+        if kind == "report":
+            path = await run_in_threadpool(_report, run_dir)
+            return FileResponse(path, media_type="text/html", filename=f"{run_id}-report.html")
+        path = await run_in_threadpool(_export_zip, run_dir, folder / "exports", kind)
+        return FileResponse(path, media_type="application/zip", filename=f"{run_id}-{kind}.zip")
+
+    async def run_protocol_download(request: Request):
+        run_id = request.path_params["run_id"]
+        folder = folder_or_404(run_id)
+        return FileResponse(folder / jobs.PROTOCOL, media_type="application/toml",
+                            filename=f"{run_id}.toml")
+
+    async def compare_page(request: Request):
+        a, b = request.query_params.get("a", ""), request.query_params.get("b", "")
+        done = [r for r in runs.list() if r["readable"]]
+        chosen = []
+        for run_id in (a, b):
+            if run_id:
+                folder_or_404(run_id)
+                status = runs.status(run_id)
+                if not status["readable"]:
+                    raise HTTPException(409, f"run {run_id} is {status['state']}; compare finished runs")
+                run_dir = runs.run_dir(run_id)
+                chosen.append({"run": status, "header": await run_in_threadpool(read.header, run_dir),
+                               "endpoints": await run_in_threadpool(read.endpoint_table, run_dir)})
+        return page("compare.html.j2", done=done, a=a, b=b, chosen=chosen, active="compare")
+
+    # --- score -------------------------------------------------------------------------------
+    async def score_page(request: Request):
+        return page("score.html.j2", active="score", result=None, error=None)
+
+    async def score_post(request: Request):
+        async with request.form(max_files=1, max_fields=5) as form:
+            upload = form.get("file")
+            if upload is None or not hasattr(upload, "read"):
+                return page("score.html.j2", 400, active="score", result=None,
+                            error={"message": "choose a CSV file of observations to upload", "rows": []})
+            name = design.safe_name(upload.filename, "observations.csv")
+            raw = await upload.read(max_upload_bytes + 1)
+        problem = _text_upload_problem(raw, name, (".csv",), max_upload_bytes)
+        if problem:
+            return page("score.html.j2", 400, active="score", result=None, error={"message": problem, "rows": []})
+        score_id = f"s{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+        folder = scores_root / score_id
+        folder.mkdir()
+        (folder / name).write_bytes(raw)
+        outcome = await run_in_threadpool(_score, folder, name)
+        status = 200 if "result" in outcome else 400
+        if status != 200:
+            shutil.rmtree(folder, ignore_errors=True)
+        return page("score.html.j2", status, active="score", score_id=score_id, name=name,
+                    result=outcome.get("result"), error=outcome.get("error"))
+
+    async def score_download(request: Request):
+        score_id = request.path_params["score_id"]
+        if not SCORE_ID.match(score_id) or not (scores_root / score_id / "scored").is_dir():
+            raise HTTPException(404, "no such scoring")
+        path = await run_in_threadpool(_zip_folder, scores_root / score_id / "scored",
+                                       scores_root / score_id / "scored.zip")
+        return FileResponse(path, media_type="application/zip", filename=f"{score_id}-scores.zip")
+
+    async def not_found(request: Request, exc: HTTPException):
+        return page("error.html.j2", exc.status_code, status=exc.status_code, detail=exc.detail, active="")
+
+    @asynccontextmanager
+    async def lifespan(app):
+        if start_scheduler:
+            runs.start()
+        try:
+            yield
+        finally:
+            runs.stop()
+
+    static = StaticFiles(directory=str(resources.files("cartwin.serve").joinpath("static")))
+    routes = [
+        Route("/", home),
+        Route("/design", design_page),
+        Route("/design/download", design_download, methods=["POST"]),
+        Route("/api/design/form", api_design_form, methods=["POST"]),
+        Route("/api/design/toml", api_design_toml, methods=["POST"]),
+        Route("/api/design/upload", api_design_upload, methods=["POST"]),
+        Route("/runs", runs_page),
+        Route("/runs", runs_create, methods=["POST"]),
+        Route("/runs/{run_id}", run_page),
+        Route("/runs/{run_id}/cancel", run_cancel, methods=["POST"]),
+        Route("/runs/{run_id}/resume", run_resume, methods=["POST"]),
+        Route("/runs/{run_id}/protocol", run_protocol_download),
+        Route("/runs/{run_id}/download/{kind}", run_download),
+        Route("/api/runs", api_runs),
+        Route("/api/runs/{run_id}", api_run),
+        Route("/api/runs/{run_id}/charts", api_charts),
+        Route("/api/runs/{run_id}/endpoints", api_endpoints),
+        Route("/api/runs/{run_id}/trajectories", api_trajectories),
+        Route("/compare", compare_page),
+        Route("/score", score_page),
+        Route("/score", score_post, methods=["POST"]),
+        Route("/score/{score_id}/download", score_download),
+        Mount("/static", static, name="static"),
+    ]
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts or ["127.0.0.1", "localhost"]),
+                  Middleware(LimitBody, limit=max_upload_bytes), Middleware(Guard)]
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
+                    exception_handlers={HTTPException: not_found})
+    app.state.runs = runs
+    return app
+
+
+async def _json(request: Request) -> dict:
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        raise HTTPException(400, "expected a JSON body") from None
+    if not isinstance(body, dict):
+        raise HTTPException(400, "expected a JSON object")
+    return body
+
+
+def _check_json(result: design.Check) -> dict:
+    return {"ok": result.ok, "problems": result.problems, "message": result.message(), "source": result.source,
+            "summary": result.summary}
+
+
+def _text_upload_problem(raw: bytes, name: str, suffixes: tuple[str, ...], limit: int) -> str | None:
+    if len(raw) > limit:
+        return f"{name}: larger than {limit // 1024} KiB; refused"
+    if not name.lower().endswith(suffixes):
+        return f"{name}: expected a {' or '.join(suffixes)} file"
+    if b"\x00" in raw:
+        return f"{name}: not a text file"
+    try:
+        raw.decode()
+    except UnicodeDecodeError:
+        return f"{name}: not UTF-8 text"
+    return None
+
+
+def _score(folder: Path, name: str) -> dict:
+    """Score an uploaded observation file as ``cartwin score NAME --out scored`` would, run in
+    ``folder``: messages name the file as the person named it, never the server's path."""
+    import polars as pl
+
+    from cartwin.clinical import ObservationError
+    from cartwin.scoring import score
+
+    path = folder / name
+    try:
+        result = score(path, folder / "scored")
+    except ObservationError as exc:
+        message = str(exc).replace(str(path), name).replace(str(folder) + "/", "")
+        rows = []
+        if exc.rows:
+            try:
+                frame = pl.read_csv(path, infer_schema=False, null_values=None)
+                for r in exc.rows[:20]:
+                    if 1 <= r <= frame.height:
+                        rows.append({"row": r, "values": frame.row(r - 1, named=True)})
+            except pl.exceptions.PolarsError:
+                rows = []
+        return {"error": {"message": message, "rows": rows, "column": exc.column,
+                          "more": max(0, len(exc.rows) - 20)}}
+    patients = pl.read_parquet(result.paths["patients"])
+    endpoints = pl.read_parquet(result.paths["endpoints"]) if "endpoints" in result.paths else None
+    from cartwin.endpoints import summarise
+    summary = summarise(endpoints, by=None) if endpoints is not None else None
+    return {"result": {
+        "subjects": result.subjects_scored, "visits": result.visits, "flags": result.flags,
+        "excluded": result.subjects_excluded,
+        "patients": patients.select([c for c in ("subject", "arm", "sledai2k_baseline", "crs_max", "icans_max",
+                                                 "worst_neutropenia_grade", "remission_day", "bcell_aplasia_onset_day")
+                                     if c in patients.columns]).to_dicts(),
+        "files": [p.name for p in result.paths.values()],
+        "summary": [r for r in (summary.to_dicts() if summary is not None else []) if r["n"]],
+    }}
+
+
+_REPORT_LOCK = threading.Lock()  # matplotlib draws one figure set at a time
+
+
+def _report(run_dir: Path) -> Path:
+    """The run's HTML report, written on first download (the scores it needs are already stored)."""
+    from cartwin.report import write_report
+
+    path = run_dir / "report" / "report.html"
+    with _REPORT_LOCK:
+        if not path.exists():
+            write_report(run_dir, workers=1)
+    return path
+
+
+def _zip_folder(folder: Path, target: Path) -> Path:
+    if not target.exists():
+        tmp = target.with_suffix(".partial")
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+            for path in sorted(folder.rglob("*")):
+                if path.is_file() and not path.is_symlink():
+                    z.write(path, path.relative_to(folder.parent))
+        tmp.replace(target)
+    return target
+
+
+def _export_zip(run_dir: Path, exports: Path, kind: str) -> Path:
+    """The zip of one export of a completed run, made once and kept in the run's folder."""
+    from cartwin.store import layout
+
+    exports.mkdir(exist_ok=True)
+    target = exports / f"{kind}.zip"
+    if target.exists():
+        return target
+    if kind == "parquet":
+        staging = exports / "parquet"
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir()
+        for name in (layout.MANIFEST, layout.DICTIONARY, layout.PROTOCOL, *(layout.table_folder(t) for t in layout.TABLES)):
+            src = run_dir / name
+            if src.is_dir():
+                shutil.copytree(src, staging / name)
+            elif src.is_file():
+                shutil.copy2(src, staging / name)
+        path = _zip_folder(staging, target)
+        shutil.rmtree(staging, ignore_errors=True)
+        return path
+    staging = exports / kind
+    if staging.exists():
+        shutil.rmtree(staging)
+    if kind == "cdisc":
+        from cartwin.io.cdisc import export_cdisc
+        export_cdisc(run_dir, staging)
+    elif kind == "nonmem":
+        from cartwin.io.nonmem import export_nonmem
+        staging.mkdir()
+        export_nonmem(run_dir, staging / "nonmem.csv")
+    return _zip_folder(staging, target)
+
+
+__all__ = ["create_app", "example_text", "MAX_UPLOAD_BYTES"]

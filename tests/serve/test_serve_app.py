@@ -1,0 +1,168 @@
+"""The web app's requests, in process (no browser, no simulation): safe by default, uploads
+checked, scoring errors those of ``cartwin score`` shown against the offending rows."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from html import unescape
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("httpx")
+
+import warnings  # noqa: E402
+
+with warnings.catch_warnings():  # starlette's notice about its future test client
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from starlette.testclient import TestClient  # noqa: E402
+
+from cartwin.serve import jobs  # noqa: E402
+from cartwin.serve.app import create_app, example_text  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+OBSERVATIONS = ROOT / "examples" / "observations_example.csv"
+
+
+@pytest.fixture
+def client(tmp_path):
+    app = create_app(tmp_path / "runs", start_scheduler=False, max_upload_bytes=64 * 1024)
+    with TestClient(app, base_url="http://127.0.0.1:8765") as c:
+        c.runs = app.state.runs
+        yield c
+
+
+def test_the_bundled_example_is_the_repository_example():
+    assert example_text() == (ROOT / "examples" / "nct05988216.toml").read_text()
+
+
+def test_pages_carry_a_content_security_policy_that_allows_no_other_origin(client):
+    r = client.get("/design")
+    assert r.status_code == 200
+    csp = r.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "script-src 'self'" in csp and "http" not in csp
+    assert not re.search(r"""(src|href)=["']https?://""", r.text)  # every asset is the app's own
+
+
+def test_vendored_plotly_is_served_with_its_licence():
+    static = ROOT / "src" / "cartwin" / "serve" / "static" / "vendor" / "plotly"
+    assert "MIT" in (static / "LICENSE").read_text() or "Permission is hereby granted" in (static / "LICENSE").read_text()
+    assert (static / "plotly-basic.min.js").read_text()[:200].count("plotly.js") == 1
+
+
+def test_requests_for_another_host_are_refused(client):
+    assert client.get("/design", headers={"host": "attacker.example"}).status_code == 400
+
+
+def test_posts_from_another_origin_are_refused(client):
+    r = client.post("/runs", data={"toml": example_text()}, headers={"origin": "http://attacker.example"})
+    assert r.status_code == 403
+    assert client.runs.list() == []
+
+
+def test_no_path_outside_the_run_folder_is_reachable(client, tmp_path):
+    (tmp_path / "secret.txt").write_text("secret")
+    for url in ("/runs/..%2Fsecret.txt", "/runs/../secret.txt", "/static/..%2F..%2Fjobs.py",
+                "/static/../app.py", "/runs/r20260101-000000-abcdef/download/..%2F..%2Fsecret.txt",
+                "/score/..%2F..%2Fsecret.txt/download", "/api/runs/%2Fetc%2Fpasswd"):
+        r = client.get(url)
+        assert r.status_code in (404, 400), url
+        assert "secret" not in r.text
+
+
+def test_unknown_download_kinds_and_unfinished_runs(client):
+    run_id = client.runs.create(example_text(), source="p.toml", study_id="X")
+    assert client.get(f"/runs/{run_id}/download/passwd").status_code == 404
+    r = client.get(f"/runs/{run_id}/download/parquet")
+    assert r.status_code == 409 and "queued" in r.text
+    assert client.get(f"/api/runs/{run_id}/charts").status_code == 409
+
+
+def test_uploads_over_the_limit_are_refused_before_they_are_read(client):
+    big = b"subject,day,test,value,unit\n" + b"a,1,ANC,1,10^9/L\n" * 10000
+    r = client.post("/score", files={"file": ("big.csv", big, "text/csv")})
+    assert r.status_code == 413
+
+
+def test_uploads_are_checked_before_use(client):
+    r = client.post("/api/design/upload", files={"file": ("p.exe", b"MZ\x00\x00", "application/octet-stream")})
+    assert r.status_code == 400 and "expected a .toml file" in r.json()["error"]
+    r = client.post("/api/design/upload", files={"file": ("p.toml", b"\xff\xfe bad", "application/toml")})
+    assert r.status_code == 400 and "not UTF-8" in r.json()["error"]
+    r = client.post("/score", files={"file": ("obs.parquet", b"PAR1", "application/octet-stream")})
+    assert r.status_code == 400 and "expected a .csv file" in unescape(r.text)
+
+
+def test_an_invalid_protocol_starts_no_run(client):
+    text = example_text().replace("cells_per_kg = 1e6", "cells_per_kg = 1e10")
+    r = client.post("/runs", data={"toml": text, "source": "mine.toml"}, follow_redirects=False)
+    assert r.status_code == 400
+    assert "mine.toml: arms[0] (tyu19).dose.cells_per_kg: 1e+10 cells/kg is outside" in unescape(r.text)
+    assert client.runs.list() == []
+    r = client.post("/runs", data={"toml": example_text(), "n": "0"}, follow_redirects=False)
+    assert r.status_code == 400 and "n: '0' is not a whole number of at least 1" in unescape(r.text)
+    assert client.runs.list() == []
+
+
+def test_a_valid_protocol_is_queued_with_the_options_asked(client):
+    r = client.post("/runs", data={"toml": example_text(), "n": "2", "seed": "5", "chunk_size": "1"},
+                    follow_redirects=False)
+    assert r.status_code == 303
+    run_id = r.headers["location"].rsplit("/", 1)[1]
+    job = client.runs.job(run_id)
+    assert (job["n_per_arm"], job["seed"], job["chunk_size"], job["state"]) == (2, 5, 1, jobs.QUEUED)
+    assert (client.runs.folder(run_id) / jobs.PROTOCOL).read_text() == example_text()
+    page = client.get(f"/runs/{run_id}")
+    assert page.status_code == 200 and 'id="cancel"' in page.text
+
+
+def test_design_download_names_the_file_safely(client):
+    r = client.post("/design/download", data={"toml": "seed = 1\n", "source": "../../evil"})
+    assert r.status_code == 200 and r.text == "seed = 1\n"
+    assert r.headers["content-disposition"] == 'attachment; filename="evil.toml"'
+
+
+def _cli_score(csv: Path, out: Path) -> str:
+    proc = subprocess.run([sys.executable, "-m", "cartwin.cli", "score", csv.name, "--out", str(out)],
+                          cwd=csv.parent, capture_output=True, text=True, timeout=300)
+    return " ".join((proc.stdout + proc.stderr).split())
+
+
+def test_scoring_errors_are_those_of_cartwin_score_against_the_offending_rows(client, tmp_path):
+    lines = OBSERVATIONS.read_text().splitlines()
+    header, rows = lines[0], lines[1:]
+    value_at = header.split(",").index("value")
+    bad_rows = [3, 7]  # 1-based data rows
+    for k in bad_rows:
+        cells = rows[k - 1].split(",")
+        cells[value_at] = "n.d."
+        rows[k - 1] = ",".join(cells)
+    csv = tmp_path / "ward.csv"
+    csv.write_text("\n".join([header, *rows]) + "\n")
+    expected = _cli_score(csv, tmp_path / "cli-out")
+    r = client.post("/score", files={"file": ("ward.csv", csv.read_bytes(), "text/csv")})
+    assert r.status_code == 400
+    shown = " ".join(unescape(re.search(r'id="score-message">(.*?)</pre>', r.text, re.S).group(1)).split())
+    assert shown == expected
+    shown_rows = [int(x) for x in re.findall(r'<tr data-row="(\d+)">', r.text)]
+    assert shown_rows == bad_rows
+    offending = re.findall(r'<td class="offending">([^<]*)</td>', r.text)
+    assert offending == ["n.d."] * len(bad_rows)
+    assert str(tmp_path) not in r.text  # the server's paths are not shown
+
+
+def test_scoring_a_valid_file_gives_the_scores_of_cartwin_score(client, tmp_path):
+    from cartwin.scoring import score
+
+    expected = score(OBSERVATIONS, tmp_path / "direct")
+    r = client.post("/score", files={"file": ("obs.csv", OBSERVATIONS.read_bytes(), "text/csv")})
+    assert r.status_code == 200
+    summary = re.search(r'id="score-summary">([^<]*)', r.text).group(1)
+    assert summary.startswith(f"Scored {expected.subjects_scored} subject(s), {expected.visits} visit(s); "
+                              f"{expected.flags} flag(s).")
+    link = re.search(r'href="(/score/[^"]+/download)"', r.text).group(1)
+    z = client.get(link)
+    assert z.status_code == 200 and z.content[:2] == b"PK"
