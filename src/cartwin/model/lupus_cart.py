@@ -14,6 +14,8 @@ in g/L; ALT/AST in U/L; ANC and platelets in 10^9/L.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from cartwin.model.declaration import (
     Assignment, Correlation, DoseInput, Model, Observable, Parameter, State, patient_covariates,
 )
@@ -310,6 +312,26 @@ PARAMETERS = (
     _p("EC50_GCSF", 5.0, "ug/L", "filgrastim concentration giving half the maximal effect on granulopoiesis", "assumed: about a seventh of the peak after 5 ug/kg", "supportive drugs"),
     _p("EMAX_GCSF", 2.0, "1", "maximal rise of neutrophil precursor proliferation and maturation rate under G-CSF", "assumed: G-CSF shortens the marrow neutrophil transit time by several days (Price1996); at full effect the 5.2-day mean transit time falls to 1.7 days", "supportive drugs"),
 )
+
+# Uncertainty of typical values (standard error of the log value), for replicate trials drawn from
+# the model's declared uncertainty ([uncertainty] source = "model", docs/protocol.md). Declared
+# for the parameters that carry the levers and were set against small case series; every other
+# parameter is taken as known. All are assumed: no population analysis of CAR-T in SLE reports
+# standard errors; each value says what it was set against.
+TYPICAL_VALUE_UNCERTAINTY = {
+    "RHO": (0.15, "assumed: set against peak timing in case series of 3-15 patients; relative SEs of 10-20% are typical of the popPK proliferation terms of Stein 2019"),
+    "K_E": (0.1, "assumed: effector contraction from the tisagenlecleucel popPK (Stein 2019), a well-estimated alpha phase"),
+    "EC15": (0.3, "assumed: the homeostatic gate is set against regimen contrasts with no direct SLE measurement"),
+    "H15_TCRKO": (0.3, "assumed: set against TyU19's peak day in 3 patients"),
+    "X50": (0.2, "assumed: set against B-cell return at 110 +/- 32 d in 5 patients (SE of that mean about 13%)"),
+    "MTT_PRE": (0.2, "assumed: as X50, set against the same B-cell return"),
+    "K_EM": (0.4, "assumed: only a lower bound is known (Chaudhury 2020)"),
+    "P6": (0.25, "assumed: set against any-grade CRS in 41 of 47 pooled SLE patients and two smaller series"),
+    "FAUC_H": (0.25, "assumed: the fludarabine-exposure threshold of 13.8-14 mg.h/L comes from oncology cohorts (Fabrizio 2022, Dekker 2022)"),
+}
+PARAMETERS = tuple(
+    replace(p, se_log=TYPICAL_VALUE_UNCERTAINTY[p.name][0], se_source=TYPICAL_VALUE_UNCERTAINTY[p.name][1])
+    if p.name in TYPICAL_VALUE_UNCERTAINTY else p for p in PARAMETERS)
 
 # Names, units and meanings come from the patient vocabulary (cartwin/vocabulary.py).
 COVARIATES = patient_covariates(
