@@ -184,7 +184,7 @@ def parse_value(ann, fields: dict[str, str], path: str, required: bool = False):
         inner = _strip(get_args(ann)[0])
         if _is_model(inner):
             n = _count(fields, path)
-            if n == 0 and optional:
+            if n == 0 and (optional or not required):  # an empty optional list is the default
                 return MISSING
             return [parse_model(inner, fields, _join(path, i)) for i in range(n)]
         raw = fields.get(path, "").strip()
