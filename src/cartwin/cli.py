@@ -88,6 +88,7 @@ def run(
 
     if cluster is not None:
         _check_cluster_options(cluster, workers)
+    _output_dir(out_dir)
     loaded = load_protocol(protocol)
     show_bar = err.is_terminal
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
@@ -111,6 +112,48 @@ def run(
             err.print(f"  {subject}: {reason}")
     if report:
         _report(out_dir)
+
+
+# --- output paths: nothing written where the user did not ask for it -------------------------
+def _refuse_dangling(path: Path, option: str = "--out") -> None:
+    if path.is_symlink() and not path.exists():
+        raise BadInput(f"{path}: {option} is a symbolic link to something that does not exist; "
+                       "choose another path or remove the link")
+
+
+def _output_dir(path: Path, option: str = "--out") -> None:
+    """An output directory must be new, or an existing directory (the command then checks it
+    holds nothing but its own earlier output)."""
+    _refuse_dangling(path, option)
+    if path.exists() and not path.is_dir():
+        raise BadInput(f"{path}: {option} exists and is not a directory; choose a new or empty directory")
+
+
+def _output_file(path: Path, own_marker: Path, option: str = "--out") -> None:
+    """An output file must be new, or this command's own earlier output (recognised by
+    ``own_marker`` beside it): a user's file of the same name is never replaced."""
+    _refuse_dangling(path, option)
+    if path.is_dir():
+        raise BadInput(f"{path}: {option} is a directory; give a file name such as dataset.csv")
+    if path.exists() and not own_marker.exists():
+        raise BadInput(f"{path}: {option} names an existing file that cartwin did not write "
+                       f"(no {own_marker.name} beside it); choose a new file name or remove it")
+
+
+def _own_cdisc_dir(path: Path) -> None:
+    """A CDISC export goes into a new or empty directory, or replaces an earlier export (which
+    carries define.json with its provenance); a directory of the user's own CSV files is refused."""
+    _output_dir(path)
+    if not path.is_dir() or not any(path.iterdir()):
+        return
+    import json  # noqa: PLC0415
+    try:
+        define = json.loads((path / "define.json").read_text())
+    except (OSError, ValueError):
+        define = None
+    if not isinstance(define, dict) or "provenance" not in define:
+        raise BadInput(f"{path}: --out holds files that are not an earlier cartwin export (no "
+                       "define.json); give a new or empty directory")
 
 
 def _check_cluster_options(cluster: str, workers: Optional[int]) -> None:
@@ -174,6 +217,7 @@ def score(
 ):
     """Score and grade observations with the trial's standards (SLEDAI, CTCAE, ASTCT, ...)."""
     from cartwin.scoring import run_score_command
+    _output_dir(out_dir)
     out.print(run_score_command(data, out_dir), highlight=False)
 
 
@@ -194,6 +238,7 @@ def export_sbml_command(
 ):
     """Write the default model for one patient, product and regimen as SBML Level 3 Version 2."""
     from cartwin.io.sbml import write_sbml
+    _refuse_dangling(out_file)
     covariates = {}
     for item in covariate:
         name, sep, value = item.partition("=")
@@ -213,6 +258,7 @@ def export_nonmem_command(
 ):
     """Write a run as a NONMEM-format dataset (ID TIME DV AMT RATE EVID MDV CMT DVID + covariates)."""
     from cartwin.io.nonmem import export_nonmem
+    _output_file(out_file, out_file.with_name(out_file.stem + ".dictionary.json"))
     chosen = [t.strip() for t in tests.split(",") if t.strip()] if tests else None
     result = export_nonmem(run_dir, out_file, chosen)
     out.print(f"NONMEM dataset -> {result.data} ({result.n_subjects} subjects, {result.n_rows} rows); "
@@ -228,6 +274,7 @@ def export_sdtm_command(
 ):
     """Write SDTM-like DM, EX, LB, AE, RS and ADaM-like ADSL, ADLB as CSV and SAS XPORT v5."""
     from cartwin.io.cdisc import export_cdisc
+    _own_cdisc_dir(out_dir)
     result = export_cdisc(source, out_dir, scored, study_id)
     counts = ", ".join(f"{k} {v.height}" for k, v in result.datasets.items())
     out.print(f"CDISC-like domains -> {result.out_dir} ({counts})")
@@ -267,6 +314,7 @@ def fit_command(
 ):
     """Population fit (nonlinear mixed effects, FOCE) of chosen model parameters to data."""
     from cartwin.fit.api import fit
+    _output_dir(out_dir)
     loaded = None
     if protocol is not None:
         from cartwin.protocol import load_protocol
@@ -307,6 +355,7 @@ def sensitivity_command(
     """Sobol indices of clinical endpoints over parameter ranges (SALib)."""
     from cartwin.fit.sensitivity import sensitivity
     from cartwin.protocol import load_protocol
+    _output_dir(out_dir)
     ranges = {}
     for item in range_:
         name, sep, span = item.partition("=")
