@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cartwin import __version__
+from cartwin.protocol.schema import MAX_PATIENTS_PER_ARM
 from cartwin.store import layout
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -69,7 +70,7 @@ def validate(protocol: Path = typer.Argument(..., help="Protocol file (TOML)."))
 def run(
     protocol: Path = typer.Argument(..., help="Protocol file (TOML)."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Run directory to create (must be new or empty)."),
-    n: Optional[int] = typer.Option(None, "--n", min=1, help="Override the number of patients per arm."),
+    n: Optional[int] = typer.Option(None, "--n", min=1, max=MAX_PATIENTS_PER_ARM, help="Override the number of patients per arm."),
     seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Override the protocol's seed."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Worker processes on this machine (default: all cores); with --cluster local, the local Dask cluster's size."),
     chunk_size: Optional[int] = typer.Option(None, "--chunk-size", min=1, help="Patients per chunk (default: automatic)."),
