@@ -56,6 +56,9 @@ def make_flags(frame: pl.DataFrame, column: str, problem: str | pl.Expr) -> pl.D
             cols.append(pl.lit(column, pl.String).alias(name))
         elif name == "problem":
             cols.append(problem_expr.cast(pl.String).alias(name))
+        elif name == "day" and "_day" in frame.columns:
+            # the parsed day (the raw text may carry spaces: "7 ")
+            cols.append(pl.col("_day").cast(dtype).alias(name))
         elif name in frame.columns:
             cols.append(pl.col(name).cast(dtype))
         else:
@@ -129,13 +132,14 @@ def _as_float(frame: pl.DataFrame, column: str) -> tuple[pl.Expr, pl.Expr]:
     dtype = frame.schema[column]
     if dtype.is_numeric():
         parsed = pl.col(column).cast(pl.Float64)
-        return parsed.fill_nan(None), pl.lit(False)
+        return parsed.fill_nan(None), parsed.is_infinite().fill_null(False)
     if dtype == pl.Boolean:
         return pl.col(column).cast(pl.Float64), pl.lit(False)
     text = pl.col(column).cast(pl.String).str.strip_chars()
     missing = text.is_null() | text.str.to_lowercase().is_in(MISSING_TEXT)
     parsed = pl.when(missing).then(None).otherwise(text.cast(pl.Float64, strict=False))
-    return parsed.fill_nan(None), (~missing & parsed.is_null())
+    # "inf" parses as a number but is no measurement or day: refused like any other non-number
+    return parsed.fill_nan(None), (~missing & (parsed.is_null() | parsed.is_infinite()))
 
 
 @cache
@@ -238,7 +242,7 @@ def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     frame = frame.with_columns(day.alias("_day"), day_bad.alias("_day_bad"))
     bad = frame.filter(pl.col("_day_bad") | pl.col("_day").is_null())
     if bad.height:
-        _fail(file, bad, "day", f"day is missing or not a number (e.g. {bad['day'][0]!r})",
+        _fail(file, bad, "day", f"day is missing, not a number or infinite (e.g. {bad['day'][0]!r})",
               "Give the study day relative to CAR-T infusion (day 0) as a number, e.g. -5, 0, 7.5.")
 
     codes = test_codes()
@@ -253,15 +257,24 @@ def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     frame = frame.with_columns(value.alias("_value"), value_bad.alias("_value_bad"))
     bad = frame.filter(pl.col("_value_bad"))
     if bad.height:
-        _fail(file, bad, "value", f"value is not a number (e.g. {bad['value'][0]!r})",
+        _fail(file, bad, "value", f"value is not a number or is infinite (e.g. {bad['value'][0]!r})",
               "Give a decimal number with '.' as decimal point; leave the cell empty for a missing result.")
     for name in ("lower", "upper"):
         parsed, parsed_bad = _as_float(frame, name)
         frame = frame.with_columns(parsed.alias(f"_{name}"), parsed_bad.alias("_limit_bad"))
         bad = frame.filter(pl.col("_limit_bad"))
         if bad.height:
-            _fail(file, bad, name, f"reference limit is not a number (e.g. {bad[name][0]!r})",
+            _fail(file, bad, name, f"reference limit is not a number or is infinite (e.g. {bad[name][0]!r})",
                   "Give the laboratory's limit as a number in the row's unit, or leave it empty.")
+    for name in ("lower", "upper"):
+        bad = frame.filter(pl.col(f"_{name}") < 0)
+        if bad.height:
+            _fail(file, bad, name, f"reference limit is negative ({bad[f'_{name}'][0]:g})",
+                  "Give the laboratory's limit as a non-negative number in the row's unit, or leave it empty.")
+    bad = frame.filter(pl.col("_lower") > pl.col("_upper"))
+    if bad.height:
+        _fail(file, bad, "lower", f"lower limit {bad['_lower'][0]:g} lies above the upper limit "
+              f"{bad['_upper'][0]:g}", "Check the order of the lower and upper columns.")
 
     bad = frame.filter(pl.col("cause").is_not_null() & ~pl.col("cause").is_in(ALLOWED_CAUSES + MISSING_TEXT))
     if bad.height:

@@ -28,7 +28,9 @@ def read_observation_file(path: str | Path) -> pl.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            return pl.read_csv(path, infer_schema=False, null_values=None)
+            frame = pl.read_csv(path, infer_schema=False, null_values=None)
+            _refuse_short_rows(path, frame.width)
+            return frame
         if suffix in (".parquet", ".pq"):
             return pl.read_parquet(path)
     except (pl.exceptions.PolarsError, OSError) as exc:
@@ -36,6 +38,25 @@ def read_observation_file(path: str | Path) -> pl.DataFrame:
     raise ObservationError(
         f"{path}: unsupported file type '{suffix}'. Give a .csv or .parquet observation file or a run "
         f"directory containing {layout.OBSERVATIONS} and {layout.PATIENTS}.", file=str(path))
+
+
+def _refuse_short_rows(path: Path, width: int) -> None:
+    """A CSV row with fewer fields than the header is a broken row, not a row whose last values
+    are missing (the CSV reader fills them with nothing): refused, naming the rows."""
+    import csv  # noqa: PLC0415
+    short = []
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        reader = csv.reader(fh)
+        next(reader, None)
+        for row, fields in enumerate(reader, start=1):
+            if fields and len(fields) < width:
+                short.append(row)
+    if short:
+        shown = ", ".join(map(str, short[:10])) + (f" and {len(short) - 10} more" if len(short) > 10 else "")
+        raise ObservationError(
+            f"{path}: row{'s' if len(short) > 1 else ''} {shown} (1-based data rows) {'have' if len(short) > 1 else 'has'} fewer fields "
+            f"than the header's {width}. Give every row all columns; leave a cell empty (',,') for a "
+            "missing value.", file=str(path), rows=short)
 
 
 def read_run_observations(run_dir: str | Path) -> Observations:
