@@ -157,6 +157,25 @@ def _own_cdisc_dir(path: Path) -> None:
                        "define.json); give a new or empty directory")
 
 
+def _refuse_sbml_run(path: Path, command: str) -> None:
+    """Scores and the report grade lupus read-outs (SLEDAI, CTCAE, ASTCT...) that an imported SBML
+    model does not give: say so instead of failing on its read-outs' names."""
+    import json  # noqa: PLC0415
+    # a complete run names its model in the manifest; an interrupted one in run.json
+    found = [path / n for n in (layout.MANIFEST, layout.RUN_JSON) if path.is_dir() and (path / n).is_file()]
+    if not found:
+        return
+    try:
+        model = json.loads(found[0].read_text()).get("model", {})
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(model, dict) and "source_sha256" in model:
+        raise BadInput(f"{path}: a run of an imported SBML model ({model.get('name', '?')}); "
+                       f"`cartwin {command}` is not available for SBML runs (it grades lupus read-outs "
+                       "that the model does not give). Use `cartwin show` or read the tables "
+                       "(docs/run_directory.md).")
+
+
 def _check_cluster_options(cluster: str, workers: Optional[int]) -> None:
     import importlib.util  # noqa: PLC0415
     if importlib.util.find_spec("distributed") is None:
@@ -183,6 +202,7 @@ def _report(run_dir: Path) -> None:
 def report(run_dir: Path = typer.Argument(..., help="A completed run directory.")):
     """Write the HTML report of a run: DIR/report/report.html, figures beside it."""
     from cartwin.report import ReportError
+    _refuse_sbml_run(run_dir, "report")
     try:
         _report(run_dir)
     except ReportError as exc:
@@ -195,6 +215,10 @@ def show(run_dir: Path = typer.Argument(..., help="A run directory.")):
     from cartwin.store.run_directory import RunDirectory, RunDirectoryError
     from cartwin.store.summary import arm_summary, run_header
 
+    if not run_dir.exists():
+        raise RunDirectoryError(f"{run_dir}: no such directory; give the --out directory of a `cartwin run`")
+    if not run_dir.is_dir():
+        raise RunDirectoryError(f"{run_dir}: not a directory; give the --out directory of a `cartwin run`")
     rd = RunDirectory(run_dir)
     if not rd.is_complete():
         raise RunDirectoryError(f"{run_dir}: not a completed cartwin run (no {layout.MANIFEST}); "
@@ -219,6 +243,7 @@ def score(
     """Score and grade observations with the trial's standards (SLEDAI, CTCAE, ASTCT, ...)."""
     from cartwin.scoring import run_score_command
     _output_dir(out_dir)
+    _refuse_sbml_run(data, "score")
     out.print(run_score_command(data, out_dir), highlight=False)
 
 
