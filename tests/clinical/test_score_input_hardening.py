@@ -62,3 +62,8 @@ def test_cli_never_shows_a_raw_polars_error(tmp_path, monkeypatch, capsys):
     msg = capsys.readouterr().err
     assert exc.value.code == 2 and "row 1" in msg and "'day'" in msg
     assert "polars" not in msg.lower() and "InvalidOperation" not in msg
+
+
+def test_a_row_with_a_stray_comma_is_refused_with_its_row(tmp_path):
+    exc = refused(tmp_path, "P1,0,NEUT,1.2,10^9/L,,\nP1,1,NEUT,1,2,10^9/L,,\n")
+    assert exc.rows == [2] and "more fields" in str(exc) and "polars" not in str(exc).lower()
