@@ -226,12 +226,25 @@ def show(run_dir: Path = typer.Argument(..., help="A run directory.")):
     header = run_header(rd)
     out.print(header)
     rows = arm_summary(rd)
+    # arms in the protocol's order (the manifest keeps it), not alphabetical
+    order = {arm: i for i, arm in enumerate(rd.manifest().get("n_per_arm", {}))}
+    rows = sorted(rows, key=lambda r: order.get(r["arm"], len(order)))
     table = Table(title="Per arm: medians over ok patients [5-95%]")
-    table.add_column("")
-    for row in rows:
-        table.add_column(str(row["arm"]))
-    for key in list(rows[0].keys())[1:]:
-        table.add_row(key, *[str(row[key]) for row in rows])
+    keys = list(rows[0].keys())[1:]
+    if len(rows) <= 4:
+        table.add_column("")
+        for row in rows:
+            table.add_column(str(row["arm"]))
+        for key in keys:
+            table.add_row(key, *[str(row[key]) for row in rows])
+    else:
+        # many arms: one line per arm, its name whole (a column per arm would cut the names down
+        # to the same "..." on a terminal)
+        table.add_column("arm", no_wrap=True)
+        for key in keys:
+            table.add_column(key, overflow="fold")
+        for row in rows:
+            table.add_row(str(row["arm"]), *[str(row[key]) for key in keys])
     out.print(table)
 
 

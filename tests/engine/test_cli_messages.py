@@ -37,3 +37,22 @@ def test_report_and_score_say_they_do_not_apply_to_sbml_runs(tmp_path, monkeypat
         assert "Traceback" not in msg
     assert not (tmp_path / "s").exists()
     assert call(monkeypatch, capsys, "show", tmp_path / "run")[0] == 0
+
+
+def test_show_keeps_protocol_order_and_whole_arm_names(tmp_path, monkeypatch, capsys):
+    from rich.console import Console
+    from tests.conftest import BASE_PROTOCOL
+    import copy
+    protocol = copy.deepcopy(BASE_PROTOCOL)
+    protocol["follow_up_days"] = 14
+    protocol["schedule"] = {"days": [0, 7, 14]}
+    names = [f"zeta_high_dose_arm_{k}" for k in range(9, 0, -1)]  # protocol order is reverse-alphabetical
+    protocol["arms"] = [{"id": name, "product": "autologous_cd19", "dose": {"cells_per_kg": 1e6},
+                         "lymphodepletion": "erlangen", "n": 1} for name in names]
+    run_protocol(load_protocol(write_protocol(tmp_path / "p.toml", protocol)), tmp_path / "run", workers=1)
+    monkeypatch.setattr(cli, "out", Console(width=100, soft_wrap=False, force_terminal=False))
+    code, text = call(monkeypatch, capsys, "show", tmp_path / "run")
+    assert code == 0
+    positions = [text.find(name) for name in names]
+    assert all(p >= 0 for p in positions), text
+    assert positions == sorted(positions), text
