@@ -123,3 +123,9 @@ def test_schema_errors_do_not_hide_the_checks_of_meaning(protocol_dict):
     assert "seed:" in msg
     assert "arms[0] (auto).dose.cells_per_kg" in msg
     assert "population.height.mean" in msg
+
+
+def test_an_enormous_spread_is_refused_not_an_overflow(protocol_dict):
+    # found by tests/fuzz: cv = 1e308 overflowed (OverflowError) while checking the truncation
+    protocol_dict["population"]["disease"]["dsdna"]["distribution"]["cv"] = 1e308
+    assert "population.disease.dsdna.distribution.cv" in errors_of(protocol_dict)

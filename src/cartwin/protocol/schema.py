@@ -50,7 +50,7 @@ class Normal(_Strict):
 class LogNormal(_Strict):
     dist: Literal["lognormal"]
     median: float = Field(gt=0)
-    cv: float = Field(ge=0, description="coefficient of variation of the log-normal, e.g. 0.2")
+    cv: float = Field(ge=0, le=100, description="coefficient of variation of the log-normal, e.g. 0.2 (at most 100)")
     low: float | None = None
     high: float | None = None
 
