@@ -18,7 +18,7 @@ from cartwin import __version__
 from cartwin.protocol.schema import MAX_PATIENTS_PER_ARM
 from cartwin.store import layout
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="cartwin: virtual trials of CD19 CAR-T cell therapy in autoimmune disease.")
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
@@ -261,7 +261,7 @@ def score(
 
 
 # --- export: interchange formats (src/cartwin/io; docs/interchange.md) -------------------------
-export_app = typer.Typer(no_args_is_help=True,
+export_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                          help="Write interchange formats: SBML model, NONMEM dataset, CDISC-like domains.")
 app.add_typer(export_app, name="export")
 

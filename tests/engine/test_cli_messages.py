@@ -56,3 +56,12 @@ def test_show_keeps_protocol_order_and_whole_arm_names(tmp_path, monkeypatch, ca
     positions = [text.find(name) for name in names]
     assert all(p >= 0 for p in positions), text
     assert positions == sorted(positions), text
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["score"], ["export", "sdtm"], ["export", "nonmem"], ["fit"]])
+def test_help_shows_flags_without_a_type_and_keeps_bracketed_text(monkeypatch, capsys, command):
+    code, text = call(monkeypatch, capsys, *command, "--help")
+    assert code == 0 and "Usage:" in text
+    assert "<bool>" not in text
+    if command == ["run"]:
+        assert "cartwin[cluster]" in text  # not swallowed as markup
