@@ -112,6 +112,7 @@ def run(
         for subject, reason in summary.failed[:10]:
             err.print(f"  {subject}: {reason}")
     if report:
+        err.print("writing the report ...", highlight=False)
         _report(out_dir)
 
 

@@ -65,3 +65,11 @@ def test_help_shows_flags_without_a_type_and_keeps_bracketed_text(monkeypatch, c
     assert "<bool>" not in text
     if command == ["run"]:
         assert "cartwin[cluster]" in text  # not swallowed as markup
+
+
+def test_progress_knows_its_total_before_the_first_chunk_ends(tmp_path, protocol_dict):
+    protocol_dict["arms"][0]["n"], protocol_dict["arms"][1]["n"] = 2, 1
+    calls = []
+    run_protocol(load_protocol(write_protocol(tmp_path / "p.toml", protocol_dict)), tmp_path / "run",
+                 workers=1, chunk_size=1, progress=lambda done, total: calls.append((done, total)))
+    assert calls[0] == (0, 3) and calls[-1] == (3, 3)
