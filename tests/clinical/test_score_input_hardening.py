@@ -67,3 +67,17 @@ def test_cli_never_shows_a_raw_polars_error(tmp_path, monkeypatch, capsys):
 def test_a_row_with_a_stray_comma_is_refused_with_its_row(tmp_path):
     exc = refused(tmp_path, "P1,0,NEUT,1.2,10^9/L,,\nP1,1,NEUT,1,2,10^9/L,,\n")
     assert exc.rows == [2] and "more fields" in str(exc) and "polars" not in str(exc).lower()
+
+
+def test_anti_dsdna_in_u_per_ml_is_refused_with_the_reason_and_the_alternatives(tmp_path):
+    exc = refused(tmp_path, "P1,0,DSDNA,12,U/mL,,15\n")
+    msg = str(exc)
+    assert exc.column == "unit" and exc.rows == [1]
+    assert "not interconvertible" in msg and "SD_DNA" in msg and "IU/mL" in msg
+
+
+def test_sd_dna_is_the_documented_way_to_give_an_eliA_result(tmp_path):
+    path = tmp_path / "obs.csv"
+    path.write_text(HEADER + "P1,0,SD_DNA,1,presence,,\n")
+    obs = read_observations(path)
+    assert obs.frame["value"].to_list() == [1.0]

@@ -289,9 +289,15 @@ def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     if unknown_unit.height:
         first = unknown_unit.row(0, named=True)
         supported = units.filter(pl.col("test") == first["test"])["unit"].to_list()
+        fix = f"Supported units for {first['test']}: {[u for u in supported if u]} (docs/clinical.md lists all)."
+        if first["test"] == "DSDNA":
+            # anti-dsDNA assays (EliA, ELISA, CLIFT, Farr) are not interconvertible: no factor exists
+            fix = ("Anti-dsDNA assays are not interconvertible, so a result in another unit (e.g. EliA "
+                   "U/mL) cannot be converted to IU/mL. Give results of an assay calibrated in IU/mL, "
+                   "Farr binding as DSDNAFARR (%), or the SLEDAI judgement itself as SD_DNA (1 = increased "
+                   "above the assay's cut-off, 0 = not) (docs/clinical.md).")
         _fail(file, unknown_unit, "unit",
-              f"unit {first['unit']!r} is not supported for test {first['test']}",
-              f"Supported units for {first['test']}: {[u for u in supported if u]} (docs/clinical.md lists all).")
+              f"unit {first['unit']!r} is not supported for test {first['test']}", fix)
     no_unit = frame.filter(pl.col("factor").is_null())
     if no_unit.height:
         flags.append(make_flags(no_unit, "unit", "unit missing for a dimensioned test: value not evaluable (admiral unit check)"))
