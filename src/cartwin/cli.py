@@ -119,7 +119,7 @@ def run(
 # --- output paths: nothing written where the user did not ask for it -------------------------
 def _refuse_dangling(path: Path, option: str = "--out") -> None:
     if path.is_symlink() and not path.exists():
-        raise BadInput(f"{path}: {option} is a symbolic link to something that does not exist; "
+        raise BadInput(f"{path}: {option} is a symbolic link to nothing; "
                        "choose another path or remove the link")
 
 
