@@ -81,3 +81,12 @@ def test_sd_dna_is_the_documented_way_to_give_an_eliA_result(tmp_path):
     path.write_text(HEADER + "P1,0,SD_DNA,1,presence,,\n")
     obs = read_observations(path)
     assert obs.frame["value"].to_list() == [1.0]
+
+
+def test_every_problem_of_a_file_is_reported_at_once(tmp_path):
+    exc = refused(tmp_path, "P1,x,NEUT,1.2,10^9/L,,\nP1,1,NOPE,1.2,10^9/L,,\n"
+                            "P1,2,NEUT,1.2,furlongs,,\nP1,3,NEUT,1.2,10^9/L,5,1\n")
+    msg = str(exc)
+    assert "4 problems" in msg
+    assert [(p.rows, p.column) for p in exc.problems] == [([1], "day"), ([2], "test"), ([4], "lower"), ([3], "unit")]
+    assert exc.rows == [1] and exc.column == "day"

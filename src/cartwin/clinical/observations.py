@@ -119,12 +119,31 @@ def _rows_text(rows: list[int]) -> str:
     return f"row{'s' if len(rows) > 1 else ''} {shown}{more}"
 
 
-def _fail(file: str, bad: pl.DataFrame, column: str, problem: str, fix: str) -> None:
+def _fail(file: str, bad: pl.DataFrame, column: str, problem: str, fix: str,
+          collect: list[ObservationError] | None = None) -> None:
+    """Raise the problem, or add it to ``collect`` when the caller reports every problem at once."""
     rows = bad["row"].to_list()
-    raise ObservationError(
+    error = ObservationError(
         f"{file}: {_rows_text(rows)} (1-based data rows), column '{column}': {problem}. {fix}",
         file=file, rows=rows, column=column,
     )
+    if collect is None:
+        raise error
+    collect.append(error)
+
+
+def _raise_all(problems: list[ObservationError]) -> None:
+    """One error listing every problem found (its ``rows`` and ``column`` are the first's; every
+    problem is kept in ``problems``)."""
+    if not problems:
+        return
+    if len(problems) == 1:
+        raise problems[0]
+    first = problems[0]
+    error = ObservationError(f"{len(problems)} problems:\n  " + "\n  ".join(str(p) for p in problems),
+                             file=first.file, rows=first.rows, column=first.column)
+    error.problems = problems
+    raise error
 
 
 def _as_float(frame: pl.DataFrame, column: str) -> tuple[pl.Expr, pl.Expr]:
@@ -234,16 +253,17 @@ def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
         pl.col("arm").cast(pl.String),
         pl.col("cause").cast(pl.String).str.strip_chars().str.to_lowercase(),
     )
+    problems: list[ObservationError] = []  # independent checks: every problem is reported at once
     bad = frame.filter(pl.col("subject").is_null() | (pl.col("subject") == ""))
     if bad.height:
-        _fail(file, bad, "subject", "subject is empty", "Give every row a subject identifier.")
+        _fail(file, bad, "subject", "subject is empty", "Give every row a subject identifier.", collect=problems)
 
     day, day_bad = _as_float(frame, "day")
     frame = frame.with_columns(day.alias("_day"), day_bad.alias("_day_bad"))
     bad = frame.filter(pl.col("_day_bad") | pl.col("_day").is_null())
     if bad.height:
         _fail(file, bad, "day", f"day is missing, not a number or infinite (e.g. {bad['day'][0]!r})",
-              "Give the study day relative to CAR-T infusion (day 0) as a number, e.g. -5, 0, 7.5.")
+              "Give the study day relative to CAR-T infusion (day 0) as a number, e.g. -5, 0, 7.5.", collect=problems)
 
     codes = test_codes()
     frame = frame.with_columns(_code_position().alias("_code"))
@@ -251,41 +271,41 @@ def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     if bad.height:
         examples = sorted({str(t) for t in bad["test"].to_list()})[:5]
         _fail(file, bad, "test", f"unknown test code(s) {examples}",
-              "Use a code from src/cartwin/data/test_codes.csv (codes are case-sensitive).")
+              "Use a code from src/cartwin/data/test_codes.csv (codes are case-sensitive).", collect=problems)
 
     value, value_bad = _as_float(frame, "value")
     frame = frame.with_columns(value.alias("_value"), value_bad.alias("_value_bad"))
     bad = frame.filter(pl.col("_value_bad"))
     if bad.height:
         _fail(file, bad, "value", f"value is not a number or is infinite (e.g. {bad['value'][0]!r})",
-              "Give a decimal number with '.' as decimal point; leave the cell empty for a missing result.")
+              "Give a decimal number with '.' as decimal point; leave the cell empty for a missing result.", collect=problems)
     for name in ("lower", "upper"):
         parsed, parsed_bad = _as_float(frame, name)
         frame = frame.with_columns(parsed.alias(f"_{name}"), parsed_bad.alias("_limit_bad"))
         bad = frame.filter(pl.col("_limit_bad"))
         if bad.height:
             _fail(file, bad, name, f"reference limit is not a number or is infinite (e.g. {bad[name][0]!r})",
-                  "Give the laboratory's limit as a number in the row's unit, or leave it empty.")
+                  "Give the laboratory's limit as a number in the row's unit, or leave it empty.", collect=problems)
     for name in ("lower", "upper"):
         bad = frame.filter(pl.col(f"_{name}") < 0)
         if bad.height:
             _fail(file, bad, name, f"reference limit is negative ({bad[f'_{name}'][0]:g})",
-                  "Give the laboratory's limit as a non-negative number in the row's unit, or leave it empty.")
+                  "Give the laboratory's limit as a non-negative number in the row's unit, or leave it empty.", collect=problems)
     bad = frame.filter(pl.col("_lower") > pl.col("_upper"))
     if bad.height:
         _fail(file, bad, "lower", f"lower limit {bad['_lower'][0]:g} lies above the upper limit "
-              f"{bad['_upper'][0]:g}", "Check the order of the lower and upper columns.")
+              f"{bad['_upper'][0]:g}", "Check the order of the lower and upper columns.", collect=problems)
 
     bad = frame.filter(pl.col("cause").is_not_null() & ~pl.col("cause").is_in(ALLOWED_CAUSES + MISSING_TEXT))
     if bad.height:
-        _fail(file, bad, "cause", f"unknown cause {bad['cause'][0]!r}", f"Use one of {list(ALLOWED_CAUSES)} or leave it empty.")
+        _fail(file, bad, "cause", f"unknown cause {bad['cause'][0]!r}", f"Use one of {list(ALLOWED_CAUSES)} or leave it empty.", collect=problems)
     frame = frame.with_columns(
         pl.when(pl.col("cause").is_in(MISSING_TEXT)).then(None).otherwise(pl.col("cause")).alias("cause")
     )
 
     units = unit_table()
     frame = _lookup(frame, units, ["test", "unit"], ["canonical_unit", "factor", "offset"])
-    unknown_unit = frame.filter(pl.col("factor").is_null() & (pl.col("unit") != ""))
+    unknown_unit = frame.filter(pl.col("factor").is_null() & (pl.col("unit") != "") & pl.col("_code").is_not_null())
     if unknown_unit.height:
         first = unknown_unit.row(0, named=True)
         supported = units.filter(pl.col("test") == first["test"])["unit"].to_list()
@@ -297,7 +317,8 @@ def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
                    "Farr binding as DSDNAFARR (%), or the SLEDAI judgement itself as SD_DNA (1 = increased "
                    "above the assay's cut-off, 0 = not) (docs/clinical.md).")
         _fail(file, unknown_unit, "unit",
-              f"unit {first['unit']!r} is not supported for test {first['test']}", fix)
+              f"unit {first['unit']!r} is not supported for test {first['test']}", fix, collect=problems)
+    _raise_all(problems)
     no_unit = frame.filter(pl.col("factor").is_null())
     if no_unit.height:
         flags.append(make_flags(no_unit, "unit", "unit missing for a dimensioned test: value not evaluable (admiral unit check)"))
