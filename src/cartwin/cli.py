@@ -15,9 +15,10 @@ from rich.console import Console
 from rich.table import Table
 
 from cartwin import __version__
+from cartwin.protocol.schema import MAX_PATIENTS_PER_ARM
 from cartwin.store import layout
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="cartwin: virtual trials of CD19 CAR-T cell therapy in autoimmune disease.")
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
@@ -75,7 +76,7 @@ def validate(protocol: Path = typer.Argument(..., help="Protocol file (TOML)."))
 def run(
     protocol: Path = typer.Argument(..., help="Protocol file (TOML)."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Run directory to create (must be new or empty)."),
-    n: Optional[int] = typer.Option(None, "--n", min=1, help="Override the number of patients per arm."),
+    n: Optional[int] = typer.Option(None, "--n", min=1, max=MAX_PATIENTS_PER_ARM, help="Override the number of patients per arm."),
     seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Override the protocol's seed."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Worker processes on this machine (default: all cores); with --cluster local, the local Dask cluster's size."),
     chunk_size: Optional[int] = typer.Option(None, "--chunk-size", min=1, help="Patients per chunk (default: automatic)."),
@@ -94,6 +95,7 @@ def run(
 
     if cluster is not None:
         _check_cluster_options(cluster, workers)
+    _output_dir(out_dir)
     loaded = load_protocol(protocol)
     show_bar = err.is_terminal
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
@@ -116,7 +118,69 @@ def run(
         for subject, reason in summary.failed[:10]:
             err.print(f"  {subject}: {reason}")
     if report:
+        err.print("writing the report ...", highlight=False)
         _report(out_dir)
+
+
+# --- output paths: nothing written where the user did not ask for it -------------------------
+def _refuse_dangling(path: Path, option: str = "--out") -> None:
+    if path.is_symlink() and not path.exists():
+        raise BadInput(f"{path}: {option} is a symbolic link to nothing; "
+                       "choose another path or remove the link")
+
+
+def _output_dir(path: Path, option: str = "--out") -> None:
+    """An output directory must be new, or an existing directory (the command then checks it
+    holds nothing but its own earlier output)."""
+    _refuse_dangling(path, option)
+    if path.exists() and not path.is_dir():
+        raise BadInput(f"{path}: {option} exists and is not a directory; choose a new or empty directory")
+
+
+def _output_file(path: Path, own_marker: Path, option: str = "--out") -> None:
+    """An output file must be new, or this command's own earlier output (recognised by
+    ``own_marker`` beside it): a user's file of the same name is never replaced."""
+    _refuse_dangling(path, option)
+    if path.is_dir():
+        raise BadInput(f"{path}: {option} is a directory; give a file name such as dataset.csv")
+    if path.exists() and not own_marker.exists():
+        raise BadInput(f"{path}: {option} names an existing file that cartwin did not write "
+                       f"(no {own_marker.name} beside it); choose a new file name or remove it")
+
+
+def _own_cdisc_dir(path: Path) -> None:
+    """A CDISC export goes into a new or empty directory, or replaces an earlier export (which
+    carries define.json with its provenance); a directory of the user's own CSV files is refused."""
+    _output_dir(path)
+    if not path.is_dir() or not any(path.iterdir()):
+        return
+    import json  # noqa: PLC0415
+    try:
+        define = json.loads((path / "define.json").read_text())
+    except (OSError, ValueError):
+        define = None
+    if not isinstance(define, dict) or "provenance" not in define:
+        raise BadInput(f"{path}: --out holds files that are not an earlier cartwin export (no "
+                       "define.json); give a new or empty directory")
+
+
+def _refuse_sbml_run(path: Path, command: str) -> None:
+    """Scores and the report grade lupus read-outs (SLEDAI, CTCAE, ASTCT...) that an imported SBML
+    model does not give: say so instead of failing on its read-outs' names."""
+    import json  # noqa: PLC0415
+    # a complete run names its model in the manifest; an interrupted one in run.json
+    found = [path / n for n in (layout.MANIFEST, layout.RUN_JSON) if path.is_dir() and (path / n).is_file()]
+    if not found:
+        return
+    try:
+        model = json.loads(found[0].read_text()).get("model", {})
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(model, dict) and "source_sha256" in model:
+        raise BadInput(f"{path}: a run of an imported SBML model ({model.get('name', '?')}); "
+                       f"`cartwin {command}` is not available for SBML runs (it grades lupus read-outs "
+                       "that the model does not give). Use `cartwin show` or read the tables "
+                       "(docs/run_directory.md).")
 
 
 def _check_cluster_options(cluster: str, workers: Optional[int]) -> None:
@@ -145,6 +209,7 @@ def _report(run_dir: Path) -> None:
 def report(run_dir: Path = typer.Argument(..., help="A completed run directory.")):
     """Write the HTML report of a run: DIR/report/report.html, figures beside it."""
     from cartwin.report import ReportError
+    _refuse_sbml_run(run_dir, "report")
     try:
         _report(run_dir)
     except ReportError as exc:
@@ -157,6 +222,10 @@ def show(run_dir: Path = typer.Argument(..., help="A run directory.")):
     from cartwin.store.run_directory import RunDirectory, RunDirectoryError
     from cartwin.store.summary import arm_summary, run_header
 
+    if not run_dir.exists():
+        raise RunDirectoryError(f"{run_dir}: no such directory; give the --out directory of a `cartwin run`")
+    if not run_dir.is_dir():
+        raise RunDirectoryError(f"{run_dir}: not a directory; give the --out directory of a `cartwin run`")
     rd = RunDirectory(run_dir)
     if not rd.is_complete():
         raise RunDirectoryError(f"{run_dir}: not a completed cartwin run (no {layout.MANIFEST}); "
@@ -164,12 +233,25 @@ def show(run_dir: Path = typer.Argument(..., help="A run directory.")):
     header = run_header(rd)
     out.print(header)
     rows = arm_summary(rd)
+    # arms in the protocol's order (the manifest keeps it), not alphabetical
+    order = {arm: i for i, arm in enumerate(rd.manifest().get("n_per_arm", {}))}
+    rows = sorted(rows, key=lambda r: order.get(r["arm"], len(order)))
     table = Table(title="Per arm: medians over ok patients [5-95%]")
-    table.add_column("")
-    for row in rows:
-        table.add_column(str(row["arm"]))
-    for key in list(rows[0].keys())[1:]:
-        table.add_row(key, *[str(row[key]) for row in rows])
+    keys = list(rows[0].keys())[1:]
+    if len(rows) <= 4:
+        table.add_column("")
+        for row in rows:
+            table.add_column(str(row["arm"]))
+        for key in keys:
+            table.add_row(key, *[str(row[key]) for row in rows])
+    else:
+        # many arms: one line per arm, its name whole (a column per arm would cut the names down
+        # to the same "..." on a terminal)
+        table.add_column("arm", no_wrap=True)
+        for key in keys:
+            table.add_column(key, overflow="fold")
+        for row in rows:
+            table.add_row(str(row["arm"]), *[str(row[key]) for key in keys])
     out.print(table)
 
 
@@ -180,11 +262,13 @@ def score(
 ):
     """Score and grade observations with the trial's standards (SLEDAI, CTCAE, ASTCT, ...)."""
     from cartwin.scoring import run_score_command
+    _output_dir(out_dir)
+    _refuse_sbml_run(data, "score")
     out.print(run_score_command(data, out_dir), highlight=False)
 
 
 # --- export: interchange formats (src/cartwin/io; docs/interchange.md) -------------------------
-export_app = typer.Typer(no_args_is_help=True,
+export_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                          help="Write interchange formats: SBML model, NONMEM dataset, CDISC-like domains.")
 app.add_typer(export_app, name="export")
 
@@ -200,6 +284,7 @@ def export_sbml_command(
 ):
     """Write the default model for one patient, product and regimen as SBML Level 3 Version 2."""
     from cartwin.io.sbml import write_sbml
+    _refuse_dangling(out_file)
     covariates = {}
     for item in covariate:
         name, sep, value = item.partition("=")
@@ -219,6 +304,7 @@ def export_nonmem_command(
 ):
     """Write a run as a NONMEM-format dataset (ID TIME DV AMT RATE EVID MDV CMT DVID + covariates)."""
     from cartwin.io.nonmem import export_nonmem
+    _output_file(out_file, out_file.with_name(out_file.stem + ".dictionary.json"))
     chosen = [t.strip() for t in tests.split(",") if t.strip()] if tests else None
     result = export_nonmem(run_dir, out_file, chosen)
     out.print(f"NONMEM dataset -> {result.data} ({result.n_subjects} subjects, {result.n_rows} rows); "
@@ -240,6 +326,7 @@ def export_sdtm_command(
     """Write SDTM DM, EX, LB, AE, RS and ADaM ADSL, ADLB as CSV and SAS XPORT v5, checked against
     the conformance rules of cartwin.io.cdisc_rules."""
     from cartwin.io.cdisc import export_cdisc
+    _own_cdisc_dir(out_dir)
     result = export_cdisc(source, out_dir, scored, study_id, start_date=start_date, country=country)
     counts = ", ".join(f"{k} {v.height}" for k, v in result.datasets.items())
     out.print(f"CDISC SDTM/ADaM datasets -> {result.out_dir} ({counts}); conformance rules "
@@ -283,6 +370,7 @@ def fit_command(
 ):
     """Population fit (nonlinear mixed effects, FOCE) of chosen model parameters to data."""
     from cartwin.fit.api import fit
+    _output_dir(out_dir)
     loaded = None
     if protocol is not None:
         from cartwin.protocol import load_protocol
@@ -323,6 +411,7 @@ def sensitivity_command(
     """Sobol indices of clinical endpoints over parameter ranges (SALib)."""
     from cartwin.fit.sensitivity import sensitivity
     from cartwin.protocol import load_protocol
+    _output_dir(out_dir)
     ranges = {}
     for item in range_:
         name, sep, span = item.partition("=")

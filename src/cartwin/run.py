@@ -82,6 +82,8 @@ def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, pro
     reused = len(plan.chunks) - len(todo)
     t_solve = time.perf_counter()
     done = 0
+    if progress:
+        progress(0, len(todo))  # the total is known before the first chunk (and its compile) ends
     if executor is None and score:
         from cartwin.endpoints.scoring import StoreAndScore  # scoring as the run goes (--report)
         results = execute(ctx, todo, workers, StoreAndScore(rundir.path.resolve()), start_method="spawn")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cartwin.clinical import ObservationError, score_observations
+from cartwin.clinical.ruleset import applied_rules
 from cartwin.endpoints import compute as compute_endpoints
 from cartwin.io.observations import read_observations
 from cartwin.store.scored import ScoredDirectory
@@ -40,6 +41,7 @@ def score(source: Path | str, out_dir: Path | str, *, sledai_window_days: float 
         raise ObservationError(f"{source}: no observations to score after excluding failed subjects.", file=str(source))
     tables = score_observations(obs, sledai_window_days=sledai_window_days)
     tables["endpoints"] = compute_endpoints(tables, obs.frame)  # every patient's endpoints
+    tables["rules"] = applied_rules()  # the standards and versions applied, with rule-file hashes
     paths = target.write(tables)
     return ScoreResult(out_dir=target.path, paths=paths, subjects_scored=tables["patients"].height,
                        subjects_excluded=obs.excluded_subjects, visits=tables["visits"].height,

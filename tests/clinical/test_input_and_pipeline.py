@@ -83,7 +83,7 @@ def test_score_example_writes_all_outputs(tmp_path):
     assert not list((tmp_path / "out").glob(".*.tmp"))
     with duckdb.connect(str(tmp_path / "out" / "results.duckdb"), read_only=True) as con:
         tables = {r[0] for r in con.execute("show tables").fetchall()}
-        assert tables == {"visits", "lab_grades", "patients", "adverse_events", "flags", "endpoints"}
+        assert tables == {"visits", "lab_grades", "patients", "adverse_events", "flags", "endpoints", "rules"}
         ae = con.execute("select max_grade from adverse_events where subject='SLE-001' and term='Cytokine release syndrome'").fetchone()
         assert ae[0] == 2
     visits = pl.read_parquet(tmp_path / "out" / "visits.parquet")

@@ -40,7 +40,14 @@ def test_score_into_a_new_or_empty_directory(tmp_path, capsys, monkeypatch):
     assert code == 0, text
     assert sorted(os.listdir(tmp_path / "empty")) == ["adverse_events.parquet", "endpoints.parquet", "flags.parquet",
                                                       "lab_grades.parquet", "patients.parquet", "results.duckdb",
-                                                      "visits.parquet"]
+                                                      "rules.parquet", "visits.parquet"]
+    rules = pl.read_parquet(tmp_path / "empty" / "rules.parquet")
+    named = dict(zip(rules["instrument"], rules["name"] + " | " + rules["source"]))
+    # the output names the standard and version of every instrument it applied
+    assert "Gladman" in named["SLEDAI-2K"] and "2002" in named["SLEDAI-2K"]
+    assert "SELENA" in named["SELENA-SLEDAI"] and "SRI-4" in named["SRI"]
+    assert "2021" in named["DORIS"] and "Franklyn" in named["LLDAS"]
+    assert rules["rule_file_sha256"].str.len_chars().to_list() == [64] * rules.height
 
 
 def test_score_refuses_a_directory_holding_a_users_files(tmp_path, capsys, monkeypatch):

@@ -56,6 +56,9 @@ def make_flags(frame: pl.DataFrame, column: str, problem: str | pl.Expr) -> pl.D
             cols.append(pl.lit(column, pl.String).alias(name))
         elif name == "problem":
             cols.append(problem_expr.cast(pl.String).alias(name))
+        elif name == "day" and "_day" in frame.columns:
+            # the parsed day (the raw text may carry spaces: "7 ")
+            cols.append(pl.col("_day").cast(dtype).alias(name))
         elif name in frame.columns:
             cols.append(pl.col(name).cast(dtype))
         else:
@@ -116,12 +119,31 @@ def _rows_text(rows: list[int]) -> str:
     return f"row{'s' if len(rows) > 1 else ''} {shown}{more}"
 
 
-def _fail(file: str, bad: pl.DataFrame, column: str, problem: str, fix: str) -> None:
+def _fail(file: str, bad: pl.DataFrame, column: str, problem: str, fix: str,
+          collect: list[ObservationError] | None = None) -> None:
+    """Raise the problem, or add it to ``collect`` when the caller reports every problem at once."""
     rows = bad["row"].to_list()
-    raise ObservationError(
+    error = ObservationError(
         f"{file}: {_rows_text(rows)} (1-based data rows), column '{column}': {problem}. {fix}",
         file=file, rows=rows, column=column,
     )
+    if collect is None:
+        raise error
+    collect.append(error)
+
+
+def _raise_all(problems: list[ObservationError]) -> None:
+    """One error listing every problem found (its ``rows`` and ``column`` are the first's; every
+    problem is kept in ``problems``)."""
+    if not problems:
+        return
+    if len(problems) == 1:
+        raise problems[0]
+    first = problems[0]
+    error = ObservationError(f"{len(problems)} problems:\n  " + "\n  ".join(str(p) for p in problems),
+                             file=first.file, rows=first.rows, column=first.column)
+    error.problems = problems
+    raise error
 
 
 def _as_float(frame: pl.DataFrame, column: str) -> tuple[pl.Expr, pl.Expr]:
@@ -129,13 +151,14 @@ def _as_float(frame: pl.DataFrame, column: str) -> tuple[pl.Expr, pl.Expr]:
     dtype = frame.schema[column]
     if dtype.is_numeric():
         parsed = pl.col(column).cast(pl.Float64)
-        return parsed.fill_nan(None), pl.lit(False)
+        return parsed.fill_nan(None), parsed.is_infinite().fill_null(False)
     if dtype == pl.Boolean:
         return pl.col(column).cast(pl.Float64), pl.lit(False)
     text = pl.col(column).cast(pl.String).str.strip_chars()
     missing = text.is_null() | text.str.to_lowercase().is_in(MISSING_TEXT)
     parsed = pl.when(missing).then(None).otherwise(text.cast(pl.Float64, strict=False))
-    return parsed.fill_nan(None), (~missing & parsed.is_null())
+    # "inf" parses as a number but is no measurement or day: refused like any other non-number
+    return parsed.fill_nan(None), (~missing & (parsed.is_null() | parsed.is_infinite()))
 
 
 @cache
@@ -230,16 +253,17 @@ def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
         pl.col("arm").cast(pl.String),
         pl.col("cause").cast(pl.String).str.strip_chars().str.to_lowercase(),
     )
+    problems: list[ObservationError] = []  # independent checks: every problem is reported at once
     bad = frame.filter(pl.col("subject").is_null() | (pl.col("subject") == ""))
     if bad.height:
-        _fail(file, bad, "subject", "subject is empty", "Give every row a subject identifier.")
+        _fail(file, bad, "subject", "subject is empty", "Give every row a subject identifier.", collect=problems)
 
     day, day_bad = _as_float(frame, "day")
     frame = frame.with_columns(day.alias("_day"), day_bad.alias("_day_bad"))
     bad = frame.filter(pl.col("_day_bad") | pl.col("_day").is_null())
     if bad.height:
-        _fail(file, bad, "day", f"day is missing or not a number (e.g. {bad['day'][0]!r})",
-              "Give the study day relative to CAR-T infusion (day 0) as a number, e.g. -5, 0, 7.5.")
+        _fail(file, bad, "day", f"day is missing, not a number or infinite (e.g. {bad['day'][0]!r})",
+              "Give the study day relative to CAR-T infusion (day 0) as a number, e.g. -5, 0, 7.5.", collect=problems)
 
     codes = test_codes()
     frame = frame.with_columns(_code_position().alias("_code"))
@@ -247,38 +271,54 @@ def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     if bad.height:
         examples = sorted({str(t) for t in bad["test"].to_list()})[:5]
         _fail(file, bad, "test", f"unknown test code(s) {examples}",
-              "Use a code from src/cartwin/data/test_codes.csv (codes are case-sensitive).")
+              "Use a code from src/cartwin/data/test_codes.csv (codes are case-sensitive).", collect=problems)
 
     value, value_bad = _as_float(frame, "value")
     frame = frame.with_columns(value.alias("_value"), value_bad.alias("_value_bad"))
     bad = frame.filter(pl.col("_value_bad"))
     if bad.height:
-        _fail(file, bad, "value", f"value is not a number (e.g. {bad['value'][0]!r})",
-              "Give a decimal number with '.' as decimal point; leave the cell empty for a missing result.")
+        _fail(file, bad, "value", f"value is not a number or is infinite (e.g. {bad['value'][0]!r})",
+              "Give a decimal number with '.' as decimal point; leave the cell empty for a missing result.", collect=problems)
     for name in ("lower", "upper"):
         parsed, parsed_bad = _as_float(frame, name)
         frame = frame.with_columns(parsed.alias(f"_{name}"), parsed_bad.alias("_limit_bad"))
         bad = frame.filter(pl.col("_limit_bad"))
         if bad.height:
-            _fail(file, bad, name, f"reference limit is not a number (e.g. {bad[name][0]!r})",
-                  "Give the laboratory's limit as a number in the row's unit, or leave it empty.")
+            _fail(file, bad, name, f"reference limit is not a number or is infinite (e.g. {bad[name][0]!r})",
+                  "Give the laboratory's limit as a number in the row's unit, or leave it empty.", collect=problems)
+    for name in ("lower", "upper"):
+        bad = frame.filter(pl.col(f"_{name}") < 0)
+        if bad.height:
+            _fail(file, bad, name, f"reference limit is negative ({bad[f'_{name}'][0]:g})",
+                  "Give the laboratory's limit as a non-negative number in the row's unit, or leave it empty.", collect=problems)
+    bad = frame.filter(pl.col("_lower") > pl.col("_upper"))
+    if bad.height:
+        _fail(file, bad, "lower", f"lower limit {bad['_lower'][0]:g} lies above the upper limit "
+              f"{bad['_upper'][0]:g}", "Check the order of the lower and upper columns.", collect=problems)
 
     bad = frame.filter(pl.col("cause").is_not_null() & ~pl.col("cause").is_in(ALLOWED_CAUSES + MISSING_TEXT))
     if bad.height:
-        _fail(file, bad, "cause", f"unknown cause {bad['cause'][0]!r}", f"Use one of {list(ALLOWED_CAUSES)} or leave it empty.")
+        _fail(file, bad, "cause", f"unknown cause {bad['cause'][0]!r}", f"Use one of {list(ALLOWED_CAUSES)} or leave it empty.", collect=problems)
     frame = frame.with_columns(
         pl.when(pl.col("cause").is_in(MISSING_TEXT)).then(None).otherwise(pl.col("cause")).alias("cause")
     )
 
     units = unit_table()
     frame = _lookup(frame, units, ["test", "unit"], ["canonical_unit", "factor", "offset"])
-    unknown_unit = frame.filter(pl.col("factor").is_null() & (pl.col("unit") != ""))
+    unknown_unit = frame.filter(pl.col("factor").is_null() & (pl.col("unit") != "") & pl.col("_code").is_not_null())
     if unknown_unit.height:
         first = unknown_unit.row(0, named=True)
         supported = units.filter(pl.col("test") == first["test"])["unit"].to_list()
+        fix = f"Supported units for {first['test']}: {[u for u in supported if u]} (docs/clinical.md lists all)."
+        if first["test"] == "DSDNA":
+            # anti-dsDNA assays (EliA, ELISA, CLIFT, Farr) are not interconvertible: no factor exists
+            fix = ("Anti-dsDNA assays are not interconvertible, so a result in another unit (e.g. EliA "
+                   "U/mL) cannot be converted to IU/mL. Give results of an assay calibrated in IU/mL, "
+                   "Farr binding as DSDNAFARR (%), or the SLEDAI judgement itself as SD_DNA (1 = increased "
+                   "above the assay's cut-off, 0 = not) (docs/clinical.md).")
         _fail(file, unknown_unit, "unit",
-              f"unit {first['unit']!r} is not supported for test {first['test']}",
-              f"Supported units for {first['test']}: {[u for u in supported if u]} (docs/clinical.md lists all).")
+              f"unit {first['unit']!r} is not supported for test {first['test']}", fix, collect=problems)
+    _raise_all(problems)
     no_unit = frame.filter(pl.col("factor").is_null())
     if no_unit.height:
         flags.append(make_flags(no_unit, "unit", "unit missing for a dimensioned test: value not evaluable (admiral unit check)"))

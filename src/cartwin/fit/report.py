@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 from cartwin import __version__  # noqa: E402
+from cartwin.store.atomic import follow_umask  # noqa: E402
 from cartwin.fit.nlme import FitResult, Z95  # noqa: E402
 
 VPC_PERCENTILES = (5.0, 50.0, 95.0)
@@ -31,6 +32,7 @@ VPC_PERCENTILES = (5.0, 50.0, 95.0)
 
 def _atomic_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    follow_umask(fd)
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
     os.replace(tmp, path)
@@ -38,6 +40,7 @@ def _atomic_text(path: Path, text: str) -> None:
 
 def _atomic_parquet(frame: pl.DataFrame, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    follow_umask(fd)
     os.close(fd)
     frame.write_parquet(tmp)
     os.replace(tmp, path)

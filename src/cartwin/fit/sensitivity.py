@@ -26,6 +26,7 @@ import numpy as np
 import polars as pl
 
 from cartwin.fit.errors import FitError
+from cartwin.store.atomic import follow_umask
 
 Z95 = 1.959963984540054
 MONTH6_DAY = 180.0
@@ -224,6 +225,7 @@ def sensitivity(protocol, outputs: list[str] | None = None, parameters: list[str
 
 def _atomic(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    follow_umask(fd)
     os.close(fd)
     write(tmp)
     os.replace(tmp, path)

@@ -29,6 +29,7 @@ def read_observation_file(path: str | Path) -> pl.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
+            _refuse_ragged_rows(path)
             return pl.read_csv(path, infer_schema=False, null_values=None)
         if suffix in (".parquet", ".pq"):
             return pl.read_parquet(path)
@@ -37,6 +38,30 @@ def read_observation_file(path: str | Path) -> pl.DataFrame:
     raise ObservationError(
         f"{path}: unsupported file type '{suffix}'. Give a .csv or .parquet observation file or a run "
         f"directory containing {layout.OBSERVATIONS} and {layout.PATIENTS}.", file=str(path))
+
+
+def _refuse_ragged_rows(path: Path) -> None:
+    """A CSV row with fewer fields than the header is a broken row, not a row whose last values
+    are missing (the CSV reader would fill them with nothing); one with more has a stray comma
+    (a decimal comma, an unquoted text). Both are refused, naming the rows."""
+    import csv  # noqa: PLC0415
+    short, long_ = [], []
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        reader = csv.reader(fh)
+        width = len(next(reader, []))
+        for row, fields in enumerate(reader, start=1):
+            if fields and len(fields) < width:
+                short.append(row)
+            elif len(fields) > width:
+                long_.append(row)
+    for rows, what, fix in ((short, "fewer", "leave a cell empty (',,') for a missing value"),
+                            (long_, "more", "quote text that holds commas and use '.' as the decimal point")):
+        if rows:
+            shown = ", ".join(map(str, rows[:10])) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
+            raise ObservationError(
+                f"{path}: row{'s' if len(rows) > 1 else ''} {shown} (1-based data rows) "
+                f"{'have' if len(rows) > 1 else 'has'} {what} fields than the header's {width}. Give "
+                f"every row exactly the header's columns; {fix}.", file=str(path), rows=rows)
 
 
 def read_run_observations(run_dir: str | Path) -> Observations:

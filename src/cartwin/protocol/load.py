@@ -75,11 +75,56 @@ def parse_protocol(data: dict, source: str = "<protocol>") -> Protocol:
             if msg not in seen:
                 seen.add(msg)
                 problems.append(msg)
+        problems += _check_valid_parts(data, seen)
         raise ProtocolError(source, problems) from None
     problems = check_semantics(protocol)
     if problems:
         raise ProtocolError(source, problems)
     return protocol
+
+
+def _check_valid_parts(data, already: set[str]) -> list[str]:
+    """The checks of meaning that still apply when the schema refused the protocol: each block
+    that validates on its own (the population, each arm's dose) is checked, so that one run of
+    ``cartwin validate`` lists every problem, not the schema's first."""
+    from cartwin.protocol.schema import Arm  # noqa: PLC0415
+    if not isinstance(data, dict):
+        return []
+    problems: list[str] = []
+    block = data.get("population")
+    if isinstance(block, dict):
+        try:
+            pop = Population.model_validate(block)
+        except ValidationError:
+            pop = None
+        if pop is not None:
+            problems += _check_population(pop)
+    arms = data.get("arms")
+    if isinstance(arms, list):
+        for i, raw in enumerate(arms):
+            try:
+                arm = Arm.model_validate(raw)
+            except ValidationError:
+                continue
+            if arm.dose is not None:
+                problems += _check_dose(arm, f"arms[{i}] ({arm.id})")
+            if isinstance(arm.lymphodepletion, list):
+                problems += _check_administrations(arm.lymphodepletion, f"arms[{i}] ({arm.id}).lymphodepletion")
+    return [m for m in problems if m not in already]
+
+
+def _check_dose(arm, where: str) -> list[str]:
+    if hasattr(arm.dose, "cells_per_kg"):
+        lo, hi = CART_DOSE_PER_KG
+        if not lo <= arm.dose.cells_per_kg <= hi:
+            return [f"{where}.dose.cells_per_kg: {arm.dose.cells_per_kg:g} cells/kg is "
+                    f"outside the plausible {lo:g}-{hi:g} cells/kg (1e6 cells/kg is typical)"]
+    else:
+        lo, hi = CART_DOSE_FLAT
+        if not lo <= arm.dose.cells <= hi:
+            return [f"{where}.dose.cells: {arm.dose.cells:g} cells is outside the "
+                    f"plausible {lo:g}-{hi:g} cells"]
+    return []
 
 
 def load_protocol(path: str | Path) -> LoadedProtocol:
@@ -202,16 +247,7 @@ def check_semantics(p: Protocol) -> list[str]:
         if isinstance(arm.lymphodepletion, str) and arm.lymphodepletion not in regimens:
             problems.append(f"{where}.lymphodepletion: unknown regimen {arm.lymphodepletion!r}; "
                             f"known: {sorted(regimens)} (or give a list of administrations)")
-        if hasattr(arm.dose, "cells_per_kg"):
-            lo, hi = CART_DOSE_PER_KG
-            if not lo <= arm.dose.cells_per_kg <= hi:
-                problems.append(f"{where}.dose.cells_per_kg: {arm.dose.cells_per_kg:g} cells/kg is "
-                                f"outside the plausible {lo:g}-{hi:g} cells/kg (1e6 cells/kg is typical)")
-        else:
-            lo, hi = CART_DOSE_FLAT
-            if not lo <= arm.dose.cells <= hi:
-                problems.append(f"{where}.dose.cells: {arm.dose.cells:g} cells is outside the "
-                                f"plausible {lo:g}-{hi:g} cells")
+        problems += _check_dose(arm, where)
         if explicit and arm.n is not None and arm.n != len(p.population.patients):
             problems.append(f"{where}.n: {arm.n} differs from the {len(p.population.patients)} "
                             "explicit patients; remove n")
@@ -395,4 +431,40 @@ def _check_population(pop: Population) -> list[str]:
             if b is not None and not lo <= b * factor <= hi:
                 problems.append(f"{where}.{bound}: {b:g} is outside the physiologic range "
                                 f"{lo / factor:g}-{hi / factor:g} in the unit given")
+        msg = _unreachable_truncation(dist, factor, lo, hi)
+        if msg:
+            problems.append(f"{where}: {msg}")
     return problems
+
+
+# A truncated distribution must keep at least this probability inside its bounds: below it the
+# inverse-CDF draw loses its precision (and at zero it returns infinities).
+MIN_TRUNCATED_MASS = 1e-6
+
+
+def _unreachable_truncation(dist, factor: float, plo: float, phi: float) -> str | None:
+    """Whether a normal or log-normal, cut to its bounds and the physiologic range, keeps any
+    probability to draw from."""
+    if dist.dist not in ("normal", "lognormal"):
+        return None
+    lo = plo if dist.low is None else max(plo, dist.low * factor)
+    hi = phi if dist.high is None else min(phi, dist.high * factor)
+    if hi <= lo:
+        return (f"the bounds and the physiologic range {plo / factor:g}-{phi / factor:g} leave no "
+                "values to draw; widen low/high")
+    spread = dist.sd if dist.dist == "normal" else dist.cv
+    if spread == 0:
+        return None  # a point, clipped into the bounds
+    from scipy import stats  # noqa: PLC0415
+    if dist.dist == "normal":
+        frozen = stats.norm(dist.mean * factor, dist.sd * factor)
+    else:
+        import math  # noqa: PLC0415
+        frozen = stats.lognorm(s=math.sqrt(math.log1p(dist.cv ** 2)), scale=dist.median * factor)
+    # in the upper tail the survival function keeps the precision the CDF loses
+    mass = frozen.sf(lo) - frozen.sf(hi) if frozen.cdf(lo) > 0.5 else frozen.cdf(hi) - frozen.cdf(lo)
+    if not mass >= MIN_TRUNCATED_MASS:
+        return (f"the bounds {lo / factor:g}-{hi / factor:g} hold a probability of {mass:.2g} of the "
+                f"distribution (at least {MIN_TRUNCATED_MASS:g} needed); move the centre or widen "
+                "the spread or the bounds")
+    return None

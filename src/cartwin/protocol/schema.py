@@ -11,9 +11,25 @@ from cartwin.vocabulary import BY_FIELD, DESCRIPTORS
 
 SCHEMA_VERSION = 1
 
+# Bounds on the work a protocol may ask for, checked before anything runs (larger trials are
+# split into several runs).
+MAX_PATIENTS_PER_ARM = 1_000_000
+MAX_SCHEDULE_DAYS = 10_000
+# log-scale inter-individual SD: 3 already spreads one SD over a factor of 20
+MAX_VARIABILITY_SD = 3.0
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a value of another type is refused, never converted (no "5" for 5, no true for 1,
+    # no "no" for false); NaN and infinity are refused in every number
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+def _bounds_ordered(dist):
+    low, high = getattr(dist, "low", None), getattr(dist, "high", None)
+    if low is not None and high is not None and high <= low:
+        raise ValueError(f"{dist.dist}: high ({high:g}) must be greater than low ({low:g})")
+    return dist
 
 
 # --- distributions ---------------------------------------------------------------------------
@@ -29,13 +45,17 @@ class Normal(_Strict):
     low: float | None = None
     high: float | None = None
 
+    _ordered = model_validator(mode="after")(_bounds_ordered)
+
 
 class LogNormal(_Strict):
     dist: Literal["lognormal"]
     median: float = Field(gt=0)
-    cv: float = Field(ge=0, description="coefficient of variation of the log-normal, e.g. 0.2")
+    cv: float = Field(ge=0, le=100, description="coefficient of variation of the log-normal, e.g. 0.2 (at most 100)")
     low: float | None = None
     high: float | None = None
+
+    _ordered = model_validator(mode="after")(_bounds_ordered)
 
 
 class Uniform(_Strict):
@@ -220,7 +240,7 @@ class Arm(_Strict):
     dose: CellsPerKg | FlatCells | None = Field(default=None, description="required with cartwin's own models")
     lymphodepletion: str | list[DrugAdministration] | None = Field(
         default=None, description="required with cartwin's own models")
-    n: int | None = Field(default=None, ge=1, description="virtual patients in this arm")
+    n: int | None = Field(default=None, ge=1, le=MAX_PATIENTS_PER_ARM, description="virtual patients in this arm")
     label: str = ""
 
 
@@ -239,6 +259,15 @@ class Schedule(_Strict):
             raise ValueError("give 'days', or all of 'every', 'start' and 'stop'")
         if self.days is not None and not self.days:
             raise ValueError("'days' is empty")
+        if self.days is not None and len(self.days) > MAX_SCHEDULE_DAYS:
+            raise ValueError(f"{len(self.days)} days; at most {MAX_SCHEDULE_DAYS} assessment days")
+        if self.days is None:
+            if self.stop < self.start:
+                raise ValueError(f"stop ({self.stop:g}) lies before start ({self.start:g})")
+            steps = (self.stop - self.start) / self.every
+            if steps > MAX_SCHEDULE_DAYS:
+                raise ValueError(f"every = {self.every:g} from {self.start:g} to {self.stop:g} gives "
+                                 f"{steps:.3g} assessment days; at most {MAX_SCHEDULE_DAYS}: use a larger step")
         return self
 
 
@@ -459,13 +488,13 @@ class Protocol(_Strict):
     seed: int = Field(ge=0)
     model: str = Field(default="lupus_cart", description="a cartwin model name, or 'sbml:PATH' for an "
                        "SBML file (path relative to the protocol file) that carries its own doses")
-    model_variability: dict[str, float] = Field(
+    model_variability: dict[str, Annotated[float, Field(ge=0, le=MAX_VARIABILITY_SD)]] = Field(
         default_factory=dict, description="log-normal inter-individual SD per model parameter; "
         "overrides the model's declared variability")
     follow_up_days: float = Field(gt=0, le=3650)
     schedule: Schedule
     outputs: tuple[str, ...] | None = Field(
-        default=None, description="test codes to store in observations (default: every observable "
+        default=None, strict=False, description="test codes to store in observations (default: every observable "
         "of the model); fewer outputs mean smaller runs")
     population: Population | None = Field(default=None, description="required with cartwin's own models")
     arms: list[Arm] = Field(min_length=1)

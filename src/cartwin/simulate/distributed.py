@@ -105,10 +105,12 @@ class DaskExecutor:
         d = self.distributed
         if self.local:
             # processes, one thread each: the solver holds the GIL, so threads would not help;
-            # random ports (scheduler and its HTTP server), loopback only: several runs and test
+            # random ports (scheduler and its HTTP server), loopback only (the dashboard too: it
+            # shows identity, workers and logs): several runs and test
             # sessions can share this machine.
             self.cluster = d.LocalCluster(n_workers=self.n_workers, threads_per_worker=1, processes=True,
-                                          host="127.0.0.1", scheduler_port=0, dashboard_address=":0")
+                                          host="127.0.0.1", scheduler_port=0,
+                                          dashboard_address="127.0.0.1:0")
             self.client = d.Client(self.cluster, set_as_default=False)
         else:
             try:

@@ -13,10 +13,38 @@ import pyarrow.parquet as pq
 from cartwin.store.layout import TEMPORARY_INFIX, TEMPORARY_SUFFIX
 
 
+def current_umask() -> int:
+    """The process's file-creation mask, read without changing it where the system allows
+    (``/proc/self/status``); otherwise set and restored at once."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(fd_or_path) -> None:
+    """Give a file made by ``tempfile.mkstemp`` (always 0600) the mode an ordinary new file
+    would have: 0666 less the umask. Outputs are then as readable as the user's other files."""
+    mode = 0o666 & ~current_umask()
+    if isinstance(fd_or_path, int):
+        os.fchmod(fd_or_path, mode)
+    else:
+        os.chmod(fd_or_path, mode)
+
+
 def _temporary(path: Path) -> tuple[int, str]:
     """A new temporary file beside ``path``, named so that it is recognisably cartwin's own
-    (``.<name>.cartwin-<random>.tmp``): a resumed run deletes only such files."""
-    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TEMPORARY_INFIX}", suffix=TEMPORARY_SUFFIX)
+    (``.<name>.cartwin-<random>.tmp``): a resumed run deletes only such files. Its mode follows
+    the umask, as the final file's should."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TEMPORARY_INFIX}", suffix=TEMPORARY_SUFFIX)
+    follow_umask(fd)
+    return fd, tmp
 
 
 def _replace_from_temp(path: Path, write) -> None:

@@ -1,0 +1,92 @@
+"""`cartwin score` input that used to be graded silently or crash with a raw polars error:
+infinite days, values and limits, a lower limit above the upper, negative limits, short rows, a
+count given in the wrong unit. Each is refused with the file, the row and the column."""
+
+from __future__ import annotations
+
+import pytest
+
+from cartwin.clinical import ObservationError
+from cartwin.io.observations import read_observations
+
+HEADER = "subject,day,test,value,unit,lower,upper\n"
+
+
+def refused(tmp_path, rows: str) -> ObservationError:
+    path = tmp_path / "obs.csv"
+    path.write_text(HEADER + rows)
+    with pytest.raises(ObservationError) as exc:
+        read_observations(path)
+    assert "obs.csv" in str(exc.value)
+    return exc.value
+
+
+@pytest.mark.parametrize("row, column", [
+    ("P1,inf,NEUT,1.2,10^9/L,,\n", "day"),
+    ("P1,-inf,NEUT,1.2,10^9/L,,\n", "day"),
+    ("P1,0,NEUT,inf,10^9/L,,\n", "value"),
+    ("P1,0,NEUT,1.2,10^9/L,,inf\n", "upper"),
+    ("P1,0,NEUT,1.2,10^9/L,-1,\n", "lower"),
+    ("P1,0,NEUT,1.2,10^9/L,,-2\n", "upper"),
+    ("P1,0,NEUT,1.2,10^9/L,3,2\n", "lower"),
+    # a neutrophil count in cells/uL labelled 10^9/L (1000x too large)
+    ("P1,0,NEUT,400,10^9/L,,\n", "value"),
+])
+def test_bad_numbers_are_refused_with_row_and_column(tmp_path, row, column):
+    exc = refused(tmp_path, "P1,-1,NEUT,2.0,10^9/L,,\n" + row)
+    assert exc.rows == [2] and exc.column == column, str(exc)
+    assert "row 2" in str(exc)
+
+
+def test_a_short_row_is_refused_not_read_as_value_missing(tmp_path):
+    exc = refused(tmp_path, "P1,0,NEUT,1.2,10^9/L,,\nP1,1,NEUT\nP1,2,NEUT,1.0,10^9/L,,\n")
+    assert exc.rows == [2] and "fewer fields" in str(exc)
+
+
+def test_a_day_with_a_trailing_space_on_a_flagged_row_is_read(tmp_path):
+    path = tmp_path / "obs.csv"
+    path.write_text(HEADER + "P1,0,NEUT,1.2,10^9/L,,\nP1,7 ,NEUT,,10^9/L,,\n")
+    obs = read_observations(path)
+    assert sorted(obs.frame["day"].to_list()) == [0.0, 7.0]
+    assert obs.flags.height >= 1  # the missing value is flagged, not an error
+
+
+def test_cli_never_shows_a_raw_polars_error(tmp_path, monkeypatch, capsys):
+    import sys
+    from cartwin import cli
+    path = tmp_path / "obs.csv"
+    path.write_text(HEADER + "P1,inf,NEUT,1.2,10^9/L,,\n")
+    monkeypatch.setattr(sys, "argv", ["cartwin", "score", str(path), "--out", str(tmp_path / "s")])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    msg = capsys.readouterr().err
+    assert exc.value.code == 2 and "row 1" in msg and "'day'" in msg
+    assert "polars" not in msg.lower() and "InvalidOperation" not in msg
+
+
+def test_a_row_with_a_stray_comma_is_refused_with_its_row(tmp_path):
+    exc = refused(tmp_path, "P1,0,NEUT,1.2,10^9/L,,\nP1,1,NEUT,1,2,10^9/L,,\n")
+    assert exc.rows == [2] and "more fields" in str(exc) and "polars" not in str(exc).lower()
+
+
+def test_anti_dsdna_in_u_per_ml_is_refused_with_the_reason_and_the_alternatives(tmp_path):
+    exc = refused(tmp_path, "P1,0,DSDNA,12,U/mL,,15\n")
+    msg = str(exc)
+    assert exc.column == "unit" and exc.rows == [1]
+    assert "not interconvertible" in msg and "SD_DNA" in msg and "IU/mL" in msg
+
+
+def test_sd_dna_is_the_documented_way_to_give_an_eliA_result(tmp_path):
+    path = tmp_path / "obs.csv"
+    path.write_text(HEADER + "P1,0,SD_DNA,1,presence,,\n")
+    obs = read_observations(path)
+    assert obs.frame["value"].to_list() == [1.0]
+
+
+def test_every_problem_of_a_file_is_reported_at_once(tmp_path):
+    exc = refused(tmp_path, "P1,x,NEUT,1.2,10^9/L,,\nP1,1,NOPE,1.2,10^9/L,,\n"
+                            "P1,2,NEUT,1.2,furlongs,,\nP1,3,NEUT,1.2,10^9/L,5,1\n")
+    msg = str(exc)
+    assert "4 problems" in msg
+    assert [(p.rows, p.column) for p in exc.problems] == [([1], "day"), ([2], "test"), ([4], "lower"), ([3], "unit")]
+    assert exc.rows == [1] and exc.column == "day"

@@ -1,0 +1,75 @@
+"""The CLI's own messages say what is wrong: a missing path is called missing, and commands that
+grade lupus read-outs say they are not available for runs of imported SBML models."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from cartwin import cli
+from cartwin.protocol import load_protocol
+from cartwin.run import run_protocol
+from tests.conftest import write_protocol
+from tests.engine.test_sbml_run import kimmel_protocol
+
+
+def call(monkeypatch, capsys, *args) -> tuple[int, str]:
+    monkeypatch.setattr(sys, "argv", ["cartwin", *map(str, args)])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+        raise SystemExit(0)
+    captured = capsys.readouterr()
+    return exc.value.code or 0, captured.err + captured.out
+
+
+def test_show_of_a_missing_path_says_it_does_not_exist(tmp_path, monkeypatch, capsys):
+    code, msg = call(monkeypatch, capsys, "show", tmp_path / "nonexistent")
+    assert code == 2 and "no such directory" in msg and "--resume" not in msg
+
+
+def test_report_and_score_say_they_do_not_apply_to_sbml_runs(tmp_path, monkeypatch, capsys):
+    path = write_protocol(tmp_path / "k.toml", kimmel_protocol(arms=[{"id": "k", "n": 1}]))
+    run_protocol(load_protocol(path), tmp_path / "run", workers=1)
+    for command in (["report", tmp_path / "run"], ["score", tmp_path / "run", "--out", tmp_path / "s"]):
+        code, msg = call(monkeypatch, capsys, *command)
+        assert code == 2 and "not available for SBML runs" in msg, msg
+        assert "Traceback" not in msg
+    assert not (tmp_path / "s").exists()
+    assert call(monkeypatch, capsys, "show", tmp_path / "run")[0] == 0
+
+
+def test_show_keeps_protocol_order_and_whole_arm_names(tmp_path, monkeypatch, capsys):
+    from rich.console import Console
+    from tests.conftest import BASE_PROTOCOL
+    import copy
+    protocol = copy.deepcopy(BASE_PROTOCOL)
+    protocol["follow_up_days"] = 14
+    protocol["schedule"] = {"days": [0, 7, 14]}
+    names = [f"zeta_high_dose_arm_{k}" for k in range(9, 0, -1)]  # protocol order is reverse-alphabetical
+    protocol["arms"] = [{"id": name, "product": "autologous_cd19", "dose": {"cells_per_kg": 1e6},
+                         "lymphodepletion": "erlangen", "n": 1} for name in names]
+    run_protocol(load_protocol(write_protocol(tmp_path / "p.toml", protocol)), tmp_path / "run", workers=1)
+    monkeypatch.setattr(cli, "out", Console(width=100, soft_wrap=False, force_terminal=False))
+    code, text = call(monkeypatch, capsys, "show", tmp_path / "run")
+    assert code == 0
+    positions = [text.find(name) for name in names]
+    assert all(p >= 0 for p in positions), text
+    assert positions == sorted(positions), text
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["score"], ["export", "sdtm"], ["export", "nonmem"], ["fit"]])
+def test_help_shows_flags_without_a_type_and_keeps_bracketed_text(monkeypatch, capsys, command):
+    code, text = call(monkeypatch, capsys, *command, "--help")
+    assert code == 0 and "Usage:" in text
+    assert "<bool>" not in text
+    if command == ["run"]:
+        assert "cartwin[cluster]" in text  # not swallowed as markup
+
+
+def test_progress_knows_its_total_before_the_first_chunk_ends(tmp_path, protocol_dict):
+    protocol_dict["arms"][0]["n"], protocol_dict["arms"][1]["n"] = 2, 1
+    calls = []
+    run_protocol(load_protocol(write_protocol(tmp_path / "p.toml", protocol_dict)), tmp_path / "run",
+                 workers=1, chunk_size=1, progress=lambda done, total: calls.append((done, total)))
+    assert calls[0] == (0, 3) and calls[-1] == (3, 3)
