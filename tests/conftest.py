@@ -60,3 +60,16 @@ def write_protocol(path: Path, data: dict) -> Path:
     import tomli_w
     path.write_text(tomli_w.dumps(data))
     return path
+
+
+def call_cli(monkeypatch, capsys, *args) -> tuple[int, str]:
+    """Run the CLI in-process as a user would call it; its exit code and everything it printed."""
+    import sys
+
+    from cartwin import cli
+    monkeypatch.setattr(sys, "argv", ["cartwin", *map(str, args)])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+        raise SystemExit(0)
+    captured = capsys.readouterr()
+    return exc.value.code or 0, captured.err + captured.out

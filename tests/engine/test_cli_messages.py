@@ -8,19 +8,13 @@ import sys
 import pytest
 
 from cartwin import cli
+from tests.conftest import call_cli as call
 from cartwin.protocol import load_protocol
 from cartwin.run import run_protocol
 from tests.conftest import write_protocol
 from tests.engine.test_sbml_run import kimmel_protocol
 
 
-def call(monkeypatch, capsys, *args) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["cartwin", *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
-        raise SystemExit(0)
-    captured = capsys.readouterr()
-    return exc.value.code or 0, captured.err + captured.out
 
 
 def test_show_of_a_missing_path_says_it_does_not_exist(tmp_path, monkeypatch, capsys):

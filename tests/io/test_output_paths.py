@@ -12,15 +12,9 @@ import sys
 import pytest
 
 from cartwin import cli
+from tests.conftest import call_cli as call
 
 
-def call(monkeypatch, capsys, *args) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["cartwin", *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
-        raise SystemExit(0)
-    captured = capsys.readouterr()
-    return exc.value.code or 0, captured.err + captured.out
 
 
 def test_export_sdtm_replaces_its_own_output_but_not_a_users_directory(tmp_path, run_dir, monkeypatch, capsys):
