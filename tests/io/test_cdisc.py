@@ -324,3 +324,17 @@ def test_every_adverse_event_term_of_the_clinical_layer_has_a_body_system():
         "Cytokine release syndrome", "Immune effector cell-associated neurotoxicity syndrome",
         "ICAHT early", "ICAHT late", "Acute graft-versus-host disease"}
     assert terms <= set(ae_body_systems()), sorted(terms - set(ae_body_systems()))
+
+
+def test_real_data_baseline_is_the_ctcae_grading_reference(tmp_path):
+    """Without dosing records, LB's baseline flag marks the value CTCAE grades against (the last
+    one before lymphodepletion), not a value taken during the chemotherapy."""
+    rows = ["subject,arm,day,test,value,unit,lower,upper,cause"]
+    rows += [f"S1,a,{d},ALT,{v},U/L,,40," for d, v in ((-7, 20), (-1, 900), (0, 850), (7, 300))]
+    (tmp_path / "obs.csv").write_text("\n".join(rows) + "\n")
+    out = export_cdisc(tmp_path / "obs.csv", tmp_path / "real", study_id="SLE-REAL")
+    lb = out.datasets["LB"].filter(pl.col("LBTESTCD") == "ALT")
+    flagged = lb.filter(pl.col("LBLOBXFL") == "Y")
+    assert flagged.height == 1 and flagged["LBSTRESN"][0] == 20.0
+    adlb = out.datasets["ADLB"].filter(pl.col("PARAMCD") == "ALT")
+    assert adlb["BASE"].unique().to_list() == [20.0]

@@ -392,8 +392,9 @@ def build_domains(source: str | Path, scored: str | Path | None = None, study_id
         arms = _unique_codes(subjects.select("arm").unique(maintain_order=True).with_columns(pl.col("arm").alias("ARM")))
         subjects = subjects.join(arms, on="arm", how="left")
         doses = None
-        # no dosing record: the first treatment is taken as the clinical layer's baseline day
-        baseline_last_day = float(settings("ctcae_v5")["baseline_last_day"])
+        # no dosing record: the first treatment is taken as the clinical layer's grading reference
+        # day (before lymphodepletion), so that LBLOBXFL/ABLFL flag the rows CTCAE grades against
+        baseline_last_day = float(settings("ctcae_v5")["lab_baseline_last_day"])
         dose_days = subjects.select("subject", pl.lit(baseline_last_day).alias("_first_dose"),
                                     pl.lit(None, pl.Float64).alias("_last_dose"))
     kept = subjects["subject"].to_list()
