@@ -249,19 +249,8 @@ def test_validate_refuses_what_run_refuses(tmp_path):
     import subprocess
     import sys
 
-    import libsbml
-    doc = libsbml.readSBMLFromFile(str(DATA / "BIOMD0000001041.xml"))
-    ev = doc.getModel().createEvent()
-    ev.setId("rescue")
-    ev.setUseValuesFromTriggerTime(True)
-    trig = ev.createTrigger()
-    trig.setInitialValue(False)
-    trig.setPersistent(True)
-    trig.setMath(libsbml.parseL3Formula("CAR_T_cells > 10"))
-    ea = ev.createEventAssignment()
-    ea.setVariable("CAR_T_cells")
-    ea.setMath(libsbml.parseL3Formula("0"))
-    (tmp_path / "m.xml").write_text(libsbml.writeSBMLToString(doc))
+    from tests.io.test_sbml_import import with_state_triggered_event
+    (tmp_path / "m.xml").write_text(with_state_triggered_event(DATA / "BIOMD0000001041.xml", "0", "rescue"))
     protocol = tmp_path / "p.toml"
     protocol.write_text('schema_version = 1\nstudy_id = "X"\nseed = 1\nmodel = "sbml:m.xml"\n'
                         'follow_up_days = 28\n[schedule]\ndays = [0, 7, 28]\n[[arms]]\nid = "a"\nn = 2\n')

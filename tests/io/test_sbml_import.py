@@ -107,9 +107,13 @@ def test_events_on_parameters_match_cartwin_s_own_solve():
         np.testing.assert_allclose(sim[f"obs_{test}"][0], ours[test], rtol=1e-5, err_msg=test)
 
 
-def test_state_dependent_trigger_and_bad_files():
-    doc = libsbml.readSBMLFromFile(str(KIMMEL))
+def with_state_triggered_event(path: Path, assignment: str, event_id: str | None = None) -> str:
+    """The SBML of ``path`` plus an event triggered by the state itself (CAR_T_cells > 10) that sets
+    CAR_T_cells to ``assignment``: a trigger cartwin cannot schedule in advance."""
+    doc = libsbml.readSBMLFromFile(str(path))
     ev = doc.getModel().createEvent()
+    if event_id:
+        ev.setId(event_id)
     ev.setUseValuesFromTriggerTime(True)
     trig = ev.createTrigger()
     trig.setInitialValue(False)
@@ -117,8 +121,12 @@ def test_state_dependent_trigger_and_bad_files():
     trig.setMath(libsbml.parseL3Formula("CAR_T_cells > 10"))
     ea = ev.createEventAssignment()
     ea.setVariable("CAR_T_cells")
-    ea.setMath(libsbml.parseL3Formula("CAR_T_cells + 1"))
+    ea.setMath(libsbml.parseL3Formula(assignment))
+    return libsbml.writeSBMLToString(doc)
+
+
+def test_state_dependent_trigger_and_bad_files():
     with pytest.raises(UnsupportedSBMLError, match=r"event #1: trigger CAR_T_cells > 10 depends on \['CAR_T_cells'\]"):
-        import_sbml(libsbml.writeSBMLToString(doc))
+        import_sbml(with_state_triggered_event(KIMMEL, "CAR_T_cells + 1"))
     with pytest.raises(SBMLImportError, match="no such file"):
         import_sbml("/nonexistent/model.xml")
