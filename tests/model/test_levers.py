@@ -46,7 +46,7 @@ def paired():
 # --- lymphodepletion intensity -> homeostatic cytokines -> expansion -----------------------
 def test_host_t_nadir_and_recovery_follow_regimen_intensity():
     """Flu/Cy depletes host T cells to 3-12% of baseline depending on the regimen and they are
-    half back within about 3-5 weeks (models.md 10.4; Kimmel 2021 Gompertz recovery); deeper
+    half back within about 3-5 weeks (a behaviour target of the model design; Kimmel 2021 Gompertz recovery); deeper
     and longer after more chemotherapy. Tolerance: nadir 2-15% of baseline, strictly ordered
     standard < Erlangen < reduced; day of 50% recovery 15-45 and ordered the other way."""
     nadirs, half_back = [], []
