@@ -266,24 +266,23 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
     async def api_runs(request: Request):
         return JSONResponse(runs.list())
 
-    async def run_cancel(request: Request):
+    def change_run_state(request: Request, action) -> RedirectResponse:
+        """Cancel or resume a run; a run in a state that does not allow it answers 409."""
         run_id = request.path_params["run_id"]
         folder_or_404(run_id)
         try:
-            runs.cancel(run_id)
+            action(run_id)
         except jobs.RunStateError as exc:
             raise HTTPException(409, str(exc)) from None
         return RedirectResponse(f"/runs/{run_id}", status_code=303)
 
+    async def run_cancel(request: Request):
+        return change_run_state(request, runs.cancel)
+
     async def run_resume(request: Request):
-        run_id = request.path_params["run_id"]
-        folder_or_404(run_id)
-        try:
-            runs.resume(run_id)
-        except jobs.RunStateError as exc:
-            raise HTTPException(409, str(exc)) from None
+        response = change_run_state(request, runs.resume)
         runs.wake()
-        return RedirectResponse(f"/runs/{run_id}", status_code=303)
+        return response
 
     async def api_charts(request: Request):
         run_dir = complete_or_409(request.path_params["run_id"])
