@@ -1,14 +1,18 @@
 """The web app: a Starlette application over the run folder (docs/serve.md).
 
-Pages: Design (``/design``), Runs (``/runs``, ``/runs/ID``), Compare (``/compare``), Score
-(``/score``). JSON for the pages' scripts under ``/api``. Static files (the page's script and
+Pages: Design (``/design``, with the design search: ``/designs/ID``), Runs (``/runs``,
+``/runs/ID``), Compare (``/compare``), Score (``/score``). JSON for the pages' scripts under
+``/api``. Static files (the page's script and
 style sheet, the vendored plotly.js) from the package, so the app needs no network.
 
 Safety: requests whose Host is not the address served are refused (a web page elsewhere cannot
 reach the app by renaming itself, DNS rebinding), as are form posts from another origin; request
 bodies over ``max_upload_bytes`` are refused before they are read whole; run ids and downloads
 are names the app made, checked before any path is built; nothing uploaded is executed (a
-protocol is TOML, read by the loader; observations are a CSV, read as text by the clinical layer).
+protocol or a design spec is TOML, read by its loader; observations are a CSV, read as text by the
+clinical layer). Runs and design searches are computed by worker processes of the queue
+(:mod:`~cartwin.serve.jobs`), uploads are scored in a process pool (:mod:`~cartwin.serve.score`):
+no request waits on a computation in the server's own process.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 import cartwin
-from cartwin.serve import design, forms, jobs, read
+from cartwin.serve import design, design_search, forms, jobs, read
+from cartwin.serve.score import ScorePool
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 EXAMPLE = "nct05988216.toml"
@@ -130,11 +135,14 @@ class Guard:
 
 def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
                allowed_hosts: list[str] | None = None, max_upload_bytes: int = MAX_UPLOAD_BYTES,
-               start_scheduler: bool = True, protocol: tuple[str, str] | None = None) -> Starlette:
+               start_scheduler: bool = True, protocol: tuple[str, str] | None = None,
+               score_processes: int = 1) -> Starlette:
     """The application over the run folder ``runs_dir`` (created if missing). ``protocol``: the
-    (text, file name) the editor opens with; the bundled example by default."""
+    (text, file name) the editor opens with; the bundled example by default. ``score_processes``:
+    uploads scored at once (each in a process of the scoring pool)."""
     opening = protocol or (example_text(), EXAMPLE)
     runs = jobs.Runs(runs_dir, max_running=max_running, workers=workers)
+    scorer = ScorePool(score_processes)
     scores_root = runs.root / "_scores"
     scores_root.mkdir(exist_ok=True)
     env = jinja2.Environment(loader=jinja2.PackageLoader("cartwin.serve", "templates"), autoescape=True)
@@ -143,13 +151,15 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
     def page(template: str, code: int = 200, /, **context) -> HTMLResponse:
         context.setdefault("run_problems", [])
         context.setdefault("score_id", "")
+        context.setdefault("design_problems", [])
         return HTMLResponse(env.get_template(template).render(**context), status_code=code)
 
-    def folder_or_404(run_id: str):
+    def folder_or_404(run_id: str, kind: str = "run"):
         try:
-            return runs.folder(run_id)
+            return runs.folder(run_id, kind)
         except jobs.UnknownRun:
-            raise HTTPException(404, f"no run {run_id!r} in this app's run folder") from None
+            what = "design search" if kind == "design" else "run"
+            raise HTTPException(404, f"no {what} {run_id!r} in this app's run folder") from None
 
     def complete_or_409(run_id: str) -> Path:
         folder_or_404(run_id)
@@ -164,16 +174,29 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
 
     async def design_page(request: Request):
         text, source = opening
+        spec, spec_source = design_search.example_spec(), design_search.EXAMPLE_SPEC
         from_run = request.query_params.get("run")
+        from_design = request.query_params.get("design")
         if from_run:
             folder_or_404(from_run)
             text, source = runs.protocol_text(from_run), f"{from_run}.toml"
-        return _design_response(text, source)
+        elif from_design:
+            folder_or_404(from_design, "design")
+            spec, source, text = runs.design_inputs(from_design)
+            spec_source = runs.job(from_design).get("source") or design_search.DEFAULT_SPEC_SOURCE
+        return _design_response(text, source, spec=spec, spec_source=spec_source)
 
-    def _design_response(text: str, source: str, status: int = 200, run_problems: list[str] | None = None):
+    def _design_response(text: str, source: str, status: int = 200, run_problems: list[str] | None = None,
+                         spec: str | None = None, spec_source: str | None = None,
+                         design_problems: list[str] | None = None):
         result = design.check(text, source)
+        if spec is None:
+            spec, spec_source = design_search.example_spec(), design_search.EXAMPLE_SPEC
+        spec_check = design_search.check_spec(spec, spec_source or design_search.DEFAULT_SPEC_SOURCE, text, source)
         return page("design.html.j2", status, text=text, source=result.source, check=result,
-                    form=forms.render(result.data or {}), active="design", run_problems=run_problems or [])
+                    form=forms.render(result.data or {}), active="design", run_problems=run_problems or [],
+                    spec=spec, spec_source=spec_check.source, spec_check=spec_check,
+                    design_problems=design_problems or [], designs=runs.list("design")[:10])
 
     async def api_design_form(request: Request):
         body = await _json(request)
@@ -216,12 +239,139 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
         return Response(text, media_type="application/toml",
                         headers={"content-disposition": f'attachment; filename="{name}"'})
 
+    # --- design search -------------------------------------------------------------------------
+    def _spec_check_json(spec: str, spec_source: str, text: str, source: str) -> dict:
+        return design_search.check_spec(spec, spec_source or design_search.DEFAULT_SPEC_SOURCE, text,
+                                        source or design.DEFAULT_SOURCE).as_json()
+
+    async def api_design_spec(request: Request):
+        body = await _json(request)
+        spec = str(body.get("spec", ""))
+        checked = await run_in_threadpool(_spec_check_json, spec, str(body.get("spec_source") or ""),
+                                          str(body.get("toml", "")), str(body.get("source") or ""))
+        return JSONResponse({"spec": spec, **checked})
+
+    async def api_design_spec_upload(request: Request):
+        async with request.form(max_files=1, max_fields=5, max_part_size=design.MAX_PROTOCOL_BYTES) as form:
+            upload = form.get("file")
+            if upload is None or not hasattr(upload, "read"):
+                return JSONResponse({"error": "choose a design spec file (.toml) to upload"}, status_code=400)
+            name = design.safe_name(upload.filename, design_search.DEFAULT_SPEC_SOURCE)
+            raw = await upload.read(design_search.MAX_SPEC_BYTES + 1)
+            text, source = str(form.get("toml", "")), str(form.get("source", ""))
+        error = _text_upload_problem(raw, name, (".toml",), design_search.MAX_SPEC_BYTES)
+        if error:
+            return JSONResponse({"error": error}, status_code=400)
+        spec = raw.decode()
+        checked = await run_in_threadpool(_spec_check_json, spec, name, text, source)
+        return JSONResponse({"spec": spec, **checked})
+
+    async def design_spec_download(request: Request):
+        async with request.form(max_files=0, max_fields=10, max_part_size=design.MAX_PROTOCOL_BYTES) as form:
+            spec = str(form.get("spec", ""))
+            name = design.safe_name(str(form.get("spec_source", "")), design_search.DEFAULT_SPEC_SOURCE)
+        if not name.endswith(".toml"):
+            name += ".toml"
+        return Response(spec, media_type="application/toml",
+                        headers={"content-disposition": f'attachment; filename="{name}"'})
+
+    async def designs_create(request: Request):
+        async with request.form(max_files=0, max_fields=12, max_part_size=design.MAX_PROTOCOL_BYTES) as form:
+            text = str(form.get("toml", ""))
+            source = str(form.get("source", "")) or design.DEFAULT_SOURCE
+            spec = str(form.get("spec", ""))
+            spec_source = str(form.get("spec_source", "")) or design_search.DEFAULT_SPEC_SOURCE
+            raw_n = str(form.get("design_n", "")).strip()
+        problems = []
+        patients = None
+        if raw_n:
+            try:
+                patients = int(raw_n)
+                if patients < 2:
+                    raise ValueError
+            except ValueError:
+                problems.append(f"patients per design point: {raw_n!r} is not a whole number of at least 2")
+        checked = await run_in_threadpool(design_search.check_spec, spec, spec_source, text, source)
+        if problems or not checked.ok:
+            return _design_response(text, source, 400, spec=spec, spec_source=spec_source, design_problems=problems)
+        job_id = runs.create_design(spec, source=checked.source, design_id=checked.design_id,
+                                    protocol_name=checked.protocol_name, protocol_text=checked.protocol_text,
+                                    patients=patients)
+        runs.wake()
+        return RedirectResponse(f"/designs/{job_id}", status_code=303)
+
+    async def design_job_page(request: Request):
+        job_id = request.path_params["design_id"]
+        folder_or_404(job_id, "design")
+        status = runs.status(job_id)
+        shown = None
+        if status["readable"]:
+            shown = await run_in_threadpool(design_search.result, runs.design_dir(job_id))
+        return page("design_result.html.j2", job=status, shown=shown, active="design",
+                    design_downloads={k: v[2] for k, v in design_search.DOWNLOADS.items()})
+
+    async def api_design_job(request: Request):
+        job_id = request.path_params["design_id"]
+        folder_or_404(job_id, "design")
+        return JSONResponse(runs.status(job_id))
+
+    def _design_done_or_409(job_id: str) -> Path:
+        folder_or_404(job_id, "design")
+        status = runs.status(job_id)
+        if not status["readable"]:
+            raise HTTPException(409, f"design search {job_id} is {status['state']}; its result is read once it is done")
+        return runs.design_dir(job_id)
+
+    async def api_design_result(request: Request):
+        out = _design_done_or_409(request.path_params["design_id"])
+        return JSONResponse(await run_in_threadpool(design_search.result, out))
+
+    async def design_job_report(request: Request):
+        out = _design_done_or_409(request.path_params["design_id"])
+        return FileResponse(out / "design.html", media_type="text/html")
+
+    async def design_job_download(request: Request):
+        job_id, kind = request.path_params["design_id"], request.path_params["kind"]
+        if kind != "zip" and kind not in design_search.DOWNLOADS:
+            raise HTTPException(404, f"no download {kind!r}; available: {sorted([*design_search.DOWNLOADS, 'zip'])}")
+        out = _design_done_or_409(job_id)
+        if kind == "zip":
+            path = await run_in_threadpool(_zip_folder, out, runs.folder(job_id, "design") / "design.zip")
+            return FileResponse(path, media_type="application/zip", filename=f"{job_id}-design.zip")
+        name, media, _ = design_search.DOWNLOADS[kind]
+        if not (out / name).is_file():
+            raise HTTPException(404, f"this design search wrote no {name}")
+        return FileResponse(out / name, media_type=media, filename=f"{job_id}-{name}")
+
+    async def design_job_spec(request: Request):
+        job_id = request.path_params["design_id"]
+        folder = folder_or_404(job_id, "design")
+        return FileResponse(folder / jobs.SPEC, media_type="application/toml", filename=f"{job_id}.toml")
+
+    def change_design_state(request: Request, action) -> RedirectResponse:
+        job_id = request.path_params["design_id"]
+        folder_or_404(job_id, "design")
+        try:
+            action(job_id)
+        except jobs.RunStateError as exc:
+            raise HTTPException(409, str(exc).replace("run ", "design search ", 1)) from None
+        return RedirectResponse(f"/designs/{job_id}", status_code=303)
+
+    async def design_job_cancel(request: Request):
+        return change_design_state(request, runs.cancel)
+
+    async def design_job_restart(request: Request):
+        response = change_design_state(request, runs.resume)
+        runs.wake()
+        return response
+
     # --- runs ----------------------------------------------------------------------------------
     async def runs_create(request: Request):
-        async with request.form(max_files=0, max_fields=10, max_part_size=design.MAX_PROTOCOL_BYTES) as form:
+        async with request.form(max_files=0, max_fields=12, max_part_size=design.MAX_PROTOCOL_BYTES) as form:
             text = str(form.get("toml", ""))
             source = str(form.get("source", "")) or design.DEFAULT_SOURCE
             options = {k: str(form.get(k, "")).strip() for k in ("n", "seed", "chunk_size")}
+            form_spec = (str(form.get("spec", "")), str(form.get("spec_source", "")))
         problems = []
         values: dict[str, int | None] = {}
         for key, low in (("n", 1), ("seed", 0), ("chunk_size", 1)):
@@ -237,14 +387,15 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
                 problems.append(f"{key}: {raw!r} is not a whole number of at least {low}")
         result = design.check(text, source)
         if problems or not result.ok:
-            return _design_response(text, source, 400, problems)
+            return _design_response(text, source, 400, problems, spec=str(form_spec[0]) if form_spec[0] else None,
+                                    spec_source=form_spec[1] or None)
         run_id = runs.create(text, source=result.source, study_id=result.study_id, n_per_arm=values["n"],
                              seed=values["seed"], chunk_size=values["chunk_size"])
         runs.wake()
         return RedirectResponse(f"/runs/{run_id}", status_code=303)
 
     async def runs_page(request: Request):
-        return page("runs.html.j2", runs=runs.list(), active="runs")
+        return page("runs.html.j2", runs=runs.list(), designs=runs.list("design"), active="runs")
 
     async def run_page(request: Request):
         run_id = request.path_params["run_id"]
@@ -352,7 +503,7 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
         folder = scores_root / score_id
         folder.mkdir()
         (folder / name).write_bytes(raw)
-        outcome = await run_in_threadpool(_score, folder, name)
+        outcome = await scorer.score(folder, name)
         status = 200 if "result" in outcome else 400
         if status != 200:
             shutil.rmtree(folder, ignore_errors=True)
@@ -378,6 +529,7 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
             yield
         finally:
             runs.stop()
+            scorer.shutdown()
 
     static = StaticFiles(directory=str(resources.files("cartwin.serve").joinpath("static")))
     routes = [
@@ -387,6 +539,18 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
         Route("/api/design/form", api_design_form, methods=["POST"]),
         Route("/api/design/toml", api_design_toml, methods=["POST"]),
         Route("/api/design/upload", api_design_upload, methods=["POST"]),
+        Route("/api/design/spec", api_design_spec, methods=["POST"]),
+        Route("/api/design/spec/upload", api_design_spec_upload, methods=["POST"]),
+        Route("/design/spec/download", design_spec_download, methods=["POST"]),
+        Route("/designs", designs_create, methods=["POST"]),
+        Route("/designs/{design_id}", design_job_page),
+        Route("/designs/{design_id}/cancel", design_job_cancel, methods=["POST"]),
+        Route("/designs/{design_id}/restart", design_job_restart, methods=["POST"]),
+        Route("/designs/{design_id}/spec", design_job_spec),
+        Route("/designs/{design_id}/report", design_job_report),
+        Route("/designs/{design_id}/download/{kind}", design_job_download),
+        Route("/api/designs/{design_id}", api_design_job),
+        Route("/api/designs/{design_id}/result", api_design_result),
         Route("/runs", runs_page),
         Route("/runs", runs_create, methods=["POST"]),
         Route("/runs/{run_id}", run_page),
@@ -410,6 +574,7 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
                     exception_handlers={HTTPException: not_found})
     app.state.runs = runs
+    app.state.scorer = scorer
     return app
 
 
@@ -440,45 +605,6 @@ def _text_upload_problem(raw: bytes, name: str, suffixes: tuple[str, ...], limit
     except UnicodeDecodeError:
         return f"{name}: not UTF-8 text"
     return None
-
-
-def _score(folder: Path, name: str) -> dict:
-    """Score an uploaded observation file as ``cartwin score NAME --out scored`` would, run in
-    ``folder``: messages name the file as the person named it, never the server's path."""
-    import polars as pl
-
-    from cartwin.clinical import ObservationError
-    from cartwin.scoring import score
-
-    path = folder / name
-    try:
-        result = score(path, folder / "scored")
-    except ObservationError as exc:
-        message = str(exc).replace(str(path), name).replace(str(folder) + "/", "")
-        rows = []
-        if exc.rows:
-            try:
-                frame = pl.read_csv(path, infer_schema=False, null_values=None)
-                for r in exc.rows[:20]:
-                    if 1 <= r <= frame.height:
-                        rows.append({"row": r, "values": frame.row(r - 1, named=True)})
-            except pl.exceptions.PolarsError:
-                rows = []
-        return {"error": {"message": message, "rows": rows, "column": exc.column,
-                          "more": max(0, len(exc.rows) - 20)}}
-    patients = pl.read_parquet(result.paths["patients"])
-    endpoints = pl.read_parquet(result.paths["endpoints"]) if "endpoints" in result.paths else None
-    from cartwin.endpoints import summarise
-    summary = summarise(endpoints, by=None) if endpoints is not None else None
-    return {"result": {
-        "subjects": result.subjects_scored, "visits": result.visits, "flags": result.flags,
-        "excluded": result.subjects_excluded,
-        "patients": patients.select([c for c in ("subject", "arm", "sledai2k_baseline", "crs_max", "icans_max",
-                                                 "worst_neutropenia_grade", "remission_day", "bcell_aplasia_onset_day")
-                                     if c in patients.columns]).to_dicts(),
-        "files": [p.name for p in result.paths.values()],
-        "summary": [r for r in (summary.to_dicts() if summary is not None else []) if r["n"]],
-    }}
 
 
 _REPORT_LOCK = threading.Lock()  # matplotlib draws one figure set at a time

@@ -10,8 +10,16 @@ the queue in the order they were asked for. Cancelling ends the worker's process
 queues the run again, and the worker continues it with ``run_protocol(..., resume=True)``, which
 reuses every chunk already stored.
 
-Run ids are made here (``r<date>-<time>-<random>``) and a request's id is checked against that
-form before any path is built from it, so no request reaches outside ``ROOT``.
+A design search (``cartwin design``) asked for from the Design page is a job of the same queue:
+a folder ``ROOT/<design id>/`` holding ``job.json`` (with ``"kind": "design"``), ``spec.toml``
+(the spec as submitted), ``inputs/`` (the protocol it names, as it was in the editor, under the
+name the spec gives it), the worker's files, and ``design/``, what ``cartwin design --out`` writes.
+It waits, runs, is cancelled and restarted as a run is; a design search has no stored chunks, so a
+restarted one starts over (on the same virtual patients: the same answer).
+
+Job ids are made here (``r<date>-<time>-<random>`` for runs, ``d...`` for design searches) and a
+request's id is checked against that form before any path is built from it, so no request reaches
+outside ``ROOT``.
 """
 
 from __future__ import annotations
@@ -32,12 +40,18 @@ from cartwin.store import atomic
 from cartwin.store.run_directory import RunDirectory
 
 RUN_ID = re.compile(r"^r\d{8}-\d{6}-[0-9a-f]{6}$")
+DESIGN_ID = re.compile(r"^d\d{8}-\d{6}-[0-9a-f]{6}$")
+JOB_ID = re.compile(r"^[rd]\d{8}-\d{6}-[0-9a-f]{6}$")
+KINDS = {"run": RUN_ID, "design": DESIGN_ID}
 JOB = "job.json"
 PROTOCOL = "submitted.toml"
 PROGRESS = "progress.json"
 RESULT = "result.json"
 LOG = "worker.log"
 RUN_DIR = "run"
+SPEC = "spec.toml"
+INPUTS = "inputs"
+DESIGN_DIR = "design"
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED, INTERRUPTED = (
     "queued", "running", "done", "failed", "cancelled", "interrupted")
@@ -46,7 +60,7 @@ ACTIVE = (QUEUED, RUNNING)
 
 
 class UnknownRun(KeyError):
-    """No run of that id in the app's run folder (or not an id the app makes)."""
+    """No job of that id (and kind) in the app's run folder (or not an id the app makes)."""
 
 
 class RunStateError(ValueError):
@@ -86,9 +100,11 @@ class Runs:
         self._recover()
 
     # --- paths -------------------------------------------------------------------------------
-    def folder(self, run_id: str) -> Path:
-        """The folder of run ``run_id``; ``UnknownRun`` unless the id has the app's form and exists."""
-        if not isinstance(run_id, str) or not RUN_ID.match(run_id):
+    def folder(self, run_id: str, kind: str | None = None) -> Path:
+        """The folder of job ``run_id``; ``UnknownRun`` unless the id has the app's form (that of
+        ``kind``, "run" or "design", when given) and exists."""
+        form = KINDS[kind] if kind else JOB_ID
+        if not isinstance(run_id, str) or not form.match(run_id):
             raise UnknownRun(run_id)
         folder = self.root / run_id
         if not (folder / JOB).is_file():
@@ -96,28 +112,52 @@ class Runs:
         return folder
 
     def run_dir(self, run_id: str) -> Path:
-        return self.folder(run_id) / RUN_DIR
+        return self.folder(run_id, "run") / RUN_DIR
+
+    def design_dir(self, design_id: str) -> Path:
+        return self.folder(design_id, "design") / DESIGN_DIR
+
+    def _new_folder(self, prefix: str) -> tuple[str, Path]:
+        while True:
+            job_id = f"{prefix}{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+            folder = self.root / job_id
+            try:
+                folder.mkdir()
+                return job_id, folder
+            except FileExistsError:
+                continue
 
     # --- asking ------------------------------------------------------------------------------
     def create(self, protocol_text: str, *, source: str, study_id: str, n_per_arm: int | None = None,
                seed: int | None = None, chunk_size: int | None = None) -> str:
         """Queue a run of an already validated protocol text; returns its id."""
         with self._lock:
-            while True:
-                run_id = f"r{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
-                folder = self.root / run_id
-                try:
-                    folder.mkdir()
-                    break
-                except FileExistsError:
-                    continue
+            run_id, folder = self._new_folder("r")
             atomic.write_text(folder / PROTOCOL, protocol_text)
             self._write_job(run_id, {
-                "id": run_id, "study_id": study_id, "source": source, "state": QUEUED,
+                "id": run_id, "kind": "run", "study_id": study_id, "source": source, "state": QUEUED,
                 "n_per_arm": n_per_arm, "seed": seed, "chunk_size": chunk_size, "workers": self.workers,
                 "asked": _now(), "queued": time.time(), "started": None, "finished": None,
                 "attempts": 0, "message": ""})
         return run_id
+
+    def create_design(self, spec_text: str, *, source: str, design_id: str, protocol_name: str,
+                      protocol_text: str, patients: int | None = None) -> str:
+        """Queue a design search of an already checked spec; ``protocol_name`` (a plain file name)
+        is written beside it as the spec names it. Returns the job's id."""
+        if Path(protocol_name).name != protocol_name or protocol_name in ("", ".", ".."):
+            raise ValueError(f"protocol name {protocol_name!r} is not a plain file name")
+        with self._lock:
+            job_id, folder = self._new_folder("d")
+            atomic.write_text(folder / SPEC, spec_text)
+            (folder / INPUTS).mkdir()
+            atomic.write_text(folder / INPUTS / protocol_name, protocol_text)
+            self._write_job(job_id, {
+                "id": job_id, "kind": "design", "design_id": design_id, "study_id": design_id, "source": source,
+                "protocol": protocol_name, "state": QUEUED, "patients": patients, "workers": self.workers,
+                "asked": _now(), "queued": time.time(), "started": None, "finished": None,
+                "attempts": 0, "message": ""})
+        return job_id
 
     def cancel(self, run_id: str) -> dict:
         with self._lock:
@@ -138,8 +178,9 @@ class Runs:
             if job["state"] not in RESUMABLE:
                 raise RunStateError(f"run {run_id} is {job['state']}; only a failed, cancelled or interrupted "
                                     "run can be resumed")
-            return self._update(run_id, state=QUEUED, queued=time.time(), finished=None,
-                                message="queued to resume: chunks already stored are reused")
+            message = ("queued to start again: a design search starts over" if job.get("kind") == "design"
+                       else "queued to resume: chunks already stored are reused")
+            return self._update(run_id, state=QUEUED, queued=time.time(), finished=None, message=message)
 
     # --- reading -----------------------------------------------------------------------------
     def job(self, run_id: str) -> dict:
@@ -154,19 +195,33 @@ class Runs:
         if job.get("state") == QUEUED:
             queued = [j["id"] for j in self._queue()]
             out["queue_position"] = queued.index(run_id) + 1 if run_id in queued else None
-        out["complete"] = RunDirectory(folder / RUN_DIR).is_complete()
+        out.setdefault("kind", "run")
+        if out["kind"] == "design":
+            out["complete"] = (folder / DESIGN_DIR / "design.json").is_file()
+        else:
+            out["complete"] = RunDirectory(folder / RUN_DIR).is_complete()
         out["readable"] = job.get("state") == DONE and out["complete"]
         return out
 
-    def list(self) -> list[dict]:
+    def list(self, kind: str = "run") -> list[dict]:
+        """The jobs of one kind ("run" or "design"), newest first."""
         jobs = []
         for folder in sorted(self.root.iterdir(), reverse=True):
-            if RUN_ID.match(folder.name) and (folder / JOB).is_file():
+            if KINDS[kind].match(folder.name) and (folder / JOB).is_file():
                 jobs.append(self.status(folder.name))
         return jobs
 
     def protocol_text(self, run_id: str) -> str:
-        return (self.folder(run_id) / PROTOCOL).read_text()
+        return (self.folder(run_id, "run") / PROTOCOL).read_text()
+
+    def design_inputs(self, design_id: str) -> tuple[str, str, str]:
+        """A design search's spec text, and the name and text of the protocol it names."""
+        folder = self.folder(design_id, "design")
+        job = _read_json(folder / JOB)
+        name = str(job.get("protocol", ""))
+        if Path(name).name != name or not name:
+            raise UnknownRun(design_id)
+        return (folder / SPEC).read_text(), name, (folder / INPUTS / name).read_text()
 
     # --- the scheduler -----------------------------------------------------------------------
     def start(self) -> None:
@@ -231,7 +286,7 @@ class Runs:
     def _queue(self) -> list[dict]:
         jobs = []
         for folder in self.root.iterdir():
-            if RUN_ID.match(folder.name):
+            if JOB_ID.match(folder.name):
                 job = _read_json(folder / JOB)
                 if job.get("state") == QUEUED:
                     jobs.append(job)
@@ -256,7 +311,7 @@ class Runs:
     def _recover(self) -> None:
         """Runs left running by a server that stopped are interrupted (resumable)."""
         for folder in self.root.iterdir():
-            if RUN_ID.match(folder.name) and (folder / JOB).is_file():
+            if JOB_ID.match(folder.name) and (folder / JOB).is_file():
                 job = _read_json(folder / JOB)
                 if job.get("state") == RUNNING:
                     # its worker, if it outlived the server, is not ours to end: a process id

@@ -1,10 +1,18 @@
-"""One run of the web app, in its own process: ``python -m cartwin.serve.worker FOLDER``.
+"""One job of the web app, in its own process: ``python -m cartwin.serve.worker FOLDER``.
 
-Reads ``FOLDER/job.json`` and ``FOLDER/submitted.toml``, simulates into ``FOLDER/run`` with
+A run reads ``FOLDER/job.json`` and ``FOLDER/submitted.toml``, simulates into ``FOLDER/run`` with
 :func:`cartwin.run.run_protocol` (resuming when the run directory was already started, so a
 cancelled or interrupted run continues from its stored chunks), scoring each chunk as it is stored
 (as ``cartwin run --report`` does; :func:`cartwin.endpoints.scoring.score_run` then scores any part
-a resumed run had stored unscored), and reports progress in ``FOLDER/progress.json`` and the outcome in ``FOLDER/result.json``. Exit code
+a resumed run had stored unscored).
+
+A design search (``"kind": "design"`` in ``job.json``) reads the spec ``FOLDER/spec.toml`` with
+:func:`cartwin.design.parse_spec` (the protocol it names lies in ``FOLDER/inputs``), searches with
+:func:`cartwin.design.run_design` and writes with :func:`cartwin.design.write_design` into
+``FOLDER/design``, as ``cartwin design SPEC --out DIR`` does; its progress is the search's steps (a
+product and dose searched, a parameter at its low or high value).
+
+Both report progress in ``FOLDER/progress.json`` and the outcome in ``FOLDER/result.json``. Exit code
 0 on success, 2 for bad input, 1 for any other failure, as the command line.
 """
 
@@ -26,31 +34,75 @@ def _progress(folder: Path, phase: str, done: int = 0, total: int | None = None,
 
 
 def work(folder: Path) -> dict:
+    job = json.loads((folder / jobs.JOB).read_text())
+    if job.get("kind") == "design":
+        return work_design(folder, job)
+    return work_run(folder, job)
+
+
+def work_design(folder: Path, job: dict) -> dict:
+    import os
+    import shutil
+
+    from cartwin.design import parse_spec, run_design, write_design
+
+    os.chdir(folder)  # the spec's protocol is named relative to it: inputs/NAME, no server path in the outputs
+    loaded = parse_spec((folder / jobs.SPEC).read_text(), job.get("source") or jobs.SPEC, Path(jobs.INPUTS))
+    out = Path(jobs.DESIGN_DIR)
+    if out.exists():  # an earlier attempt's outputs: a design search starts over
+        shutil.rmtree(out)
+    spec = loaded.spec
+    steps = len(spec.space.products) * len(spec.space.doses) * (2 if spec.search.compare_grid else 1) \
+        + len(spec.space.products) * 2 * len(spec.uncertainty)
+    done = 0
+
+    def progress(message: str) -> None:
+        nonlocal done
+        done += 1
+        _progress(folder, message, min(done, steps), steps, unit="steps")
+
+    _progress(folder, "searching", 0, steps, unit="steps")
+    result = run_design(loaded, workers=job.get("workers") or None, patients=job.get("patients"), progress=progress)
+    _progress(folder, "writing the design report", steps, steps, unit="steps")
+    write_design(result, out)
+    answers = []
+    for r in result.recommendations:
+        if r.intensity is None:
+            answers.append(f"{r.product}: {r.regimen}")
+        else:
+            answers.append(f"{r.product}: {r.dose.label} at intensity {r.intensity:.3g} ({r.regimen})")
+    message = (f"{'; '.join(answers)}. {result.patients_simulated()} patients simulated in "
+               f"{result.seconds:.1f} s")
+    _progress(folder, "done", steps, steps, unit="steps")
+    return {"ok": True, "message": message, "patients_simulated": result.patients_simulated(),
+            "seconds": round(result.seconds, 3)}
+
+
+def work_run(folder: Path, job: dict) -> dict:
     from cartwin.endpoints.scoring import score_run
     from cartwin.protocol import load_protocol
     from cartwin.run import run_protocol
     from cartwin.store.run_directory import RunDirectory
 
-    job = json.loads((folder / jobs.JOB).read_text())
     loaded = load_protocol(folder / jobs.PROTOCOL)
     run_dir = folder / jobs.RUN_DIR
     resume = RunDirectory(run_dir).is_run()
-    _progress(folder, "resuming" if resume else "simulating")
+    _progress(folder, "resuming" if resume else "simulating", unit="chunks")
 
     def progress(done: int, total: int) -> None:
-        _progress(folder, "simulating", done, total)
+        _progress(folder, "simulating", done, total, unit="chunks")
 
     summary = run_protocol(loaded, run_dir, n_per_arm=job.get("n_per_arm"), seed=job.get("seed"),
                            workers=job.get("workers") or 1, chunk_size=job.get("chunk_size"),
                            resume=resume, progress=progress, score=True)
-    _progress(folder, "scoring", summary.chunks_computed, summary.chunks_computed)
+    _progress(folder, "scoring", summary.chunks_computed, summary.chunks_computed, unit="chunks")
     score_run(run_dir, workers=job.get("workers") or 1)
     message = (f"{summary.n_total} patients ({summary.chunks_computed} chunks computed, "
                f"{summary.chunks_reused} reused) in {summary.seconds:.1f} s")
     if summary.n_failed:
         message += f"; {summary.n_failed} patient(s) failed to solve"
     _progress(folder, "done", summary.chunks_computed + summary.chunks_reused,
-              summary.chunks_computed + summary.chunks_reused)
+              summary.chunks_computed + summary.chunks_reused, unit="chunks")
     return {"ok": True, "message": message, "n_total": summary.n_total, "n_failed": summary.n_failed,
             "chunks_computed": summary.chunks_computed, "chunks_reused": summary.chunks_reused,
             "seconds": round(summary.seconds, 3)}

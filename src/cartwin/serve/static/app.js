@@ -57,6 +57,9 @@ function applyDesign(result, replaceForm) {
   if (result.source) $("#source").value = result.source;
   if (replaceForm && result.form !== null && result.form !== undefined) $("#protocol-form").innerHTML = result.form;
   showCheck(result);
+  const name = $("#editor-name");
+  if (name) name.textContent = $("#source").value;
+  document.dispatchEvent(new Event("cartwin:protocol"));
 }
 
 function setupDesign() {
@@ -91,21 +94,70 @@ function setupDesign() {
              problems: $$("#problems li").map(li => li.textContent)});
 }
 
-// --- Run: live progress ----------------------------------------------------------------------
+// --- Design search: the spec, checked as `cartwin design --check` checks a file ------------------
+function showSpecCheck(result) {
+  const box = $("#spec-check");
+  box.classList.toggle("ok", !!result.ok);
+  box.classList.toggle("bad", !result.ok);
+  $("#spec-message").textContent = result.message;
+  $("#spec-problems").replaceChildren(...(result.problems || []).map(p => Object.assign(document.createElement("li"), {textContent: p})));
+}
+
+function setupDesignSearch() {
+  const spec = $("#spec");
+  if (!spec) return;
+  let pending = 0;
+  const check = async () => {
+    const ticket = ++pending;
+    const result = await postJSON("/api/design/spec", {spec: spec.value, spec_source: $("#spec-source").value,
+                                                       toml: $("#toml").value, source: $("#source").value});
+    if (ticket === pending) showSpecCheck(result);
+  };
+  spec.addEventListener("change", check);
+  $("#check-spec").addEventListener("click", check);
+  $("#use-editor-protocol").addEventListener("click", () => {
+    const name = $("#source").value;
+    const line = `protocol = ${JSON.stringify(name)}`;
+    spec.value = /^protocol\s*=.*$/m.test(spec.value) ? spec.value.replace(/^protocol\s*=.*$/m, line) : line + "\n" + spec.value;
+    check();
+  });
+  $("#spec-upload").addEventListener("change", async e => {
+    const file = e.target.files[0];
+    if (!file) return;
+    const data = new FormData();
+    data.append("file", file);
+    data.append("toml", $("#toml").value);
+    data.append("source", $("#source").value);
+    const r = await fetch("/api/design/spec/upload", {method: "POST", body: data});
+    const result = r.status === 413 ? {error: await r.text()} : await r.json();
+    if (result.error) {
+      showSpecCheck({ok: false, message: "error: " + result.error, problems: []});
+    } else {
+      spec.value = result.spec;
+      $("#spec-source").value = result.source;
+      showSpecCheck(result);
+    }
+    e.target.value = "";
+  });
+  // the protocol in the editor is one a spec may name: check the spec again when it changes
+  document.addEventListener("cartwin:protocol", check);
+}
+
+// --- Runs and design searches: live progress -----------------------------------------------------
 function setupStatus() {
   const box = $("#status");
   if (!box) return;
-  const runId = box.dataset.run;
+  const api = box.dataset.api;
   const live = ["queued", "running"];
   if (!live.includes(box.dataset.state)) return;
   const timer = setInterval(async () => {
-    const s = await (await fetch(`/api/runs/${runId}`)).json();
+    const s = await (await fetch(api)).json();
     $("#state").textContent = s.state;
     $("#queue").textContent = s.queue_position ? ` · number ${s.queue_position} in the queue` : "";
     const p = s.progress || {};
     const bar = $("#progress");
     if (p.total) { bar.max = p.total; bar.value = p.done; } else { bar.removeAttribute("value"); }
-    $("#progress-text").textContent = p.phase ? p.phase + (p.total ? `: ${p.done}/${p.total} chunks` : "") : "";
+    $("#progress-text").textContent = p.phase ? p.phase + (p.total ? `: ${p.done}/${p.total} ${p.unit || "chunks"}` : "") : "";
     if (!live.includes(s.state)) { clearInterval(timer); location.reload(); }
   }, 700);
 }
@@ -280,8 +332,60 @@ async function setupCharts() {
   }
 }
 
+// --- Design search: its result as charts -------------------------------------------------------
+function drawDesign(container, data) {
+  const s = data.summary;
+  const required = Object.fromEntries(s.requirements.map(r => [r.endpoint, r]));
+  const panels = s.requirements.map(r => r.endpoint).concat(s.goal.toxicity.filter(e => !(e in required)));
+  s.recommendations.forEach((rec, p) => {
+    const rows = data.points.filter(x => x.product === rec.product);
+    const doses = [...new Set(rows.map(x => x.dose))];
+    for (const endpoint of panels) {
+      if (!rows.length || !(endpoint in rows[0])) continue;
+      const traces = doses.map((dose, i) => {
+        const mine = rows.filter(x => x.dose === dose && x[endpoint] !== null).sort((a, b) => a.intensity - b.intensity);
+        return {type: "scatter", mode: "lines+markers", name: dose, legendgroup: dose,
+                x: mine.map(x => x.intensity), y: mine.map(x => x[endpoint]),
+                line: {color: COLOURS[i % COLOURS.length]}, marker: {size: 6},
+                error_y: {type: "data", symmetric: false, array: mine.map(x => x[endpoint + "_upper"] - x[endpoint]),
+                          arrayminus: mine.map(x => x[endpoint] - x[endpoint + "_lower"]), thickness: 1},
+                customdata: mine.map(x => [x[endpoint + "_k"], x[endpoint + "_n"], x[endpoint + "_lower"], x[endpoint + "_upper"],
+                                           x.fludarabine_mg_m2, x.cyclophosphamide_mg_m2]),
+                hovertemplate: `${dose}<br>intensity %{x:.3g} (Flu %{customdata[4]:.4g}, Cy %{customdata[5]:.4g} mg/m²)` +
+                               "<br>%{customdata[0]}/%{customdata[1]} = %{y:.1%}<br>95%: %{customdata[2]:.1%}-%{customdata[3]:.1%}<extra></extra>"};
+      });
+      const shapes = [];
+      if (endpoint in required) {
+        shapes.push({type: "line", xref: "paper", x0: 0, x1: 1, y0: required[endpoint].at_least, y1: required[endpoint].at_least,
+                     line: {dash: "dash", color: "#444", width: 1}});
+      }
+      if (rec.intensity !== null) {
+        shapes.push({type: "line", yref: "paper", y0: 0, y1: 1, x0: rec.intensity, x1: rec.intensity,
+                     line: {dash: "dot", color: "#2a9d3a", width: 1.5}});
+      }
+      let title = `${rec.product}: ${data.labels[endpoint] || endpoint}`;
+      if (endpoint in required && required[endpoint].days_at_least !== null) title += ` >= ${required[endpoint].days_at_least} days`;
+      if (!(endpoint in required)) title += " (toxicity)";
+      const div = chartDiv(container, `design_${p}_${endpoint}`);
+      Plotly.newPlot(div, traces, layout(title, "proportion of patients", {
+        xaxis: {title: {text: "lymphodepletion intensity (" + s.intensity_path.join(" → ") + ")", standoff: 4}, range: [-0.05, 1.05]},
+        yaxis: {title: {text: "proportion of patients (95% CI)"}, range: [-0.03, 1.03], tickformat: ".0%"}, shapes}), CONFIG);
+    }
+  });
+}
+
+async function setupDesignCharts() {
+  const section = $("#design-figures");
+  if (!section) return;
+  const data = await (await fetch(`/api/designs/${section.dataset.design}/result`)).json();
+  drawDesign($("#design-charts"), data);
+  section.dataset.drawn = "1";
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   setupDesign();
+  setupDesignSearch();
+  setupDesignCharts();
   setupStatus();
   setupCharts();
 });
