@@ -28,6 +28,7 @@ import polars as pl
 import pytest
 
 from cartwin.serve import design
+from tests.serve.tiny import tiny_protocol, tiny_spec
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -42,15 +43,6 @@ pytestmark = [
     pytest.mark.skipif(any(__import__("importlib").util.find_spec(m) is None for m in ("starlette", "uvicorn", "playwright")),
                        reason="needs the serve and test extras"),
 ]
-
-
-def tiny_protocol() -> str:
-    """The bundled example followed for eight weeks, with a second arm without lymphodepletion."""
-    text = (ROOT / "examples" / "nct05988216.toml").read_text()
-    text = text.replace("follow_up_days = 365", "follow_up_days = 56")
-    text = re.sub(r"days = \[-6, -3, 0, [^\]]*\]", "days = [-6, -3, 0, 1, 3, 5, 7, 10, 14, 21, 28, 42, 56]", text)
-    return text + ('\n[[arms]]\nid = "tyu19_none"\nlabel = "TyU19 1e6/kg without lymphodepletion"\n'
-                   'product = "tyu19"\ndose = { cells_per_kg = 1e6 }\nlymphodepletion = "none"\n')
 
 
 def _free_port() -> int:

@@ -23,7 +23,7 @@ job = json.loads((folder / "job.json").read_text())
 marker = folder / "starts"
 marker.write_text(marker.read_text() + "x" if marker.exists() else "x")
 (folder / "progress.json").write_text(json.dumps({"phase": "simulating", "done": 1, "total": 2}))
-time.sleep(float(job["seed"] or 0) / 10)
+time.sleep(float(job.get("seed") or job.get("patients") or 0) / 10)
 (folder / "result.json").write_text(json.dumps({"ok": True, "message": "stand-in done"}))
 """
 
@@ -96,6 +96,24 @@ def test_cancel_a_queued_run_never_starts_it(runs):
     runs.tick()
     assert runs.job(second)["state"] == jobs.CANCELLED
     assert not (runs.folder(second) / "starts").exists()
+
+
+def test_a_design_search_is_a_job_of_the_same_queue_cancelled_as_a_run(runs):
+    run_id = runs.create("x", source="a.toml", study_id="A", seed=5)
+    design_id = runs.create_design("spec", source="d.toml", design_id="D", protocol_name="p.toml",
+                                   protocol_text="x", patients=600)  # would sleep a minute
+    runs.tick()
+    assert runs.status(design_id)["queue_position"] == 1  # behind the run asked first
+    _wait(runs, run_id, {jobs.DONE})
+    _wait(runs, design_id, {jobs.RUNNING})
+    _wait_for(lambda: runs.status(design_id)["progress"].get("phase") == "simulating")
+    t0 = time.monotonic()
+    runs.cancel(design_id)
+    assert _wait(runs, design_id, {jobs.CANCELLED, jobs.DONE, jobs.FAILED}) == jobs.CANCELLED
+    assert time.monotonic() - t0 < 10
+    assert runs.resume(design_id)["message"].startswith("queued to start again")
+    with pytest.raises(ValueError, match="not a plain file name"):
+        runs.create_design("spec", source="d.toml", design_id="D", protocol_name="../p.toml", protocol_text="x")
 
 
 def test_a_finished_run_cannot_be_resumed(runs):
