@@ -1,8 +1,9 @@
 """``cartwin serve`` as a person uses it: headless Chromium (Debian's) through design -> run ->
-read -> score -> download, at desktop and phone widths, offline.
+read -> score -> design search -> download, at desktop and phone widths, offline.
 
 The server is started as the README says (``cartwin serve PROTOCOL --runs DIR``) on a tiny trial
-(two arms of one patient, eight weeks). Every request the pages make must go to the app itself; a request
+(two arms of one patient, eight weeks) and a tiny design search over its four patients (one product
+and dose, three intensities). Every request the pages make must go to the app itself; a request
 elsewhere, a console error or a page error fails the test. Screenshots are written to the test's
 folder, and to ``$CARTWIN_SCREENSHOTS`` when that is set.
 """
@@ -27,7 +28,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from cartwin.serve import design
+from cartwin.serve import design, design_search
 from tests.serve.tiny import tiny_protocol, tiny_spec
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -147,6 +148,58 @@ def _download(page, selector: str) -> bytes:
 def _wait_done(page, url: str, run_id: str, timeout_s: float = 240) -> None:
     page.goto(f"{url}/runs/{run_id}")
     page.wait_for_selector("#status[data-state='done']", timeout=timeout_s * 1000)
+
+
+def _design_search(desk: "Watched", url: str, server: dict, tmp_path: Path) -> str:
+    """The design search on the Design page: a spec checked as `cartwin design --check` checks a
+    file, searched in a worker process, its answer read as tables, charts and the design report."""
+    page = desk.page
+    page.goto(f"{url}/design")
+    assert page.inner_text("#spec-message") == "ok design_least_ld.toml: design least-lymphodepletion"
+    # a spec with a mistake: the command's message, naming the field
+    bad = tiny_spec().replace('endpoint = "bcell_aplasia"', 'endpoint = "bcell_aplasa"', 1)
+    page.fill("#spec", bad)
+    page.dispatch_event("#spec", "change")
+    page.wait_for_selector("#spec-check.bad")
+    expected = design_search.check_spec(bad, "design_least_ld.toml", tiny_protocol(), "tiny.toml").message()
+    assert page.inner_text("#spec-message") == expected
+    assert "goal.require[0].endpoint: unknown endpoint 'bcell_aplasa'" in expected
+    # upload a spec naming a protocol the app does not hold; then design around the editor's protocol
+    uploaded = tmp_path / "tiny-design.toml"
+    uploaded.write_text(tiny_spec(protocol="elsewhere.toml"))
+    page.set_input_files("#spec-upload", str(uploaded))
+    _until(page, "document.querySelector('#spec-message').textContent.includes(\"no protocol 'elsewhere.toml'\")")
+    page.click("#use-editor-protocol")
+    _until(page, "document.querySelector('#spec-message').textContent === 'ok tiny-design.toml: design tiny-design'")
+    assert 'protocol = "tiny.toml"' in page.input_value("#spec")
+    assert tomllib.loads(_download(page, "#download-spec").decode()) == tomllib.loads(page.input_value("#spec"))
+    desk.shot("design-search")
+
+    # the search: a job of the runs' queue, computed by a worker, its progress shown live
+    page.click("#search")
+    page.wait_for_url(re.compile(r".*/designs/d[0-9-a-f]+$"))
+    design_id = page.url.rsplit("/", 1)[1]
+    page.wait_for_selector("#status[data-state='done']", timeout=180_000)
+    page.wait_for_selector("#design-figures[data-drawn='1']", timeout=30_000)
+    written = json.loads((server["folder"] / "runs" / design_id / "design" / "design.json").read_text())
+    (rec,) = written["recommendations"]
+    assert page.inner_text("#recommendations tr[data-product='tyu19'] td:nth-child(3)") == f"{rec['intensity']:.3g}"
+    (req,) = rec["requirements"]
+    assert page.inner_text("#requirements td.num").startswith(f"{req['k']}/{req['n']} (")
+    assert page.inner_text("#trials tr[data-size='4'] td:nth-child(3)") == "at least 2 of 4"
+    # interactive charts: a line per dose with its intervals, the requirement and the answer marked
+    chart = "document.querySelector(\"[data-chart='design_0_bcell_aplasia']\")"
+    assert page.evaluate(f"{chart}.data.length") == 1
+    assert page.evaluate(f"{chart}.data[0].error_y.array.length") == page.evaluate(f"{chart}.data[0].x.length") >= 2
+    assert page.evaluate(f"{chart}.layout.shapes.map(s => s.line.dash)") == ["dash", "dot"]
+    assert page.locator("#design-charts .chart").count() == 2  # the requirement and the toxicity
+    desk.shot("design-result")
+    with zipfile.ZipFile(io.BytesIO(_download(page, "#design-download-zip"))) as z:
+        assert {"design/design.html", "design/design.json", "design/points.csv"} <= set(z.namelist())
+    # the design report, served from the search's folder
+    page.goto(f"{url}/designs/{design_id}/report")
+    assert "tiny-design" in page.content()
+    return design_id
 
 
 def test_design_run_read_score_download(server, browser, tmp_path):
@@ -322,17 +375,21 @@ def test_design_run_read_score_download(server, browser, tmp_path):
     assert page.locator("#offending-rows tr[data-row='2']").count() == 1
     desk.shot("score-error")
 
+    print(f"score done {time.monotonic() - t_start:.1f}")
+    design_id = _design_search(desk, url, server, tmp_path)
     assert desk.errors == [] and desk.foreign == []
     desk.close()
-
-    print(f"score done {time.monotonic() - t_start:.1f}")
+    print(f"design search done {time.monotonic() - t_start:.1f}")
     # --- the same pages at a phone's width: nothing wider than the screen
     phone = Watched(browser, url, PHONE, tmp_path)
     for name, path in (("design", "/design"), ("run", f"/runs/{run_a}"), ("runs", "/runs"),
-                       ("compare", f"/compare?a={run_a}&b={run_b}"), ("score", "/score")):
+                       ("compare", f"/compare?a={run_a}&b={run_b}"), ("score", "/score"),
+                       ("design-search", f"/designs/{design_id}")):
         phone.page.goto(url + path)
         if name == "run":
             phone.page.wait_for_selector("#charts[data-drawn='1']", timeout=60_000)
+        if name == "design-search":
+            phone.page.wait_for_selector("#design-figures[data-drawn='1']", timeout=60_000)
         phone.shot(name)
         assert phone.fits_the_screen(), name
     assert phone.errors == [] and phone.foreign == []

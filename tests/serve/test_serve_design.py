@@ -161,6 +161,21 @@ def test_an_uploaded_spec_is_checked_and_named_as_uploaded(client):
     assert r.text == tiny_spec() and r.headers["content-disposition"] == 'attachment; filename="evil.toml"'
 
 
+def test_every_button_of_the_design_page_takes_the_whole_form(client):
+    """The protocol and the spec share one form on the page (run, search, both downloads): each
+    target reads the form with all its fields."""
+    page = client.get("/design").text
+    form = re.search(r'<form id="run-form".*?</form>', page, re.S).group(0)
+    names = set(re.findall(r'name="([^"]+)"', form)) | set(re.findall(r'name="([^"]+)"[^>]*form="run-form"', page))
+    assert {"toml", "source", "n", "seed", "chunk_size", "spec", "spec_source", "design_n"} <= names
+    data = {name: "" for name in names} | {"toml": tiny_protocol(), "source": "tiny.toml", "spec": tiny_spec(),
+                                           "spec_source": "mine.toml"}
+    assert client.post("/design/download", data=data).text == tiny_protocol()
+    assert client.post("/design/spec/download", data=data).text == tiny_spec()
+    assert client.post("/designs", data=data, follow_redirects=False).status_code == 303
+    assert client.post("/runs", data=data, follow_redirects=False).status_code == 303
+
+
 def test_a_design_search_is_queued_and_can_be_cancelled_and_started_again(client):
     r = _search(client, tiny_spec(), design_n="3")
     assert r.status_code == 303 and re.fullmatch(r"/designs/d\d{8}-\d{6}-[0-9a-f]{6}", r.headers["location"])

@@ -45,6 +45,7 @@ from cartwin.serve.score import ScorePool
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 EXAMPLE = "nct05988216.toml"
+RUN_FORM_FIELDS = 12  # the Design page's form: protocol, spec and their names, run and search options
 SCORE_ID = re.compile(r"^s\d{8}-\d{6}-[0-9a-f]{6}$")
 DOWNLOADS = {
     "parquet": "the run's tables as Parquet (observations, events, parameters, patients), manifest and dictionary",
@@ -231,7 +232,7 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
                              "form": str(forms.render(result.data or {})) if result.data is not None else None})
 
     async def design_download(request: Request):
-        async with request.form(max_files=0, max_fields=5, max_part_size=design.MAX_PROTOCOL_BYTES) as form:
+        async with request.form(max_files=0, max_fields=RUN_FORM_FIELDS, max_part_size=design.MAX_PROTOCOL_BYTES) as form:
             text = str(form.get("toml", ""))
             name = design.safe_name(str(form.get("source", "")) or design.DEFAULT_SOURCE)
         if not name.endswith(".toml"):
@@ -267,7 +268,7 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
         return JSONResponse({"spec": spec, **checked})
 
     async def design_spec_download(request: Request):
-        async with request.form(max_files=0, max_fields=10, max_part_size=design.MAX_PROTOCOL_BYTES) as form:
+        async with request.form(max_files=0, max_fields=RUN_FORM_FIELDS, max_part_size=design.MAX_PROTOCOL_BYTES) as form:
             spec = str(form.get("spec", ""))
             name = design.safe_name(str(form.get("spec_source", "")), design_search.DEFAULT_SPEC_SOURCE)
         if not name.endswith(".toml"):
@@ -276,7 +277,7 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
                         headers={"content-disposition": f'attachment; filename="{name}"'})
 
     async def designs_create(request: Request):
-        async with request.form(max_files=0, max_fields=12, max_part_size=design.MAX_PROTOCOL_BYTES) as form:
+        async with request.form(max_files=0, max_fields=RUN_FORM_FIELDS, max_part_size=design.MAX_PROTOCOL_BYTES) as form:
             text = str(form.get("toml", ""))
             source = str(form.get("source", "")) or design.DEFAULT_SOURCE
             spec = str(form.get("spec", ""))
@@ -367,7 +368,7 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
 
     # --- runs ----------------------------------------------------------------------------------
     async def runs_create(request: Request):
-        async with request.form(max_files=0, max_fields=12, max_part_size=design.MAX_PROTOCOL_BYTES) as form:
+        async with request.form(max_files=0, max_fields=RUN_FORM_FIELDS, max_part_size=design.MAX_PROTOCOL_BYTES) as form:
             text = str(form.get("toml", ""))
             source = str(form.get("source", "")) or design.DEFAULT_SOURCE
             options = {k: str(form.get(k, "")).strip() for k in ("n", "seed", "chunk_size")}
