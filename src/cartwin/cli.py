@@ -497,7 +497,7 @@ def serve_command(
     runs: Path = typer.Option(Path("cartwin-runs"), "--runs", help="The app's run folder: every run, score and export it makes lives here, and no request reaches outside it."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind. The default serves this machine only; another address exposes the app, which has no login, to that network."),
     port: int = typer.Option(8765, "--port", min=1, max=65535, help="Port to listen on."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes for each run."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes for each run or design search."),
     max_running: int = typer.Option(1, "--max-running", min=1, help="Runs computed at once; the others wait in the queue."),
     max_upload_mb: float = typer.Option(5.0, "--max-upload-mb", min=0.01, help="Largest upload accepted (MiB)."),
 ):
