@@ -176,10 +176,12 @@ def _design_search(desk: "Watched", url: str, server: dict, tmp_path: Path) -> s
     desk.shot("design-search")
 
     # the search: a job of the runs' queue, computed by a worker, its progress shown live
+    t0 = time.monotonic()
     page.click("#search")
     page.wait_for_url(re.compile(r".*/designs/d[0-9-a-f]+$"))
     design_id = page.url.rsplit("/", 1)[1]
     page.wait_for_selector("#status[data-state='done']", timeout=180_000)
+    print(f"the design search took {time.monotonic() - t0:.1f} s from the click")
     page.wait_for_selector("#design-figures[data-drawn='1']", timeout=30_000)
     written = json.loads((server["folder"] / "runs" / design_id / "design" / "design.json").read_text())
     (rec,) = written["recommendations"]
@@ -384,11 +386,11 @@ def test_design_run_read_score_download(server, browser, tmp_path):
     phone = Watched(browser, url, PHONE, tmp_path)
     for name, path in (("design", "/design"), ("run", f"/runs/{run_a}"), ("runs", "/runs"),
                        ("compare", f"/compare?a={run_a}&b={run_b}"), ("score", "/score"),
-                       ("design-search", f"/designs/{design_id}")):
+                       ("design-result", f"/designs/{design_id}")):
         phone.page.goto(url + path)
         if name == "run":
             phone.page.wait_for_selector("#charts[data-drawn='1']", timeout=60_000)
-        if name == "design-search":
+        if name == "design-result":
             phone.page.wait_for_selector("#design-figures[data-drawn='1']", timeout=60_000)
         phone.shot(name)
         assert phone.fits_the_screen(), name

@@ -185,11 +185,12 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
             folder_or_404(from_design, "design")
             spec, source, text = runs.design_inputs(from_design)
             spec_source = runs.job(from_design).get("source") or design_search.DEFAULT_SPEC_SOURCE
-        return _design_response(text, source, spec=spec, spec_source=spec_source)
+        return await run_in_threadpool(_design_response, text, source, spec=spec, spec_source=spec_source)
 
     def _design_response(text: str, source: str, status: int = 200, run_problems: list[str] | None = None,
                          spec: str | None = None, spec_source: str | None = None,
                          design_problems: list[str] | None = None):
+        """The Design page with both checks (run in a thread: the loaders read and plan)."""
         result = design.check(text, source)
         if spec is None:
             spec, spec_source = design_search.example_spec(), design_search.EXAMPLE_SPEC
@@ -294,7 +295,8 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
                 problems.append(f"patients per design point: {raw_n!r} is not a whole number of at least 2")
         checked = await run_in_threadpool(design_search.check_spec, spec, spec_source, text, source)
         if problems or not checked.ok:
-            return _design_response(text, source, 400, spec=spec, spec_source=spec_source, design_problems=problems)
+            return await run_in_threadpool(_design_response, text, source, 400, spec=spec, spec_source=spec_source,
+                                           design_problems=problems)
         job_id = runs.create_design(spec, source=checked.source, design_id=checked.design_id,
                                     protocol_name=checked.protocol_name, protocol_text=checked.protocol_text,
                                     patients=patients)
@@ -337,7 +339,7 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
             raise HTTPException(404, f"no download {kind!r}; available: {sorted([*design_search.DOWNLOADS, 'zip'])}")
         out = _design_done_or_409(job_id)
         if kind == "zip":
-            path = await run_in_threadpool(_zip_folder, out, runs.folder(job_id, "design") / "design.zip")
+            path = await run_in_threadpool(_zip_folder, out, runs.folder(job_id, "design") / jobs.DESIGN_ZIP)
             return FileResponse(path, media_type="application/zip", filename=f"{job_id}-design.zip")
         name, media, _ = design_search.DOWNLOADS[kind]
         if not (out / name).is_file():
@@ -388,8 +390,8 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
                 problems.append(f"{key}: {raw!r} is not a whole number of at least {low}")
         result = design.check(text, source)
         if problems or not result.ok:
-            return _design_response(text, source, 400, problems, spec=str(form_spec[0]) if form_spec[0] else None,
-                                    spec_source=form_spec[1] or None)
+            return await run_in_threadpool(_design_response, text, source, 400, problems,
+                                           spec=form_spec[0] or None, spec_source=form_spec[1] or None)
         run_id = runs.create(text, source=result.source, study_id=result.study_id, n_per_arm=values["n"],
                              seed=values["seed"], chunk_size=values["chunk_size"])
         runs.wake()

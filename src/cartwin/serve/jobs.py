@@ -52,6 +52,7 @@ RUN_DIR = "run"
 SPEC = "spec.toml"
 INPUTS = "inputs"
 DESIGN_DIR = "design"
+DESIGN_ZIP = "design.zip"
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED, INTERRUPTED = (
     "queued", "running", "done", "failed", "cancelled", "interrupted")

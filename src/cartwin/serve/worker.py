@@ -51,6 +51,7 @@ def work_design(folder: Path, job: dict) -> dict:
     out = Path(jobs.DESIGN_DIR)
     if out.exists():  # an earlier attempt's outputs: a design search starts over
         shutil.rmtree(out)
+    Path(jobs.DESIGN_ZIP).unlink(missing_ok=True)
     spec = loaded.spec
     steps = len(spec.space.products) * len(spec.space.doses) * (2 if spec.search.compare_grid else 1) \
         + len(spec.space.products) * 2 * len(spec.uncertainty)
