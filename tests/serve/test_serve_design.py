@@ -194,7 +194,7 @@ def test_a_design_search_is_queued_and_can_be_cancelled_and_started_again(client
     assert r.status_code == 303 and client.runs.job(design_id)["state"] == jobs.CANCELLED
     assert client.runs.status(run_id)["queue_position"] == 1
     r = client.post(f"/designs/{design_id}/cancel", follow_redirects=False)
-    assert r.status_code == 409 and "only a queued or running run can be cancelled" in unescape(r.text)
+    assert r.status_code == 409 and "only a queued or running design search can be cancelled" in unescape(r.text)
     page = client.get(f"/designs/{design_id}").text
     assert 'id="resume"' in page and 'id="cancel"' not in page
     r = client.post(f"/designs/{design_id}/restart", follow_redirects=False)

@@ -2,8 +2,8 @@
 
 Pages: Design (``/design``, with the design search: ``/designs/ID``), Runs (``/runs``,
 ``/runs/ID``), Compare (``/compare``), Score (``/score``). JSON for the pages' scripts under
-``/api``. Static files (the page's script and
-style sheet, the vendored plotly.js) from the package, so the app needs no network.
+``/api``. Static files (the page's script and style sheet, the vendored plotly.js) from the
+package, so the app needs no network.
 
 Safety: requests whose Host is not the address served are refused (a web page elsewhere cannot
 reach the app by renaming itself, DNS rebinding), as are form posts from another origin; request
@@ -357,7 +357,7 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
         try:
             action(job_id)
         except jobs.RunStateError as exc:
-            raise HTTPException(409, str(exc).replace("run ", "design search ", 1)) from None
+            raise HTTPException(409, str(exc)) from None
         return RedirectResponse(f"/designs/{job_id}", status_code=303)
 
     async def design_job_cancel(request: Request):

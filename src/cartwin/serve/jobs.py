@@ -166,7 +166,9 @@ class Runs:
             if job["state"] == QUEUED:
                 return self._update(run_id, state=CANCELLED, finished=_now(), message="cancelled before it started")
             if job["state"] != RUNNING:
-                raise RunStateError(f"run {run_id} is {job['state']}; only a queued or running run can be cancelled")
+                what = _what(job)
+                raise RunStateError(f"{what} {run_id} is {job['state']}; only a queued or running {what} can be "
+                                    "cancelled")
             proc = self._procs.get(run_id)
             self._cancelling.add(run_id)
             if proc is not None and proc.poll() is None:
@@ -177,8 +179,9 @@ class Runs:
         with self._lock:
             job = self.job(run_id)
             if job["state"] not in RESUMABLE:
-                raise RunStateError(f"run {run_id} is {job['state']}; only a failed, cancelled or interrupted "
-                                    "run can be resumed")
+                what = _what(job)
+                raise RunStateError(f"{what} {run_id} is {job['state']}; only a failed, cancelled or interrupted "
+                                    f"{what} can be {'started again' if what != 'run' else 'resumed'}")
             message = ("queued to start again: a design search starts over" if job.get("kind") == "design"
                        else "queued to resume: chunks already stored are reused")
             return self._update(run_id, state=QUEUED, queued=time.time(), finished=None, message=message)
@@ -329,6 +332,10 @@ class Runs:
             job.update(changes)
             self._write_job(run_id, job)
             return job
+
+
+def _what(job: dict) -> str:
+    return "design search" if job.get("kind") == "design" else "run"
 
 
 def _end_group(proc: subprocess.Popen) -> None:
