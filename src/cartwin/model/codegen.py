@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import math
 import os
 import sys
@@ -202,8 +203,8 @@ def _source(model: Model, sym: Symbolic) -> str:
     states = model.state_names
     n_theta, n_cov = len(model.parameter_names), len(model.covariate_names)
     lines = [
-        f'"""Generated from model {model.name} {model.version} ({model.content_hash()}). '
-        'Do not edit."""',
+        f'"""Generated from model {model.name} (code key {code_key(model)}; first from version '
+        f'{model.version}, declaration {model.content_hash()}). Do not edit."""',
         "import math",
         "import numpy",
         "import numba",
@@ -584,10 +585,28 @@ def cache_dir() -> Path:
     return path
 
 
+def code_key(model: Model) -> str:
+    """The key of ``model``'s generated code: a hash of the code generator's version and of what
+    the code is generated from (names in order, assignments, states, dose scales, observables),
+    not of the declaration's values, units, descriptions or sources. Parameter values enter as
+    data at run time, so a model that differs only in them reuses the compiled code."""
+    record = {
+        "codegen": CODEGEN_VERSION,
+        "name": model.name,
+        "parameters": list(model.parameter_names),
+        "covariates": list(model.covariate_names),
+        "assignments": [(a.name, a.expression) for a in model.assignments],
+        "states": [(s.name, s.initial, s.rate) for s in model.states],
+        "doses": [(d.name, d.state, d.scale) for d in model.doses],
+        "observables": [(o.test, o.expression) for o in model.observables],
+    }
+    return hashlib.sha256(json.dumps(record).encode()).hexdigest()[:16]
+
+
 @cache
 def compile_model(model: Model) -> ModuleType:
-    """Generate (or reuse) and import the compiled module of ``model``."""
-    key = hashlib.sha256(f"{CODEGEN_VERSION}:{model.content_hash()}".encode()).hexdigest()[:16]
+    """Generate (or reuse) and import the compiled module of ``model``, by :func:`code_key`."""
+    key = code_key(model)
     module_name = f"cartwin_gen_{model.name}_{key}"
     path = cache_dir() / f"{module_name}.py"
     if not path.exists():
