@@ -633,8 +633,10 @@ def warm_up(module: ModuleType) -> None:
     from numba import types
 
     vector, matrix = types.float64[::1], types.float64[:, ::1]
-    module.rhs_into.compile((vector, types.float64, vector, vector, vector))
-    module.jac_into.compile((vector, types.float64, vector, vector, matrix))
+    # with the return type, as the kernel's function types ask for them: numba caches a
+    # signature with and one without a declared return type apart
+    module.rhs_into.compile(types.void(vector, types.float64, vector, vector, vector))
+    module.jac_into.compile(types.void(vector, types.float64, vector, vector, matrix))
 
 
 def warm_up_wrappers(module: ModuleType) -> None:
