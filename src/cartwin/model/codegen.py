@@ -12,8 +12,8 @@ The declaration's expressions are parsed once with sympy. From them come:
 - ``LU_PLAN``: the sparse LU of the Newton matrix for the Jacobian's pattern (an elimination
   schedule in integer arrays), which :func:`sparse_lu` turns into machine code through LLVM IR.
 
-The generated source is written once per model hash into a cache folder, so that numba can
-cache its machine code and worker processes load it instead of compiling again.
+The generated source is written once per code key (:func:`code_key`) into a cache folder, so
+that numba can cache its machine code and worker processes load it instead of compiling again.
 """
 
 from __future__ import annotations
