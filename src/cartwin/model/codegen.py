@@ -40,7 +40,7 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from cartwin.model.declaration import Model, ModelDeclarationError
 
-CODEGEN_VERSION = "6"
+CODEGEN_VERSION = "7"
 # error_model="numpy": a division by zero gives inf or NaN, which the integrators report as a
 # failed solve, instead of raising ZeroDivisionError out of compiled code
 JIT = '@numba.njit(cache=True, fastmath=False, error_model="numpy")'
@@ -286,26 +286,28 @@ def _source(model: Model, sym: Symbolic) -> str:
     y_syms = [sp.Symbol(_safe(n), real=True) for n in states]
     jac = sp.Matrix(rates).jacobian(y_syms)
 
-    def body(exprs: list[sp.Expr], target: str, shape: str | None, index) -> list[str]:
-        """Straight-line code; allocates ``target`` unless ``shape`` is None (written in place)."""
+    loads = ([(_safe(n), f"k[{i}]") for i, n in enumerate(sym.constant_names)]
+             + [(_safe(n), f"y[{i}]") for i, n in enumerate(states)]
+             + [(f"u_{i}", f"u[{i}]") for i in range(len(states))])
+
+    def body(exprs: list[sp.Expr], target: str, index) -> list[str]:
+        """Straight-line code writing ``target[index]``, after loading only the constants, states
+        and inputs it uses (numba's compile time grows with every statement, used or not)."""
         reps, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("x_"), optimizations="basic")
-        out = [f"    {target} = numpy.zeros({shape})"] if shape is not None else []
+        used = {str(x) for _, v in reps for x in v.free_symbols}
+        used |= {str(x) for e in reduced for x in e.free_symbols}
+        out = [f"    {name} = {source}" for name, source in loads if name in used]
         out += [f"    {sca.doprint(s)} = {sca.doprint(v)}" for s, v in reps]
         for idx, e in zip(index, reduced):
-            if e != 0 or shape is None:
-                out.append(f"    {target}[{idx}] = {sca.doprint(e)}")
-        out.append(f"    return {target}" if shape is not None else "    return")
+            out.append(f"    {target}[{idx}] = {sca.doprint(e)}")
+        out.append("    return")
         return out
 
-    header = (["    " + f"{_safe(n)} = k[{i}]" for i, n in enumerate(sym.constant_names)]
-              + ["    " + f"{_safe(n)} = y[{i}]" for i, n in enumerate(states)]
-              + ["    " + f"u_{i} = u[{i}]" for i in range(len(states))])
     # rhs_into writes into a caller's array: compiled integrators call it thousands of times
     # per patient, and an allocation per call costs as much as the arithmetic
     lines.append(JIT)
     lines.append("def rhs_into(y, t, k, u, dydt):")
-    lines += header
-    lines += body(rates, "dydt", None, list(range(len(states))))
+    lines += body(rates, "dydt", list(range(len(states))))
     lines.append("")
     lines.append(JIT)
     lines.append("def rhs(y, t, k, u):")
@@ -317,8 +319,7 @@ def _source(model: Model, sym: Symbolic) -> str:
     # jac_into writes the nonzero entries into a caller's array, which keeps its zeros elsewhere
     lines.append(JIT)
     lines.append("def jac_into(y, t, k, u, J):")
-    lines += header
-    lines += body([jac[i, j] for i, j in nz], "J", None, [f"{i}, {j}" for i, j in nz])
+    lines += body([jac[i, j] for i, j in nz], "J", [f"{i}, {j}" for i, j in nz])
     lines.append("")
     lines.append(JIT)
     lines.append("def jac(y, t, k, u):")
