@@ -356,14 +356,15 @@ LU_PLAN_FIELDS = ("perm", "init_slot", "init_jac", "init_diag", "pivot", "row_pt
                   "forward_col", "backward_ptr", "backward_slot", "backward_col")
 
 
-def lu_plan(n: int, jac_nz: Sequence[tuple[int, int]]) -> tuple[dict[str, np.ndarray], int, tuple[int, int]]:
+def lu_plan(n: int, jac_nz: Sequence[tuple[int, int]]
+            ) -> tuple[dict[str, np.ndarray], int, tuple[int, int]]:
     """The sparse LU of M = I - c*J for the Jacobian's sparsity pattern, as data.
 
     Pivots are taken on the diagonal in a minimum-degree order (no row exchanges): M is an
     identity minus a small multiple of J, and a tiny pivot makes the Newton iteration fail,
     which the integrator answers by halving the step. The factors live in a flat array F of
-    ``nnz`` slots. The elimination is a fixed schedule of operations on slots; the BDF kernel
-    (:func:`sparse_lu`) compiles it, unrolled, from these arrays.
+    ``nnz`` slots. The elimination is a fixed schedule of operations on slots, which
+    :func:`sparse_lu` compiles, unrolled, from these arrays for the BDF kernel.
 
     Returns (the arrays by name, nnz, (flops of a factorisation, flops of a solve)).
     """
@@ -528,7 +529,9 @@ def sparse_lu(module: ModuleType) -> SparseLU:
     The elimination of a model with a few dozen states is thousands of operations; as numba
     source it took most of a new model's compile time (10-15 s), while its LLVM IR, emitted
     directly here, compiles in a fraction of a second. So it is compiled in each process that
-    solves (forked workers inherit it) rather than cached on disk."""
+    solves (forked workers inherit it) rather than cached on disk. It goes through numba's own
+    code generator (a code library under numba's compiler lock), so that the machine code lives
+    in the JIT that runs the kernel."""
     from numba.core.compiler_lock import global_compiler_lock
     from numba.core.registry import cpu_target
     from numba.core.types import CPointer, float64, int64, void
