@@ -81,3 +81,79 @@ def test_bdf_reports_a_failing_patient():
     assert "between day 0.5 and day 2; values kept up to day 0.5" in solved.reasons[0], solved.reasons[0]
     assert solved.observations[0, 1, 0] == pytest.approx(2.0, rel=1e-4)  # y = 1 / (1 - t)
     assert np.isnan(solved.observations[0, 2, 0])
+
+
+def _plan_in_python(plan, n, nnz, c, J, b):
+    """The LU plan's operations one by one in Python floats (IEEE double, no fusion): the
+    reference that the machine code must equal bit for bit."""
+    F = [0.0] * nnz
+    for slot, a, diag in zip(plan["init_slot"], plan["init_jac"], plan["init_diag"]):
+        v = c * float(J.flat[a])
+        F[slot] = 1.0 - v if diag else (-c) * float(J.flat[a])
+    for k in range(n):
+        inv = 1.0 / F[plan["pivot"][k]]
+        for r in range(plan["row_ptr"][k], plan["row_ptr"][k + 1]):
+            ik = plan["row_slot"][r]
+            F[ik] = F[ik] * inv
+            for q in range(plan["update_ptr"][r], plan["update_ptr"][r + 1]):
+                t = plan["update_target"][q]
+                F[t] = F[t] - F[ik] * F[plan["update_source"][q]]
+    x = [0.0] * n
+    for i in range(n):
+        s = float(b[plan["perm"][i]])
+        for q in range(plan["forward_ptr"][i], plan["forward_ptr"][i + 1]):
+            s = s - F[plan["forward_slot"][q]] * x[plan["forward_col"][q]]
+        x[i] = s
+    for m in range(n):
+        i = n - 1 - m
+        s = x[i]
+        for q in range(plan["backward_ptr"][m], plan["backward_ptr"][m + 1]):
+            s = s - F[plan["backward_slot"][q]] * x[plan["backward_col"][q]]
+        x[i] = s / F[plan["pivot"][i]]
+    r = np.empty(n)
+    r[list(plan["perm"])] = x
+    return np.array(F), r
+
+
+def test_compiled_sparse_lu_solves_the_newton_system_of_the_default_model():
+    """The model's sparse LU, compiled from its plan through LLVM IR, solves (I - c J) x = b for
+    the Jacobian's pattern, equals the plan's operations done one by one in Python bit for bit
+    (so any compiled form of the same plan gives the same numbers), and reports a zero pivot."""
+    import numba
+    from cartwin.model import DEFAULT_MODEL
+    from cartwin.model.codegen import sparse_lu, unpack_lu_plan
+
+    mod = compile_model(DEFAULT_MODEL)
+    n = len(mod.STATE_NAMES)
+    rng = np.random.default_rng(3)
+    pattern = mod.jac(np.ones(n), 0.0, np.ones(len(mod.CONSTANT_NAMES)), np.zeros(n)) != 0
+    J = np.where(pattern, rng.standard_normal((n, n)), 0.0)
+    b = rng.standard_normal(n)
+    c = 0.05
+    lu = sparse_lu(mod)
+
+    @numba.njit
+    def run(factor, solve, c, J, F, b, r):
+        ok = factor(c, J.ctypes, F.ctypes)
+        solve(F.ctypes, b.ctypes, r.ctypes)
+        return ok
+
+    F, r = np.empty(mod.LU_NNZ), np.empty(n)
+    assert run(lu.factor, lu.solve, c, J, F, b, r) == 1
+    np.testing.assert_allclose(r, np.linalg.solve(np.eye(n) - c * J, b), rtol=1e-9, atol=1e-12)
+    F_ref, r_ref = _plan_in_python(unpack_lu_plan(mod.LU_PLAN), n, mod.LU_NNZ, c, J, b)
+    assert np.array_equal(F, F_ref) and np.array_equal(r, r_ref)
+    # I - c J with J = I / c has every pivot zero
+    assert run(lu.factor, lu.solve, c, np.eye(n) / c, F, b, r) == 0
+
+
+def test_one_bdf_kernel_serves_every_model():
+    """The kernel takes a model's functions as function pointers: two models solve through one
+    compiled version of it (a kernel specialised per model would be compiled for each)."""
+    from cartwin.model.codegen import cache_dir
+    from cartwin.simulate.bdf import load_integrator
+
+    y = solve_bdf([Dose("IV", 0.0, 10.0)], [0.0, 1.0])  # the test model's dose scale is 2
+    assert y[1] == pytest.approx(20 * math.exp(-K_EL), rel=1e-6)
+    test_bdf_reports_a_failing_patient()  # a second model through the same kernel
+    assert len(load_integrator(cache_dir()).integrate_batch.signatures) == 1

@@ -146,7 +146,7 @@ def _make_work(protocol: Protocol, seed: int | None = None) -> RunWork:
         typical = np.array([p.value for p in model.parameters], float)
         arms = tuple(ArmWork(i, a.id, None, typical) for i, a in enumerate(protocol.arms))
         # an imported model is solved by LSODA unless the protocol names a backend: its first
-        # result comes in seconds, where the compiled BDF kernel takes a minute to build once
+        # result needs no BDF kernel, which takes some 15 s to build once per installation
         backend = s.backend if "backend" in s.model_fields_set else IMPORTED_MODEL_BACKEND
         return RunWork(model, seed, days, arms, None, dict(protocol.model_variability),
                        stored_observables(model, protocol.outputs), (backend, s.rtol, s.atol),

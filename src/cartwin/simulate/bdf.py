@@ -7,22 +7,27 @@ variable-order BDF/NDF (``scipy.integrate.BDF``; Shampine & Reichelt, "The MATLA
 SIAM J Sci Comput 1997: quasi-constant step size, orders 1-5, NDF coefficients kappa, Newton
 iterations with Jacobian reuse, error-based step and order selection), transcribed into numba so
 that a whole patient, and a whole batch in parallel threads, runs in machine code. The linear
-systems use the straight-line sparse LU that the model's code generator emits for its Jacobian
-pattern. Each patient keeps its own step size, order and error control, so its numbers do not
-depend on the batch it is in. Parallelism comes from worker processes, one chunk each (numba's
-threading layers are not all fork-safe, and processes scale the same on this workload). Tests compare it with LSODA (tests/engine/test_bdf.py).
+systems use the sparse LU that the model's code generator plans for its Jacobian pattern and
+compiles to machine code (cartwin.model.codegen.sparse_lu). Each patient keeps its own step
+size, order and error control, so its numbers do not depend on the batch it is in. Parallelism
+comes from worker processes, one chunk each (numba's threading layers are not all fork-safe, and
+processes scale the same on this workload). Tests compare it with LSODA
+(tests/engine/test_bdf.py).
 
 Observations between steps come from the BDF interpolating polynomial (the method's own dense
 output). Doses split the time axis into segments; the integrator restarts at each segment
 boundary, after adding the boluses, exactly as the LSODA backend does.
 
-The kernel is compiled per model: its source is written beside the model's generated module
-(with the model's ``rhs``, ``jac``, ``lu_factor`` and ``lu_solve`` as globals), so that numba
-caches the machine code on disk and worker processes load it instead of compiling again.
+The kernel is the same for every model: it receives the model's compiled ``rhs_into``,
+``jac_into`` and sparse LU as first-class functions (function pointers), with one explicit
+signature. Its source is written into the compile cache folder, so that numba caches
+its machine code on disk once per installation; a new model compiles only its own right-hand
+side and Jacobian, and worker processes load everything instead of compiling again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import sys
@@ -40,11 +45,28 @@ STATUS_TEXT = {
     SINGULAR: "singular iteration matrix",
 }
 
-KERNEL_VERSION = "6"
+KERNEL_VERSION = "7"
 
 KERNEL_SOURCE = r'''
 import numba
 import numpy as np
+from numba import types
+
+# the model's compiled functions, passed in as first-class functions (function pointers): the
+# kernel is compiled once for every model
+_V = types.float64[::1]
+RHS_INTO = types.FunctionType(types.void(_V, types.float64, _V, _V, _V))
+JAC_INTO = types.FunctionType(types.void(_V, types.float64, _V, _V, types.float64[:, ::1]))
+_P = types.CPointer(types.float64)
+LU_FACTOR = types.FunctionType(types.int64(types.float64, _P, _P))
+LU_SOLVE = types.FunctionType(types.void(_P, _P, _P))
+_M = types.float64[:, ::1]
+_A3 = types.float64[:, :, ::1]
+# integrate_batch(rhs_into, jac_into, lu_factor, lu_solve, nnz, K, Y0, bp_count, bp_times,
+#                 bp_jumps, bp_rates, t_obs, rtol, atol, max_steps, out, status, counters)
+BATCH_SIGNATURE = types.void(
+    RHS_INTO, JAC_INTO, LU_FACTOR, LU_SOLVE, types.int64, _M, _M, types.int64[::1], _M, _A3, _A3,
+    _V, types.float64, types.float64, types.int64, _A3, types.int64[::1], types.int64[:, ::1])
 
 MAX_ORDER = 5
 NEWTON_MAXITER = 4
@@ -107,7 +129,7 @@ def _change_d(D, order, factor, work):
 
 
 @numba.njit(cache=True)
-def initial_step(t0, y0, f0, k, u, t_bound, rtol, atol):
+def initial_step(rhs_into, t0, y0, f0, k, u, t_bound, rtol, atol):
     interval = abs(t_bound - t0)
     if interval == 0.0:
         return 0.0
@@ -119,7 +141,8 @@ def initial_step(t0, y0, f0, k, u, t_bound, rtol, atol):
     else:
         h0 = 0.01 * d0 / d1
     h0 = min(h0, interval)
-    f1 = rhs(y0 + h0 * f0, t0 + h0, k, u)
+    f1 = np.empty(y0.size)
+    rhs_into(y0 + h0 * f0, t0 + h0, k, u, f1)
     d2 = _rms(f1 - f0, scale) / h0
     if d1 <= 1e-15 and d2 <= 1e-15:
         h1 = max(1e-6, h0 * 1e-3)
@@ -129,11 +152,13 @@ def initial_step(t0, y0, f0, k, u, t_bound, rtol, atol):
 
 
 @numba.njit(cache=True)
-def segment(y, t0, t_bound, k, u, t_obs, obs_from, obs_to, out, rtol, atol, max_steps, steps):
+def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, t_obs, obs_from,
+            obs_to, out, rtol, atol, max_steps, steps):
     """Integrate y from t0 to t_bound; write observations obs_from..obs_to-1 (t0 < t <= t_bound)."""
     n = y.size
-    f = rhs(y, t0, k, u)
-    h_abs = initial_step(t0, y, f, k, u, t_bound, rtol, atol)
+    f = np.empty(n)
+    rhs_into(y, t0, k, u, f)
+    h_abs = initial_step(rhs_into, t0, y, f, k, u, t_bound, rtol, atol)
     newton_tol = max(10.0 * EPS / rtol, min(0.03, rtol ** 0.5))
     D = np.zeros((MAX_ORDER + 3, n))
     D[0] = y
@@ -141,8 +166,9 @@ def segment(y, t0, t_bound, k, u, t_obs, obs_from, obs_to, out, rtol, atol, max_
     work = np.zeros((4, MAX_ORDER + 1, MAX_ORDER + 1))
     order = 1
     n_equal = 0
-    J = jac(y, t0, k, u)
-    F = np.empty(LU_NNZ)
+    J = np.zeros((n, n))  # jac_into writes the nonzero entries; the others stay 0
+    jac_into(y, t0, k, u, J)
+    F = np.empty(nnz)
     have_lu = False
     y_pred = np.empty(n)
     psi = np.empty(n)
@@ -152,7 +178,6 @@ def segment(y, t0, t_bound, k, u, t_obs, obs_from, obs_to, out, rtol, atol, max_
     rhs_vec = np.empty(n)
     fy = np.empty(n)
     dy = np.empty(n)
-    lu_work = np.empty(n)
     t = t0
     next_obs = obs_from
     safety = 0.9
@@ -194,7 +219,7 @@ def segment(y, t0, t_bound, k, u, t_obs, obs_from, obs_to, out, rtol, atol, max_
             n_iter = 0
             while not converged:
                 if not have_lu:
-                    if not lu_factor(c, J, F):
+                    if lu_factor(c, J.ctypes, F.ctypes) == 0:
                         return 4
                     steps[3] += 1
                     have_lu = True
@@ -214,7 +239,7 @@ def segment(y, t0, t_bound, k, u, t_obs, obs_from, obs_to, out, rtol, atol, max_
                         rhs_vec[i] = c * fy[i] - psi[i] - d[i]
                     if not finite:
                         break
-                    lu_solve_into(F, rhs_vec, lu_work, dy)
+                    lu_solve(F.ctypes, rhs_vec.ctypes, dy.ctypes)
                     dy_norm = _rms(dy, scale)
                     rate = -1.0
                     if dy_norm_old >= 0.0:
@@ -233,7 +258,7 @@ def segment(y, t0, t_bound, k, u, t_obs, obs_from, obs_to, out, rtol, atol, max_
                         if not finite:
                             return 3
                         break
-                    J = jac(y_pred, t_new, k, u)
+                    jac_into(y_pred, t_new, k, u, J)
                     steps[2] += 1
                     have_lu = False
                     current_jac = True
@@ -318,7 +343,8 @@ def segment(y, t0, t_bound, k, u, t_obs, obs_from, obs_to, out, rtol, atol, max_
 
 
 @numba.njit(cache=True)
-def integrate_one(y, k, nb, times, jumps, rates, t_obs, rtol, atol, max_steps, out, steps):
+def integrate_one(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, k, nb, times, jumps, rates,
+                  t_obs, rtol, atol, max_steps, out, steps):
     n = y.size
     n_obs = t_obs.size
     u = np.zeros(n)
@@ -346,7 +372,8 @@ def integrate_one(y, k, nb, times, jumps, rates, t_obs, rtol, atol, max_steps, o
             j = obs_i
             while j < n_obs and t_obs[j] <= seg_end:
                 j += 1
-            code = segment(y, t, seg_end, k, u, t_obs, obs_i, j, out, rtol, atol, max_steps, steps)
+            code = segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t, seg_end, k, u,
+                           t_obs, obs_i, j, out, rtol, atol, max_steps, steps)
             obs_i = j
             t = seg_end
         if b < nb and times[b] == t:
@@ -363,15 +390,16 @@ def integrate_one(y, k, nb, times, jumps, rates, t_obs, rtol, atol, max_steps, o
     return code
 
 
-@numba.njit(cache=True)
-def integrate_batch(K, Y0, bp_count, bp_times, bp_jumps, bp_rates, t_obs, rtol, atol,
-                    max_steps, out, status, counters):
+@numba.njit(BATCH_SIGNATURE, cache=True)
+def integrate_batch(rhs_into, jac_into, lu_factor, lu_solve, nnz, K, Y0, bp_count, bp_times,
+                    bp_jumps, bp_rates, t_obs, rtol, atol, max_steps, out, status, counters):
     n_pat = Y0.shape[0]
     for p in range(n_pat):
         y = Y0[p].copy()
         steps = np.zeros(4, dtype=np.int64)
-        status[p] = integrate_one(y, K[p], bp_count[p], bp_times[p], bp_jumps[p], bp_rates[p],
-                                  t_obs, rtol, atol, max_steps, out[p], steps)
+        status[p] = integrate_one(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, K[p],
+                                  bp_count[p], bp_times[p], bp_jumps[p], bp_rates[p], t_obs, rtol,
+                                  atol, max_steps, out[p], steps)
         counters[p, 0] = steps[0]
         counters[p, 1] = steps[1]
         counters[p, 2] = steps[2]
@@ -379,15 +407,19 @@ def integrate_batch(K, Y0, bp_count, bp_times, bp_jumps, bp_rates, t_obs, rtol, 
 '''
 
 
-def load_integrator(compiled: ModuleType, cache_dir: Path) -> ModuleType:
-    """Write (once) and import the BDF kernel bound to ``compiled``'s functions."""
-    name = f"{compiled.__name__}_bdf{KERNEL_VERSION}"
+def load_integrator(cache_dir: Path) -> ModuleType:
+    """Write (once) and import the BDF kernel, the same for every model.
+
+    The source goes into the compile cache folder under a name made of the kernel's version and
+    a hash of its source, so that numba caches its machine code beside it (once per
+    installation and cache folder) and a changed kernel never loads a stale one."""
+    digest = hashlib.sha256(KERNEL_SOURCE.encode()).hexdigest()[:12]
+    name = f"cartwin_bdf_kernel{KERNEL_VERSION}_{digest}"
     if name in sys.modules:
         return sys.modules[name]
     path = cache_dir / f"{name}.py"
     if not path.exists():
-        header = (f'"""BDF kernel for {compiled.__name__}. Generated by cartwin.simulate.bdf."""\n'
-                  f"from {compiled.__name__} import rhs, rhs_into, jac, lu_factor, lu_solve_into, LU_NNZ\n")
+        header = '"""The BDF kernel of cartwin (cartwin.simulate.bdf), for every model. Do not edit."""\n'
         fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
         with os.fdopen(fd, "w") as fh:
             fh.write(header + KERNEL_SOURCE)
@@ -397,3 +429,15 @@ def load_integrator(compiled: ModuleType, cache_dir: Path) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def integrate_batch(compiled: ModuleType, cache_dir: Path, *arrays) -> None:
+    """Run the kernel's ``integrate_batch`` with ``compiled``'s functions and sparse LU, then the
+    arguments of the kernel's own after them (K, Y0, schedules, output days, tolerances,
+    outputs)."""
+    from cartwin.model.codegen import sparse_lu
+
+    kernel = load_integrator(cache_dir)
+    lu = sparse_lu(compiled)
+    kernel.integrate_batch(compiled.rhs_into, compiled.jac_into, lu.factor, lu.solve,
+                           compiled.LU_NNZ, *arrays)

@@ -43,7 +43,11 @@ class ScipyLSODA:
         check_tolerances(self.rtol, self.atol)
 
     def warm_up(self, compiled: ModuleType) -> None:
-        """Nothing to compile beyond the model's own functions."""
+        """Compile the model's allocating ``rhs`` and ``jac``, which odeint calls (or load them)."""
+        from cartwin.model.codegen import warm_up, warm_up_wrappers
+
+        warm_up(compiled)
+        warm_up_wrappers(compiled)
 
     def describe(self) -> dict:
         return {"backend": self.name, "method": "LSODA (ODEPACK via scipy.integrate.odeint)",
@@ -116,11 +120,11 @@ class ScipyLSODA:
 
 
 
-def _integrator(compiled: ModuleType):
+def _integrate(compiled: ModuleType, *arrays) -> None:
     from cartwin.model.codegen import cache_dir
-    from cartwin.simulate.bdf import load_integrator
+    from cartwin.simulate.bdf import integrate_batch
 
-    return load_integrator(compiled, cache_dir()).integrate_batch
+    integrate_batch(compiled, cache_dir(), *arrays)
 
 
 def pack_schedules(schedules: list[Schedule], n_states: int):
@@ -152,16 +156,19 @@ class NumbaBDF:
         check_tolerances(self.rtol, self.atol)
 
     def warm_up(self, compiled: ModuleType) -> None:
-        """Compile the kernel now (or load it from numba's cache), before workers fork.
+        """Compile the kernel and the model's functions now (or load them from numba's cache),
+        before workers fork: otherwise every forked worker would compile them at its first chunk.
+        The kernel has one explicit signature, so importing it compiles or loads it; it is called
+        here on one patient whose only output day is its start, which evaluates nothing of the
+        model."""
+        from cartwin.model.codegen import warm_up
 
-        numba compiles a function at its first call, so the kernel is called here on one patient
-        with the argument types of :meth:`solve`: otherwise every forked worker would compile
-        the same kernel at its first chunk (on a cold cache: minutes, once per worker)."""
+        warm_up(compiled)
         n = len(compiled.STATE_NAMES)
-        _integrator(compiled)(np.ones((1, len(compiled.CONSTANT_NAMES))), np.zeros((1, n)),
-                              np.zeros(1, np.int64), np.full((1, 1), np.inf), np.zeros((1, 1, n)),
-                              np.zeros((1, 1, n)), np.zeros(1), self.rtol, self.atol, self.max_steps,
-                              np.zeros((1, 1, n)), np.zeros(1, np.int64), np.zeros((1, 4), np.int64))
+        _integrate(compiled, np.ones((1, len(compiled.CONSTANT_NAMES))), np.zeros((1, n)),
+                   np.zeros(1, np.int64), np.full((1, 1), np.inf), np.zeros((1, 1, n)),
+                   np.zeros((1, 1, n)), np.zeros(1), self.rtol, self.atol, self.max_steps,
+                   np.zeros((1, 1, n)), np.zeros(1, np.int64), np.zeros((1, 4), np.int64))
 
     def describe(self) -> dict:
         return {"backend": self.name, "method": "variable-order BDF/NDF (SciPy's BDF algorithm, "
@@ -177,10 +184,10 @@ class NumbaBDF:
         out = np.full((n, t_obs.size, s), np.nan)
         status = np.zeros(n, dtype=np.int64)
         counters = np.zeros((n, 4), dtype=np.int64)  # steps, RHS, Jacobians, LU factorisations
-        integrate = _integrator(compiled)
-        integrate(np.ascontiguousarray(K, dtype=np.float64), np.ascontiguousarray(Y0, dtype=np.float64),
-                  count, times, jumps, rates, np.ascontiguousarray(t_obs, dtype=np.float64),
-                  self.rtol, self.atol, self.max_steps, out, status, counters)
+        _integrate(compiled, np.ascontiguousarray(K, dtype=np.float64),
+                   np.ascontiguousarray(Y0, dtype=np.float64), count, times, jumps, rates,
+                   np.ascontiguousarray(t_obs, dtype=np.float64), self.rtol, self.atol,
+                   self.max_steps, out, status, counters)
         ok = status == 0  # a failed patient keeps the output days the kernel reached
         reasons = ["" if c == 0 else f"solver failed: BDF {STATUS_TEXT[int(c)]}" for c in status]
         return SolveResult(out, ok, reasons, counters)
