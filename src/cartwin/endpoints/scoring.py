@@ -187,7 +187,8 @@ class StoreAndScore:
         if result.scoring_observations is None:
             score_part(self.run_dir, part.name)
         else:
-            stored = set(result.observations["subject"].to_pylist())
+            import pyarrow.compute as pc
+            stored = set(pc.unique(result.observations["subject"]).to_pylist())  # not one per row
             score_frame(self.run_dir, part.name, pl.from_arrow(result.scoring_observations),
                         str(part), visit_subjects=stored)
         return summary
