@@ -63,3 +63,25 @@ def test_arms_within_the_limit_store_everything(tmp_path):
     run = open_run(out)
     assert run.manifest()["store"] == {"observations_per_arm": 5, "sampled": False}
     assert run.read("observations")["subject"].n_unique() == run.patients().height
+
+
+def test_stale_scores_of_a_sampled_run_are_kept_when_it_cannot_be_rescored(tmp_path):
+    import json
+
+    import pytest
+
+    from cartwin.store.run_directory import RunDirectoryError
+
+    out = _run(tmp_path, "sampled", 2)
+    fingerprint = out / "report" / "scores" / "fingerprint.json"
+    stored = json.loads(fingerprint.read_text())
+    # as after an upgrade of the clinical layer: the stored scores no longer match its fingerprint
+    fingerprint.write_text(json.dumps({**stored, "clinical": "0" * 16}))
+    before = {t: sorted(p.name for p in (out / "report" / "scores" / t).glob("*.parquet"))
+              for t in ("patients", "adverse_events", "visits")}
+    assert all(before.values())
+    with pytest.raises(RunDirectoryError, match="observations_per_arm"):
+        score_run(out, workers=1)
+    # the only record of the unstored patients is not deleted by the refusal
+    after = {t: sorted(p.name for p in (out / "report" / "scores" / t).glob("*.parquet")) for t in before}
+    assert after == before
