@@ -23,7 +23,7 @@ solvers.png and prints the ratios.
     python benchmarks/bench_solvers.py                 # N = 1e3 for the loops, 1e3..1e5 for cartwin
     python benchmarks/bench_solvers.py --full          # adds 1e4 loops and the 1e6 cartwin run
     python benchmarks/bench_solvers.py --quick         # N = 1e3 for every contender
-    python benchmarks/bench_solvers.py --work-precision [--quick]
+    python benchmarks/bench_solvers.py --work-precision [--quick] [--repeat 3]
         # the work-precision comparison: every contender over rtol 1e-4..1e-8 (atol = 1e-3 rtol),
         # error against LSODA at rtol 1e-10 as above, throughput with two workers; the ratio of
         # throughputs at matched error (each curve interpolated linearly in log error / log
@@ -221,6 +221,8 @@ def main() -> None:
     ap.add_argument("--check", type=int, default=40, help="patients in the accuracy check")
     ap.add_argument("--work-precision", action="store_true",
                     help="each contender over rtol 1e-4..1e-8 and the throughput ratios at matched error")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="with --work-precision: timings per point (round-robin; the fastest is kept)")
     args = ap.parse_args()
     mod = compile_model(MODEL)
     warm_up(mod)
@@ -229,7 +231,7 @@ def main() -> None:
     n_check = args.check
     ref, _ = run_cartwin("lsoda", 0, n_check, 1e-10)
     if args.work_precision:
-        work_precision(n_check, ref, quick=args.quick)
+        work_precision(n_check, ref, quick=args.quick, repeat=args.repeat)
         return
     contenders = [("scipy-solve_ivp", 1e-6), ("roadrunner", 1e-6), ("cartwin-lsoda", 1e-6),
                   ("cartwin-bdf", 1e-6), ("cartwin-bdf", 1e-7)]
@@ -319,8 +321,10 @@ WP_RTOLS = (1e-4, 1e-5, 1e-6, 1e-7, 1e-8)
 WP_RUN_RTOLS = (1e-4, 1e-5, 1e-6)  # a whole run's cost hardly moves with rtol: the ends suffice
 
 
-def work_precision(n_check, ref, quick=False):
-    """Every contender over WP_RTOLS; writes the rows and the matched-error ratios."""
+def work_precision(n_check, ref, quick=False, repeat=1):
+    """Every contender over WP_RTOLS; writes the rows and the matched-error ratios. ``repeat``:
+    every timing is repeated, round-robin over the contenders, and the fastest kept (on a shared
+    machine the load moves during a run; the best of a few repeats is the least disturbed)."""
     sizes = {"roadrunner": 300, "cartwin-lsoda": 300, "cartwin-bdf": 1000} if quick else \
         {"roadrunner": 1000, "cartwin-lsoda": 1000, "cartwin-bdf": 4000}
     run_n = 2000 if quick else 4000  # beyond the 1,000 stored patients: scored as the run streams
@@ -331,23 +335,36 @@ def work_precision(n_check, ref, quick=False):
         print(f"roadrunner: skipped ({exc})")
         rr_err = None
         sizes.pop("roadrunner")
-    for name, n in sizes.items():
+    errors = {}
+    for name in sizes:
         for rtol in WP_RTOLS:
             if name == "roadrunner":
-                err = rr_err[rtol]
+                errors[name, rtol] = rr_err[rtol]
             else:
                 obs, _ = _work((name, 0, n_check, rtol))
-                err = max_rel_error(obs, ref)
-            wall, failed, peak = timed(name, n, rtol)
-            rows.append({"contender": name, "rtol": rtol, "n": n, "seconds": round(wall, 3),
-                         "patients_per_s": round(n / wall, 1), "max_rel_error": f"{err:.3e}", "failed": failed})
-            print(rows[-1], flush=True)
-    bdf_err = {r["rtol"]: r["max_rel_error"] for r in rows if r["contender"] == "cartwin-bdf"}
-    for rtol in WP_RUN_RTOLS:
-        wall, failed, written = timed_run(run_n, rtol=rtol)
-        rows.append({"contender": "cartwin-run", "rtol": rtol, "n": run_n, "seconds": round(wall, 3),
-                     "patients_per_s": round(run_n / wall, 1), "max_rel_error": bdf_err[rtol], "failed": failed,
-                     "bytes_per_patient": round(written / run_n)})
+                errors[name, rtol] = max_rel_error(obs, ref)
+    for rtol in WP_RUN_RTOLS:  # the whole run's solver and patients are cartwin-bdf's
+        errors["cartwin-run", rtol] = errors["cartwin-bdf", rtol]
+    points = [(name, rtol) for name in sizes for rtol in WP_RTOLS] + [("cartwin-run", r) for r in WP_RUN_RTOLS]
+    walls: dict[tuple, list[float]] = {p: [] for p in points}
+    extra: dict[tuple, dict] = {}
+    for k in range(repeat):
+        for name, rtol in points:
+            if name == "cartwin-run":
+                wall, failed, written = timed_run(run_n, rtol=rtol)
+                extra[name, rtol] = {"failed": failed, "bytes_per_patient": round(written / run_n)}
+            else:
+                wall, failed, _ = timed(name, sizes[name], rtol)
+                extra[name, rtol] = {"failed": failed}
+            walls[name, rtol].append(wall)
+            print(f"repeat {k + 1}: {name} rtol {rtol:g}: {wall:.2f} s (load {os.getloadavg()[0]:.1f})", flush=True)
+    for name, rtol in points:
+        n = run_n if name == "cartwin-run" else sizes[name]
+        best = min(walls[name, rtol])
+        rows.append({"contender": name, "rtol": rtol, "n": n, "seconds": round(best, 3),
+                     "patients_per_s": round(n / best, 1), "max_rel_error": f"{errors[name, rtol]:.3e}",
+                     "repeats": len(walls[name, rtol]),
+                     "slowest_patients_per_s": round(n / max(walls[name, rtol]), 1), **extra[name, rtol]})
         print(rows[-1], flush=True)
     out = HERE / "results" / "work_precision.csv"
     out.parent.mkdir(exist_ok=True)
