@@ -85,3 +85,20 @@ def test_stale_scores_of_a_sampled_run_are_kept_when_it_cannot_be_rescored(tmp_p
     # the only record of the unstored patients is not deleted by the refusal
     after = {t: sorted(p.name for p in (out / "report" / "scores" / t).glob("*.parquet")) for t in before}
     assert after == before
+
+
+def test_a_report_over_per_patient_tables_read_into_memory_equals_one_over_the_parts(tmp_path, monkeypatch):
+    """A run of many parts has its per-patient tables read once into memory (report.aggregate);
+    the report's numbers are those of the Parquet views a small run uses."""
+    from cartwin.report import aggregate
+
+    out = _run(tmp_path, "sampled", 2, chunk_size=2)
+    write_report(out, workers=1)
+    over_parts = (out / "report" / "endpoints.json").read_text()
+    monkeypatch.setattr(aggregate, "MATERIALISE_PARTS", 0)
+    read = []
+    original = aggregate._read_parts
+    monkeypatch.setattr(aggregate, "_read_parts", lambda glob: read.append(glob) or original(glob))
+    write_report(out, workers=1)
+    assert len(read) == len(aggregate.PER_PATIENT)  # the in-memory path was taken
+    assert (out / "report" / "endpoints.json").read_text() == over_parts
