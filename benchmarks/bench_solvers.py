@@ -28,8 +28,9 @@ solvers.png and prints the ratios.
         # error against LSODA at rtol 1e-10 as above, throughput with two workers; the ratio of
         # throughputs at matched error (each curve interpolated linearly in log error / log
         # throughput, Hairer & Wanner's work-precision diagram), including a whole `cartwin run`
-        # at rtol 1e-4, 1e-5 and 1e-6 (its error is that of cartwin-bdf at the same rtol). Writes
-        # benchmarks/results/work_precision.csv and work_precision.png.
+        # at rtol 1e-4, 1e-5 and 1e-6 (its error is that of cartwin-bdf at the same rtol). The SciPy
+        # loop is left out of the sweep (at ~5-60 patients/s it would take longer than the rest
+        # together). Writes benchmarks/results/work_precision.csv and work_precision.png.
 """
 
 from __future__ import annotations
