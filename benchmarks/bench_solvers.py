@@ -23,6 +23,14 @@ solvers.png and prints the ratios.
     python benchmarks/bench_solvers.py                 # N = 1e3 for the loops, 1e3..1e5 for cartwin
     python benchmarks/bench_solvers.py --full          # adds 1e4 loops and the 1e6 cartwin run
     python benchmarks/bench_solvers.py --quick         # N = 1e3 for every contender
+    python benchmarks/bench_solvers.py --work-precision [--quick] [--repeat 3]
+        # the work-precision comparison: every contender over rtol 1e-4..1e-8 (atol = 1e-3 rtol),
+        # error against LSODA at rtol 1e-10 as above, throughput with two workers; the ratio of
+        # throughputs at matched error (each curve interpolated linearly in log error / log
+        # throughput, Hairer & Wanner's work-precision diagram), including a whole `cartwin run`
+        # at rtol 1e-4, 1e-5 and 1e-6 (its error is that of cartwin-bdf at the same rtol). The SciPy
+        # loop is left out of the sweep (at ~5-60 patients/s it would take longer than the rest
+        # together). Writes benchmarks/results/work_precision.csv and work_precision.png.
 """
 
 from __future__ import annotations
@@ -81,7 +89,8 @@ def max_rel_error(obs, ref):
     keep = ~np.isnan(obs).any(axis=(1, 2))  # patients a contender failed are counted apart
     obs, ref = obs[keep], ref[keep]
     scale = np.nanmax(np.abs(ref), axis=(0, 1), keepdims=True)
-    rel = np.abs(obs[:, 1:] - ref[:, 1:]) / (np.abs(ref[:, 1:]) + 1e-3 * scale)
+    with np.errstate(invalid="ignore"):  # an observable that is zero throughout gives 0/0: ignored
+        rel = np.abs(obs[:, 1:] - ref[:, 1:]) / (np.abs(ref[:, 1:]) + 1e-3 * scale)
     return float(np.nanmax(rel))
 
 
@@ -180,22 +189,30 @@ def timed(name, n, rtol, workers=2, chunk=250):
     return wall, failed, peak
 
 
-def timed_run(n, workers=2):
-    """A whole `cartwin run` of million.toml with n patients: (wall seconds, failed, bytes written)."""
+def timed_run(n, workers=2, rtol=None):
+    """A whole `cartwin run` of million.toml with n patients: (wall seconds, failed, bytes written).
+    ``rtol``: the protocol's [solver] rtol (atol 1e-3 rtol, as every contender); default the
+    protocol's own (1e-6, atol 1e-9)."""
     import shutil
     import tempfile
 
     from cartwin.protocol import load_protocol
     from cartwin.run import run_protocol
-    out = Path(tempfile.mkdtemp(prefix="cartwin-bench-")) / "run"
+    tmp = Path(tempfile.mkdtemp(prefix="cartwin-bench-"))
+    out = tmp / "run"
+    source = HERE / "million.toml"
+    if rtol is not None:
+        source = tmp / "million.toml"
+        source.write_text((HERE / "million.toml").read_text()
+                          + f"\n[solver]\nrtol = {rtol!r}\natol = {rtol * 1e-3!r}\n")
     try:
         t = time.perf_counter()
-        summary = run_protocol(load_protocol(HERE / "million.toml"), out, n_per_arm=n, workers=workers)
+        summary = run_protocol(load_protocol(source), out, n_per_arm=n, workers=workers)
         wall = time.perf_counter() - t
         written = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
         return wall, summary.n_failed, written
     finally:
-        shutil.rmtree(out.parent, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:
@@ -203,6 +220,10 @@ def main() -> None:
     ap.add_argument("--full", action="store_true")
     ap.add_argument("--quick", action="store_true", help="N = 1e3 for every contender")
     ap.add_argument("--check", type=int, default=40, help="patients in the accuracy check")
+    ap.add_argument("--work-precision", action="store_true",
+                    help="each contender over rtol 1e-4..1e-8 and the throughput ratios at matched error")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="with --work-precision: timings per point (round-robin; the fastest is kept)")
     args = ap.parse_args()
     mod = compile_model(MODEL)
     warm_up(mod)
@@ -210,6 +231,9 @@ def main() -> None:
     print(f"load average at start: {os.getloadavg()}", flush=True)
     n_check = args.check
     ref, _ = run_cartwin("lsoda", 0, n_check, 1e-10)
+    if args.work_precision:
+        work_precision(n_check, ref, quick=args.quick, repeat=args.repeat)
+        return
     contenders = [("scipy-solve_ivp", 1e-6), ("roadrunner", 1e-6), ("cartwin-lsoda", 1e-6),
                   ("cartwin-bdf", 1e-6), ("cartwin-bdf", 1e-7)]
     rows = []
@@ -259,30 +283,143 @@ def main() -> None:
 
 def roadrunner_accuracy(n_check, rtol, ref):
     """Each patient exported with its own parameter values and covariates, then simulated."""
+    return roadrunner_accuracy_sweep(n_check, [rtol], ref)[rtol]
+
+
+def roadrunner_accuracy_sweep(n_check, rtols, ref):
+    """roadrunner_accuracy at each of ``rtols``; each patient's export is loaded once and
+    simulated at every tolerance (a reset after each simulation). Returns {rtol: error}."""
     import dataclasses
 
     import roadrunner
     from cartwin.io.sbml import export_sbml
     from cartwin.io.scenario import build_scenario
     mod, K, Y0, sched, pop, therapy = patients(0, n_check)
-    out = np.full((n_check, DAYS.size, Y0.shape[1]), np.nan)
+    out = {rtol: np.full((n_check, DAYS.size, Y0.shape[1]), np.nan) for rtol in rtols}
     for p in range(n_check):
         cov = {c: float(pop.covariates[c][p]) for c in pop.covariates}
         own = dataclasses.replace(MODEL, parameters=tuple(
             dataclasses.replace(par, value=float(pop.theta[p, j])) for j, par in enumerate(MODEL.parameters)))
         rr = roadrunner.RoadRunner(export_sbml(own, "autologous_cd19", "erlangen", cov))
         scenario = build_scenario(own, "autologous_cd19", "erlangen", cov, 1e6, None)
-        rr.integrator.relative_tolerance = rtol
-        rr.integrator.absolute_tolerance = rtol * 1e-3
         rr.integrator.maximum_num_steps = 100000
         rr.selections = ["time"] + list(MODEL.state_names)
-        try:
-            res = rr.simulate(times=np.concatenate([[0.0], DAYS - scenario.first_intervention_day]))
-        except RuntimeError:  # CVODE gave up: excluded from the error, reported
-            print(f"roadrunner: patient {p} failed (CVODE convergence)")
+        for rtol in rtols:
+            rr.integrator.relative_tolerance = rtol
+            rr.integrator.absolute_tolerance = rtol * 1e-3
+            try:
+                res = rr.simulate(times=np.concatenate([[0.0], DAYS - scenario.first_intervention_day]))
+            except RuntimeError:  # CVODE gave up: excluded from the error, reported
+                print(f"roadrunner: patient {p} failed at rtol {rtol:g} (CVODE convergence)")
+                continue
+            finally:
+                rr.reset()
+            out[rtol][p] = np.asarray(res)[1:, 1:]
+    return {rtol: max_rel_error(continuous_observables(mod, out[rtol], K), ref) for rtol in rtols}
+
+
+WP_RTOLS = (1e-4, 1e-5, 1e-6, 1e-7, 1e-8)
+WP_RUN_RTOLS = (1e-4, 1e-5, 1e-6)  # a whole run's cost hardly moves with rtol: the ends suffice
+
+
+def work_precision(n_check, ref, quick=False, repeat=1):
+    """Every contender over WP_RTOLS; writes the rows and the matched-error ratios. ``repeat``:
+    every timing is repeated, round-robin over the contenders, and the fastest kept (on a shared
+    machine the load moves during a run; the best of a few repeats is the least disturbed)."""
+    sizes = {"roadrunner": 300, "cartwin-lsoda": 300, "cartwin-bdf": 1000} if quick else \
+        {"roadrunner": 1000, "cartwin-lsoda": 1000, "cartwin-bdf": 4000}
+    run_n = 2000 if quick else 4000  # beyond the 1,000 stored patients: scored as the run streams
+    rows = []
+    try:
+        rr_err = roadrunner_accuracy_sweep(n_check, WP_RTOLS, ref)
+    except ImportError as exc:
+        print(f"roadrunner: skipped ({exc})")
+        rr_err = None
+        sizes.pop("roadrunner")
+    errors = {}
+    for name in sizes:
+        for rtol in WP_RTOLS:
+            if name == "roadrunner":
+                errors[name, rtol] = rr_err[rtol]
+            else:
+                obs, _ = _work((name, 0, n_check, rtol))
+                errors[name, rtol] = max_rel_error(obs, ref)
+    for rtol in WP_RUN_RTOLS:  # the whole run's solver and patients are cartwin-bdf's
+        errors["cartwin-run", rtol] = errors["cartwin-bdf", rtol]
+    points = [(name, rtol) for name in sizes for rtol in WP_RTOLS] + [("cartwin-run", r) for r in WP_RUN_RTOLS]
+    walls: dict[tuple, list[float]] = {p: [] for p in points}
+    extra: dict[tuple, dict] = {}
+    for k in range(repeat):
+        for name, rtol in points:
+            if name == "cartwin-run":
+                wall, failed, written = timed_run(run_n, rtol=rtol)
+                extra[name, rtol] = {"failed": failed, "bytes_per_patient": round(written / run_n)}
+            else:
+                wall, failed, _ = timed(name, sizes[name], rtol)
+                extra[name, rtol] = {"failed": failed}
+            walls[name, rtol].append(wall)
+            print(f"repeat {k + 1}: {name} rtol {rtol:g}: {wall:.2f} s (load {os.getloadavg()[0]:.1f})", flush=True)
+    for name, rtol in points:
+        n = run_n if name == "cartwin-run" else sizes[name]
+        best = min(walls[name, rtol])
+        rows.append({"contender": name, "rtol": rtol, "n": n, "seconds": round(best, 3),
+                     "patients_per_s": round(n / best, 1), "max_rel_error": f"{errors[name, rtol]:.3e}",
+                     "repeats": len(walls[name, rtol]),
+                     "slowest_patients_per_s": round(n / max(walls[name, rtol]), 1), **extra[name, rtol]})
+        print(rows[-1], flush=True)
+    out = HERE / "results" / "work_precision.csv"
+    out.parent.mkdir(exist_ok=True)
+    with out.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+        w.writeheader()
+        w.writerows(rows)
+    print(f"load average at end: {os.getloadavg()}; results -> {out}")
+    if rr_err is not None:
+        print("\nthroughput ratio to libRoadRunner at matched error (at each of RoadRunner's points "
+              "inside the contender's error range; interpolated log-log):")
+        for name in ("cartwin-lsoda", "cartwin-bdf", "cartwin-run"):
+            for rtol, err, ratio in matched_ratios(rows, name):
+                print(f"  {name:14s} at RoadRunner rtol {rtol:.0e} (error {err:.2e}): "
+                      + ("outside its measured error range" if ratio is None else f"{ratio:.2f}x"))
+    plot_work_precision(rows, HERE / "results" / "work_precision.png")
+
+
+def curve(rows, name):
+    """(log error, log throughput) of a contender, ascending in error."""
+    pts = sorted((float(r["max_rel_error"]), r["patients_per_s"]) for r in rows if r["contender"] == name)
+    return np.log([e for e, _ in pts]), np.log([w for _, w in pts])
+
+
+def matched_ratios(rows, name, base="roadrunner"):
+    """[(base rtol, base error, throughput of ``name`` / base at that error or None)]: ``name``'s
+    work-precision curve interpolated linearly in log-log at each of the base's points; None
+    where the base's error lies outside ``name``'s measured range (no extrapolation)."""
+    log_e, log_w = curve(rows, name)
+    out = []
+    for r in sorted((r for r in rows if r["contender"] == base), key=lambda r: -r["rtol"]):
+        e = float(r["max_rel_error"])
+        if log_e.size == 0 or not log_e[0] <= np.log(e) <= log_e[-1]:
+            out.append((r["rtol"], e, None))
             continue
-        out[p] = np.asarray(res)[1:, 1:]
-    return max_rel_error(continuous_observables(mod, out, K), ref)
+        out.append((r["rtol"], e, float(np.exp(np.interp(np.log(e), log_e, log_w))) / r["patients_per_s"]))
+    return out
+
+
+def plot_work_precision(rows, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in dict.fromkeys(r["contender"] for r in rows):
+        pts = sorted((float(r["max_rel_error"]), r["patients_per_s"], r["rtol"]) for r in rows if r["contender"] == name)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+        for e, w, rtol in pts:
+            ax.annotate(f"{rtol:.0e}", (e, w), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log"); ax.set_yscale("log")
+    ax.set_xlabel("max relative error against LSODA rtol 1e-10"); ax.set_ylabel("patients per second (2 processes)")
+    ax.set_title("work-precision (labels: rtol)", fontsize=9)
+    ax.legend(fontsize=8); ax.grid(alpha=0.3, which="both")
+    fig.tight_layout(); fig.savefig(path, dpi=120)
 
 
 def plot(rows, path):

@@ -209,7 +209,7 @@ def _lookup(frame: pl.DataFrame, table_: pl.DataFrame, keys: list[str], columns:
 def _has_duplicate_keys(frame: pl.DataFrame, keys: list[str]) -> bool:
     """Whether any (subject, day, test) repeats. Distinct 64-bit hashes prove there is no repeat
     (equal keys hash equally); only when two hashes coincide are the keys compared exactly."""
-    if frame.select(pl.struct(keys).hash().n_unique()).item() == frame.height:
+    if frame.select(keys).hash_rows().n_unique() == frame.height:
         return False
     return frame.select(pl.struct(keys).is_duplicated().any()).item()
 

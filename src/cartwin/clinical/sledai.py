@@ -224,8 +224,15 @@ def score_visits(events: pl.DataFrame, visits: pl.DataFrame, window_days: float 
     for code in codes:
         if code not in wide.columns:
             wide = wide.with_columns(pl.lit(None, pl.Boolean).alias(code))
-    grid = pl.concat([wide.select("subject", "day"), visits], how="vertical_relaxed").unique()
-    wide = grid.join(wide, on=["subject", "day"], how="left").sort("subject", "day")
+    keys = wide.select("subject", "day")
+    # Usually every visit day has descriptor rows (pivot_first gives one row per subject and day):
+    # the grid is then the pivot's own rows, and the visits all of them when as many
+    covered = keys.schema == visits.schema and visits.join(keys, on=["subject", "day"], how="anti").height == 0
+    if covered:
+        wide = wide.sort("subject", "day")
+    else:
+        grid = pl.concat([keys, visits], how="vertical_relaxed").unique()
+        wide = grid.join(wide, on=["subject", "day"], how="left").sort("subject", "day")
     states = []
     for code in codes:
         last_present = pl.when(pl.col(code)).then(pl.col("day")).otherwise(None).forward_fill().over("subject")
@@ -234,7 +241,9 @@ def score_visits(events: pl.DataFrame, visits: pl.DataFrame, window_days: float 
                  .when((pl.col("day") - last_seen) <= window).then(pl.lit(False))
                  .otherwise(pl.lit(None, pl.Boolean)))
         states.append(state.alias(code))
-    scored = wide.select("subject", "day", *states).join(visits, on=["subject", "day"], how="semi")
+    scored = wide.select("subject", "day", *states)
+    if not (covered and visits.height == wide.height):
+        scored = scored.join(visits, on=["subject", "day"], how="semi")
     w = weights()
     serology = set(descriptors().filter(pl.col("serology"))["code"].to_list())
     out = []

@@ -75,12 +75,18 @@ def _visit_variables(variables: list[Variable], visits: pl.DataFrame, baseline_l
     return out
 
 
-def _serology(v: Variable, observations: pl.DataFrame, baseline_last_day: float) -> pl.DataFrame:
+def _subjects(observations: pl.DataFrame, subjects: pl.DataFrame | None) -> pl.DataFrame:
+    return observations.select("subject").unique() if subjects is None else subjects
+
+
+def _serology(v: Variable, observations: pl.DataFrame, baseline_last_day: float,
+              subjects: pl.DataFrame | None = None) -> pl.DataFrame:
     """Normalisation at the last measurement of ``v.test``, for patients abnormal at baseline (the
-    last measurement on or before the baseline day); null otherwise."""
+    last measurement on or before the baseline day); null otherwise. ``subjects``: the distinct
+    subjects of ``observations``, when the caller has them."""
     from cartwin.clinical.composite import serology_normalisation
 
-    subjects = observations.select("subject").unique()
+    subjects = _subjects(observations, subjects)
     rows = observations.filter((pl.col("test") == v.test) & pl.col("value").is_not_null()).sort("subject", "day")
     if rows.height == 0:
         return subjects.with_columns(pl.lit(None, pl.Boolean).alias(v.name))
@@ -94,13 +100,13 @@ def _serology(v: Variable, observations: pl.DataFrame, baseline_last_day: float)
     return subjects.join(scored, on="subject", how="left")
 
 
-def _last_detectable(v: Variable, observations: pl.DataFrame) -> pl.DataFrame:
+def _last_detectable(v: Variable, observations: pl.DataFrame, subjects: pl.DataFrame | None = None) -> pl.DataFrame:
     """The last day on or after day 0 with ``v.test`` at or above its detection limit (the row's
     ``lower``), moved by log-linear interpolation to where the count crosses the limit before the
     next sample (a sampled last day is a step function of the model's parameters, which a search
     cannot descend); the last sample's day when detectable there (censored: a lower bound); 0 when
     never detectable after day 0; null without a count or a detection limit."""
-    subjects = observations.select("subject").unique()
+    subjects = _subjects(observations, subjects)
     rows = observations.filter((pl.col("test") == v.test) & pl.col("value").is_not_null() & (pl.col("day") >= 0))
     if rows.height == 0 or "lower" not in rows.columns:
         return subjects.with_columns(pl.lit(None, pl.Float64).alias(v.name))
@@ -211,8 +217,10 @@ def compute(clinical: Mapping[str, pl.DataFrame], observations: pl.DataFrame, ta
         # no lab-grade table (no lab observed): its variables are null, their endpoints not evaluable
         lab_grades = clinical.get("lab_grades", pl.DataFrame(schema={"subject": pl.String}))
         parts += _lab_grade_variables(lab_vars, lab_grades, baseline_last_day)
-    readers = {"serology_normalisation": lambda v: _serology(v, observations, baseline_last_day),
-               "last_detectable_day": lambda v: _last_detectable(v, observations)}
+    # the distinct subjects once, not once per variable (each part is joined by subject below)
+    observed = observations.select("subject").unique() if any(v.source == "observations" for v in variables) else None
+    readers = {"serology_normalisation": lambda v: _serology(v, observations, baseline_last_day, observed),
+               "last_detectable_day": lambda v: _last_detectable(v, observations, observed)}
     parts += [readers[v.statistic](v) for v in variables if v.source == "observations"]
     names = [v.name for v in variables]
     frame = frame.drop([n for n in names if n in frame.columns])

@@ -86,12 +86,9 @@ def score_run(run_dir: Path, workers: int | None = None) -> Scores:
         stored = {"clinical": clinical, "parts": {}}
     done = {name for name, stamp in stored.get("parts", {}).items()
             if stamps.get(name) == stamp and all(rundir.score_part(t, name).exists() for t in SCORE_TABLES)}
-    for table in SCORE_TABLES:
-        (out / table).mkdir(parents=True, exist_ok=True)
-        for old in rundir.score_parts(table):
-            if old not in done:
-                rundir.score_part(table, old).unlink()
     todo = [name for name in stamps if name not in done]
+    # checked before any stale score is deleted: a run that kept some observations only cannot
+    # score again, and its scores (even stale ones) are all that is left of the others
     if todo and _sampled(rundir):
         from cartwin.store.run_directory import RunDirectoryError
         raise RunDirectoryError(
@@ -100,6 +97,11 @@ def score_run(run_dir: Path, workers: int | None = None) -> Scores:
             "have no valid scores (the clinical layer or the endpoint definitions changed since, or "
             "the scores were deleted); rerun the protocol, or set observations_per_arm = \"all\" "
             "to keep every observation for later rescoring")
+    for table in SCORE_TABLES:
+        (out / table).mkdir(parents=True, exist_ok=True)
+        for old in rundir.score_parts(table):
+            if old not in done:
+                rundir.score_part(table, old).unlink()
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
     if todo:
         # Forget the stamps of the parts about to be rewritten before touching them: an interrupted
@@ -187,7 +189,8 @@ class StoreAndScore:
         if result.scoring_observations is None:
             score_part(self.run_dir, part.name)
         else:
-            stored = set(result.observations["subject"].to_pylist())
+            import pyarrow.compute as pc
+            stored = set(pc.unique(result.observations["subject"]).to_pylist())  # not one per row
             score_frame(self.run_dir, part.name, pl.from_arrow(result.scoring_observations),
                         str(part), visit_subjects=stored)
         return summary

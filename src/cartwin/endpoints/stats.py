@@ -163,9 +163,11 @@ def kaplan_meier(time, event, count=None) -> KaplanMeier:
         raise ValueError("time, event and count must have the same length")
     keep = ~np.isnan(t)
     t, e, w = t[keep], e[keep], w[keep]
-    times = np.unique(t)
-    events = np.array([w[(t == x) & e].sum() for x in times])
-    censored = np.array([w[(t == x) & ~e].sum() for x in times])
+    # one pass over the patients (a time per patient is common: interpolated days), not one per
+    # distinct time; the sums are exact for the whole-number counts cartwin passes
+    times, where = np.unique(t, return_inverse=True)
+    events = np.bincount(where, weights=np.where(e, w, 0.0), minlength=times.size)
+    censored = np.bincount(where, weights=np.where(e, 0.0, w), minlength=times.size)
     at_risk = w.sum() - np.concatenate([[0.0], np.cumsum(events + censored)[:-1]])
     with np.errstate(divide="ignore", invalid="ignore"):
         factor = np.where(at_risk > 0, 1.0 - events / at_risk, 1.0)

@@ -92,8 +92,13 @@ def run_chunk(work: RunWork, spec: ChunkSpec) -> ChunkResult:
     # a run may store the observations of the first patients of each arm only (outputs sized for
     # the question); the others are scored from ``every`` while the run streams
     keep = work.stores_observations(pop.index)
-    kept = every if keep.all() else every.filter(pc.is_in(every["subject"], pa.array(
-        [s for s, k in zip(pop.subject, keep) if k], pa.string())))
+    if keep.all():
+        kept = every
+    elif not keep.any():  # most chunks of a large arm: no row to look at
+        kept = every.slice(0, 0)
+    else:
+        kept = every.filter(pc.is_in(every["subject"], pa.array(
+            [s for s, k in zip(pop.subject, keep) if k], pa.string())))
     return ChunkResult(spec, patients, parameters_table(pop, model), kept,
                        events_table(pop, model, doses, sample_days, other, sampled=keep),
                        None if keep.all() else every)

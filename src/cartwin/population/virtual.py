@@ -105,6 +105,9 @@ def iiv_cholesky(model: Model, override: dict[str, float] | None = None) -> np.n
     return chol
 
 
+_ETA_BLOCK = 16  # patients per block of the random-effect sums in generate
+
+
 def generate(model: Model, population: Population | None, arm_id: str, indices: np.ndarray, seed: int,
              typical: np.ndarray, variability: dict[str, float] | None = None,
              replicate: int | None = None, subject_prefix: str = "") -> Patients:
@@ -122,7 +125,11 @@ def generate(model: Model, population: Population | None, arm_id: str, indices: 
     # Row by row, not a matrix product: BLAS kernels change their summation order with the
     # number of rows, and a patient must not depend on the size of its chunk.
     chol = iiv_cholesky(model, variability)
-    eta = (normals[:, None, :] * chol[None, :, :]).sum(axis=-1)
+    # a few patients at a time: the same sums (each over one contiguous row of products), without
+    # an (N, P, P) temporary of tens of megabytes
+    eta = np.empty_like(normals)
+    for s in range(0, n, _ETA_BLOCK):
+        eta[s:s + _ETA_BLOCK] = (normals[s:s + _ETA_BLOCK, None, :] * chol[None, :, :]).sum(axis=-1)
     theta = typical[None, :] * np.exp(eta)
 
     cov: dict[str, np.ndarray] = {}

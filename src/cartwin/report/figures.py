@@ -240,6 +240,23 @@ def difference_figure(diffs: list[dict], agg: Aggregates, out_dir: Path) -> Figu
                  "Each arm minus its reference arm, with Newcombe hybrid score 95% intervals.")
 
 
+KM_DRAWN_STEPS = 1500  # at most this many steps of a curve are drawn (~5 per pixel of a panel)
+
+
+def _drawn_steps(time: np.ndarray) -> np.ndarray:
+    """Indices of the steps of a Kaplan-Meier curve to draw: all of them up to KM_DRAWN_STEPS;
+    beyond (a time per patient, e.g. interpolated days of a large run) the last step in each of
+    KM_DRAWN_STEPS equal slices of the time axis, so that the figure's size does not grow with the
+    number of patients. The curve drawn then lags the exact one by less than a slice (a fraction
+    of a pixel); the estimates and the summaries are computed from every step."""
+    if time.size <= KM_DRAWN_STEPS:
+        return np.arange(time.size)
+    span = max(float(time[-1] - time[0]), 1e-300)
+    bins = np.minimum(((time - time[0]) / span * KM_DRAWN_STEPS).astype(np.int64), KM_DRAWN_STEPS - 1)
+    last = np.flatnonzero(np.diff(bins, append=bins[-1] + 1))  # the last index of each occupied slice
+    return last
+
+
 def km_figures(agg: Aggregates, out_dir: Path) -> list[Figure]:
     """Kaplan-Meier curves (B-cell return, loss of CAR-T cells, relapse) with censoring marks and
     pointwise 95% intervals (Greenwood, log-log), a panel per product when the arms are faceted."""
@@ -260,8 +277,9 @@ def km_figures(agg: Aggregates, out_dir: Path) -> list[Figure]:
                     continue
                 km = stats.kaplan_meier([r["time"] for r in rows], [bool(r["event"]) for r in rows],
                                         [r["n"] for r in rows])
-                t = [0.0, *km.time.tolist()]
-                s = [1.0, *km.survival.tolist()]
+                drawn = _drawn_steps(km.time)
+                t = [0.0, *km.time[drawn].tolist()]
+                s = [1.0, *km.survival[drawn].tolist()]
                 colour = colours[arm.id]
                 ax.step(t, s, where="post", color=colour, linewidth=1.6, label=arm.label)
                 with np.errstate(divide="ignore", invalid="ignore"):
@@ -271,9 +289,10 @@ def km_figures(agg: Aggregates, out_dir: Path) -> list[Figure]:
                     hi = np.where(km.survival > 0, km.survival ** np.exp(-z * se), 0.0)
                 lo = np.nan_to_num(np.where(km.survival >= 1, 1.0, lo), nan=0.0)
                 hi = np.nan_to_num(np.where(km.survival >= 1, 1.0, hi), nan=1.0)
-                ax.fill_between(t, [1.0, *lo.tolist()], [1.0, *hi.tolist()], step="post", color=colour,
+                ax.fill_between(t, [1.0, *lo[drawn].tolist()], [1.0, *hi[drawn].tolist()], step="post", color=colour,
                                 alpha=BAND_ALPHA, linewidth=0)
-                censored = km.censored > 0
+                censored = np.flatnonzero(km.censored > 0)
+                censored = censored[_drawn_steps(km.time[censored])]
                 ax.plot(km.time[censored], km.survival[censored], marker="|", markersize=8, linestyle="none",
                         color=colour, markeredgewidth=1.2)
             ax.set_ylim(-0.02, 1.02)

@@ -157,21 +157,26 @@ def reject_negative_states(result: SolveResult, model: Model, atol: float, rtol:
     mask = np.broadcast_to(np.asarray(which, bool), (states.shape[2],))
     ok = result.ok.copy()
     reasons = list(result.reasons)
-    for i in range(states.shape[0]):
-        x = states[i][:, mask]
-        with np.errstate(invalid="ignore"):
-            limit = -NEGATIVE_TOLERANCE_FACTOR * (atol + rtol * np.nanmax(np.abs(x), axis=0, initial=0.0))
-            below = x < limit
-        if below.any():
-            row, col = np.argwhere(below)[0]
-            name = np.asarray(model.state_names)[mask][col]
-            if ok[i]:
-                when = f"day {grid[row]:g}" if grid is not None else f"output {row}"
-                reasons[i] = (f"state {name} went negative ({x[row, col]:.3g} on {when}), beyond the "
-                              f"solver's error control; values kept before {when}")
-            ok[i] = False
-            states[i, row:] = np.nan
-    sub = states[:, :, mask]
-    np.maximum(sub, 0.0, out=sub, where=~np.isnan(sub))
-    states[:, :, mask] = sub
+    # every patient at once (the per-patient limits are the same numbers as patient by patient);
+    # only the rare patients with a state below its limit are looked at one by one
+    every = bool(mask.all())  # cartwin's own models: no copy through a fancy index (slow on the last axis)
+    x = states if every else states[:, :, mask]
+    with np.errstate(invalid="ignore"):
+        limit = -NEGATIVE_TOLERANCE_FACTOR * (atol + rtol * np.nanmax(np.abs(x), axis=1, initial=0.0))
+        below = x < limit[:, None, :]
+    for i in np.flatnonzero(below.any(axis=(1, 2))):
+        row, col = np.argwhere(below[i])[0]
+        name = np.asarray(model.state_names)[mask][col]
+        if ok[i]:
+            when = f"day {grid[row]:g}" if grid is not None else f"output {row}"
+            reasons[i] = (f"state {name} went negative ({x[i, row, col]:.3g} on {when}), beyond the "
+                          f"solver's error control; values kept before {when}")
+        ok[i] = False
+        states[i, row:] = np.nan
+    if every:
+        np.maximum(states, 0.0, out=states, where=~np.isnan(states))
+    else:
+        sub = states[:, :, mask]
+        np.maximum(sub, 0.0, out=sub, where=~np.isnan(sub))
+        states[:, :, mask] = sub
     return SolveResult(states, ok, reasons, result.counters)
