@@ -139,12 +139,14 @@ def score_frame(run_dir: Path, part: str, frame, source: str, visit_subjects=Non
     patient rows and adverse events are stored for everyone)."""
     import polars as pl
 
-    from cartwin.clinical import observations_from_frame, score_observations
+    from cartwin.clinical import observations_from_simulation, score_observations
     from cartwin.store.reported import as_reported
     from cartwin.endpoints import compute
 
     rundir = RunDirectory(run_dir)
-    obs = observations_from_frame(as_reported(frame), source)
+    # a run's own observations: checked by column (row by row only when they are not as the
+    # simulator writes them); the same frame either way
+    obs = observations_from_simulation(as_reported(frame), source)
     tables = score_observations(obs)
     withdrawal = _withdrawal(rundir, part)
     if withdrawal is not None:  # a run with withdrawal: responder endpoints impute it (non-responder)
