@@ -54,6 +54,20 @@ def test_chunked_scoring_matches_whole_frame(monkeypatch, chunk_rows):
             assert chunked[name].equals(whole[name]), name
 
 
+def test_scoring_without_flags_gives_the_same_tables():
+    """The in-stream scoring (``flags=False``) skips the flag table and the sort of the lab grades:
+    every other table is the same, and the lab grades are the same rows."""
+    obs = read_observations(EXAMPLE)
+    whole = pipeline.score_observations(obs)
+    lean = pipeline.score_observations(obs, flags=False)
+    assert "flags" not in lean and whole["flags"].height  # the example has flags to skip
+    for name in ("visits", "patients", "adverse_events"):
+        assert lean[name].equals(whole[name]), name
+    columns = whole["lab_grades"].columns
+    assert lean["lab_grades"].select(columns).sort(pl.all(), nulls_last=True).equals(
+        whole["lab_grades"].sort(pl.all(), nulls_last=True))
+
+
 def test_surrounding_whitespace_is_stripped_and_clean_text_kept(tmp_path):
     from cartwin.clinical.observations import validate
 

@@ -110,10 +110,19 @@ CHUNK_ROWS = 2_000_000
 _POSITION = "__position"  # frame order of a row, to put per-chunk flags back in whole-frame order
 
 
-def score_observations(obs: Observations, sledai_window_days: float | None = None) -> dict[str, pl.DataFrame]:
-    """Score validated observations; returns the five result tables as Polars frames."""
+def score_observations(obs: Observations, sledai_window_days: float | None = None, *,
+                       flags: bool = True) -> dict[str, pl.DataFrame]:
+    """Score validated observations; returns the five result tables as Polars frames.
+
+    ``flags=False`` (scoring a run as it streams, where only the tables are kept): no ``flags``
+    table, and ``lab_grades`` holds the same rows and columns in grading order instead of sorted by
+    subject, test and day (and may carry working columns); the other tables are the same."""
     chunks = _subject_chunks(obs.frame, CHUNK_ROWS)
     if chunks is None:
+        if not flags:
+            tables = _score_frame(obs.frame, sledai_window_days, None, lab_grade_table=False)
+            return {name: tables["_lab_grades"] if name == "lab_grades" else tables[name]
+                    for name in TABLES if name != "flags"}
         return _score_unchunked(obs, sledai_window_days)
     tests = frozenset(obs.frame["test"].unique().drop_nulls().to_list())
     parts: dict[str, list[pl.DataFrame]] = {"visits": [], "lab_grades": [], "patients": [], "adverse_events": [], "_base": []}
@@ -159,7 +168,8 @@ def _subject_chunks(frame: pl.DataFrame, chunk_rows: int):
     return generate()
 
 
-def _score_frame(frame: pl.DataFrame, sledai_window_days: float | None, tests: frozenset | None) -> dict[str, pl.DataFrame]:
+def _score_frame(frame: pl.DataFrame, sledai_window_days: float | None, tests: frozenset | None,
+                 lab_grade_table: bool = True) -> dict[str, pl.DataFrame]:
     """Score one frame of whole subjects. ``tests``: the test codes of the whole frame when this is a
     chunk of it, so that a chunk lacking a test scores as the whole frame does (same columns)."""
     # Subjects as an Enum of their sorted identifiers: joins, groupings and sorts by subject work on
@@ -171,7 +181,9 @@ def _score_frame(frame: pl.DataFrame, sledai_window_days: float | None, tests: f
     if tests is not None:
         daily = _ensure(daily, sorted(tests))
     daily = _ensure(daily, ["TEMP", "HYPOTEN", "HYPOXIA", "ANTICYT", *ICANS_TESTS, "PGA", "NEUT"])
-    icans_cause = (frame.filter(pl.col("test").is_in(ICANS_TESTS) & pl.col("cause").is_not_null())
+    # no row gives a cause (a simulated run): no row to look at, the same empty table
+    with_cause = frame if frame["cause"].null_count() < frame.height else frame.clear()
+    icans_cause = (with_cause.filter(pl.col("test").is_in(ICANS_TESTS) & pl.col("cause").is_not_null())
                    .group_by("subject", "day").agg(pl.col("cause").first().alias("icans_cause")))
     daily = daily.join(icans_cause, on=["subject", "day"], how="left")
     daily = crs_icans.grade_icans(crs_icans.grade_crs(daily))
@@ -189,8 +201,9 @@ def _score_frame(frame: pl.DataFrame, sledai_window_days: float | None, tests: f
               .sort("subject", "day"))
     patients = _patients(frame, daily, visits, lab_grades, tests)
     adverse = _adverse_events(daily, lab_grades, patients)
-    tables = {"visits": visits, "_lab_grades": lab_grades, "lab_grades": _lab_grade_table(lab_grades),
-              "patients": patients, "adverse_events": adverse}
+    tables = {"visits": visits, "_lab_grades": lab_grades, "patients": patients, "adverse_events": adverse}
+    if lab_grade_table:
+        tables["lab_grades"] = _lab_grade_table(lab_grades)
     if text_subjects:
         tables = {name: t.with_columns(pl.col("subject").cast(pl.String)) for name, t in tables.items()}
     return tables

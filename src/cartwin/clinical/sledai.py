@@ -234,7 +234,14 @@ def score_visits(events: pl.DataFrame, visits: pl.DataFrame, window_days: float 
         grid = pl.concat([keys, visits], how="vertical_relaxed").unique()
         wide = grid.join(wide, on=["subject", "day"], how="left").sort("subject", "day")
     states = []
+    # A descriptor never observed (no row of any subject, e.g. no test feeds it) is unknown at every
+    # visit: null, as the window rule below gives for a column of nulls, without its window passes.
+    never = {code for code, nulls in zip(codes, wide.select(pl.col(codes).null_count()).row(0))
+             if nulls == wide.height}
     for code in codes:
+        if code in never:
+            states.append(pl.lit(None, pl.Boolean).alias(code))
+            continue
         last_present = pl.when(pl.col(code)).then(pl.col("day")).otherwise(None).forward_fill().over("subject")
         last_seen = pl.when(pl.col(code).is_not_null()).then(pl.col("day")).otherwise(None).forward_fill().over("subject")
         state = (pl.when((pl.col("day") - last_present) <= window).then(pl.lit(True))

@@ -147,7 +147,7 @@ def score_frame(run_dir: Path, part: str, frame, source: str, visit_subjects=Non
     # a run's own observations: checked by column (row by row only when they are not as the
     # simulator writes them); the same frame either way
     obs = observations_from_simulation(as_reported(frame), source)
-    tables = score_observations(obs)
+    tables = score_observations(obs, flags=False)  # the flags are not kept with the scores
     withdrawal = _withdrawal(rundir, part)
     if withdrawal is not None:  # a run with withdrawal: responder endpoints impute it (non-responder)
         tables = {**tables, "patients": tables["patients"].join(withdrawal, on="subject", how="left")}
