@@ -48,6 +48,23 @@ def test_early_icaht_interpolates_sparse_sampling():
     assert "interpolated" in row["icaht_early_flag"]
 
 
+def test_early_icaht_interpolates_across_the_window_edges():
+    """A window day before the first or after the last measurement inside days 0-30 is
+    interpolated from the nearest measurement outside the window; measurements farther out do
+    not count, and a year of them gives the same grade as the nearest two."""
+    edges = pl.DataFrame({"subject": ["S"] * 4, "day": [-4.0, 5.0, 20.0, 40.0],
+                          "anc_per_ul": [2000.0, 100.0, 100.0, 1500.0]})
+    year = pl.DataFrame({"subject": ["S"] * 12, "day": [-9.0, -6.0, -4.0, 5.0, 20.0, 40.0, 60.0, 90.0, 120.0, 180.0, 270.0, 365.0],
+                         "anc_per_ul": [50.0, 50.0, 2000.0, 100.0, 100.0, 1500.0, 50.0, 50.0, 50.0, 50.0, 50.0, 50.0]})
+    by_edges, by_year = ht.early_icaht(edges), ht.early_icaht(year)
+    # linear in the series' rows (days -4, 0, 1, ..., 5): 2000 -> 100, at or below 500 from day 4;
+    # 100 to day 20 (16 days at or below 100: grade 4); then rows 21, ..., 30, 40: 100 -> 1500, at or
+    # below 500 to day 23: 20 days
+    assert by_edges["days_le500_cumulative"][0] == 20 and by_edges["days_le100_cumulative"][0] == 16
+    assert by_edges["icaht_early"][0] == 4
+    assert by_year.select(by_edges.columns).drop("icaht_early_flag").equals(by_edges.drop("icaht_early_flag"))
+
+
 @pytest.mark.parametrize("case,values,expected", [
     ("ICA-13", [1400, 1450], 1), ("ICA-14", [1000, 1300], 2), ("ICA-15", [1001, 1200], 1),
     ("ICA-16", [450, 1600], 0), ("ICA-17", [90, 300], 4), ("ICA-18", [800], 2), ("ICA-19", [1501, 1600], 0),

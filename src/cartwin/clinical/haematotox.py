@@ -51,8 +51,20 @@ def early_icaht(anc: pl.DataFrame, counting: str | None = None) -> pl.DataFrame:
         pl.int_ranges(pl.max_horizontal(pl.col("first_obs"), pl.lit(config["first_day"])),
                       pl.min_horizontal(pl.col("last_obs"), pl.lit(config["last_day"])) + 1).alias("day")
     ).explode("day").drop_nulls("day")
-    window_points = pl.concat([grid.select("subject", "day"), daily.select("subject", "day")]).unique()
-    series = (window_points.join(daily, on=["subject", "day"], how="left").sort("subject", "day")
+    # The interpolation at a window day reads the nearest measurements before and after it, and
+    # every row between those two is a window day: the measurements in the window and, per subject,
+    # the last one before it and the first one after it give the same series as all of them (a
+    # year of daily counts is not joined, sorted and interpolated for a 31-day window).
+    lo, hi = config["first_day"], config["last_day"]
+    nearest = daily.filter((pl.col("day") < lo) | (pl.col("day") > hi)).group_by("subject").agg(
+        pl.col("day").filter(pl.col("day") < lo).max().alias("_before"),
+        pl.col("day").filter(pl.col("day") > hi).min().alias("_after"))
+    near = (daily.join(nearest, on="subject", how="left")
+            .filter(pl.col("day").is_between(lo, hi) | (pl.col("day") == pl.col("_before"))
+                    | (pl.col("day") == pl.col("_after")))
+            .select(daily.columns))
+    window_points = pl.concat([grid.select("subject", "day"), near.select("subject", "day")]).unique()
+    series = (window_points.join(near, on=["subject", "day"], how="left").sort("subject", "day")
               .with_columns(pl.col("anc_per_ul").interpolate().over("subject"))
               .join(grid.select("subject", "day"), on=["subject", "day"], how="semi"))
     results = []
