@@ -60,12 +60,11 @@ def bcell_aplasia(bcell: pl.DataFrame) -> pl.DataFrame:
     summary = data.group_by("subject").agg(
         onset.alias("bcell_aplasia_onset_day"),
         pl.col("day").max().alias("bcell_last_measured_day"),
-        pl.struct("day", "value").alias("_series"),
     )
     returned = (data.join(summary.select("subject", "bcell_aplasia_onset_day"), on="subject")
                 .filter((pl.col("day") > pl.col("bcell_aplasia_onset_day")) & (pl.col("value") >= threshold))
                 .group_by("subject").agg(pl.col("day").min().alias("bcell_return_day")))
-    out = summary.drop("_series").join(returned, on="subject", how="left")
+    out = summary.join(returned, on="subject", how="left")
     return out.with_columns(
         pl.col("bcell_aplasia_onset_day").is_not_null().alias("bcell_aplasia"),
         pl.when(pl.col("bcell_aplasia_onset_day").is_not_null() & pl.col("bcell_return_day").is_null())
