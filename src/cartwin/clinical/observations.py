@@ -85,6 +85,12 @@ def unit_table() -> pl.DataFrame:
 
 
 @cache
+def reported_unit_dtype() -> pl.Enum:
+    """The type of the frame's ``reported_unit`` column: every unit string of the unit table."""
+    return pl.Enum(sorted(set(unit_table()["unit"].to_list()) | {""}))
+
+
+@cache
 def value_range_table() -> pl.DataFrame:
     ranges = table("value_ranges", numeric=("minimum", "maximum"), boolean=("integer",))
     codes = pl.DataFrame([{"test": c.code, "canonical_unit": c.unit} for c in test_codes().values()])
@@ -223,7 +229,10 @@ def _strip(frame: pl.DataFrame, column: str) -> pl.Expr:
 
 
 def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Validate and convert one observation table; returns (canonical frame, flags)."""
+    """Validate and convert one observation table; returns (canonical frame, flags).
+
+    The frame's ``value``, ``lower`` and ``upper`` are in the test's canonical unit (``unit``);
+    ``reported_unit`` keeps the unit the row gave ("" when it gave none)."""
     missing_cols = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
     if missing_cols:
         raise ObservationError(
@@ -328,6 +337,9 @@ def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
         flags.append(make_flags(missing_value, "value", "value missing: not evaluable"))
 
     frame = frame.with_columns(
+        # The unit as reported, kept so that CTCAE criteria printed in that unit (Hb in mmol/L, g/dL,
+        # g/L) are applied in it (cartwin.clinical.ctcae); an Enum costs 4 bytes a row.
+        pl.col("unit").cast(reported_unit_dtype(), strict=False).alias("reported_unit"),
         (pl.col("_value") * pl.col("factor") + pl.col("offset")).alias("value"),
         (pl.col("_lower") * pl.col("factor") + pl.col("offset")).alias("lower"),
         (pl.col("_upper") * pl.col("factor") + pl.col("offset")).alias("upper"),
@@ -372,7 +384,7 @@ def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
         pl.when(has_row_limits).then(pl.col("upper")).otherwise(pl.col("default_upper")).alias("upper"),
     )
     clean = frame.select(
-        "subject", pl.col("arm"), "day", "test", "value", "unit", "lower", "upper", "limit_source",
+        "subject", pl.col("arm"), "day", "test", "value", "unit", "reported_unit", "lower", "upper", "limit_source",
         "cause", "file", "row",
     )
     flag_frame = pl.concat(flags) if flags else empty_flags()

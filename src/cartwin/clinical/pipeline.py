@@ -211,10 +211,14 @@ def _baseline_flag_rows(lab_grades: pl.DataFrame) -> pl.DataFrame:
 
 
 def _lab_grade_table(lab_grades: pl.DataFrame) -> pl.DataFrame:
-    cols = ["subject", "arm", "day", "test", "term", "direction", "value", "unit", "lower", "upper", "limit_source",
-            "baseline", "baseline_day", "pchg", "grade", "grade_reason", "baseline_flag", "standard", "file", "row"]
+    cols = ["subject", "arm", "day", "test", "term", "direction", "value", "unit", "reported_unit", "lower", "upper",
+            "limit_source", "baseline", "baseline_day", "pchg", "grade", "grade_reason", "baseline_flag", "standard",
+            "file", "row"]
+    table = lab_grades.select([c for c in cols if c in lab_grades.columns])
+    if "reported_unit" in table.columns:
+        table = table.with_columns(pl.col("reported_unit").cast(pl.String))
     # Rows of one subject, test and day (one per CTCAE term) stay in grading order.
-    return lab_grades.select([c for c in cols if c in lab_grades.columns]).sort("subject", "test", "day", maintain_order=True)
+    return table.sort("subject", "test", "day", maintain_order=True)
 
 
 def _patients(frame: pl.DataFrame, daily: pl.DataFrame, visits: pl.DataFrame, lab_grades: pl.DataFrame,
