@@ -173,3 +173,17 @@ def test_clinical_layer_does_not_import_model_or_solver():
             reached.add(name)
             todo.extend(imports(name))
     assert not [n for n in reached if n.startswith(("cartwin.model", "cartwin.simulate"))], sorted(reached)
+
+def test_the_rules_table_names_the_version_of_every_instrument_applied():
+    """Scores name the version of each standard they applied (SLEDAI-2K, SELENA, SRI-4, DORIS,
+    LLDAS, ... each by the publication that defines the rules, CTCAE by its own number) and the
+    rule file's hash."""
+    from cartwin.clinical.ruleset import applied_rules
+    rules = applied_rules()
+    assert set(rules["instrument"]) >= {"SLEDAI-2K", "SELENA-SLEDAI", "SRI", "DORIS", "LLDAS", "CTCAE"}
+    missing = rules.filter((pl.col("version") == "") | pl.col("version").is_null())["instrument"].to_list()
+    assert not missing, f"no version named for {missing}"
+    assert rules.filter(pl.col("instrument") == "SLEDAI-2K")["version"][0] == "2002"
+    assert rules.filter(pl.col("instrument") == "DORIS")["version"][0] == "2021"
+    assert rules.filter(pl.col("instrument") == "CTCAE")["version"][0] == "5.0"
+    assert rules["rule_file_sha256"].str.len_chars().to_list() == [64] * rules.height
