@@ -182,13 +182,15 @@ def _score_frame(frame: pl.DataFrame, sledai_window_days: float | None, tests: f
     sledai_scores = sledai.score_visits(events, visit_days, window_days=sledai_window_days)
     sledai_scores = _composites(sledai_scores, daily)
 
+    gvhd = _magic(daily)
     visits = (daily.select("subject", "arm", "day", "PGA", "crs_grade", "crs_reason", "icans_grade", "icans_reason")
               .rename({"PGA": "pga"})
+              .join(gvhd.select("subject", "day", *MAGIC_COLUMNS), on=["subject", "day"], how="left")
               .join(sledai_scores, on=["subject", "day"], how="left")
               .with_columns(pl.col("sledai2k_min").is_not_null().alias("sledai_visit"))
               .sort("subject", "day"))
     patients = _patients(frame, daily, visits, lab_grades, tests)
-    adverse = _adverse_events(daily, lab_grades, patients)
+    adverse = _adverse_events(daily, lab_grades, patients, gvhd)
     tables = {"visits": visits, "_lab_grades": lab_grades, "lab_grades": _lab_grade_table(lab_grades),
               "patients": patients, "adverse_events": adverse}
     if text_subjects:
@@ -260,7 +262,30 @@ def _patients(frame: pl.DataFrame, daily: pl.DataFrame, visits: pl.DataFrame, la
     return out.sort("subject")
 
 
-def _adverse_events(daily: pl.DataFrame, lab_grades: pl.DataFrame, patients: pl.DataFrame) -> pl.DataFrame:
+MAGIC_COLUMNS = ("magic_skin_stage", "magic_liver_stage", "magic_upper_gi_stage", "magic_lower_gi_stage", "magic_grade")
+
+
+def _magic(daily: pl.DataFrame) -> pl.DataFrame:
+    """MAGIC organ stages and overall grade per subject and day (null where no GvHD input was
+    recorded that day); columns ``MAGIC_COLUMNS``, no rows when the frame has no GvHD inputs."""
+    present = [c for c in GVHD_TESTS if c in daily.columns]
+    if not present:
+        return pl.DataFrame(schema={"subject": daily.schema["subject"], "day": pl.Float64,
+                                    **{c: pl.Int8 for c in MAGIC_COLUMNS}})
+    names = {"GVHD_SKIN": "rash_bsa_pct", "GVHD_BULLAE": "bullae", "GVHD_UGI": "persistent_nausea", "STOOL": "stool_ml",
+             "STOOL_N": "stool_episodes", "GVHD_LGI4": "severe_pain_or_bloody", "BILI": "bilirubin_umol_l",
+             "WEIGHT": "weight_kg"}
+    inputs = [c for c in (*present, "BILI", "WEIGHT") if c in daily.columns]
+    staged = magic_stages(daily.select("subject", "day", *inputs).rename({c: names[c] for c in inputs}))
+    recorded = pl.any_horizontal([pl.col(names[c]).is_not_null() for c in present])
+    organs = {"skin": "magic_skin_stage", "liver": "magic_liver_stage", "upper_gi": "magic_upper_gi_stage",
+              "lower_gi": "magic_lower_gi_stage", "magic_grade": "magic_grade"}
+    return staged.select("subject", "day", *[pl.when(recorded).then(pl.col(o)).otherwise(None).cast(pl.Int8).alias(c)
+                                             for o, c in organs.items()])
+
+
+def _adverse_events(daily: pl.DataFrame, lab_grades: pl.DataFrame, patients: pl.DataFrame,
+                    gvhd: pl.DataFrame) -> pl.DataFrame:
     """Maximum grade per term and patient; grade null means never evaluable."""
     def summarise(frame: pl.DataFrame, term: str | pl.Expr, standard: str, grade: str) -> pl.DataFrame:
         term_expr = pl.lit(term) if isinstance(term, str) else term
@@ -283,15 +308,10 @@ def _adverse_events(daily: pl.DataFrame, lab_grades: pl.DataFrame, patients: pl.
                                          pl.col(column).cast(pl.Int8).alias("max_grade"), pl.lit(None, pl.Float64).alias("day_of_max"),
                                          pl.lit(None, pl.Float64).alias("onset_day"),
                                          pl.col(column).is_not_null().cast(pl.UInt32).alias("evaluable_assessments")))
-    gvhd_present = [c for c in GVHD_TESTS if c in daily.columns]
-    if gvhd_present:
-        g = magic_stages(daily.select("subject", "day", *[pl.col(c) for c in gvhd_present], *(
-            [pl.col("BILI")] if "BILI" in daily.columns else []), *([pl.col("WEIGHT")] if "WEIGHT" in daily.columns else []))
-            .rename({k: v for k, v in {"GVHD_SKIN": "rash_bsa_pct", "GVHD_BULLAE": "bullae", "GVHD_UGI": "persistent_nausea",
-                                       "STOOL": "stool_ml", "STOOL_N": "stool_episodes", "GVHD_LGI4": "severe_pain_or_bloody",
-                                       "BILI": "bilirubin_umol_l", "WEIGHT": "weight_kg"}.items() if k in daily.columns}))
-        parts.append(summarise(g.filter(pl.any_horizontal([pl.col(c).is_not_null() for c in ("skin", "upper_gi", "lower_gi")])),
-                               "Acute graft-versus-host disease", "MAGIC 2016", "magic_grade"))
+    if any(c in daily.columns for c in GVHD_TESTS):
+        staged = gvhd.filter(pl.any_horizontal([pl.col(c).is_not_null() for c in
+                                                ("magic_skin_stage", "magic_upper_gi_stage", "magic_lower_gi_stage")]))
+        parts.append(summarise(staged, "Acute graft-versus-host disease", "MAGIC 2016", "magic_grade"))
     arms = patients.select("subject", "arm")
     return pl.concat(parts, how="vertical_relaxed").join(arms, on="subject", how="left").sort("subject", "standard", "term")
 
