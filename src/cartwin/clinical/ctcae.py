@@ -153,7 +153,7 @@ def _grading_unit(test: str, printed: tuple[str, ...], reported: pl.Expr) -> pl.
     return pl.when(reported.is_in(list(printed))).then(reported).otherwise(pl.lit(default))
 
 
-def grade_labs(frame: pl.DataFrame, version: str = "5.0") -> pl.DataFrame:
+def grade_labs(frame: pl.DataFrame, version: str = "5.0", lab_baseline_last_day: float | None = None) -> pl.DataFrame:
     """Grade every row whose test has CTCAE criteria.
 
     ``frame`` needs subject, day, test, value, lower, upper (canonical units). Columns baseline,
@@ -166,7 +166,8 @@ def grade_labs(frame: pl.DataFrame, version: str = "5.0") -> pl.DataFrame:
     rules = criteria(version)
     work = frame.filter(pl.col("test").is_in(rules["test"].unique().implode()))
     if "baseline" not in work.columns:
-        work = add_baseline(work, float(config["lab_baseline_last_day"]))
+        work = add_baseline(work, float(config["lab_baseline_last_day"] if lab_baseline_last_day is None
+                                        else lab_baseline_last_day))
     if "baseline_upper" not in work.columns:
         work = work.with_columns(pl.col("upper").alias("baseline_upper"))
     elif "baseline_upper" not in frame.columns:
