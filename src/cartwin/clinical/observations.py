@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from cartwin.clinical.errors import ObservationError
-from cartwin.clinical.ruleset import table
+from cartwin.clinical.ruleset import settings, table
 from cartwin.vocabulary import test_codes
 
 REQUIRED_COLUMNS = ("subject", "day", "test", "value", "unit")
@@ -228,6 +228,43 @@ def _strip(frame: pl.DataFrame, column: str) -> pl.Expr:
     return text.str.strip_chars() if padded else text
 
 
+DSDNA_FIX = ("Anti-dsDNA assays are not interconvertible, so a result in another unit (e.g. EliA U/mL) cannot "
+             "be converted to IU/mL. Give the assay's positivity cut-off in 'upper' (the row is then read as "
+             "the SLEDAI judgement SD_DNA), results of an assay calibrated in IU/mL, Farr binding as DSDNAFARR "
+             "(%), or the SLEDAI judgement itself as SD_DNA (1 = increased above the assay's cut-off, 0 = not) "
+             "(docs/clinical.md).")
+
+
+def _dsdna_judged_against_cut_off(frame: pl.DataFrame, file: str, flags: list[pl.DataFrame],
+                                  problems: list[ObservationError]) -> pl.DataFrame:
+    """Anti-dsDNA rows in an assay unit with no factor to IU/mL (rules/sledai.toml
+    ``dsdna_assay_units``): with the assay's cut-off as ``upper``, the row becomes the SLEDAI
+    judgement SD_DNA (above the cut-off = 1) and is flagged; without one it is refused."""
+    assay_units = settings("sledai")["dsdna_assay_units"]["units"]
+    assay = (pl.col("test") == "DSDNA") & pl.col("unit").is_in(assay_units)
+    if not frame.select(assay.any()).item():
+        return frame
+    bad = frame.filter(assay & pl.col("_upper").is_null())
+    if bad.height:
+        _fail(file, bad, "upper", f"anti-dsDNA in {bad['unit'][0]} without the assay's cut-off", DSDNA_FIX,
+              collect=problems)
+    judged = assay & pl.col("_upper").is_not_null()
+    flags.append(make_flags(frame.filter(judged), "value", pl.concat_str([
+        pl.lit("anti-dsDNA "), pl.col("_value").cast(pl.String), pl.lit(" "), pl.col("unit"),
+        pl.lit(" judged against the assay's cut-off "), pl.col("_upper").cast(pl.String),
+        pl.lit(" (upper) as SD_DNA; the value is not converted to IU/mL")])))
+    code = _code_list().index("SD_DNA")
+    return frame.with_columns(
+        pl.when(judged).then(pl.lit("SD_DNA")).otherwise(pl.col("test")).alias("test"),
+        pl.when(judged).then(pl.lit(code, pl.Int64)).otherwise(pl.col("_code")).alias("_code"),
+        pl.when(judged).then(pl.lit("")).otherwise(pl.col("unit")).alias("unit"),
+        pl.when(judged).then((pl.col("_value") > pl.col("_upper")).cast(pl.Float64)).otherwise(pl.col("_value"))
+        .alias("_value"),
+        pl.when(judged).then(None).otherwise(pl.col("_lower")).alias("_lower"),
+        pl.when(judged).then(None).otherwise(pl.col("_upper")).alias("_upper"),
+    )
+
+
 def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Validate and convert one observation table; returns (canonical frame, flags).
 
@@ -312,6 +349,7 @@ def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
         pl.when(pl.col("cause").is_in(MISSING_TEXT)).then(None).otherwise(pl.col("cause")).alias("cause")
     )
 
+    frame = _dsdna_judged_against_cut_off(frame, file, flags, problems)
     units = unit_table()
     frame = _lookup(frame, units, ["test", "unit"], ["canonical_unit", "factor", "offset"])
     unknown_unit = frame.filter(pl.col("factor").is_null() & (pl.col("unit") != "") & pl.col("_code").is_not_null())
@@ -321,10 +359,7 @@ def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
         fix = f"Supported units for {first['test']}: {[u for u in supported if u]} (docs/clinical.md lists all)."
         if first["test"] == "DSDNA":
             # anti-dsDNA assays (EliA, ELISA, CLIFT, Farr) are not interconvertible: no factor exists
-            fix = ("Anti-dsDNA assays are not interconvertible, so a result in another unit (e.g. EliA "
-                   "U/mL) cannot be converted to IU/mL. Give results of an assay calibrated in IU/mL, "
-                   "Farr binding as DSDNAFARR (%), or the SLEDAI judgement itself as SD_DNA (1 = increased "
-                   "above the assay's cut-off, 0 = not) (docs/clinical.md).")
+            fix = DSDNA_FIX
         _fail(file, unknown_unit, "unit",
               f"unit {first['unit']!r} is not supported for test {first['test']}", fix, collect=problems)
     _raise_all(problems)
