@@ -259,12 +259,23 @@ def show(run_dir: Path = typer.Argument(..., help="A run directory.")):
 def score(
     data: Path = typer.Argument(..., help="Observations (CSV or Parquet) or a run directory."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Directory for the scores and grades (must be new or empty)."),
+    baseline_day: Optional[float] = typer.Option(
+        None, "--baseline-day", help="Last study day counted as baseline for SLEDAI, SRI-4, the composites, "
+        "serology and endpoints (default 0: the infusion day)."),
+    lab_baseline_day: Optional[float] = typer.Option(
+        None, "--lab-baseline-day", help="Last study day of the CTCAE grading reference (default -5: before "
+        "lymphodepletion)."),
 ):
     """Score and grade observations with the trial's standards (SLEDAI, CTCAE, ASTCT, ...)."""
-    from cartwin.scoring import run_score_command
+    from cartwin.scoring import check_baseline_day, run_score_command
+    for option, day in (("--baseline-day", baseline_day), ("--lab-baseline-day", lab_baseline_day)):
+        try:
+            check_baseline_day(option, day)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc).split(": ", 1)[1], param_hint=f"'{option}'") from None
     _output_dir(out_dir)
     _refuse_sbml_run(data, "score")
-    out.print(run_score_command(data, out_dir), highlight=False)
+    out.print(run_score_command(data, out_dir, baseline_day, lab_baseline_day), highlight=False)
 
 
 # --- export: interchange formats (src/cartwin/io; docs/interchange.md) -------------------------

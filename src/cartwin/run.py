@@ -61,6 +61,8 @@ def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, pro
     # a remote cluster is asked how many threads it has; a local one is not started yet
     plan_workers = executor.planning_workers() if executor else workers
     rundir = RunDirectory(out)
+    if resume and rundir.stopped_while_starting():
+        resume = False  # stopped before run.json: nothing was computed, so the run starts again
     if resume:
         stored = None
         if rundir.is_run():

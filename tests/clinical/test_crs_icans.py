@@ -84,3 +84,41 @@ def test_ice_items_are_checked():
     assert crs_icans.ice_score(4, 3, 1, 1, 1) == 10
     with pytest.raises(ValueError):
         crs_icans.ice_score(5, 3, 1, 1, 1)
+
+
+def _crs_from_rows(rows):
+    from cartwin.clinical import observations_from_frame, score_observations
+    raw = pl.DataFrame({"subject": ["S"] * len(rows), "day": [r[0] for r in rows], "test": [r[1] for r in rows],
+                        "value": [r[2] for r in rows], "unit": [r[3] for r in rows]})
+    visits = score_observations(observations_from_frame(raw, "crs.csv"))["visits"].sort("day")
+    return dict(zip(visits["day"].to_list(), visits["crs_grade"].to_list()))
+
+
+def test_crs_is_graded_from_oxygen_flow_and_vasopressors_as_recorded():
+    """ASTCT 2019 from what a chart records: oxygen device and flow, the number of vasopressors
+    (vasopressin not counted) and fluid boluses, instead of pre-set HYPOXIA/HYPOTEN categories.
+    Nasal cannula <= 6 L/min is low flow (grade 2), above is high flow (grade 3); one vasopressor
+    grade 3, two grade 4; positive pressure grade 4; fluids alone grade 2."""
+    fever = lambda day: (day, "TEMP", "38.9", "C")  # noqa: E731
+    grades = _crs_from_rows([
+        fever("1"), ("1", "O2_DEVICE", "1", "category"), ("1", "O2_FLOW", "6", "L/min"),
+        fever("2"), ("2", "O2_DEVICE", "1", "category"), ("2", "O2_FLOW", "8", "L/min"),
+        fever("3"), ("3", "FLUIDS", "1", ""),
+        fever("4"), ("4", "VASOPRESS", "1", "count"), ("4", "FLUIDS", "1", ""),
+        fever("5"), ("5", "VASOPRESS", "2", "count"),
+        fever("6"), ("6", "O2_DEVICE", "7", "category"),
+        fever("7"), ("7", "O2_DEVICE", "0", "category"), ("7", "VASOPRESS", "0", "count"),
+        fever("8"), ("8", "O2_DEVICE", "3", "category"),
+    ])
+    assert grades == {1.0: 2, 2.0: 3, 3.0: 2, 4.0: 3, 5.0: 4, 6.0: 4, 7.0: 1, 8.0: 3}
+
+
+def test_a_nasal_cannula_without_its_flow_is_not_guessed():
+    grades = _crs_from_rows([("1", "TEMP", "38.9", "C"), ("1", "O2_DEVICE", "1", "category")])
+    assert grades == {1.0: None}
+
+
+def test_a_recorded_category_is_kept_over_the_raw_inputs():
+    grades = _crs_from_rows([("1", "TEMP", "38.9", "C"), ("1", "HYPOXIA", "3", "category"),
+                             ("1", "O2_DEVICE", "1", "category"), ("1", "O2_FLOW", "2", "L/min")])
+    assert grades == {1.0: 4}

@@ -74,18 +74,19 @@ def test_every_term_of_the_issue_is_graded():
 
 
 @pytest.mark.parametrize("rule", criteria().filter(pl.col("reference") == "absolute").filter(pl.col("quantity") == "value").to_dicts(),
-                         ids=lambda r: f"{r['test']}-G{r['grade']}")
+                         ids=lambda r: f"{r['test']}-G{r['grade']}-{r['unit']}")
 def test_absolute_thresholds_at_and_either_side(rule):
-    """At, just inside and just outside every absolute threshold (LLN near zero and ULN huge so only it decides)."""
+    """At, just inside and just outside every absolute threshold, reported in the unit CTCAE prints
+    it in (LLN near zero and ULN huge so only it decides)."""
     t, eps = rule["factor"], 1e-6 * max(1.0, abs(rule["factor"]))
     low = rule["direction"] == "low"
     inside = t - eps if low else t + eps
     outside = t + eps if low else t - eps
-    rows = pl.DataFrame({"subject": ["S"] * 3, "day": [1.0] * 3, "test": [rule["test"]] * 3,
-                         "value": [inside, t, outside], "lower": [1e-9 if low else None] * 3,
-                         "upper": [None if low else 1e9] * 3},
-                        schema_overrides={"lower": pl.Float64, "upper": pl.Float64})
-    grades = grade_labs(rows)["grade"].to_list()
+    raw = pl.DataFrame({"subject": ["S"] * 3, "day": ["1", "2", "3"], "test": [rule["test"]] * 3,
+                        "value": [repr(v) for v in (inside, t, outside)], "unit": [rule["unit"]] * 3,
+                        "lower": ["1e-9" if low else ""] * 3, "upper": ["" if low else "1e9"] * 3})
+    rows, _ = validate(raw, "thresholds.csv")
+    grades = grade_labs(rows).sort("day")["grade"].to_list()
     assert grades[0] >= rule["grade"]
     assert grades[2] < rule["grade"]
     strict = rule["operator"] in ("<", ">")
@@ -104,3 +105,34 @@ def test_lymphodepletion_injury_is_graded_against_the_screening_value():
     # CTCAE v5 ALT, normal baseline: > 5-20 x ULN grade 3, > 20 x ULN grade 4.
     assert graded.filter(pl.col("day") == 3)["grade"][0] == 3
     assert graded.filter(pl.col("day") == -1)["grade"][0] == 4
+
+
+@pytest.mark.parametrize(("value", "unit", "expected"), [
+    # CTCAE v5 Anemia prints each grade in three units: grade 1 <LLN - 10.0 g/dL, <LLN - 6.2 mmol/L,
+    # <LLN - 100 g/L; grade 2 <10.0 - 8.0 g/dL, <6.2 - 4.9 mmol/L, <100 - 80 g/L; grade 3 <8.0 g/dL,
+    # <4.9 mmol/L, <80 g/L. 6.2 mmol/L is 99.9 g/L, 4.9 mmol/L is 79.0 g/L: converted to g/L they
+    # would read a grade too high.
+    ("6.2", "mmol/L", 1), ("6.19", "mmol/L", 2), ("4.9", "mmol/L", 2), ("4.89", "mmol/L", 3),
+    ("6.21", "mmol/L", 1), ("7.5", "mmol/L", 0),
+    ("10.0", "g/dL", 1), ("9.99", "g/dL", 2), ("8.0", "g/dL", 2), ("7.99", "g/dL", 3),
+    ("100", "g/L", 1), ("99.9", "g/L", 2), ("80", "g/L", 2), ("79.9", "g/L", 3),
+])
+def test_haemoglobin_is_graded_against_the_thresholds_printed_for_its_unit(value, unit, expected):
+    lln = {"mmol/L": "7.4", "g/dL": "12.0", "g/L": "120"}[unit]
+    raw = pl.DataFrame({"subject": ["S"], "day": ["3"], "test": ["HGB"], "value": [value], "unit": [unit],
+                        "lower": [lln], "upper": [""]})
+    frame, _ = validate(raw, "hb.csv")
+    graded = grade_labs(frame)
+    assert graded["grade"].to_list() == [expected]
+    assert graded["reported_unit"].to_list() == [unit]
+
+
+def test_scored_lab_grades_name_the_reported_unit():
+    from cartwin.clinical import observations_from_frame, score_observations
+
+    raw = pl.DataFrame({"subject": ["S", "S"], "day": ["-7", "3"], "test": ["HGB", "HGB"], "value": ["8.1", "4.9"],
+                        "unit": ["mmol/L", "mmol/L"], "lower": ["7.4", "7.4"], "upper": ["", ""]})
+    grades = score_observations(observations_from_frame(raw, "hb.csv"))["lab_grades"].sort("day")
+    assert grades["reported_unit"].to_list() == ["mmol/L", "mmol/L"]
+    assert grades["unit"].to_list() == ["g/L", "g/L"]
+    assert grades["grade"].to_list() == [0, 2]

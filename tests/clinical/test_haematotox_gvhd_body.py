@@ -159,3 +159,29 @@ def test_fludarabine(case, crcl, policy, fraction, mg):
         assert dose["mg"] == pytest.approx(mg, abs=0.01)
     if fraction is None:
         assert dose["note"]
+
+
+def test_magic_organ_stages_and_grade_are_reported_per_visit():
+    """MAGIC 2016 organ stages and the overall grade of each visit in the visits table (not only the
+    worst grade per patient): skin 30% BSA is stage 2, 800 mL stool a day lower-GI stage 1, which
+    makes grade II; a visit without GvHD inputs has no stages."""
+    from cartwin.clinical import observations_from_frame, score_observations
+    rows = [("7", "GVHD_SKIN", "30", "%BSA"), ("7", "STOOL", "800", "mL/day"), ("14", "GVHD_SKIN", "10", "%BSA"),
+            ("14", "STOOL", "200", "mL/day"), ("21", "TEMP", "36.8", "C")]
+    raw = pl.DataFrame({"subject": ["S"] * len(rows), "day": [r[0] for r in rows], "test": [r[1] for r in rows],
+                        "value": [r[2] for r in rows], "unit": [r[3] for r in rows]})
+    visits = score_observations(observations_from_frame(raw, "gvhd.csv"))["visits"].sort("day")
+    columns = ["magic_skin_stage", "magic_liver_stage", "magic_upper_gi_stage", "magic_lower_gi_stage", "magic_grade"]
+    by_day = {row["day"]: row for row in visits.select("day", *columns).iter_rows(named=True)}
+    assert by_day[7.0] == {"day": 7.0, "magic_skin_stage": 2, "magic_liver_stage": None, "magic_upper_gi_stage": None,
+                           "magic_lower_gi_stage": 1, "magic_grade": 2}
+    assert by_day[14.0]["magic_skin_stage"] == 1 and by_day[14.0]["magic_lower_gi_stage"] == 0
+    assert by_day[14.0]["magic_grade"] == 1
+    assert by_day[21.0]["magic_grade"] is None
+
+
+def test_visits_have_the_magic_columns_without_gvhd_inputs():
+    from cartwin.clinical import observations_from_frame, score_observations
+    raw = pl.DataFrame({"subject": ["S"], "day": ["7"], "test": ["TEMP"], "value": ["37"], "unit": ["C"]})
+    visits = score_observations(observations_from_frame(raw, "t.csv"))["visits"]
+    assert visits["magic_grade"].to_list() == [None]

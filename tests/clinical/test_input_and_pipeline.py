@@ -173,3 +173,64 @@ def test_clinical_layer_does_not_import_model_or_solver():
             reached.add(name)
             todo.extend(imports(name))
     assert not [n for n in reached if n.startswith(("cartwin.model", "cartwin.simulate"))], sorted(reached)
+
+def test_the_rules_table_names_the_version_of_every_instrument_applied():
+    """Scores name the version of each standard they applied (SLEDAI-2K, SELENA, SRI-4, DORIS,
+    LLDAS, ... each by the publication that defines the rules, CTCAE by its own number) and the
+    rule file's hash."""
+    from cartwin.clinical.ruleset import applied_rules
+    rules = applied_rules()
+    assert set(rules["instrument"]) >= {"SLEDAI-2K", "SELENA-SLEDAI", "SRI", "DORIS", "LLDAS", "CTCAE"}
+    missing = rules.filter((pl.col("version") == "") | pl.col("version").is_null())["instrument"].to_list()
+    assert not missing, f"no version named for {missing}"
+    assert rules.filter(pl.col("instrument") == "SLEDAI-2K")["version"][0] == "2002"
+    assert rules.filter(pl.col("instrument") == "DORIS")["version"][0] == "2021"
+    assert rules.filter(pl.col("instrument") == "CTCAE")["version"][0] == "5.0"
+    assert rules["rule_file_sha256"].str.len_chars().to_list() == [64] * rules.height
+
+
+BASELINE_ROWS = [
+    # SLEDAI visits: arthritis + rash at screening (6), arthritis on the infusion day (4), none later
+    ("-40", "SD_ARTH", "1", ""), ("-40", "SD_RASH", "1", ""), ("0", "SD_ARTH", "1", ""), ("0", "SD_RASH", "0", ""),
+    ("28", "SD_ARTH", "0", ""), ("28", "SD_RASH", "0", ""),
+    # ALT: normal at screening, raised by lymphodepletion on day -1, 700 U/L on day 3 (ULN 40)
+    ("-6", "ALT", "20", "U/L"), ("-1", "ALT", "200", "U/L"), ("3", "ALT", "700", "U/L"),
+]
+
+
+def _baseline_scores(tmp_path, name, *options):
+    from cartwin.vocabulary import test_codes
+    given = {(d, t) for d, t, _, _ in BASELINE_ROWS}
+    absent = [(d, code, "0", "") for d in ("-40", "0", "28") for code in test_codes()
+              if code.startswith("SD_") and (d, code) not in given]  # every other descriptor recorded absent
+    rows = ["subject,day,test,value,unit,lower,upper"] + [f"S1,{d},{t},{v},{u},,{'40' if t == 'ALT' else ''}"
+                                                          for d, t, v, u in BASELINE_ROWS + absent]
+    (tmp_path / "obs.csv").write_text("\n".join(rows) + "\n")
+    return score(tmp_path / "obs.csv", tmp_path / name, **dict(options))
+
+
+def test_the_baseline_days_can_be_chosen(tmp_path):
+    """The last day that counts as baseline (SLEDAI, SRI-4, serology, endpoints; default day 0) and
+    the CTCAE grading reference (default day -5, before lymphodepletion) can be chosen; the rules
+    table records the days applied."""
+    default = _baseline_scores(tmp_path, "default")
+    chosen = _baseline_scores(tmp_path, "chosen", ("baseline_last_day", -40.0), ("lab_baseline_last_day", -1.0))
+    read = lambda result, table: pl.read_parquet(result.out_dir / f"{table}.parquet")  # noqa: E731
+    base = lambda result: read(result, "visits").filter(pl.col("day") == 28)["sledai2k_base"][0]  # noqa: E731
+    assert base(default) == 4 and base(chosen) == 6
+    alt = lambda result: read(result, "lab_grades").filter(pl.col("day") == 3).row(0, named=True)  # noqa: E731
+    assert alt(default)["baseline"] == 20 and alt(default)["grade"] == 3   # 17.5 x ULN, normal baseline
+    assert alt(chosen)["baseline"] == 200 and alt(chosen)["grade"] == 2    # 3.5 x an abnormal baseline
+    rules = read(chosen, "rules")
+    day = lambda instrument: rules.filter(pl.col("instrument") == instrument)["baseline_last_day"][0]  # noqa: E731
+    assert day("CTCAE") == -1.0 and day("SLEDAI-2K") == -40.0 and day("SRI") == -40.0
+    assert read(default, "rules").filter(pl.col("instrument") == "CTCAE")["baseline_last_day"][0] == -5.0
+
+
+@pytest.mark.parametrize("option, value", [("--baseline-day", "nan"), ("--lab-baseline-day", "inf"),
+                                           ("--baseline-day", "1000")])
+def test_a_baseline_day_that_is_no_day_is_a_usage_error(tmp_path, monkeypatch, capsys, option, value):
+    from tests.conftest import call_cli
+    code, msg = call_cli(monkeypatch, capsys, "score", EXAMPLE, "--out", tmp_path / "s", option, value)
+    assert code == 2 and option in msg and "Traceback" not in msg
+    assert not (tmp_path / "s").exists()

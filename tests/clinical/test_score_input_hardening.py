@@ -69,11 +69,28 @@ def test_a_row_with_a_stray_comma_is_refused_with_its_row(tmp_path):
     assert exc.rows == [2] and "more fields" in str(exc) and "polars" not in str(exc).lower()
 
 
-def test_anti_dsdna_in_u_per_ml_is_refused_with_the_reason_and_the_alternatives(tmp_path):
-    exc = refused(tmp_path, "P1,0,DSDNA,12,U/mL,,15\n")
+def test_anti_dsdna_in_u_per_ml_without_its_cut_off_is_refused_with_the_reason_and_the_alternatives(tmp_path):
+    exc = refused(tmp_path, "P1,0,DSDNA,12,U/mL,,\n")
     msg = str(exc)
-    assert exc.column == "unit" and exc.rows == [1]
-    assert "not interconvertible" in msg and "SD_DNA" in msg and "IU/mL" in msg
+    assert exc.column == "upper" and exc.rows == [1]
+    assert "not interconvertible" in msg and "SD_DNA" in msg and "cut-off" in msg
+
+
+def test_anti_dsdna_in_u_per_ml_is_judged_against_its_assays_cut_off(tmp_path):
+    """An EliA result in U/mL (the docs' own example) with the assay's cut-off as upper limit is
+    the SLEDAI judgement 'increased DNA binding' (above the testing laboratory's normal range),
+    never a number converted to IU/mL; each such row is flagged."""
+    from cartwin.clinical import score_observations
+    path = tmp_path / "obs.csv"
+    path.write_text(HEADER + "P1,0,DSDNA,45,U/mL,,10\nP1,28,DSDNA,10,U/mL,,10\nP1,56,DSDNA,12,IU/mL,,15\n")
+    obs = read_observations(path)
+    judged = obs.frame.sort("day")
+    assert judged["test"].to_list() == ["SD_DNA", "SD_DNA", "DSDNA"]
+    assert judged["value"].to_list() == [1.0, 0.0, 12.0]
+    flagged = obs.flags.filter(obs.flags["problem"].str.contains("cut-off"))
+    assert flagged["row"].to_list() == [1, 2]
+    visits = score_observations(obs)["visits"].sort("day")
+    assert visits["d_SD_DNA"].to_list()[:2] == [True, False]
 
 
 def test_sd_dna_is_the_documented_way_to_give_an_eliA_result(tmp_path):

@@ -267,3 +267,40 @@ def test_a_worker_whose_installation_has_another_model_version_refuses(tmp_path,
     with pytest.raises(dist.WorkerModelMismatch, match="install the same cartwin"):
         dist.compute_and_store(ctx, ChunkSpec(0, "auto", 0, 1), rundir.write_chunk, None, ctx.model.content_hash())
     assert not any(rundir.path.iterdir())
+
+
+def _slow_exit() -> None:
+    import atexit
+    import time
+    atexit.register(time.sleep, 20)  # as LLVM's teardown of a compiled model, only longer
+
+
+def test_a_local_cluster_closes_without_killing_its_workers():
+    """Every local-cluster run used to end with "Worker process still alive after 4.0 seconds,
+    killing": a worker that has solved patients takes seconds to tear down the compiled model at
+    exit, longer than the nanny waits. A worker whose exit would take 20 s must leave at once."""
+    import logging
+    import time
+
+    from cartwin.simulate.distributed import DaskExecutor
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    handler = Keep(level=logging.WARNING)
+    logger = logging.getLogger("distributed.nanny")
+    logger.addHandler(handler)
+    try:
+        executor = DaskExecutor("local", n_workers=1).start()
+        executor.client.wait_for_workers(1, timeout=60)
+        executor.client.run(_slow_exit)
+        start = time.monotonic()
+        executor.close()
+        elapsed = time.monotonic() - start
+    finally:
+        logger.removeHandler(handler)
+    assert not [r.getMessage() for r in records if "still alive" in r.getMessage()]
+    assert elapsed < 4.0

@@ -67,3 +67,26 @@ def test_progress_knows_its_total_before_the_first_chunk_ends(tmp_path, protocol
     run_protocol(load_protocol(write_protocol(tmp_path / "p.toml", protocol_dict)), tmp_path / "run",
                  workers=1, chunk_size=1, progress=lambda done, total: calls.append((done, total)))
     assert calls[0] == (0, 3) and calls[-1] == (3, 3)
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_validate_and_run_list_schema_errors_with_the_cross_field_checks(tmp_path, monkeypatch, capsys, protocol_dict,
+                                                                        command):
+    """Schema errors, the schedule against the follow-up, a plausibility check and a missing
+    cohort file in one message, each naming its field, exit 2 and nothing written."""
+    protocol_dict["seed"] = "seven"
+    protocol_dict["schedule"] = {"days": [0, 7, 150]}
+    protocol_dict["arms"][1]["dose"] = {"cells_per_kg": 1e12}
+    protocol_dict["population"] = {"cohort": "missing.csv"}
+    for arm in protocol_dict["arms"]:
+        arm["n"] = 2
+    path = write_protocol(tmp_path / "trial.toml", protocol_dict)
+    args = [command, path] + (["--out", tmp_path / "run"] if command == "run" else [])
+    code, msg = call(monkeypatch, capsys, *args)
+    assert code == 2, msg
+    assert "seed: Input should be a valid integer (given 'seven', text)" in msg
+    assert "schedule: days [150.0] lie after follow_up_days = 120; extend the follow-up or drop those days" in msg
+    assert "arms[1] (tyu19).dose.cells_per_kg" in msg
+    assert "population.cohort:" in msg and "missing.csv" in msg
+    assert "Traceback" not in msg
+    assert not (tmp_path / "run").exists()

@@ -129,3 +129,53 @@ def test_an_enormous_spread_is_refused_not_an_overflow(protocol_dict):
     # found by tests/fuzz: cv = 1e308 overflowed (OverflowError) while checking the truncation
     protocol_dict["population"]["disease"]["dsdna"]["distribution"]["cv"] = 1e308
     assert "population.disease.dsdna.distribution.cv" in errors_of(protocol_dict)
+
+
+def test_schema_errors_do_not_hide_the_schedule_or_the_other_cross_field_checks(protocol_dict):
+    """One run of `cartwin validate` lists every problem: a schema error elsewhere must not hide
+    the schedule against the follow-up or any other check of meaning on the fields that parsed."""
+    protocol_dict["seed"] = "seven"                                            # schema
+    protocol_dict["follow_up_days"] = 100
+    protocol_dict["schedule"] = {"days": [-40, 0, 7, 200]}                      # past follow-up, too early
+    protocol_dict["arms"][0]["product"] = "autologous_cd91"                    # unknown product
+    protocol_dict["arms"][1]["lymphodepletion"] = "erlangenn"                  # unknown regimen
+    protocol_dict["arms"].append({**protocol_dict["arms"][0], "product": "tyu19"})  # arm id used twice
+    protocol_dict["arms"].append({"id": "bad", "n": "5"})                      # schema, in one arm
+    protocol_dict["model_variability"] = {"NOT_A_PARAMETER": 0.1}
+    msg = errors_of(protocol_dict)
+    assert "seed:" in msg
+    assert "arms[3].n:" in msg
+    assert "schedule: days [200.0] lie after follow_up_days = 100; extend the follow-up or drop those days" in msg
+    assert "schedule: days [-40.0] lie before day -30" in msg
+    assert "arms[0] (auto).product: unknown product 'autologous_cd91'" in msg
+    assert "arms[1] (tyu19).lymphodepletion: unknown regimen 'erlangenn'" in msg
+    assert "arms: arm id 'auto' is used twice" in msg
+    assert "model_variability: unknown parameters ['NOT_A_PARAMETER']" in msg
+
+
+def test_a_schedule_is_checked_against_the_follow_up_even_when_other_blocks_fail(protocol_dict):
+    protocol_dict["population"]["sex"]["female"] = "0.9"
+    protocol_dict["schedule"] = {"every": 7, "start": 0, "stop": 140}
+    msg = errors_of(protocol_dict)
+    assert "population.sex.female:" in msg
+    assert "schedule: days [126.0, 133.0, 140.0] lie after follow_up_days = 120" in msg
+
+
+def test_only_the_checks_whose_fields_parsed_are_run(protocol_dict):
+    """A failed follow_up_days cannot be compared with the schedule: its own error is the only
+    one about it, with no second message built on a guess."""
+    protocol_dict["follow_up_days"] = "120"
+    protocol_dict["arms"][0]["product"] = "autologous_cd91"
+    msg = errors_of(protocol_dict)
+    assert "follow_up_days:" in msg
+    assert "lie after follow_up_days" not in msg
+    assert "arms[0] (auto).product: unknown product" in msg
+
+
+def test_rule_arms_are_checked_beside_schema_errors(protocol_dict):
+    protocol_dict["seed"] = -1
+    protocol_dict["rules"] = [{"id": "toci", "when": [{"test": "CRS_GRADE", "at_least": 2}],
+                               "give": {"drug": "tocilizumab", "mg_per_kg": 8}, "arms": ["nope"]}]
+    msg = errors_of(protocol_dict)
+    assert "seed:" in msg
+    assert "unknown arms ['nope']" in msg

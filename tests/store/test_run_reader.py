@@ -147,3 +147,34 @@ def test_a_new_run_refuses_an_out_that_is_not_a_directory(tmp_path, kind):
     with pytest.raises(RunDirectoryError, match="not a directory" if kind == "file" else "symbolic link to nothing"):
         RunDirectory(out).check_new()
     assert out.read_text() == "notes" if kind == "file" else not out.exists()
+
+
+def _stopped_while_starting(small_run, tmp_path, keep: tuple[str, ...]) -> Path:
+    """A run directory as a kill during ``start`` leaves it: some of cartwin's start files, no run.json."""
+    protocol, run = small_run
+    out = tmp_path / "stopped"
+    out.mkdir()
+    for name in keep:
+        (out / name).write_bytes((run / name).read_bytes())
+    return out
+
+
+@pytest.mark.parametrize("resume", [False, True])
+@pytest.mark.parametrize("keep", [(layout.DICTIONARY,), (layout.DICTIONARY, layout.PROTOCOL)])
+def test_a_run_stopped_while_starting_can_be_started_or_resumed(small_run, tmp_path, keep, resume):
+    """Killed after its first files but before run.json, a run directory used to be refused both
+    ways: no run to resume, and files in the way of a new run."""
+    protocol, run = small_run
+    out = _stopped_while_starting(small_run, tmp_path, keep)
+    (out / ".patients.cartwin-abc123.tmp").write_text("half")
+    run_protocol(load_protocol(protocol), out, workers=1, chunk_size=2, resume=resume)
+    assert _on_disk(out, "patients.parquet").sort("subject").equals(_on_disk(run, "patients.parquet").sort("subject"))
+
+
+def test_a_users_protocol_toml_alone_is_not_taken_for_a_stopped_run(small_run, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / layout.PROTOCOL).write_text("# my own notes\n")
+    with pytest.raises(RunDirectoryError, match="holds other files"):
+        RunDirectory(out).check_new()
+    assert (out / layout.PROTOCOL).read_text() == "# my own notes\n"

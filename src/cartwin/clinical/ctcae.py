@@ -5,6 +5,14 @@ when any of its criteria holds. Grades are tried from 4 down to 1 in three-value
 criterion whose inputs are missing is *unknown*, so a grade is only assigned when every higher
 grade is known to be false. That reproduces admiral's behaviour that neutrophils 0.3 x10^9/L grade
 4 without an LLN while 1.6 x10^9/L without an LLN is not gradable.
+
+An absolute threshold names the unit CTCAE prints it in (column ``unit``). Where CTCAE prints a
+term in several units whose thresholds are not exact conversions of each other (Anemia: 6.2 mmol/L
+is 99.9 g/L, not 100), a row is graded against the thresholds printed for the unit it was reported
+in. A row reported in a unit CTCAE does not print is graded against the thresholds of the canonical
+unit (or, when CTCAE does not print that either, of the first unit listed), converted exactly. A
+threshold is converted with the very factor and offset that converted the row's value, so the
+comparison is the comparison in the reported unit.
 """
 
 from __future__ import annotations
@@ -13,7 +21,9 @@ from functools import cache
 
 import polars as pl
 
+from cartwin.clinical.observations import unit_table
 from cartwin.clinical.ruleset import settings, table
+from cartwin.vocabulary import test_codes
 
 VERSIONS = {"5.0": "ctcae_v5"}
 _OPERATORS = {
@@ -26,8 +36,33 @@ _OPERATORS = {
 def criteria(version: str = "5.0") -> pl.DataFrame:
     if version not in VERSIONS:
         raise ValueError(f"CTCAE version {version!r} has no rule table; available: {sorted(VERSIONS)}")
-    return table(VERSIONS[version], numeric=("grade", "factor"), boolean=("requires_below_lower",)).with_columns(
-        pl.col("grade").cast(pl.Int8))
+    rules = table(VERSIONS[version], numeric=("grade", "factor"), boolean=("requires_below_lower",)).with_columns(
+        pl.col("grade").cast(pl.Int8), pl.col("unit").fill_null(""))
+    absolute = (pl.col("reference") == "absolute") & (pl.col("quantity") == "value")
+    unitless = rules.filter(absolute & (pl.col("unit") == ""))
+    if unitless.height:
+        raise RuntimeError(f"rules/{VERSIONS[version]}.csv: absolute thresholds without the unit CTCAE prints them in: "
+                           f"{unitless.select('test', 'grade', 'factor').rows()}")
+    unconvertible = rules.filter(pl.col("unit") != "").join(unit_table(), on=["test", "unit"], how="anti")
+    if unconvertible.height:
+        raise RuntimeError(f"rules/{VERSIONS[version]}.csv: threshold units with no conversion in rules/units.csv: "
+                           f"{unconvertible.select('test', 'unit').unique().rows()}")
+    return rules
+
+
+def _unit_conversion(test: str, unit: str) -> tuple[float, float]:
+    """(factor, offset) from ``unit`` to the test's canonical unit, from rules/units.csv."""
+    row = unit_table().filter((pl.col("test") == test) & (pl.col("unit") == unit)).row(0, named=True)
+    return float(row["factor"]), float(row["offset"])
+
+
+def _reported_unit(frame: pl.DataFrame) -> pl.Expr:
+    """The unit each row was reported in: ``reported_unit`` of a validated frame, else ``unit``, else
+    unknown (graded in the canonical unit)."""
+    for name in ("reported_unit", "unit"):
+        if name in frame.columns:
+            return pl.col(name).cast(pl.String)
+    return pl.lit(None, pl.String)
 
 
 def graded_tests(version: str = "5.0") -> list[str]:
@@ -44,7 +79,15 @@ def _criterion(row: dict, digits: int) -> pl.Expr:
         "absolute": pl.lit(1.0), "lower": pl.col("lower"), "upper": pl.col("upper"),
         "baseline": pl.col("baseline"),
     }[row["reference"]]
-    condition = _OPERATORS[row["operator"]](_sig(quantity, digits), _sig(reference * row["factor"], digits))
+    threshold = reference * row["factor"]
+    if row["unit"]:
+        # A printed threshold, converted to the canonical unit exactly as a value in that unit is
+        # (validate: value * factor + offset), and applied only to rows graded in that unit.
+        factor, offset = _unit_conversion(row["test"], row["unit"])
+        threshold = pl.lit(row["factor"] * factor + offset)
+    condition = _OPERATORS[row["operator"]](_sig(quantity, digits), _sig(threshold, digits))
+    if row["unit"]:
+        condition = (pl.col("_grading_unit") == row["unit"]) & condition
     status = row["baseline_status"]
     if status == "normal":
         # A missing baseline counts as normal (admiral: missing BNRIND is not "HIGH").
@@ -86,6 +129,7 @@ def _term_expressions(version: str, digits: int) -> tuple[tuple[str, str, str, b
     out = []
     for (term,), term_rules in criteria(version).group_by("term", maintain_order=True):
         test, direction = term_rules["test"][0], term_rules["direction"][0]
+        printed = term_rules.filter(pl.col("unit") != "")["unit"].unique(maintain_order=True).to_list()
         uses_baseline = bool((term_rules["reference"] == "baseline").any() or (term_rules["quantity"] == "pchg").any())
         by_grade = {
             int(g): _any([_criterion(r, digits) for r in rows.iter_rows(named=True)])
@@ -95,11 +139,21 @@ def _term_expressions(version: str, digits: int) -> tuple[tuple[str, str, str, b
         for grade in sorted(by_grade, reverse=True):
             chain = chain.when(by_grade[grade]).then(pl.lit(grade, pl.Int8))
             chain = chain.when(by_grade[grade].is_null()).then(pl.lit(None, pl.Int8))
-        out.append((term, test, direction, uses_baseline, chain.otherwise(pl.lit(0, pl.Int8))))
+        out.append((term, test, direction, uses_baseline, tuple(printed), chain.otherwise(pl.lit(0, pl.Int8))))
     return tuple(out)
 
 
-def grade_labs(frame: pl.DataFrame, version: str = "5.0") -> pl.DataFrame:
+def _grading_unit(test: str, printed: tuple[str, ...], reported: pl.Expr) -> pl.Expr:
+    """The unit whose printed thresholds grade a row: the reported unit when CTCAE prints the term
+    in it, else the canonical unit when printed, else the first printed unit."""
+    if not printed:
+        return pl.lit(None, pl.String)
+    canonical = test_codes()[test].unit
+    default = canonical if canonical in printed else printed[0]
+    return pl.when(reported.is_in(list(printed))).then(reported).otherwise(pl.lit(default))
+
+
+def grade_labs(frame: pl.DataFrame, version: str = "5.0", lab_baseline_last_day: float | None = None) -> pl.DataFrame:
     """Grade every row whose test has CTCAE criteria.
 
     ``frame`` needs subject, day, test, value, lower, upper (canonical units). Columns baseline,
@@ -112,7 +166,8 @@ def grade_labs(frame: pl.DataFrame, version: str = "5.0") -> pl.DataFrame:
     rules = criteria(version)
     work = frame.filter(pl.col("test").is_in(rules["test"].unique().implode()))
     if "baseline" not in work.columns:
-        work = add_baseline(work, float(config["lab_baseline_last_day"]))
+        work = add_baseline(work, float(config["lab_baseline_last_day"] if lab_baseline_last_day is None
+                                        else lab_baseline_last_day))
     if "baseline_upper" not in work.columns:
         work = work.with_columns(pl.col("upper").alias("baseline_upper"))
     elif "baseline_upper" not in frame.columns:
@@ -128,10 +183,12 @@ def grade_labs(frame: pl.DataFrame, version: str = "5.0") -> pl.DataFrame:
     graded = []
     # One pass splits the rows by test (row order kept within a test) instead of a filter per term.
     by_test = work.partition_by("test", as_dict=True, maintain_order=True) if work.height else {}
-    for term, test, direction, uses_baseline, grade_expr in _term_expressions(version, digits):
+    reported = _reported_unit(work)
+    for term, test, direction, uses_baseline, printed, grade_expr in _term_expressions(version, digits):
         rows = by_test.get((test,), work.clear())
-        part = rows.with_columns(
+        part = rows.with_columns(_grading_unit(test, printed, reported).alias("_grading_unit")).with_columns(
             pl.lit(term).alias("term"), pl.lit(direction).alias("direction"), grade_expr.alias("grade"))
+        part = part.drop("_grading_unit")
         part = part.with_columns(
             pl.when(pl.col("value").is_null()).then(pl.lit("value missing: not evaluable"))
             .when(pl.col("grade").is_null()).then(pl.lit(

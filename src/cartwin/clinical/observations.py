@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from cartwin.clinical.errors import ObservationError
-from cartwin.clinical.ruleset import table
+from cartwin.clinical.ruleset import settings, table
 from cartwin.vocabulary import test_codes
 
 REQUIRED_COLUMNS = ("subject", "day", "test", "value", "unit")
@@ -82,6 +82,12 @@ def unit_table() -> pl.DataFrame:
     if mismatched.height:
         raise RuntimeError(f"rules/units.csv disagrees with test_codes.csv canonical units: {mismatched}")
     return merged.select("test", "unit", "canonical_unit", "factor", "offset", "source")
+
+
+@cache
+def reported_unit_dtype() -> pl.Enum:
+    """The type of the frame's ``reported_unit`` column: every unit string of the unit table."""
+    return pl.Enum(sorted(set(unit_table()["unit"].to_list()) | {""}))
 
 
 @cache
@@ -222,8 +228,48 @@ def _strip(frame: pl.DataFrame, column: str) -> pl.Expr:
     return text.str.strip_chars() if padded else text
 
 
+DSDNA_FIX = ("Anti-dsDNA assays are not interconvertible, so a result in another unit (e.g. EliA U/mL) cannot "
+             "be converted to IU/mL. Give the assay's positivity cut-off in 'upper' (the row is then read as "
+             "the SLEDAI judgement SD_DNA), results of an assay calibrated in IU/mL, Farr binding as DSDNAFARR "
+             "(%), or the SLEDAI judgement itself as SD_DNA (1 = increased above the assay's cut-off, 0 = not) "
+             "(docs/clinical.md).")
+
+
+def _dsdna_judged_against_cut_off(frame: pl.DataFrame, file: str, flags: list[pl.DataFrame],
+                                  problems: list[ObservationError]) -> pl.DataFrame:
+    """Anti-dsDNA rows in an assay unit with no factor to IU/mL (rules/sledai.toml
+    ``dsdna_assay_units``): with the assay's cut-off as ``upper``, the row becomes the SLEDAI
+    judgement SD_DNA (above the cut-off = 1) and is flagged; without one it is refused."""
+    assay_units = settings("sledai")["dsdna_assay_units"]["units"]
+    assay = (pl.col("test") == "DSDNA") & pl.col("unit").is_in(assay_units)
+    if not frame.select(assay.any()).item():
+        return frame
+    bad = frame.filter(assay & pl.col("_upper").is_null())
+    if bad.height:
+        _fail(file, bad, "upper", f"anti-dsDNA in {bad['unit'][0]} without the assay's cut-off", DSDNA_FIX,
+              collect=problems)
+    judged = assay & pl.col("_upper").is_not_null()
+    flags.append(make_flags(frame.filter(judged), "value", pl.concat_str([
+        pl.lit("anti-dsDNA "), pl.col("_value").cast(pl.String), pl.lit(" "), pl.col("unit"),
+        pl.lit(" judged against the assay's cut-off "), pl.col("_upper").cast(pl.String),
+        pl.lit(" (upper) as SD_DNA; the value is not converted to IU/mL")])))
+    code = _code_list().index("SD_DNA")
+    return frame.with_columns(
+        pl.when(judged).then(pl.lit("SD_DNA")).otherwise(pl.col("test")).alias("test"),
+        pl.when(judged).then(pl.lit(code, pl.Int64)).otherwise(pl.col("_code")).alias("_code"),
+        pl.when(judged).then(pl.lit("")).otherwise(pl.col("unit")).alias("unit"),
+        pl.when(judged).then((pl.col("_value") > pl.col("_upper")).cast(pl.Float64)).otherwise(pl.col("_value"))
+        .alias("_value"),
+        pl.when(judged).then(None).otherwise(pl.col("_lower")).alias("_lower"),
+        pl.when(judged).then(None).otherwise(pl.col("_upper")).alias("_upper"),
+    )
+
+
 def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Validate and convert one observation table; returns (canonical frame, flags)."""
+    """Validate and convert one observation table; returns (canonical frame, flags).
+
+    The frame's ``value``, ``lower`` and ``upper`` are in the test's canonical unit (``unit``);
+    ``reported_unit`` keeps the unit the row gave ("" when it gave none)."""
     missing_cols = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
     if missing_cols:
         raise ObservationError(
@@ -303,6 +349,7 @@ def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
         pl.when(pl.col("cause").is_in(MISSING_TEXT)).then(None).otherwise(pl.col("cause")).alias("cause")
     )
 
+    frame = _dsdna_judged_against_cut_off(frame, file, flags, problems)
     units = unit_table()
     frame = _lookup(frame, units, ["test", "unit"], ["canonical_unit", "factor", "offset"])
     unknown_unit = frame.filter(pl.col("factor").is_null() & (pl.col("unit") != "") & pl.col("_code").is_not_null())
@@ -312,10 +359,7 @@ def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
         fix = f"Supported units for {first['test']}: {[u for u in supported if u]} (docs/clinical.md lists all)."
         if first["test"] == "DSDNA":
             # anti-dsDNA assays (EliA, ELISA, CLIFT, Farr) are not interconvertible: no factor exists
-            fix = ("Anti-dsDNA assays are not interconvertible, so a result in another unit (e.g. EliA "
-                   "U/mL) cannot be converted to IU/mL. Give results of an assay calibrated in IU/mL, "
-                   "Farr binding as DSDNAFARR (%), or the SLEDAI judgement itself as SD_DNA (1 = increased "
-                   "above the assay's cut-off, 0 = not) (docs/clinical.md).")
+            fix = DSDNA_FIX
         _fail(file, unknown_unit, "unit",
               f"unit {first['unit']!r} is not supported for test {first['test']}", fix, collect=problems)
     _raise_all(problems)
@@ -328,6 +372,9 @@ def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
         flags.append(make_flags(missing_value, "value", "value missing: not evaluable"))
 
     frame = frame.with_columns(
+        # The unit as reported, kept so that CTCAE criteria printed in that unit (Hb in mmol/L, g/dL,
+        # g/L) are applied in it (cartwin.clinical.ctcae); an Enum costs 4 bytes a row.
+        pl.col("unit").cast(reported_unit_dtype(), strict=False).alias("reported_unit"),
         (pl.col("_value") * pl.col("factor") + pl.col("offset")).alias("value"),
         (pl.col("_lower") * pl.col("factor") + pl.col("offset")).alias("lower"),
         (pl.col("_upper") * pl.col("factor") + pl.col("offset")).alias("upper"),
@@ -372,7 +419,7 @@ def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
         pl.when(has_row_limits).then(pl.col("upper")).otherwise(pl.col("default_upper")).alias("upper"),
     )
     clean = frame.select(
-        "subject", pl.col("arm"), "day", "test", "value", "unit", "lower", "upper", "limit_source",
+        "subject", pl.col("arm"), "day", "test", "value", "unit", "reported_unit", "lower", "upper", "limit_source",
         "cause", "file", "row",
     )
     flag_frame = pl.concat(flags) if flags else empty_flags()
@@ -510,13 +557,14 @@ def _simulated_frame(raw: pl.DataFrame, file: str) -> pl.DataFrame | None:
     if (units.select(pl.struct("test", "unit").is_duplicated().any()).item()
             or ranges["test"].is_duplicated().any() or limits["test"].is_duplicated().any()):
         return None
+    assay_units = set(settings("sledai")["dsdna_assay_units"]["units"])  # judged against a cut-off
     unit_of = {(r["test"], r["unit"]): r for r in units.iter_rows(named=True)}
     range_of = {r["test"]: r for r in ranges.iter_rows(named=True)}
     for pair in pairs.iter_rows(named=True):
         test, unit = pair["test"], pair["unit"]
         conversion = unit_of.get((test, unit))
         if (test not in codes or conversion is None or conversion["factor"] != 1.0 or conversion["offset"] != 0.0
-                or conversion["canonical_unit"] != unit):
+                or conversion["canonical_unit"] != unit or (test == "DSDNA" and unit in assay_units)):
             return None
         bounds = range_of.get(test)
         if bounds is not None and ((bounds["minimum"] is not None and pair["min"] < bounds["minimum"])
@@ -548,6 +596,7 @@ def _simulated_frame(raw: pl.DataFrame, file: str) -> pl.DataFrame | None:
         (pl.col("arm").cast(pl.String) if "arm" in schema else pl.lit(None, pl.String)).alias("arm"),
         "day", pl.col("test").cast(pl.String), converted("value").alias("value"),
         pl.col("unit").cast(pl.String),
+        pl.col("unit").cast(pl.String).cast(reported_unit_dtype(), strict=False).alias("reported_unit"),
         pl.when(has_row_limits).then(lower).otherwise(d_lower).alias("lower"),
         pl.when(has_row_limits).then(upper).otherwise(d_upper).alias("upper"),
         pl.when(has_row_limits).then(pl.lit("row")).when(has_default).then(pl.lit("default"))

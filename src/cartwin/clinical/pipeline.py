@@ -40,7 +40,7 @@ def _sledai_visit_days(frame: pl.DataFrame) -> pl.DataFrame:
                         | pl.col("test").is_in(visit["defining_tests"])).select("subject", "day").unique()
 
 
-def _composites(visits: pl.DataFrame, daily: pl.DataFrame) -> pl.DataFrame:
+def _composites(visits: pl.DataFrame, daily: pl.DataFrame, baseline_day: float) -> pl.DataFrame:
     """SRI, BICLA, DORIS, LLDAS and SFI on SLEDAI assessment visits."""
     desc = sledai.descriptors()
     cols = ["PGA", "PRED", "IMMSUP", "ANTIMAL", "TXFAIL", "HOSP", "NEWDRUG_MILD", "NEWDRUG_SEVERE", "WEIGHT",
@@ -51,7 +51,6 @@ def _composites(visits: pl.DataFrame, daily: pl.DataFrame) -> pl.DataFrame:
         "subject", "day", (pl.col("TXFAIL").fill_null(0) == 1).cum_max().over("subject").alias("treatment_failure"))
     v = (visits.join(daily.select("subject", "day", *cols), on=["subject", "day"], how="left")
          .join(failures, on=["subject", "day"], how="left").sort("subject", "day"))
-    baseline_day = settings("ctcae_v5")["baseline_last_day"]
     base_cols = ["selena", "sledai2k", "PGA"] + [f"BILAG_{d}" for d in composite.BILAG_DOMAINS]
     base = (v.filter(pl.col("day") <= baseline_day).group_by("subject")
             .agg([pl.col(c).drop_nulls().last().alias(f"{c}_base") for c in base_cols]))
@@ -110,24 +109,35 @@ CHUNK_ROWS = 2_000_000
 _POSITION = "__position"  # frame order of a row, to put per-chunk flags back in whole-frame order
 
 
+def baseline_days(baseline_last_day: float | None = None, lab_baseline_last_day: float | None = None) -> tuple[float, float]:
+    """(last day of the baseline for SLEDAI, SRI, composites and endpoints; last day of the CTCAE
+    grading reference): the days given, else those of ``ctcae_v5.toml``."""
+    config = settings("ctcae_v5")
+    return (float(config["baseline_last_day"] if baseline_last_day is None else baseline_last_day),
+            float(config["lab_baseline_last_day"] if lab_baseline_last_day is None else lab_baseline_last_day))
+
+
 def score_observations(obs: Observations, sledai_window_days: float | None = None, *,
-                       flags: bool = True) -> dict[str, pl.DataFrame]:
+                       baseline_last_day: float | None = None,
+                       lab_baseline_last_day: float | None = None, flags: bool = True) -> dict[str, pl.DataFrame]:
     """Score validated observations; returns the five result tables as Polars frames.
+    ``baseline_last_day`` and ``lab_baseline_last_day`` choose the baselines (:func:`baseline_days`).
 
     ``flags=False`` (scoring a run as it streams, where only the tables are kept): no ``flags``
     table, and ``lab_grades`` holds the same rows and columns in grading order instead of sorted by
     subject, test and day (and may carry working columns); the other tables are the same."""
+    baselines = baseline_days(baseline_last_day, lab_baseline_last_day)
     chunks = _subject_chunks(obs.frame, CHUNK_ROWS)
     if chunks is None:
         if not flags:
-            tables = _score_frame(obs.frame, sledai_window_days, None, lab_grade_table=False)
+            tables = _score_frame(obs.frame, sledai_window_days, None, baselines, lab_grade_table=False)
             return {name: tables["_lab_grades"] if name == "lab_grades" else tables[name]
                     for name in TABLES if name != "flags"}
-        return _score_unchunked(obs, sledai_window_days)
+        return _score_unchunked(obs, sledai_window_days, baselines)
     tests = frozenset(obs.frame["test"].unique().drop_nulls().to_list())
     parts: dict[str, list[pl.DataFrame]] = {"visits": [], "lab_grades": [], "patients": [], "adverse_events": [], "_base": []}
     for chunk in chunks:
-        tables = _score_frame(chunk, sledai_window_days, tests)
+        tables = _score_frame(chunk, sledai_window_days, tests, baselines)
         lab_grades = tables.pop("_lab_grades")
         for name, frame in tables.items():
             parts[name].append(frame)
@@ -135,15 +145,16 @@ def score_observations(obs: Observations, sledai_window_days: float | None = Non
     combined = {}
     for name, frames in parts.items():
         if any(f.columns != frames[0].columns for f in frames):  # not expected: the unchunked path is the reference
-            return _score_unchunked(obs, sledai_window_days)
+            return _score_unchunked(obs, sledai_window_days, baselines)
         combined[name] = pl.concat(frames, how="vertical_relaxed")
     base = combined.pop("_base").sort("_term_index", _POSITION, maintain_order=True)
     combined["flags"] = _flags(obs, base)
     return {name: combined[name] for name in TABLES}
 
 
-def _score_unchunked(obs: Observations, sledai_window_days: float | None) -> dict[str, pl.DataFrame]:
-    tables = _score_frame(obs.frame, sledai_window_days, None)
+def _score_unchunked(obs: Observations, sledai_window_days: float | None,
+                     baselines: tuple[float, float]) -> dict[str, pl.DataFrame]:
+    tables = _score_frame(obs.frame, sledai_window_days, None, baselines)
     lab_grades = tables.pop("_lab_grades")
     tables["flags"] = _flags(obs, _baseline_flag_rows(lab_grades))
     return {name: tables[name] for name in TABLES}
@@ -169,7 +180,7 @@ def _subject_chunks(frame: pl.DataFrame, chunk_rows: int):
 
 
 def _score_frame(frame: pl.DataFrame, sledai_window_days: float | None, tests: frozenset | None,
-                 lab_grade_table: bool = True) -> dict[str, pl.DataFrame]:
+                 baselines: tuple[float, float], lab_grade_table: bool = True) -> dict[str, pl.DataFrame]:
     """Score one frame of whole subjects. ``tests``: the test codes of the whole frame when this is a
     chunk of it, so that a chunk lacking a test scores as the whole frame does (same columns)."""
     # Subjects as an Enum of their sorted identifiers: joins, groupings and sorts by subject work on
@@ -188,19 +199,21 @@ def _score_frame(frame: pl.DataFrame, sledai_window_days: float | None, tests: f
     daily = daily.join(icans_cause, on=["subject", "day"], how="left")
     daily = crs_icans.grade_icans(crs_icans.grade_crs(daily))
 
-    lab_grades = ctcae.grade_labs(frame)
+    lab_grades = ctcae.grade_labs(frame, lab_baseline_last_day=baselines[1])
     events = sledai.descriptor_events(frame, daily.select("subject", "day", "icans_grade"))
     visit_days = _sledai_visit_days(frame)
     sledai_scores = sledai.score_visits(events, visit_days, window_days=sledai_window_days)
-    sledai_scores = _composites(sledai_scores, daily)
+    sledai_scores = _composites(sledai_scores, daily, baselines[0])
 
+    gvhd = _magic(daily)
     visits = (daily.select("subject", "arm", "day", "PGA", "crs_grade", "crs_reason", "icans_grade", "icans_reason")
               .rename({"PGA": "pga"})
+              .join(gvhd.select("subject", "day", *MAGIC_COLUMNS), on=["subject", "day"], how="left")
               .join(sledai_scores, on=["subject", "day"], how="left")
               .with_columns(pl.col("sledai2k_min").is_not_null().alias("sledai_visit"))
               .sort("subject", "day"))
-    patients = _patients(frame, daily, visits, lab_grades, tests)
-    adverse = _adverse_events(daily, lab_grades, patients)
+    patients = _patients(frame, daily, visits, lab_grades, baselines[0], tests)
+    adverse = _adverse_events(daily, lab_grades, patients, gvhd)
     tables = {"visits": visits, "_lab_grades": lab_grades, "patients": patients, "adverse_events": adverse}
     if lab_grade_table:
         tables["lab_grades"] = _lab_grade_table(lab_grades)
@@ -224,20 +237,24 @@ def _baseline_flag_rows(lab_grades: pl.DataFrame) -> pl.DataFrame:
 
 
 def _lab_grade_table(lab_grades: pl.DataFrame) -> pl.DataFrame:
-    cols = ["subject", "arm", "day", "test", "term", "direction", "value", "unit", "lower", "upper", "limit_source",
-            "baseline", "baseline_day", "pchg", "grade", "grade_reason", "baseline_flag", "standard", "file", "row"]
+    cols = ["subject", "arm", "day", "test", "term", "direction", "value", "unit", "reported_unit", "lower", "upper",
+            "limit_source", "baseline", "baseline_day", "pchg", "grade", "grade_reason", "baseline_flag", "standard",
+            "file", "row"]
+    table = lab_grades.select([c for c in cols if c in lab_grades.columns])
+    if "reported_unit" in table.columns:
+        table = table.with_columns(pl.col("reported_unit").cast(pl.String))
     # Rows of one subject, test and day (one per CTCAE term) stay in grading order.
-    return lab_grades.select([c for c in cols if c in lab_grades.columns]).sort("subject", "test", "day", maintain_order=True)
+    return table.sort("subject", "test", "day", maintain_order=True)
 
 
 def _patients(frame: pl.DataFrame, daily: pl.DataFrame, visits: pl.DataFrame, lab_grades: pl.DataFrame,
-              tests: frozenset | None = None) -> pl.DataFrame:
+              baseline_day: float, tests: frozenset | None = None) -> pl.DataFrame:
     # In a chunk, a test present elsewhere in the frame gives its (empty) columns here too.
     present = lambda rows, test: rows.height > 0 or (tests is not None and test in tests)  # noqa: E731
     subjects = daily.group_by("subject").agg(pl.col("arm").first(), pl.col("day").min().alias("first_day"),
                                              pl.col("day").max().alias("last_day"))
     sv = visits.filter(pl.col("sledai_visit")).sort("subject", "day")
-    after = pl.col("day") > settings("ctcae_v5")["baseline_last_day"]
+    after = pl.col("day") > baseline_day
     # Baseline characteristics only: per-patient endpoints over the visits (SRI-4 at the last
     # visit, DORIS or LLDAS ever, flares, remission) are declared in cartwin.endpoints.
     sledai_summary = sv.group_by("subject").agg(
@@ -269,7 +286,30 @@ def _patients(frame: pl.DataFrame, daily: pl.DataFrame, visits: pl.DataFrame, la
     return out.sort("subject")
 
 
-def _adverse_events(daily: pl.DataFrame, lab_grades: pl.DataFrame, patients: pl.DataFrame) -> pl.DataFrame:
+MAGIC_COLUMNS = ("magic_skin_stage", "magic_liver_stage", "magic_upper_gi_stage", "magic_lower_gi_stage", "magic_grade")
+
+
+def _magic(daily: pl.DataFrame) -> pl.DataFrame:
+    """MAGIC organ stages and overall grade per subject and day (null where no GvHD input was
+    recorded that day); columns ``MAGIC_COLUMNS``, no rows when the frame has no GvHD inputs."""
+    present = [c for c in GVHD_TESTS if c in daily.columns]
+    if not present:
+        return pl.DataFrame(schema={"subject": daily.schema["subject"], "day": pl.Float64,
+                                    **{c: pl.Int8 for c in MAGIC_COLUMNS}})
+    names = {"GVHD_SKIN": "rash_bsa_pct", "GVHD_BULLAE": "bullae", "GVHD_UGI": "persistent_nausea", "STOOL": "stool_ml",
+             "STOOL_N": "stool_episodes", "GVHD_LGI4": "severe_pain_or_bloody", "BILI": "bilirubin_umol_l",
+             "WEIGHT": "weight_kg"}
+    inputs = [c for c in (*present, "BILI", "WEIGHT") if c in daily.columns]
+    staged = magic_stages(daily.select("subject", "day", *inputs).rename({c: names[c] for c in inputs}))
+    recorded = pl.any_horizontal([pl.col(names[c]).is_not_null() for c in present])
+    organs = {"skin": "magic_skin_stage", "liver": "magic_liver_stage", "upper_gi": "magic_upper_gi_stage",
+              "lower_gi": "magic_lower_gi_stage", "magic_grade": "magic_grade"}
+    return staged.select("subject", "day", *[pl.when(recorded).then(pl.col(o)).otherwise(None).cast(pl.Int8).alias(c)
+                                             for o, c in organs.items()])
+
+
+def _adverse_events(daily: pl.DataFrame, lab_grades: pl.DataFrame, patients: pl.DataFrame,
+                    gvhd: pl.DataFrame) -> pl.DataFrame:
     """Maximum grade per term and patient; grade null means never evaluable."""
     def summarise(frame: pl.DataFrame, term: str | pl.Expr, standard: str, grade: str) -> pl.DataFrame:
         term_expr = pl.lit(term) if isinstance(term, str) else term
@@ -292,15 +332,10 @@ def _adverse_events(daily: pl.DataFrame, lab_grades: pl.DataFrame, patients: pl.
                                          pl.col(column).cast(pl.Int8).alias("max_grade"), pl.lit(None, pl.Float64).alias("day_of_max"),
                                          pl.lit(None, pl.Float64).alias("onset_day"),
                                          pl.col(column).is_not_null().cast(pl.UInt32).alias("evaluable_assessments")))
-    gvhd_present = [c for c in GVHD_TESTS if c in daily.columns]
-    if gvhd_present:
-        g = magic_stages(daily.select("subject", "day", *[pl.col(c) for c in gvhd_present], *(
-            [pl.col("BILI")] if "BILI" in daily.columns else []), *([pl.col("WEIGHT")] if "WEIGHT" in daily.columns else []))
-            .rename({k: v for k, v in {"GVHD_SKIN": "rash_bsa_pct", "GVHD_BULLAE": "bullae", "GVHD_UGI": "persistent_nausea",
-                                       "STOOL": "stool_ml", "STOOL_N": "stool_episodes", "GVHD_LGI4": "severe_pain_or_bloody",
-                                       "BILI": "bilirubin_umol_l", "WEIGHT": "weight_kg"}.items() if k in daily.columns}))
-        parts.append(summarise(g.filter(pl.any_horizontal([pl.col(c).is_not_null() for c in ("skin", "upper_gi", "lower_gi")])),
-                               "Acute graft-versus-host disease", "MAGIC 2016", "magic_grade"))
+    if any(c in daily.columns for c in GVHD_TESTS):
+        staged = gvhd.filter(pl.any_horizontal([pl.col(c).is_not_null() for c in
+                                                ("magic_skin_stage", "magic_upper_gi_stage", "magic_lower_gi_stage")]))
+        parts.append(summarise(staged, "Acute graft-versus-host disease", "MAGIC 2016", "magic_grade"))
     arms = patients.select("subject", "arm")
     return pl.concat(parts, how="vertical_relaxed").join(arms, on="subject", how="left").sort("subject", "standard", "term")
 

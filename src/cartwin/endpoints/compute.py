@@ -189,7 +189,7 @@ def endpoint_inputs(e: Endpoint) -> set[str]:
 
 
 def compute(clinical: Mapping[str, pl.DataFrame], observations: pl.DataFrame, table: Table | None = None,
-            keys: list[str] | tuple[str, ...] | None = None) -> pl.DataFrame:
+            keys: list[str] | tuple[str, ...] | None = None, baseline_last_day: float | None = None) -> pl.DataFrame:
     """Every endpoint of ``table`` (default: cartwin's) for every patient.
 
     ``clinical``: the clinical layer's tables (``clinical.score_observations``), of which
@@ -207,7 +207,8 @@ def compute(clinical: Mapping[str, pl.DataFrame], observations: pl.DataFrame, ta
     chosen = table.endpoints if keys is None else tuple(table.endpoint(k) for k in keys)
     needed = set().union(*(endpoint_inputs(e) for e in chosen)) if chosen else set()
     variables = table.variables if keys is None else tuple(v for v in table.variables if v.name in needed)
-    baseline_last_day = settings("ctcae_v5")["baseline_last_day"]
+    if baseline_last_day is None:
+        baseline_last_day = settings("ctcae_v5")["baseline_last_day"]
     patients = clinical["patients"]
     frame = patients
     visit_vars = [v for v in variables if v.source == "visits"]

@@ -61,13 +61,27 @@ def _loc(loc: tuple) -> str:
     return out or "(top level)"
 
 
+def _given(err: dict) -> str:
+    """The value a type error refused, so that the message shows what to change (``n = "5"``: a
+    text where a number belongs)."""
+    if not err["type"].endswith("_type") and err["type"] not in ("finite_number", "literal_error"):
+        return ""
+    value = err.get("input")
+    if isinstance(value, (dict, list)):
+        return ""
+    kind = {bool: "true/false", str: "text", int: "a whole number", float: "a number"}.get(type(value), type(value).__name__)
+    shown = repr(value) if isinstance(value, (str, bool, int, float)) else ""
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    return f" (given {shown}, {kind})" if shown else ""
+
+
 def parse_protocol(data: dict, source: str = "<protocol>") -> Protocol:
     try:
         protocol = Protocol.model_validate(data)
     except ValidationError as exc:
         seen, problems = set(), []
         for err in exc.errors():
-            msg = f"{_loc(err['loc'])}: {err['msg']}"
+            msg = f"{_loc(err['loc'])}: {err['msg']}{_given(err)}"
             if err["type"] == "extra_forbidden":
                 msg = f"{_loc(err['loc'])}: unknown field; remove it or check its spelling"
             elif err["type"] == "missing":
@@ -75,7 +89,7 @@ def parse_protocol(data: dict, source: str = "<protocol>") -> Protocol:
             if msg not in seen:
                 seen.add(msg)
                 problems.append(msg)
-        problems += _check_valid_parts(data, seen)
+        problems += [m for m in _check_valid_parts(data) if m not in seen]
         raise ProtocolError(source, problems) from None
     problems = check_semantics(protocol)
     if problems:
@@ -83,34 +97,43 @@ def parse_protocol(data: dict, source: str = "<protocol>") -> Protocol:
     return protocol
 
 
-def _check_valid_parts(data, already: set[str]) -> list[str]:
-    """The checks of meaning that still apply when the schema refused the protocol: each block
-    that validates on its own (the population, each arm's dose) is checked, so that one run of
-    ``cartwin validate`` lists every problem, not the schema's first."""
-    from cartwin.protocol.schema import Arm  # noqa: PLC0415
+def _parsed_parts(data: dict) -> tuple[Protocol, frozenset[str]]:
+    """The top-level fields of a protocol the schema refused that validate on their own (absent
+    optional fields take their defaults), as a protocol built without validation, and their
+    names. ``arms`` is checked arm by arm: an arm that fails is ``None`` in the list."""
+    from pydantic import create_model  # noqa: PLC0415
+
+    from cartwin.protocol.schema import Arm, _Strict  # noqa: PLC0415
+    values: dict = {}
+    for name, info in Protocol.model_fields.items():
+        if name not in data:
+            if not info.is_required():
+                values[name] = info.get_default(call_default_factory=True)
+            continue
+        alone = create_model(f"_Only_{name}", __base__=_Strict, **{name: (info.annotation, info)})
+        try:
+            values[name] = getattr(alone.model_validate({name: data[name]}), name)
+        except ValidationError:
+            if name == "arms" and isinstance(data[name], list) and data[name]:
+                arms = []
+                for raw in data[name]:
+                    try:
+                        arms.append(Arm.model_validate(raw))
+                    except ValidationError:
+                        arms.append(None)
+                values[name] = arms
+    return Protocol.model_construct(**values), frozenset(values)
+
+
+def _check_valid_parts(data) -> list[str]:
+    """The checks of meaning that still apply when the schema refused the protocol: every check
+    whose fields validated on their own runs (the schedule against the follow-up, products,
+    regimens, doses, the population, ...), so that one run of ``cartwin validate`` lists every
+    problem, not the schema's first."""
     if not isinstance(data, dict):
         return []
-    problems: list[str] = []
-    block = data.get("population")
-    if isinstance(block, dict):
-        try:
-            pop = Population.model_validate(block)
-        except ValidationError:
-            pop = None
-        if pop is not None:
-            problems += _check_population(pop)
-    arms = data.get("arms")
-    if isinstance(arms, list):
-        for i, raw in enumerate(arms):
-            try:
-                arm = Arm.model_validate(raw)
-            except ValidationError:
-                continue
-            if arm.dose is not None:
-                problems += _check_dose(arm, f"arms[{i}] ({arm.id})")
-            if isinstance(arm.lymphodepletion, list):
-                problems += _check_administrations(arm.lymphodepletion, f"arms[{i}] ({arm.id}).lymphodepletion")
-    return [m for m in problems if m not in already]
+    protocol, parsed = _parsed_parts(data)
+    return check_semantics(protocol, parsed)
 
 
 def _check_dose(arm, where: str) -> list[str]:
@@ -139,16 +162,37 @@ def load_protocol(path: str | Path) -> LoadedProtocol:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ProtocolError(str(path), [f"not valid TOML: {exc}"]) from None
-    protocol = parse_protocol(data, str(path))
-    if is_sbml(protocol):
+    try:
+        protocol = parse_protocol(data, str(path))
+    except ProtocolError as exc:
+        # the files the parts that parsed name (an SBML model, a cohort, a fit) are checked too
+        partial, parsed = _parsed_parts(data)
+        extra = _resolve_files(partial, path, lambda *names: all(n in parsed for n in names))[1]
+        raise ProtocolError(str(path), exc.problems + [m for m in extra if m not in exc.problems]) from None
+    protocol, problems = _resolve_files(protocol, path)
+    if problems:
+        raise ProtocolError(str(path), problems)
+    return LoadedProtocol(protocol, text, str(path))
+
+
+def _resolve_files(protocol: Protocol, path: Path, has=lambda *names: True) -> tuple[Protocol, list[str]]:
+    """The files a protocol names (an SBML model, a cohort table, a fit), made absolute and
+    checked now; the protocol naming them absolutely and every problem found."""
+    problems: list[str] = []
+    if has("model") and is_sbml(protocol):
         target = Path(protocol.model[len(SBML_PREFIX):])
         target = target if target.is_absolute() else (path.parent / target)
-        if not target.is_file():
-            raise ProtocolError(str(path), [f"model: SBML file {target} not found"])
-        protocol = protocol.model_copy(update={"model": SBML_PREFIX + str(target.resolve())})
-    protocol = _resolve_cohort(protocol, path)
-    protocol = _resolve_fit(protocol, path)
-    return LoadedProtocol(protocol, text, str(path))
+        if target.is_file():
+            protocol = protocol.model_copy(update={"model": SBML_PREFIX + str(target.resolve())})
+        else:
+            problems.append(f"model: SBML file {target} not found; give its path relative to the protocol file")
+    for resolve, needs in ((_resolve_cohort, ("population",)), (_resolve_fit, ("model", "uncertainty"))):
+        if has(*needs):
+            try:
+                protocol = resolve(protocol, path)
+            except ProtocolError as exc:
+                problems += exc.problems
+    return protocol, problems
 
 
 def _resolve_fit(protocol: Protocol, path: Path) -> Protocol:
@@ -204,74 +248,94 @@ def is_sbml(p: Protocol) -> bool:
     return p.model.startswith(SBML_PREFIX)
 
 
-def check_semantics(p: Protocol) -> list[str]:
+def check_semantics(p: Protocol, parsed: frozenset[str] | None = None) -> list[str]:
+    """The checks that need more than one field. ``parsed``: when the schema refused the protocol,
+    the top-level fields that validated on their own (``p`` holds only those, and an arm that
+    failed is ``None``); only the checks whose fields all parsed run, so no message rests on a
+    field that is itself wrong."""
+    def has(*names: str) -> bool:
+        return parsed is None or all(n in parsed for n in names)
+
+    if not has("model"):
+        return _check_schedule(p, -math.inf, "", has) if has("schedule") else []
     if is_sbml(p):
-        return _check_sbml_protocol(p)
+        return _check_sbml_protocol(p, has)
     problems: list[str] = []
-    if p.model not in known_models():
+    model_known = p.model in known_models()
+    if not model_known:
         problems.append(f"model: unknown model {p.model!r}; known: {sorted(known_models())} or 'sbml:PATH'")
-    elif p.outputs is not None:
+    elif has("outputs") and p.outputs is not None:
         from cartwin.model import MODELS
         available = [o.test for o in MODELS[p.model].observables]
         unknown = sorted(set(p.outputs) - set(available))
         if unknown or not p.outputs:
             problems.append(f"outputs: unknown test codes {unknown} (or an empty list); model "
                             f"{p.model} gives {available}")
-    if p.population is None:
-        return problems + ["population: required field is missing"]
-    unknown = sorted(set(p.model_variability) - set(_parameter_names(p.model)))
-    if unknown:
-        problems.append(f"model_variability: unknown parameters {unknown} of model {p.model}")
-    for i, arm in enumerate(p.arms):
-        for field in ("product", "dose", "lymphodepletion"):
-            if getattr(arm, field) is None:
-                problems.append(f"arms[{i}] ({arm.id}).{field}: required field is missing")
-    if problems:
-        return problems
-    products = set(PRODUCTS) | set(p.products)
-    regimens = set(PRESETS) | set(p.regimens)
-    for name, prod in p.products.items():
-        unknown = sorted(set(prod.edits) - set(KNOWN_EDITS))
+    population = p.population if has("population") else None
+    if has("population") and population is None:
+        problems.append("population: required field is missing")
+    if has("model_variability") and model_known:
+        unknown = sorted(set(p.model_variability) - set(_parameter_names(p.model)))
         if unknown:
-            problems.append(f"products.{name}.edits: unknown edits {unknown}; known: {list(KNOWN_EDITS)}")
-    ids = [a.id for a in p.arms]
+            problems.append(f"model_variability: unknown parameters {unknown} of model {p.model}")
+    arms = [(i, arm) for i, arm in enumerate(p.arms) if arm is not None] if has("arms") else []
+    complete = []
+    for i, arm in arms:
+        missing = [f for f in ("product", "dose", "lymphodepletion") if getattr(arm, f) is None]
+        problems += [f"arms[{i}] ({arm.id}).{f}: required field is missing" for f in missing]
+        if not missing:
+            complete.append((i, arm))
+    if has("products"):
+        for name, prod in p.products.items():
+            unknown = sorted(set(prod.edits) - set(KNOWN_EDITS))
+            if unknown:
+                problems.append(f"products.{name}.edits: unknown edits {unknown}; known: {list(KNOWN_EDITS)}")
+    ids = [a.id for _, a in arms]
     for dup in sorted({i for i in ids if ids.count(i) > 1}):
         problems.append(f"arms: arm id {dup!r} is used twice; give each arm its own id")
-    explicit = p.population.patients is not None
-    cohort = p.population.cohort is not None
-    for i, arm in enumerate(p.arms):
+    explicit = population is not None and population.patients is not None
+    cohort = population is not None and population.cohort is not None
+    for i, arm in complete:
         where = f"arms[{i}] ({arm.id})"
-        if arm.product not in products:
+        if has("products") and arm.product not in set(PRODUCTS) | set(p.products):
             problems.append(f"{where}.product: unknown product {arm.product!r}; known: "
-                            f"{sorted(products)} (or define it under [products.{arm.product}])")
-        if isinstance(arm.lymphodepletion, str) and arm.lymphodepletion not in regimens:
+                            f"{sorted(set(PRODUCTS) | set(p.products))} (or define it under [products.{arm.product}])")
+        if (has("regimens") and isinstance(arm.lymphodepletion, str)
+                and arm.lymphodepletion not in set(PRESETS) | set(p.regimens)):
             problems.append(f"{where}.lymphodepletion: unknown regimen {arm.lymphodepletion!r}; "
-                            f"known: {sorted(regimens)} (or give a list of administrations)")
+                            f"known: {sorted(set(PRESETS) | set(p.regimens))} (or give a list of administrations)")
         problems += _check_dose(arm, where)
-        if explicit and arm.n is not None and arm.n != len(p.population.patients):
-            problems.append(f"{where}.n: {arm.n} differs from the {len(p.population.patients)} "
-                            "explicit patients; remove n")
-        if not explicit and arm.n is None:
-            problems.append(f"{where}.n: required when the population is given as "
-                            + ("a cohort file (how many patients to draw from it)" if cohort else "distributions"))
+        if population is not None:
+            if explicit and arm.n is not None and arm.n != len(population.patients):
+                problems.append(f"{where}.n: {arm.n} differs from the {len(population.patients)} "
+                                "explicit patients; remove n")
+            if not explicit and arm.n is None:
+                problems.append(f"{where}.n: required when the population is given as "
+                                + ("a cohort file (how many patients to draw from it)" if cohort else "distributions"))
         if isinstance(arm.lymphodepletion, list):
             problems += _check_administrations(arm.lymphodepletion, f"{where}.lymphodepletion")
-    for name, admins in p.regimens.items():
-        problems += _check_administrations(admins, f"regimens.{name}")
-    schedule_problems = _check_schedule(p, EARLIEST_DAY, "outside the simulated window")
+    if has("regimens"):
+        for name, admins in p.regimens.items():
+            problems += _check_administrations(admins, f"regimens.{name}")
+    if parsed is not None and has("rules", "arms") and len(arms) == len(p.arms):
+        # the schema's own check of rules against arms runs only on a protocol that parsed whole
+        from cartwin.protocol.schema import rule_problems  # noqa: PLC0415
+        problems += [f"rules: {m}" for m in rule_problems(p.rules, {a.id for _, a in arms})]
+    schedule_problems = _check_schedule(p, EARLIEST_DAY, "outside the simulated window", has) if has("schedule") else []
     problems += schedule_problems
-    problems += _check_population(p.population)
-    if not schedule_problems:  # the realism checks read the schedule's days
-        problems += _check_realism(p, schedule_days(p))
+    if population is not None:
+        problems += _check_population(population)
+    if has("schedule") and not schedule_problems and model_known:  # the realism checks read the schedule's days
+        problems += _check_realism(p, schedule_days(p), has)
     return problems
 
 
-def _check_realism(p: Protocol, days: list[float]) -> list[str]:
+def _check_realism(p: Protocol, days: list[float], has=lambda *names: True) -> list[str]:
     """[uncertainty] and [conduct]: parameters and tests that exist, a baseline to compare with."""
     from cartwin.model import MODELS
     problems = []
     model = MODELS.get(p.model)
-    u = p.uncertainty
+    u = p.uncertainty if has("uncertainty") else None
     if u is not None:
         if u.source == "fit" and not u.fit:
             problems.append("uncertainty.fit: required with source = 'fit' (a `cartwin fit` output directory)")
@@ -289,8 +353,8 @@ def _check_realism(p: Protocol, days: list[float]) -> list[str]:
             unknown = sorted(set(u.se_log) - set(model.parameter_names))
             if unknown:
                 problems.append(f"uncertainty.se_log: unknown parameters {unknown} of model {p.model}")
-    c = p.conduct
-    if c is not None and model is not None:
+    c = p.conduct if has("conduct") else None
+    if c is not None and model is not None and has("outputs"):
         available = [o.test for o in model.observables]
         stored = p.outputs or available
         for i, h in enumerate(c.dropout):
@@ -317,40 +381,45 @@ def _parameter_names(model: str) -> tuple[str, ...]:
     return MODELS[model].parameter_names if model in MODELS else ()
 
 
-def _check_schedule(p: Protocol, earliest: float, why: str) -> list[str]:
-    """The assessment days: finite, within [earliest, follow_up_days]."""
+def _check_schedule(p: Protocol, earliest: float, why: str, has=lambda *names: True) -> list[str]:
+    """The assessment days: finite, within [earliest, follow_up_days] (the follow-up only when it
+    parsed)."""
     s = p.schedule
     bounds = s.days if s.days is not None else [s.start, s.stop, s.every]
     bad = [d for d in bounds if not math.isfinite(d)]
     if bad:
         return [f"schedule: {bad[:5]} are not finite numbers of days"]
     days = schedule_days(p)
-    late = [d for d in days if d > p.follow_up_days]
+    late = [d for d in days if d > p.follow_up_days] if has("follow_up_days") else []
     early = [d for d in days if d < earliest]
     problems = []
     if late:
         problems.append(f"schedule: days {late[:5]} lie after follow_up_days = {p.follow_up_days:g}; "
                         "extend the follow-up or drop those days")
     if early:
-        problems.append(f"schedule: days {early[:5]} lie before day {earliest:g}, {why}")
+        problems.append(f"schedule: days {early[:5]} lie before day {earliest:g}, {why}; "
+                        f"start the schedule on day {earliest:g} or later")
     return problems
 
 
-def _check_sbml_protocol(p: Protocol) -> list[str]:
+def _check_sbml_protocol(p: Protocol, has=lambda *names: True) -> list[str]:
     """An SBML model carries its own doses and needs no covariates: arms name only n. Its time
     starts at 0 (the model's initial values); the schedule is checked as for cartwin's models."""
-    problems = _check_schedule(p, 0.0, "the start of an SBML model (its initial values hold at day 0)")
-    for i, arm in enumerate(p.arms):
+    problems = (_check_schedule(p, 0.0, "the start of an SBML model (its initial values hold at day 0)", has)
+                if has("schedule") else [])
+    for i, arm in enumerate(p.arms if has("arms") else []):
+        if arm is None:
+            continue
         given = [f for f in ("product", "dose", "lymphodepletion") if getattr(arm, f) is not None]
         if given:
             problems.append(f"arms[{i}] ({arm.id}): {given} do not apply to an SBML model, which "
                             "carries its own doses; remove them")
         if arm.n is None:
             problems.append(f"arms[{i}] ({arm.id}).n: required")
-    if p.population is not None:
+    if has("population") and p.population is not None:
         problems.append("population: an SBML model takes no patient covariates; remove [population] "
                         "(variability comes from model_variability)")
-    if p.products or p.regimens:
+    if (has("products") and p.products) or (has("regimens") and p.regimens):
         problems.append("products/regimens: do not apply to an SBML model")
     return problems
 

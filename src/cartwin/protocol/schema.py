@@ -518,12 +518,20 @@ class Protocol(_Strict):
 
     @model_validator(mode="after")
     def _rules_known_arms(self):
-        arm_ids = {a.id for a in self.arms}
-        ids = [r.id for r in self.rules]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"rule ids must be unique: {ids}")
-        for r in self.rules:
-            unknown = sorted(set(r.arms or ()) - arm_ids)
-            if unknown:
-                raise ValueError(f"rule {r.id}: unknown arms {unknown}; arms: {sorted(arm_ids)}")
+        problems = rule_problems(self.rules, {a.id for a in self.arms})
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
+
+
+def rule_problems(rules: list[Rule], arm_ids: set[str]) -> list[str]:
+    """Rule ids that repeat and rules naming arms the protocol does not have."""
+    problems = []
+    ids = [r.id for r in rules]
+    if len(set(ids)) != len(ids):
+        problems.append(f"rule ids must be unique: {ids}")
+    for r in rules:
+        unknown = sorted(set(r.arms or ()) - arm_ids)
+        if unknown:
+            problems.append(f"rule {r.id}: unknown arms {unknown}; arms: {sorted(arm_ids)}")
+    return problems

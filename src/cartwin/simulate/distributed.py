@@ -80,6 +80,26 @@ def _installed_model_hash(model) -> str:
     return (installed if installed is not None else model).content_hash()
 
 
+def _exit_at_close(d):
+    """A worker plugin for a local cluster: once the worker has closed, its process exits at once.
+    A worker that has solved patients holds the compiled model in LLVM's JIT, whose teardown at
+    interpreter exit takes seconds; the nanny would kill it after 4 s and warn ("Worker process
+    still alive after 4.0 seconds, killing") although every result is stored."""
+
+    class ExitAtClose(d.WorkerPlugin):
+        def teardown(self, worker) -> None:
+            import atexit  # noqa: PLC0415
+            import sys  # noqa: PLC0415
+
+            def leave() -> None:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(0)
+            atexit.register(leave)  # the last registered runs first: after the worker has closed
+
+    return ExitAtClose()
+
+
 class DaskExecutor:
     """Runs chunks on an existing Dask scheduler (``address``) or on a local cluster of
     ``n_workers`` single-threaded processes started here (``address`` None or ``"local"``).
@@ -112,6 +132,7 @@ class DaskExecutor:
                                           host="127.0.0.1", scheduler_port=0,
                                           dashboard_address="127.0.0.1:0")
             self.client = d.Client(self.cluster, set_as_default=False)
+            self.client.register_plugin(_exit_at_close(d), name="cartwin-exit-at-close")
         else:
             try:
                 self.client = d.Client(self.address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)

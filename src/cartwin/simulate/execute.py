@@ -8,11 +8,11 @@ The executor knows no protocol and no biology. It runs any *work*: an object wit
 from __future__ import annotations
 
 import multiprocessing
-import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from cartwin.model.codegen import compile_model, warm_up
+from cartwin.processes import worker_init
 
 
 class Work(Protocol):
@@ -24,8 +24,8 @@ class Work(Protocol):
 
 
 def _worker_init() -> None:
-    # one BLAS thread per worker process: parallelism comes from processes
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # one BLAS thread per worker process, and no worker left behind when the main process dies
+    worker_init()
 
 
 def prepare(work: Work) -> None:

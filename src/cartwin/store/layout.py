@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 # --- a run directory (`cartwin run PROTOCOL --out DIR`) ----------------------------------------
-RUN_JSON = "run.json"  # what the run computes (plan, protocol hash); written first
+RUN_JSON = "run.json"  # what the run computes (plan, protocol hash); written before any chunk
 PROTOCOL = "protocol.toml"  # a byte-for-byte copy of the protocol file
 DICTIONARY = "dictionary.json"  # meaning and unit of every column of every table
 MANIFEST = "manifest.json"  # what made the run; written last, so its presence means "complete"

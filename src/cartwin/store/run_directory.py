@@ -7,7 +7,7 @@ relations, the manifest as a dict). The file names live in :mod:`cartwin.store.l
 
 Layout (see docs/run_directory.md)::
 
-    DIR/run.json                 what the run computes (plan, protocol hash); written first
+    DIR/run.json                 what the run computes (plan, protocol hash); written before any chunk
     DIR/protocol.toml            a copy of the protocol file
     DIR/patients.parquet/        one Parquet part per chunk: one row per patient
     DIR/parameters.parquet/      individual model parameters, one row per patient
@@ -156,13 +156,35 @@ class RunDirectory:
     def is_complete(self) -> bool:
         return self.manifest_path.exists()
 
+    def stopped_while_starting(self) -> bool:
+        """Whether a run was stopped while it was starting (``start``): no run.json, and nothing but
+        cartwin's first files, its dictionary (written first) and the protocol copy, and its own
+        temporaries. Nothing was computed there; the run can start again in it. A protocol.toml
+        without cartwin's dictionary may be the user's own and does not count."""
+        if not self.path.is_dir() or self.path.is_symlink() or self.is_run():
+            return False
+        names = {entry.name for entry in self.path.iterdir() if entry.is_file() and not entry.is_symlink()}
+        if len(names) != sum(1 for _ in self.path.iterdir()):
+            return False  # a folder or a link: not from a start
+        started = names - {n for n in names if layout.TEMPORARY_PATTERN.fullmatch(n)}
+        if not started:
+            return bool(names)
+        if not started <= {layout.DICTIONARY, layout.PROTOCOL} or layout.DICTIONARY not in started:
+            return False
+        try:
+            written = json.loads((self.path / layout.DICTIONARY).read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(written, dict) and set(written) == set(DICTIONARY)
+
     def check_new(self) -> None:
-        """Raise unless the directory can hold a new run. Creates nothing."""
+        """Raise unless the directory can hold a new run (empty, new, or a run stopped while it
+        was starting). Creates nothing."""
         if self.path.is_symlink() and not self.path.exists():
             raise RunDirectoryError(f"{self.path}: is a symbolic link to nothing; choose another --out")
         if self.path.exists() and not self.path.is_dir():
             raise RunDirectoryError(f"{self.path}: exists and is not a directory; choose another --out")
-        if self.path.is_dir() and any(self.path.iterdir()):
+        if self.path.is_dir() and any(self.path.iterdir()) and not self.stopped_while_starting():
             if self.is_run():
                 raise RunDirectoryError(
                     f"{self.path}: already holds a cartwin run; add --resume to continue it, or choose "
@@ -185,11 +207,13 @@ class RunDirectory:
         return self.run_info()["plan"]
 
     def start(self, plan_json: dict, protocol_text: str, protocol_sha: str, model: dict) -> None:
+        # the dictionary first: a directory stopped before run.json is recognised by it
+        # (stopped_while_starting) and can start again
         self.path.mkdir(parents=True, exist_ok=True)
-        write_text(self.protocol_path, protocol_text)
         write_json(self.path / layout.DICTIONARY,
                    {t: {c: {"unit": u, "description": d} for c, (u, d) in cols.items()}
                     for t, cols in DICTIONARY.items()})
+        write_text(self.protocol_path, protocol_text)
         write_json(self.run_json, {"protocol_sha256": protocol_sha, "plan": plan_json, "model": model})
 
     # --- chunks ------------------------------------------------------------------------------

@@ -1,0 +1,60 @@
+"""Pool workers do not outlive the process that started them (kill -9 of a run used to leave both
+workers alive for good, holding the caller's pipes)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+SCRIPT = r"""
+import multiprocessing, os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from cartwin.simulate.execute import _worker_init
+
+def pid(_):
+    time.sleep(0.2)
+    return os.getpid()
+
+if __name__ == "__main__":
+    pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context(sys.argv[1]), initializer=_worker_init)
+    print(" ".join(map(str, sorted(set(pool.map(pid, range(8)))))), flush=True)
+    time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_workers_exit_when_the_main_process_is_killed(tmp_path, method):
+    script = tmp_path / "pool.py"
+    script.write_text(SCRIPT)
+    main = subprocess.Popen([sys.executable, str(script), method], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    workers: list[int] = []
+    try:
+        workers = [int(p) for p in main.stdout.readline().split()]
+        assert workers and all(_alive(p) for p in workers)
+        main.send_signal(signal.SIGKILL)
+        main.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in workers), "a worker outlived the killed main process"
+    finally:
+        if main.poll() is None:
+            main.kill()
+        for pid in workers:  # a failed run of this test leaves nothing behind
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
