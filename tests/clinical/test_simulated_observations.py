@@ -59,6 +59,11 @@ def _problems():
     yield "padded subject", raw.with_columns(pl.col("subject") + " ")
     yield "empty subject", raw.with_columns(pl.when(pl.col("subject") == "arm_a-000002").then(pl.lit("")).otherwise(pl.col("subject")).alias("subject"))
     yield "text test column", raw.with_columns(pl.col("test").cast(pl.String))
+    dsdna = raw.filter(pl.col("test") == "C3").with_columns(
+        pl.lit("DSDNA").cast(pl.Categorical).alias("test"), pl.lit("U/mL").cast(pl.Categorical).alias("unit"),
+        pl.lit(5.0).alias("upper"))
+    yield "anti-dsDNA in an assay unit, judged against its cut-off", pl.concat(
+        [raw.with_columns(pl.lit(None, pl.Float64).alias("upper")), dsdna]).sort("subject", "day", maintain_order=True)
     yield "extra column", raw.with_columns(pl.lit("sle").alias("cause"))
 
 
