@@ -596,7 +596,7 @@ def _simulated_frame(raw: pl.DataFrame, file: str) -> pl.DataFrame | None:
         (pl.col("arm").cast(pl.String) if "arm" in schema else pl.lit(None, pl.String)).alias("arm"),
         "day", pl.col("test").cast(pl.String), converted("value").alias("value"),
         pl.col("unit").cast(pl.String),
-        pl.col("unit").cast(pl.String).cast(reported_unit_dtype(), strict=False).alias("reported_unit"),
+        pl.col("unit").cast(reported_unit_dtype(), strict=False).alias("reported_unit"),  # every unit is in it
         pl.when(has_row_limits).then(lower).otherwise(d_lower).alias("lower"),
         pl.when(has_row_limits).then(upper).otherwise(d_upper).alias("upper"),
         pl.when(has_row_limits).then(pl.lit("row")).when(has_default).then(pl.lit("default"))
