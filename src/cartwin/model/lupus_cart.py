@@ -125,6 +125,9 @@ REFERENCES = {
     "toxicity. Biol Blood Marrow Transplant 2019;25:625",
     "Stein2019CK": "Stein 2019 and Ogasawara 2021 (liso-cel): CAR-T doubling time 0.76-0.78 d, "
     "Tmax 9-10 d; expansion correlates with CRS (Mueller 2018; Awasthi 2020)",
+    "Muller2025blood": "Muller F et al. Blood 2025 (title not recorded; "
+    "doi 10.1182/blood.2025028375, PMID 40504989; abstract read): at similar lymphodepletion and CAR-T expansion, SLE patients "
+    "had shorter CAR-T persistence and faster T- and B-cell reconstitution than B-NHL patients",
     "Le2018": "Le RQ et al. FDA approval summary: tocilizumab for treatment of chimeric antigen receptor "
     "T cell-induced severe or life-threatening cytokine release syndrome. Oncologist 2018;23:943 "
     "(8 mg/kg IV, up to 800 mg; CRS resolved within 14 days in 69% of 45 patients after one or two doses)",
@@ -188,32 +191,28 @@ PARAMETERS = (
     # --- host T, NK and homeostatic cytokines ------------------------------------------------
     _p("H0", 900.0, "cells/uL", "baseline host T cells", "assumed: SLE lymphopenia; healthy 1000-2000 cells/uL", "host lymphocytes", 0.35, 50, 4000),
     _p("R_H", 0.1, "1/day", "Gompertz recovery rate of host T without fludarabine", "calibrated: host T cells back to half of baseline by day 21-36 after the presets (50% by day 22-34, a behaviour target of the model's design, assumed), the rate slowed by fludarabine exposure (FAUC_H) to about 0.05/d after 75 mg/m^2; Kimmel2021 r_N 0.17/d is an upper bound", "host lymphocytes", 0.25),
-    _p("FAUC_H", 14.0, "mg*h/L", "cumulative F-ara-A AUC that halves the recovery rate of host T cells", "calibrated: fludarabine leaves a lasting T-cell (CD4) depletion, still present 11-13 months after treatment (Wijermans1993), which Cy alone does not; the half-rate exposure is put at the published optimal cumulative AUC of 13.8-14 mg.h/L (Fabrizio2022, Dekker2022), so that below it host T cells come back sooner, homeostatic cytokines fall earlier and B-cell aplasia is shorter", "host lymphocytes", 0.3),
+    _p("FAUC_H", 14.0, "mg*h/L", "cumulative F-ara-A AUC that halves the recovery rate of host T cells (the rate falls with the square of FAUC/FAUC_H)", "calibrated: fludarabine leaves a lasting T-cell (CD4) depletion, still present 11-13 months after treatment (Wijermans1993), which Cy alone does not; the half-rate exposure is put at the published optimal cumulative AUC of 13.8-14 mg.h/L (Fabrizio2022, Dekker2022), and the effect is threshold-like (second order, model 0.6: the published finding is a cut-point), so that below it host T cells come back sooner, homeostatic cytokines fall earlier, the CAR-T expand and persist less and B-cell aplasia is shorter (Dekker2022: aplasia at 6 months 37.3% vs 77.3%)", "host lymphocytes", 0.3),
     _p("NK0", 150.0, "cells/uL", "baseline NK cells", "assumed: SLE NK lymphopenia; healthy 100-400 cells/uL", "host lymphocytes", 0.35, 10, 1000),
     _p("R_NK", 0.06, "1/day", "Gompertz recovery rate of NK cells", "calibrated: NK 50% recovered by day 13-21 (NK recover first after HSCT)", "host lymphocytes", 0.25),
     _p("K15", 2.0, "1/day", "homeostatic cytokine (IL-7/IL-15) turnover: the level follows the lymphocyte sink within days", "assumed: serum IL-15 is up by day 7 after conditioning and falls back over weeks as lymphocytes return (DeBock2013); the rise and fall track the sink, so the turnover only needs to be fast against them", "homeostatic cytokines"),
     _p("FOLD15", 5.0, "1", "homeostatic cytokine fold rise when the lymphocyte sink is empty", "DeBock2013 (median serum IL-15 2.4 pg/mL at baseline, 12.5 on day 7 after non-myeloablative conditioning: 5.2-fold); structure: production constant, consumption by lymphocytes (Gattinoni2005 cytokine sinks)", "homeostatic cytokines", 0.2),
     # --- CAR-T kinetics -----------------------------------------------------------------------
     _p("BLOOD_EQ", 5.0e8, "cells per cells/uL", "whole-body cells per blood cell/uL", "Kimmel2021 (Table 1 whole-body values / SBML per-uL values)", "CAR-T"),
-    _p("RHO", 1.9, "1/day", "maximal CAR-T proliferation rate", "calibrated: CAR-T peak day 7-14 after Erlangen Flu/Cy (Stein2019 Tmax 9.3 d) and at about day 14 after low-intensity LD (WangD2025); with the cytokine gate about half open at the peak the net rate is near 1/d (Stein2019 0.89/d)", "CAR-T", 0.15),
-    _p("K_AG", 6.0, "cells/uL", "CD19+ antigen giving half-maximal CAR-T stimulation", "calibrated: expansion stops as B cells vanish", "CAR-T", 0.2),
+    _p("RHO", 1.9, "1/day", "maximal CAR-T proliferation rate", "calibrated: CAR-T peak day 7-14 after Erlangen Flu/Cy (Stein2019 Tmax 9.3 d) and at about day 14 after low-intensity LD (WangD2025); with the cytokine gate about half open at the peak the net rate is near 1/d (Stein2019 0.89/d); 2.2 in model 0.5, lowered in 0.6 because the steeper antigen gate (N_AG) ends expansion sooner", "CAR-T", 0.15),
+    _p("K_AG", 6.0, "cells/uL", "CD19+ antigen (B cells, precursors, plasmablasts) giving half-maximal CAR-T stimulation", "calibrated: with N_AG, expansion stops as B cells vanish (peak day 7-14, Stein2019) and the effectors then contract at their own rate: initial half-life 4.3-5.0 d after the peak (Stein2019, Ogasawara2021), which the antigen still coming out of the marrow (a few cells/uL-eq during aplasia) must not hold up", "CAR-T", 0.2),
     _p("EC15", 4.0, "1", "homeostatic cytokine level (fold baseline) giving half-maximal CAR-T proliferation", "calibrated: the gate is steep between the levels reached after the reduced (about 3.2-fold), Erlangen (3.7) and standard (4.3) regimens, so the CAR-T peak rises with intensity (Kochenderfer2017: IL-15 after Flu/Cy associated with CAR+ peak and remission; Hirayama2019: higher-intensity Cy/Flu raised IL-7 and the response; Wrzesinski2010: adoptive-transfer efficacy rises with conditioning intensity)", "CAR-T", 0.2),
     _p("F15_MIN", 0.1, "1", "share of antigen-driven CAR-T proliferation left without homeostatic cytokine support", "assumed: CD19 antigen alone drives a weak expansion in a lymphoreplete host (typical peak about a tenth of the post-LD peak); without fludarabine, CAR-T were less effective (Turtle2016sci: PFS 1.5 months); no SLE kinetics without lymphodepletion were found", "CAR-T"),
     _p("N15", 2.0, "1", "Hill coefficient of the cytokine gate", "assumed: smooth gate instead of a Tmax switch (avoids solver discontinuities)", "CAR-T"),
     _p("K_E", 0.16, "1/day", "effector CAR-T contraction rate (t1/2 4.3 d)", "Stein2019 (alpha)", "CAR-T", 0.2),
-    _p("K_EM", 0.03, "1/day", "effector to memory CAR-T conversion", "calibrated: TyU19 detectable beyond 3 months in most patients (WangX2024) while B cells return on time; Chaudhury2020 k_EP 0.0012/d (Stein FB 0.0079, oncology) is the lower bound", "CAR-T", 0.3),
-    _p("BETA_M", 0.008, "1/day", "memory CAR-T loss (t1/2 220 d)", "Stein2019 (beta)", "CAR-T", 0.30),
-    _p("K_ME", 0.01, "1/day", "antigen-driven memory to effector reactivation", "assumed: Kirouac 2023 antigen toggle, simplified", "CAR-T"),
-    _p("K_X", 0.08, "1/day", "accumulation of antigen-driven CAR-T exhaustion", "calibrated: exhaustion ends the antigen-sustained effector plateau so that B cells return at 110 +/- 32 d (Mackensen2022); structure after Kirouac 2023 Nat Biotechnol (exhaustion from chronic antigen)", "CAR-T"),
+    _p("K_EM", 0.03, "1/day", "effector to memory CAR-T conversion", "calibrated: with BETA_M, the persisting pool after contraction is about a quarter of the peak, so that TyU19 stays detectable beyond 3 months in most patients (WangX2024) while autologous CAR-T fall below the kill threshold and B cells return at 110 +/- 32 d (Mackensen2022); Chaudhury2020 k_EP 0.0012/d (Stein FB 0.0079, oncology, by qPCR) is the lower bound", "CAR-T", 0.3),
+    _p("BETA_M", 0.008, "1/day", "memory CAR-T loss (t1/2 87 d)", "calibrated: B cells return at 110 +/- 32 d after autologous CAR-T (Mackensen2022) when the persisting CAR-T fall below the kill threshold (KC_KILL); faster than the oncology terminal half-life of 220-352 d (Stein2019 beta 0.0032/d; Ogasawara2021) because SLE patients had shorter CAR-T persistence and faster B-cell reconstitution than B-NHL patients at similar expansion (Muller2025blood)", "CAR-T", 0.30),
+    _p("K_ME", 0.01, "1/day", "antigen-driven memory to effector reactivation", "assumed: Kirouac 2023 antigen toggle, simplified; with the steep antigen gate (N_AG) it acts only when B cells or precursors are back near K_AG", "CAR-T"),
+    _p("K_X", 0.08, "1/day", "accumulation of antigen-driven CAR-T exhaustion", "calibrated (model 0.5, value kept): B cells return at 110 +/- 32 d (Mackensen2022); in 0.6 exhaustion accrues while antigen is above about K_AG (the expansion burst, and precursors coming back at the end of aplasia), so the exhausted cells cannot re-expand on the returning precursors; without it CAR-T and precursors settle into a lasting equilibrium with no B-cell return; structure after Kirouac 2023 Nat Biotechnol (exhaustion from chronic antigen)", "CAR-T"),
     _p("D_X", 0.01, "1/day", "recovery from exhaustion", "assumed: memory of stimulation over months", "CAR-T"),
     _p("K_XC", 0.01, "cells/uL", "CAR-T level above which the exhaustion state accrues", "assumed: exhaustion is a property of infused cells, so it may not build up before infusion (far below the 0.1 cells/uL of a 1e6/kg dose)", "CAR-T"),
-    _p("X50", 4.0, "1", "exhaustion that halves CAR-T proliferation", "calibrated: B cells back at a mean 110 +/- 32 d after autologous CAR-T with Erlangen Flu/Cy (Mackensen2022): exhaustion ends the antigen-sustained effector plateau", "CAR-T", 0.15),
-    _p("K_KILL", 2.0, "1/day", "maximal CD19+ cell kill by effector CAR-T", "calibrated: B cells < 1/uL by day 6-14 (WangX2024: complete depletion within 2 weeks); cf. Kimmel2021 gamma_B 1.15/d", "CAR-T", 0.2),
-    _p("KC_KILL", 10.0, "cells/uL", "effector CAR-T giving half-maximal kill", "calibrated: as K_KILL; cf. Kimmel2021 k_B 4 cells/uL", "CAR-T", 0.2),
-    _p("N_AG", 4.0, "1", "Hill coefficient of antigen stimulation", "TBD", "CAR-T"),
-    _p("R_M15", 0.0, "1/day per fold", "TBD", "TBD", "CAR-T"),
-    _p("N_M15", 0.0, "1", "TBD", "TBD", "CAR-T"),
-    _p("F_MK", 1.0, "1", "kill by memory CAR-T relative to effectors", "TBD", "CAR-T"),
+    _p("X50", 4.0, "1", "exhaustion that halves CAR-T proliferation", "calibrated (model 0.5, value kept): B cells back at a mean 110 +/- 32 d after autologous CAR-T with Erlangen Flu/Cy (Mackensen2022); see K_X", "CAR-T", 0.15),
+    _p("K_KILL", 2.0, "1/day", "maximal CD19+ cell kill by CAR-T", "calibrated: B cells < 1/uL by day 6-14 (WangX2024: complete depletion within 2 weeks) and, with KC_KILL, a kill threshold that ends B-cell aplasia at 110 +/- 32 d (Mackensen2022) and keeps TyU19 patients aplastic beyond 2 months (WangX2024); cf. Kimmel2021 gamma_B 1.15/d", "CAR-T", 0.2),
+    _p("KC_KILL", 10.0, "cells/uL", "CAR-T (effector and memory) giving half-maximal kill; the kill rises with the square of the CAR-T level below it", "calibrated: as K_KILL; steep (second-order) so that the kill falls off sharply once the persisting CAR-T drop below a few cells/uL: B-cell aplasia lasts while CAR-T persist and ends when they fall below that level (B-cell recovery tracks loss of CAR-T persistence; Mackensen2022 B cells back at 110 +/- 32 d, Muller2025blood shorter persistence and faster B-cell reconstitution in SLE); cf. Kimmel2021 k_B 4 cells/uL (first order)", "CAR-T", 0.2),
     _p("THETA_PB", 1.0, "1", "CD19 on plasmablasts relative to B cells", "Mei2012 (plasmablasts are CD19+)", "CAR-T"),
     # --- products: set by the therapy layer from the gene edits ------------------------------
     _p("ALLO", 0.0, "1", "1 for a donor-derived product (host sees allo-antigen), 0 autologous", "product edit mapping (see docs/model.md, products)", "product"),
@@ -279,7 +278,7 @@ PARAMETERS = (
     _p("P6", 3.5, "day per cells/uL", "IL-6 release (fold baseline production) per effector CAR-T cell/uL gained per day", "calibrated: any-grade CRS (fever) in 87% of 47 SLE patients pooled over 10 CD19 CAR-T studies (Temiz pooled analysis), 3/5 (Mackensen2022) and 11/15 (Muller2024) in the Erlangen series; CRS tracks expansion and antigen burden, not the cell number (Stein2019CK)", "cytokines", 0.8),
     _p("W_ACT", 0.01, "1/day", "width of the smooth positive part of net CAR-T growth (ACT)", "assumed: numerical smoothing (the right-hand side must stay smooth for the stiff solvers), small against net growth during expansion (about 1/day)", "cytokines"),
     _p("DTEMP", 3.0, "C", "maximal fever above 36.8 C driven by IL-6", "assumed: fever up to about 39.8 C in cytokine release (ASTCT grading, Lee 2019)", "cytokines"),
-    _p("EC_TEMP", 22.0, "pg/mL", "IL-6 excess giving half the maximal fever", "calibrated: fever >= 38 C (CRS grade 1) in about 60% of autologous SLE patients (Mackensen2022 3/5; Muller 2024 NEJM 10/15)", "cytokines", 0.3),
+    _p("EC_TEMP", 19.0, "pg/mL", "IL-6 excess giving half the maximal fever", "calibrated: fever >= 38 C (CRS grade 1) in about 60% of autologous SLE patients (Mackensen2022 3/5; Muller 2024 NEJM 10/15) and any-grade CRS in 87% of 47 pooled SLE patients; 22 in model 0.5, 19 in 0.6, whose CAR-T peak is lower and sharper", "cytokines", 0.3),
     _p("IL6_HYPOTEN", 280.0, "pg/mL", "IL-6 above which hypotension needs fluids", "calibrated: CRS grade 2 in about 1 of 15 autologous patients (Muller 2024 NEJM); grade >= 2 CRS is rare in SLE; threshold set with P6 = 3.5 (IL-6 release scale)", "cytokines"),
     _p("IL6_HYPOXIA", 470.0, "pg/mL", "IL-6 above which low-flow oxygen is needed", "assumed: hypoxia needs a higher cytokine level than hypotension (ordering of ASTCT grades); no SLE patient needed oxygen in the Erlangen series", "cytokines"),
     _p("IL6_ICANS", 350.0, "pg/mL", "IL-6 above which the ICE score falls", "calibrated: ICANS grade 1 in 1/15 (Muller 2024 NEJM); extreme IL-6 stands in for the endothelial activation that drives ICANS; threshold set with P6 = 3.5 (IL-6 release scale)", "cytokines"),
@@ -315,6 +314,8 @@ PARAMETERS = (
     _p("K_GCSF", 4.75, "1/day", "filgrastim elimination (t1/2 3.5 h)", "Neupogen1991", "supportive drugs"),
     _p("EC50_GCSF", 5.0, "ug/L", "filgrastim concentration giving half the maximal effect on granulopoiesis", "assumed: about a seventh of the peak after 5 ug/kg", "supportive drugs"),
     _p("EMAX_GCSF", 2.0, "1", "maximal rise of neutrophil precursor proliferation and maturation rate under G-CSF", "assumed: G-CSF shortens the marrow neutrophil transit time by several days (Price1996); at full effect the 5.2-day mean transit time falls to 1.7 days", "supportive drugs"),
+    # --- CAR-T antigen threshold (model 0.6; declared last, as above) ------------------------
+    _p("N_AG", 4.0, "1", "steepness (Hill coefficient) of antigen-driven CAR-T proliferation in the antigen", "calibrated: proliferation needs antigen above about K_AG, so that the CD19+ precursors still coming out of the marrow during aplasia (a few cells/uL-eq) do not hold the effectors up after the peak and they contract with an initial half-life of 4.3-5.0 d (Stein2019, Ogasawara2021); with N_AG = 1 (model 0.5) the apparent half-life over the week after the peak was about 33 d. Antigen-threshold (digital) activation of CAR-T is assumed; no human dose-response of CAR-T proliferation in antigen density was found", "CAR-T"),
 )
 
 # Uncertainty of typical values (standard error of the log value), for replicate trials drawn from
@@ -397,8 +398,7 @@ ASSIGNMENTS = (
     _a("STIM", "CT/(CT + K_STIM)", "1", "stimulation of host T cells by the infused cells"),
     _a("F_X", "1/(1 + X/(X50*PD1_GAIN))", "1", "proliferation left by exhaustion (PD-1 knockout raises resistance)"),
     _a("K_REJ", "K_T*R + ALLO*K_NK*F_MS**N_MS*NK/NK0", "1/day", "host kill of CAR-T: primed host T cells (alloreactive or anti-CAR) and NK missing-self"),
-    _a("CK", "CE + F_MK*CM", "cells/uL", "CAR-T able to kill, effector-equivalent"),
-    _a("KILL", "K_KILL*CK**2/(CK**2 + KC_KILL**2)", "1/day", "CAR-T kill of a target-antigen-bearing cell"),
+    _a("KILL", "K_KILL*CT**2/(CT**2 + KC_KILL**2)", "1/day", "CAR-T kill of a target-antigen-bearing cell, by effector and persisting CAR-T alike; steep (second order) at low CAR-T levels, so that aplasia ends when the persisting CAR-T fall below a few cells/uL"),
     _a("KILL19", "TGT_CD19*KILL", "1/day", "kill of CD19+ B precursors and B cells"),
     _a("KILLPB", "KILL*(1 - (1 - THETA_PB*TGT_CD19)*(1 - TGT_BCMA))", "1/day", "kill of plasmablasts (CD19+ and BCMA+: either target suffices)"),
     _a("KILLPC", "THETA_PC*TGT_BCMA*KILL", "1/day", "kill of CD19- BCMA+ plasma cells"),
@@ -441,7 +441,7 @@ STATES = (
     _s("NK", "cells/uL", "host NK cells", "NK0", "R_NK*NK*log(NK0/NK) - K_LD_NK*NK", "host lymphocytes"),
     _s("IL15", "fold baseline", "homeostatic cytokines (IL-7/IL-15)", "1", "K15*FOLD15 - K15*IL15 - K15*(FOLD15 - 1)*(H + NK + CT)/L0*IL15", "homeostatic cytokines"),
     _s("CE", "cells/uL", "effector CAR-T", "0", "PROL_C*CE - (K_E + K_EM)*CE + K_ME*F_AG*CM - (K_REJ + K_LD_T)*CE", "CAR-T"),
-    _s("CM", "cells/uL", "memory (persistent) CAR-T", "0", "K_EM*CE + R_M15*(IL15 - 1)*CM - BETA_M*CM/IL15**N_M15 - K_ME*F_AG*CM - (K_REJ + K_LD_T)*CM", "CAR-T"),
+    _s("CM", "cells/uL", "memory (persistent) CAR-T", "0", "K_EM*CE - BETA_M*CM - K_ME*F_AG*CM - (K_REJ + K_LD_T)*CM", "CAR-T"),
     _s("X", "1", "CAR-T exhaustion from cumulative antigen stimulation", "0", "K_X*F_AG*CT/(CT + K_XC) - D_X*X", "CAR-T"),
     _s("R", "1", "primed host T-cell response against the product (alloreactive and anti-CAR)", "0", "(S_R*H/H0 + A_R*R)*FOREIGN*STIM - D_R*R", "rejection"),
     _s("BPRE", "cells/uL-eq", "CD19+ marrow B precursors", "BPRE0", "S_PRE - K_MAT*BPRE - (KILL19 + K_LD_B)*BPRE", "B lineage"),
@@ -688,7 +688,7 @@ NOTES = (
 
 MODEL = Model(
     name="lupus_cart",
-    version="0.5.0",
+    version="0.6.0",
     description="CD19 CAR-T in SLE: lymphodepletion PK, myelosuppression, host T/NK recovery, "
     "CAR-T kinetics with host-versus-graft rejection, B lineage and plasma cells, anti-dsDNA, "
     "complement, disease activity, IL-6 and liver enzymes.",
