@@ -330,6 +330,7 @@ TYPICAL_VALUE_UNCERTAINTY = {
     "H15_TCRKO": (0.3, "assumed: set against TyU19's peak day in 3 patients"),
     "X50": (0.2, "assumed: set against B-cell return at 110 +/- 32 d in 5 patients (SE of that mean about 13%)"),
     "MTT_PRE": (0.2, "assumed: as X50, set against the same B-cell return"),
+    "BETA_M": (0.2, "assumed: as X50, set against the same B-cell return (model 0.6: the persisting CAR-T falling below the kill threshold end aplasia)"),
     "K_EM": (0.4, "assumed: only a lower bound is known (Chaudhury 2020)"),
     "P6": (0.25, "assumed: set against any-grade CRS in 41 of 47 pooled SLE patients and two smaller series"),
     "FAUC_H": (0.25, "assumed: the fludarabine-exposure threshold of 13.8-14 mg.h/L comes from oncology cohorts (Fabrizio 2022, Dekker 2022)"),
@@ -408,7 +409,7 @@ ASSIGNMENTS = (
     _a("F_GC", "1 - IMAX_GCCAR*E_GC", "1", "CAR-T proliferation left under glucocorticoids"),
     _a("PROL_C", "RHO*F_AG*F_15*F_X*F_GC", "1/day", "division rate of antigen-stimulated CAR-T"),
     _a("G_CE", "PROL_C - K_E - K_EM", "1/day", "net intrinsic growth rate of effector CAR-T (positive while they expand)"),
-    _a("ACT", "0.5*(G_CE + sqrt(G_CE**2 + W_ACT**2))*CE", "cells/uL/day", "net growth of the effector CAR-T pool while it expands (the activation rate that releases cytokines; a smooth positive part, near 0 on a plateau and during contraction)"),
+    _a("ACT", "0.5*(G_CE + sqrt(G_CE**2 + W_ACT**2))*CE", "cells/uL/day", "net growth of the effector CAR-T pool while it expands (the activation rate that releases cytokines; a smooth positive part, near 0 during contraction)"),
     _a("IL6X", "IL6 - IL6_0", "pg/mL", "IL-6 above baseline"),
     _a("C_TCZ", "A_TCZ/V_TCZ", "mg/L", "tocilizumab serum concentration"),
     _a("INH_TCZ", "C_TCZ/(C_TCZ + IC50_TCZ)", "1", "share of IL-6 receptor signalling blocked by tocilizumab"),
@@ -561,23 +562,33 @@ NOTES = (
     "PGA scaling are assumptions chosen so that organ items resolve in the order seen clinically.",
     "Thin evidence: the marrow and plasma-cell pools are in blood-equivalent units; only blood "
     "B cells, CAR-T, ANC, ALC and platelets map to measured units directly.",
-    "How B-cell aplasia ends: effector CAR-T are sustained after the peak by CD19+ cells still "
-    "coming out of the marrow; aplasia lasts while effector kill outpaces marrow output (about "
-    "1 effector cell/uL) and ends when antigen-driven exhaustion (K_X, X50) lets the effectors "
-    "contract. K_X and X50 are calibrated to the Erlangen return at 110 +/- 32 d (Mackensen "
-    "2022); the persisting memory pool (K_EM) does not kill, so CAR-T stay detectable after "
-    "B cells return. The blood CAR-T curve therefore has a broad top over days 9-17 rather "
-    "than a sharp peak; no SLE CAR-T curve was retrieved to check its shape.",
+    "Contraction and how B-cell aplasia ends (model 0.6): effector CAR-T proliferate only while "
+    "the antigen is above about K_AG (steepness N_AG), so once B cells are gone the CD19+ "
+    "precursors still coming out of the marrow (a few cells/uL-eq) cannot hold them up and they "
+    "contract at K_E + K_EM (typical patient after Erlangen Flu/Cy: peak 17 cells/uL on day 9, "
+    "apparent half-life 6 d over the following week; Stein 2019 4.3 d, Ogasawara 2021 5.0 d) to a "
+    "persisting (memory) pool of about a fifth of the peak, which declines at BETA_M (t1/2 87 d). "
+    "Effector and persisting CAR-T kill alike, and the kill falls with the square of the CAR-T "
+    "level below KC_KILL, so the persisting pool keeps the precursors out until it falls below a "
+    "few cells/uL; then B cells return (typical patient: day 96; Mackensen 2022: 110 +/- 32 d) "
+    "and CAR-T stay detectable (>= 1 cell/uL) for about 3 months more. Exhaustion (K_X, X50) "
+    "accrues while antigen is above about K_AG, during the expansion burst and again as "
+    "precursors come back, and stops the CAR-T re-expanding on them; without it CAR-T and "
+    "precursors would settle into a lasting equilibrium with no B-cell return. In model 0.5 "
+    "antigen from the marrow kept the effectors on a plateau (apparent half-life about 33 d over "
+    "the week after the peak) that only exhaustion ended. BETA_M is faster than the oncology "
+    "terminal phase (220-352 d), in line with the shorter CAR-T persistence reported in SLE than "
+    "in lymphoma (Muller 2025 Blood); no SLE CAR-T curve was retrieved to check the shape.",
     "Prediction without lymphodepletion: CD19+ B cells drive a real but weak expansion "
-    "(typical peak about a tenth of the post-LD peak, later, near day 30) because homeostatic "
+    "(typical peak under 1 cell/uL, about a twentieth of the post-LD peak, near day 45) because homeostatic "
     "cytokines stay at baseline (a full lymphocyte pool consumes them; only F15_MIN of the "
     "antigen-driven proliferation is left) and exhaustion ends it within weeks; for "
     "allogeneic cells the intact host T-cell pool also primes the host response at once. B "
-    "cells fall deeply but complete aplasia is reached in a minority. TyU19 in SLE reports "
+    "cells fall to about half of baseline in the typical patient, without aplasia. TyU19 in SLE reports "
     "benefit without LD ([V2] only); no kinetics were found to test this.",
     "CRS: IL-6 is released in proportion to the net growth of the effector CAR-T pool (ACT), "
     "so it rises during expansion and falls within hours to days once the pool stops growing "
-    "(IL-6 t1/2 4.2 h); a plateau of effectors held up by marrow output releases almost none, "
+    "(IL-6 t1/2 4.2 h); contracting effectors release none, "
     "so fever does not outlast expansion. What separates a product with no CRS (TyU19: 0/6, "
     "Wang X 2024, Wang D 2025) from one with mild CRS (autologous: any grade in 87% of 47 "
     "pooled SLE patients) is not established by direct evidence; the model's candidate is the "
@@ -620,23 +631,24 @@ NOTES = (
     "FOLD15/(1 + (FOLD15 - 1) x L/L0) at quasi-steady state: about 3.2-fold after the reduced "
     "regimen, 3.7 after Erlangen, 4.3 after standard Flu/Cy and 5 with an empty pool (De Bock "
     "2013: 5.2-fold on day 7). The gate F_15 is steep over that range (EC15 4), so CAR-T "
-    "expansion and the effector plateau that keeps B cells away follow the depth and length of "
-    "lymphodepletion; the Erlangen and reduced regimens differ only in cyclophosphamide (1000 "
-    "vs 750 mg/m^2), so their contrast is moderate (typical peak 19 vs 14 cells/uL).",
+    "expansion, and with it the persisting pool that keeps B cells away, follow the depth and "
+    "length of lymphodepletion; the Erlangen and reduced regimens differ only in cyclophosphamide "
+    "(1000 vs 750 mg/m^2), so their contrast is moderate (typical peak 17 vs 13 cells/uL).",
     "Fludarabine exposure (FAUC, cumulative F-ara-A AUC in mg.h/L, renal function included "
     "through CL_F_R x CrCl): fludarabine deepens host T- and NK-cell depletion and slows host "
-    "T-cell recovery (rate R_H/(1 + FAUC/FAUC_H); Wijermans 1993). Below the published "
-    "cut-point of 13.8-14 mg.h/L (Fabrizio 2022, Dekker 2022) host T cells return sooner, "
-    "homeostatic cytokines fall earlier and the effector plateau ends sooner: in the typical "
-    "patient after Erlangen Flu/Cy, B cells return about 3 weeks earlier at 8-9 mg.h/L than at "
-    "18 mg.h/L (no renal dose cut). The published effect (HR about 2 for loss of B-cell aplasia in B-ALL) is "
-    "larger than the model's, whose aplasia in SLE is bounded by the Erlangen return at "
-    "110 +/- 32 d; the typical SLE patient after 25 mg/m^2 x 3 (about 12.8 mg.h/L) sits just "
-    "below the cut-point.",
+    "T-cell recovery (rate R_H/(1 + (FAUC/FAUC_H)^2), threshold-like; Wijermans 1993). Below "
+    "the published cut-point of 13.8-14 mg.h/L (Fabrizio 2022, Dekker 2022) host T cells return "
+    "sooner, homeostatic cytokines fall earlier, the CAR-T expand less and their persisting pool "
+    "is smaller: in the typical patient after Erlangen Flu/Cy (no renal dose cut) the peak is 11, "
+    "17 and 23 cells/uL and B cells return on day 83, 96 and 121 at 7, 13 and 21 mg.h/L. The "
+    "published effect (HR about 2 for loss of B-cell aplasia in B-ALL) is of the size of the "
+    "model's ratio of median aplasia durations, whose aplasia in SLE is bounded by the Erlangen "
+    "return at 110 +/- 32 d; the typical SLE patient after 25 mg/m^2 x 3 (about 12.8 mg.h/L) sits "
+    "just below the cut-point.",
     "Dose and exposure: CAR-T expansion is limited by antigen (CD19+ B cells and marrow "
     "precursors, K_AG) and by homeostatic cytokines, not by the number of cells infused, so "
     "the peak rises far less than in proportion to dose (typical patient after Erlangen Flu/Cy: "
-    "about 14, 19 and 26 cells/uL at 1e5, 1e6 and 1e7 cells/kg, a log-log slope near 0.15) and "
+    "about 12, 17 and 22 cells/uL at 1e5, 1e6 and 1e7 cells/kg, a log-log slope near 0.13) and "
     "the peak comes earlier with a higher dose. This matches the oncology popCK analyses, in "
     "which dose did not explain exposure within 10-25-fold ranges (Stein 2019, Awasthi 2020, "
     "Ogasawara 2021); no published slope below 1 was found to fit.",
