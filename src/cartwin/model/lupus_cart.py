@@ -198,14 +198,14 @@ PARAMETERS = (
     _p("FOLD15", 5.0, "1", "homeostatic cytokine fold rise when the lymphocyte sink is empty", "DeBock2013 (median serum IL-15 2.4 pg/mL at baseline, 12.5 on day 7 after non-myeloablative conditioning: 5.2-fold); structure: production constant, consumption by lymphocytes (Gattinoni2005 cytokine sinks)", "homeostatic cytokines", 0.2),
     # --- CAR-T kinetics -----------------------------------------------------------------------
     _p("BLOOD_EQ", 5.0e8, "cells per cells/uL", "whole-body cells per blood cell/uL", "Kimmel2021 (Table 1 whole-body values / SBML per-uL values)", "CAR-T"),
-    _p("RHO", 1.9, "1/day", "maximal CAR-T proliferation rate", "calibrated: CAR-T peak day 7-14 after Erlangen Flu/Cy (Stein2019 Tmax 9.3 d) and at about day 14 after low-intensity LD (WangD2025); with the cytokine gate about half open at the peak the net rate is near 1/d (Stein2019 0.89/d); 2.2 in model 0.5, lowered in 0.6 because the steeper antigen gate (N_AG) ends expansion sooner", "CAR-T", 0.15),
+    _p("RHO", 2.1, "1/day", "maximal CAR-T proliferation rate", "calibrated: CAR-T peak day 7-14 after Erlangen Flu/Cy (Stein2019 Tmax 9.3 d) and at about day 14 after low-intensity LD (WangD2025); with the cytokine gate about half open at the peak the net rate is near 1/d (Stein2019 0.89/d); 2.2 in model 0.5, 2.1 in 0.6, where the steeper antigen gate (N_AG) ends expansion sooner", "CAR-T", 0.15),
     _p("K_AG", 6.0, "cells/uL", "CD19+ antigen (B cells, precursors, plasmablasts) giving half-maximal CAR-T stimulation", "calibrated: with N_AG, expansion stops as B cells vanish (peak day 7-14, Stein2019) and the effectors then contract at their own rate: initial half-life 4.3-5.0 d after the peak (Stein2019, Ogasawara2021), which the antigen still coming out of the marrow (a few cells/uL-eq during aplasia) must not hold up", "CAR-T", 0.2),
     _p("EC15", 4.0, "1", "homeostatic cytokine level (fold baseline) giving half-maximal CAR-T proliferation", "calibrated: the gate is steep between the levels reached after the reduced (about 3.2-fold), Erlangen (3.7) and standard (4.3) regimens, so the CAR-T peak rises with intensity (Kochenderfer2017: IL-15 after Flu/Cy associated with CAR+ peak and remission; Hirayama2019: higher-intensity Cy/Flu raised IL-7 and the response; Wrzesinski2010: adoptive-transfer efficacy rises with conditioning intensity)", "CAR-T", 0.2),
     _p("F15_MIN", 0.1, "1", "share of antigen-driven CAR-T proliferation left without homeostatic cytokine support", "assumed: CD19 antigen alone drives a weak expansion in a lymphoreplete host (typical peak about a tenth of the post-LD peak); without fludarabine, CAR-T were less effective (Turtle2016sci: PFS 1.5 months); no SLE kinetics without lymphodepletion were found", "CAR-T"),
     _p("N15", 2.0, "1", "Hill coefficient of the cytokine gate", "assumed: smooth gate instead of a Tmax switch (avoids solver discontinuities)", "CAR-T"),
     _p("K_E", 0.16, "1/day", "effector CAR-T contraction rate (t1/2 4.3 d)", "Stein2019 (alpha)", "CAR-T", 0.2),
     _p("K_EM", 0.03, "1/day", "effector to memory CAR-T conversion", "calibrated: with BETA_M, the persisting pool after contraction is about a quarter of the peak, so that TyU19 stays detectable beyond 3 months in most patients (WangX2024) while autologous CAR-T fall below the kill threshold and B cells return at 110 +/- 32 d (Mackensen2022); Chaudhury2020 k_EP 0.0012/d (Stein FB 0.0079, oncology, by qPCR) is the lower bound", "CAR-T", 0.3),
-    _p("BETA_M", 0.008, "1/day", "memory CAR-T loss (t1/2 87 d)", "calibrated: B cells return at 110 +/- 32 d after autologous CAR-T (Mackensen2022) when the persisting CAR-T fall below the kill threshold (KC_KILL); faster than the oncology terminal half-life of 220-352 d (Stein2019 beta 0.0032/d; Ogasawara2021) because SLE patients had shorter CAR-T persistence and faster B-cell reconstitution than B-NHL patients at similar expansion (Muller2025blood)", "CAR-T", 0.30),
+    _p("BETA_M", 0.012, "1/day", "memory CAR-T loss (t1/2 58 d)", "calibrated: B cells return at 110 +/- 32 d after autologous CAR-T (Mackensen2022) when the persisting CAR-T fall below the kill threshold (KC_KILL); faster than the oncology terminal half-life of 220-352 d (Stein2019 beta 0.0032/d; Ogasawara2021) because SLE patients had shorter CAR-T persistence and faster B-cell reconstitution than B-NHL patients at similar expansion (Muller2025blood)", "CAR-T", 0.30),
     _p("K_ME", 0.01, "1/day", "antigen-driven memory to effector reactivation", "assumed: Kirouac 2023 antigen toggle, simplified; with the steep antigen gate (N_AG) it acts only when B cells or precursors are back near K_AG", "CAR-T"),
     _p("K_X", 0.08, "1/day", "accumulation of antigen-driven CAR-T exhaustion", "calibrated (model 0.5, value kept): B cells return at 110 +/- 32 d (Mackensen2022); in 0.6 exhaustion accrues while antigen is above about K_AG (the expansion burst, and precursors coming back at the end of aplasia), so the exhausted cells cannot re-expand on the returning precursors; without it CAR-T and precursors settle into a lasting equilibrium with no B-cell return; structure after Kirouac 2023 Nat Biotechnol (exhaustion from chronic antigen)", "CAR-T"),
     _p("D_X", 0.01, "1/day", "recovery from exhaustion", "assumed: memory of stimulation over months", "CAR-T"),
@@ -278,7 +278,7 @@ PARAMETERS = (
     _p("P6", 3.5, "day per cells/uL", "IL-6 release (fold baseline production) per effector CAR-T cell/uL gained per day", "calibrated: any-grade CRS (fever) in 87% of 47 SLE patients pooled over 10 CD19 CAR-T studies (Temiz pooled analysis), 3/5 (Mackensen2022) and 11/15 (Muller2024) in the Erlangen series; CRS tracks expansion and antigen burden, not the cell number (Stein2019CK)", "cytokines", 0.8),
     _p("W_ACT", 0.01, "1/day", "width of the smooth positive part of net CAR-T growth (ACT)", "assumed: numerical smoothing (the right-hand side must stay smooth for the stiff solvers), small against net growth during expansion (about 1/day)", "cytokines"),
     _p("DTEMP", 3.0, "C", "maximal fever above 36.8 C driven by IL-6", "assumed: fever up to about 39.8 C in cytokine release (ASTCT grading, Lee 2019)", "cytokines"),
-    _p("EC_TEMP", 19.0, "pg/mL", "IL-6 excess giving half the maximal fever", "calibrated: fever >= 38 C (CRS grade 1) in about 60% of autologous SLE patients (Mackensen2022 3/5; Muller 2024 NEJM 10/15) and any-grade CRS in 87% of 47 pooled SLE patients; 22 in model 0.5, 19 in 0.6, whose CAR-T peak is lower and sharper", "cytokines", 0.3),
+    _p("EC_TEMP", 25.0, "pg/mL", "IL-6 excess giving half the maximal fever", "calibrated: fever >= 38 C (CRS grade 1) in about 60% of autologous SLE patients (Mackensen2022 3/5; Muller 2024 NEJM 10/15) and any-grade CRS in 87% of 47 pooled SLE patients; 22 in model 0.5, 25 in 0.6, whose CAR-T peak is sharper and a little higher", "cytokines", 0.3),
     _p("IL6_HYPOTEN", 280.0, "pg/mL", "IL-6 above which hypotension needs fluids", "calibrated: CRS grade 2 in about 1 of 15 autologous patients (Muller 2024 NEJM); grade >= 2 CRS is rare in SLE; threshold set with P6 = 3.5 (IL-6 release scale)", "cytokines"),
     _p("IL6_HYPOXIA", 470.0, "pg/mL", "IL-6 above which low-flow oxygen is needed", "assumed: hypoxia needs a higher cytokine level than hypotension (ordering of ASTCT grades); no SLE patient needed oxygen in the Erlangen series", "cytokines"),
     _p("IL6_ICANS", 350.0, "pg/mL", "IL-6 above which the ICE score falls", "calibrated: ICANS grade 1 in 1/15 (Muller 2024 NEJM); extreme IL-6 stands in for the endothelial activation that drives ICANS; threshold set with P6 = 3.5 (IL-6 release scale)", "cytokines"),
@@ -565,12 +565,12 @@ NOTES = (
     "Contraction and how B-cell aplasia ends (model 0.6): effector CAR-T proliferate only while "
     "the antigen is above about K_AG (steepness N_AG), so once B cells are gone the CD19+ "
     "precursors still coming out of the marrow (a few cells/uL-eq) cannot hold them up and they "
-    "contract at K_E + K_EM (typical patient after Erlangen Flu/Cy: peak 17 cells/uL on day 9, "
+    "contract at K_E + K_EM (typical patient after Erlangen Flu/Cy: peak 20 cells/uL on day 8, "
     "apparent half-life 6 d over the following week; Stein 2019 4.3 d, Ogasawara 2021 5.0 d) to a "
-    "persisting (memory) pool of about a fifth of the peak, which declines at BETA_M (t1/2 87 d). "
+    "persisting (memory) pool of about a fifth of the peak, which declines at BETA_M (t1/2 58 d). "
     "Effector and persisting CAR-T kill alike, and the kill falls with the square of the CAR-T "
     "level below KC_KILL, so the persisting pool keeps the precursors out until it falls below a "
-    "few cells/uL; then B cells return (typical patient: day 96; Mackensen 2022: 110 +/- 32 d) "
+    "few cells/uL; then B cells return (typical patient: day 106; Mackensen 2022: 110 +/- 32 d) "
     "and CAR-T stay detectable (>= 1 cell/uL) for about 3 months more. Exhaustion (K_X, X50) "
     "accrues while antigen is above about K_AG, during the expansion burst and again as "
     "precursors come back, and stops the CAR-T re-expanding on them; without it CAR-T and "
@@ -580,11 +580,12 @@ NOTES = (
     "terminal phase (220-352 d), in line with the shorter CAR-T persistence reported in SLE than "
     "in lymphoma (Muller 2025 Blood); no SLE CAR-T curve was retrieved to check the shape.",
     "Prediction without lymphodepletion: CD19+ B cells drive a real but weak expansion "
-    "(typical peak under 1 cell/uL, about a twentieth of the post-LD peak, near day 45) because homeostatic "
+    "(typical autologous peak about 2 cells/uL, a tenth of the post-LD peak, near day 60) because homeostatic "
     "cytokines stay at baseline (a full lymphocyte pool consumes them; only F15_MIN of the "
     "antigen-driven proliferation is left) and exhaustion ends it within weeks; for "
     "allogeneic cells the intact host T-cell pool also primes the host response at once. B "
-    "cells fall to about half of baseline in the typical patient, without aplasia. TyU19 in SLE reports "
+    "cells fall deeply (autologous) or by about half (TyU19, whose peak stays below 1 cell/uL), "
+    "without aplasia in the typical patient: the kill is weak below a few CAR-T/uL. TyU19 in SLE reports "
     "benefit without LD ([V2] only); no kinetics were found to test this.",
     "CRS: IL-6 is released in proportion to the net growth of the effector CAR-T pool (ACT), "
     "so it rises during expansion and falls within hours to days once the pool stops growing "
@@ -633,14 +634,14 @@ NOTES = (
     "2013: 5.2-fold on day 7). The gate F_15 is steep over that range (EC15 4), so CAR-T "
     "expansion, and with it the persisting pool that keeps B cells away, follow the depth and "
     "length of lymphodepletion; the Erlangen and reduced regimens differ only in cyclophosphamide "
-    "(1000 vs 750 mg/m^2), so their contrast is moderate (typical peak 17 vs 13 cells/uL).",
+    "(1000 vs 750 mg/m^2), so their contrast is moderate (typical peak 20 vs 15 cells/uL).",
     "Fludarabine exposure (FAUC, cumulative F-ara-A AUC in mg.h/L, renal function included "
     "through CL_F_R x CrCl): fludarabine deepens host T- and NK-cell depletion and slows host "
     "T-cell recovery (rate R_H/(1 + (FAUC/FAUC_H)^2), threshold-like; Wijermans 1993). Below "
     "the published cut-point of 13.8-14 mg.h/L (Fabrizio 2022, Dekker 2022) host T cells return "
     "sooner, homeostatic cytokines fall earlier, the CAR-T expand less and their persisting pool "
-    "is smaller: in the typical patient after Erlangen Flu/Cy (no renal dose cut) the peak is 11, "
-    "17 and 23 cells/uL and B cells return on day 83, 96 and 121 at 7, 13 and 21 mg.h/L. The "
+    "is smaller: in the typical patient after Erlangen Flu/Cy (no renal dose cut) the peak is 14, "
+    "20 and 27 cells/uL and B cells return on day 96, 106 and 131 at 7, 13 and 21 mg.h/L. The "
     "published effect (HR about 2 for loss of B-cell aplasia in B-ALL) is of the size of the "
     "model's ratio of median aplasia durations, whose aplasia in SLE is bounded by the Erlangen "
     "return at 110 +/- 32 d; the typical SLE patient after 25 mg/m^2 x 3 (about 12.8 mg.h/L) sits "
@@ -648,7 +649,7 @@ NOTES = (
     "Dose and exposure: CAR-T expansion is limited by antigen (CD19+ B cells and marrow "
     "precursors, K_AG) and by homeostatic cytokines, not by the number of cells infused, so "
     "the peak rises far less than in proportion to dose (typical patient after Erlangen Flu/Cy: "
-    "about 12, 17 and 22 cells/uL at 1e5, 1e6 and 1e7 cells/kg, a log-log slope near 0.13) and "
+    "about 16, 20 and 25 cells/uL at 1e5, 1e6 and 1e7 cells/kg, a log-log slope near 0.1) and "
     "the peak comes earlier with a higher dose. This matches the oncology popCK analyses, in "
     "which dose did not explain exposure within 10-25-fold ranges (Stein 2019, Awasthi 2020, "
     "Ogasawara 2021); no published slope below 1 was found to fit.",
