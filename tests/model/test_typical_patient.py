@@ -165,12 +165,19 @@ def test_tyu19_without_lymphodepletion_expands_weaker_and_shorter(tyu19_none, ty
     assert np.isnan(last_none) or last_none < lv.last_detectable_cart_day(tyu19_reduced)[0]
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "model 0.6 no longer predicts a benefit of TyU19 without lymphodepletion in the typical "
+    "patient: its CAR-T peak stays below 1 cell/uL and the kill is weak below a few cells/uL, "
+    "so B cells fall by about half and SLEDAI-2K is unchanged at day 180 (WangD 2025 reports "
+    "benefit without lymphodepletion, [V2] only)"))
 def test_tyu19_without_lymphodepletion_still_lowers_b_cells_and_activity(tyu19_none):
     """Model prediction for no-LD TyU19: partial, not complete, B-cell depletion that still
-    lowers disease activity (WangD 2025: efficacy without lymphodepletion, [V2])."""
+    lowers disease activity (WangD 2025: efficacy without lymphodepletion, [V2]). Since model
+    0.6 the kill is weak below a few CAR-T/uL and TyU19 without lymphodepletion peaks below
+    1 cell/uL, so B cells fall by about half rather than below a fifth."""
     r = tyu19_none
     b0 = r.at("BCELL", -6)[0]
-    assert r.obs["BCELL"][0, r.days > 0].min() < 0.2 * b0
+    assert r.obs["BCELL"][0, r.days > 0].min() < 0.75 * b0
     assert lv.sledai(r, 180)[0] < lv.sledai(r, -6)[0]
 
 
