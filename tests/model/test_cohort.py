@@ -129,19 +129,23 @@ def test_tyu19_chemotherapy_cytopenias_and_little_crs(cohort_runs):
 # --- tyu19 without LD -------------------------------------------------------------------------
 def test_tyu19_without_lymphodepletion_weaker_shorter_expansion(cohort_runs):
     """Model prediction (see test_typical_patient): antigen drives expansion without LD, but
-    weaker and shorter. Tolerance: median peak < 25% of the post-LD median and above the
-    infused level (0.124 cells/uL for 62 kg at 1e6/kg) in most; median last detectable day
-    earlier than after LD; complete B aplasia by day 14 in a minority only."""
+    weaker and shorter, and it still depletes B cells in most patients (TyU19 in SLE:
+    efficacy without lymphocyte clearance, [V2]). Tolerance: median peak below 80% of the
+    post-LD median and above the infused level (0.124 cells/uL for 62 kg at 1e6/kg) in most;
+    median last detectable day earlier than after LD; B-cell aplasia (< 1 cell/uL) reached in
+    more than half, but by day 14 in fewer than after LD (the expansion is slower)."""
     none, ld = cohort_runs["tyu19_none"], cohort_runs["tyu19_reduced"]
     _, peak_none = lv.cart_peak(none)
     _, peak_ld = lv.cart_peak(ld)
-    assert np.median(peak_none) < 0.25 * np.median(peak_ld)
+    assert np.median(peak_none) < 0.8 * np.median(peak_ld)
     infused = 1e6 * none.cov["WT"] / 5e8
     assert np.mean(peak_none > 2 * infused) > 0.5
     last_none = np.nan_to_num(lv.last_detectable_cart_day(none), nan=0.0)
     last_ld = np.nan_to_num(lv.last_detectable_cart_day(ld), nan=0.0)
     assert np.median(last_none) < np.median(last_ld)
-    assert np.mean(lv.b_aplasia_day(none) <= 14) < 0.3
+    aplasia_none = lv.b_aplasia_day(none)
+    assert np.mean(~np.isnan(aplasia_none)) > 0.5
+    assert np.mean(aplasia_none <= 14) < np.mean(lv.b_aplasia_day(ld) <= 14)
 
 
 # --- allo_hla_intact --------------------------------------------------------------------------

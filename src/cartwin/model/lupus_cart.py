@@ -201,7 +201,7 @@ PARAMETERS = (
     _p("RHO", 2.1, "1/day", "maximal CAR-T proliferation rate", "calibrated: CAR-T peak day 7-14 after Erlangen Flu/Cy (Stein2019 Tmax 9.3 d) and at about day 14 after low-intensity LD (WangD2025); with the cytokine gate about half open at the peak the net rate is near 1/d (Stein2019 0.89/d); 2.2 in model 0.5, 2.1 in 0.6, where the steeper antigen gate (N_AG) ends expansion sooner; not lower, so that patients given 2e5 cells/kg still expand and respond (responses across the whole tisagenlecleucel dose range, Awasthi2020)", "CAR-T", 0.15),
     _p("K_AG", 6.0, "cells/uL", "CD19+ antigen (B cells, precursors, plasmablasts) giving half-maximal CAR-T stimulation", "calibrated: with N_AG, expansion stops as B cells vanish (peak day 7-14, Stein2019) and the effectors then contract at their own rate: initial half-life 4.3-5.0 d after the peak (Stein2019, Ogasawara2021), which the antigen still coming out of the marrow (a few cells/uL-eq during aplasia) must not hold up", "CAR-T", 0.2),
     _p("EC15", 4.0, "1", "homeostatic cytokine level (fold baseline) giving half-maximal CAR-T proliferation", "calibrated: the gate is steep between the levels reached after the reduced (about 3.2-fold), Erlangen (3.7) and standard (4.3) regimens, so the CAR-T peak rises with intensity (Kochenderfer2017: IL-15 after Flu/Cy associated with CAR+ peak and remission; Hirayama2019: higher-intensity Cy/Flu raised IL-7 and the response; Wrzesinski2010: adoptive-transfer efficacy rises with conditioning intensity)", "CAR-T", 0.2),
-    _p("F15_MIN", 0.1, "1", "share of antigen-driven CAR-T proliferation left without homeostatic cytokine support", "assumed: CD19 antigen alone drives a weak expansion in a lymphoreplete host (typical peak about a tenth of the post-LD peak); without fludarabine, CAR-T were less effective (Turtle2016sci: PFS 1.5 months); no SLE kinetics without lymphodepletion were found", "CAR-T"),
+    _p("F15_MIN", 0.1, "1", "share of antigen-driven CAR-T proliferation left without homeostatic cytokine support", "assumed: at a low antigen load (B cells returning at the end of aplasia) CD19 antigen alone drives only a weak expansion without homeostatic cytokines, so that the persisting CAR-T do not hold B cells down beyond 110 +/- 32 d (Mackensen2022); at a high load F_AIX adds to it; without fludarabine, CAR-T were less effective (Turtle2016sci: PFS 1.5 months); no SLE kinetics without lymphodepletion were found", "CAR-T"),
     _p("N15", 2.0, "1", "Hill coefficient of the cytokine gate", "assumed: smooth gate instead of a Tmax switch (avoids solver discontinuities)", "CAR-T"),
     _p("K_E", 0.16, "1/day", "effector CAR-T contraction rate (t1/2 4.3 d)", "Stein2019 (alpha)", "CAR-T", 0.2),
     _p("K_EM", 0.03, "1/day", "effector to memory CAR-T conversion", "calibrated: with BETA_M, the persisting pool after contraction is about a fifth of the peak, so that TyU19 stays detectable beyond 3 months in most patients (WangX2024) while autologous CAR-T fall below the kill threshold and B cells return at 110 +/- 32 d (Mackensen2022); Chaudhury2020 k_EP 0.0012/d (Stein FB 0.0079, oncology, by qPCR) is the lower bound", "CAR-T", 0.3),
@@ -316,6 +316,11 @@ PARAMETERS = (
     _p("EMAX_GCSF", 2.0, "1", "maximal rise of neutrophil precursor proliferation and maturation rate under G-CSF", "assumed: G-CSF shortens the marrow neutrophil transit time by several days (Price1996); at full effect the 5.2-day mean transit time falls to 1.7 days", "supportive drugs"),
     # --- CAR-T antigen threshold (model 0.6; declared last, as above) ------------------------
     _p("N_AG", 4.0, "1", "steepness (Hill coefficient) of antigen-driven CAR-T proliferation in the antigen", "calibrated: proliferation needs antigen above about K_AG, so that the CD19+ precursors still coming out of the marrow during aplasia (a few cells/uL-eq) do not hold the effectors up after the peak and they contract with an initial half-life of 4.3-5.0 d (Stein2019, Ogasawara2021); with N_AG = 1 (model 0.5) the apparent half-life over the week after the peak was about 33 d. Antigen-threshold (digital) activation of CAR-T is assumed; no human dose-response of CAR-T proliferation in antigen density was found", "CAR-T"),
+    # --- extra antigen-driven, cytokine-independent CAR-T proliferation (model 0.6; declared last, as above)
+    _p("K_AI", 0.9, "1", "antigen load, as a share of the patient's full target compartment (AG0), giving half of the extra cytokine-independent CAR-T proliferation (F_AIX)", "calibrated (model 0.6): with N_AI, the extra drive acts while the target compartment is nearly full, as in a lymphoreplete host, and hardly after lymphodepletion, which halves it (Flu/Cy kills B cells as well: about 0.5 of AG0 after the low-intensity regimen, 0.45 after Erlangen Flu/Cy, 0.3 after the standard one) or on B cells returning at the end of aplasia; so TyU19 without lymphodepletion responds (WangD2025med [V2]) while the post-LD TyU19 peak (day 13-14, WangD2025med), its CRS rate (tyu19_crs_none) and the B-cell return at 110 +/- 32 d (Mackensen2022) are unchanged. Relative to the patient's own compartment because an absolute threshold made patients with many B cells expand faster after lymphodepletion too (TyU19 CRS 51% in 200 virtual patients against 42%); recalled, unverified: CAR-T expansion rises with the antigen (tumour) burden in oncology", "CAR-T"),
+    _p("F_AIX", 0.5, "1", "extra share of antigen-driven CAR-T proliferation without homeostatic cytokine support when the target compartment is full (autocrine IL-2 of strongly stimulated cells), lost with exhaustion", "calibrated (model 0.6): TyU19 without lymphodepletion depletes B cells (typical patient below 1/uL from day 16) and brings SLEDAI-2K to 0 by month 3 (WangD2025med [V2]: efficacy without lymphocyte clearance; Cell Research 2025 [V2]: lymphodepletion lighter than usual and in some patients none, 4/4 SELENA-SLEDAI 0; target tyu19_no_ld_sledai2k_m6); in vivo CD19 CAR without lymphodepletion gave B cells < 1/uL in SLE (NEJM 2025 [V2]); recalled, unverified: strongly stimulated T cells make their own IL-2 (Smith 1988 Science 240:1169)", "CAR-T"),
+    _p("N_AI", 8.0, "1", "steepness (Hill coefficient) of the extra cytokine-independent drive in the relative antigen load", "assumed: steep, so that the drive separates a full target compartment from the half left after lymphodepletion (at half the load it is below 3% of its maximum); with N_AI 4 the post-LD TyU19 peak came 2 days earlier", "CAR-T"),
+    _p("X_AI", 0.5, "1", "exhaustion that halves (second order) the extra cytokine-independent drive", "assumed: IL-2 production is the first function exhausted T cells lose (recalled, unverified: Wherry 2011 Nat Immunol 12:492), so the drive fades within about a week of strong stimulation (X about 0.5 by day 7) and the persisting, exhausted CAR-T cannot use it to re-expand on B cells returning at the end of aplasia", "CAR-T"),
 )
 
 # Uncertainty of typical values (standard error of the log value), for replicate trials drawn from
@@ -374,6 +379,7 @@ ASSIGNMENTS = (
     _a("PCN0", "F_PCN*K_DPB*PB0/K_DPCN", "cells/uL-eq", "baseline CD19- recently formed plasma cells (non-autoreactive)"),
     _a("PCNA0", "F_PCN*K_DPB*PBA0/K_DPCN", "cells/uL-eq", "baseline CD19- recently formed plasma cells (autoreactive)"),
     _a("LL0", "F_LL*K_DPCN*(PCN0 + PCNA0)/K_DLL", "cells/uL-eq", "baseline long-lived plasma cells"),
+    _a("AG0", "TGT_CD19*(BPRE0 + BN0 + BA0 + PB0 + PBA0) + TGT_BCMA*(PB0 + PBA0 + PCN0 + PCNA0 + LL0)", "cells/uL-eq", "baseline antigen that the product's CAR recognises (the full target compartment)"),
     _a("P_DS_SL", "F_DSDNA_SL*K_IGG*DSDNA0/PBA0", "IU/mL/day per cells/uL", "anti-dsDNA production by autoreactive plasmablasts"),
     _a("P_DS_LL", "(1 - F_DSDNA_SL)*K_IGG*DSDNA0/LL0", "IU/mL/day per cells/uL", "anti-dsDNA production by long-lived plasma cells"),
     _a("Q_SL", "F_IGG_SL*K_IGG*IGG0/(PB0 + PCN0)", "g/L/day per cells/uL", "IgG production by short-lived non-autoreactive cells"),
@@ -394,7 +400,8 @@ ASSIGNMENTS = (
     _a("BCMATOT", "PB + PBA + PCN + PCNA + LL", "cells/uL-eq", "BCMA+ antigen: plasmablasts and CD19- plasma cells"),
     _a("AG", "TGT_CD19*BTOT + TGT_BCMA*BCMATOT", "cells/uL-eq", "antigen that the product's CAR recognises"),
     _a("F_AG", "AG**N_AG/(AG**N_AG + K_AG**N_AG)", "1", "antigen stimulation of CAR-T"),
-    _a("F_15", "F15_MIN + (1 - F15_MIN)*(TCR + (1 - TCR)*H15_TCRKO)*IL15**N15/(IL15**N15 + EC15**N15)", "1", "homeostatic cytokine gate of CAR-T proliferation (weaker for cells without a TCR)"),
+    _a("F_AI", "F15_MIN + F_AIX*AG**N_AI/(AG**N_AI + (K_AI*AG0)**N_AI)*X_AI**2/(X**2 + X_AI**2)", "1", "cytokine-independent share of antigen-driven CAR-T proliferation, rising with the antigen load"),
+    _a("F_15", "F_AI + (1 - F_AI)*(TCR + (1 - TCR)*H15_TCRKO)*IL15**N15/(IL15**N15 + EC15**N15)", "1", "homeostatic cytokine gate of CAR-T proliferation (weaker for cells without a TCR)"),
     _a("FOREIGN", "ALLO*F_HLA + F_CAR", "1", "antigen on the product that host T cells can recognise: mismatched HLA plus the CAR transgene"),
     _a("STIM", "CT/(CT + K_STIM)", "1", "stimulation of host T cells by the infused cells"),
     _a("F_X", "1/(1 + X/(X50*PD1_GAIN))", "1", "proliferation left by exhaustion (PD-1 knockout raises resistance)"),
@@ -579,16 +586,24 @@ NOTES = (
     "the week after the peak) that only exhaustion ended. BETA_M is faster than the oncology "
     "terminal phase (220-352 d), in line with the shorter CAR-T persistence reported in SLE than "
     "in lymphoma (Muller 2025 Blood); no SLE CAR-T curve was retrieved to check the shape.",
-    "Prediction without lymphodepletion: CD19+ B cells drive a real but weak expansion "
-    "(typical autologous peak about 2 cells/uL, a tenth of the post-LD peak, near day 60) because homeostatic "
-    "cytokines stay at baseline (a full lymphocyte pool consumes them; only F15_MIN of the "
-    "antigen-driven proliferation is left) and exhaustion ends it within weeks; for "
-    "allogeneic cells the intact host T-cell pool also primes the host response at once. B "
-    "cells fall deeply (autologous) or by about half (TyU19, whose peak stays below 1 cell/uL), "
-    "without aplasia in the typical patient: the kill is weak below a few CAR-T/uL. TyU19 in SLE reports "
-    "benefit without LD ([V2] only); model 0.6 predicts no lasting benefit for TyU19 without LD "
-    "(SLEDAI-2K unchanged at month 6 in the typical patient), at odds with that report; no "
-    "kinetics were found to test either.",
+    "Without lymphodepletion (model 0.6): homeostatic cytokines stay at baseline (a full "
+    "lymphocyte pool consumes them), so CAR-T proliferation rests on the cytokine-independent "
+    "share F_AI = F15_MIN + F_AIX x (relative antigen load gate: AG/AG0 against K_AI, steepness "
+    "N_AI) x (exhaustion gate, X_AI): strongly stimulated cells meeting a full target "
+    "compartment make their own IL-2 until exhaustion, whose first casualty is IL-2 "
+    "production, takes it away within about a week. Lymphodepletion halves the compartment "
+    "(Flu/Cy kills B cells too), so after it the extra drive hardly acts and the post-LD "
+    "kinetics, CRS and B-cell return are those of F15_MIN alone; nor can the persisting, "
+    "exhausted CAR-T use it on B cells returning at the end of aplasia. TyU19 without "
+    "lymphodepletion thus expands (typical peak about 6.5 cells/uL on day 15, against 11 on "
+    "day 13 after the low-intensity regimen), B cells stay below 1/uL from day 16 to about "
+    "day 65 and SLEDAI-2K reaches 0 by month 3, as the TyU19 SLE reports say ([V2]: efficacy "
+    "without lymphocyte clearance; in vivo CD19 CAR without lymphodepletion also gave B cells "
+    "< 1/uL). F_AIX and K_AI are set against that qualitative report (target "
+    "tyu19_no_ld_sledai2k_m6, calibrated); no CAR-T or B-cell kinetics without "
+    "lymphodepletion were found to test the shape, and a patient whose B cells are already "
+    "low for another reason (recent rituximab, say) is not distinguished from one after "
+    "lymphodepletion.",
     "CRS: IL-6 is released in proportion to the net growth of the effector CAR-T pool (ACT), "
     "so it rises during expansion and falls within hours to days once the pool stops growing "
     "(IL-6 t1/2 4.2 h); contracting effectors release none, "
