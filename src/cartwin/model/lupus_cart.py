@@ -318,9 +318,10 @@ PARAMETERS = (
     _p("N_AG", 4.0, "1", "steepness (Hill coefficient) of antigen-driven CAR-T proliferation in the antigen", "calibrated: proliferation needs antigen above about K_AG, so that the CD19+ precursors still coming out of the marrow during aplasia (a few cells/uL-eq) do not hold the effectors up after the peak and they contract with an initial half-life of 4.3-5.0 d (Stein2019, Ogasawara2021); with N_AG = 1 (model 0.5) the apparent half-life over the week after the peak was about 33 d. Antigen-threshold (digital) activation of CAR-T is assumed; no human dose-response of CAR-T proliferation in antigen density was found", "CAR-T"),
     # --- extra antigen-driven, cytokine-independent CAR-T proliferation (model 0.6; declared last, as above)
     _p("K_AI", 0.9, "1", "antigen load, as a share of the patient's full target compartment (AG0), giving half of the extra cytokine-independent CAR-T proliferation (F_AIX)", "calibrated (model 0.6): with N_AI, the extra drive acts while the target compartment is nearly full, as in a lymphoreplete host, and hardly after lymphodepletion, which halves it (Flu/Cy kills B cells as well: about 0.5 of AG0 after the low-intensity regimen, 0.45 after Erlangen Flu/Cy, 0.3 after the standard one) or on B cells returning at the end of aplasia; so TyU19 without lymphodepletion responds (WangD2025med [V2]) while the post-LD TyU19 peak (day 13-14, WangD2025med), its CRS rate (tyu19_crs_none) and the B-cell return at 110 +/- 32 d (Mackensen2022) are unchanged. Relative to the patient's own compartment because an absolute threshold made patients with many B cells expand faster after lymphodepletion too (TyU19 CRS 51% in 200 virtual patients against 42%); recalled, unverified: CAR-T expansion rises with the antigen (tumour) burden in oncology", "CAR-T"),
-    _p("F_AIX", 0.5, "1", "extra share of antigen-driven CAR-T proliferation without homeostatic cytokine support when the target compartment is full (autocrine IL-2 of strongly stimulated cells), lost with exhaustion", "calibrated (model 0.6): TyU19 without lymphodepletion depletes B cells (typical patient below 1/uL from day 16) and brings SLEDAI-2K to 0 by month 3 (WangD2025med [V2]: efficacy without lymphocyte clearance; Cell Research 2025 [V2]: lymphodepletion lighter than usual and in some patients none, 4/4 SELENA-SLEDAI 0; target tyu19_no_ld_sledai2k_m6); in vivo CD19 CAR without lymphodepletion gave B cells < 1/uL in SLE (NEJM 2025 [V2]); recalled, unverified: strongly stimulated T cells make their own IL-2 (Smith 1988 Science 240:1169)", "CAR-T"),
+    _p("F_AIX", 0.5, "1", "extra share of antigen-driven CAR-T proliferation without homeostatic cytokine support when the target compartment is full (autocrine IL-2 of strongly stimulated cells), lost with exhaustion", "calibrated (model 0.6): TyU19 without lymphodepletion depletes B cells and brings SLEDAI-2K to 0 by month 3 (typical patient: below 1/uL from day 17; WangD2025med [V2]: efficacy without lymphocyte clearance; Cell Research 2025 [V2]: lymphodepletion lighter than usual and in some patients none, 4/4 SELENA-SLEDAI 0; target tyu19_no_ld_sledai2k_m6); in vivo CD19 CAR without lymphodepletion gave B cells < 1/uL in SLE (NEJM 2025 [V2]); recalled, unverified: strongly stimulated T cells make their own IL-2 (Smith 1988 Science 240:1169)", "CAR-T"),
     _p("N_AI", 8.0, "1", "steepness (Hill coefficient) of the extra cytokine-independent drive in the relative antigen load", "assumed: steep, so that the drive separates a full target compartment from the half left after lymphodepletion (at half the load it is below 3% of its maximum); with N_AI 4 the post-LD TyU19 peak came 2 days earlier", "CAR-T"),
     _p("X_AI", 0.5, "1", "exhaustion that halves (second order) the extra cytokine-independent drive", "assumed: IL-2 production is the first function exhausted T cells lose (recalled, unverified: Wherry 2011 Nat Immunol 12:492), so the drive fades within about a week of strong stimulation (X about 0.5 by day 7) and the persisting, exhausted CAR-T cannot use it to re-expand on B cells returning at the end of aplasia", "CAR-T"),
+    _p("K_QC", 0.05, "cells/uL", "CAR-T level giving half of the extra cytokine-independent drive (IL-2 shared among activated CAR-T)", "assumed: IL-2 made by activated T cells acts on their neighbours, so its support of proliferation depends on the density of activated cells (recalled, unverified: T-cell quorum sensing through IL-2, Polonsky 2018 Science 360:eaaj1853; Zenke 2020 Cell 181:1080); set below the infused level (0.12 cells/uL at 1e6/kg in 62 kg) so that the drive acts from the infusion, and far above the residue left once the cells are eliminated, which therefore cannot regrow on it", "CAR-T"),
 )
 
 # Uncertainty of typical values (standard error of the log value), for replicate trials drawn from
@@ -400,7 +401,7 @@ ASSIGNMENTS = (
     _a("BCMATOT", "PB + PBA + PCN + PCNA + LL", "cells/uL-eq", "BCMA+ antigen: plasmablasts and CD19- plasma cells"),
     _a("AG", "TGT_CD19*BTOT + TGT_BCMA*BCMATOT", "cells/uL-eq", "antigen that the product's CAR recognises"),
     _a("F_AG", "AG**N_AG/(AG**N_AG + K_AG**N_AG)", "1", "antigen stimulation of CAR-T"),
-    _a("F_AI", "F15_MIN + F_AIX*AG**N_AI/(AG**N_AI + (K_AI*AG0)**N_AI)*X_AI**2/(X**2 + X_AI**2)", "1", "cytokine-independent share of antigen-driven CAR-T proliferation, rising with the antigen load"),
+    _a("F_AI", "F15_MIN + F_AIX*AG**N_AI/(AG**N_AI + (K_AI*AG0)**N_AI)*X_AI**2/(X**2 + X_AI**2)*Max(CT, 0)/(Max(CT, 0) + K_QC)", "1", "cytokine-independent share of antigen-driven CAR-T proliferation, rising with the antigen load"),
     _a("F_15", "F_AI + (1 - F_AI)*(TCR + (1 - TCR)*H15_TCRKO)*IL15**N15/(IL15**N15 + EC15**N15)", "1", "homeostatic cytokine gate of CAR-T proliferation (weaker for cells without a TCR)"),
     _a("FOREIGN", "ALLO*F_HLA + F_CAR", "1", "antigen on the product that host T cells can recognise: mismatched HLA plus the CAR transgene"),
     _a("STIM", "CT/(CT + K_STIM)", "1", "stimulation of host T cells by the infused cells"),
@@ -589,15 +590,16 @@ NOTES = (
     "Without lymphodepletion (model 0.6): homeostatic cytokines stay at baseline (a full "
     "lymphocyte pool consumes them), so CAR-T proliferation rests on the cytokine-independent "
     "share F_AI = F15_MIN + F_AIX x (relative antigen load gate: AG/AG0 against K_AI, steepness "
-    "N_AI) x (exhaustion gate, X_AI): strongly stimulated cells meeting a full target "
-    "compartment make their own IL-2 until exhaustion, whose first casualty is IL-2 "
-    "production, takes it away within about a week. Lymphodepletion halves the compartment "
+    "N_AI) x (exhaustion gate, X_AI) x (CAR-T density gate, K_QC): strongly stimulated cells "
+    "meeting a full target compartment make IL-2 for each other until exhaustion, whose first "
+    "casualty is IL-2 production, takes it away within about a week; cells already eliminated "
+    "(by NK cells, say) cannot regrow on it. Lymphodepletion halves the compartment "
     "(Flu/Cy kills B cells too), so after it the extra drive hardly acts and the post-LD "
     "kinetics, CRS and B-cell return are those of F15_MIN alone; nor can the persisting, "
     "exhausted CAR-T use it on B cells returning at the end of aplasia. TyU19 without "
-    "lymphodepletion thus expands (typical peak about 6.5 cells/uL on day 15, against 11 on "
-    "day 13 after the low-intensity regimen), B cells stay below 1/uL from day 16 to about "
-    "day 65 and SLEDAI-2K reaches 0 by month 3, as the TyU19 SLE reports say ([V2]: efficacy "
+    "lymphodepletion thus expands (typical peak about 6.3 cells/uL on day 16, against 11 on "
+    "day 13 after the low-intensity regimen), B cells stay below 1/uL from day 17 to about "
+    "day 64 and SLEDAI-2K reaches 0 by month 3, as the TyU19 SLE reports say ([V2]: efficacy "
     "without lymphocyte clearance; in vivo CD19 CAR without lymphodepletion also gave B cells "
     "< 1/uL). F_AIX and K_AI are set against that qualitative report (target "
     "tyu19_no_ld_sledai2k_m6, calibrated); no CAR-T or B-cell kinetics without "
