@@ -21,11 +21,6 @@ PAIRED_N, PAIRED_SEED = 80, 7
 FLU_AUC_CUT = 13.8
 
 
-def infused_per_ul(dose_per_kg: float, weight_kg) -> np.ndarray:
-    """CAR-T right after infusion, cells/uL: cells/kg x kg / whole-body cells per cell/uL."""
-    return dose_per_kg * np.asarray(weight_kg) / 5e8
-
-
 def aplasia_days(run: lv.Run) -> np.ndarray:
     """B-cell aplasia duration per patient, days (0 when aplasia is never reached)."""
     return np.nan_to_num(lv.b_return_day(run) - lv.b_aplasia_day(run), nan=0.0)
@@ -81,16 +76,19 @@ def test_autologous_expansion_erlangen_over_reduced_over_none(paired):
     """Higher-intensity Flu/Cy -> more IL-7/IL-15 -> more CAR-T expansion (Kochenderfer 2017:
     IL-15 after Flu/Cy associated with CAR+ peak; Hirayama 2019; Wrzesinski 2010), and little
     expansion without lymphodepletion (Turtle 2016 Sci Transl Med: PFS 1.5 months without
-    fludarabine). Erlangen and reduced differ only in cyclophosphamide (1000 vs 750 mg/m^2).
-    Tolerance, paired cohort: median peak Erlangen >= 1.2 x reduced, higher in >= 80% of
-    patients; reduced >= 4 x none; peak without LD below a quarter of the post-LD peak."""
+    fludarabine), though enough to deplete B cells (TyU19 in SLE: efficacy without lymphocyte
+    clearance, [V2]; model 0.6 after that report: a full B-cell compartment drives a
+    cytokine-independent expansion). Erlangen and reduced differ only in cyclophosphamide (1000
+    vs 750 mg/m^2). Tolerance, paired cohort: median peak Erlangen >= 1.2 x reduced, higher in
+    >= 80% of patients; reduced >= 1.5 x none (the lower bound of validation target
+    lymphodepletion_exposure) and higher in >= 80% of patients."""
     erl = lv.cart_peak(paired[("autologous_cd19", "erlangen")])[1]
     red = lv.cart_peak(paired[("autologous_cd19", "reduced")])[1]
     none = lv.cart_peak(paired[("autologous_cd19", "none")])[1]
     assert np.median(erl) >= 1.2 * np.median(red)
     assert np.mean(erl > red) >= 0.8
-    assert np.median(red) >= 4 * np.median(none)
-    assert np.median(none) < 0.25 * np.median(red)
+    assert np.median(red) >= 1.5 * np.median(none)
+    assert np.mean(red > none) >= 0.8
 
 
 # --- fludarabine exposure ------------------------------------------------------------------
@@ -144,8 +142,8 @@ def test_hla_intact_allogeneic_cells_expand_and_persist_far_less(paired):
     2024). Tolerance, paired cohort: median peak after Erlangen Flu/Cy below half the autologous
     one, AUC(0-28) below a third; lost (< 1 cell/uL) by day 28 in >= 80% while autologous and
     TyU19 cells are detectable past day 28 in >= 90%; lighter LD (reduced) gives a lower
-    HLA-intact peak than Erlangen; without LD, a median peak below 3 x the infused level and
-    B-cell aplasia in <= 10%."""
+    HLA-intact peak than Erlangen; without LD (host T cells intact), a median peak below a third
+    of the autologous one without LD and B-cell aplasia in <= 10%."""
     window = (DAYS >= 0) & (DAYS <= 28)
     auto, allo = paired[("autologous_cd19", "erlangen")], paired[("allo_hla_intact", "erlangen")]
     assert np.median(lv.cart_peak(allo)[1]) < 0.5 * np.median(lv.cart_peak(auto)[1])
@@ -159,7 +157,8 @@ def test_hla_intact_allogeneic_cells_expand_and_persist_far_less(paired):
     reduced = paired[("allo_hla_intact", "reduced")]
     assert np.median(lv.cart_peak(reduced)[1]) < np.median(lv.cart_peak(allo)[1])
     none = paired[("allo_hla_intact", "none")]
-    assert np.median(lv.cart_peak(none)[1] / infused_per_ul(1e6, none.cov["WT"])) < 3
+    auto_none = paired[("autologous_cd19", "none")]
+    assert np.median(lv.cart_peak(none)[1]) < np.median(lv.cart_peak(auto_none)[1]) / 3
     assert np.mean(~np.isnan(lv.b_aplasia_day(none))) <= 0.1
 
 

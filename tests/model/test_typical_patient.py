@@ -150,28 +150,33 @@ def test_tyu19_has_no_gvhd_driver():
 # --- tyu19 without lymphodepletion ----------------------------------------------------------
 def test_tyu19_without_lymphodepletion_expands_weaker_and_shorter(tyu19_none, tyu19_reduced):
     """The seed reports benefit even without lymphodepletion (WangD 2025). Model prediction:
-    CD19+ B cells (blood and marrow precursors) drive a real but weak expansion in a
-    lymphoreplete host, because the homeostatic cytokine gate stays at its baseline (IL-7/15
-    are consumed by a full lymphocyte pool) and antigen-driven exhaustion ends it within
-    weeks; host T cells (not depleted) also start the alloresponse earlier. Hence: at least a
-    5-fold expansion over the infused level, a peak below a quarter of the post-LD peak, and
-    loss below detection before the post-LD cells."""
+    CD19+ B cells of a full compartment drive a real expansion in a lymphoreplete host on the
+    cytokine-independent share of proliferation only (the homeostatic cytokine gate stays at
+    its baseline: IL-7/15 are consumed by a full lymphocyte pool), and exhaustion removes the
+    extra drive within weeks; host T cells (not depleted) also start the alloresponse earlier.
+    Hence: at least a 5-fold expansion over the infused level, a peak below the post-LD peak
+    (tolerance: below 80% of it), and loss below detection before the post-LD cells."""
     infused = 1e6 * lv.TYPICAL_COVARIATES["WT"] / 5e8
     _, peak_none = lv.cart_peak(tyu19_none)
     _, peak_ld = lv.cart_peak(tyu19_reduced)
     assert peak_none[0] >= 5 * infused
-    assert peak_none[0] < 0.25 * peak_ld[0]
+    assert peak_none[0] < 0.8 * peak_ld[0]
     last_none = lv.last_detectable_cart_day(tyu19_none)[0]
     assert np.isnan(last_none) or last_none < lv.last_detectable_cart_day(tyu19_reduced)[0]
 
 
-def test_tyu19_without_lymphodepletion_still_lowers_b_cells_and_activity(tyu19_none):
-    """Model prediction for no-LD TyU19: partial, not complete, B-cell depletion that still
-    lowers disease activity (WangD 2025: efficacy without lymphodepletion, [V2])."""
+def test_tyu19_without_lymphodepletion_depletes_b_cells_and_lowers_activity(tyu19_none):
+    """TyU19 without lymphodepletion still works (WangD 2025: efficacy "even without
+    pre-treatment lymphocyte clearance", [V2]; Cell Research 2025: lymphodepletion in some
+    patients none, 4/4 SELENA-SLEDAI 0; in vivo CD19 CAR without LD: B cells < 1/uL). The
+    typical patient reaches B-cell aplasia (< 1 cell/uL) and SLEDAI-2K <= 4 by day 180 (the
+    range of target tyu19_no_ld_sledai2k_m6), from 20 at baseline; B cells come back within
+    the year."""
     r = tyu19_none
-    b0 = r.at("BCELL", -6)[0]
-    assert r.obs["BCELL"][0, r.days > 0].min() < 0.2 * b0
-    assert lv.sledai(r, 180)[0] < lv.sledai(r, -6)[0]
+    assert not np.isnan(lv.b_aplasia_day(r)[0])
+    assert lv.sledai(r, -6)[0] >= 10
+    assert lv.sledai(r, 180)[0] <= 4
+    assert lv.b_return_day(r)[0] < 365
 
 
 # --- allo_hla_intact after standard LD ------------------------------------------------------

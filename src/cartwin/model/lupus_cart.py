@@ -125,6 +125,9 @@ REFERENCES = {
     "toxicity. Biol Blood Marrow Transplant 2019;25:625",
     "Stein2019CK": "Stein 2019 and Ogasawara 2021 (liso-cel): CAR-T doubling time 0.76-0.78 d, "
     "Tmax 9-10 d; expansion correlates with CRS (Mueller 2018; Awasthi 2020)",
+    "Muller2025blood": "Muller F et al. Blood 2025 (title not recorded; "
+    "doi 10.1182/blood.2025028375, PMID 40504989; abstract read): at similar lymphodepletion and CAR-T expansion, SLE patients "
+    "had shorter CAR-T persistence and faster T- and B-cell reconstitution than B-NHL patients",
     "Le2018": "Le RQ et al. FDA approval summary: tocilizumab for treatment of chimeric antigen receptor "
     "T cell-induced severe or life-threatening cytokine release syndrome. Oncologist 2018;23:943 "
     "(8 mg/kg IV, up to 800 mg; CRS resolved within 14 days in 69% of 45 patients after one or two doses)",
@@ -188,28 +191,28 @@ PARAMETERS = (
     # --- host T, NK and homeostatic cytokines ------------------------------------------------
     _p("H0", 900.0, "cells/uL", "baseline host T cells", "assumed: SLE lymphopenia; healthy 1000-2000 cells/uL", "host lymphocytes", 0.35, 50, 4000),
     _p("R_H", 0.1, "1/day", "Gompertz recovery rate of host T without fludarabine", "calibrated: host T cells back to half of baseline by day 21-36 after the presets (50% by day 22-34, a behaviour target of the model's design, assumed), the rate slowed by fludarabine exposure (FAUC_H) to about 0.05/d after 75 mg/m^2; Kimmel2021 r_N 0.17/d is an upper bound", "host lymphocytes", 0.25),
-    _p("FAUC_H", 14.0, "mg*h/L", "cumulative F-ara-A AUC that halves the recovery rate of host T cells", "calibrated: fludarabine leaves a lasting T-cell (CD4) depletion, still present 11-13 months after treatment (Wijermans1993), which Cy alone does not; the half-rate exposure is put at the published optimal cumulative AUC of 13.8-14 mg.h/L (Fabrizio2022, Dekker2022), so that below it host T cells come back sooner, homeostatic cytokines fall earlier and B-cell aplasia is shorter", "host lymphocytes", 0.3),
+    _p("FAUC_H", 14.0, "mg*h/L", "cumulative F-ara-A AUC that halves the recovery rate of host T cells (the rate falls with the square of FAUC/FAUC_H)", "calibrated: fludarabine leaves a lasting T-cell (CD4) depletion, still present 11-13 months after treatment (Wijermans1993), which Cy alone does not; the half-rate exposure is put at the published optimal cumulative AUC of 13.8-14 mg.h/L (Fabrizio2022, Dekker2022), and the effect is threshold-like (second order, model 0.6: the published finding is a cut-point), so that below it host T cells come back sooner, homeostatic cytokines fall earlier, the CAR-T expand and persist less and B-cell aplasia is shorter (Dekker2022: aplasia at 6 months 37.3% vs 77.3%)", "host lymphocytes", 0.3),
     _p("NK0", 150.0, "cells/uL", "baseline NK cells", "assumed: SLE NK lymphopenia; healthy 100-400 cells/uL", "host lymphocytes", 0.35, 10, 1000),
     _p("R_NK", 0.06, "1/day", "Gompertz recovery rate of NK cells", "calibrated: NK 50% recovered by day 13-21 (NK recover first after HSCT)", "host lymphocytes", 0.25),
     _p("K15", 2.0, "1/day", "homeostatic cytokine (IL-7/IL-15) turnover: the level follows the lymphocyte sink within days", "assumed: serum IL-15 is up by day 7 after conditioning and falls back over weeks as lymphocytes return (DeBock2013); the rise and fall track the sink, so the turnover only needs to be fast against them", "homeostatic cytokines"),
     _p("FOLD15", 5.0, "1", "homeostatic cytokine fold rise when the lymphocyte sink is empty", "DeBock2013 (median serum IL-15 2.4 pg/mL at baseline, 12.5 on day 7 after non-myeloablative conditioning: 5.2-fold); structure: production constant, consumption by lymphocytes (Gattinoni2005 cytokine sinks)", "homeostatic cytokines", 0.2),
     # --- CAR-T kinetics -----------------------------------------------------------------------
     _p("BLOOD_EQ", 5.0e8, "cells per cells/uL", "whole-body cells per blood cell/uL", "Kimmel2021 (Table 1 whole-body values / SBML per-uL values)", "CAR-T"),
-    _p("RHO", 2.2, "1/day", "maximal CAR-T proliferation rate", "calibrated: CAR-T peak day 7-14 after Erlangen Flu/Cy (Stein2019 Tmax 9.3 d) and at about day 14 after low-intensity LD (WangD2025); with the cytokine gate about half open at the peak the net rate is near 1/d (Stein2019 0.89/d)", "CAR-T", 0.15),
-    _p("K_AG", 5.0, "cells/uL", "CD19+ antigen giving half-maximal CAR-T stimulation", "calibrated: expansion stops as B cells vanish", "CAR-T", 0.2),
+    _p("RHO", 2.1, "1/day", "maximal CAR-T proliferation rate", "calibrated: CAR-T peak day 7-14 after Erlangen Flu/Cy (Stein2019 Tmax 9.3 d) and at about day 14 after low-intensity LD (WangD2025); with the cytokine gate about half open at the peak the net rate is near 1/d (Stein2019 0.89/d); 2.2 in model 0.5, 2.1 in 0.6, where the steeper antigen gate (N_AG) ends expansion sooner; not lower, so that patients given 2e5 cells/kg still expand and respond (responses across the whole tisagenlecleucel dose range, Awasthi2020)", "CAR-T", 0.15),
+    _p("K_AG", 6.0, "cells/uL", "CD19+ antigen (B cells, precursors, plasmablasts) giving half-maximal CAR-T stimulation", "calibrated: with N_AG, expansion stops as B cells vanish (peak day 7-14, Stein2019) and the effectors then contract at their own rate: initial half-life 4.3-5.0 d after the peak (Stein2019, Ogasawara2021), which the antigen still coming out of the marrow (a few cells/uL-eq during aplasia) must not hold up", "CAR-T", 0.2),
     _p("EC15", 4.0, "1", "homeostatic cytokine level (fold baseline) giving half-maximal CAR-T proliferation", "calibrated: the gate is steep between the levels reached after the reduced (about 3.2-fold), Erlangen (3.7) and standard (4.3) regimens, so the CAR-T peak rises with intensity (Kochenderfer2017: IL-15 after Flu/Cy associated with CAR+ peak and remission; Hirayama2019: higher-intensity Cy/Flu raised IL-7 and the response; Wrzesinski2010: adoptive-transfer efficacy rises with conditioning intensity)", "CAR-T", 0.2),
-    _p("F15_MIN", 0.1, "1", "share of antigen-driven CAR-T proliferation left without homeostatic cytokine support", "assumed: CD19 antigen alone drives a weak expansion in a lymphoreplete host (typical peak about a tenth of the post-LD peak); without fludarabine, CAR-T were less effective (Turtle2016sci: PFS 1.5 months); no SLE kinetics without lymphodepletion were found", "CAR-T"),
+    _p("F15_MIN", 0.1, "1", "share of antigen-driven CAR-T proliferation left without homeostatic cytokine support", "assumed: at a low antigen load (B cells returning at the end of aplasia) CD19 antigen alone drives only a weak expansion without homeostatic cytokines, so that the persisting CAR-T do not hold B cells down beyond 110 +/- 32 d (Mackensen2022); at a high load F_AIX adds to it; without fludarabine, CAR-T were less effective (Turtle2016sci: PFS 1.5 months); no SLE kinetics without lymphodepletion were found", "CAR-T"),
     _p("N15", 2.0, "1", "Hill coefficient of the cytokine gate", "assumed: smooth gate instead of a Tmax switch (avoids solver discontinuities)", "CAR-T"),
     _p("K_E", 0.16, "1/day", "effector CAR-T contraction rate (t1/2 4.3 d)", "Stein2019 (alpha)", "CAR-T", 0.2),
-    _p("K_EM", 0.006, "1/day", "effector to memory CAR-T conversion", "calibrated: TyU19 detectable beyond 3 months in most patients (WangX2024) while B cells return on time; Chaudhury2020 k_EP 0.0012/d (Stein FB 0.0079, oncology) is the lower bound", "CAR-T", 0.3),
-    _p("BETA_M", 0.0032, "1/day", "memory CAR-T loss (t1/2 220 d)", "Stein2019 (beta)", "CAR-T", 0.30),
-    _p("K_ME", 0.01, "1/day", "antigen-driven memory to effector reactivation", "assumed: Kirouac 2023 antigen toggle, simplified", "CAR-T"),
-    _p("K_X", 0.08, "1/day", "accumulation of antigen-driven CAR-T exhaustion", "calibrated: exhaustion ends the antigen-sustained effector plateau so that B cells return at 110 +/- 32 d (Mackensen2022); structure after Kirouac 2023 Nat Biotechnol (exhaustion from chronic antigen)", "CAR-T"),
+    _p("K_EM", 0.03, "1/day", "effector to memory CAR-T conversion", "calibrated: with BETA_M, the persisting pool after contraction is about a fifth of the peak, so that TyU19 stays detectable beyond 3 months in most patients (WangX2024) while autologous CAR-T fall below the kill threshold and B cells return at 110 +/- 32 d (Mackensen2022); Chaudhury2020 k_EP 0.0012/d (Stein FB 0.0079, oncology, by qPCR) is the lower bound", "CAR-T", 0.3),
+    _p("BETA_M", 0.012, "1/day", "memory CAR-T loss (t1/2 58 d)", "calibrated: B cells return at 110 +/- 32 d after autologous CAR-T (Mackensen2022) when the persisting CAR-T fall below the kill threshold (KC_KILL); faster than the oncology terminal half-life of 220-352 d (Stein2019 beta 0.0032/d; Ogasawara2021) because SLE patients had shorter CAR-T persistence and faster B-cell reconstitution than B-NHL patients at similar expansion (Muller2025blood)", "CAR-T", 0.30),
+    _p("K_ME", 0.01, "1/day", "antigen-driven memory to effector reactivation", "assumed: Kirouac 2023 antigen toggle, simplified; with the steep antigen gate (N_AG) it acts only when B cells or precursors are back near K_AG", "CAR-T"),
+    _p("K_X", 0.08, "1/day", "accumulation of antigen-driven CAR-T exhaustion", "calibrated (model 0.5, value kept): B cells return at 110 +/- 32 d (Mackensen2022); in 0.6 exhaustion accrues while antigen is above about K_AG (the expansion burst, and precursors coming back at the end of aplasia), so the exhausted cells cannot re-expand on the returning precursors; without it CAR-T and precursors settle into a lasting equilibrium with no B-cell return; structure after Kirouac 2023 Nat Biotechnol (exhaustion from chronic antigen)", "CAR-T"),
     _p("D_X", 0.01, "1/day", "recovery from exhaustion", "assumed: memory of stimulation over months", "CAR-T"),
     _p("K_XC", 0.01, "cells/uL", "CAR-T level above which the exhaustion state accrues", "assumed: exhaustion is a property of infused cells, so it may not build up before infusion (far below the 0.1 cells/uL of a 1e6/kg dose)", "CAR-T"),
-    _p("X50", 4.0, "1", "exhaustion that halves CAR-T proliferation", "calibrated: B cells back at a mean 110 +/- 32 d after autologous CAR-T with Erlangen Flu/Cy (Mackensen2022): exhaustion ends the antigen-sustained effector plateau", "CAR-T", 0.15),
-    _p("K_KILL", 3.0, "1/day", "maximal CD19+ cell kill by effector CAR-T", "calibrated: B cells < 1/uL by day 6-14 (WangX2024: complete depletion within 2 weeks); cf. Kimmel2021 gamma_B 1.15/d", "CAR-T", 0.2),
-    _p("KC_KILL", 20.0, "cells/uL", "effector CAR-T giving half-maximal kill", "calibrated: as K_KILL; cf. Kimmel2021 k_B 4 cells/uL", "CAR-T", 0.2),
+    _p("X50", 4.0, "1", "exhaustion that halves CAR-T proliferation", "calibrated (model 0.5, value kept): B cells back at a mean 110 +/- 32 d after autologous CAR-T with Erlangen Flu/Cy (Mackensen2022); see K_X", "CAR-T", 0.15),
+    _p("K_KILL", 2.0, "1/day", "maximal CD19+ cell kill by CAR-T", "calibrated: B cells < 1/uL by day 6-14 (WangX2024: complete depletion within 2 weeks) and, with KC_KILL, a kill threshold that ends B-cell aplasia at 110 +/- 32 d (Mackensen2022) and keeps TyU19 patients aplastic beyond 2 months (WangX2024); cf. Kimmel2021 gamma_B 1.15/d", "CAR-T", 0.2),
+    _p("KC_KILL", 10.0, "cells/uL", "CAR-T (effector and memory) giving half-maximal kill; the kill rises with the square of the CAR-T level below it", "calibrated: as K_KILL; steep (second-order) so that the kill falls off sharply once the persisting CAR-T drop below a few cells/uL: B-cell aplasia lasts while CAR-T persist and ends when they fall below that level (B-cell recovery tracks loss of CAR-T persistence; Mackensen2022 B cells back at 110 +/- 32 d, Muller2025blood shorter persistence and faster B-cell reconstitution in SLE); cf. Kimmel2021 k_B 4 cells/uL (first order)", "CAR-T", 0.2),
     _p("THETA_PB", 1.0, "1", "CD19 on plasmablasts relative to B cells", "Mei2012 (plasmablasts are CD19+)", "CAR-T"),
     # --- products: set by the therapy layer from the gene edits ------------------------------
     _p("ALLO", 0.0, "1", "1 for a donor-derived product (host sees allo-antigen), 0 autologous", "product edit mapping (see docs/model.md, products)", "product"),
@@ -275,8 +278,8 @@ PARAMETERS = (
     _p("P6", 3.5, "day per cells/uL", "IL-6 release (fold baseline production) per effector CAR-T cell/uL gained per day", "calibrated: any-grade CRS (fever) in 87% of 47 SLE patients pooled over 10 CD19 CAR-T studies (Temiz pooled analysis), 3/5 (Mackensen2022) and 11/15 (Muller2024) in the Erlangen series; CRS tracks expansion and antigen burden, not the cell number (Stein2019CK)", "cytokines", 0.8),
     _p("W_ACT", 0.01, "1/day", "width of the smooth positive part of net CAR-T growth (ACT)", "assumed: numerical smoothing (the right-hand side must stay smooth for the stiff solvers), small against net growth during expansion (about 1/day)", "cytokines"),
     _p("DTEMP", 3.0, "C", "maximal fever above 36.8 C driven by IL-6", "assumed: fever up to about 39.8 C in cytokine release (ASTCT grading, Lee 2019)", "cytokines"),
-    _p("EC_TEMP", 22.0, "pg/mL", "IL-6 excess giving half the maximal fever", "calibrated: fever >= 38 C (CRS grade 1) in about 60% of autologous SLE patients (Mackensen2022 3/5; Muller 2024 NEJM 10/15)", "cytokines", 0.3),
-    _p("IL6_HYPOTEN", 280.0, "pg/mL", "IL-6 above which hypotension needs fluids", "calibrated: CRS grade 2 in about 1 of 15 autologous patients (Muller 2024 NEJM); grade >= 2 CRS is rare in SLE; threshold set with P6 = 3.5 (IL-6 release scale)", "cytokines"),
+    _p("EC_TEMP", 25.0, "pg/mL", "IL-6 excess giving half the maximal fever", "calibrated: fever >= 38 C (CRS grade 1) in about 60% of autologous SLE patients (Mackensen2022 3/5; Muller 2024 NEJM 10/15) and any-grade CRS in 87% of 47 pooled SLE patients, against no CRS with TyU19 (0/6: WangX2024, WangD2025), the two bounding it from either side; 22 in model 0.5, 25 in 0.6, whose CAR-T peak is sharper and a little higher", "cytokines", 0.3),
+    _p("IL6_HYPOTEN", 320.0, "pg/mL", "IL-6 above which hypotension needs fluids", "calibrated: CRS grade 2 in about 1 of 15 autologous patients (Muller 2024 NEJM); grade >= 2 CRS is rare in SLE; threshold set with P6 = 3.5 (IL-6 release scale); 280 in model 0.5, 320 in 0.6, whose CAR-T peak is sharper", "cytokines"),
     _p("IL6_HYPOXIA", 470.0, "pg/mL", "IL-6 above which low-flow oxygen is needed", "assumed: hypoxia needs a higher cytokine level than hypotension (ordering of ASTCT grades); no SLE patient needed oxygen in the Erlangen series", "cytokines"),
     _p("IL6_ICANS", 350.0, "pg/mL", "IL-6 above which the ICE score falls", "calibrated: ICANS grade 1 in 1/15 (Muller 2024 NEJM); extreme IL-6 stands in for the endothelial activation that drives ICANS; threshold set with P6 = 3.5 (IL-6 release scale)", "cytokines"),
     _p("PRED_BEFORE", 7.5, "mg/day", "prednisolone-equivalent dose before the infusion", "assumed: refractory SLE at enrolment on low-dose glucocorticoids; Erlangen and TyU19 protocols stop immunosuppression and glucocorticoids around lymphodepletion (Mackensen2022: drug-free remission)", "background therapy"),
@@ -311,6 +314,14 @@ PARAMETERS = (
     _p("K_GCSF", 4.75, "1/day", "filgrastim elimination (t1/2 3.5 h)", "Neupogen1991", "supportive drugs"),
     _p("EC50_GCSF", 5.0, "ug/L", "filgrastim concentration giving half the maximal effect on granulopoiesis", "assumed: about a seventh of the peak after 5 ug/kg", "supportive drugs"),
     _p("EMAX_GCSF", 2.0, "1", "maximal rise of neutrophil precursor proliferation and maturation rate under G-CSF", "assumed: G-CSF shortens the marrow neutrophil transit time by several days (Price1996); at full effect the 5.2-day mean transit time falls to 1.7 days", "supportive drugs"),
+    # --- CAR-T antigen threshold (model 0.6; declared last, as above) ------------------------
+    _p("N_AG", 4.0, "1", "steepness (Hill coefficient) of antigen-driven CAR-T proliferation in the antigen", "calibrated: proliferation needs antigen above about K_AG, so that the CD19+ precursors still coming out of the marrow during aplasia (a few cells/uL-eq) do not hold the effectors up after the peak and they contract with an initial half-life of 4.3-5.0 d (Stein2019, Ogasawara2021); with N_AG = 1 (model 0.5) the apparent half-life over the week after the peak was about 33 d. Antigen-threshold (digital) activation of CAR-T is assumed; no human dose-response of CAR-T proliferation in antigen density was found", "CAR-T"),
+    # --- extra antigen-driven, cytokine-independent CAR-T proliferation (model 0.6; declared last, as above)
+    _p("K_AI", 0.9, "1", "antigen load, as a share of the patient's full target compartment (AG0), giving half of the extra cytokine-independent CAR-T proliferation (F_AIX)", "calibrated (model 0.6): with N_AI, the extra drive acts while the target compartment is nearly full, as in a lymphoreplete host, and hardly after lymphodepletion, which halves it (Flu/Cy kills B cells as well: about 0.5 of AG0 after the low-intensity regimen, 0.45 after Erlangen Flu/Cy, 0.3 after the standard one) or on B cells returning at the end of aplasia; so TyU19 without lymphodepletion responds (WangD2025med [V2]) while the post-LD TyU19 peak (day 13-14, WangD2025med), its CRS rate (tyu19_crs_none) and the B-cell return at 110 +/- 32 d (Mackensen2022) are unchanged. Relative to the patient's own compartment because an absolute threshold made patients with many B cells expand faster after lymphodepletion too (TyU19 CRS 51% in 200 virtual patients against 42%); recalled, unverified: CAR-T expansion rises with the antigen (tumour) burden in oncology", "CAR-T"),
+    _p("F_AIX", 0.5, "1", "extra share of antigen-driven CAR-T proliferation without homeostatic cytokine support when the target compartment is full (autocrine IL-2 of strongly stimulated cells), lost with exhaustion", "calibrated (model 0.6): TyU19 without lymphodepletion depletes B cells and brings SLEDAI-2K to 0 by month 3 (typical patient: below 1/uL from day 16; WangD2025med [V2]: efficacy without lymphocyte clearance; Cell Research 2025 [V2]: lymphodepletion lighter than usual and in some patients none, 4/4 SELENA-SLEDAI 0; target tyu19_no_ld_sledai2k_m6); in vivo CD19 CAR without lymphodepletion gave B cells < 1/uL in SLE (NEJM 2025 [V2]); recalled, unverified: strongly stimulated T cells make their own IL-2 (Smith 1988 Science 240:1169)", "CAR-T"),
+    _p("N_AI", 8.0, "1", "steepness (Hill coefficient) of the extra cytokine-independent drive in the relative antigen load", "assumed: steep, so that the drive separates a full target compartment from the half left after lymphodepletion (at half the load it is below 3% of its maximum); with N_AI 4 the post-LD TyU19 peak came 2 days earlier", "CAR-T"),
+    _p("X_AI", 0.5, "1", "exhaustion that halves (second order) the extra cytokine-independent drive", "assumed: IL-2 production is the first function exhausted T cells lose (recalled, unverified: Wherry 2011 Nat Immunol 12:492), so the drive fades within about a week of strong stimulation (X about 0.5 by day 7) and the persisting, exhausted CAR-T cannot use it to re-expand on B cells returning at the end of aplasia", "CAR-T"),
+    _p("K_QC", 0.05, "cells/uL", "CAR-T level giving half of the extra cytokine-independent drive (IL-2 shared among activated CAR-T; second order in the CAR-T level)", "assumed: IL-2 made by activated T cells acts on their neighbours, so its support of proliferation depends on the density of activated cells (recalled, unverified: T-cell quorum sensing through IL-2, Polonsky 2018 Science 360:eaaj1853; Zenke 2020 Cell 181:1080); set below the infused level (0.12 cells/uL at 1e6/kg in 62 kg) so that the drive acts from the infusion, and far above the residue left once the cells are eliminated, which therefore cannot regrow on it", "CAR-T"),
 )
 
 # Uncertainty of typical values (standard error of the log value), for replicate trials drawn from
@@ -325,6 +336,7 @@ TYPICAL_VALUE_UNCERTAINTY = {
     "H15_TCRKO": (0.3, "assumed: set against TyU19's peak day in 3 patients"),
     "X50": (0.2, "assumed: set against B-cell return at 110 +/- 32 d in 5 patients (SE of that mean about 13%)"),
     "MTT_PRE": (0.2, "assumed: as X50, set against the same B-cell return"),
+    "BETA_M": (0.2, "assumed: as X50, set against the same B-cell return (model 0.6: the persisting CAR-T falling below the kill threshold end aplasia)"),
     "K_EM": (0.4, "assumed: only a lower bound is known (Chaudhury 2020)"),
     "P6": (0.25, "assumed: set against any-grade CRS in 41 of 47 pooled SLE patients and two smaller series"),
     "FAUC_H": (0.25, "assumed: the fludarabine-exposure threshold of 13.8-14 mg.h/L comes from oncology cohorts (Fabrizio 2022, Dekker 2022)"),
@@ -368,6 +380,7 @@ ASSIGNMENTS = (
     _a("PCN0", "F_PCN*K_DPB*PB0/K_DPCN", "cells/uL-eq", "baseline CD19- recently formed plasma cells (non-autoreactive)"),
     _a("PCNA0", "F_PCN*K_DPB*PBA0/K_DPCN", "cells/uL-eq", "baseline CD19- recently formed plasma cells (autoreactive)"),
     _a("LL0", "F_LL*K_DPCN*(PCN0 + PCNA0)/K_DLL", "cells/uL-eq", "baseline long-lived plasma cells"),
+    _a("AG0", "TGT_CD19*(BPRE0 + BN0 + BA0 + PB0 + PBA0) + TGT_BCMA*(PB0 + PBA0 + PCN0 + PCNA0 + LL0)", "cells/uL-eq", "baseline antigen that the product's CAR recognises (the full target compartment)"),
     _a("P_DS_SL", "F_DSDNA_SL*K_IGG*DSDNA0/PBA0", "IU/mL/day per cells/uL", "anti-dsDNA production by autoreactive plasmablasts"),
     _a("P_DS_LL", "(1 - F_DSDNA_SL)*K_IGG*DSDNA0/LL0", "IU/mL/day per cells/uL", "anti-dsDNA production by long-lived plasma cells"),
     _a("Q_SL", "F_IGG_SL*K_IGG*IGG0/(PB0 + PCN0)", "g/L/day per cells/uL", "IgG production by short-lived non-autoreactive cells"),
@@ -387,13 +400,14 @@ ASSIGNMENTS = (
     _a("BTOT", "BPRE + B + BA + PB + PBA", "cells/uL", "CD19+ antigen"),
     _a("BCMATOT", "PB + PBA + PCN + PCNA + LL", "cells/uL-eq", "BCMA+ antigen: plasmablasts and CD19- plasma cells"),
     _a("AG", "TGT_CD19*BTOT + TGT_BCMA*BCMATOT", "cells/uL-eq", "antigen that the product's CAR recognises"),
-    _a("F_AG", "AG/(AG + K_AG)", "1", "antigen stimulation of CAR-T"),
-    _a("F_15", "F15_MIN + (1 - F15_MIN)*(TCR + (1 - TCR)*H15_TCRKO)*IL15**N15/(IL15**N15 + EC15**N15)", "1", "homeostatic cytokine gate of CAR-T proliferation (weaker for cells without a TCR)"),
+    _a("F_AG", "AG**N_AG/(AG**N_AG + K_AG**N_AG)", "1", "antigen stimulation of CAR-T"),
+    _a("F_AI", "F15_MIN + F_AIX*AG**N_AI/(AG**N_AI + (K_AI*AG0)**N_AI)*X_AI**2/(X**2 + X_AI**2)*CT**2/(CT**2 + K_QC**2)", "1", "cytokine-independent share of antigen-driven CAR-T proliferation, rising with the antigen load"),
+    _a("F_15", "F_AI + (1 - F_AI)*(TCR + (1 - TCR)*H15_TCRKO)*IL15**N15/(IL15**N15 + EC15**N15)", "1", "homeostatic cytokine gate of CAR-T proliferation (weaker for cells without a TCR)"),
     _a("FOREIGN", "ALLO*F_HLA + F_CAR", "1", "antigen on the product that host T cells can recognise: mismatched HLA plus the CAR transgene"),
     _a("STIM", "CT/(CT + K_STIM)", "1", "stimulation of host T cells by the infused cells"),
     _a("F_X", "1/(1 + X/(X50*PD1_GAIN))", "1", "proliferation left by exhaustion (PD-1 knockout raises resistance)"),
     _a("K_REJ", "K_T*R + ALLO*K_NK*F_MS**N_MS*NK/NK0", "1/day", "host kill of CAR-T: primed host T cells (alloreactive or anti-CAR) and NK missing-self"),
-    _a("KILL", "K_KILL*CE/(CE + KC_KILL)", "1/day", "CAR-T kill of a target-antigen-bearing cell"),
+    _a("KILL", "K_KILL*CT**2/(CT**2 + KC_KILL**2)", "1/day", "CAR-T kill of a target-antigen-bearing cell, by effector and persisting CAR-T alike; steep (second order) at low CAR-T levels, so that aplasia ends when the persisting CAR-T fall below a few cells/uL"),
     _a("KILL19", "TGT_CD19*KILL", "1/day", "kill of CD19+ B precursors and B cells"),
     _a("KILLPB", "KILL*(1 - (1 - THETA_PB*TGT_CD19)*(1 - TGT_BCMA))", "1/day", "kill of plasmablasts (CD19+ and BCMA+: either target suffices)"),
     _a("KILLPC", "THETA_PC*TGT_BCMA*KILL", "1/day", "kill of CD19- BCMA+ plasma cells"),
@@ -401,8 +415,9 @@ ASSIGNMENTS = (
     _a("R_AH", "K_DB + K_DIFFA + G_A*HELP", "1/day", "autoreactive B self-renewal at low density: replaces turnover and differentiation, plus net regrowth scaled by the help left"),
     _a("E_GC", "A_GC/(A_GC + ED50_GC)", "1", "glucocorticoid effect (share of maximal)"),
     _a("F_GC", "1 - IMAX_GCCAR*E_GC", "1", "CAR-T proliferation left under glucocorticoids"),
-    _a("G_CE", "RHO*F_AG*F_15*F_X*F_GC - K_E - K_EM", "1/day", "net intrinsic growth rate of effector CAR-T (positive while they expand)"),
-    _a("ACT", "0.5*(G_CE + sqrt(G_CE**2 + W_ACT**2))*CE", "cells/uL/day", "net growth of the effector CAR-T pool while it expands (the activation rate that releases cytokines; a smooth positive part, near 0 on a plateau and during contraction)"),
+    _a("PROL_C", "RHO*F_AG*F_15*F_X*F_GC", "1/day", "division rate of antigen-stimulated CAR-T"),
+    _a("G_CE", "PROL_C - K_E - K_EM", "1/day", "net intrinsic growth rate of effector CAR-T (positive while they expand)"),
+    _a("ACT", "0.5*(G_CE + sqrt(G_CE**2 + W_ACT**2))*CE", "cells/uL/day", "net growth of the effector CAR-T pool while it expands (the activation rate that releases cytokines; a smooth positive part, near 0 during contraction)"),
     _a("IL6X", "IL6 - IL6_0", "pg/mL", "IL-6 above baseline"),
     _a("C_TCZ", "A_TCZ/V_TCZ", "mg/L", "tocilizumab serum concentration"),
     _a("INH_TCZ", "C_TCZ/(C_TCZ + IC50_TCZ)", "1", "share of IL-6 receptor signalling blocked by tocilizumab"),
@@ -431,10 +446,10 @@ STATES = (
     _s("TP1", "10^9/L", "platelet transit 1", "PLT0", "KTR_P*(PPROL - TP1)", "myelosuppression"),
     _s("TP2", "10^9/L", "platelet transit 2", "PLT0", "KTR_P*(TP1 - TP2)", "myelosuppression"),
     _s("PLTC", "10^9/L", "circulating platelets", "PLT0", "KTR_P*(TP2 - PLTC)", "myelosuppression"),
-    _s("H", "cells/uL", "host T cells", "H0", "R_H/(1 + FAUC/FAUC_H)*H*log(H0/(H + CT)) - K_LD_T*H", "host lymphocytes"),
+    _s("H", "cells/uL", "host T cells", "H0", "R_H/(1 + (FAUC/FAUC_H)**2)*H*log(H0/(H + CT)) - K_LD_T*H", "host lymphocytes"),
     _s("NK", "cells/uL", "host NK cells", "NK0", "R_NK*NK*log(NK0/NK) - K_LD_NK*NK", "host lymphocytes"),
     _s("IL15", "fold baseline", "homeostatic cytokines (IL-7/IL-15)", "1", "K15*FOLD15 - K15*IL15 - K15*(FOLD15 - 1)*(H + NK + CT)/L0*IL15", "homeostatic cytokines"),
-    _s("CE", "cells/uL", "effector CAR-T", "0", "RHO*F_AG*F_15*F_X*F_GC*CE - (K_E + K_EM)*CE + K_ME*F_AG*CM - (K_REJ + K_LD_T)*CE", "CAR-T"),
+    _s("CE", "cells/uL", "effector CAR-T", "0", "PROL_C*CE - (K_E + K_EM)*CE + K_ME*F_AG*CM - (K_REJ + K_LD_T)*CE", "CAR-T"),
     _s("CM", "cells/uL", "memory (persistent) CAR-T", "0", "K_EM*CE - BETA_M*CM - K_ME*F_AG*CM - (K_REJ + K_LD_T)*CM", "CAR-T"),
     _s("X", "1", "CAR-T exhaustion from cumulative antigen stimulation", "0", "K_X*F_AG*CT/(CT + K_XC) - D_X*X", "CAR-T"),
     _s("R", "1", "primed host T-cell response against the product (alloreactive and anti-CAR)", "0", "(S_R*H/H0 + A_R*R)*FOREIGN*STIM - D_R*R", "rejection"),
@@ -555,23 +570,45 @@ NOTES = (
     "PGA scaling are assumptions chosen so that organ items resolve in the order seen clinically.",
     "Thin evidence: the marrow and plasma-cell pools are in blood-equivalent units; only blood "
     "B cells, CAR-T, ANC, ALC and platelets map to measured units directly.",
-    "How B-cell aplasia ends: effector CAR-T are sustained after the peak by CD19+ cells still "
-    "coming out of the marrow; aplasia lasts while effector kill outpaces marrow output (about "
-    "1 effector cell/uL) and ends when antigen-driven exhaustion (K_X, X50) lets the effectors "
-    "contract. K_X and X50 are calibrated to the Erlangen return at 110 +/- 32 d (Mackensen "
-    "2022); the persisting memory pool (K_EM) does not kill, so CAR-T stay detectable after "
-    "B cells return. The blood CAR-T curve therefore has a broad top over days 9-17 rather "
-    "than a sharp peak; no SLE CAR-T curve was retrieved to check its shape.",
-    "Prediction without lymphodepletion: CD19+ B cells drive a real but weak expansion "
-    "(typical peak about a tenth of the post-LD peak, later, near day 30) because homeostatic "
-    "cytokines stay at baseline (a full lymphocyte pool consumes them; only F15_MIN of the "
-    "antigen-driven proliferation is left) and exhaustion ends it within weeks; for "
-    "allogeneic cells the intact host T-cell pool also primes the host response at once. B "
-    "cells fall deeply but complete aplasia is reached in a minority. TyU19 in SLE reports "
-    "benefit without LD ([V2] only); no kinetics were found to test this.",
+    "Contraction and how B-cell aplasia ends (model 0.6): effector CAR-T proliferate only while "
+    "the antigen is above about K_AG (steepness N_AG), so once B cells are gone the CD19+ "
+    "precursors still coming out of the marrow (a few cells/uL-eq) cannot hold them up and they "
+    "contract at K_E + K_EM (typical patient after Erlangen Flu/Cy: peak 20 cells/uL on day 8, "
+    "apparent half-life 6 d over the following week; Stein 2019 4.3 d, Ogasawara 2021 5.0 d) to a "
+    "persisting (memory) pool of about a fifth of the peak, which declines at BETA_M (t1/2 58 d). "
+    "Effector and persisting CAR-T kill alike, and the kill falls with the square of the CAR-T "
+    "level below KC_KILL, so the persisting pool keeps the precursors out until it falls below a "
+    "few cells/uL; then B cells return (typical patient: day 106; Mackensen 2022: 110 +/- 32 d) "
+    "and CAR-T stay detectable (>= 1 cell/uL) for about 3 months more. Exhaustion (K_X, X50) "
+    "accrues while antigen is above about K_AG, during the expansion burst and again as "
+    "precursors come back, and stops the CAR-T re-expanding on them; without it CAR-T and "
+    "precursors would settle into a lasting equilibrium with no B-cell return. In model 0.5 "
+    "antigen from the marrow kept the effectors on a plateau (apparent half-life about 33 d over "
+    "the week after the peak) that only exhaustion ended. BETA_M is faster than the oncology "
+    "terminal phase (220-352 d), in line with the shorter CAR-T persistence reported in SLE than "
+    "in lymphoma (Muller 2025 Blood); no SLE CAR-T curve was retrieved to check the shape.",
+    "Without lymphodepletion (model 0.6): homeostatic cytokines stay at baseline (a full "
+    "lymphocyte pool consumes them), so CAR-T proliferation rests on the cytokine-independent "
+    "share F_AI = F15_MIN + F_AIX x (relative antigen load gate: AG/AG0 against K_AI, steepness "
+    "N_AI) x (exhaustion gate, X_AI) x (CAR-T density gate, K_QC): strongly stimulated cells "
+    "meeting a full target compartment make IL-2 for each other until exhaustion, whose first "
+    "casualty is IL-2 production, takes it away within about a week; cells already eliminated "
+    "(by NK cells, say) cannot regrow on it. Lymphodepletion halves the compartment "
+    "(Flu/Cy kills B cells too), so after it the extra drive hardly acts and the post-LD "
+    "kinetics, CRS and B-cell return are those of F15_MIN alone; nor can the persisting, "
+    "exhausted CAR-T use it on B cells returning at the end of aplasia. TyU19 without "
+    "lymphodepletion thus expands (typical peak about 6.5 cells/uL on day 15, against 11 on "
+    "day 13 after the low-intensity regimen), B cells stay below 1/uL from day 16 to about "
+    "day 65 and SLEDAI-2K reaches 0 by month 3, as the TyU19 SLE reports say ([V2]: efficacy "
+    "without lymphocyte clearance; in vivo CD19 CAR without lymphodepletion also gave B cells "
+    "< 1/uL). F_AIX and K_AI are set against that qualitative report (target "
+    "tyu19_no_ld_sledai2k_m6, calibrated); no CAR-T or B-cell kinetics without "
+    "lymphodepletion were found to test the shape, and a patient whose B cells are already "
+    "low for another reason (recent rituximab, say) is not distinguished from one after "
+    "lymphodepletion.",
     "CRS: IL-6 is released in proportion to the net growth of the effector CAR-T pool (ACT), "
     "so it rises during expansion and falls within hours to days once the pool stops growing "
-    "(IL-6 t1/2 4.2 h); a plateau of effectors held up by marrow output releases almost none, "
+    "(IL-6 t1/2 4.2 h); contracting effectors release none, "
     "so fever does not outlast expansion. What separates a product with no CRS (TyU19: 0/6, "
     "Wang X 2024, Wang D 2025) from one with mild CRS (autologous: any grade in 87% of 47 "
     "pooled SLE patients) is not established by direct evidence; the model's candidate is the "
@@ -614,23 +651,24 @@ NOTES = (
     "FOLD15/(1 + (FOLD15 - 1) x L/L0) at quasi-steady state: about 3.2-fold after the reduced "
     "regimen, 3.7 after Erlangen, 4.3 after standard Flu/Cy and 5 with an empty pool (De Bock "
     "2013: 5.2-fold on day 7). The gate F_15 is steep over that range (EC15 4), so CAR-T "
-    "expansion and the effector plateau that keeps B cells away follow the depth and length of "
-    "lymphodepletion; the Erlangen and reduced regimens differ only in cyclophosphamide (1000 "
-    "vs 750 mg/m^2), so their contrast is moderate (typical peak 19 vs 14 cells/uL).",
+    "expansion, and with it the persisting pool that keeps B cells away, follow the depth and "
+    "length of lymphodepletion; the Erlangen and reduced regimens differ only in cyclophosphamide "
+    "(1000 vs 750 mg/m^2), so their contrast is moderate (typical peak 20 vs 15 cells/uL).",
     "Fludarabine exposure (FAUC, cumulative F-ara-A AUC in mg.h/L, renal function included "
     "through CL_F_R x CrCl): fludarabine deepens host T- and NK-cell depletion and slows host "
-    "T-cell recovery (rate R_H/(1 + FAUC/FAUC_H); Wijermans 1993). Below the published "
-    "cut-point of 13.8-14 mg.h/L (Fabrizio 2022, Dekker 2022) host T cells return sooner, "
-    "homeostatic cytokines fall earlier and the effector plateau ends sooner: in the typical "
-    "patient after Erlangen Flu/Cy, B cells return about 3 weeks earlier at 8-9 mg.h/L than at "
-    "18 mg.h/L (no renal dose cut). The published effect (HR about 2 for loss of B-cell aplasia in B-ALL) is "
-    "larger than the model's, whose aplasia in SLE is bounded by the Erlangen return at "
-    "110 +/- 32 d; the typical SLE patient after 25 mg/m^2 x 3 (about 12.8 mg.h/L) sits just "
-    "below the cut-point.",
+    "T-cell recovery (rate R_H/(1 + (FAUC/FAUC_H)^2), threshold-like; Wijermans 1993). Below "
+    "the published cut-point of 13.8-14 mg.h/L (Fabrizio 2022, Dekker 2022) host T cells return "
+    "sooner, homeostatic cytokines fall earlier, the CAR-T expand less and their persisting pool "
+    "is smaller: in the typical patient after Erlangen Flu/Cy (no renal dose cut) the peak is 14, "
+    "20 and 27 cells/uL and B cells return on day 96, 106 and 131 at 7, 13 and 21 mg.h/L. The "
+    "published effect (HR about 2 for loss of B-cell aplasia in B-ALL) is of the size of the "
+    "model's ratio of median aplasia durations, whose aplasia in SLE is bounded by the Erlangen "
+    "return at 110 +/- 32 d; the typical SLE patient after 25 mg/m^2 x 3 (about 12.8 mg.h/L) sits "
+    "just below the cut-point.",
     "Dose and exposure: CAR-T expansion is limited by antigen (CD19+ B cells and marrow "
     "precursors, K_AG) and by homeostatic cytokines, not by the number of cells infused, so "
     "the peak rises far less than in proportion to dose (typical patient after Erlangen Flu/Cy: "
-    "about 14, 19 and 26 cells/uL at 1e5, 1e6 and 1e7 cells/kg, a log-log slope near 0.15) and "
+    "about 16, 20 and 25 cells/uL at 1e5, 1e6 and 1e7 cells/kg, a log-log slope near 0.1) and "
     "the peak comes earlier with a higher dose. This matches the oncology popCK analyses, in "
     "which dose did not explain exposure within 10-25-fold ranges (Stein 2019, Awasthi 2020, "
     "Ogasawara 2021); no published slope below 1 was found to fit.",
@@ -682,7 +720,7 @@ NOTES = (
 
 MODEL = Model(
     name="lupus_cart",
-    version="0.5.0",
+    version="0.6.0",
     description="CD19 CAR-T in SLE: lymphodepletion PK, myelosuppression, host T/NK recovery, "
     "CAR-T kinetics with host-versus-graft rejection, B lineage and plasma cells, anti-dsDNA, "
     "complement, disease activity, IL-6 and liver enzymes.",
