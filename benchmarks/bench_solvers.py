@@ -62,6 +62,15 @@ DAYS = np.arange(0.0, 366.0)
 PROTOCOL = {k: v for k, v in tomllib.loads((HERE / "million.toml").read_text()).items() if k != "outputs"}
 
 
+
+def write_csv(rows: list[dict], out: Path) -> None:
+    """One CSV of ``rows``, its columns the union of their keys in first-seen order."""
+    out.parent.mkdir(exist_ok=True)
+    with out.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+        w.writeheader()
+        w.writerows(rows)
+
 def patients(start: int, stop: int):
     """K, Y0, schedules of patients start..stop-1 (same stream as a cartwin run)."""
     protocol = parse_protocol(PROTOCOL)
@@ -272,11 +281,7 @@ def main() -> None:
         r["x_scipy_loop"] = round(r["patients_per_s"] / base["scipy-solve_ivp"], 1) if "scipy-solve_ivp" in base else ""
         r["x_roadrunner"] = round(r["patients_per_s"] / base["roadrunner"], 2) if "roadrunner" in base else ""
     out = HERE / "results" / "solvers.csv"
-    out.parent.mkdir(exist_ok=True)
-    with out.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(rows, out)
     print(f"load average at end: {os.getloadavg()}; results -> {out}")
     plot(rows, HERE / "results" / "solvers.png")
 
@@ -368,11 +373,7 @@ def work_precision(n_check, ref, quick=False, repeat=1):
                      "slowest_patients_per_s": round(n / max(walls[name, rtol]), 1), **extra[name, rtol]})
         print(rows[-1], flush=True)
     out = HERE / "results" / "work_precision.csv"
-    out.parent.mkdir(exist_ok=True)
-    with out.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(rows, out)
     print(f"load average at end: {os.getloadavg()}; results -> {out}")
     if rr_err is not None:
         print("\nthroughput ratio to libRoadRunner at matched error (at each of RoadRunner's points "

@@ -162,6 +162,17 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
             what = "design search" if kind == "design" else "run"
             raise HTTPException(404, f"no {what} {run_id!r} in this app's run folder") from None
 
+    def change_job_state(request: Request, action, kind: str) -> RedirectResponse:
+        """Cancel, resume or restart a run or a design search (``kind``); a job in a state that
+        does not allow it answers 409."""
+        job_id = request.path_params[f"{kind}_id"]
+        folder_or_404(job_id, kind)
+        try:
+            action(job_id)
+        except jobs.RunStateError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return RedirectResponse(f"/{kind}s/{job_id}", status_code=303)
+
     def complete_or_409(run_id: str) -> Path:
         folder_or_404(run_id)
         status = runs.status(run_id)
@@ -351,20 +362,11 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
         folder = folder_or_404(job_id, "design")
         return FileResponse(folder / jobs.SPEC, media_type="application/toml", filename=f"{job_id}.toml")
 
-    def change_design_state(request: Request, action) -> RedirectResponse:
-        job_id = request.path_params["design_id"]
-        folder_or_404(job_id, "design")
-        try:
-            action(job_id)
-        except jobs.RunStateError as exc:
-            raise HTTPException(409, str(exc)) from None
-        return RedirectResponse(f"/designs/{job_id}", status_code=303)
-
     async def design_job_cancel(request: Request):
-        return change_design_state(request, runs.cancel)
+        return change_job_state(request, runs.cancel, "design")
 
     async def design_job_restart(request: Request):
-        response = change_design_state(request, runs.resume)
+        response = change_job_state(request, runs.resume, "design")
         runs.wake()
         return response
 
@@ -420,21 +422,11 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
     async def api_runs(request: Request):
         return JSONResponse(runs.list())
 
-    def change_run_state(request: Request, action) -> RedirectResponse:
-        """Cancel or resume a run; a run in a state that does not allow it answers 409."""
-        run_id = request.path_params["run_id"]
-        folder_or_404(run_id)
-        try:
-            action(run_id)
-        except jobs.RunStateError as exc:
-            raise HTTPException(409, str(exc)) from None
-        return RedirectResponse(f"/runs/{run_id}", status_code=303)
-
     async def run_cancel(request: Request):
-        return change_run_state(request, runs.cancel)
+        return change_job_state(request, runs.cancel, "run")
 
     async def run_resume(request: Request):
-        response = change_run_state(request, runs.resume)
+        response = change_job_state(request, runs.resume, "run")
         runs.wake()
         return response
 
