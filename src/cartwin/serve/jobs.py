@@ -135,11 +135,9 @@ class Runs:
         with self._lock:
             run_id, folder = self._new_folder("r")
             atomic.write_text(folder / PROTOCOL, protocol_text)
-            self._write_job(run_id, {
-                "id": run_id, "kind": "run", "study_id": study_id, "source": source, "state": QUEUED,
-                "n_per_arm": n_per_arm, "seed": seed, "chunk_size": chunk_size, "workers": self.workers,
-                "asked": _now(), "queued": time.time(), "started": None, "finished": None,
-                "attempts": 0, "message": ""})
+            self._write_job(run_id, self._queued(
+                run_id, "run", study_id=study_id, source=source,
+                n_per_arm=n_per_arm, seed=seed, chunk_size=chunk_size))
         return run_id
 
     def create_design(self, spec_text: str, *, source: str, design_id: str, protocol_name: str,
@@ -153,12 +151,16 @@ class Runs:
             atomic.write_text(folder / SPEC, spec_text)
             (folder / INPUTS).mkdir()
             atomic.write_text(folder / INPUTS / protocol_name, protocol_text)
-            self._write_job(job_id, {
-                "id": job_id, "kind": "design", "design_id": design_id, "study_id": design_id, "source": source,
-                "protocol": protocol_name, "state": QUEUED, "patients": patients, "workers": self.workers,
-                "asked": _now(), "queued": time.time(), "started": None, "finished": None,
-                "attempts": 0, "message": ""})
+            self._write_job(job_id, self._queued(
+                job_id, "design", design_id=design_id, study_id=design_id, source=source,
+                protocol=protocol_name, patients=patients))
         return job_id
+
+    def _queued(self, job_id: str, kind: str, **fields) -> dict:
+        """The record of a job just asked for: its own ``fields`` and the queue's bookkeeping."""
+        return {"id": job_id, "kind": kind, **fields, "state": QUEUED, "workers": self.workers,
+                "asked": _now(), "queued": time.time(), "started": None, "finished": None,
+                "attempts": 0, "message": ""}
 
     def cancel(self, run_id: str) -> dict:
         with self._lock:
