@@ -73,3 +73,17 @@ def call_cli(monkeypatch, capsys, *args) -> tuple[int, str]:
         raise SystemExit(0)
     captured = capsys.readouterr()
     return exc.value.code or 0, captured.err + captured.out
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium under Playwright, one per test module (the browser tests of the
+    report and of the web app)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.report.test_report_browser import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield b
+        b.close()

@@ -37,16 +37,6 @@ def nine_arms(tmp_path_factory) -> tuple[Path, Path]:
     return base / "run", write_report(base / "run", workers=1)
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
 def _open(browser, html: Path, width: int, height: int):
     context = browser.new_context(viewport={"width": width, "height": height})
     page = context.new_page()
