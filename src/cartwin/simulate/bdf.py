@@ -45,7 +45,7 @@ STATUS_TEXT = {
     SINGULAR: "singular iteration matrix",
 }
 
-KERNEL_VERSION = "7"
+KERNEL_VERSION = "8"
 
 KERNEL_SOURCE = r'''
 import numba
@@ -103,7 +103,7 @@ def _compute_r(order, factor, m):
 
 
 @numba.njit(cache=True)
-def _change_d(D, order, factor, work):
+def _change_d(D, order, factor, work, out):
     """Re-express the difference array for a new step size (SciPy's change_D)."""
     R = work[0]
     U = work[1]
@@ -116,16 +116,20 @@ def _change_d(D, order, factor, work):
             for q in range(order + 1):
                 s += R[i, q] * U[q, j]
             RU[i, j] = s
+    # D[:order+1] = RU.T @ D[:order+1], row by row so that the innermost loop runs along the
+    # contiguous state axis; each element sums over j in the same order as a column-wise loop
     n = D.shape[1]
-    tmp = work[3]
-    for k in range(n):
-        for i in range(order + 1):
-            s = 0.0
-            for j in range(order + 1):
-                s += RU[j, i] * D[j, k]
-            tmp[i, 0] = s
-        for i in range(order + 1):
-            D[i, k] = tmp[i, 0]
+    for i in range(order + 1):
+        row = out[i]
+        for k in range(n):
+            row[k] = 0.0
+        for j in range(order + 1):
+            c = RU[j, i]
+            src = D[j]
+            for k in range(n):
+                row[k] += c * src[k]
+    for i in range(order + 1):
+        D[i, :] = out[i]
 
 
 @numba.njit(cache=True)
@@ -164,6 +168,7 @@ def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, 
     D[0] = y
     D[1] = f * h_abs
     work = np.zeros((4, MAX_ORDER + 1, MAX_ORDER + 1))
+    D_new = np.empty((MAX_ORDER + 1, n))
     order = 1
     n_equal = 0
     J = np.zeros((n, n))  # jac_into writes the nonzero entries; the others stay 0
@@ -188,7 +193,7 @@ def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, 
             return 2
         min_step = 10.0 * abs(np.nextafter(t, np.inf) - t)
         if h_abs < min_step:
-            _change_d(D, order, min_step / h_abs, work)
+            _change_d(D, order, min_step / h_abs, work, D_new)
             h_abs = min_step
             n_equal = 0
         current_jac = False
@@ -199,7 +204,7 @@ def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, 
             t_new = t + h_abs
             if t_new - t_bound > 0:
                 t_new = t_bound
-                _change_d(D, order, (t_new - t) / h_abs, work)
+                _change_d(D, order, (t_new - t) / h_abs, work, D_new)
                 n_equal = 0
                 have_lu = False
             h = t_new - t
@@ -264,7 +269,7 @@ def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, 
                     current_jac = True
             if not converged:
                 h_abs *= 0.5
-                _change_d(D, order, 0.5, work)
+                _change_d(D, order, 0.5, work, D_new)
                 n_equal = 0
                 have_lu = False
                 continue
@@ -278,7 +283,7 @@ def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, 
             if error_norm > 1.0:
                 factor = max(MIN_FACTOR, safety * error_norm ** (-1.0 / (order + 1)))
                 h_abs *= factor
-                _change_d(D, order, factor, work)
+                _change_d(D, order, factor, work, D_new)
                 n_equal = 0
             else:
                 accepted = True
@@ -334,7 +339,7 @@ def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, 
         order += delta
         factor = min(MAX_FACTOR, safety * best)
         h_abs *= factor
-        _change_d(D, order, factor, work)
+        _change_d(D, order, factor, work, D_new)
         n_equal = 0
         have_lu = False
     for i in range(n):
