@@ -13,6 +13,9 @@ after Erlangen Flu/Cy, IIV on), days -5..365 simulated, daily output on days 0..
                     doses, solve, Parquet parts with the default storage ([store]
                     observations_per_arm = 1000, every chunk scored by the clinical layer as it
                     streams), DuckDB views and manifest; bytes written per patient are reported
+  cartwin-run-visits the same whole run of benchmarks/trial_visits.toml: the same patients and
+                    simulation, observed and scored on the 28 visit days of the TyU19 trial
+                    instead of every day (with --work-precision)
 
 Every contender uses both cores (two worker processes). Accuracy: the maximum relative error over
 the first patients, days 1..365 and all continuous observables, against LSODA at rtol 1e-10,
@@ -198,10 +201,10 @@ def timed(name, n, rtol, workers=2, chunk=250):
     return wall, failed, peak
 
 
-def timed_run(n, workers=2, rtol=None):
-    """A whole `cartwin run` of million.toml with n patients: (wall seconds, failed, bytes written).
-    ``rtol``: the protocol's [solver] rtol (atol 1e-3 rtol, as every contender); default the
-    protocol's own (1e-6, atol 1e-9)."""
+def timed_run(n, workers=2, rtol=None, protocol="million.toml"):
+    """A whole `cartwin run` of ``protocol`` (in benchmarks/) with n patients: (wall seconds,
+    failed, bytes written). ``rtol``: the protocol's [solver] rtol (atol 1e-3 rtol, as every
+    contender); default the protocol's own (1e-6, atol 1e-9)."""
     import shutil
     import tempfile
 
@@ -209,10 +212,10 @@ def timed_run(n, workers=2, rtol=None):
     from cartwin.run import run_protocol
     tmp = Path(tempfile.mkdtemp(prefix="cartwin-bench-"))
     out = tmp / "run"
-    source = HERE / "million.toml"
+    source = HERE / protocol
     if rtol is not None:
-        source = tmp / "million.toml"
-        source.write_text((HERE / "million.toml").read_text()
+        source = tmp / protocol
+        source.write_text((HERE / protocol).read_text()
                           + f"\n[solver]\nrtol = {rtol!r}\natol = {rtol * 1e-3!r}\n")
     try:
         t = time.perf_counter()
@@ -349,15 +352,19 @@ def work_precision(n_check, ref, quick=False, repeat=1):
             else:
                 obs, _ = _work((name, 0, n_check, rtol))
                 errors[name, rtol] = max_rel_error(obs, ref)
-    for rtol in WP_RUN_RTOLS:  # the whole run's solver and patients are cartwin-bdf's
-        errors["cartwin-run", rtol] = errors["cartwin-bdf", rtol]
-    points = [(name, rtol) for name in sizes for rtol in WP_RTOLS] + [("cartwin-run", r) for r in WP_RUN_RTOLS]
+    # the whole runs' solver and patients are cartwin-bdf's (at the trial's visits the error is
+    # at most that over every day)
+    runs = {"cartwin-run": "million.toml", "cartwin-run-visits": "trial_visits.toml"}
+    for name in runs:
+        for rtol in WP_RUN_RTOLS:
+            errors[name, rtol] = errors["cartwin-bdf", rtol]
+    points = [(name, rtol) for name in sizes for rtol in WP_RTOLS] + [(n, r) for n in runs for r in WP_RUN_RTOLS]
     walls: dict[tuple, list[float]] = {p: [] for p in points}
     extra: dict[tuple, dict] = {}
     for k in range(repeat):
         for name, rtol in points:
-            if name == "cartwin-run":
-                wall, failed, written = timed_run(run_n, rtol=rtol)
+            if name in runs:
+                wall, failed, written = timed_run(run_n, rtol=rtol, protocol=runs[name])
                 extra[name, rtol] = {"failed": failed, "bytes_per_patient": round(written / run_n)}
             else:
                 wall, failed, _ = timed(name, sizes[name], rtol)
@@ -365,7 +372,7 @@ def work_precision(n_check, ref, quick=False, repeat=1):
             walls[name, rtol].append(wall)
             print(f"repeat {k + 1}: {name} rtol {rtol:g}: {wall:.2f} s (load {os.getloadavg()[0]:.1f})", flush=True)
     for name, rtol in points:
-        n = run_n if name == "cartwin-run" else sizes[name]
+        n = run_n if name in runs else sizes[name]
         best = min(walls[name, rtol])
         rows.append({"contender": name, "rtol": rtol, "n": n, "seconds": round(best, 3),
                      "patients_per_s": round(n / best, 1), "max_rel_error": f"{errors[name, rtol]:.3e}",
@@ -378,7 +385,7 @@ def work_precision(n_check, ref, quick=False, repeat=1):
     if rr_err is not None:
         print("\nthroughput ratio to libRoadRunner at matched error (at each of RoadRunner's points "
               "inside the contender's error range; interpolated log-log):")
-        for name in ("cartwin-lsoda", "cartwin-bdf", "cartwin-run"):
+        for name in ("cartwin-lsoda", "cartwin-bdf", *runs):
             for rtol, err, ratio in matched_ratios(rows, name):
                 print(f"  {name:14s} at RoadRunner rtol {rtol:.0e} (error {err:.2e}): "
                       + ("outside its measured error range" if ratio is None else f"{ratio:.2f}x"))
