@@ -23,7 +23,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-PROTOCOL = Path(__file__).with_name("million.toml")
+PROTOCOL = Path(__file__).with_name(os.environ.get("BENCH_PROTOCOL", "million.toml"))
 
 
 def simulate_chunk(patients: int) -> pl.DataFrame:
