@@ -74,7 +74,8 @@ def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, pro
         plan = make_plan(protocol, n_per_arm, seed, chunk_size, plan_workers)
         rundir.check_new()
         rundir.start(plan.to_json(), loaded.text, loaded.sha256,
-                     {"name": model.name, "version": model.version, "hash": model.content_hash()})
+                     {"name": model.name, "version": model.version, "hash": model.content_hash()},
+                     _scoring_record(ctx.baselines))
     # a run that keeps the observations of some patients only scores every chunk as it streams:
     # afterwards, the observations the scores need are gone
     limit = ctx.observations_per_arm
@@ -138,6 +139,7 @@ def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, pro
         "observation_model": _observation_record(protocol.observation_model.enabled),
         "schedule_days": list(ctx.days),
         "store": {"observations_per_arm": "all" if limit is None else limit, "sampled": sampled},
+        "scoring": _scoring_record(rundir.scoring_baselines()),
         "counts": {"ok": n_total - len(failed), "failed": len(failed), "per_arm": per_arm},
         "failed": [{"subject": s, "reason": r} for s, r in failed],
         "timings_s": {"solve_and_write": round(solve_seconds, 3),
@@ -151,6 +153,15 @@ def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, pro
     rundir.finish(manifest)
     return RunSummary(Path(out), n_total, len(failed), failed, len(todo), reused,
                       time.perf_counter() - t0)
+
+
+def _scoring_record(baselines: tuple[float | None, float | None]) -> dict:
+    """The baseline days the run's patients are scored with (the protocol's [scoring], else the
+    rule tables' own), as ``run.json`` and the manifest record them."""
+    from cartwin.clinical.pipeline import baseline_days
+
+    visit_day, lab_day = baseline_days(*baselines)
+    return {"baseline_last_day": visit_day, "lab_baseline_last_day": lab_day}
 
 
 def _observation_record(enabled: bool) -> dict:

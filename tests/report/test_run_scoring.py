@@ -31,3 +31,62 @@ def test_scores_written_during_the_run_are_reused_and_equal(tmp_path):
         a = pl.read_parquet(out / "report" / "scores" / table / "*.parquet").sort(pl.all())
         b = pl.read_parquet(fresh / "report" / "scores" / table / "*.parquet").sort(pl.all())
         assert a.equals(b), table
+
+
+def test_a_run_is_scored_with_the_baseline_days_its_protocol_chooses(tmp_path):
+    """[scoring] baseline_day / lab_baseline_day reach every score of a run (as it streams and when
+    a report rescores it), are recorded in run.json and the manifest, and give the same scores as
+    the clinical layer called with those days."""
+    import json
+
+    from cartwin.clinical import observations_from_run, score_observations
+    from cartwin.store import open_run
+
+    protocol = tomllib.loads((ROOT / "examples" / "nct05988216.toml").read_text())
+    runs = {}
+    for name, scoring in (("default", None), ("chosen", {"baseline_day": 84.0, "lab_baseline_day": -3.0})):
+        if scoring:
+            protocol["scoring"] = scoring
+        path = tmp_path / f"{name}.toml"
+        path.write_text(tomli_w.dumps(protocol))
+        runs[name] = tmp_path / name
+        run_protocol(load_protocol(path), runs[name], n_per_arm=4, workers=1, score=True)
+    recorded = {"baseline_last_day": 84.0, "lab_baseline_last_day": -3.0}
+    assert json.loads((runs["chosen"] / "run.json").read_text())["scoring"] == recorded
+    assert json.loads((runs["chosen"] / "manifest.json").read_text())["scoring"] == recorded
+    assert json.loads((runs["default"] / "manifest.json").read_text())["scoring"] == {
+        "baseline_last_day": 0.0, "lab_baseline_last_day": -5.0}
+
+    def scored(run):
+        return pl.read_parquet(run / "report" / "scores" / "patients" / "*.parquet").sort("subject")
+
+    chosen = scored(runs["chosen"])
+    # the clinical layer called directly with the chosen days gives the run's scores
+    run = open_run(runs["chosen"])
+    obs = observations_from_run(run.read("observations"), run.read("patients"), "run")
+    direct = score_observations(obs, baseline_last_day=84.0, lab_baseline_last_day=-3.0)["patients"].sort("subject")
+    assert chosen["sledai2k_baseline"].to_list() == direct["sledai2k_baseline"].to_list()
+    # ... and the choice matters: the day-84 SLEDAI-2K (past the 30-day window of the pre-treatment visits) is not the pre-treatment one
+    assert chosen["sledai2k_baseline"].to_list() != scored(runs["default"])["sledai2k_baseline"].to_list()
+    # a report reuses the scores made with the run's days, and rescoring afresh gives them again
+    assert score_run(runs["chosen"], workers=1).rescored == 0
+    fresh = tmp_path / "fresh"
+    shutil.copytree(runs["chosen"], fresh, ignore=shutil.ignore_patterns("report"))
+    assert score_run(fresh, workers=1).rescored > 0
+    assert scored(fresh).equals(chosen)
+
+
+def test_a_baseline_day_outside_a_year_is_refused_naming_the_field(tmp_path):
+    from cartwin.protocol import ProtocolError
+
+    protocol = tomllib.loads((ROOT / "examples" / "nct05988216.toml").read_text())
+    protocol["scoring"] = {"baseline_day": 400}
+    path = tmp_path / "bad.toml"
+    path.write_text(tomli_w.dumps(protocol))
+    try:
+        load_protocol(path)
+    except ProtocolError as exc:
+        message = str(exc)
+    else:
+        raise AssertionError("a baseline day of 400 was accepted")
+    assert "scoring" in message and "baseline_day" in message and "365" in message

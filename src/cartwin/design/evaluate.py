@@ -25,12 +25,15 @@ POPULATION_STREAM = "design-population"
 CHUNK = 50
 
 
-def score_chunk(result, keys: tuple[str, ...]) -> tuple[int, pl.DataFrame]:
+def score_chunk(result, keys: tuple[str, ...],
+                baselines: tuple[float | None, float | None] = (None, None)) -> tuple[int, pl.DataFrame]:
     """One solved chunk -> (arm index, per-patient endpoint values with the patient's index); a
-    patient whose solve failed has a row with ``failed`` true and null endpoints."""
+    patient whose solve failed has a row with ``failed`` true and null endpoints. ``baselines``:
+    the protocol's [scoring] baseline days (None: the rule tables' own)."""
     import pyarrow as pa  # noqa: F401  (polars.from_arrow needs it)
 
     from cartwin.clinical import observations_from_run, score_observations
+    from cartwin.clinical.pipeline import baseline_days
     from cartwin.endpoints import compute
 
     patients = pl.from_arrow(result.patients).select("subject", "index", "status")
@@ -40,7 +43,9 @@ def score_chunk(result, keys: tuple[str, ...]) -> tuple[int, pl.DataFrame]:
     frame = patients.select("subject", "index", (pl.col("status") != "ok").alias("failed"))
     if ok.height:
         obs = observations_from_run(obs_frame, pl.from_arrow(result.patients), "<design>")
-        values = compute(score_observations(obs), obs.frame, keys=list(keys)).drop("arm")
+        visit_day, lab_day = baseline_days(*baselines)
+        tables = score_observations(obs, baseline_last_day=visit_day, lab_baseline_last_day=lab_day)
+        values = compute(tables, obs.frame, keys=list(keys), baseline_last_day=visit_day).drop("arm")
         frame = frame.join(values, on="subject", how="left")
     return result.spec.arm_index, frame.drop("subject")
 
@@ -93,7 +98,7 @@ class Evaluator:
         if not chunks:
             return
         work = self._work()
-        score = functools.partial(score_chunk, keys=self.keys)
+        score = functools.partial(score_chunk, keys=self.keys, baselines=self.base.baselines)
         new: dict[int, list[pl.DataFrame]] = {}
         for arm_index, frame in execute(work, chunks, self.workers, score, start_method="spawn"):
             new.setdefault(arm_index, []).append(frame)

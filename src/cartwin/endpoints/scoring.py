@@ -64,6 +64,15 @@ def _walk(node, prefix: str = ""):
             yield name, child.read_bytes()
 
 
+def scores_fingerprint(rundir: RunDirectory) -> str:
+    """What makes a run's stored scores valid: the clinical layer and the endpoints
+    (:func:`clinical_fingerprint`) and the baseline days the run is scored with."""
+    visit_day, lab_day = rundir.scoring_baselines()
+    if visit_day is None and lab_day is None:
+        return clinical_fingerprint()  # a run that chose no baselines (and runs made before the choice)
+    return f"{clinical_fingerprint()}:baseline={visit_day!r}:lab_baseline={lab_day!r}"
+
+
 def _part_stamps(run_dir: Path) -> dict[str, list[int]]:
     # Parts are written once, atomically; a part rewritten (a rerun into the same directory) gets
     # a new size or modification time, and only that part is scored again.
@@ -79,7 +88,7 @@ def score_run(run_dir: Path, workers: int | None = None) -> Scores:
     run_dir = Path(run_dir)
     rundir = RunDirectory(run_dir)
     out = rundir.scores_dir
-    clinical = clinical_fingerprint()
+    clinical = scores_fingerprint(rundir)
     stamps = _part_stamps(run_dir)
     stored_path = rundir.scores_fingerprint
     stored = json.loads(stored_path.read_text()) if stored_path.exists() else {}
@@ -141,6 +150,7 @@ def score_frame(run_dir: Path, part: str, frame, source: str, visit_subjects=Non
     import polars as pl
 
     from cartwin.clinical import observations_from_simulation, score_observations
+    from cartwin.clinical.pipeline import baseline_days
     from cartwin.store.reported import as_reported
     from cartwin.endpoints import compute
 
@@ -148,11 +158,13 @@ def score_frame(run_dir: Path, part: str, frame, source: str, visit_subjects=Non
     # a run's own observations: checked by column (row by row only when they are not as the
     # simulator writes them); the same frame either way
     obs = observations_from_simulation(as_reported(frame), source)
-    tables = score_observations(obs, flags=False)  # the flags are not kept with the scores
+    visit_day, lab_day = baseline_days(*rundir.scoring_baselines())
+    tables = score_observations(obs, flags=False,  # the flags are not kept with the scores
+                                baseline_last_day=visit_day, lab_baseline_last_day=lab_day)
     withdrawal = _withdrawal(rundir, part)
     if withdrawal is not None:  # a run with withdrawal: responder endpoints impute it (non-responder)
         tables = {**tables, "patients": tables["patients"].join(withdrawal, on="subject", how="left")}
-    endpoints = compute(tables, obs.frame)
+    endpoints = compute(tables, obs.frame, baseline_last_day=visit_day)
     clinical = tables["patients"].drop([c for c in endpoints.columns if c not in ("subject", "arm")], strict=False)
     patients = clinical.join(endpoints.drop("arm"), on="subject", how="left")
     visits = tables["visits"].select(VISIT_COLUMNS)
@@ -205,7 +217,7 @@ def adopt_scored_parts(run_dir: Path) -> int:
     run_dir = Path(run_dir)
     rundir = RunDirectory(run_dir)
     out = rundir.scores_dir
-    clinical = clinical_fingerprint()
+    clinical = scores_fingerprint(rundir)
     stored_path = rundir.scores_fingerprint
     stored = json.loads(stored_path.read_text()) if stored_path.exists() else {}
     if stored.get("clinical") != clinical:

@@ -81,6 +81,9 @@ class RunWork:
         return draw.typical_for(self.model, arm.typical), draw.variability(self.variability)
     observations_per_arm: int | None = None
     """Patients of each arm (index below this) whose observations are stored; None: all."""
+    baselines: tuple[float | None, float | None] = (None, None)
+    """The protocol's [scoring] baseline days (visits and endpoints; CTCAE reference); None: the
+    rule tables' own."""
 
     def stores_observations(self, index: np.ndarray) -> np.ndarray:
         """Which of the patients ``index`` (positions in their arm) keep their observations."""
@@ -152,7 +155,7 @@ def _make_work(protocol: Protocol, seed: int | None = None) -> RunWork:
                        stored_observables(model, protocol.outputs), (backend, s.rtol, s.atol),
                        tuple(imported.doses), tuple(imported.events), imported.nonnegative,
                        observation_model=protocol.observation_model.enabled,
-                       observations_per_arm=protocol.store.limit())
+                       observations_per_arm=protocol.store.limit(), baselines=_baselines(protocol))
     model = get_model(protocol.model)
     arms = []
     for i, arm in enumerate(protocol.arms):
@@ -166,7 +169,11 @@ def _make_work(protocol: Protocol, seed: int | None = None) -> RunWork:
     return RunWork(model, seed, days, tuple(arms), protocol.population, dict(protocol.model_variability),
                    stored_observables(model, protocol.outputs), (s.backend, s.rtol, s.atol),
                    observation_model=protocol.observation_model.enabled,
-                   observations_per_arm=protocol.store.limit())
+                   observations_per_arm=protocol.store.limit(), baselines=_baselines(protocol))
+
+
+def _baselines(protocol: Protocol) -> tuple[float | None, float | None]:
+    return protocol.scoring.baseline_day, protocol.scoring.lab_baseline_day
 
 
 def check_loadable(protocol: Protocol, seed: int | None = None, base: str | None = None) -> RunWork:

@@ -481,6 +481,18 @@ class StoreSettings(_Strict):
         return None if self.observations_per_arm == "all" else int(self.observations_per_arm)
 
 
+class ScoringSettings(_Strict):
+    """How the clinical layer scores the run's patients (the same choices as `cartwin score`)."""
+
+    baseline_day: float | None = Field(
+        default=None, ge=-365, le=365, description="last study day (relative to the infusion) counted "
+        "as baseline for SLEDAI, SRI-4, the composites and the endpoints; default that of the rule "
+        "tables (day 0)")
+    lab_baseline_day: float | None = Field(
+        default=None, ge=-365, le=365, description="last study day of the CTCAE grading reference; "
+        "default that of the rule tables (day -5, before lymphodepletion)")
+
+
 class Protocol(_Strict):
     schema_version: Literal[1] = 1
     study_id: str = Field(min_length=1)
@@ -515,6 +527,8 @@ class Protocol(_Strict):
 
     store: StoreSettings = Field(default_factory=StoreSettings,
                                  description="what the run directory keeps (docs/protocol.md, Storage)")
+    scoring: ScoringSettings = Field(default_factory=ScoringSettings,
+                                     description="baseline days of the clinical scoring (docs/protocol.md, Scoring)")
 
     @model_validator(mode="after")
     def _rules_known_arms(self):

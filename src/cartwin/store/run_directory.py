@@ -206,7 +206,8 @@ class RunDirectory:
     def stored_plan(self) -> dict:
         return self.run_info()["plan"]
 
-    def start(self, plan_json: dict, protocol_text: str, protocol_sha: str, model: dict) -> None:
+    def start(self, plan_json: dict, protocol_text: str, protocol_sha: str, model: dict,
+              scoring: dict | None = None) -> None:
         # the dictionary first: a directory stopped before run.json is recognised by it
         # (stopped_while_starting) and can start again
         self.path.mkdir(parents=True, exist_ok=True)
@@ -214,7 +215,10 @@ class RunDirectory:
                    {t: {c: {"unit": u, "description": d} for c, (u, d) in cols.items()}
                     for t, cols in DICTIONARY.items()})
         write_text(self.protocol_path, protocol_text)
-        write_json(self.run_json, {"protocol_sha256": protocol_sha, "plan": plan_json, "model": model})
+        info = {"protocol_sha256": protocol_sha, "plan": plan_json, "model": model}
+        if scoring is not None:
+            info["scoring"] = scoring
+        write_json(self.run_json, info)
 
     # --- chunks ------------------------------------------------------------------------------
     def part(self, table: str, chunk_name: str) -> Path:
@@ -301,6 +305,13 @@ class RunDirectory:
     def run_info(self) -> dict:
         """What the run computes (``run.json``): protocol hash, plan, model."""
         return _read_json(self.run_json)
+
+    def scoring_baselines(self) -> tuple[float | None, float | None]:
+        """The baseline days the run's patients are scored with (``run.json``'s ``scoring``:
+        ``baseline_last_day``, ``lab_baseline_last_day``); None where the run chose none (the rule
+        tables' own)."""
+        scoring = self.run_info().get("scoring") or {}
+        return scoring.get("baseline_last_day"), scoring.get("lab_baseline_last_day")
 
     def manifest(self) -> dict:
         """What made the run (``manifest.json``); a run without one is not complete."""
