@@ -190,20 +190,29 @@ def _work(args):
     return obs if obs is not None and stop - start <= 200 else None, failed
 
 
+def cpu_seconds() -> float:
+    """User + system CPU of this process and of its finished children (worker processes)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def timed(name, n, rtol, workers=2, chunk=250):
+    """(wall seconds, failed, peak MB, CPU seconds) of ``n`` patients of a contender."""
     chunks = [(name, s, min(s + chunk, n), rtol) for s in range(0, n, chunk)]
+    cpu = cpu_seconds()
     t = time.perf_counter()
     with mp.get_context("fork").Pool(workers) as pool:
         results = pool.map(_work, chunks)
     wall = time.perf_counter() - t
+    cpu = cpu_seconds() - cpu
     failed = sum(f for _, f in results)
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return wall, failed, peak
+    return wall, failed, peak, cpu
 
 
 def timed_run(n, workers=2, rtol=None, protocol="million.toml"):
     """A whole `cartwin run` of ``protocol`` (in benchmarks/) with n patients: (wall seconds,
-    failed, bytes written). ``rtol``: the protocol's [solver] rtol (atol 1e-3 rtol, as every
+    failed, bytes written, CPU seconds of the run and its workers). ``rtol``: the protocol's [solver] rtol (atol 1e-3 rtol, as every
     contender); default the protocol's own (1e-6, atol 1e-9)."""
     import shutil
     import tempfile
@@ -218,11 +227,13 @@ def timed_run(n, workers=2, rtol=None, protocol="million.toml"):
         source.write_text((HERE / protocol).read_text()
                           + f"\n[solver]\nrtol = {rtol!r}\natol = {rtol * 1e-3!r}\n")
     try:
+        cpu = cpu_seconds()
         t = time.perf_counter()
         summary = run_protocol(load_protocol(source), out, n_per_arm=n, workers=workers)
         wall = time.perf_counter() - t
+        cpu = cpu_seconds() - cpu
         written = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-        return wall, summary.n_failed, written
+        return wall, summary.n_failed, written, cpu
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -265,7 +276,7 @@ def main() -> None:
         if args.full:
             sizes = [1000, 10_000] if name in ("scipy-solve_ivp", "roadrunner") else [1000, 10_000, 100_000, 1_000_000]
         for n in sizes:
-            wall, failed, peak = timed(name, n, rtol)
+            wall, failed, peak, _ = timed(name, n, rtol)
             rows.append({"contender": name, "rtol": rtol, "n": n, "seconds": round(wall, 3),
                          "patients_per_s": round(n / wall, 1), "max_rel_error": f"{err:.2e}",
                          "failed": failed, "peak_rss_mb": round(peak)})
@@ -273,7 +284,7 @@ def main() -> None:
     # the whole run: accuracy is that of cartwin-bdf at rtol 1e-6 (the same solver and patients)
     bdf_err = next((r["max_rel_error"] for r in rows if r["contender"] == "cartwin-bdf" and r["rtol"] == 1e-6), "")
     for n in ([2000] if args.quick else [1000, 10_000]) + ([100_000] if args.full else []):
-        wall, failed, written = timed_run(n)
+        wall, failed, written, _ = timed_run(n)
         rows.append({"contender": "cartwin-run", "rtol": 1e-6, "n": n, "seconds": round(wall, 3),
                      "patients_per_s": round(n / wall, 1), "max_rel_error": bdf_err, "failed": failed,
                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
@@ -360,24 +371,30 @@ def work_precision(n_check, ref, quick=False, repeat=1):
             errors[name, rtol] = errors["cartwin-bdf", rtol]
     points = [(name, rtol) for name in sizes for rtol in WP_RTOLS] + [(n, r) for n in runs for r in WP_RUN_RTOLS]
     walls: dict[tuple, list[float]] = {p: [] for p in points}
+    cpus: dict[tuple, list[float]] = {p: [] for p in points}
     extra: dict[tuple, dict] = {}
     for k in range(repeat):
         for name, rtol in points:
             if name in runs:
-                wall, failed, written = timed_run(run_n, rtol=rtol, protocol=runs[name])
+                wall, failed, written, cpu = timed_run(run_n, rtol=rtol, protocol=runs[name])
                 extra[name, rtol] = {"failed": failed, "bytes_per_patient": round(written / run_n)}
             else:
-                wall, failed, _ = timed(name, sizes[name], rtol)
+                wall, failed, _, cpu = timed(name, sizes[name], rtol)
                 extra[name, rtol] = {"failed": failed}
             walls[name, rtol].append(wall)
-            print(f"repeat {k + 1}: {name} rtol {rtol:g}: {wall:.2f} s (load {os.getloadavg()[0]:.1f})", flush=True)
+            cpus[name, rtol].append(cpu)
+            print(f"repeat {k + 1}: {name} rtol {rtol:g}: {wall:.2f} s, CPU {cpu:.2f} s "
+                  f"(load {os.getloadavg()[0]:.1f})", flush=True)
     for name, rtol in points:
         n = run_n if name in runs else sizes[name]
         best = min(walls[name, rtol])
         rows.append({"contender": name, "rtol": rtol, "n": n, "seconds": round(best, 3),
                      "patients_per_s": round(n / best, 1), "max_rel_error": f"{errors[name, rtol]:.3e}",
                      "repeats": len(walls[name, rtol]),
-                     "slowest_patients_per_s": round(n / max(walls[name, rtol]), 1), **extra[name, rtol]})
+                     "slowest_patients_per_s": round(n / max(walls[name, rtol]), 1),
+                     # CPU seconds (every process) move far less with the machine's load than wall time
+                     "cpu_s": round(min(cpus[name, rtol]), 3),
+                     "patients_per_cpu_s": round(n / min(cpus[name, rtol]), 1), **extra[name, rtol]})
         print(rows[-1], flush=True)
     out = HERE / "results" / "work_precision.csv"
     write_csv(rows, out)
@@ -386,30 +403,32 @@ def work_precision(n_check, ref, quick=False, repeat=1):
         print("\nthroughput ratio to libRoadRunner at matched error (at each of RoadRunner's points "
               "inside the contender's error range; interpolated log-log):")
         for name in ("cartwin-lsoda", "cartwin-bdf", *runs):
+            per_cpu = {rtol: ratio for rtol, _, ratio in matched_ratios(rows, name, measure="patients_per_cpu_s")}
             for rtol, err, ratio in matched_ratios(rows, name):
-                print(f"  {name:14s} at RoadRunner rtol {rtol:.0e} (error {err:.2e}): "
-                      + ("outside its measured error range" if ratio is None else f"{ratio:.2f}x"))
+                print(f"  {name:18s} at RoadRunner rtol {rtol:.0e} (error {err:.2e}): "
+                      + ("outside its measured error range" if ratio is None
+                         else f"{ratio:.2f}x wall, {per_cpu[rtol]:.2f}x CPU"))
     plot_work_precision(rows, HERE / "results" / "work_precision.png")
 
 
-def curve(rows, name):
+def curve(rows, name, measure="patients_per_s"):
     """(log error, log throughput) of a contender, ascending in error."""
-    pts = sorted((float(r["max_rel_error"]), r["patients_per_s"]) for r in rows if r["contender"] == name)
+    pts = sorted((float(r["max_rel_error"]), r[measure]) for r in rows if r["contender"] == name)
     return np.log([e for e, _ in pts]), np.log([w for _, w in pts])
 
 
-def matched_ratios(rows, name, base="roadrunner"):
+def matched_ratios(rows, name, base="roadrunner", measure="patients_per_s"):
     """[(base rtol, base error, throughput of ``name`` / base at that error or None)]: ``name``'s
     work-precision curve interpolated linearly in log-log at each of the base's points; None
     where the base's error lies outside ``name``'s measured range (no extrapolation)."""
-    log_e, log_w = curve(rows, name)
+    log_e, log_w = curve(rows, name, measure)
     out = []
     for r in sorted((r for r in rows if r["contender"] == base), key=lambda r: -r["rtol"]):
         e = float(r["max_rel_error"])
         if log_e.size == 0 or not log_e[0] <= np.log(e) <= log_e[-1]:
             out.append((r["rtol"], e, None))
             continue
-        out.append((r["rtol"], e, float(np.exp(np.interp(np.log(e), log_e, log_w))) / r["patients_per_s"]))
+        out.append((r["rtol"], e, float(np.exp(np.interp(np.log(e), log_e, log_w))) / r[measure]))
     return out
 
 
