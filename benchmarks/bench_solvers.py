@@ -13,9 +13,9 @@ after Erlangen Flu/Cy, IIV on), days -5..365 simulated, daily output on days 0..
                     doses, solve, Parquet parts with the default storage ([store]
                     observations_per_arm = 1000, every chunk scored by the clinical layer as it
                     streams), DuckDB views and manifest; bytes written per patient are reported
-  cartwin-run-visits the same whole run of benchmarks/trial_visits.toml: the same patients and
-                    simulation, observed and scored on the 28 visit days of the TyU19 trial
-                    instead of every day (with --work-precision)
+  cartwin-run-visits a whole run of benchmarks/trial_visits.toml: the same patients and
+                    simulation as a trial twin, every read-out of the model observed and scored on
+                    the 28 visit days of the TyU19 trial (with --work-precision)
 
 Every contender uses both cores (two worker processes). Accuracy: the maximum relative error over
 the first patients, days 1..365 and all continuous observables, against LSODA at rtol 1e-10,
@@ -197,7 +197,10 @@ def cpu_seconds() -> float:
 
 
 def timed(name, n, rtol, workers=2, chunk=250):
-    """(wall seconds, failed, peak MB, CPU seconds) of ``n`` patients of a contender."""
+    """(wall seconds, failed, peak MB, CPU seconds) of ``n`` patients of a contender; chunks of at
+    most ``chunk`` patients, as many per worker (300 patients in chunks of 250 would leave one
+    worker idle for most of the wall time)."""
+    chunk = min(chunk, -(-n // workers))
     chunks = [(name, s, min(s + chunk, n), rtol) for s in range(0, n, chunk)]
     cpu = cpu_seconds()
     t = time.perf_counter()
@@ -245,6 +248,8 @@ def main() -> None:
     ap.add_argument("--check", type=int, default=40, help="patients in the accuracy check")
     ap.add_argument("--work-precision", action="store_true",
                     help="each contender over rtol 1e-4..1e-8 and the throughput ratios at matched error")
+    ap.add_argument("--contenders", default=None,
+                    help="with --work-precision: comma-separated contenders to time (default: all)")
     ap.add_argument("--repeat", type=int, default=3,
                     help="with --work-precision: timings per point (round-robin; the fastest is kept)")
     args = ap.parse_args()
@@ -255,7 +260,8 @@ def main() -> None:
     n_check = args.check
     ref, _ = run_cartwin("lsoda", 0, n_check, 1e-10)
     if args.work_precision:
-        work_precision(n_check, ref, quick=args.quick, repeat=args.repeat)
+        work_precision(n_check, ref, quick=args.quick, repeat=args.repeat,
+                       only=set(args.contenders.split(",")) if args.contenders else None)
         return
     contenders = [("scipy-solve_ivp", 1e-6), ("roadrunner", 1e-6), ("cartwin-lsoda", 1e-6),
                   ("cartwin-bdf", 1e-6), ("cartwin-bdf", 1e-7)]
@@ -341,10 +347,11 @@ WP_RTOLS = (1e-4, 1e-5, 1e-6, 1e-7, 1e-8)
 WP_RUN_RTOLS = (1e-4, 1e-5, 1e-6)  # a whole run's cost hardly moves with rtol: the ends suffice
 
 
-def work_precision(n_check, ref, quick=False, repeat=1):
+def work_precision(n_check, ref, quick=False, repeat=1, only=None):
     """Every contender over WP_RTOLS; writes the rows and the matched-error ratios. ``repeat``:
     every timing is repeated, round-robin over the contenders, and the fastest kept (on a shared
-    machine the load moves during a run; the best of a few repeats is the least disturbed)."""
+    machine the load moves during a run; the best of a few repeats is the least disturbed).
+    ``only``: time these contenders only (the errors are computed for all)."""
     sizes = {"roadrunner": 300, "cartwin-lsoda": 300, "cartwin-bdf": 1000} if quick else \
         {"roadrunner": 1000, "cartwin-lsoda": 1000, "cartwin-bdf": 4000}
     run_n = 2000 if quick else 4000  # beyond the 1,000 stored patients: scored as the run streams
@@ -370,6 +377,8 @@ def work_precision(n_check, ref, quick=False, repeat=1):
         for rtol in WP_RUN_RTOLS:
             errors[name, rtol] = errors["cartwin-bdf", rtol]
     points = [(name, rtol) for name in sizes for rtol in WP_RTOLS] + [(n, r) for n in runs for r in WP_RUN_RTOLS]
+    if only:
+        points = [p for p in points if p[0] in only]
     walls: dict[tuple, list[float]] = {p: [] for p in points}
     cpus: dict[tuple, list[float]] = {p: [] for p in points}
     extra: dict[tuple, dict] = {}
@@ -396,19 +405,22 @@ def work_precision(n_check, ref, quick=False, repeat=1):
                      "cpu_s": round(min(cpus[name, rtol]), 3),
                      "patients_per_cpu_s": round(n / min(cpus[name, rtol]), 1), **extra[name, rtol]})
         print(rows[-1], flush=True)
-    out = HERE / "results" / "work_precision.csv"
+    stem = "work_precision" if not only else "work_precision_" + "_".join(sorted(only))
+    out = HERE / "results" / f"{stem}.csv"
     write_csv(rows, out)
     print(f"load average at end: {os.getloadavg()}; results -> {out}")
     if rr_err is not None:
         print("\nthroughput ratio to libRoadRunner at matched error (at each of RoadRunner's points "
               "inside the contender's error range; interpolated log-log):")
         for name in ("cartwin-lsoda", "cartwin-bdf", *runs):
+            if only and name not in only:
+                continue
             per_cpu = {rtol: ratio for rtol, _, ratio in matched_ratios(rows, name, measure="patients_per_cpu_s")}
             for rtol, err, ratio in matched_ratios(rows, name):
                 print(f"  {name:18s} at RoadRunner rtol {rtol:.0e} (error {err:.2e}): "
                       + ("outside its measured error range" if ratio is None
                          else f"{ratio:.2f}x wall, {per_cpu[rtol]:.2f}x CPU"))
-    plot_work_precision(rows, HERE / "results" / "work_precision.png")
+    plot_work_precision(rows, HERE / "results" / f"{stem}.png")
 
 
 def curve(rows, name, measure="patients_per_s"):
