@@ -353,15 +353,18 @@ def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     units = unit_table()
     frame = _lookup(frame, units, ["test", "unit"], ["canonical_unit", "factor", "offset"])
     unknown_unit = frame.filter(pl.col("factor").is_null() & (pl.col("unit") != "") & pl.col("_code").is_not_null())
-    if unknown_unit.height:
-        first = unknown_unit.row(0, named=True)
-        supported = units.filter(pl.col("test") == first["test"])["unit"].to_list()
-        fix = f"Supported units for {first['test']}: {[u for u in supported if u]} (docs/clinical.md lists all)."
-        if first["test"] == "DSDNA":
+    # one message per (test, unit): each names its own rows
+    for (test, unit), rows in (unknown_unit.partition_by("test", "unit", as_dict=True, maintain_order=True).items()
+                               if unknown_unit.height else ()):
+        supported = [u for u in units.filter(pl.col("test") == test)["unit"].to_list() if u]
+        fix = f"Supported units for {test}: {supported} (docs/clinical.md lists all)."
+        same_letters = [u for u in supported if u.casefold() == str(unit).casefold()]
+        if same_letters:  # units are case-sensitive (mg/dL, not mg/dl): say which one was meant
+            fix = f"Did you mean {same_letters[0]!r}? Units are case-sensitive. " + fix
+        if test == "DSDNA":
             # anti-dsDNA assays (EliA, ELISA, CLIFT, Farr) are not interconvertible: no factor exists
             fix = DSDNA_FIX
-        _fail(file, unknown_unit, "unit",
-              f"unit {first['unit']!r} is not supported for test {first['test']}", fix, collect=problems)
+        _fail(file, rows, "unit", f"unit {unit!r} is not supported for test {test}", fix, collect=problems)
     _raise_all(problems)
     no_unit = frame.filter(pl.col("factor").is_null())
     if no_unit.height:
