@@ -119,3 +119,20 @@ def test_each_unsupported_unit_names_its_own_rows_and_a_case_slip_is_named(tmp_p
     c3 = next(line for line in text.splitlines() if "'mg/dl'" in line)
     assert "row 1 " in neut and "test NEUT" in neut and "row 2" not in neut
     assert "row 2 " in c3 and "test C3" in c3 and "Did you mean 'mg/dL'?" in c3
+
+
+def test_an_unknown_test_code_suggests_the_code_meant():
+    """ANC (a common abbreviation), neutrophils (the name) and dnaab (the CDISC code, other case)
+    are refused, each with the code a user probably meant."""
+    from cartwin.vocabulary import suggest_test_code
+
+    assert suggest_test_code("ANC") == "NEUT"
+    assert suggest_test_code("neutrophils") == "NEUT"
+    assert suggest_test_code("dnaab") == "DSDNA"
+    assert suggest_test_code("neut") == "NEUT"
+    assert suggest_test_code("XYZ") is None
+
+
+def test_the_unknown_code_message_carries_the_suggestion(tmp_path):
+    exc = refused(tmp_path, "P1,0,ANC,2.0,10^9/L,,\n")
+    assert exc.column == "test" and "'ANC' -> 'NEUT'" in str(exc) and "src/cartwin" not in str(exc)

@@ -19,7 +19,7 @@ import polars as pl
 
 from cartwin.clinical.errors import ObservationError
 from cartwin.clinical.ruleset import settings, table
-from cartwin.vocabulary import test_codes
+from cartwin.vocabulary import suggest_test_code, test_codes
 
 REQUIRED_COLUMNS = ("subject", "day", "test", "value", "unit")
 OPTIONAL_COLUMNS = ("lower", "upper", "arm", "cause")
@@ -316,8 +316,11 @@ def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     bad = frame.filter(pl.col("_code").is_null())
     if bad.height:
         examples = sorted({str(t) for t in bad["test"].to_list()})[:5]
+        hints = [f"{t!r} -> {suggest_test_code(t)!r}" for t in examples if suggest_test_code(t)]
         _fail(file, bad, "test", f"unknown test code(s) {examples}",
-              "Use a code from src/cartwin/data/test_codes.csv (codes are case-sensitive).", collect=problems)
+              (f"Did you mean: {', '.join(hints)}? " if hints else "")
+              + "Use a test code of the table in docs/run_directory.md (codes are case-sensitive; "
+              "`cartwin.vocabulary.test_codes()` lists them too).", collect=problems)
 
     value, value_bad = _as_float(frame, "value")
     frame = frame.with_columns(value.alias("_value"), value_bad.alias("_value_bad"))
