@@ -316,6 +316,10 @@ class RunDirectory:
         """What the run computes (``run.json``): protocol hash, plan, model."""
         return _read_json(self.run_json)
 
+    def arm_order(self) -> list[str]:
+        """The run's arm ids in the protocol's order (``run.json``'s plan)."""
+        return list(self.stored_plan()["n_per_arm"])
+
     def scoring_baselines(self) -> tuple[float | None, float | None]:
         """The baseline days the run's patients are scored with (``run.json``'s ``scoring``:
         ``baseline_last_day``, ``lab_baseline_last_day``); None where the run chose none (the rule
