@@ -64,12 +64,15 @@ def validate(protocol: Path = typer.Argument(..., help="Protocol file (TOML)."))
     from cartwin.plan import check_loadable, make_plan
     loaded = load_protocol(protocol)
     plan = make_plan(loaded.protocol, workers=1)
-    check_loadable(loaded.protocol)
+    from cartwin.run import scoring_notes
+    ctx = check_loadable(loaded.protocol)
     p = loaded.protocol
     out.print(f"[green]ok[/green] {protocol}: study {p.study_id}, {len(p.arms)} arm(s), "
               f"{sum(plan.n_per_arm.values())} patients"
               + (f" in each of {plan.replicates} replicate trials" if plan.replicates else "")
               + f", seed {p.seed}, follow-up {p.follow_up_days:g} days")
+    for note in scoring_notes(p.outputs, ctx.model):
+        err.print(f"[yellow]note[/yellow]: {note}", highlight=False)
 
 
 @app.command()
@@ -112,6 +115,8 @@ def run(
            f"({summary.chunks_computed} chunks computed, {summary.chunks_reused} reused) in "
            f"{summary.seconds:.1f} s -> {summary.out}")
     out.print(msg)
+    for note in summary.notes:
+        err.print(f"[yellow]note[/yellow]: {note}", highlight=False)
     if summary.n_failed:
         err.print(f"[yellow]{summary.n_failed} patient(s) failed[/yellow]; see {layout.PATIENTS} "
                   f"(status, failure_reason) and {layout.MANIFEST}")
