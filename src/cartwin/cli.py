@@ -64,12 +64,15 @@ def validate(protocol: Path = typer.Argument(..., help="Protocol file (TOML)."))
     from cartwin.plan import check_loadable, make_plan
     loaded = load_protocol(protocol)
     plan = make_plan(loaded.protocol, workers=1)
-    check_loadable(loaded.protocol)
+    from cartwin.run import scoring_notes
+    ctx = check_loadable(loaded.protocol)
     p = loaded.protocol
     out.print(f"[green]ok[/green] {protocol}: study {p.study_id}, {len(p.arms)} arm(s), "
               f"{sum(plan.n_per_arm.values())} patients"
               + (f" in each of {plan.replicates} replicate trials" if plan.replicates else "")
               + f", seed {p.seed}, follow-up {p.follow_up_days:g} days")
+    for note in scoring_notes(p.outputs, ctx.model):
+        err.print(f"[yellow]note[/yellow]: {note}", highlight=False)
 
 
 @app.command()
@@ -112,6 +115,8 @@ def run(
            f"({summary.chunks_computed} chunks computed, {summary.chunks_reused} reused) in "
            f"{summary.seconds:.1f} s -> {summary.out}")
     out.print(msg)
+    for note in summary.notes:
+        err.print(f"[yellow]note[/yellow]: {note}", highlight=False)
     if summary.n_failed:
         err.print(f"[yellow]{summary.n_failed} patient(s) failed[/yellow]; see {layout.PATIENTS} "
                   f"(status, failure_reason) and {layout.MANIFEST}")
@@ -450,7 +455,7 @@ def sensitivity_command(
 def validate_model_command(
     n: int = typer.Option(200, "--n", min=2, help="Virtual patients per arm of each scenario."),
     seed: int = typer.Option(20260201, "--seed", min=0, help="Seed of every scenario (the same patients in each)."),
-    out_dir: Path = typer.Option(Path("docs"), "--out", "-o", help="Where validation.md and validation_results.csv go."),
+    out_dir: Path = typer.Option(Path("runs/validation"), "--out", "-o", help="Where validation.md and validation_results.csv go (the shipped docs/validation.md is written with --out docs)."),
     only: Optional[str] = typer.Option(None, "--only", help="Comma-separated target ids (default: all); implies --no-sensitivity unless --sensitivity is given."),
     sensitivity: Optional[bool] = typer.Option(None, "--sensitivity/--no-sensitivity", help="Also compute the elasticity table (default: yes, unless --only)."),
     workers: int = typer.Option(1, "--workers", min=1, help="Worker processes for each simulation."),
@@ -468,7 +473,7 @@ def validate_model_command(
 @app.command("design")
 def design_command(
     spec: Path = typer.Argument(..., help="Design spec (TOML): the space, the goal, the search (docs/design.md)."),
-    out_dir: Path = typer.Option(..., "--out", "-o", help="Output directory (new, empty, or an earlier design's)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (new, empty, or an earlier design's); not needed with --check."),
     n: Optional[int] = typer.Option(None, "--n", min=2, help="Override the virtual patients per design point."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Worker processes (default: the spec's, else 1)."),
     check: bool = typer.Option(False, "--check", help="Only validate the spec."),
@@ -479,6 +484,9 @@ def design_command(
     if check:
         out.print(f"[green]ok[/green] {spec}: design {loaded.spec.design_id}")
         return
+    if out_dir is None:
+        raise BadInput("cartwin design: give --out DIR, a new or empty directory for the results "
+                       "(or --check to validate the spec only)")
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "design.json").exists():
         raise BadInput(f"{out_dir}: exists and is not empty; give a new directory")
     result = run_design(loaded, workers=workers, patients=n,

@@ -31,6 +31,7 @@ class RunSummary:
     chunks_computed: int = 0
     chunks_reused: int = 0
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what the scoring will lack (scoring_notes)
 
 
 def run_protocol(loaded: LoadedProtocol, out: str | Path, *, n_per_arm: int | None = None,
@@ -139,7 +140,8 @@ def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, pro
         "observation_model": _observation_record(protocol.observation_model.enabled),
         "schedule_days": list(ctx.days),
         "store": {"observations_per_arm": "all" if limit is None else limit, "sampled": sampled},
-        "scoring": _scoring_record(rundir.scoring_baselines()),
+        "scoring": {**_scoring_record(rundir.scoring_baselines()),
+                    "notes": scoring_notes(protocol.outputs, model)},
         "counts": {"ok": n_total - len(failed), "failed": len(failed), "per_arm": per_arm},
         "failed": [{"subject": s, "reason": r} for s, r in failed],
         "timings_s": {"solve_and_write": round(solve_seconds, 3),
@@ -152,7 +154,25 @@ def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, pro
     }
     rundir.finish(manifest)
     return RunSummary(Path(out), n_total, len(failed), failed, len(todo), reused,
-                      time.perf_counter() - t0)
+                      time.perf_counter() - t0, manifest["scoring"]["notes"])
+
+
+def scoring_notes(outputs, model) -> list[str]:
+    """What the clinical scoring of a run will lack because the protocol's ``outputs`` leave out
+    read-outs of the model that it reads (none when every read-out is kept)."""
+    if not outputs:
+        return []
+    from cartwin.clinical.sledai import input_tests
+
+    offered = {o.test for o in model.observables}
+    missing = sorted((input_tests() & offered) - set(outputs))
+    if not missing:
+        return []
+    shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+    return [f"outputs leave out {len(missing)} read-outs that SLEDAI reads ({shown}): SLEDAI-2K and "
+            "SELENA-SLEDAI are then only ranges at every visit, so remission, SRI-4, DORIS and LLDAS "
+            "are not evaluable and count as not met; add them to outputs, or leave outputs out to keep "
+            "every read-out"]
 
 
 def _scoring_record(baselines: tuple[float | None, float | None]) -> dict:

@@ -40,6 +40,28 @@ def canonical_unit(code: str) -> str:
     return test_codes()[code].unit
 
 
+# Abbreviations common in laboratory exports and the literature, for suggestions only: an
+# observation file must use the codes themselves (a silent mapping could hide a wrong column).
+COMMON_ABBREVIATIONS = {"ANC": "NEUT", "ALC": "LYM", "PLT": "PLAT", "HB": "HGB", "WBC_COUNT": "WBC",
+                        "CD19B": "BCELL", "CD19": "BCELL", "ANTIDSDNA": "DSDNA", "DNAAB": "DSDNA",
+                        "ALAT": "ALT", "ASAT": "AST", "TBILI": "BILI", "CREA": "CREAT", "IL-6": "IL6",
+                        "TEMPERATURE": "TEMP", "UPCR": "UPROT"}
+
+
+def suggest_test_code(text: str) -> str | None:
+    """The test code a user probably meant by ``text`` (another case, a name, a CDISC LBTESTCD or a
+    common abbreviation), or None."""
+    codes = test_codes()
+    key = str(text).strip().casefold()
+    for code, row in codes.items():
+        if key in (code.casefold(), row.name.casefold()):
+            return code
+    by_cdisc = [code for code, row in codes.items() if row.cdisc_lbtestcd and row.cdisc_lbtestcd.casefold() == key]
+    if by_cdisc:
+        return by_cdisc[0]
+    return COMMON_ABBREVIATIONS.get(str(text).strip().upper())
+
+
 # --- the patient vocabulary ----------------------------------------------------------------------
 # Every per-patient covariate and baseline disease descriptor, declared once: its column name
 # (in patients.parquet, in a model's covariate list, in a subject table and, renamed only where a

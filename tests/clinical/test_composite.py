@@ -151,3 +151,13 @@ def sfi_row(**kw):
 ])
 def test_sfi(case, kw, expected):
     assert sfi_row(**kw) == expected
+
+
+@pytest.mark.parametrize("args, missing", [
+    (dict(sledai_base=10, sledai=6, pga_base=1.0, pga=1.0, new_a=None, new_b=None), "(BILAG missing)"),
+    (dict(sledai_base=10, sledai=6, pga_base=1.0, pga=None), "(PGA missing)"),
+    (dict(sledai_base=10, sledai=6, pga_base=1.0, pga=None, new_a=None, new_b=None), "(PGA, BILAG missing)"),
+])
+def test_an_sri_not_evaluable_says_which_component_is_missing(args, missing):
+    row = sri_row(**args)
+    assert row["sri4"] is None and row["sri4_reason"] == f"a component is not evaluable {missing}"

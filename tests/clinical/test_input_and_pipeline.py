@@ -234,3 +234,20 @@ def test_a_baseline_day_that_is_no_day_is_a_usage_error(tmp_path, monkeypatch, c
     code, msg = call_cli(monkeypatch, capsys, "score", EXAMPLE, "--out", tmp_path / "s", option, value)
     assert code == 2 and option in msg and "Traceback" not in msg
     assert not (tmp_path / "s").exists()
+
+
+def test_a_sledai_descriptor_without_its_input_is_flagged_naming_the_input(tmp_path):
+    """Without WBC, leukopenia (SD_LEUK) cannot be judged: the SLEDAI visits become ranges, and
+    the flags say which descriptor, how many visits and which input would fix it."""
+    body = "".join(line for line in EXAMPLE.read_text().splitlines(keepends=True) if ",WBC," not in line)
+    path = tmp_path / "no_wbc.csv"
+    path.write_text(body)
+    score(path, tmp_path / "out")
+    flags = pl.read_parquet(tmp_path / "out" / "flags.parquet")
+    leuk = flags.filter(pl.col("test") == "SD_LEUK")["problem"].to_list()
+    assert len(leuk) == 1 and "(WBC)" in leuk[0] and "not evaluable at" in leuk[0], flags["problem"].to_list()
+    visits = pl.read_parquet(tmp_path / "out" / "visits.parquet").filter(pl.col("sledai_visit"))
+    assert visits["sledai_not_evaluable"].str.contains("SD_LEUK").all()
+    # with WBC, no such flag
+    score(EXAMPLE, tmp_path / "with_wbc")
+    assert pl.read_parquet(tmp_path / "with_wbc" / "flags.parquet").filter(pl.col("test") == "SD_LEUK").height == 0

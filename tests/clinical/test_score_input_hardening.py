@@ -107,3 +107,32 @@ def test_every_problem_of_a_file_is_reported_at_once(tmp_path):
     assert "4 problems" in msg
     assert [(p.rows, p.column) for p in exc.problems] == [([1], "day"), ([2], "test"), ([4], "lower"), ([3], "unit")]
     assert exc.rows == [1] and exc.column == "day"
+
+
+def test_each_unsupported_unit_names_its_own_rows_and_a_case_slip_is_named(tmp_path):
+    """Two tests each in a unit they do not have: each message names its test, its unit and its
+    rows only (not every bad row under the first test's name), and a unit that differs from a
+    supported one only in letter case says which was meant."""
+    exc = refused(tmp_path, "P1,0,NEUT,2000,cells/L,,\nP1,0,C3,90,mg/dl,,\nP1,1,NEUT,2.0,10^9/L,,\n")
+    text = str(exc)
+    neut = next(line for line in text.splitlines() if "'cells/L'" in line)
+    c3 = next(line for line in text.splitlines() if "'mg/dl'" in line)
+    assert "row 1 " in neut and "test NEUT" in neut and "row 2" not in neut
+    assert "row 2 " in c3 and "test C3" in c3 and "Did you mean 'mg/dL'?" in c3
+
+
+def test_an_unknown_test_code_suggests_the_code_meant():
+    """ANC (a common abbreviation), neutrophils (the name) and dnaab (the CDISC code, other case)
+    are refused, each with the code a user probably meant."""
+    from cartwin.vocabulary import suggest_test_code
+
+    assert suggest_test_code("ANC") == "NEUT"
+    assert suggest_test_code("neutrophils") == "NEUT"
+    assert suggest_test_code("dnaab") == "DSDNA"
+    assert suggest_test_code("neut") == "NEUT"
+    assert suggest_test_code("XYZ") is None
+
+
+def test_the_unknown_code_message_carries_the_suggestion(tmp_path):
+    exc = refused(tmp_path, "P1,0,ANC,2.0,10^9/L,,\n")
+    assert exc.column == "test" and "'ANC' -> 'NEUT'" in str(exc) and "src/cartwin" not in str(exc)

@@ -90,3 +90,24 @@ def test_validate_and_run_list_schema_errors_with_the_cross_field_checks(tmp_pat
     assert "population.cohort:" in msg and "missing.csv" in msg
     assert "Traceback" not in msg
     assert not (tmp_path / "run").exists()
+
+
+def test_outputs_that_leave_out_what_sledai_reads_are_noted(tmp_path, monkeypatch, capsys):
+    """A protocol whose outputs drop the SLEDAI descriptors validates, with a note that SLEDAI-based
+    endpoints will not be evaluable; keeping every read-out gives no note."""
+    import tomllib
+
+    import tomli_w
+
+    from tests.conftest import ROOT, call_cli
+
+    protocol = tomllib.loads((ROOT / "benchmarks" / "million.toml").read_text())
+    path = tmp_path / "few_outputs.toml"
+    path.write_text(tomli_w.dumps(protocol))
+    code, text = call_cli(monkeypatch, capsys, "validate", path)
+    text = " ".join(text.split())  # the console wraps long lines
+    assert code == 0 and "note" in text and "SD_ARTH" in text and "remission, SRI-4, DORIS and LLDAS" in text
+    del protocol["outputs"]
+    path.write_text(tomli_w.dumps(protocol))
+    code, text = call_cli(monkeypatch, capsys, "validate", path)
+    assert code == 0 and "note" not in text

@@ -17,3 +17,12 @@ def test_test_code_table_is_fresh():
 def test_covariate_table_is_fresh():
     text = (ROOT / "docs" / "protocol.md").read_text()
     assert with_covariates(text) == text, "docs/protocol.md is stale: run `python -m cartwin.docs`"
+
+
+def test_every_product_preset_is_listed_in_the_protocol_docs():
+    """docs/protocol.md's preset table names every product a protocol may ask for by name."""
+    from cartwin.therapy.products import PRODUCTS
+
+    text = (ROOT / "docs" / "protocol.md").read_text()
+    missing = [name for name in PRODUCTS if f"| `{name}` |" not in text]
+    assert not missing, f"presets missing from docs/protocol.md's Products table: {missing}"

@@ -104,3 +104,17 @@ def test_file_round_trip(tmp_path, protocol_dict):
     loaded = load_protocol(write_protocol(tmp_path / "p.toml", protocol_dict))
     assert loaded.protocol.study_id == "TEST-001"
     assert len(loaded.sha256) == 64
+
+
+def test_a_dose_given_both_per_kg_and_flat_is_one_clear_message(protocol_dict):
+    protocol_dict["arms"][0]["dose"] = {"cells_per_kg": 1e6, "cells": 5e7}
+    text = errors_of(protocol_dict)
+    assert "arms[0].dose: give the dose either per kg (cells_per_kg) or flat (cells), not both" in text
+    assert "unknown field" not in text  # both fields are real; the problem is giving both
+
+
+def test_a_regimen_list_with_a_bad_drug_names_the_drug_only(protocol_dict):
+    protocol_dict["arms"][0]["lymphodepletion"] = [{"drug": "cytoxan", "dose_mg_m2": 300, "days": [-5]}]
+    text = errors_of(protocol_dict)
+    assert "arms[0].lymphodepletion[0].drug" in text and "'cytoxan'" in text
+    assert "valid string" not in text  # the list was the right type: no message about text

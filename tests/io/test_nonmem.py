@@ -215,3 +215,30 @@ def test_pharmpy_reads_the_export_and_its_dataset_checks_pass(exported, tmp_path
     # and an error in the data is caught by the same checks: a weight of 0 kg
     bad = model.replace(dataset=df.assign(WT=0.0))
     assert (modeling.check_dataset(bad, dataframe=True)["result"] == "FAIL").any()
+
+
+def test_arm_numbers_follow_the_protocol_order(tmp_path):
+    """ARMN 1 is the protocol's first arm, even when its id sorts after the others."""
+    import copy
+
+    import tomli_w
+
+    from cartwin.protocol import load_protocol
+    from cartwin.run import run_protocol
+    from tests.conftest import BASE_PROTOCOL
+
+    protocol = copy.deepcopy(BASE_PROTOCOL)
+    protocol["arms"] = list(reversed(protocol["arms"]))
+    for arm in protocol["arms"]:
+        arm["n"] = 1
+    protocol["schedule"] = {"days": [0, 7, 28]}
+    first = protocol["arms"][0]["id"]
+    assert first > protocol["arms"][1]["id"]  # the first arm sorts last
+    path = tmp_path / "protocol.toml"
+    path.write_bytes(tomli_w.dumps(protocol).encode())
+    run_protocol(load_protocol(path), tmp_path / "run", workers=1)
+    export = export_nonmem(tmp_path / "run", tmp_path / "nm.csv")
+    data = pl.read_csv(tmp_path / "nm.csv", null_values=".")
+    dictionary = json.loads(export.dictionary_json.read_text())
+    assert dictionary["arms"]["1"]["arm"] == first
+    assert data.filter(pl.col("ID") == 1)["ARMN"].unique().to_list() == [1]

@@ -72,6 +72,7 @@ def test_outputs_follow_the_umask(tmp_path, run_dir, monkeypatch, capsys):
     try:
         assert call(monkeypatch, capsys, "score", run_dir, "--out", tmp_path / "s")[0] == 0
         assert call(monkeypatch, capsys, "export", "nonmem", run_dir, "--out", tmp_path / "nm.csv")[0] == 0
+        assert call(monkeypatch, capsys, "export", "sbml", "--out", tmp_path / "model.xml")[0] == 0
     finally:
         os.umask(old)
     files = [p for p in tmp_path.rglob("*") if p.is_file()]

@@ -53,9 +53,9 @@ def test_a_run_is_scored_with_the_baseline_days_its_protocol_chooses(tmp_path):
         run_protocol(load_protocol(path), runs[name], n_per_arm=4, workers=1, score=True)
     recorded = {"baseline_last_day": 84.0, "lab_baseline_last_day": -3.0}
     assert json.loads((runs["chosen"] / "run.json").read_text())["scoring"] == recorded
-    assert json.loads((runs["chosen"] / "manifest.json").read_text())["scoring"] == recorded
+    assert json.loads((runs["chosen"] / "manifest.json").read_text())["scoring"] == {**recorded, "notes": []}
     assert json.loads((runs["default"] / "manifest.json").read_text())["scoring"] == {
-        "baseline_last_day": 0.0, "lab_baseline_last_day": -5.0}
+        "baseline_last_day": 0.0, "lab_baseline_last_day": -5.0, "notes": []}
 
     def scored(run):
         return pl.read_parquet(run / "report" / "scores" / "patients" / "*.parquet").sort("subject")

@@ -83,3 +83,28 @@ def test_score_refuses_an_out_that_is_not_a_directory(tmp_path, capsys, monkeypa
     assert code == 2, text
     assert ("not a directory" if kind == "file" else "symbolic link to nothing") in text
     assert (out.read_text() == "notes") if kind == "file" else not out.exists()
+
+
+def test_commands_on_the_wrong_kind_of_directory_say_what_it_is(tmp_path):
+    """A `cartwin score` output given where a run is needed, or given again as --out, is named
+    for what it is, with advice that fits (no `--resume` for something that is not a run)."""
+    import polars as pl
+    import pytest
+
+    from cartwin.store.run_directory import RunDirectory, RunDirectoryError
+    from cartwin.store.scored import ScoredDirectory
+
+    scored = ScoredDirectory(tmp_path / "scored")
+    scored.write({"visits": pl.DataFrame({"subject": ["S1"], "day": [0.0]})})
+    with pytest.raises(RunDirectoryError) as exc:
+        RunDirectory(scored.path).manifest()
+    assert "output of `cartwin score`" in str(exc.value) and "--resume" not in str(exc.value)
+    with pytest.raises(RunDirectoryError) as exc:
+        ScoredDirectory(scored.path).check_new()
+    assert "earlier `cartwin score` output" in str(exc.value)
+    # a run stopped before its manifest is told to resume
+    run = RunDirectory(tmp_path / "run")
+    run.start({"n_per_arm": {}, "chunk_size": 1, "seed": 1}, "", "0" * 64, {})
+    with pytest.raises(RunDirectoryError) as exc:
+        run.manifest()
+    assert "--resume" in str(exc.value) and "has not finished" in str(exc.value)

@@ -76,7 +76,12 @@ def sri(frame: pl.DataFrame, reduction_points: int | None = None, missing_policy
                  .otherwise(combined))
     reason = (pl.when(failure).then(pl.lit("treatment failure: non-responder"))
               .when(missing_sledai).then(pl.lit("SLEDAI missing: non-responder imputation" if policy == "nri" else "SLEDAI missing: not evaluable"))
-              .when(combined.is_null()).then(pl.lit("a component is not evaluable (BILAG or PGA missing)"))
+              .when(combined.is_null()).then(pl.concat_str([
+                  pl.lit("a component is not evaluable ("),
+                  pl.concat_list([pl.when(sledai_ok.is_null()).then(pl.lit("SLEDAI")),
+                                  pl.when(pga_ok.is_null()).then(pl.lit("PGA")),
+                                  pl.when(bilag_ok.is_null()).then(pl.lit("BILAG"))]).list.drop_nulls().list.join(", "),
+                  pl.lit(" missing)")]))
               .otherwise(None))
     return frame.with_columns(
         sledai_ok.alias(f"{name}_sledai_component"), pga_ok.alias(f"{name}_pga_component"),

@@ -19,7 +19,7 @@ import polars as pl
 
 from cartwin.clinical.errors import ObservationError
 from cartwin.clinical.ruleset import settings, table
-from cartwin.vocabulary import test_codes
+from cartwin.vocabulary import suggest_test_code, test_codes
 
 REQUIRED_COLUMNS = ("subject", "day", "test", "value", "unit")
 OPTIONAL_COLUMNS = ("lower", "upper", "arm", "cause")
@@ -316,8 +316,11 @@ def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     bad = frame.filter(pl.col("_code").is_null())
     if bad.height:
         examples = sorted({str(t) for t in bad["test"].to_list()})[:5]
+        hints = [f"{t!r} -> {suggest_test_code(t)!r}" for t in examples if suggest_test_code(t)]
         _fail(file, bad, "test", f"unknown test code(s) {examples}",
-              "Use a code from src/cartwin/data/test_codes.csv (codes are case-sensitive).", collect=problems)
+              (f"Did you mean: {', '.join(hints)}? " if hints else "")
+              + "Use a test code of the table in docs/run_directory.md (codes are case-sensitive; "
+              "`cartwin.vocabulary.test_codes()` lists them too).", collect=problems)
 
     value, value_bad = _as_float(frame, "value")
     frame = frame.with_columns(value.alias("_value"), value_bad.alias("_value_bad"))
@@ -353,15 +356,18 @@ def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     units = unit_table()
     frame = _lookup(frame, units, ["test", "unit"], ["canonical_unit", "factor", "offset"])
     unknown_unit = frame.filter(pl.col("factor").is_null() & (pl.col("unit") != "") & pl.col("_code").is_not_null())
-    if unknown_unit.height:
-        first = unknown_unit.row(0, named=True)
-        supported = units.filter(pl.col("test") == first["test"])["unit"].to_list()
-        fix = f"Supported units for {first['test']}: {[u for u in supported if u]} (docs/clinical.md lists all)."
-        if first["test"] == "DSDNA":
+    # one message per (test, unit): each names its own rows
+    for (test, unit), rows in (unknown_unit.partition_by("test", "unit", as_dict=True, maintain_order=True).items()
+                               if unknown_unit.height else ()):
+        supported = [u for u in units.filter(pl.col("test") == test)["unit"].to_list() if u]
+        fix = f"Supported units for {test}: {supported} (docs/clinical.md lists all)."
+        same_letters = [u for u in supported if u.casefold() == str(unit).casefold()]
+        if same_letters:  # units are case-sensitive (mg/dL, not mg/dl): say which one was meant
+            fix = f"Did you mean {same_letters[0]!r}? Units are case-sensitive. " + fix
+        if test == "DSDNA":
             # anti-dsDNA assays (EliA, ELISA, CLIFT, Farr) are not interconvertible: no factor exists
             fix = DSDNA_FIX
-        _fail(file, unknown_unit, "unit",
-              f"unit {first['unit']!r} is not supported for test {first['test']}", fix, collect=problems)
+        _fail(file, rows, "unit", f"unit {unit!r} is not supported for test {test}", fix, collect=problems)
     _raise_all(problems)
     no_unit = frame.filter(pl.col("factor").is_null())
     if no_unit.height:

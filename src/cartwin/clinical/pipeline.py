@@ -148,7 +148,7 @@ def score_observations(obs: Observations, sledai_window_days: float | None = Non
             return _score_unchunked(obs, sledai_window_days, baselines)
         combined[name] = pl.concat(frames, how="vertical_relaxed")
     base = combined.pop("_base").sort("_term_index", _POSITION, maintain_order=True)
-    combined["flags"] = _flags(obs, base)
+    combined["flags"] = _flags(obs, base, combined["visits"])
     return {name: combined[name] for name in TABLES}
 
 
@@ -156,7 +156,7 @@ def _score_unchunked(obs: Observations, sledai_window_days: float | None,
                      baselines: tuple[float, float]) -> dict[str, pl.DataFrame]:
     tables = _score_frame(obs.frame, sledai_window_days, None, baselines)
     lab_grades = tables.pop("_lab_grades")
-    tables["flags"] = _flags(obs, _baseline_flag_rows(lab_grades))
+    tables["flags"] = _flags(obs, _baseline_flag_rows(lab_grades), tables["visits"])
     return {name: tables[name] for name in TABLES}
 
 
@@ -220,6 +220,34 @@ def _score_frame(frame: pl.DataFrame, sledai_window_days: float | None, tests: f
     if text_subjects:
         tables = {name: t.with_columns(pl.col("subject").cast(pl.String)) for name, t in tables.items()}
     return tables
+
+
+def _sledai_not_evaluable_flags(visits: pl.DataFrame, source: str) -> pl.DataFrame:
+    """One flag per SLEDAI descriptor that could not be judged at some SLEDAI visits (neither the
+    descriptor nor its laboratory input was recorded in its window): those visits' SLEDAI-2K is
+    then only a range (``sledai2k_min``..``sledai2k_max``), and endpoints that need the score are
+    not evaluable there."""
+    if "sledai_not_evaluable" not in visits.columns:
+        return pl.DataFrame(schema=FLAG_SCHEMA)
+    scored = visits.filter(pl.col("sledai_visit"))
+    counts = (scored.select(pl.col("sledai_not_evaluable").str.split(", ").alias("code")).explode("code")
+              .filter(pl.col("code").is_not_null() & (pl.col("code") != "")).group_by("code").agg(pl.len().alias("n")))
+    if not counts.height:
+        return pl.DataFrame(schema=FLAG_SCHEMA)
+    names = dict(zip(*sledai.descriptors().select("code", "descriptor")))
+    inputs: dict[str, list[str]] = {}
+    for code, test in sledai.lab_rules().select("descriptor", "test").iter_rows():
+        inputs.setdefault(code, []).append(test)
+    order = {c: i for i, c in enumerate(sledai.descriptor_codes())}
+    rows = []
+    for code, n in sorted(counts.iter_rows(), key=lambda r: order.get(r[0], len(order))):
+        needed = f"{code} or its laboratory input ({', '.join(dict.fromkeys(inputs[code]))})" if code in inputs else code
+        rows.append({"file": source, "row": None, "column": "test", "subject": None, "test": code, "day": None,
+                     "problem": f"SLEDAI descriptor {code} ({names.get(code, code)}) not evaluable at {n} of "
+                                f"{scored.height} SLEDAI visits: {needed} was not recorded in its window; those "
+                                "visits' SLEDAI-2K is only a range (sledai2k_min..sledai2k_max) and the endpoints "
+                                "that need the score are not evaluable there"})
+    return pl.DataFrame(rows, schema=FLAG_SCHEMA)
 
 
 FLAG_COLUMNS_FROM_ROWS = ("file", "row", "subject", "test", "day", "baseline_flag")
@@ -340,8 +368,8 @@ def _adverse_events(daily: pl.DataFrame, lab_grades: pl.DataFrame, patients: pl.
     return pl.concat(parts, how="vertical_relaxed").join(arms, on="subject", how="left").sort("subject", "standard", "term")
 
 
-def _flags(obs: Observations, missing_base: pl.DataFrame) -> pl.DataFrame:
-    parts = [obs.flags]
+def _flags(obs: Observations, missing_base: pl.DataFrame, visits: pl.DataFrame) -> pl.DataFrame:
+    parts = [obs.flags, _sledai_not_evaluable_flags(visits, obs.source)]
     if missing_base.height:
         parts.append(make_flags(missing_base, "value", pl.col("baseline_flag")))
     defaults = (obs.frame.lazy().select("test", "limit_source").filter(pl.col("limit_source") == "default")

@@ -36,6 +36,11 @@ def descriptor_codes() -> list[str]:
     return descriptors()["code"].to_list()
 
 
+def input_tests() -> frozenset[str]:
+    """Every test code SLEDAI reads: the descriptor codes and the laboratory tests of its rules."""
+    return frozenset(descriptor_codes()) | frozenset(lab_rules()["test"].to_list())
+
+
 def weights() -> dict[str, int]:
     return {r["code"]: int(r["weight"]) for r in descriptors().iter_rows(named=True)}
 

@@ -79,16 +79,22 @@ def _read_run(run_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, 
     try:
         run = open_run(run_dir, tables=("patients", "observations", "events"))
         patients, obs, events, manifest = run.patients(), run.observations().collect(), run.events(), run.manifest()
+        arm_order = run.arm_order()
     except RunDirectoryError as exc:
         raise NonmemDatasetError(str(exc)) from None
     obs = obs.with_columns(*(pl.col(c).cast(pl.String) for c in ("arm", "test", "unit") if c in obs.columns))
+    # arms in the protocol's order (ARMN 1 is the protocol's first arm), then patients by index
+    position = {a: i for i, a in enumerate(arm_order)}
+    patients = patients.with_columns(
+        pl.col("arm").cast(pl.String).replace_strict(position, default=len(position), return_dtype=pl.Int32)
+        .alias("_arm_position"))
     return patients, obs, events, manifest
 
 
 def build_dataset(run_dir: str | Path, tests: list[str] | None = None) -> tuple[pl.DataFrame, dict]:
     """The NONMEM-format dataset of a run directory and its dictionary (not written)."""
     patients, obs, events, manifest = _read_run(Path(run_dir))
-    ok = patients.filter(pl.col("status") == "ok").sort(["arm", "index"])
+    ok = patients.filter(pl.col("status") == "ok").sort(["_arm_position", "arm", "index"]).drop("_arm_position")
     excluded = patients.filter(pl.col("status") != "ok")["subject"].to_list()
     available = obs["test"].unique(maintain_order=True).to_list()
     if tests:

@@ -307,8 +307,8 @@ def write_sbml(path, model: Model | str | None = None, product: str | Product = 
                cells_per_kg: float | None = 1e6, flat_cells: float | None = None) -> str:
     """``export_sbml`` to a file (written atomically). Returns the text."""
     from pathlib import Path
-    import os
-    import tempfile
+
+    from cartwin.store.atomic import write_text
 
     text = export_sbml(model, product, regimen, covariates, cells_per_kg, flat_cells)
     path = Path(path)
@@ -316,10 +316,7 @@ def write_sbml(path, model: Model | str | None = None, product: str | Product = 
         raise SBMLExportError(f"{path} is a directory; give a file name such as model.xml")
     if not path.parent.exists():
         raise SBMLExportError(f"{path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".sbml-", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    write_text(path, text)  # atomically, with an ordinary new file's mode, as every other output
     return text
 
 

@@ -75,12 +75,45 @@ def _given(err: dict) -> str:
     return f" (given {shown}, {kind})" if shown else ""
 
 
+_UNION_TAG = ("str", "list[", "CellsPerKg", "FlatCells")
+
+
+def _union_errors(errors: list[dict]) -> list[dict]:
+    """Pydantic's errors with those of a union's other branches left out where they mislead: a
+    branch refused for its type (``lymphodepletion`` given as a list is not a text) when another
+    branch accepted the type and found the real problem deeper; and a dose given both per kg and
+    flat, which each branch reports as an unknown field, becomes one message."""
+    def tagged(err):  # (location of the union field, branch tag) or None
+        loc = err["loc"]
+        for i, part in enumerate(loc):
+            if isinstance(part, str) and part.startswith(_UNION_TAG):
+                return loc[:i], part, loc[i + 1:]
+        return None
+    deeper = {t[0] for t in map(tagged, errors) if t and t[2]}
+    extra = {(t[0], t[1], t[2]) for e, t in zip(errors, map(tagged, errors)) if t and e["type"] == "extra_forbidden"}
+    both_doses = {at for at, _, _ in extra
+                  if (at, "CellsPerKg", ("cells",)) in extra and (at, "FlatCells", ("cells_per_kg",)) in extra}
+    out, said = [], set()
+    for err in errors:
+        t = tagged(err)
+        if t and not t[2] and t[0] in deeper and err["type"].endswith("_type"):
+            continue  # the wrong branch for this value's type
+        if t and t[0] in both_doses and t[1] in ("CellsPerKg", "FlatCells"):
+            if t[0] not in said:
+                said.add(t[0])
+                out.append({"loc": t[0], "type": "value_error", "input": None,
+                            "msg": "give the dose either per kg (cells_per_kg) or flat (cells), not both"})
+            continue
+        out.append(err)
+    return out
+
+
 def parse_protocol(data: dict, source: str = "<protocol>") -> Protocol:
     try:
         protocol = Protocol.model_validate(data)
     except ValidationError as exc:
         seen, problems = set(), []
-        for err in exc.errors():
+        for err in _union_errors(exc.errors()):
             msg = f"{_loc(err['loc'])}: {err['msg']}{_given(err)}"
             if err["type"] == "extra_forbidden":
                 msg = f"{_loc(err['loc'])}: unknown field; remove it or check its spelling"

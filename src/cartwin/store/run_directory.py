@@ -298,13 +298,27 @@ class RunDirectory:
         missing = [name for name in needed if not (self.path / name).exists()]
         if missing:
             what = "a completed cartwin run directory" if complete else "a cartwin run directory"
-            raise RunDirectoryError(f"{self.path}: not {what} (missing {', '.join(missing)}); run "
-                                    "`cartwin run PROTOCOL --out DIR` (or finish it with --resume) first")
+            raise RunDirectoryError(f"{self.path}: not {what} (missing {', '.join(missing)}); {self._what_to_do()}")
         return self
+
+    def _what_to_do(self) -> str:
+        """Advice for a directory that is not the complete run a command needs, by what it is."""
+        if self.is_run():
+            return (f"the run has not finished; finish it with `cartwin run PROTOCOL --out {self.path} "
+                    "--resume` (the same protocol)")
+        if (self.path / layout.SCORED_DATABASE).exists() and (self.path / f"visits{layout.SCORED_SUFFIX}").exists():
+            return (f"it is the output of `cartwin score` (clinical tables as Parquet and {layout.SCORED_DATABASE}), "
+                    "not a run: query its tables directly, and give commands on runs the --out directory "
+                    "of `cartwin run`")
+        return "give the --out directory of `cartwin run PROTOCOL --out DIR`"
 
     def run_info(self) -> dict:
         """What the run computes (``run.json``): protocol hash, plan, model."""
         return _read_json(self.run_json)
+
+    def arm_order(self) -> list[str]:
+        """The run's arm ids in the protocol's order (``run.json``'s plan)."""
+        return list(self.stored_plan()["n_per_arm"])
 
     def scoring_baselines(self) -> tuple[float | None, float | None]:
         """The baseline days the run's patients are scored with (``run.json``'s ``scoring``:
@@ -317,7 +331,7 @@ class RunDirectory:
         """What made the run (``manifest.json``); a run without one is not complete."""
         if not self.is_complete():
             raise RunDirectoryError(f"{self.path}: not a completed cartwin run (no {layout.MANIFEST}); "
-                                    "finish it with `cartwin run ... --resume`")
+                                    f"{self._what_to_do()}")
         return _read_json(self.manifest_path)
 
     def protocol_text(self) -> str:

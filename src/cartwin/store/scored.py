@@ -43,6 +43,10 @@ class ScoredDirectory:
                 raise RunDirectoryError(
                     f"{p}: is a cartwin run directory; scores are written to a new or empty directory "
                     "(`cartwin report RUN` scores a run inside it)")
+            if self.database_path.exists() and self.table_path("visits").exists():
+                raise RunDirectoryError(f"{p}: holds an earlier `cartwin score` output; scoring writes only to a "
+                                        "new or empty directory (it never overwrites results): give another "
+                                        "--out, or delete this one first")
             raise RunDirectoryError(f"{p}: holds other files; give --out a new or empty directory "
                                     "(scoring never overwrites files it did not create)")
 

@@ -22,7 +22,7 @@ class Outcome:
         return "; ".join(parts)
 
 
-def validate_model(n: int = DEFAULT_N, seed: int = DEFAULT_SEED, out: Path = Path("docs"),
+def validate_model(n: int = DEFAULT_N, seed: int = DEFAULT_SEED, out: Path = Path("runs/validation"),
                    only: list[str] | None = None, workers: int = 1, sensitivity: bool = True,
                    progress=None) -> Outcome:
     from cartwin.model import MODELS
@@ -35,7 +35,7 @@ def validate_model(n: int = DEFAULT_N, seed: int = DEFAULT_SEED, out: Path = Pat
         rows = run_sensitivity(suite, n, seed, workers, progress)
     model = MODELS["lupus_cart"]
     command = f"cartwin validate-model --n {n} --seed {seed}" + (f" --only {','.join(only)}" if only else "") + (
-        "" if sensitivity else " --no-sensitivity")
+        "" if sensitivity else " --no-sensitivity") + f" --out {Path(out).as_posix()}"
     text = report.render(suite, results, n, seed, f"{model.name} {model.version}", command,
                          calibration_notes(suite), rows)
     out = Path(out)

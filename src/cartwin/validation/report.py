@@ -86,7 +86,10 @@ def render(suite: Suite, results: list[Result], n: int, seed: int, model: str, c
         "exact intervals are wide and a target of k/k sets only a lower bound; targets from oncology "
         "(tisagenlecleucel, axicabtagene, UCART19) are read on the SLE population and transfer the lever, "
         "not the tumour; a few give a direction only, and say so in their range basis. Pass and fail "
-        "compare the point estimate with the range; the interval shows how far the cohort size carries it.",
+        "compare the point estimate with the range; the interval shows how far the cohort size carries it. "
+        "The point estimates are Monte-Carlo estimates over the virtual cohort: with a few dozen patients "
+        "per arm a target near its limit, or one read as a ratio of geometric means, can pass or fail by "
+        "chance, so the verdicts of record use 200 patients per arm, and a smaller `--n` is for a quick look.",
         "",
         "## Summary",
         "",
