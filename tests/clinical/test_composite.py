@@ -161,3 +161,25 @@ def test_sfi(case, kw, expected):
 def test_an_sri_not_evaluable_says_which_component_is_missing(args, missing):
     row = sri_row(**args)
     assert row["sri4"] is None and row["sri4_reason"] == f"a component is not evaluable {missing}"
+
+
+def sri_bounds_row(base, now, pga=1.0):
+    """SRI-4 of a visit whose SELENA-SLEDAI and baseline are ranges (min, max) with no score."""
+    frame = pl.DataFrame({"sledai_base": [None], "sledai": [None], "sledai_base_min": [base[0]],
+                          "sledai_base_max": [base[1]], "sledai_min": [now[0]], "sledai_max": [now[1]],
+                          "pga_base": [1.0], "pga": [pga], "bilag_new_a": [0], "bilag_new_b": [0],
+                          "treatment_failure": [None]},
+                         schema_overrides={"sledai": pl.Float64, "sledai_base": pl.Float64,
+                                           "treatment_failure": pl.Boolean})
+    return composite.sri(frame).row(0, named=True)
+
+
+@pytest.mark.parametrize("base, now, expected", [
+    ((16, 17), (0, 1), True),     # a fall of at least 15 whatever the missing descriptors
+    ((16, 17), (14, 15), False),  # at most 3 points: whatever they are, no SRI-4
+    ((16, 20), (10, 14), None),   # 2 to 10 points: the missing descriptors decide (NRI: not met)
+])
+def test_sri_sledai_component_decided_from_bounds_when_they_decide_it(base, now, expected):
+    row = sri_bounds_row(base, now)
+    assert row["sri4_sledai_component"] is expected
+    assert row["sri4"] is (expected if expected is not None else False)  # non-responder imputation

@@ -60,17 +60,27 @@ def bilag_changes(frame: pl.DataFrame) -> pl.DataFrame:
 
 def sri(frame: pl.DataFrame, reduction_points: int | None = None, missing_policy: str | None = None) -> pl.DataFrame:
     """SRI-k versus baseline. Inputs: sledai, sledai_base (SELENA-SLEDAI), pga, pga_base,
-    bilag_new_a, bilag_new_b, treatment_failure (bool; null = none recorded)."""
+    bilag_new_a, bilag_new_b, treatment_failure (bool; null = none recorded). Optional: the
+    bounds sledai_min, sledai_max, sledai_base_min, sledai_base_max of a score with descriptors
+    not evaluable; where the score itself is missing, the SLEDAI component is decided when the
+    bounds decide it (a fall of at least k whatever the missing descriptors, or less than k
+    whatever they are)."""
     config = _config("sri")
     k = reduction_points or config["reduction_points"]
     policy = missing_policy or config["missing_policy"]
     name = f"sri{k}"
     failure = pl.col("treatment_failure").fill_null(False)
     sledai_ok = (pl.col("sledai_base") - pl.col("sledai")) >= k
+    if {"sledai_min", "sledai_max", "sledai_base_min", "sledai_base_max"} <= set(frame.columns):
+        least_fall = pl.col("sledai_base_min") - pl.col("sledai_max")
+        most_fall = pl.col("sledai_base_max") - pl.col("sledai_min")
+        from_bounds = pl.when(least_fall >= k).then(pl.lit(True)).when(most_fall < k).then(pl.lit(False))
+        sledai_ok = pl.when(pl.col("sledai").is_not_null() & pl.col("sledai_base").is_not_null()).then(
+            sledai_ok).otherwise(from_bounds.otherwise(pl.lit(None, pl.Boolean)))
     pga_ok = _rise("pga", "pga_base") < config["pga_worsening_below"]
     bilag_ok = (pl.col("bilag_new_a") <= config["max_new_bilag_a"]) & (pl.col("bilag_new_b") <= config["max_new_bilag_b"])
     combined = sledai_ok & pga_ok & bilag_ok  # Kleene: a false component decides, an unknown one leaves NA
-    missing_sledai = pl.col("sledai").is_null() | pl.col("sledai_base").is_null()
+    missing_sledai = sledai_ok.is_null()
     responder = (pl.when(failure).then(pl.lit(False))
                  .when(missing_sledai).then(pl.lit(False) if policy == "nri" else pl.lit(None, pl.Boolean))
                  .otherwise(combined))

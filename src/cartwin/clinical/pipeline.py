@@ -55,10 +55,16 @@ def _composites(visits: pl.DataFrame, daily: pl.DataFrame, baseline_day: float) 
     base = (v.filter(pl.col("day") <= baseline_day).group_by("subject")
             .agg([pl.col(c).drop_nulls().last().alias(f"{c}_base") for c in base_cols]))
     v = v.join(base, on="subject", how="left")
+    # the bounds of the last baseline SELENA-SLEDAI, for a score with descriptors not evaluable
+    bounds = (v.filter((pl.col("day") <= baseline_day) & pl.col("selena_min").is_not_null()).group_by("subject")
+              .agg(pl.col("selena_min").sort_by("day").last().alias("sledai_base_min"),
+                   pl.col("selena_max").sort_by("day").last().alias("sledai_base_max")))
+    v = v.join(bounds, on="subject", how="left")
     after = pl.col("day") > baseline_day
 
     v = composite.bilag_changes(v)
     v = composite.sri(v.with_columns(pl.col("selena").alias("sledai"), pl.col("selena_base").alias("sledai_base"),
+                                     pl.col("selena_min").alias("sledai_min"), pl.col("selena_max").alias("sledai_max"),
                                      pl.col("PGA").alias("pga"), pl.col("PGA_base").alias("pga_base")))
     v = composite.bicla(v)
     v = v.with_columns([pl.when(after).then(pl.col(c)).otherwise(None).alias(c)
@@ -98,7 +104,8 @@ def _composites(visits: pl.DataFrame, daily: pl.DataFrame, baseline_day: float) 
     )
     v = composite.sfi(v).with_columns(pl.when(first_visit).then(None).otherwise(pl.col("sfi_flare")).alias("sfi_flare"))
     keep = [c for c in v.columns if c not in cols and not c.startswith("BILAG_") and c not in
-            ("sledai", "sledai_base", "pga", "pga_base", "csledai", "pred", "immsup", "antimal", "sledai_prev",
+            ("sledai", "sledai_base", "sledai_min", "sledai_max", "sledai_base_min", "sledai_base_max",
+             "pga", "pga_base", "csledai", "pred", "immsup", "antimal", "sledai_prev",
              "pga_prev", "pred_prev", "weight", "haemolysis", "gi_activity")]
     return v.select(keep)
 
