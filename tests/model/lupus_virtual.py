@@ -25,7 +25,7 @@ from cartwin.body import bsa_mosteller
 from cartwin.simulate.engine import make_solver, solve
 from cartwin.therapy.arm import ArmTherapy
 from cartwin.therapy.products import PRODUCTS
-from cartwin.therapy.regimens import PRESETS
+from cartwin.therapy.regimens import PRESETS, Regimen
 
 MODEL = DEFAULT_MODEL
 
@@ -132,12 +132,13 @@ def sample_covariates(n: int, rng: np.random.Generator) -> tuple[dict[str, np.nd
     return cov, height
 
 
-def simulate(product: str, regimen: str, theta: np.ndarray, cov: dict[str, np.ndarray],
+def simulate(product: str, regimen: str | Regimen, theta: np.ndarray, cov: dict[str, np.ndarray],
              height_cm: np.ndarray, *, dose_per_kg: float = 1e6, days: np.ndarray | None = None,
              renal_rule: bool = True, overrides: dict | None = None) -> Run:
     """Simulate each row of ``theta`` with the product's mechanism parameters applied, through
     the engine, with the therapy layer's doses (``renal_rule=False``: fludarabine as if renal
-    function were normal)."""
+    function were normal). ``regimen`` is a preset name or a Regimen (e.g. one interpolated
+    between presets by cartwin.design.space.interpolate)."""
     theta = np.array(theta, float, copy=True)
     names = list(MODEL.parameter_names)
     for k, v in {**PRODUCTS[product].mechanism_parameters(), **(overrides or {})}.items():
@@ -145,7 +146,8 @@ def simulate(product: str, regimen: str, theta: np.ndarray, cov: dict[str, np.nd
     n = theta.shape[0]
     covd = {c: np.broadcast_to(np.asarray(cov[c], float), (n,)).copy() for c in MODEL.covariate_names}
     days = np.arange(-6.0, 731.0) if days is None else days
-    therapy = ArmTherapy("reference", PRODUCTS[product], PRESETS[regimen], dose_per_kg, None)
+    regimen = PRESETS[regimen] if isinstance(regimen, str) else regimen
+    therapy = ArmTherapy("reference", PRODUCTS[product], regimen, dose_per_kg, None)
     bsa = bsa_mosteller(np.broadcast_to(height_cm, (n,)), covd["WT"])
     crcl = covd["CRCL"] if renal_rule else np.full(n, NORMAL_RENAL_FUNCTION)
     doses = therapy.patient_doses({"BSA": bsa, "WT": covd["WT"], "CRCL": crcl})

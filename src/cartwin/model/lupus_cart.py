@@ -201,7 +201,7 @@ PARAMETERS = (
     _p("RHO", 2.1, "1/day", "maximal CAR-T proliferation rate", "calibrated: CAR-T peak day 7-14 after Erlangen Flu/Cy (Stein2019 Tmax 9.3 d) and at about day 14 after low-intensity LD (WangD2025); with the cytokine gate about half open at the peak the net rate is near 1/d (Stein2019 0.89/d); 2.2 in model 0.5, 2.1 in 0.6, where the steeper antigen gate (N_AG) ends expansion sooner; not lower, so that patients given 2e5 cells/kg still expand and respond (responses across the whole tisagenlecleucel dose range, Awasthi2020)", "CAR-T", 0.15),
     _p("K_AG", 6.0, "cells/uL", "CD19+ antigen (B cells, precursors, plasmablasts) giving half-maximal CAR-T stimulation", "calibrated: with N_AG, expansion stops as B cells vanish (peak day 7-14, Stein2019) and the effectors then contract at their own rate: initial half-life 4.3-5.0 d after the peak (Stein2019, Ogasawara2021), which the antigen still coming out of the marrow (a few cells/uL-eq during aplasia) must not hold up", "CAR-T", 0.2),
     _p("EC15", 4.0, "1", "homeostatic cytokine level (fold baseline) giving half-maximal CAR-T proliferation", "calibrated: the gate is steep between the levels reached after the reduced (about 3.2-fold), Erlangen (3.7) and standard (4.3) regimens, so the CAR-T peak rises with intensity (Kochenderfer2017: IL-15 after Flu/Cy associated with CAR+ peak and remission; Hirayama2019: higher-intensity Cy/Flu raised IL-7 and the response; Wrzesinski2010: adoptive-transfer efficacy rises with conditioning intensity)", "CAR-T", 0.2),
-    _p("F15_MIN", 0.1, "1", "share of antigen-driven CAR-T proliferation left without homeostatic cytokine support", "assumed: at a low antigen load (B cells returning at the end of aplasia) CD19 antigen alone drives only a weak expansion without homeostatic cytokines, so that the persisting CAR-T do not hold B cells down beyond 110 +/- 32 d (Mackensen2022); at a high load F_AIX adds to it; without fludarabine, CAR-T were less effective (Turtle2016sci: PFS 1.5 months); no SLE kinetics without lymphodepletion were found", "CAR-T"),
+    _p("F15_MIN", 0.1, "1", "share of antigen-driven CAR-T proliferation left without homeostatic cytokine support or autocrine drive (the floor of both routes, F_AI and F_CY)", "assumed: at a low antigen load (B cells returning at the end of aplasia) CD19 antigen alone drives only a weak expansion without homeostatic cytokines, so that the persisting CAR-T do not hold B cells down beyond 110 +/- 32 d (Mackensen2022); at a high load F_AIX adds to it; without fludarabine, CAR-T were less effective (Turtle2016sci: PFS 1.5 months); no SLE kinetics without lymphodepletion were found", "CAR-T"),
     _p("N15", 2.0, "1", "Hill coefficient of the cytokine gate", "assumed: smooth gate instead of a Tmax switch (avoids solver discontinuities)", "CAR-T"),
     _p("K_E", 0.16, "1/day", "effector CAR-T contraction rate (t1/2 4.3 d)", "Stein2019 (alpha)", "CAR-T", 0.2),
     _p("K_EM", 0.03, "1/day", "effector to memory CAR-T conversion", "calibrated: with BETA_M, the persisting pool after contraction is about a fifth of the peak, so that TyU19 stays detectable beyond 3 months in most patients (WangX2024) while autologous CAR-T fall below the kill threshold and B cells return at 110 +/- 32 d (Mackensen2022); Chaudhury2020 k_EP 0.0012/d (Stein FB 0.0079, oncology, by qPCR) is the lower bound", "CAR-T", 0.3),
@@ -297,7 +297,7 @@ PARAMETERS = (
     # --- target antigens (declared last: a patient's random effects follow parameter order) --
     _p("THETA_PC", 1.0, "1", "BCMA-directed kill of CD19- plasma cells (recent and long-lived, in marrow) relative to blood targets", "assumed: 1, marrow plasma cells are reached as blood targets are: BCMA CAR-T clear marrow BCMA+ cells by a median day 28 (BloodAdv2021bcma) and long-lived plasma-cell autoantibodies by month 3 (WangW2024ard)", "CAR-T"),
     _p("TCR", 1.0, "1", "endogenous alpha-beta TCR present on the CAR-T cells (1); 0 when TRAC is knocked out", "product edit mapping", "product"),
-    _p("H15_TCRKO", 0.75, "1", "share of the homeostatic-cytokine drive of CAR-T proliferation kept by cells without a TCR", "calibrated: TyU19 (TRAC knocked out) peaks at day 14 (WangD2025med) against day 9-10 for autologous products (Stein2019); mechanism: lymphopenia-induced (homeostatic) T-cell proliferation needs TCR contact with self-MHC as well as IL-7/IL-15 (Goldrath & Bevan 1999 Immunity 11:183; Tan 2001 PNAS 98:8732), and CD19 CAR-T cells with the TCR knocked out persisted less in vivo than TCR-bearing ones (Stenger 2020 Blood 136:1407); the CAR's tonic signal keeps part of it", "CAR-T", 0.2),
+    _p("H15_TCRKO", 0.66, "1", "share of the homeostatic-cytokine drive of CAR-T proliferation kept by cells without a TCR", "calibrated: TyU19 (TRAC knocked out) peaks at day 14 (WangD2025med) against day 9-10 for autologous products (Stein2019), with CRS in at most 46% after the low-intensity regimen (0/6, WangX2024, WangD2025), and HLA-intact TRAC-knockout cells still persisting more after deeper lymphodepletion (Dupouy2022) (targets tyu19_tmax, tyu19_crs_none, hla_intact_host_t_depletion; 0.75 in model 0.6, 0.66 in 0.7, where the antigen-driven route F_AI also acts after lymphodepletion and adds to the early expansion); mechanism: lymphopenia-induced (homeostatic) T-cell proliferation needs TCR contact with self-MHC as well as IL-7/IL-15 (Goldrath & Bevan 1999 Immunity 11:183; Tan 2001 PNAS 98:8732), and CD19 CAR-T cells with the TCR knocked out persisted less in vivo than TCR-bearing ones (Stenger 2020 Blood 136:1407); the CAR's tonic signal keeps part of it", "CAR-T", 0.2),
     _p("TGT_CD19", 1.0, "1", "1 when the CAR targets CD19 (B precursors, B cells, plasmablasts)", "product target mapping; Mei2012 (CD19 on B precursors, B cells and plasmablasts, not on CD19- plasma cells)", "product"),
     _p("TGT_BCMA", 0.0, "1", "1 when the CAR targets BCMA (plasmablasts and CD19- plasma cells, marrow long-lived ones included)", "product target mapping; WangW2024ard", "product"),
     # --- supportive and rescue drugs given by protocol rules (declared last, as above) ---------
@@ -317,11 +317,12 @@ PARAMETERS = (
     # --- CAR-T antigen threshold (model 0.6; declared last, as above) ------------------------
     _p("N_AG", 4.0, "1", "steepness (Hill coefficient) of antigen-driven CAR-T proliferation in the antigen", "calibrated: proliferation needs antigen above about K_AG, so that the CD19+ precursors still coming out of the marrow during aplasia (a few cells/uL-eq) do not hold the effectors up after the peak and they contract with an initial half-life of 4.3-5.0 d (Stein2019, Ogasawara2021); with N_AG = 1 (model 0.5) the apparent half-life over the week after the peak was about 33 d. Antigen-threshold (digital) activation of CAR-T is assumed; no human dose-response of CAR-T proliferation in antigen density was found", "CAR-T"),
     # --- extra antigen-driven, cytokine-independent CAR-T proliferation (model 0.6; declared last, as above)
-    _p("K_AI", 0.9, "1", "antigen load, as a share of the patient's full target compartment (AG0), giving half of the extra cytokine-independent CAR-T proliferation (F_AIX)", "calibrated (model 0.6): with N_AI, the extra drive acts while the target compartment is nearly full, as in a lymphoreplete host, and hardly after lymphodepletion, which halves it (Flu/Cy kills B cells as well: about 0.5 of AG0 after the low-intensity regimen, 0.45 after Erlangen Flu/Cy, 0.3 after the standard one) or on B cells returning at the end of aplasia; so TyU19 without lymphodepletion responds (WangD2025med [V2]) while the post-LD TyU19 peak (day 13-14, WangD2025med), its CRS rate (tyu19_crs_none) and the B-cell return at 110 +/- 32 d (Mackensen2022) are unchanged. Relative to the patient's own compartment because an absolute threshold made patients with many B cells expand faster after lymphodepletion too (TyU19 CRS 51% in 200 virtual patients against 42%); recalled, unverified: CAR-T expansion rises with the antigen (tumour) burden in oncology", "CAR-T"),
-    _p("F_AIX", 0.5, "1", "extra share of antigen-driven CAR-T proliferation without homeostatic cytokine support when the target compartment is full (autocrine IL-2 of strongly stimulated cells), lost with exhaustion", "calibrated (model 0.6): TyU19 without lymphodepletion depletes B cells and brings SLEDAI-2K to 0 by month 3 (typical patient: below 1/uL from day 16; WangD2025med [V2]: efficacy without lymphocyte clearance; Cell Research 2025 [V2]: lymphodepletion lighter than usual and in some patients none, 4/4 SELENA-SLEDAI 0; target tyu19_no_ld_sledai2k_m6); in vivo CD19 CAR without lymphodepletion gave B cells < 1/uL in SLE (NEJM 2025 [V2]); recalled, unverified: strongly stimulated T cells make their own IL-2 (Smith 1988 Science 240:1169)", "CAR-T"),
-    _p("N_AI", 8.0, "1", "steepness (Hill coefficient) of the extra cytokine-independent drive in the relative antigen load", "assumed: steep, so that the drive separates a full target compartment from the half left after lymphodepletion (at half the load it is below 3% of its maximum); with N_AI 4 the post-LD TyU19 peak came 2 days earlier", "CAR-T"),
+    _p("K_AI", 0.3, "1", "antigen load, as a share of the patient's full target compartment (AG0), giving half of the antigen-driven cytokine-independent CAR-T proliferation (F_AIX); first order", "calibrated (model 0.7), with F_AIX: the drive saturates in the antigen, so the B cells that lymphodepletion removes lower it by a fifth to a quarter (0.77 of F_AIX at a full compartment, 0.74 after a quarter of the low-intensity regimen, 0.63 after the whole of it, about 0.5 of AG0 left, 0.60 after Erlangen Flu/Cy, 0.45 of AG0 left, and 0.50 after the standard regimen, 0.3 of AG0 left): a second-order loss beside what lymphodepletion gives (fewer host T and NK cells, more IL-7/IL-15). Model 0.6 used 0.9 with N_AI 8, a switch that removed the drive once a light regimen had taken part of the compartment, before homeostatic cytokines had risen, so that a light regimen did worse than none (TyU19 1e6/kg, remission by month 6 91.5% without lymphodepletion, 73-77% at intensity 0.125-0.25 of the none-reduced-Erlangen path). Relative to the patient's own compartment, as in 0.6 (an absolute threshold made patients with many B cells expand faster after lymphodepletion too); recalled, unverified: CAR-T expansion rises with the antigen (tumour) burden in oncology", "CAR-T"),
+    _p("F_AIX", 0.38, "1", "extra share of antigen-driven CAR-T proliferation on the cytokine-independent route at saturating antigen (autocrine IL-2 of strongly stimulated cells), lost with exhaustion", "calibrated (model 0.7): TyU19 without lymphodepletion depletes B cells and brings SLEDAI-2K to 0 by month 3 (typical patient: below 1/uL from day 17, peak 6.9 cells/uL on day 15 against 9.8 on day 13 after the low-intensity regimen; WangD2025med [V2]: efficacy without lymphocyte clearance; Cell Research 2025 [V2]: lymphodepletion lighter than usual and in some patients none, 4/4 SELENA-SLEDAI 0; target tyu19_no_ld_sledai2k_m6); in vivo CD19 CAR without lymphodepletion gave B cells < 1/uL in SLE (NEJM 2025 [V2]); not higher, so that it stays below the homeostatic-cytokine route after the low-intensity regimen in most patients and the no-LD expansion stays weaker than the post-LD one (at 0.42 the typical no-LD peak reached 82% of the post-LD peak); recalled, unverified: strongly stimulated T cells make their own IL-2 (Smith 1988 Science 240:1169)", "CAR-T"),
+    _p("N_AI", 1.0, "1", "steepness (Hill coefficient) of the antigen-driven cytokine-independent drive in the relative antigen load", "assumed: first order (a CAR-T cell's encounters with its targets rise in proportion to their density and saturate when they are many); 8 in model 0.6, a switch between a full and a partly emptied compartment that made light lymphodepletion worse than none", "CAR-T"),
     _p("X_AI", 0.5, "1", "exhaustion that halves (second order) the extra cytokine-independent drive", "assumed: IL-2 production is the first function exhausted T cells lose (recalled, unverified: Wherry 2011 Nat Immunol 12:492), so the drive fades within about a week of strong stimulation (X about 0.5 by day 7) and the persisting, exhausted CAR-T cannot use it to re-expand on B cells returning at the end of aplasia", "CAR-T"),
     _p("K_QC", 0.05, "cells/uL", "CAR-T level giving half of the extra cytokine-independent drive (IL-2 shared among activated CAR-T; second order in the CAR-T level)", "assumed: IL-2 made by activated T cells acts on their neighbours, so its support of proliferation depends on the density of activated cells (recalled, unverified: T-cell quorum sensing through IL-2, Polonsky 2018 Science 360:eaaj1853; Zenke 2020 Cell 181:1080); set below the infused level (0.12 cells/uL at 1e6/kg in 62 kg) so that the drive acts from the infusion, and far above the residue left once the cells are eliminated, which therefore cannot regrow on it", "CAR-T"),
+    _p("P_MX", 8.0, "1", "exponent of the smooth maximum that combines the cytokine-independent (F_AI) and homeostatic-cytokine (F_CY) routes of antigen-driven CAR-T proliferation", "assumed: the routes are alternatives, not additive: autocrine IL-2 and IL-7/IL-15 are common-gamma-chain cytokines (IL-2 and IL-15 share the IL-2R beta chain) signalling through JAK1/JAK3-STAT5 (recalled, unverified: Rochman Y, Spolski R, Leonard WJ. Nat Rev Immunol 2009;9:480), so the stronger signal sets the division rate; at 8 the combined share exceeds the larger route by at most 9% (when both are equal). Model 0.6 added them, so that an antigen drive strong enough to work without lymphodepletion would have sped every post-lymphodepletion expansion as well; the smooth maximum keeps the post-lymphodepletion kinetics of 0.6 wherever the cytokine route is the stronger (autologous cells after any Flu/Cy regimen), and lets the stronger route carry the expansion where cytokines are still low (no or light lymphodepletion)", "CAR-T"),
 )
 
 # Uncertainty of typical values (standard error of the log value), for replicate trials drawn from
@@ -401,8 +402,9 @@ ASSIGNMENTS = (
     _a("BCMATOT", "PB + PBA + PCN + PCNA + LL", "cells/uL-eq", "BCMA+ antigen: plasmablasts and CD19- plasma cells"),
     _a("AG", "TGT_CD19*BTOT + TGT_BCMA*BCMATOT", "cells/uL-eq", "antigen that the product's CAR recognises"),
     _a("F_AG", "AG**N_AG/(AG**N_AG + K_AG**N_AG)", "1", "antigen stimulation of CAR-T"),
-    _a("F_AI", "F15_MIN + F_AIX*AG**N_AI/(AG**N_AI + (K_AI*AG0)**N_AI)*X_AI**2/(X**2 + X_AI**2)*CT**2/(CT**2 + K_QC**2)", "1", "cytokine-independent share of antigen-driven CAR-T proliferation, rising with the antigen load"),
-    _a("F_15", "F_AI + (1 - F_AI)*(TCR + (1 - TCR)*H15_TCRKO)*IL15**N15/(IL15**N15 + EC15**N15)", "1", "homeostatic cytokine gate of CAR-T proliferation (weaker for cells without a TCR)"),
+    _a("F_AI", "F15_MIN + F_AIX*AG**N_AI/(AG**N_AI + (K_AI*AG0)**N_AI)*X_AI**2/(X**2 + X_AI**2)*CT**2/(CT**2 + K_QC**2)", "1", "share of antigen-driven CAR-T proliferation on the cytokine-independent route (autocrine IL-2): saturating in the antigen load, lost with exhaustion, needing a density of CAR-T"),
+    _a("F_CY", "F15_MIN + (1 - F15_MIN)*(TCR + (1 - TCR)*H15_TCRKO)*IL15**N15/(IL15**N15 + EC15**N15)", "1", "share of antigen-driven CAR-T proliferation on the homeostatic-cytokine route (weaker for cells without a TCR)"),
+    _a("F_15", "(F_AI**P_MX + F_CY**P_MX)**(1/P_MX)", "1", "share of antigen-driven CAR-T proliferation: the stronger of the cytokine-independent and homeostatic-cytokine routes (a smooth maximum)"),
     _a("FOREIGN", "ALLO*F_HLA + F_CAR", "1", "antigen on the product that host T cells can recognise: mismatched HLA plus the CAR transgene"),
     _a("STIM", "CT/(CT + K_STIM)", "1", "stimulation of host T cells by the infused cells"),
     _a("F_X", "1/(1 + X/(X50*PD1_GAIN))", "1", "proliferation left by exhaustion (PD-1 knockout raises resistance)"),
@@ -578,7 +580,7 @@ NOTES = (
     "persisting (memory) pool of about a fifth of the peak, which declines at BETA_M (t1/2 58 d). "
     "Effector and persisting CAR-T kill alike, and the kill falls with the square of the CAR-T "
     "level below KC_KILL, so the persisting pool keeps the precursors out until it falls below a "
-    "few cells/uL; then B cells return (typical patient: day 106; Mackensen 2022: 110 +/- 32 d) "
+    "few cells/uL; then B cells return (typical patient: day 107; Mackensen 2022: 110 +/- 32 d) "
     "and CAR-T stay detectable (>= 1 cell/uL) for about 3 months more. Exhaustion (K_X, X50) "
     "accrues while antigen is above about K_AG, during the expansion burst and again as "
     "precursors come back, and stops the CAR-T re-expanding on them; without it CAR-T and "
@@ -587,25 +589,36 @@ NOTES = (
     "the week after the peak) that only exhaustion ended. BETA_M is faster than the oncology "
     "terminal phase (220-352 d), in line with the shorter CAR-T persistence reported in SLE than "
     "in lymphoma (Muller 2025 Blood); no SLE CAR-T curve was retrieved to check the shape.",
-    "Without lymphodepletion (model 0.6): homeostatic cytokines stay at baseline (a full "
-    "lymphocyte pool consumes them), so CAR-T proliferation rests on the cytokine-independent "
-    "share F_AI = F15_MIN + F_AIX x (relative antigen load gate: AG/AG0 against K_AI, steepness "
-    "N_AI) x (exhaustion gate, X_AI) x (CAR-T density gate, K_QC): strongly stimulated cells "
-    "meeting a full target compartment make IL-2 for each other until exhaustion, whose first "
-    "casualty is IL-2 production, takes it away within about a week; cells already eliminated "
-    "(by NK cells, say) cannot regrow on it. Lymphodepletion halves the compartment "
-    "(Flu/Cy kills B cells too), so after it the extra drive hardly acts and the post-LD "
-    "kinetics, CRS and B-cell return are those of F15_MIN alone; nor can the persisting, "
-    "exhausted CAR-T use it on B cells returning at the end of aplasia. TyU19 without "
-    "lymphodepletion thus expands (typical peak about 6.5 cells/uL on day 15, against 11 on "
-    "day 13 after the low-intensity regimen), B cells stay below 1/uL from day 16 to about "
-    "day 65 and SLEDAI-2K reaches 0 by month 3, as the TyU19 SLE reports say ([V2]: efficacy "
-    "without lymphocyte clearance; in vivo CD19 CAR without lymphodepletion also gave B cells "
-    "< 1/uL). F_AIX and K_AI are set against that qualitative report (target "
-    "tyu19_no_ld_sledai2k_m6, calibrated); no CAR-T or B-cell kinetics without "
-    "lymphodepletion were found to test the shape, and a patient whose B cells are already "
-    "low for another reason (recent rituximab, say) is not distinguished from one after "
-    "lymphodepletion.",
+    "Without lymphodepletion (model 0.7): homeostatic cytokines stay at baseline (a full "
+    "lymphocyte pool consumes them), so CAR-T proliferation rests on a second, cytokine-"
+    "independent route: F_AI = F15_MIN + F_AIX x (relative antigen load AG/AG0, first order, "
+    "half at K_AI) x (exhaustion gate, X_AI) x (CAR-T density gate, K_QC): strongly stimulated "
+    "cells make IL-2 for each other until exhaustion, whose first casualty is IL-2 production, "
+    "takes it away within about a week; cells already eliminated (by NK cells, say) cannot "
+    "regrow on it. The homeostatic route is F_CY = F15_MIN + (1 - F15_MIN) x (TCR factor) x "
+    "(IL-7/IL-15 gate). Both are common-gamma-chain signals to STAT5, so proliferation follows "
+    "the stronger of the two (a smooth maximum, P_MX), not their sum. The antigen route depends "
+    "on the antigen load only to first order, so lymphodepletion, which takes about half of the "
+    "CD19+ compartment with it, lowers it by a fifth to a quarter (a third after the standard "
+    "regimen, which leaves 0.3 of it): a second-order loss beside "
+    "what lymphodepletion gives (fewer host T and NK cells, more IL-7/IL-15), and more "
+    "lymphodepletion never makes a product worse. After the usual regimens the cytokine route is "
+    "the stronger in most patients and the post-LD kinetics, CRS and B-cell return are those of "
+    "model 0.6; without or after light lymphodepletion the antigen route carries the expansion. "
+    "TyU19 without lymphodepletion expands (typical peak 6.9 cells/uL on day 15, against 9.8 on "
+    "day 13 after the low-intensity regimen), B cells stay below 1/uL from day 17 to about day "
+    "62 and SLEDAI-2K reaches 0 by month 3, as the TyU19 SLE reports say ([V2]: efficacy without "
+    "lymphocyte clearance; in vivo CD19 CAR without lymphodepletion also gave B cells < 1/uL). "
+    "Along the intensity path none -> reduced -> Erlangen (TyU19 1e6/kg, 200 virtual patients "
+    "per level) remission by month 6 and B-cell aplasia of 28 days or more rise with intensity "
+    "within Monte-Carlo noise (docs/design.md). Model 0.6 gated the antigen route steeply "
+    "(N_AI 8, K_AI 0.9) and added it to the cytokine route: a light regimen removed the drive "
+    "before homeostatic cytokines had risen and did worse than none (remission 73-77% at "
+    "intensity 0.125-0.25 against 91.5% without lymphodepletion). F_AIX and K_AI are set "
+    "against the qualitative no-LD report (target tyu19_no_ld_sledai2k_m6, calibrated); no "
+    "CAR-T or B-cell kinetics without lymphodepletion were found to test the shape, and a "
+    "patient whose B cells are already low for another reason (recent rituximab, say) is not "
+    "distinguished from one after lymphodepletion.",
     "CRS: IL-6 is released in proportion to the net growth of the effector CAR-T pool (ACT), "
     "so it rises during expansion and falls within hours to days once the pool stops growing "
     "(IL-6 t1/2 4.2 h); contracting effectors release none, "
@@ -615,10 +628,11 @@ NOTES = (
     "TCR: TyU19's TRAC knockout removes the TCR contact with self-MHC that lymphopenia-induced "
     "T-cell proliferation needs besides IL-7/IL-15 (Goldrath & Bevan 1999; Tan 2001), and "
     "TCR-knockout CD19 CAR-T persisted less in vivo (Stenger 2020). Cells without a TCR keep "
-    "H15_TCRKO of the homeostatic drive, so TyU19 expands more slowly (peak day 14 as reported, "
-    "against day 9-10 for autologous products), releases less IL-6 and gives CRS in about a third "
-    "of virtual patients after the low-intensity regimen (0/6 is compatible with up to 46%). "
-    "H15_TCRKO is set by TyU19's peak day, not by its CRS; YTS109 (TRAC knocked out as well) "
+    "H15_TCRKO of the homeostatic drive, so TyU19 expands more slowly (peak day 13-14 as "
+    "reported, against day 8-10 for autologous products), releases less IL-6 and gives CRS in "
+    "about two fifths of virtual patients after the low-intensity regimen (0/6 is compatible "
+    "with up to 46%). H15_TCRKO (0.66 in model 0.7) is set by TyU19's peak day and by that "
+    "bound; YTS109 (TRAC knocked out as well) "
     "gave mild CRS (Nat Med 2025), which the model also allows. No evidence was found that an "
     "HLA or PD-1 edit changes cytokine release.",
     "BCMA+ and CD19-BCMA+ plasma cells in blood fall after CD19 CAR-T because most circulating "
@@ -645,7 +659,11 @@ NOTES = (
     "CAR-T within 1-2 weeks, sooner the more host T cells survive lymphodepletion (Dupouy "
     "2022: host T-cell AUC(0-28) drove UCART19 kinetics). For TyU19 (F_HLA 0.1) it is 0.26 and "
     "for autologous cells 0.04: no self-sustaining response; a small standing response, "
-    "proportional to the host T cells, shortens persistence a little as they recover.",
+    "proportional to the host T cells, shortens persistence a little as they recover. Without "
+    "lymphodepletion the whole host T-cell pool primes the response, so HLA-intact cells are "
+    "rejected before they expand (typical patient: peak 1.2 cells/uL on day 5, undetectable "
+    "from day 6; with the primed kill switched off they would reach 7.0 cells/uL, as TyU19 does): "
+    "rejection, not the antigen, is what stops them in a lymphoreplete host (model 0.7).",
     "Homeostatic cytokines (IL15, fold baseline): production is constant and lymphocytes "
     "(host T, NK, CAR-T) consume it (the cytokine sink of Gattinoni 2005), so the level is "
     "FOLD15/(1 + (FOLD15 - 1) x L/L0) at quasi-steady state: about 3.2-fold after the reduced "
@@ -720,7 +738,7 @@ NOTES = (
 
 MODEL = Model(
     name="lupus_cart",
-    version="0.6.0",
+    version="0.7.0",
     description="CD19 CAR-T in SLE: lymphodepletion PK, myelosuppression, host T/NK recovery, "
     "CAR-T kinetics with host-versus-graft rejection, B lineage and plasma cells, anti-dsDNA, "
     "complement, disease activity, IL-6 and liver enzymes.",
