@@ -84,15 +84,17 @@ def score(observations: "pl.DataFrame | str | Path", *, source: str = "observati
     in the long format (subject, day, test, value, unit): a polars frame, a CSV/Parquet file or
     a run directory. Returns the tables by name (patients, visits, adverse_events, ...), with
     ``endpoints``: every patient's endpoints (``cartwin.endpoints.compute``)."""
-    from cartwin.clinical import observations_from_frame, score_observations
-    from cartwin.endpoints import compute
+    from cartwin.clinical import observations_from_frame
+    from cartwin.endpoints.scoring import run_baselines, score_and_compute
+    baselines = (None, None)
     if isinstance(observations, (str, Path)):
         from cartwin.io.observations import read_observations
         obs = read_observations(observations)
+        baselines = run_baselines(observations)  # a run directory: its protocol's [scoring] days
     else:
         obs = observations_from_frame(observations, source)
-    tables = score_observations(obs)
-    return {**tables, "endpoints": compute(tables, obs.frame)}
+    tables, endpoints = score_and_compute(obs, baselines=baselines)
+    return {**tables, "endpoints": endpoints}
 
 
 def write_report(run_dir: str | Path) -> Path:

@@ -159,20 +159,20 @@ def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, pro
 
 def scoring_notes(outputs, model) -> list[str]:
     """What the clinical scoring of a run will lack because the protocol's ``outputs`` leave out
-    read-outs of the model that it reads (none when every read-out is kept)."""
+    read-outs of the model that SLEDAI reads (none when every read-out is kept)."""
     if not outputs:
         return []
-    from cartwin.clinical.sledai import input_tests
+    from cartwin.clinical.sledai import missing_inputs
 
-    offered = {o.test for o in model.observables}
-    missing = sorted((input_tests() & offered) - set(outputs))
+    missing, clinical = missing_inputs(outputs, {o.test for o in model.observables})
     if not missing:
         return []
     shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
-    return [f"outputs leave out {len(missing)} read-outs that SLEDAI reads ({shown}): SLEDAI-2K and "
-            "SELENA-SLEDAI are then only ranges at every visit, so remission, SRI-4, DORIS and LLDAS "
-            "are not evaluable and count as not met; add them to outputs, or leave outputs out to keep "
-            "every read-out"]
+    scores = "SLEDAI-2K, SELENA-SLEDAI and the clinical SLEDAI of DORIS" if clinical else "SLEDAI-2K and SELENA-SLEDAI"
+    return [f"outputs leave out {len(missing)} read-outs that SLEDAI reads ({shown}): {scores} are then "
+            "only ranges at every visit, so the endpoints that need the exact score (remission, LLDAS"
+            + (", DORIS" if clinical else "") + "; SRI-4 where the range does not decide it) are not "
+            "evaluable and count as not met; add them to outputs, or leave outputs out to keep every read-out"]
 
 
 def _scoring_record(baselines: tuple[float | None, float | None]) -> dict:

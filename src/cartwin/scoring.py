@@ -15,10 +15,10 @@ from pathlib import Path
 
 import polars as pl
 
-from cartwin.clinical import ObservationError, score_observations
+from cartwin.clinical import ObservationError
 from cartwin.clinical.pipeline import baseline_days
 from cartwin.clinical.ruleset import applied_rules
-from cartwin.endpoints import compute as compute_endpoints
+from cartwin.endpoints.scoring import run_baselines, score_and_compute
 from cartwin.io.observations import read_observations
 from cartwin.store.scored import ScoredDirectory
 
@@ -65,10 +65,12 @@ def score(source: Path | str, out_dir: Path | str, *, sledai_window_days: float 
     obs = read_observations(source)
     if obs.frame.height == 0:
         raise ObservationError(f"{source}: no observations to score after excluding failed subjects.", file=str(source))
-    visit_day, lab_day = baseline_days(baseline_last_day, lab_baseline_last_day)
-    tables = score_observations(obs, sledai_window_days=sledai_window_days, baseline_last_day=visit_day,
-                                lab_baseline_last_day=lab_day)
-    tables["endpoints"] = compute_endpoints(tables, obs.frame, baseline_last_day=visit_day)  # every patient's endpoints
+    # a run directory is scored with its protocol's [scoring] days unless others are given
+    run_visit_day, run_lab_day = run_baselines(source)
+    visit_day, lab_day = baseline_days(run_visit_day if baseline_last_day is None else baseline_last_day,
+                                       run_lab_day if lab_baseline_last_day is None else lab_baseline_last_day)
+    tables, endpoints = score_and_compute(obs, baselines=(visit_day, lab_day), sledai_window_days=sledai_window_days)
+    tables["endpoints"] = endpoints  # every patient's endpoints
     # the standards and versions applied, with rule-file hashes and the baseline day each used
     tables["rules"] = applied_rules().with_columns(
         pl.when(pl.col("instrument").is_in(VISIT_BASELINE_INSTRUMENTS)).then(pl.lit(visit_day))

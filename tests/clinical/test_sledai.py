@@ -257,3 +257,15 @@ def test_fever_starting_after_the_window_is_scored(obs_frame):
     starts on day 15 is scored unless the investigator records another cause."""
     r = run(obs_frame, _fever_course({14: 37.0, 15: 38.6, 17: 38.6}), visit=17)
     assert r["sledai2k"] == 1
+
+
+def test_missing_inputs_tell_serology_from_clinical_descriptors():
+    """Leaving out C3 and anti-dsDNA makes only the serological items ranges (the clinical SLEDAI
+    stays exact); leaving out WBC touches a clinical item (leukopenia)."""
+    from cartwin.clinical.sledai import input_tests, missing_inputs
+
+    offered = set(input_tests())
+    missing, clinical = missing_inputs(offered - {"C3", "DSDNA"}, offered)
+    assert missing == ["C3", "DSDNA"] and clinical is False
+    missing, clinical = missing_inputs(offered - {"WBC"}, offered)
+    assert missing == ["WBC"] and clinical is True

@@ -118,3 +118,15 @@ def test_a_regimen_list_with_a_bad_drug_names_the_drug_only(protocol_dict):
     text = errors_of(protocol_dict)
     assert "arms[0].lymphodepletion[0].drug" in text and "'cytoxan'" in text
     assert "valid string" not in text  # the list was the right type: no message about text
+
+
+def test_union_messages_keep_the_other_problems_and_the_names_of_regimens(protocol_dict):
+    """Rewriting a union's errors drops only what misleads: an unknown field beside a dose given
+    both ways is still reported, and regimens whose names begin like a type tag keep them."""
+    protocol_dict["arms"][0]["dose"] = {"cells_per_kg": 1e6, "cells": 5e7, "foo": 1}
+    text = errors_of(protocol_dict)
+    assert "not both" in text and "arms[0].dose.foo: unknown field" in text
+    protocol_dict["arms"][0]["dose"] = {"cells_per_kg": 1e6}
+    protocol_dict["regimens"] = {"strong": [{"drug": "x", "dose_mg_m2": 1, "days": [-3]}], "stricter": 5}
+    text = errors_of(protocol_dict)
+    assert "regimens.strong[0].drug" in text and "regimens.stricter" in text

@@ -66,6 +66,14 @@ def test_a_run_is_scored_with_the_baseline_days_its_protocol_chooses(tmp_path):
     obs = observations_from_run(run.read("observations"), run.read("patients"), "run")
     direct = score_observations(obs, baseline_last_day=84.0, lab_baseline_last_day=-3.0)["patients"].sort("subject")
     assert chosen["sledai2k_baseline"].to_list() == direct["sledai2k_baseline"].to_list()
+    # every other door scores the run with its days too: `cartwin.score` and `cartwin score`
+    import cartwin
+    from cartwin.scoring import score as score_to_files
+    front = cartwin.score(runs["chosen"])["patients"].sort("subject")
+    assert front["sledai2k_baseline"].to_list() == direct["sledai2k_baseline"].to_list()
+    score_to_files(runs["chosen"], tmp_path / "scored")
+    files = pl.read_parquet(tmp_path / "scored" / "patients.parquet").sort("subject")
+    assert files["sledai2k_baseline"].to_list() == direct["sledai2k_baseline"].to_list()
     # ... and the choice matters: the day-84 SLEDAI-2K (past the 30-day window of the pre-treatment visits) is not the pre-treatment one
     assert chosen["sledai2k_baseline"].to_list() != scored(runs["default"])["sledai2k_baseline"].to_list()
     # a report reuses the scores made with the run's days, and rescoring afresh gives them again
@@ -74,6 +82,15 @@ def test_a_run_is_scored_with_the_baseline_days_its_protocol_chooses(tmp_path):
     shutil.copytree(runs["chosen"], fresh, ignore=shutil.ignore_patterns("report"))
     assert score_run(fresh, workers=1).rescored > 0
     assert scored(fresh).equals(chosen)
+    # scores made with other days are not reused: a copy whose run.json records the default days
+    # (its stored scores kept) is scored again, and gives the default run's baselines
+    other = tmp_path / "other"
+    shutil.copytree(runs["chosen"], other)
+    info = json.loads((other / "run.json").read_text())
+    info["scoring"] = {"baseline_last_day": 0.0, "lab_baseline_last_day": -5.0}
+    (other / "run.json").write_text(json.dumps(info))
+    assert score_run(other, workers=1).rescored > 0
+    assert scored(other)["sledai2k_baseline"].to_list() == scored(runs["default"])["sledai2k_baseline"].to_list()
 
 
 def test_a_baseline_day_outside_a_year_is_refused_naming_the_field(tmp_path):

@@ -59,7 +59,11 @@ def _composites(visits: pl.DataFrame, daily: pl.DataFrame, baseline_day: float) 
     bounds = (v.filter((pl.col("day") <= baseline_day) & pl.col("selena_min").is_not_null()).group_by("subject")
               .agg(pl.col("selena_min").sort_by("day").last().alias("sledai_base_min"),
                    pl.col("selena_max").sort_by("day").last().alias("sledai_base_max")))
-    v = v.join(bounds, on="subject", how="left")
+    # a baseline score, where there is one, is its own range: both visits are judged against the
+    # same baseline
+    v = v.join(bounds, on="subject", how="left").with_columns(
+        pl.coalesce("selena_base", "sledai_base_min").alias("sledai_base_min"),
+        pl.coalesce("selena_base", "sledai_base_max").alias("sledai_base_max"))
     after = pl.col("day") > baseline_day
 
     v = composite.bilag_changes(v)

@@ -41,6 +41,16 @@ def input_tests() -> frozenset[str]:
     return frozenset(descriptor_codes()) | frozenset(lab_rules()["test"].to_list())
 
 
+def missing_inputs(kept, offered) -> tuple[list[str], bool]:
+    """The SLEDAI inputs among ``offered`` test codes that ``kept`` leaves out, sorted, and whether
+    any of them feeds a clinical (not serological) descriptor, so that the clinical SLEDAI of
+    DORIS is a range too."""
+    missing = sorted((input_tests() & set(offered)) - set(kept))
+    serology = set(descriptors().filter(pl.col("serology"))["code"].to_list())
+    serology |= set(lab_rules().filter(pl.col("descriptor").is_in(list(serology)))["test"].to_list())
+    return missing, any(code not in serology for code in missing)
+
+
 def weights() -> dict[str, int]:
     return {r["code"]: int(r["weight"]) for r in descriptors().iter_rows(named=True)}
 

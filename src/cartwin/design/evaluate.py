@@ -32,9 +32,7 @@ def score_chunk(result, keys: tuple[str, ...],
     the protocol's [scoring] baseline days (None: the rule tables' own)."""
     import pyarrow as pa  # noqa: F401  (polars.from_arrow needs it)
 
-    from cartwin.clinical import observations_from_run, score_observations
-    from cartwin.clinical.pipeline import baseline_days
-    from cartwin.endpoints import compute
+    from cartwin.endpoints.scoring import endpoints_of_simulated
 
     patients = pl.from_arrow(result.patients).select("subject", "index", "status")
     obs_frame = pl.from_arrow(result.observations).with_columns(
@@ -42,10 +40,8 @@ def score_chunk(result, keys: tuple[str, ...],
     ok = patients.filter(pl.col("status") == "ok")
     frame = patients.select("subject", "index", (pl.col("status") != "ok").alias("failed"))
     if ok.height:
-        obs = observations_from_run(obs_frame, pl.from_arrow(result.patients), "<design>")
-        visit_day, lab_day = baseline_days(*baselines)
-        tables = score_observations(obs, baseline_last_day=visit_day, lab_baseline_last_day=lab_day)
-        values = compute(tables, obs.frame, keys=list(keys), baseline_last_day=visit_day).drop("arm")
+        values = endpoints_of_simulated(obs_frame, pl.from_arrow(result.patients), list(keys), baselines,
+                                        "<design>").drop("arm")
         frame = frame.join(values, on="subject", how="left")
     return result.spec.arm_index, frame.drop("subject")
 

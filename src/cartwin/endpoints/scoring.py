@@ -69,7 +69,7 @@ def scores_fingerprint(rundir: RunDirectory) -> str:
     (:func:`clinical_fingerprint`) and the baseline days the run is scored with."""
     visit_day, lab_day = rundir.scoring_baselines()
     if visit_day is None and lab_day is None:
-        return clinical_fingerprint()  # a run that chose no baselines (and runs made before the choice)
+        return clinical_fingerprint()  # a run made before run.json recorded its baseline days
     return f"{clinical_fingerprint()}:baseline={visit_day!r}:lab_baseline={lab_day!r}"
 
 
@@ -136,6 +136,42 @@ def _sampled(rundir: RunDirectory) -> bool:
     return bool(rundir.manifest().get("store", {}).get("sampled", False))
 
 
+def run_baselines(source) -> tuple[float | None, float | None]:
+    """The baseline days a run directory's patients are scored with (its protocol's [scoring], as
+    ``run.json`` records them); (None, None), the rule tables' own, for anything else."""
+    rundir = RunDirectory(source)
+    return rundir.scoring_baselines() if rundir.path.is_dir() and rundir.is_run() else (None, None)
+
+
+def score_and_compute(obs, *, baselines: tuple[float | None, float | None] = (None, None),
+                      keys=None, flags: bool = True, sledai_window_days: float | None = None,
+                      patient_columns=None):
+    """The clinical layer's tables of validated observations ``obs`` and every patient's endpoints
+    (or those of ``keys``), both with the baseline days ``baselines`` (None: the rule tables'
+    own): ``(tables, endpoints)``. ``patient_columns``: a frame by ``subject`` joined to the
+    clinical patients table before the endpoints read it (a run's ``withdrawn_day``). The one
+    place where scoring and endpoints meet."""
+    from cartwin.clinical import score_observations
+    from cartwin.clinical.pipeline import baseline_days
+    from cartwin.endpoints import compute
+
+    visit_day, lab_day = baseline_days(*baselines)
+    tables = score_observations(obs, sledai_window_days=sledai_window_days, baseline_last_day=visit_day,
+                                lab_baseline_last_day=lab_day, flags=flags)
+    if patient_columns is not None:
+        tables = {**tables, "patients": tables["patients"].join(patient_columns, on="subject", how="left")}
+    return tables, compute(tables, obs.frame, keys=keys, baseline_last_day=visit_day)
+
+
+def endpoints_of_simulated(observations, patients, keys, baselines=(None, None), source: str = "<simulation>"):
+    """Every patient's endpoints (``keys``) of a simulated chunk: its observation and patient
+    tables as the engine returns them (failed patients are left out by the clinical layer)."""
+    from cartwin.clinical import observations_from_run
+
+    obs = observations_from_run(observations, patients, source)
+    return score_and_compute(obs, baselines=baselines, keys=keys)[1]
+
+
 def score_part(run_dir: Path, part: str) -> None:
     """Score one observation part (whole patients) of ``run_dir`` and write its three score parts."""
     rundir = RunDirectory(run_dir)
@@ -149,22 +185,17 @@ def score_frame(run_dir: Path, part: str, frame, source: str, visit_subjects=Non
     patient rows and adverse events are stored for everyone)."""
     import polars as pl
 
-    from cartwin.clinical import observations_from_simulation, score_observations
-    from cartwin.clinical.pipeline import baseline_days
+    from cartwin.clinical import observations_from_simulation
     from cartwin.store.reported import as_reported
-    from cartwin.endpoints import compute
 
     rundir = RunDirectory(run_dir)
     # a run's own observations: checked by column (row by row only when they are not as the
     # simulator writes them); the same frame either way
     obs = observations_from_simulation(as_reported(frame), source)
-    visit_day, lab_day = baseline_days(*rundir.scoring_baselines())
-    tables = score_observations(obs, flags=False,  # the flags are not kept with the scores
-                                baseline_last_day=visit_day, lab_baseline_last_day=lab_day)
-    withdrawal = _withdrawal(rundir, part)
-    if withdrawal is not None:  # a run with withdrawal: responder endpoints impute it (non-responder)
-        tables = {**tables, "patients": tables["patients"].join(withdrawal, on="subject", how="left")}
-    endpoints = compute(tables, obs.frame, baseline_last_day=visit_day)
+    # the flags are not kept with the scores; a run with withdrawal gives each patient's
+    # withdrawn_day, which the responder endpoints impute as non-response
+    tables, endpoints = score_and_compute(obs, baselines=rundir.scoring_baselines(), flags=False,
+                                          patient_columns=_withdrawal(rundir, part))
     clinical = tables["patients"].drop([c for c in endpoints.columns if c not in ("subject", "arm")], strict=False)
     patients = clinical.join(endpoints.drop("arm"), on="subject", how="left")
     visits = tables["visits"].select(VISIT_COLUMNS)

@@ -220,7 +220,10 @@ def _load(source: Path, scored: Path | None):
         except RunDirectoryError as exc:
             raise CdiscExportError(str(exc)) from None
     else:
-        tables = score_observations(obs)
+        from cartwin.clinical.pipeline import baseline_days
+        # a run directory is scored with its protocol's [scoring] days, as its report is
+        visit_day, lab_day = baseline_days(*(run.scoring_baselines() if is_run and run.is_run() else (None, None)))
+        tables = score_observations(obs, baseline_last_day=visit_day, lab_baseline_last_day=lab_day)
     patients = events = None
     manifest: dict = {}
     protocol: dict = {}

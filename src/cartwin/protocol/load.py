@@ -54,7 +54,7 @@ def _loc(loc: tuple) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         elif part in ("fixed", "normal", "lognormal", "uniform", "CellsPerKg", "FlatCells",
-                      "function-after[_ordered(), Uniform]") or str(part).startswith(("list[", "str")):
+                      "function-after[_ordered(), Uniform]", "str") or str(part).startswith("list["):
             continue
         else:
             out += ("." if out else "") + str(part)
@@ -75,35 +75,40 @@ def _given(err: dict) -> str:
     return f" (given {shown}, {kind})" if shown else ""
 
 
-_UNION_TAG = ("str", "list[", "CellsPerKg", "FlatCells")
+# the union fields of the schema and the tags pydantic gives their branches in error locations
+_UNION_BRANCHES = {"lymphodepletion": ("str", "list[DrugAdministration]"), "dose": ("CellsPerKg", "FlatCells")}
 
 
 def _union_errors(errors: list[dict]) -> list[dict]:
-    """Pydantic's errors with those of a union's other branches left out where they mislead: a
-    branch refused for its type (``lymphodepletion`` given as a list is not a text) when another
+    """Pydantic's errors with those of a union's other branch left out where they mislead: a
+    branch refused for its type (``lymphodepletion`` given as a list is not a text) when the other
     branch accepted the type and found the real problem deeper; and a dose given both per kg and
-    flat, which each branch reports as an unknown field, becomes one message."""
-    def tagged(err):  # (location of the union field, branch tag) or None
+    flat, which each branch reports as an unknown field, becomes one message (other problems of
+    the dose are kept)."""
+    def tagged(err):  # (location of the union field, branch tag, rest) or None
         loc = err["loc"]
-        for i, part in enumerate(loc):
-            if isinstance(part, str) and part.startswith(_UNION_TAG):
-                return loc[:i], part, loc[i + 1:]
+        for i in range(len(loc) - 1):
+            if loc[i] in _UNION_BRANCHES and loc[i + 1] in _UNION_BRANCHES[loc[i]]:
+                return loc[:i + 1], loc[i + 1], loc[i + 2:]
         return None
-    deeper = {t[0] for t in map(tagged, errors) if t and t[2]}
-    extra = {(t[0], t[1], t[2]) for e, t in zip(errors, map(tagged, errors)) if t and e["type"] == "extra_forbidden"}
+    tags = [tagged(e) for e in errors]
+    deeper = {t[0] for t in tags if t and t[2]}
+    extra = {(t[0], t[1], t[2]) for e, t in zip(errors, tags) if t and e["type"] == "extra_forbidden"}
     both_doses = {at for at, _, _ in extra
                   if (at, "CellsPerKg", ("cells",)) in extra and (at, "FlatCells", ("cells_per_kg",)) in extra}
     out, said = [], set()
-    for err in errors:
-        t = tagged(err)
+    for err, t in zip(errors, tags):
         if t and not t[2] and t[0] in deeper and err["type"].endswith("_type"):
             continue  # the wrong branch for this value's type
-        if t and t[0] in both_doses and t[1] in ("CellsPerKg", "FlatCells"):
-            if t[0] not in said:
-                said.add(t[0])
-                out.append({"loc": t[0], "type": "value_error", "input": None,
-                            "msg": "give the dose either per kg (cells_per_kg) or flat (cells), not both"})
-            continue
+        if t and t[0] in both_doses:
+            if err["type"] == "extra_forbidden" and t[2] in (("cells",), ("cells_per_kg",)):
+                if t[0] not in said:
+                    said.add(t[0])
+                    out.append({"loc": t[0], "type": "value_error", "input": None,
+                                "msg": "give the dose either per kg (cells_per_kg) or flat (cells), not both"})
+                continue
+            if t[1] == "FlatCells":  # the other problems once, as the per-kg branch reports them
+                continue
         out.append(err)
     return out
 
