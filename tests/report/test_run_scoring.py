@@ -76,8 +76,11 @@ def test_a_run_is_scored_with_the_baseline_days_its_protocol_chooses(tmp_path):
     assert files["sledai2k_baseline"].to_list() == direct["sledai2k_baseline"].to_list()
     # ... and the choice matters: the day-84 SLEDAI-2K (past the 30-day window of the pre-treatment visits) is not the pre-treatment one
     assert chosen["sledai2k_baseline"].to_list() != scored(runs["default"])["sledai2k_baseline"].to_list()
-    # a report reuses the scores made with the run's days, and rescoring afresh gives them again
+    # a report reuses the scores made with the run's days, says which days they are, and
+    # rescoring afresh gives them again
     assert score_run(runs["chosen"], workers=1).rescored == 0
+    html = cartwin.write_report(runs["chosen"]).read_text()
+    assert 'id="scoring-baselines"' in html and "last baseline day 84" in html and "last day -3" in html
     fresh = tmp_path / "fresh"
     shutil.copytree(runs["chosen"], fresh, ignore=shutil.ignore_patterns("report"))
     assert score_run(fresh, workers=1).rescored > 0
@@ -107,3 +110,20 @@ def test_a_baseline_day_outside_a_year_is_refused_naming_the_field(tmp_path):
     else:
         raise AssertionError("a baseline day of 400 was accepted")
     assert "scoring" in message and "baseline_day" in message and "365" in message
+
+
+def test_a_run_whose_outputs_leave_out_sledai_inputs_says_so_in_its_report(tmp_path):
+    """The note `cartwin run` prints reaches the manifest and the report's study summary."""
+    import json
+
+    import cartwin
+
+    protocol = tomllib.loads((ROOT / "examples" / "nct05988216.toml").read_text())
+    protocol["outputs"] = ["CART", "BCELL", "NEUT", "PGA"]
+    path = tmp_path / "few.toml"
+    path.write_text(tomli_w.dumps(protocol))
+    summary = run_protocol(load_protocol(path), tmp_path / "run", n_per_arm=2, workers=1)
+    assert summary.notes and "SD_ARTH" in summary.notes[0]
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["scoring"]["notes"] == summary.notes
+    html = cartwin.write_report(tmp_path / "run").read_text()
+    assert 'class="warn scoring-note"' in html and "outputs leave out" in html

@@ -253,6 +253,15 @@ def _realism(db, protocol: dict) -> dict:
     return out
 
 
+def _baselines_text(scoring: dict) -> str:
+    """The baseline days the run's patients were scored with, as the manifest records them."""
+    if scoring.get("baseline_last_day") is None:
+        return ""  # a run made before the manifest recorded them
+    return (f"SLEDAI, composites and endpoints: last baseline day {scoring['baseline_last_day']:g}; "
+            f"CTCAE grading reference: last day {scoring['lab_baseline_last_day']:g} (protocol [scoring], "
+            "else the rule tables' days)")
+
+
 def _render(run_dir, manifest, protocol, protocol_text, agg, diffs, timecourse, swimmers, difference_figure,
             realism: dict | None = None, km_figures=(), intensity_figure=None) -> str:
     parameters, description, model = _parameters()
@@ -283,7 +292,8 @@ def _render(run_dir, manifest, protocol, protocol_text, agg, diffs, timecourse, 
                    if follow_up and days else ""),
         created=manifest.get("created_utc", ""),
         arms=agg.arms, products=_product_descriptions(), regimens=_regimen_descriptions(protocol),
-        failed_note=failed_note,
+        failed_note=failed_note, scoring_notes=manifest.get("scoring", {}).get("notes", []),
+        baselines=_baselines_text(manifest.get("scoring", {})),
         timecourse_figures=timecourse, swimmers=swimmers,
         binary_rows=_binary_rows(agg), continuous_rows=_continuous_rows(agg),
         time_to_event_rows=_time_to_event_rows(agg),
