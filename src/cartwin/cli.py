@@ -232,9 +232,7 @@ def show(run_dir: Path = typer.Argument(..., help="A run directory.")):
     if not run_dir.is_dir():
         raise RunDirectoryError(f"{run_dir}: not a directory; give the --out directory of a `cartwin run`")
     rd = RunDirectory(run_dir)
-    if not rd.is_complete():
-        raise RunDirectoryError(f"{run_dir}: not a completed cartwin run (no {layout.MANIFEST}); "
-                                "finish it with `cartwin run ... --resume`")
+    rd.manifest()  # a directory that is not a completed run is named for what it is, with advice to fit
     header = run_header(rd)
     out.print(header)
     rows = arm_summary(rd)

@@ -108,3 +108,16 @@ def test_commands_on_the_wrong_kind_of_directory_say_what_it_is(tmp_path):
     with pytest.raises(RunDirectoryError) as exc:
         run.manifest()
     assert "--resume" in str(exc.value) and "has not finished" in str(exc.value)
+
+
+def test_show_on_a_score_output_says_what_it_is(tmp_path, monkeypatch, capsys):
+    """`cartwin show` given a `cartwin score` output names it, without advice to resume a run."""
+    import polars as pl
+
+    from cartwin.store.scored import ScoredDirectory
+    from tests.conftest import call_cli
+
+    ScoredDirectory(tmp_path / "scored").write({"visits": pl.DataFrame({"subject": ["S1"], "day": [0.0]})})
+    code, text = call_cli(monkeypatch, capsys, "show", tmp_path / "scored")
+    text = " ".join(text.split())
+    assert code == 2 and "output of `cartwin score`" in text and "--resume" not in text
