@@ -22,7 +22,7 @@ from cartwin.endpoints.scoring import clinical_fingerprint, score_run
 from cartwin.report import aggregate as agg_mod
 from cartwin.report import figures as fig_mod
 from cartwin.store import atomic, layout
-from cartwin.store.run_directory import RunDirectory
+from cartwin.store.run_directory import RunDirectory, RunDirectoryError
 
 __all__ = ["write_report", "ReportError"]
 
@@ -39,8 +39,10 @@ def write_report(run_dir: Path, *, workers: int | None = None, timings: dict | N
     run_dir = Path(run_dir)
     rundir = RunDirectory(run_dir)
     if not rundir.is_complete():
-        raise ReportError(f"{run_dir}: not a completed cartwin run (no {layout.MANIFEST}); "
-                          "finish it with `cartwin run ... --resume` first")
+        try:
+            rundir.manifest()  # the store's message: what the directory is and what to do
+        except RunDirectoryError as exc:
+            raise ReportError(str(exc)) from None
     out_dir = rundir.report_dir
     clock = {} if timings is None else timings
     t0 = time.perf_counter()
