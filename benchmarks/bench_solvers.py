@@ -43,7 +43,6 @@ import csv
 import multiprocessing as mp
 import os
 import resource
-import sys
 import time
 import tomllib
 from pathlib import Path

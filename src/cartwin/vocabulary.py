@@ -42,10 +42,10 @@ def canonical_unit(code: str) -> str:
 
 # Abbreviations common in laboratory exports and the literature, for suggestions only: an
 # observation file must use the codes themselves (a silent mapping could hide a wrong column).
-COMMON_ABBREVIATIONS = {"ANC": "NEUT", "ALC": "LYM", "PLT": "PLAT", "HB": "HGB", "WBC_COUNT": "WBC",
-                        "CD19B": "BCELL", "CD19": "BCELL", "ANTIDSDNA": "DSDNA", "DNAAB": "DSDNA",
-                        "ALAT": "ALT", "ASAT": "AST", "TBILI": "BILI", "CREA": "CREAT", "IL-6": "IL6",
-                        "TEMPERATURE": "TEMP", "UPCR": "UPROT"}
+# (CDISC LBTESTCD codes, e.g. CD19 or DNAAB, are matched from the table itself.)
+COMMON_ABBREVIATIONS = {"ANC": "NEUT", "ALC": "LYM", "PLT": "PLAT", "HB": "HGB", "CD19B": "BCELL",
+                        "ANTIDSDNA": "DSDNA", "ALAT": "ALT", "ASAT": "AST", "TBILI": "BILI", "CREA": "CREAT",
+                        "IL-6": "IL6", "TEMPERATURE": "TEMP", "UPCR": "UPROT"}
 
 
 def suggest_test_code(text: str) -> str | None:

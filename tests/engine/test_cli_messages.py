@@ -3,7 +3,6 @@ grade lupus read-outs say they are not available for runs of imported SBML model
 
 from __future__ import annotations
 
-import sys
 
 import pytest
 

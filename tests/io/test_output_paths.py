@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import os
 import stat
-import sys
 
 import pytest
 
-from cartwin import cli
 from tests.conftest import call_cli as call
 
 

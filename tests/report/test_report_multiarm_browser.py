@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from tests.report.test_report_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.report.test_report_browser import CHROMIUM
 
 ROOT = Path(__file__).resolve().parents[2]
 

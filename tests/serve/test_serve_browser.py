@@ -31,7 +31,7 @@ import pytest
 from cartwin.serve import design, design_search
 from tests.serve.tiny import tiny_protocol, tiny_spec
 
-from tests.report.test_report_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.report.test_report_browser import CHROMIUM
 ROOT = Path(__file__).resolve().parents[2]
 DESKTOP = {"width": 1400, "height": 1000}
 PHONE = {"width": 390, "height": 844}

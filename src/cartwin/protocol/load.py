@@ -48,13 +48,19 @@ class LoadedProtocol:
         return hashlib.sha256(self.text.encode()).hexdigest()
 
 
+# the union fields of the schema and the tags pydantic gives their branches in error locations
+_UNION_BRANCHES = {"lymphodepletion": ("str", "list[DrugAdministration]"), "dose": ("CellsPerKg", "FlatCells")}
+# every tag pydantic puts in an error location for a union branch (not a field the user wrote)
+_BRANCH_TAGS = frozenset({"fixed", "normal", "lognormal", "uniform", "function-after[_ordered(), Uniform]",
+                          *(tag for tags in _UNION_BRANCHES.values() for tag in tags)})
+
+
 def _loc(loc: tuple) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("fixed", "normal", "lognormal", "uniform", "CellsPerKg", "FlatCells",
-                      "function-after[_ordered(), Uniform]", "str") or str(part).startswith("list["):
+        elif part in _BRANCH_TAGS or str(part).startswith("list["):
             continue
         else:
             out += ("." if out else "") + str(part)
@@ -73,10 +79,6 @@ def _given(err: dict) -> str:
     shown = repr(value) if isinstance(value, (str, bool, int, float)) else ""
     shown = shown if len(shown) <= 40 else shown[:37] + "..."
     return f" (given {shown}, {kind})" if shown else ""
-
-
-# the union fields of the schema and the tags pydantic gives their branches in error locations
-_UNION_BRANCHES = {"lymphodepletion": ("str", "list[DrugAdministration]"), "dose": ("CellsPerKg", "FlatCells")}
 
 
 def _union_errors(errors: list[dict]) -> list[dict]:
