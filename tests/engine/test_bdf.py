@@ -1,6 +1,7 @@
 """The compiled BDF backend against analytic solutions and against LSODA on the default model."""
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -157,3 +158,21 @@ def test_one_bdf_kernel_serves_every_model():
     assert y[1] == pytest.approx(20 * math.exp(-K_EL), rel=1e-6)
     test_bdf_reports_a_failing_patient()  # a second model through the same kernel
     assert len(load_integrator(cache_dir()).integrate_batch.signatures) == 1
+
+
+def test_a_first_run_compiles_the_kernel_aside_and_a_later_one_loads_it(tmp_path, monkeypatch):
+    """Start-up: where the kernel's machine code is not cached, preparing a run starts compiling
+    it in another process (so that it overlaps the model's compilation); where it is cached,
+    nothing is started and the kernel loads."""
+    from cartwin.model.codegen import cache_dir
+    from cartwin.simulate.bdf import _kernel_name, compile_kernel_aside, kernel_cached
+    from cartwin.simulate.solvers import NumbaBDF
+
+    solve_bdf([Dose("IV", 0.0, 10.0)], [0.0, 1.0])  # the kernel is in this session's cache now
+    assert kernel_cached(cache_dir())
+    assert NumbaBDF().compile_aside() is None
+    assert not kernel_cached(tmp_path)
+    monkeypatch.delitem(sys.modules, _kernel_name())  # as in a process that has not loaded it
+    aside = compile_kernel_aside(tmp_path)
+    assert aside is not None
+    aside.cancel()  # compiling it again here would only cost the suite time

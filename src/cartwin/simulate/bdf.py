@@ -412,14 +412,62 @@ def integrate_batch(rhs_into, jac_into, lu_factor, lu_solve, nnz, K, Y0, bp_coun
 '''
 
 
+def _kernel_name() -> str:
+    return f"cartwin_bdf_kernel{KERNEL_VERSION}_{hashlib.sha256(KERNEL_SOURCE.encode()).hexdigest()[:12]}"
+
+
+def kernel_cached(cache_dir: Path) -> bool:
+    """Whether numba's cache in ``cache_dir`` already holds the kernel's machine code for this
+    Python (its index file for ``integrate_batch``), so that importing it loads instead of
+    compiling."""
+    tag = sys.implementation.cache_tag.replace("cpython-", "py")
+    return any((Path(cache_dir) / "__pycache__").glob(f"{_kernel_name()}.integrate_batch-*.{tag}.nbi"))
+
+
+class KernelCompilation:
+    """The kernel compiled in a separate process while this one does other work (the model's
+    code generation and compilation: the two take about as long, and a first run otherwise does
+    them one after the other). ``wait()`` returns once the kernel's machine code is in the cache
+    (or the other process has failed: the kernel is then compiled here, on first use, with its
+    error shown there)."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        import subprocess
+
+        code = ("import sys; from pathlib import Path; from cartwin.simulate.bdf import load_integrator; "
+                "load_integrator(Path(sys.argv[1]))")
+        self._process = subprocess.Popen([sys.executable, "-c", code, str(cache_dir)],
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL)
+
+    def wait(self) -> None:
+        try:
+            self._process.wait()
+        except BaseException:  # interrupted: do not leave the compiler running
+            self.cancel()
+            raise
+
+    def cancel(self) -> None:
+        """Stop the compilation (numba writes its cache files whole, so nothing half is left)."""
+        self._process.kill()
+        self._process.wait()
+
+
+def compile_kernel_aside(cache_dir: Path) -> KernelCompilation | None:
+    """Start compiling the kernel in another process when it is not cached yet; None when it is
+    (loading it takes a fraction of a second) or already imported here."""
+    if _kernel_name() in sys.modules or kernel_cached(cache_dir):
+        return None
+    return KernelCompilation(cache_dir)
+
+
 def load_integrator(cache_dir: Path) -> ModuleType:
     """Write (once) and import the BDF kernel, the same for every model.
 
     The source goes into the compile cache folder under a name made of the kernel's version and
     a hash of its source, so that numba caches its machine code beside it (once per
     installation and cache folder) and a changed kernel never loads a stale one."""
-    digest = hashlib.sha256(KERNEL_SOURCE.encode()).hexdigest()[:12]
-    name = f"cartwin_bdf_kernel{KERNEL_VERSION}_{digest}"
+    name = _kernel_name()
     if name in sys.modules:
         return sys.modules[name]
     path = cache_dir / f"{name}.py"

@@ -29,10 +29,21 @@ def _worker_init() -> None:
 
 
 def prepare(work: Work) -> None:
-    """Compile the model and the solver's kernel now (or load them from the cache)."""
-    compiled = compile_model(work.model)
-    warm_up(compiled)
-    work.solver().warm_up(compiled)
+    """Compile the model and the solver's kernel now (or load them from the cache). A solver
+    whose own compiled code is not cached yet may compile it in another process meanwhile
+    (``compile_aside``): on a first run the two compilations then overlap."""
+    solver = work.solver()
+    aside = solver.compile_aside() if hasattr(solver, "compile_aside") else None
+    try:
+        compiled = compile_model(work.model)
+        warm_up(compiled)
+    except BaseException:  # a model that does not compile is reported at once
+        if aside is not None:
+            aside.cancel()
+        raise
+    if aside is not None:
+        aside.wait()
+    solver.warm_up(compiled)
 
 
 def execute(work: Work, chunks: Iterable[Any], workers: int, on_result: Callable[[Any], object],

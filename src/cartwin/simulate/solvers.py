@@ -170,6 +170,15 @@ class NumbaBDF:
                    np.zeros((1, 1, n)), np.zeros(1), self.rtol, self.atol, self.max_steps,
                    np.zeros((1, 1, n)), np.zeros(1, np.int64), np.zeros((1, 4), np.int64))
 
+    def compile_aside(self):
+        """Start compiling the kernel in another process if it is not cached yet (a first run),
+        so that it compiles while this process generates and compiles the model; returns what
+        to ``wait()`` on, or None."""
+        from cartwin.model.codegen import cache_dir
+        from cartwin.simulate.bdf import compile_kernel_aside
+
+        return compile_kernel_aside(cache_dir())
+
     def describe(self) -> dict:
         return {"backend": self.name, "method": "variable-order BDF/NDF (SciPy's BDF algorithm, "
                 "compiled with numba; sparse LU generated for the Jacobian pattern)", "rtol": self.rtol,
