@@ -9,7 +9,7 @@ from pathlib import Path
 import sympy as sp
 
 from cartwin.model import DEFAULT_MODEL
-from cartwin.model.codegen import parse
+from cartwin.model.symbolic import parse
 from cartwin.model.docs import render_model_markdown
 from cartwin.model.lupus_cart import REFERENCES
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from cartwin.endpoints.stats import clopper_pearson
 
@@ -48,6 +47,7 @@ class TrialAnswer:
 
 
 def _trial_probability(p, size: int, at_least: int | None, at_most: int | None):
+    from scipy import stats  # imported here: it takes about a second to import
     if at_least is not None:
         return stats.binom.sf(at_least - 1, size, p)
     return stats.binom.cdf(at_most, size, p)

@@ -42,7 +42,8 @@ from cartwin.io.errors import SBMLExportError
 from cartwin.io.mathml import to_ast
 from cartwin.io.scenario import Scenario, build_scenario
 from cartwin.io.units import UnitTable, _check, note_for
-from cartwin.model.codegen import _safe, compile_model, parse
+from cartwin.model.codegen import _safe, compile_model
+from cartwin.model.symbolic import parse
 from cartwin.model.declaration import Model
 from cartwin.therapy.products import Product
 from cartwin.therapy.regimens import Regimen

@@ -399,7 +399,7 @@ def _renamed(rename, parameters, states, assignments, dose_inputs, events):
 def _check_declaration(model: Model, where: str) -> None:
     """Parse the declaration as code generation will, so that what ``run`` would refuse is
     refused here, at load time (and by ``cartwin validate``)."""
-    from cartwin.model.codegen import parse
+    from cartwin.model.symbolic import parse
     from cartwin.model.declaration import ModelDeclarationError
 
     try:
@@ -519,7 +519,7 @@ def _order_assignments(assignments: list[Assignment], known: set[str], where: st
     """SBML rules are unordered; a cartwin declaration lists each assignment after what it uses."""
     from sympy.parsing.sympy_parser import parse_expr
 
-    from cartwin.model.codegen import _rename_calls
+    from cartwin.model.symbolic import _rename_calls
 
     names = {a.name for a in assignments}
     local = {n: sp.Symbol(n) for n in names | known}

@@ -1,6 +1,6 @@
 """A JAX backend from the same model declaration: sympy -> JAX, solved with diffrax.
 
-The model's right-hand side is built from the parsed declaration (:func:`cartwin.model.codegen.parse`,
+The model's right-hand side is built from the parsed declaration (:func:`cartwin.model.symbolic.parse`,
 the same sympy expressions the numba code is generated from) with ``sympy.lambdify(...,
 modules="jax")``, and integrated with diffrax's ``Kvaerno5`` (an L-stable ESDIRK method for stiff
 systems) under a PID step-size controller. Patients are batched with ``jax.vmap``: every patient
@@ -30,7 +30,8 @@ def jax_rhs(model):
     state-dependent assignment substituted, ``k`` the compiled model's constants (in its order)."""
     import sympy as sp
 
-    from cartwin.model.codegen import _safe, parse
+    from cartwin.model.codegen import _safe
+    from cartwin.model.symbolic import parse
 
     sym = parse(model)
     subs = {}

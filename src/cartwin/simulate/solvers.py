@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from types import ModuleType
 
 import numpy as np
-from scipy.integrate import ODEintWarning, odeint
 
 from cartwin.simulate.schedule import Schedule
 
@@ -72,6 +71,10 @@ class ScipyLSODA:
 
     def _solve_one(self, compiled, k, y0, schedule: Schedule, t_obs, out) -> np.ndarray:
         """Fills ``out`` (T, S) as the solve goes: a failure leaves the days it reached."""
+        # imported here: scipy.integrate takes most of a second to import, and only this
+        # reference backend needs it
+        from scipy.integrate import ODEintWarning, odeint
+
         rhs, jac = compiled.rhs, compiled.jac
         y = y0.astype(np.float64).copy()
         u = np.zeros_like(y)

@@ -25,7 +25,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from cartwin.model.codegen import compile_model, vector_function
+from cartwin.model.codegen import compile_model
 from cartwin.model.declaration import Model
 from cartwin.simulate.engine import Solved, covariate_matrix, solve
 from cartwin.therapy.dosing import Dose
@@ -51,6 +51,8 @@ def firing_times(model: Model, events: Sequence[TimedEvent], K: np.ndarray, orig
                  end: float) -> list[list[tuple[float, int]]]:
     """Per patient, the (time, event index) at which each event takes effect in [origin, end),
     sorted by time, priority and document order."""
+    from cartwin.model.symbolic import vector_function  # sympy: a run without events never needs it
+
     n = K.shape[0]
     out: list[list[tuple[float, int]]] = [[] for _ in range(n)]
     if end <= origin:
@@ -114,6 +116,8 @@ def solve_with_events(model: Model, theta: np.ndarray, covariates: Mapping[str, 
     K = compiled.constants(theta, cov)
     end = float(days[-1])
     fires = firing_times(model, events, K, origin, end)
+    from cartwin.model.symbolic import vector_function
+
     apply = [vector_function(model, e.values, f"event {e.label}") for e in events]
     position = {s: j for j, s in enumerate(model.state_names)}
     which = tuple(range(len(model.observables))) if which is None else tuple(int(i) for i in which)
