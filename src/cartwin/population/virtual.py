@@ -13,9 +13,9 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special
 
 from cartwin.model.declaration import Model
+from cartwin.population.distributions import LogNormal, Normal
 from cartwin.population.correlation import correlate, declared
 from cartwin.protocol.schema import Population
 from cartwin.vocabulary import DESCRIPTOR_FLAGS, DESCRIPTORS, PATIENT_COVARIATES, PatientCovariate, with_derived
@@ -79,46 +79,12 @@ def _truncated(dist, u: np.ndarray, c: PatientCovariate, factor: float) -> np.nd
         centre = dist.mean if kind == "normal" else dist.median
         return np.clip(np.full(u.shape, centre * factor), lo, hi)
     if kind == "normal":
-        frozen = _Normal(dist.mean * factor, max(dist.sd * factor, 1e-300))
+        frozen = Normal(dist.mean * factor, max(dist.sd * factor, 1e-300))
     else:
         sigma = np.sqrt(np.log1p(dist.cv ** 2))
-        frozen = _LogNormal(max(sigma, 1e-300), dist.median * factor)
+        frozen = LogNormal(max(sigma, 1e-300), dist.median * factor)
     flo, fhi = frozen.cdf(lo), frozen.cdf(hi)
     return frozen.ppf(flo + u * (fhi - flo))
-
-
-class _Normal:
-    """scipy.stats.norm(loc, scale)'s cdf and ppf, the same arithmetic to the bit (SciPy's own
-    ndtr/ndtri, standardised as SciPy does), without importing scipy.stats: it takes about a
-    second, in every worker process of a run. tests/population checks the two agree."""
-
-    def __init__(self, loc: float, scale: float) -> None:
-        self.loc, self.scale = loc, scale
-
-    def cdf(self, x):
-        return special.ndtr((np.asarray(x, dtype=np.float64) - self.loc) / self.scale)[()]
-
-    def ppf(self, q):
-        q = np.asarray(q, dtype=np.float64)
-        # the support's ends at q = 0 and 1, as SciPy gives them; NaN outside [0, 1]
-        return np.where(q == 0, -np.inf, np.where(q == 1, np.inf, special.ndtri(q) * self.scale + self.loc))[()]
-
-
-class _LogNormal:
-    """scipy.stats.lognorm(s, scale=scale)'s cdf and ppf, to the bit (see :class:`_Normal`)."""
-
-    def __init__(self, s: float, scale: float) -> None:
-        self.s, self.scale = s, scale
-
-    def cdf(self, x):
-        z = np.asarray(x, dtype=np.float64) / self.scale
-        with np.errstate(divide="ignore", invalid="ignore"):
-            inside = special.ndtr(np.log(z) / self.s)
-        return np.where(z <= 0, 0.0, np.where(z == np.inf, 1.0, inside))[()]
-
-    def ppf(self, q):
-        q = np.asarray(q, dtype=np.float64)
-        return np.where(q == 0, 0.0, np.where(q == 1, np.inf, np.exp(self.s * special.ndtri(q)) * self.scale + 0.0))[()]
 
 
 def iiv_cholesky(model: Model, override: dict[str, float] | None = None) -> np.ndarray:

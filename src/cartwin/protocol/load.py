@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from cartwin.population.distributions import LogNormal, Normal
 from cartwin.protocol.schema import Population, Protocol
 from cartwin.therapy.products import KNOWN_EDITS, PRODUCTS
 from cartwin.therapy.regimens import PRESETS
@@ -564,12 +565,10 @@ def _unreachable_truncation(dist, factor: float, plo: float, phi: float) -> str 
     spread = dist.sd if dist.dist == "normal" else dist.cv
     if spread == 0:
         return None  # a point, clipped into the bounds
-    from scipy import stats  # noqa: PLC0415
     if dist.dist == "normal":
-        frozen = stats.norm(dist.mean * factor, dist.sd * factor)
+        frozen = Normal(dist.mean * factor, dist.sd * factor)
     else:
-        import math  # noqa: PLC0415
-        frozen = stats.lognorm(s=math.sqrt(math.log1p(dist.cv ** 2)), scale=dist.median * factor)
+        frozen = LogNormal(math.sqrt(math.log1p(dist.cv ** 2)), dist.median * factor)
     # in the upper tail the survival function keeps the precision the CDF loses
     mass = frozen.sf(lo) - frozen.sf(hi) if frozen.cdf(lo) > 0.5 else frozen.cdf(hi) - frozen.cdf(lo)
     if not mass >= MIN_TRUNCATED_MASS:
