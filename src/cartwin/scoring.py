@@ -21,6 +21,7 @@ from cartwin.clinical.ruleset import applied_rules
 from cartwin.endpoints.scoring import run_baselines, score_and_compute
 from cartwin.io.observations import read_observations
 from cartwin.store.scored import ScoredDirectory
+from cartwin.vocabulary import BASELINE_DAY_LIMIT
 
 
 @dataclass
@@ -38,7 +39,6 @@ class ScoreResult:
 # day each one used.
 VISIT_BASELINE_INSTRUMENTS = ("SLEDAI-2K", "SELENA-SLEDAI", "PGA", "SRI", "BICLA", "DORIS", "LLDAS", "SFI")
 LAB_BASELINE_INSTRUMENTS = ("CTCAE",)
-BASELINE_DAY_LIMIT = 365.0
 
 
 def check_baseline_day(name: str, day: float | None) -> None:

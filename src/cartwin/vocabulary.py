@@ -1,4 +1,5 @@
-"""The controlled vocabularies shared by every layer: observation test codes and patient covariates.
+"""The controlled vocabularies shared by every layer: observation test codes, patient covariates
+and the study days a baseline may be chosen on.
 
 Simulated and real patients meet the clinical layer in one long table whose ``test`` column
 uses the test codes, each with one canonical unit. The table lives in ``data/test_codes.csv`` so
@@ -18,6 +19,11 @@ from importlib import resources
 import numpy as np
 
 from cartwin import body
+
+
+# A chosen last baseline day (a protocol's [scoring], `cartwin score --baseline-day`) is a study day
+# relative to the CAR-T infusion within a year of it.
+BASELINE_DAY_LIMIT = 365.0
 
 
 @dataclass(frozen=True)

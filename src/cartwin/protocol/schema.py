@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from cartwin.vocabulary import BY_FIELD, DESCRIPTORS
+from cartwin.vocabulary import BASELINE_DAY_LIMIT, BY_FIELD, DESCRIPTORS
 
 SCHEMA_VERSION = 1
 
@@ -485,12 +485,13 @@ class ScoringSettings(_Strict):
     """How the clinical layer scores the run's patients (the same choices as `cartwin score`)."""
 
     baseline_day: float | None = Field(
-        default=None, ge=-365, le=365, description="last study day (relative to the infusion) counted "
-        "as baseline for SLEDAI, SRI-4, the composites and the endpoints; default that of the rule "
-        "tables (day 0)")
+        default=None, ge=-BASELINE_DAY_LIMIT, le=BASELINE_DAY_LIMIT,
+        description="last study day (relative to the infusion) counted as baseline for SLEDAI, "
+        "SRI-4, the composites and the endpoints; default that of the rule tables (day 0)")
     lab_baseline_day: float | None = Field(
-        default=None, ge=-365, le=365, description="last study day of the CTCAE grading reference; "
-        "default that of the rule tables (day -5, before lymphodepletion)")
+        default=None, ge=-BASELINE_DAY_LIMIT, le=BASELINE_DAY_LIMIT,
+        description="last study day of the CTCAE grading reference; default that of the rule "
+        "tables (day -5, before lymphodepletion)")
 
 
 class Protocol(_Strict):
