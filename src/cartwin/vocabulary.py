@@ -23,7 +23,7 @@ from cartwin import body
 
 # A chosen last baseline day (a protocol's [scoring], `cartwin score --baseline-day`) is a study day
 # relative to the CAR-T infusion within a year of it.
-BASELINE_DAY_LIMIT = 365.0
+BASELINE_DAY_LIMIT = 365
 
 
 @dataclass(frozen=True)
