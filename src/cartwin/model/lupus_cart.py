@@ -251,7 +251,7 @@ PARAMETERS = (
     # --- antibodies, immune complexes, complement ----------------------------------------------
     _p("K_IGG", 0.033, "1/day", "IgG elimination (t1/2 21 d)", "Andersen2009", "humoral", 0.15),
     _p("F_DSDNA_SL", 0.95, "1", "share of anti-dsDNA made by short-lived (CD19+ derived) cells", "assumed: seroconversion after CD19 CAR-T (Mackensen2022) means most anti-dsDNA comes from CD19+ precursors", "humoral"),
-    _p("F_IGG_SL", 0.3, "1", "share of total IgG made by short-lived non-autoreactive plasma cells that B cells replenish (plasmablasts and recently formed plasma cells)", "assumed: total IgG falls by about a third after CD19 CAR-T and recovers once B cells return, while vaccine titres from long-lived plasma cells are kept (Bhoj2016; Barmettler2024: mean IgG 5.9 -> 3.6 g/L in haematology, an upper bound)", "humoral"),
+    _p("F_IGG_SL", 0.23, "1", "share of total IgG made by short-lived non-autoreactive plasma cells that B cells replenish (plasmablasts and recently formed plasma cells)", "assumed: total IgG falls by about a third after CD19 CAR-T and recovers once B cells return, while vaccine titres from long-lived plasma cells are kept (Bhoj2016; Barmettler2024: mean IgG 5.9 -> 3.6 g/L in haematology, an upper bound); with the disease-driven excess lost in remission (F_IGG_AUTO) the fall is F_IGG_SL + F_IGG_AUTO = a third (model 0.7.1; 0.3 before gave a 40% fall, beyond that upper bound); the between-patient spread (log-SD 0.3, as for FA) is assumed, no SLE spread having been found, so that the fall differs between patients instead of reaching one floor in all", "humoral", 0.3, 0, 0.8),
     _p("F_IGG_AUTO", 0.1, "1", "share of total IgG made by short-lived autoreactive plasma cells (the disease-driven excess)", "assumed: active SLE carries a polyclonal IgG excess that falls with remission; autoantibodies are a small share of total IgG", "humoral"),
     _p("IGG0", 11.0, "g/L", "baseline total IgG", "assumed: SLE reference", "humoral", 0.25, 2, 40),
     _p("K_IC", 1.0, "1/day", "immune complex turnover", "assumed: immune complexes are cleared within a day (fast compared with antibody turnover)", "humoral"),
@@ -384,9 +384,10 @@ ASSIGNMENTS = (
     _a("AG0", "TGT_CD19*(BPRE0 + BN0 + BA0 + PB0 + PBA0) + TGT_BCMA*(PB0 + PBA0 + PCN0 + PCNA0 + LL0)", "cells/uL-eq", "baseline antigen that the product's CAR recognises (the full target compartment)"),
     _a("P_DS_SL", "F_DSDNA_SL*K_IGG*DSDNA0/PBA0", "IU/mL/day per cells/uL", "anti-dsDNA production by autoreactive plasmablasts"),
     _a("P_DS_LL", "(1 - F_DSDNA_SL)*K_IGG*DSDNA0/LL0", "IU/mL/day per cells/uL", "anti-dsDNA production by long-lived plasma cells"),
-    _a("Q_SL", "F_IGG_SL*K_IGG*IGG0/(PB0 + PCN0)", "g/L/day per cells/uL", "IgG production by short-lived non-autoreactive cells"),
+    _a("F_SL", "Min(F_IGG_SL, 0.8)", "1", "share of total IgG from short-lived non-autoreactive cells, capped so that the long-lived plasma cells keep at least a tenth of it"),
+    _a("Q_SL", "F_SL*K_IGG*IGG0/(PB0 + PCN0)", "g/L/day per cells/uL", "IgG production by short-lived non-autoreactive cells"),
     _a("Q_SLA", "F_IGG_AUTO*K_IGG*IGG0/(PBA0 + PCNA0)", "g/L/day per cells/uL", "IgG production by short-lived autoreactive cells (the disease-driven IgG excess)"),
-    _a("Q_LL", "(1 - F_IGG_SL - F_IGG_AUTO)*K_IGG*IGG0/LL0", "g/L/day per cells/uL", "IgG production by long-lived plasma cells"),
+    _a("Q_LL", "(1 - F_SL - F_IGG_AUTO)*K_IGG*IGG0/LL0", "g/L/day per cells/uL", "IgG production by long-lived plasma cells"),
     _a("E3", "Max(C3_NORMAL/C3_0 - 1, 0)", "1", "C3 consumption per unit immune complex"),
     _a("E4", "Max(C4_NORMAL/C4_0 - 1, 0)", "1", "C4 consumption per unit immune complex"),
     _a("L0", "H0 + NK0", "cells/uL", "baseline lymphocyte sink of homeostatic cytokines"),
@@ -709,11 +710,14 @@ NOTES = (
     "lymphodepletion. The model is deterministic: the disease returns in everyone eventually, "
     "late after deep depletion; G_A, F_NAIVE, K_AH and A50_AH are assumed, with no SLE "
     "relapse-time data to fit them.",
-    "Humoral: total IgG has three sources: plasma cells that B cells replenish (F_IGG_SL 30%), "
+    "Humoral: total IgG has three sources: plasma cells that B cells replenish (F_IGG_SL, typically "
+    "23%, varying between patients), "
     "the disease-driven polyclonal excess of autoreactive plasma cells (F_IGG_AUTO 10%, lost in "
-    "remission) and long-lived marrow plasma cells (60%; t1/2 11 y, Amanna 2007). After CD19 "
-    "CAR-T total IgG falls to about 60% of baseline and recovers once B cells return (about "
-    "80% by month 18), while long-lived plasma cells, which carry vaccine titres, are kept "
+    "remission) and long-lived marrow plasma cells (the rest, about two thirds; t1/2 11 y, Amanna "
+    "2007). After CD19 CAR-T total IgG falls by about a third (virtual patients after Erlangen "
+    "Flu/Cy: month-6 median 0.67 of baseline, 5th-95th percentile 0.57-0.76; model 0.7.0 put every "
+    "patient at 0.60) and recovers once B cells return (about 85% by month 18, the disease-driven "
+    "excess staying away), while long-lived plasma cells, which carry vaccine titres, are kept "
     "(Bhoj 2016). No SLE-specific IgG course was found; the haematology fall (Barmettler 2024: "
     "-38%) is an upper bound.",
     "Liver: lymphodepletion injury is driven by cyclophosphamide exposure with a wide "
@@ -738,7 +742,7 @@ NOTES = (
 
 MODEL = Model(
     name="lupus_cart",
-    version="0.7.0",
+    version="0.7.1",
     description="CD19 CAR-T in SLE: lymphodepletion PK, myelosuppression, host T/NK recovery, "
     "CAR-T kinetics with host-versus-graft rejection, B lineage and plasma cells, anti-dsDNA, "
     "complement, disease activity, IL-6 and liver enzymes.",
