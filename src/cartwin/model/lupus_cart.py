@@ -180,7 +180,7 @@ PARAMETERS = (
     _p("SLOPE_N_CY", 0.12, "L/mg", "neutrophil precursor kill per cyclophosphamide concentration", "calibrated: as SLOPE_N_F", "myelosuppression", 0.30),
     _p("PLT0", 220.0, "10^9/L", "baseline platelet count", "assumed: SLE reference population", "myelosuppression", 0.25, 20, 600),
     _p("MTT_P", 5.5, "day", "platelet precursor mean transit time", "assumed: megakaryocyte maturation 5-7 days; Friberg-type platelet models use 120-160 h", "myelosuppression", 0.15),
-    _p("PLT_SENS", 0.5, "1", "platelet precursor sensitivity relative to neutrophil precursors", "assumed: Flu/Cy thrombocytopenia is milder than neutropenia in CAR-T series", "myelosuppression", 0.3),
+    _p("PLT_SENS", 0.5, "1", "platelet precursor sensitivity relative to neutrophil precursors", "assumed: Flu/Cy thrombocytopenia is milder than neutropenia in CAR-T series; in conflict with the Erlangen SLE report that platelets stayed close to normal (Muller2025blood), which this value overstates (virtual patients after Erlangen Flu/Cy: median nadir about 80 x 10^9/L, below 50 in about a fifth), kept because 0.4 or less no longer gives the severe thrombocytopenia of 1 of 3 TyU19 SLE patients after the lighter regimen (WangD2025; target tyu19_thrombocytopenia: 1/200 at 0.4, 0/200 at 0.3)", "myelosuppression", 0.3),
     # --- lymphodepletion kill -------------------------------------------------------------------
     _p("S_T_F", 2.0, "L/mg/day", "host T kill per F-ara-A concentration", "calibrated: host T nadir 3-12% of baseline depending on regimen (a behaviour target of the model's design, assumed from the oncology Flu/Cy lymphocyte nadirs)", "lymphodepletion", 0.25),
     _p("S_T_CY", 0.10, "L/mg/day", "host T kill per cyclophosphamide concentration", "calibrated: as S_T_F", "lymphodepletion", 0.25),
@@ -251,7 +251,7 @@ PARAMETERS = (
     # --- antibodies, immune complexes, complement ----------------------------------------------
     _p("K_IGG", 0.033, "1/day", "IgG elimination (t1/2 21 d)", "Andersen2009", "humoral", 0.15),
     _p("F_DSDNA_SL", 0.95, "1", "share of anti-dsDNA made by short-lived (CD19+ derived) cells", "assumed: seroconversion after CD19 CAR-T (Mackensen2022) means most anti-dsDNA comes from CD19+ precursors", "humoral"),
-    _p("F_IGG_SL", 0.3, "1", "share of total IgG made by short-lived non-autoreactive plasma cells that B cells replenish (plasmablasts and recently formed plasma cells)", "assumed: total IgG falls by about a third after CD19 CAR-T and recovers once B cells return, while vaccine titres from long-lived plasma cells are kept (Bhoj2016; Barmettler2024: mean IgG 5.9 -> 3.6 g/L in haematology, an upper bound)", "humoral"),
+    _p("F_IGG_SL", 0.23, "1", "share of total IgG made by short-lived non-autoreactive plasma cells that B cells replenish (plasmablasts and recently formed plasma cells)", "assumed: total IgG falls by about a third after CD19 CAR-T and recovers once B cells return, while vaccine titres from long-lived plasma cells are kept (Bhoj2016; Barmettler2024: mean IgG 5.9 -> 3.6 g/L in haematology, an upper bound); with the disease-driven excess lost in remission (F_IGG_AUTO) the fall is F_IGG_SL + F_IGG_AUTO = a third (model 0.7.1; 0.3 before gave a 40% fall, beyond that upper bound); the between-patient spread (log-SD 0.3, as for FA) is assumed, no SLE spread having been found, so that the fall differs between patients instead of reaching one floor in all", "humoral", 0.3, 0, 0.8),
     _p("F_IGG_AUTO", 0.1, "1", "share of total IgG made by short-lived autoreactive plasma cells (the disease-driven excess)", "assumed: active SLE carries a polyclonal IgG excess that falls with remission; autoantibodies are a small share of total IgG", "humoral"),
     _p("IGG0", 11.0, "g/L", "baseline total IgG", "assumed: SLE reference", "humoral", 0.25, 2, 40),
     _p("K_IC", 1.0, "1/day", "immune complex turnover", "assumed: immune complexes are cleared within a day (fast compared with antibody turnover)", "humoral"),
@@ -289,7 +289,7 @@ PARAMETERS = (
     _p("K_AST", 1.13, "1/day", "AST plasma clearance", "Sherman2022", "liver"),
     _p("K_GVH", 0.0024, "1/day per cells/uL", "priming of donor-TCR alloreactivity by circulating CAR-T (TRAC intact only)", "calibrated: acute GvHD in about 1 of 13 recipients of donor-derived, unedited CD19 CAR-T (Blood 2023;142:146), reached with host-versus-graft rejection acting (model 0.4: HLA-intact cells are lost within 1-2 weeks after standard Flu/Cy, so the drive per cell is 3 times that of 0.3); no quantitative GvHD model was found, so the link is a single assumed accumulation", "GvHD", 1.0),
     _p("D_GVH", 0.05, "1/day", "waning of donor-TCR alloreactivity", "assumed: GvHD after CAR-T, when it occurs, starts within weeks", "GvHD"),
-    _p("K_LI", 0.35, "1/day", "resolution of drug-induced hepatocellular injury", "assumed: transaminase peaks 1-2 weeks after Flu/Cy", "liver"),
+    _p("K_LI", 0.35, "1/day", "resolution of drug-induced hepatocellular injury", "assumed: transaminase peaks 1-2 weeks after Flu/Cy; the model's drug-driven ALT peaks sooner, about 3 days after the cyclophosphamide dose (day 0 after the Erlangen regimen), as LI follows the drug (t1/2 7.6 h) and ALT follows LI (K_ALT); no published ALT course after Flu/Cy was found to settle the timing", "liver"),
     _p("S_LI_CY", 0.15, "L/mg/day", "hepatocellular injury per cyclophosphamide concentration", "calibrated: grade 3/4 liver dysfunction is among the commonest grade 3/4 events after Flu/Cy in TyU19 SLE (Cell Research 2025, n = 4); no published rate after Flu/Cy was found, so about 5-15% grade >= 3 (ALT > 5 x ULN) after the Erlangen regimen is assumed, with ALT above ULN in about half", "liver", 1.5),
     _p("EMAX_ALT", 3.0, "1", "maximal IL-6-driven transaminase rise (fold)", "assumed: CRS-related transaminitis is mostly grade 1 (up to 3x ULN)", "liver"),
     _p("EC50_ALT", 117.0, "pg/mL", "IL-6 excess giving half the maximal transaminase rise", "assumed: transaminases rise when IL-6 is clearly above baseline", "liver"),
@@ -384,9 +384,10 @@ ASSIGNMENTS = (
     _a("AG0", "TGT_CD19*(BPRE0 + BN0 + BA0 + PB0 + PBA0) + TGT_BCMA*(PB0 + PBA0 + PCN0 + PCNA0 + LL0)", "cells/uL-eq", "baseline antigen that the product's CAR recognises (the full target compartment)"),
     _a("P_DS_SL", "F_DSDNA_SL*K_IGG*DSDNA0/PBA0", "IU/mL/day per cells/uL", "anti-dsDNA production by autoreactive plasmablasts"),
     _a("P_DS_LL", "(1 - F_DSDNA_SL)*K_IGG*DSDNA0/LL0", "IU/mL/day per cells/uL", "anti-dsDNA production by long-lived plasma cells"),
-    _a("Q_SL", "F_IGG_SL*K_IGG*IGG0/(PB0 + PCN0)", "g/L/day per cells/uL", "IgG production by short-lived non-autoreactive cells"),
+    _a("F_SL", "Min(F_IGG_SL, 0.8)", "1", "share of total IgG from short-lived non-autoreactive cells, capped so that the long-lived plasma cells keep at least a tenth of it"),
+    _a("Q_SL", "F_SL*K_IGG*IGG0/(PB0 + PCN0)", "g/L/day per cells/uL", "IgG production by short-lived non-autoreactive cells"),
     _a("Q_SLA", "F_IGG_AUTO*K_IGG*IGG0/(PBA0 + PCNA0)", "g/L/day per cells/uL", "IgG production by short-lived autoreactive cells (the disease-driven IgG excess)"),
-    _a("Q_LL", "(1 - F_IGG_SL - F_IGG_AUTO)*K_IGG*IGG0/LL0", "g/L/day per cells/uL", "IgG production by long-lived plasma cells"),
+    _a("Q_LL", "(1 - F_SL - F_IGG_AUTO)*K_IGG*IGG0/LL0", "g/L/day per cells/uL", "IgG production by long-lived plasma cells"),
     _a("E3", "Max(C3_NORMAL/C3_0 - 1, 0)", "1", "C3 consumption per unit immune complex"),
     _a("E4", "Max(C4_NORMAL/C4_0 - 1, 0)", "1", "C4 consumption per unit immune complex"),
     _a("L0", "H0 + NK0", "cells/uL", "baseline lymphocyte sink of homeostatic cytokines"),
@@ -570,6 +571,18 @@ NOTES = (
     "oncology CK models (Stein 2019, Kimmel 2021) and the day-14 peak of TyU19 (Wang D 2025).",
     "Thin evidence: disease activity is a latent inflammation state; the descriptor thresholds and "
     "PGA scaling are assumptions chosen so that organ items resolve in the order seen clinically.",
+    "Known departures from published results (model 0.7.2): (1) B-cell return varies far more "
+    "between virtual patients than reported: after Erlangen Flu/Cy the return day has an SD of "
+    "about 110 d (5th-95th percentile about 40-310 d) against 32 d in Mackensen 2022 (n = 5) and an "
+    "aplasia SD of 47 d in Muller 2024 (n = 15), because it follows the CAR-T peak, which spans "
+    "tenfold, through the persisting pool; the cohort median is on target. (2) IL-6, and with it "
+    "fever, falls to baseline within about a day once the expansion stops (release tied to net "
+    "CAR-T growth, IL-6 t1/2 4.2 h), where CRS in patients wanes over days. (3) Anti-dsDNA settles "
+    "at 1 - F_DSDNA_SL = 5% of baseline in every patient, so seroconversion depends on the baseline "
+    "titre alone. (4) Platelets fall further after Erlangen Flu/Cy than the Erlangen SLE report "
+    "describes (PLT_SENS). (5) A BCMA-only CAR gives CRS in most virtual patients and no remission, "
+    "against CRS in 1/7 and SLEDAI-2K 18 to 0 in the Tongji lupus nephritis series (targets "
+    "bcma_crs_any, bcma_sledai2k_m9).",
     "Thin evidence: the marrow and plasma-cell pools are in blood-equivalent units; only blood "
     "B cells, CAR-T, ANC, ALC and platelets map to measured units directly.",
     "Contraction and how B-cell aplasia ends (model 0.6): effector CAR-T proliferate only while "
@@ -709,11 +722,14 @@ NOTES = (
     "lymphodepletion. The model is deterministic: the disease returns in everyone eventually, "
     "late after deep depletion; G_A, F_NAIVE, K_AH and A50_AH are assumed, with no SLE "
     "relapse-time data to fit them.",
-    "Humoral: total IgG has three sources: plasma cells that B cells replenish (F_IGG_SL 30%), "
+    "Humoral: total IgG has three sources: plasma cells that B cells replenish (F_IGG_SL, typically "
+    "23%, varying between patients), "
     "the disease-driven polyclonal excess of autoreactive plasma cells (F_IGG_AUTO 10%, lost in "
-    "remission) and long-lived marrow plasma cells (60%; t1/2 11 y, Amanna 2007). After CD19 "
-    "CAR-T total IgG falls to about 60% of baseline and recovers once B cells return (about "
-    "80% by month 18), while long-lived plasma cells, which carry vaccine titres, are kept "
+    "remission) and long-lived marrow plasma cells (the rest, about two thirds; t1/2 11 y, Amanna "
+    "2007). After CD19 CAR-T total IgG falls by about a third (virtual patients after Erlangen "
+    "Flu/Cy: month-6 median 0.67 of baseline, 5th-95th percentile 0.57-0.76; model 0.7.0 put every "
+    "patient at 0.60) and recovers once B cells return (about 85% by month 18, the disease-driven "
+    "excess staying away), while long-lived plasma cells, which carry vaccine titres, are kept "
     "(Bhoj 2016). No SLE-specific IgG course was found; the haematology fall (Barmettler 2024: "
     "-38%) is an upper bound.",
     "Liver: lymphodepletion injury is driven by cyclophosphamide exposure with a wide "
@@ -738,7 +754,7 @@ NOTES = (
 
 MODEL = Model(
     name="lupus_cart",
-    version="0.7.0",
+    version="0.7.2",
     description="CD19 CAR-T in SLE: lymphodepletion PK, myelosuppression, host T/NK recovery, "
     "CAR-T kinetics with host-versus-graft rejection, B lineage and plasma cells, anti-dsDNA, "
     "complement, disease activity, IL-6 and liver enzymes.",
