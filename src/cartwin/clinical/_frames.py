@@ -33,8 +33,9 @@ def pivot_first(frame: pl.DataFrame, on: str, values: str) -> pl.DataFrame:
     used[cell] = True
     cells = np.flatnonzero(used)
     group = (np.cumsum(used) - 1)[cell]
-    column = frame.select(pl.col(on).cast(pl.String).replace_strict(names.cast(pl.String).to_list(), list(range(names.len())),
-                                                                   return_dtype=pl.Int64)).to_series().to_numpy()
+    # each row's position of its ``on`` value among ``names``: the physical code of an Enum of them
+    column = frame.select(pl.col(on).cast(pl.String).cast(pl.Enum(names.cast(pl.String))).to_physical()
+                          .cast(pl.Int64)).to_series().to_numpy()
     n_groups = cells.size
     slot = column * n_groups + group
     if np.bincount(slot, minlength=names.len() * n_groups).max(initial=0) > 1:

@@ -10,6 +10,7 @@ receives frames and returns frames; reading files and writing results happen at 
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from cartwin.clinical import composite, crs_icans, ctcae, haematotox, kinetics, sledai
@@ -206,6 +207,17 @@ def _subject_chunks(frame: pl.DataFrame, chunk_rows: int):
     return generate()
 
 
+def _subjects_as_enum(subjects: pl.Series) -> pl.Series:
+    """``subjects`` (text, no nulls) cast to an Enum of their sorted distinct identifiers. Rows of a
+    subject usually come together (every frame the simulator writes, most files): then the text of
+    each run of rows is cast once and repeated, instead of every row's text being looked up."""
+    runs = subjects.rle().struct.unnest()
+    enum = pl.Enum(runs["value"].unique().sort())
+    if runs.height > subjects.len() // 2:  # subjects interleaved: the plain cast is as cheap
+        return subjects.cast(enum)
+    return runs["value"].cast(enum).gather(np.repeat(np.arange(runs.height), runs["len"].to_numpy())).alias(subjects.name)
+
+
 def _score_frame(frame: pl.DataFrame, sledai_window_days: float | None, tests: frozenset | None,
                  baselines: tuple[float, float], lab_grade_table: bool = True) -> dict[str, pl.DataFrame]:
     """Score one frame of whole subjects. ``tests``: the test codes of the whole frame when this is a
@@ -214,7 +226,7 @@ def _score_frame(frame: pl.DataFrame, sledai_window_days: float | None, tests: f
     # integers and still order subjects by their text; the tables get text identifiers back at the end.
     text_subjects = frame.schema["subject"] == pl.String and not frame["subject"].null_count()
     if text_subjects:
-        frame = frame.with_columns(pl.col("subject").cast(pl.Enum(frame["subject"].unique().sort())))
+        frame = frame.with_columns(_subjects_as_enum(frame["subject"]))
     daily = _wide(frame)
     if tests is not None:
         daily = _ensure(daily, sorted(tests))

@@ -11,6 +11,7 @@ Pipeline (all columnar, no per-row Python):
 
 from __future__ import annotations
 
+from collections import Counter
 from functools import cache
 
 import polars as pl
@@ -126,6 +127,15 @@ def _base_code(code: pl.Expr) -> pl.Expr:
     return code.str.split("__").list.first() if any("__" in c for c in descriptor_codes()) else code
 
 
+def _ascending_subject_days(frame: pl.DataFrame) -> bool:
+    """Whether the rows are in strictly ascending (subject, day) order, so that no (subject, day)
+    repeats: one comparison with the row above (the daily frame is in that order), no hashing."""
+    subject = pl.col("subject").to_physical() if isinstance(frame.schema["subject"], pl.Enum) else pl.col("subject")
+    before = subject.shift(1)
+    later = (subject > before) | ((subject == before) & (pl.col("day") > pl.col("day").shift(1)))
+    return bool(frame.select(later.fill_null(True).all()).item())
+
+
 def _with_icans_grade(events: pl.DataFrame, icans: pl.DataFrame) -> pl.DataFrame:
     """``events`` left-joined with the day's ``icans_grade``, which only the neurological attribution
     rule reads: only rows of its descriptors inside its window are looked up, the others get null
@@ -133,7 +143,7 @@ def _with_icans_grade(events: pl.DataFrame, icans: pl.DataFrame) -> pl.DataFrame
     neuro = settings("attribution")["neurological"]
     needed = pl.col("base_code").is_in(neuro["descriptors"]) & pl.col("day").is_between(neuro["first_day"], neuro["last_day"])
     right = icans.select("subject", "day", "icans_grade")
-    if right.select(pl.struct("subject", "day").is_duplicated().any()).item():
+    if not _ascending_subject_days(right) and right.select(pl.struct("subject", "day").is_duplicated().any()).item():
         return events.join(right, on=["subject", "day"], how="left")
     positions = events.select(pl.arg_where(needed)).to_series()
     looked_up = events[positions].select("subject", "day").join(right, on=["subject", "day"], how="left",
@@ -147,7 +157,7 @@ def _with_icans_grade(events: pl.DataFrame, icans: pl.DataFrame) -> pl.DataFrame
 def descriptor_events(obs: pl.DataFrame, icans: pl.DataFrame | None = None) -> pl.DataFrame:
     """One row per subject, day and descriptor column: ``present`` (as SLE activity) true/false/null.
 
-    ``obs`` is the canonical observation frame; ``icans`` an optional (subject, day, icans_grade)
+    ``obs`` is the canonical observation frame (one row per subject, day and test); ``icans`` an optional (subject, day, icans_grade)
     frame used by the neurological attribution rule.
     """
     base_cols = ["subject", "day", "test", "value", "lower", "upper", "cause"]
@@ -210,13 +220,19 @@ def descriptor_events(obs: pl.DataFrame, icans: pl.DataFrame | None = None) -> p
     derived_codes = derived_events["code"].unique().to_list()
     derived_events = derived_events.join(explicit_events.filter(pl.col("code").is_in(derived_codes)).select(keys),
                                          on=keys, how="anti")
-    derived_events = derived_events.group_by(keys).agg(
+    columns = keys + ["present", "excluded", "attributed_to"]
+    # A key repeats only for a code with rows from more than one rule: the frame holds one row per
+    # subject, day and test, so one rule's rows (one test's) give a code one row per subject and
+    # day, which the aggregation below would leave as it is. Only the other codes are aggregated.
+    rules_per_code = Counter(frame["code"][0] for frame in derived if frame.height)
+    repeated = [code for code, n in rules_per_code.items() if n > 1]
+    single = derived_events.filter(~pl.col("code").is_in(repeated)) if repeated else derived_events
+    aggregated = derived_events.filter(pl.col("code").is_in(repeated)).group_by(keys).agg(
         pl.col("present").any(ignore_nulls=False).alias("present"),
         pl.col("excluded").any().alias("excluded"),
         pl.col("attributed_to").drop_nulls().first().alias("attributed_to"),
     )
-    columns = keys + ["present", "excluded", "attributed_to"]
-    return pl.concat([explicit_events.select(columns), derived_events.select(columns)])
+    return pl.concat([explicit_events.select(columns), single.select(columns), aggregated.select(columns)])
 
 
 def score_visits(events: pl.DataFrame, visits: pl.DataFrame, window_days: float | None = None,
