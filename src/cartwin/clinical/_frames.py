@@ -58,3 +58,33 @@ def pivot_first(frame: pl.DataFrame, on: str, values: str) -> pl.DataFrame:
         series = pl.Series(name, data[block], dtype=dtype)
         columns.append(pl.when(pl.Series(valid[block])).then(series).otherwise(None).alias(name))
     return result.with_columns(columns)
+
+
+def in_subject_day_order(frame: pl.DataFrame) -> bool:
+    """Whether the rows are in strictly ascending (subject, day) order, so that no (subject, day)
+    repeats and ``sort("subject", "day")`` would return them as they are: one comparison of each
+    row with the row above, no hashing or sorting. Text subjects compare as text and Enum subjects
+    by their category order, as the sort orders them; False for any other subject type and for a
+    missing subject or day."""
+    dtype = frame.schema["subject"]
+    if isinstance(dtype, pl.Enum):
+        subject = pl.col("subject").to_physical()
+    elif dtype == pl.String:
+        subject = pl.col("subject")
+    else:
+        return False
+    if frame.height < 2:
+        return frame.select(pl.col("subject").is_not_null().all() & pl.col("day").is_not_null().all()).item()
+    before, day = subject.shift(1), pl.col("day")
+    later = (subject > before) | ((subject == before) & (day > day.shift(1)))
+    return bool(frame.select(later.slice(1).fill_null(False).all()).item())
+
+
+def sort_by_subject_day(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame.sort("subject", "day")``, without sorting rows already in that order (the usual
+    case: the clinical layer's frames keep the order of the daily frame, and a run's observations
+    come in subject and day order)."""
+    if in_subject_day_order(frame):
+        # marked sorted by subject, as the sort marks it: later groupings by subject use that
+        return frame.with_columns(pl.col("subject").set_sorted())
+    return frame.sort("subject", "day")

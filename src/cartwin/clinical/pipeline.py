@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from cartwin.clinical import composite, crs_icans, ctcae, haematotox, kinetics, sledai
-from cartwin.clinical._frames import pivot_first
+from cartwin.clinical._frames import pivot_first, sort_by_subject_day
 from cartwin.clinical.gvhd_body import magic_stages
 from cartwin.clinical.observations import FLAG_SCHEMA, Observations, make_flags
 from cartwin.clinical.ruleset import settings
@@ -61,9 +61,9 @@ def _composites(visits: pl.DataFrame, daily: pl.DataFrame, baseline_day: float) 
             "HAEMOLYSIS", "GIACT", "PLAT", "HGB"] + [f"BILAG_{d}" for d in composite.BILAG_DOMAINS]
     daily = _ensure(daily, cols)
     # Treatment failure is an event that persists: a failure on or before a visit counts at that visit.
-    failures = daily.sort("subject", "day").select(
+    failures = sort_by_subject_day(daily).select(
         "subject", "day", (pl.col("TXFAIL").fill_null(0) == 1).cum_max().over("subject").alias("treatment_failure"))
-    v = _join_by_visit(_join_by_visit(visits, daily.select("subject", "day", *cols)), failures).sort("subject", "day")
+    v = sort_by_subject_day(_join_by_visit(_join_by_visit(visits, daily.select("subject", "day", *cols)), failures))
     base_cols = ["selena", "sledai2k", "PGA"] + [f"BILAG_{d}" for d in composite.BILAG_DOMAINS]
     base = (v.filter(pl.col("day") <= baseline_day).group_by("subject")
             .agg([pl.col(c).drop_nulls().last().alias(f"{c}_base") for c in base_cols]))
@@ -248,9 +248,8 @@ def _score_frame(frame: pl.DataFrame, sledai_window_days: float | None, tests: f
     visits = (daily.select("subject", "arm", "day", "PGA", "crs_grade", "crs_reason", "icans_grade", "icans_reason")
               .rename({"PGA": "pga"})
               .join(gvhd.select("subject", "day", *MAGIC_COLUMNS), on=["subject", "day"], how="left"))
-    visits = (_join_by_visit(visits, sledai_scores)
-              .with_columns(pl.col("sledai2k_min").is_not_null().alias("sledai_visit"))
-              .sort("subject", "day"))
+    visits = sort_by_subject_day(_join_by_visit(visits, sledai_scores)
+                                 .with_columns(pl.col("sledai2k_min").is_not_null().alias("sledai_visit")))
     patients = _patients(frame, daily, visits, lab_grades, baselines[0], tests)
     adverse = _adverse_events(daily, lab_grades, patients, gvhd)
     tables = {"visits": visits, "_lab_grades": lab_grades, "patients": patients, "adverse_events": adverse}

@@ -16,7 +16,7 @@ from functools import cache
 
 import polars as pl
 
-from cartwin.clinical._frames import pivot_first
+from cartwin.clinical._frames import in_subject_day_order, pivot_first, sort_by_subject_day
 from cartwin.clinical.ruleset import settings, table
 
 INSTRUMENTS = ("sledai2k", "selena", "hybrid")
@@ -127,15 +127,6 @@ def _base_code(code: pl.Expr) -> pl.Expr:
     return code.str.split("__").list.first() if any("__" in c for c in descriptor_codes()) else code
 
 
-def _ascending_subject_days(frame: pl.DataFrame) -> bool:
-    """Whether the rows are in strictly ascending (subject, day) order, so that no (subject, day)
-    repeats: one comparison with the row above (the daily frame is in that order), no hashing."""
-    subject = pl.col("subject").to_physical() if isinstance(frame.schema["subject"], pl.Enum) else pl.col("subject")
-    before = subject.shift(1)
-    later = (subject > before) | ((subject == before) & (pl.col("day") > pl.col("day").shift(1)))
-    return bool(frame.select(later.fill_null(True).all()).item())
-
-
 def _with_icans_grade(events: pl.DataFrame, icans: pl.DataFrame) -> pl.DataFrame:
     """``events`` left-joined with the day's ``icans_grade``, which only the neurological attribution
     rule reads: only rows of its descriptors inside its window are looked up, the others get null
@@ -143,7 +134,7 @@ def _with_icans_grade(events: pl.DataFrame, icans: pl.DataFrame) -> pl.DataFrame
     neuro = settings("attribution")["neurological"]
     needed = pl.col("base_code").is_in(neuro["descriptors"]) & pl.col("day").is_between(neuro["first_day"], neuro["last_day"])
     right = icans.select("subject", "day", "icans_grade")
-    if not _ascending_subject_days(right) and right.select(pl.struct("subject", "day").is_duplicated().any()).item():
+    if not in_subject_day_order(right) and right.select(pl.struct("subject", "day").is_duplicated().any()).item():
         return events.join(right, on=["subject", "day"], how="left")
     positions = events.select(pl.arg_where(needed)).to_series()
     looked_up = events[positions].select("subject", "day").join(right, on=["subject", "day"], how="left",
@@ -260,7 +251,7 @@ def score_visits(events: pl.DataFrame, visits: pl.DataFrame, window_days: float 
     # the grid is then the pivot's own rows, and the visits all of them when as many
     covered = keys.schema == visits.schema and visits.join(keys, on=["subject", "day"], how="anti").height == 0
     if covered:
-        wide = wide.sort("subject", "day")
+        wide = sort_by_subject_day(wide)
     else:
         grid = pl.concat([keys, visits], how="vertical_relaxed").unique()
         wide = grid.join(wide, on=["subject", "day"], how="left").sort("subject", "day")

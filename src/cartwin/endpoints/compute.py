@@ -11,6 +11,7 @@ from functools import reduce
 
 import polars as pl
 
+from cartwin.clinical._frames import sort_by_subject_day
 from cartwin.endpoints.table import Condition, Endpoint, Table, Variable, definitions
 
 
@@ -63,7 +64,7 @@ def _visit_variables(variables: list[Variable], visits: pl.DataFrame, baseline_l
     needed = {"day"}
     for v in variables:
         needed |= _columns(v.rows) | _columns(v.where) | _columns(v.of) | ({v.column} if v.column else set())
-    visits = _with_columns(visits, needed).sort("subject", "day")
+    visits = sort_by_subject_day(_with_columns(visits, needed))
     groups: dict[tuple, list[Variable]] = {}
     for v in variables:
         groups.setdefault(v.rows, []).append(v)
@@ -89,8 +90,8 @@ def _serology(v: Variable, observations: pl.DataFrame, baseline_last_day: float,
     subjects = _subjects(observations, subjects)
     limit = "lower" if v.direction == "low" else "upper"
     # only the columns read here are filtered and sorted (not every column of the frame)
-    rows = (observations.lazy().select("subject", "day", "test", "value", limit)
-            .filter((pl.col("test") == v.test) & pl.col("value").is_not_null()).sort("subject", "day").collect())
+    rows = sort_by_subject_day(observations.lazy().select("subject", "day", "test", "value", limit)
+                               .filter((pl.col("test") == v.test) & pl.col("value").is_not_null()).collect())
     if rows.height == 0:
         return subjects.with_columns(pl.lit(None, pl.Boolean).alias(v.name))
     per_patient = rows.group_by("subject").agg(
@@ -116,7 +117,7 @@ def _last_detectable(v: Variable, observations: pl.DataFrame, subjects: pl.DataF
             .filter((pl.col("test") == v.test) & pl.col("value").is_not_null() & (pl.col("day") >= 0)).collect())
     if rows.height == 0:
         return subjects.with_columns(pl.lit(None, pl.Float64).alias(v.name))
-    rows = rows.sort("subject", "day").with_columns(
+    rows = sort_by_subject_day(rows).with_columns(
         pl.col("day").shift(-1).over("subject").alias("_next_day"),
         pl.col("value").shift(-1).over("subject").alias("_next_value"))
     detectable = pl.col("value") >= pl.col("lower")
