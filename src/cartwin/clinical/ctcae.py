@@ -113,11 +113,13 @@ def _any(conditions: list[pl.Expr]) -> pl.Expr:
 def add_baseline(frame: pl.DataFrame, baseline_last_day: float) -> pl.DataFrame:
     """Baseline per subject and test: last non-missing value on or before ``baseline_last_day``."""
     base = (
-        frame.filter((pl.col("day") <= baseline_last_day) & pl.col("value").is_not_null())
+        frame.lazy().select("subject", "test", "day", "value", "upper")  # only the columns read are sorted
+        .filter((pl.col("day") <= baseline_last_day) & pl.col("value").is_not_null())
         .sort("day")
         .group_by("subject", "test")
         .agg(pl.col("value").last().alias("baseline"), pl.col("upper").last().alias("baseline_upper"),
              pl.col("day").last().alias("baseline_day"))
+        .collect()
     )
     return frame.join(base, on=["subject", "test"], how="left")
 

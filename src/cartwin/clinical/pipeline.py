@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from cartwin.clinical import composite, crs_icans, ctcae, haematotox, kinetics, sledai
-from cartwin.clinical._frames import pivot_first, sort_by_subject_day
+from cartwin.clinical._frames import in_subject_day_order, pivot_first, sort_by_subject_day
 from cartwin.clinical.gvhd_body import magic_stages
 from cartwin.clinical.observations import FLAG_SCHEMA, Observations, make_flags
 from cartwin.clinical.ruleset import settings
@@ -50,8 +50,11 @@ def _join_by_visit(left: pl.DataFrame, right: pl.DataFrame) -> pl.DataFrame:
 
 def _sledai_visit_days(frame: pl.DataFrame) -> pl.DataFrame:
     visit = settings("sledai")["visit"]
-    return frame.filter(pl.col("test").str.starts_with(visit["defining_prefix"])
-                        | pl.col("test").is_in(visit["defining_tests"])).select("subject", "day").unique()
+    days = (frame.lazy().select("subject", "day", "test")
+            .filter(pl.col("test").str.starts_with(visit["defining_prefix"]) | pl.col("test").is_in(visit["defining_tests"]))
+            .select("subject", "day").collect())
+    # rows already in strictly ascending order (one defining test, as in a run's chunks) are distinct
+    return days if in_subject_day_order(days) else days.unique()
 
 
 def _composites(visits: pl.DataFrame, daily: pl.DataFrame, baseline_day: float) -> pl.DataFrame:
@@ -215,7 +218,11 @@ def _subjects_as_enum(subjects: pl.Series) -> pl.Series:
     enum = pl.Enum(runs["value"].unique().sort())
     if runs.height > subjects.len() // 2:  # subjects interleaved: the plain cast is as cheap
         return subjects.cast(enum)
-    return runs["value"].cast(enum).gather(np.repeat(np.arange(runs.height), runs["len"].to_numpy())).alias(subjects.name)
+    cast = runs["value"].cast(enum).gather(np.repeat(np.arange(runs.height), runs["len"].to_numpy())).alias(subjects.name)
+    # one run per subject, in identifier order (as in a run's chunks): marked sorted, as a sort
+    # would mark it, so that groupings by subject use the runs instead of hashing every row
+    in_order = runs.select((pl.col("value") > pl.col("value").shift(1)).slice(1).all()).item()
+    return cast.set_sorted() if in_order else cast
 
 
 def _score_frame(frame: pl.DataFrame, sledai_window_days: float | None, tests: frozenset | None,
@@ -380,15 +387,18 @@ def _adverse_events(daily: pl.DataFrame, lab_grades: pl.DataFrame, patients: pl.
                     gvhd: pl.DataFrame) -> pl.DataFrame:
     """Maximum grade per term and patient; grade null means never evaluable."""
     def summarise(frame: pl.DataFrame, term: str | pl.Expr, standard: str, grade: str) -> pl.DataFrame:
-        term_expr = pl.lit(term) if isinstance(term, str) else term
-        data = frame.select("subject", "day", term_expr.alias("term"), pl.lit(standard).alias("standard"),
-                            pl.col(grade).cast(pl.Int8).alias("grade"))
+        # grouped by subject and a term column; a term given as text, and the standard, are the
+        # same for every row and are added to the summary rather than grouped on
+        by_term = not isinstance(term, str)
+        data = frame.select("subject", "day", *([term.alias("term")] if by_term else []), pl.col(grade).cast(pl.Int8).alias("grade"))
         # Day of the maximum: the earliest day with the maximum grade (no sort needed for a minimum).
-        return data.group_by("subject", "term", "standard").agg(
+        summary = data.group_by("subject", *(["term"] if by_term else [])).agg(
             pl.col("grade").max().alias("max_grade"),
             pl.col("day").filter(pl.col("grade") == pl.col("grade").max()).min().alias("day_of_max"),
             pl.col("day").filter(pl.col("grade") >= 1).min().alias("onset_day"),
             pl.col("grade").is_not_null().sum().alias("evaluable_assessments"))
+        return summary.select("subject", pl.col("term") if by_term else pl.lit(term).alias("term"),
+                              pl.lit(standard).alias("standard"), pl.exclude("subject", "term"))
     parts = [
         summarise(lab_grades, pl.col("term"), "CTCAE v5.0", "grade"),
         summarise(daily, "Cytokine release syndrome", "ASTCT 2019", "crs_grade"),

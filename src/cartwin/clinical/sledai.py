@@ -165,8 +165,10 @@ def descriptor_events(obs: pl.DataFrame, icans: pl.DataFrame | None = None) -> p
 
     rules = lab_rules()
     derived = []
+    # the rows of the rules' tests first (one pass over the frame), then each rule's among them
+    lab = obs.filter(pl.col("test").is_in(rules["test"].unique().implode()))
     for rule in rules.iter_rows(named=True):
-        rows = obs.filter(pl.col("test") == rule["test"])
+        rows = lab.filter(pl.col("test") == rule["test"])
         if rows.height == 0:
             continue
         reference = {"absolute": pl.lit(1.0), "lower": pl.col("lower"), "upper": pl.col("upper")}[rule["reference"]]
@@ -234,7 +236,9 @@ def score_visits(events: pl.DataFrame, visits: pl.DataFrame, window_days: float 
     if window not in [float(w) for w in config["window"]["allowed_days"]]:
         raise ValueError(f"SLEDAI window {window:g} days is not one of {config['window']['allowed_days']}")
     codes = descriptor_codes() + ["SD_ARTH__selena", "SD_PROT__selena"]
-    visits = visits.select("subject", "day").unique()
+    visits = visits.select("subject", "day")
+    if not in_subject_day_order(visits):  # rows in strictly ascending order are distinct already
+        visits = visits.unique()
     if events.height:
         wide = pivot_first(events, on="code", values="present")
         excluded = events.filter(pl.col("excluded")).group_by("subject", "day").agg(
@@ -248,8 +252,10 @@ def score_visits(events: pl.DataFrame, visits: pl.DataFrame, window_days: float 
             wide = wide.with_columns(pl.lit(None, pl.Boolean).alias(code))
     keys = wide.select("subject", "day")
     # Usually every visit day has descriptor rows (pivot_first gives one row per subject and day):
-    # the grid is then the pivot's own rows, and the visits all of them when as many
-    covered = keys.schema == visits.schema and visits.join(keys, on=["subject", "day"], how="anti").height == 0
+    # the grid is then the pivot's own rows, and the visits all of them when as many (often the
+    # very same rows, which needs no join to see)
+    covered = keys.schema == visits.schema and (keys.equals(visits)
+                                                or visits.join(keys, on=["subject", "day"], how="anti").height == 0)
     if covered:
         wide = sort_by_subject_day(wide)
     else:
