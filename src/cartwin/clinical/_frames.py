@@ -25,18 +25,21 @@ def pivot_first(frame: pl.DataFrame, on: str, values: str) -> pl.DataFrame:
     names = frame[on].unique(maintain_order=True)
     subject_codes = frame["subject"].to_physical().to_numpy().astype(np.int64)
     days = frame["day"].to_numpy()
-    distinct_days = np.sort(frame["day"].unique().to_numpy())
-    if np.isnan(distinct_days).any() or subject_codes.max(initial=0) * distinct_days.size > _MAX_DENSE_CELLS:
+    if np.isnan(days).any():
         return frame.pivot(on=on, index=["subject", "day"], values=values, aggregate_function="first")
-    cell = subject_codes * distinct_days.size + np.searchsorted(distinct_days, days)
-    used = np.zeros((subject_codes.max() + 1) * distinct_days.size, dtype=bool)
-    used[cell] = True
-    cells = np.flatnonzero(used)
-    group = (np.cumsum(used) - 1)[cell]
+    group = _groups_in_order(subject_codes, days)
+    if group is None:
+        distinct_days = np.sort(frame["day"].unique().to_numpy())
+        if subject_codes.max(initial=0) * distinct_days.size > _MAX_DENSE_CELLS:
+            return frame.pivot(on=on, index=["subject", "day"], values=values, aggregate_function="first")
+        cell = subject_codes * distinct_days.size + np.searchsorted(distinct_days, days)
+        used = np.zeros((subject_codes.max() + 1) * distinct_days.size, dtype=bool)
+        used[cell] = True
+        group = (np.cumsum(used) - 1)[cell]
+    n_groups = int(group.max()) + 1
     # each row's position of its ``on`` value among ``names``: the physical code of an Enum of them
     column = frame.select(pl.col(on).cast(pl.String).cast(pl.Enum(names.cast(pl.String))).to_physical()
                           .cast(pl.Int64)).to_series().to_numpy()
-    n_groups = cells.size
     slot = column * n_groups + group
     if np.bincount(slot, minlength=names.len() * n_groups).max(initial=0) > 1:
         return frame.pivot(on=on, index=["subject", "day"], values=values, aggregate_function="first")
@@ -58,6 +61,19 @@ def pivot_first(frame: pl.DataFrame, on: str, values: str) -> pl.DataFrame:
         series = pl.Series(name, data[block], dtype=dtype)
         columns.append(pl.when(pl.Series(valid[block])).then(series).otherwise(None).alias(name))
     return result.with_columns(columns)
+
+
+def _groups_in_order(subject_codes: np.ndarray, days: np.ndarray) -> np.ndarray | None:
+    """Each row's (subject, day) group, numbered in ascending (subject, day) order, when the rows
+    already come in that order (subject codes, then days, never decreasing: a run's observations):
+    a new group starts wherever the subject or the day changes, with no grid of every subject and
+    day. None for rows in any other order."""
+    same_subject = subject_codes[1:] == subject_codes[:-1]
+    if not np.all((subject_codes[1:] > subject_codes[:-1]) | (same_subject & (days[1:] >= days[:-1]))):
+        return None
+    starts = np.ones(days.size, dtype=bool)
+    starts[1:] = ~(same_subject & (days[1:] == days[:-1]))
+    return np.cumsum(starts) - 1
 
 
 def in_subject_day_order(frame: pl.DataFrame) -> bool:
