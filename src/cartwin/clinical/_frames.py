@@ -78,22 +78,25 @@ def _groups_in_order(subject_codes: np.ndarray, days: np.ndarray) -> np.ndarray 
 
 def in_subject_day_order(frame: pl.DataFrame) -> bool:
     """Whether the rows are in strictly ascending (subject, day) order, so that no (subject, day)
-    repeats and ``sort("subject", "day")`` would return them as they are: one comparison of each
-    row with the row above, no hashing or sorting. Text subjects compare as text and Enum subjects
-    by their category order, as the sort orders them; False for any other subject type and for a
-    missing subject or day."""
+    repeats and ``sort("subject", "day")`` would return them as they are: each subject's rows
+    together with ascending days, and the subjects' runs in ascending order. Comparisons with the
+    row above, no hashing or sorting. Text subjects compare as text and Enum subjects by their
+    category order, as the sort orders them; False for any other subject type and for a missing
+    subject or day."""
     dtype = frame.schema["subject"]
-    if isinstance(dtype, pl.Enum):
-        subject = pl.col("subject").to_physical()
-    elif dtype == pl.String:
-        subject = pl.col("subject")
-    else:
+    if not (isinstance(dtype, pl.Enum) or dtype == pl.String) or frame["subject"].null_count() or frame["day"].null_count():
         return False
     if frame.height < 2:
-        return frame.select(pl.col("subject").is_not_null().all() & pl.col("day").is_not_null().all()).item()
-    before, day = subject.shift(1), pl.col("day")
-    later = (subject > before) | ((subject == before) & (day > day.shift(1)))
-    return bool(frame.select(later.slice(1).fill_null(False).all()).item())
+        return True
+    run = frame["subject"].rle_id().to_numpy()  # the run of equal subjects each row belongs to
+    new_run = run[1:] != run[:-1]
+    days = frame["day"].to_numpy()
+    if not np.all(new_run | (days[1:] > days[:-1])):
+        return False
+    firsts = frame["subject"].gather(np.flatnonzero(np.r_[True, new_run]))  # each run's subject
+    if isinstance(dtype, pl.Enum):
+        firsts = firsts.to_physical()
+    return bool((firsts.slice(1) > firsts.slice(0, firsts.len() - 1)).all())
 
 
 def sort_by_subject_day(frame: pl.DataFrame) -> pl.DataFrame:
@@ -104,3 +107,10 @@ def sort_by_subject_day(frame: pl.DataFrame) -> pl.DataFrame:
         # marked sorted by subject, as the sort marks it: later groupings by subject use that
         return frame.with_columns(pl.col("subject").set_sorted())
     return frame.sort("subject", "day")
+
+
+def shifted_within_subject(column: str, n: int = 1) -> pl.Expr:
+    """``pl.col(column).shift(n).over("subject")`` for a frame whose subjects' rows are together and
+    in order: the value ``n`` rows away when that row is the same subject's, else null, without a
+    window pass over the subjects."""
+    return pl.when(pl.col("subject") == pl.col("subject").shift(n)).then(pl.col(column).shift(n))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from cartwin.clinical._frames import sort_by_subject_day
+from cartwin.clinical._frames import shifted_within_subject, sort_by_subject_day
 from cartwin.clinical.ruleset import settings
 
 
@@ -18,8 +18,7 @@ def cart_kinetics(cart: pl.DataFrame) -> pl.DataFrame:
     config = settings("kinetics")["cart"]
     a, b = config["auc_first_day"], config["auc_last_day"]
     data = sort_by_subject_day(cart.filter(pl.col("value").is_not_null()))
-    prev_day = pl.col("day").shift(1).over("subject")
-    prev_val = pl.col("value").shift(1).over("subject")
+    prev_day, prev_val = shifted_within_subject("day"), shifted_within_subject("value")  # the previous measurement
     lo = pl.max_horizontal(prev_day, pl.lit(a))
     hi = pl.min_horizontal(pl.col("day"), pl.lit(b))
     slope = (pl.col("value") - prev_val) / (pl.col("day") - prev_day)

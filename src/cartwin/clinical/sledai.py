@@ -294,12 +294,13 @@ def score_visits(events: pl.DataFrame, visits: pl.DataFrame, window_days: float 
             pl.when(pl.any_horizontal([pl.col(cols[c]).is_null() for c in cols if c not in serology])).then(None)
             .otherwise(pl.sum_horizontal([p.fill_null(0) for p in clinical_points])).alias(f"c{instrument}"),
         ]
-    result = scored.with_columns(out).with_columns(
+    # one lazy query: each descriptor's points, shared by the instruments' totals, computed once
+    result = scored.lazy().with_columns(out).with_columns(
         activity_category(pl.col("sledai2k"), activity_scheme).alias("sledai2k_activity"),
         pl.lit(window).alias("sledai_window_days"),
     )
     missing = [pl.when(pl.col(c).is_null()).then(pl.lit(c)) for c in descriptor_codes()]
-    result = result.with_columns(pl.concat_list(missing).list.drop_nulls().list.join(", ").alias("sledai_not_evaluable"))
+    result = result.with_columns(pl.concat_list(missing).list.drop_nulls().list.join(", ").alias("sledai_not_evaluable")).collect()
     result = result.join(excluded, on=["subject", "day"], how="left")
     rename = {c: f"d_{c}" for c in codes}
     return result.rename(rename)

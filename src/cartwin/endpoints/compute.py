@@ -11,7 +11,7 @@ from functools import reduce
 
 import polars as pl
 
-from cartwin.clinical._frames import sort_by_subject_day
+from cartwin.clinical._frames import shifted_within_subject, sort_by_subject_day
 from cartwin.endpoints.table import Condition, Endpoint, Table, Variable, definitions
 
 
@@ -118,8 +118,7 @@ def _last_detectable(v: Variable, observations: pl.DataFrame, subjects: pl.DataF
     if rows.height == 0:
         return subjects.with_columns(pl.lit(None, pl.Float64).alias(v.name))
     rows = sort_by_subject_day(rows).with_columns(
-        pl.col("day").shift(-1).over("subject").alias("_next_day"),
-        pl.col("value").shift(-1).over("subject").alias("_next_value"))
+        shifted_within_subject("day", -1).alias("_next_day"), shifted_within_subject("value", -1).alias("_next_value"))
     detectable = pl.col("value") >= pl.col("lower")
     per_patient = rows.group_by("subject").agg(
         pl.col("lower").is_not_null().any().alias("_limit_known"),
