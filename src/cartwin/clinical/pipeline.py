@@ -253,8 +253,10 @@ def _score_frame(frame: pl.DataFrame, sledai_window_days: float | None, tests: f
 
     gvhd = _magic(daily)
     visits = (daily.select("subject", "arm", "day", "PGA", "crs_grade", "crs_reason", "icans_grade", "icans_reason")
-              .rename({"PGA": "pga"})
-              .join(gvhd.select("subject", "day", *MAGIC_COLUMNS), on=["subject", "day"], how="left"))
+              .rename({"PGA": "pga"}))
+    # no GvHD input recorded: the stages are null on every day (as the join with no rows gives)
+    visits = (visits.join(gvhd.select("subject", "day", *MAGIC_COLUMNS), on=["subject", "day"], how="left") if gvhd.height
+              else visits.with_columns([pl.lit(None, gvhd.schema[c]).alias(c) for c in MAGIC_COLUMNS]))
     visits = sort_by_subject_day(_join_by_visit(visits, sledai_scores)
                                  .with_columns(pl.col("sledai2k_min").is_not_null().alias("sledai_visit")))
     patients = _patients(frame, daily, visits, lab_grades, baselines[0], tests)

@@ -137,10 +137,10 @@ def _with_icans_grade(events: pl.DataFrame, icans: pl.DataFrame) -> pl.DataFrame
     if not in_subject_day_order(right) and right.select(pl.struct("subject", "day").is_duplicated().any()).item():
         return events.join(right, on=["subject", "day"], how="left")
     positions = events.select(pl.arg_where(needed)).to_series()
-    looked_up = events[positions].select("subject", "day").join(right, on=["subject", "day"], how="left",
-                                                                maintain_order="left")["icans_grade"]
     grade = pl.repeat(None, events.height, dtype=right.schema["icans_grade"], eager=True).alias("icans_grade")
     if positions.len():
+        looked_up = events[positions].select("subject", "day").join(right, on=["subject", "day"], how="left",
+                                                                    maintain_order="left")["icans_grade"]
         grade = grade.scatter(positions, looked_up)
     return events.with_columns(grade)
 
@@ -211,8 +211,9 @@ def descriptor_events(obs: pl.DataFrame, icans: pl.DataFrame | None = None) -> p
     derived_events = events.filter(pl.col("priority") == 1)
     # Only explicit rows of a code that is also lab-derived can win over a derived row.
     derived_codes = derived_events["code"].unique().to_list()
-    derived_events = derived_events.join(explicit_events.filter(pl.col("code").is_in(derived_codes)).select(keys),
-                                         on=keys, how="anti")
+    winners = explicit_events.filter(pl.col("code").is_in(derived_codes)).select(keys)
+    if winners.height:
+        derived_events = derived_events.join(winners, on=keys, how="anti")
     columns = keys + ["present", "excluded", "attributed_to"]
     # A key repeats only for a code with rows from more than one rule: the frame holds one row per
     # subject, day and test, so one rule's rows (one test's) give a code one row per subject and
