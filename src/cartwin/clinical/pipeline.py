@@ -425,7 +425,7 @@ def _flags(obs: Observations, missing_base: pl.DataFrame, visits: pl.DataFrame) 
     if missing_base.height:
         parts.append(make_flags(missing_base, "value", pl.col("baseline_flag")))
     defaults = (obs.frame.lazy().select("test", "limit_source").filter(pl.col("limit_source") == "default")
-                .group_by("test").agg(pl.len().alias("n")).collect())
+                .group_by("test", maintain_order=True).agg(pl.len().alias("n")).collect())  # tests in first-row order, every time
     if defaults.height:
         parts.append(defaults.select(
             pl.lit(obs.source).alias("file"), pl.lit(None, pl.Int64).alias("row"), pl.lit("lower/upper").alias("column"),
