@@ -117,8 +117,13 @@ def _with_fever_episode_start(events: pl.DataFrame) -> pl.DataFrame:
     days = days.with_columns(
         pl.when(starts).then(pl.col("day")).otherwise(None).forward_fill().over("subject").alias("start"))
     days = days.select("subject", "day", pl.when(pl.col("febrile")).then(pl.col("start")).alias("fever_episode_start"))
-    events = events.join(days, on=["subject", "day"], how="left", maintain_order="left")
-    return events.with_columns(pl.when(is_fever).then(pl.col("fever_episode_start")).alias("fever_episode_start"))
+    # only the fever rows look their day up (one row per subject and day above); the others get null
+    positions = events.select(pl.arg_where(is_fever)).to_series()
+    start = pl.repeat(None, events.height, dtype=days.schema["fever_episode_start"], eager=True)
+    if positions.len():
+        start = start.scatter(positions, events[positions].select("subject", "day").join(
+            days, on=["subject", "day"], how="left", maintain_order="left")["fever_episode_start"])
+    return events.with_columns(start.alias("fever_episode_start"))
 
 
 def _base_code(code: pl.Expr) -> pl.Expr:
