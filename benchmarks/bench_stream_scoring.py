@@ -65,12 +65,12 @@ def main() -> None:
     parser.add_argument("--chunk", type=Path, help="Arrow IPC file of the chunk: read if present, else written")
     args = parser.parse_args()
     if args.chunk is not None and args.chunk.exists():
-        frame = pl.read_ipc(args.chunk)
+        frame = pl.read_ipc(args.chunk).rechunk()  # one chunk, as simulated
     else:
         frame = simulate_chunk(args.patients)
         if args.chunk is not None:
             frame.write_ipc(args.chunk)
-            frame = pl.read_ipc(args.chunk)  # scored as later runs will read it
+            frame = pl.read_ipc(args.chunk).rechunk()  # scored as later runs will read it
     patients = frame["subject"].n_unique()
     load_before = os.getloadavg()[0]
     best: dict[str, dict[str, float]] = {"in_stream": {}, "user_data_path": {}}
