@@ -10,10 +10,11 @@ _MAX_DENSE_CELLS = 50_000_000  # subject x day grid cells for a direct (unsorted
 
 def pivot_first(frame: pl.DataFrame, on: str, values: str) -> pl.DataFrame:
     """``frame.pivot(on=on, index=["subject", "day"], values=values, aggregate_function="first")``
-    for frames with at most one row per (subject, day, ``on``), as a scatter into a (subject, day)
-    grid: subject codes come from an Enum subject column and day codes from the sorted distinct
-    days, so no hashing or sorting of the rows is needed. Rows come out sorted by subject and day
-    (the pivot keeps first-appearance order; callers sort or join afterwards). Falls back to the
+    for frames with at most one row per (subject, day, ``on``), as a scatter into (subject, day)
+    groups, numbered from the row order when the rows already come in subject and day order (a
+    run's observations), else from a grid of subject codes (an Enum subject column) and day codes
+    (the sorted distinct days): no hashing or sorting of the rows is needed. Rows come out sorted
+    by subject and day (the pivot keeps first-appearance order; callers sort or join afterwards). Falls back to the
     pivot for anything else: text subjects, missing days, repeated keys, floating-point values
     that are NaN or a value type other than Float64/Boolean.
     """

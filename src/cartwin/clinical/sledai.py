@@ -223,7 +223,7 @@ def descriptor_events(obs: pl.DataFrame, icans: pl.DataFrame | None = None) -> p
     # A key repeats only for a code with rows from more than one rule: the frame holds one row per
     # subject, day and test, so one rule's rows (one test's) give a code one row per subject and
     # day, which the aggregation below would leave as it is. Only the other codes are aggregated.
-    rules_per_code = Counter(frame["code"][0] for frame in derived if frame.height)
+    rules_per_code = Counter(part["code"][0] for part in derived if part.height)
     repeated = [code for code, n in rules_per_code.items() if n > 1]
     single = derived_events.filter(~pl.col("code").is_in(repeated)) if repeated else derived_events
     aggregated = derived_events.filter(pl.col("code").is_in(repeated)).group_by(keys).agg(
