@@ -2,7 +2,7 @@
 
 Usage (run once with each version's sources first on PYTHONPATH, then compare):
 
-    python benchmarks/compare_scoring_outputs.py dump DIR [--patients 500]
+    python benchmarks/compare_scoring_outputs.py dump DIR [--patients 500] [--chunk-rows N]
     python benchmarks/compare_scoring_outputs.py compare DIR_A DIR_B
 
 ``dump`` scores three inputs and writes every table it gets as Arrow IPC files under DIR:
@@ -18,6 +18,9 @@ Usage (run once with each version's sources first on PYTHONPATH, then compare):
 For each: the canonical observation frame, the clinical layer's tables (visits, lab_grades,
 patients, adverse_events and, with flags, flags) and the endpoints. The simulated chunks are cached
 under ``/tmp`` (the first ``dump`` simulates them) so that both versions score the same rows.
+``--chunk-rows N`` scores frames of more than N rows in chunks of whole subjects, as
+``score_observations`` does for frames above ``pipeline.CHUNK_ROWS`` (2 million rows), to compare that
+path too.
 
 ``compare`` requires, per table: the same column names in the same order, the same dtypes, the same
 number of rows in the same order, the same nulls, float columns equal bit for bit (NaN and -0.0
@@ -130,12 +133,16 @@ def main() -> None:
     d = sub.add_parser("dump")
     d.add_argument("out", type=Path)
     d.add_argument("--patients", type=int, default=500)
+    d.add_argument("--chunk-rows", type=int, help="score frames above this many rows in chunks of whole subjects")
     c = sub.add_parser("compare")
     c.add_argument("a", type=Path)
     c.add_argument("b", type=Path)
     args = parser.parse_args()
     if args.command == "dump":
         sys.path.insert(0, str(Path(__file__).parent))
+        if args.chunk_rows is not None:
+            from cartwin.clinical import pipeline
+            pipeline.CHUNK_ROWS = args.chunk_rows
         dump(args.out, args.patients)
     else:
         sys.exit(compare(args.a, args.b))
