@@ -106,7 +106,8 @@ def _differences(a: pl.DataFrame, b: pl.DataFrame) -> list[str]:
 
 def compare(a_dir: Path, b_dir: Path) -> int:
     failures = 0
-    names = sorted({p.relative_to(a_dir) for p in a_dir.rglob("*.arrow")} | {p.relative_to(b_dir) for p in b_dir.rglob("*.arrow")})
+    names = sorted({p.relative_to(a_dir) for p in a_dir.rglob("*.arrow")}
+                   | {p.relative_to(b_dir) for p in b_dir.rglob("*.arrow")})
     for name in names:
         a_path, b_path = a_dir / name, b_dir / name
         if not (a_path.exists() and b_path.exists()):
@@ -122,7 +123,8 @@ def compare(a_dir: Path, b_dir: Path) -> int:
             problems = (_differences(a.filter(~defaults), b.filter(~defaults))
                         + _differences(a.filter(defaults).sort(pl.all()), b.filter(defaults).sort(pl.all())))
         failures += bool(problems)
-        print(f"{'DIFF' if problems else 'same'} {name} ({a.height} rows x {a.width} columns){': ' + '; '.join(problems) if problems else ''}")
+        detail = ": " + "; ".join(problems) if problems else ""
+        print(f"{'DIFF' if problems else 'same'} {name} ({a.height} rows x {a.width} columns){detail}")
     print(f"{len(names)} tables compared, {failures} different")
     return 1 if failures or not names else 0
 

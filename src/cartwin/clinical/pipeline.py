@@ -392,7 +392,8 @@ def _adverse_events(daily: pl.DataFrame, lab_grades: pl.DataFrame, patients: pl.
         # grouped by subject and a term column; a term given as text, and the standard, are the
         # same for every row and are added to the summary rather than grouped on
         by_term = not isinstance(term, str)
-        data = frame.select("subject", "day", *([term.alias("term")] if by_term else []), pl.col(grade).cast(pl.Int8).alias("grade"))
+        data = frame.select("subject", "day", *([term.alias("term")] if by_term else []),
+                            pl.col(grade).cast(pl.Int8).alias("grade"))
         # Day of the maximum: the earliest day with the maximum grade (no sort needed for a minimum).
         summary = data.group_by("subject", *(["term"] if by_term else [])).agg(
             pl.col("grade").max().alias("max_grade"),

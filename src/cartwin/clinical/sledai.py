@@ -153,8 +153,8 @@ def _with_icans_grade(events: pl.DataFrame, icans: pl.DataFrame) -> pl.DataFrame
 def descriptor_events(obs: pl.DataFrame, icans: pl.DataFrame | None = None) -> pl.DataFrame:
     """One row per subject, day and descriptor column: ``present`` (as SLE activity) true/false/null.
 
-    ``obs`` is the canonical observation frame (one row per subject, day and test); ``icans`` an optional (subject, day, icans_grade)
-    frame used by the neurological attribution rule.
+    ``obs`` is the canonical observation frame (one row per subject, day and test); ``icans`` an
+    optional (subject, day, icans_grade) frame used by the neurological attribution rule.
     """
     base_cols = ["subject", "day", "test", "value", "lower", "upper", "cause"]
     obs = obs.select([c for c in base_cols if c in obs.columns])
@@ -306,7 +306,8 @@ def score_visits(events: pl.DataFrame, visits: pl.DataFrame, window_days: float 
         pl.lit(window).alias("sledai_window_days"),
     )
     missing = [pl.when(pl.col(c).is_null()).then(pl.lit(c)) for c in descriptor_codes()]
-    result = result.with_columns(pl.concat_list(missing).list.drop_nulls().list.join(", ").alias("sledai_not_evaluable")).collect()
+    result = result.with_columns(
+        pl.concat_list(missing).list.drop_nulls().list.join(", ").alias("sledai_not_evaluable")).collect()
     result = result.join(excluded, on=["subject", "day"], how="left")
     rename = {c: f"d_{c}" for c in codes}
     return result.rename(rename)
