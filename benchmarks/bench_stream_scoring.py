@@ -1,7 +1,11 @@
 """CPU time of the scoring a run does on every chunk as it streams (observation checks, clinical
 layer, endpoints), on one simulated chunk of ``benchmarks/million.toml``.
 
-Usage: python benchmarks/bench_stream_scoring.py [--patients 500] [--repeats 5]
+Usage: python benchmarks/bench_stream_scoring.py [--patients 500] [--repeats 5] [--chunk FILE]
+
+``--chunk FILE``: the simulated chunk is read from FILE (Arrow IPC) when it exists, else simulated
+and written there, so that two versions of the scoring code, run in alternating processes, time the
+same rows without simulating them again. ``BENCH_PROTOCOL=trial_visits.toml`` selects the protocol.
 
 Two paths over the same chunk, alternating in one process, best of ``--repeats`` (CPU time of the
 process, every thread): the in-stream path of ``cartwin run`` (``observations_from_simulation``,
@@ -58,8 +62,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--patients", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--chunk", type=Path, help="Arrow IPC file of the chunk: read if present, else written")
     args = parser.parse_args()
-    frame = simulate_chunk(args.patients)
+    if args.chunk is not None and args.chunk.exists():
+        frame = pl.read_ipc(args.chunk).rechunk()  # one chunk, as simulated
+    else:
+        frame = simulate_chunk(args.patients)
+        if args.chunk is not None:
+            frame.write_ipc(args.chunk)
+            frame = pl.read_ipc(args.chunk).rechunk()  # scored as later runs will read it
+    patients = frame["subject"].n_unique()
     load_before = os.getloadavg()[0]
     best: dict[str, dict[str, float]] = {"in_stream": {}, "user_data_path": {}}
     for round_ in range(args.repeats + 1):
@@ -69,9 +81,9 @@ def main() -> None:
                 continue
             for stage, value in seconds.items():
                 best[name][stage] = min(best[name].get(stage, float("inf")), value)
-    per_patient = {name: {stage: round(1000 * s / args.patients, 3) for stage, s in stages.items()}
+    per_patient = {name: {stage: round(1000 * s / patients, 3) for stage, s in stages.items()}
                    for name, stages in best.items()}
-    print(json.dumps({"patients": args.patients, "rows": frame.height, "repeats": args.repeats,
+    print(json.dumps({"protocol": PROTOCOL.name, "patients": patients, "rows": frame.height, "repeats": args.repeats,
                       "cpu_ms_per_patient": per_patient, "load_before": load_before,
                       "load_after": os.getloadavg()[0]}, indent=1))
 

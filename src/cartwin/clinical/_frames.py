@@ -10,10 +10,11 @@ _MAX_DENSE_CELLS = 50_000_000  # subject x day grid cells for a direct (unsorted
 
 def pivot_first(frame: pl.DataFrame, on: str, values: str) -> pl.DataFrame:
     """``frame.pivot(on=on, index=["subject", "day"], values=values, aggregate_function="first")``
-    for frames with at most one row per (subject, day, ``on``), as a scatter into a (subject, day)
-    grid: subject codes come from an Enum subject column and day codes from the sorted distinct
-    days, so no hashing or sorting of the rows is needed. Rows come out sorted by subject and day
-    (the pivot keeps first-appearance order; callers sort or join afterwards). Falls back to the
+    for frames with at most one row per (subject, day, ``on``), as a scatter into (subject, day)
+    groups, numbered from the row order when the rows already come in subject and day order (a
+    run's observations), else from a grid of subject codes (an Enum subject column) and day codes
+    (the sorted distinct days): no hashing or sorting of the rows is needed. Rows come out sorted
+    by subject and day (the pivot keeps first-appearance order; callers sort or join afterwards). Falls back to the
     pivot for anything else: text subjects, missing days, repeated keys, floating-point values
     that are NaN or a value type other than Float64/Boolean.
     """
@@ -25,17 +26,21 @@ def pivot_first(frame: pl.DataFrame, on: str, values: str) -> pl.DataFrame:
     names = frame[on].unique(maintain_order=True)
     subject_codes = frame["subject"].to_physical().to_numpy().astype(np.int64)
     days = frame["day"].to_numpy()
-    distinct_days = np.sort(frame["day"].unique().to_numpy())
-    if np.isnan(distinct_days).any() or subject_codes.max(initial=0) * distinct_days.size > _MAX_DENSE_CELLS:
+    if np.isnan(days).any():
         return frame.pivot(on=on, index=["subject", "day"], values=values, aggregate_function="first")
-    cell = subject_codes * distinct_days.size + np.searchsorted(distinct_days, days)
-    used = np.zeros((subject_codes.max() + 1) * distinct_days.size, dtype=bool)
-    used[cell] = True
-    cells = np.flatnonzero(used)
-    group = (np.cumsum(used) - 1)[cell]
-    column = frame.select(pl.col(on).cast(pl.String).replace_strict(names.cast(pl.String).to_list(), list(range(names.len())),
-                                                                   return_dtype=pl.Int64)).to_series().to_numpy()
-    n_groups = cells.size
+    group = _groups_in_order(subject_codes, days)
+    if group is None:
+        distinct_days = np.sort(frame["day"].unique().to_numpy())
+        if subject_codes.max(initial=0) * distinct_days.size > _MAX_DENSE_CELLS:
+            return frame.pivot(on=on, index=["subject", "day"], values=values, aggregate_function="first")
+        cell = subject_codes * distinct_days.size + np.searchsorted(distinct_days, days)
+        used = np.zeros((subject_codes.max() + 1) * distinct_days.size, dtype=bool)
+        used[cell] = True
+        group = (np.cumsum(used) - 1)[cell]
+    n_groups = int(group.max()) + 1
+    # each row's position of its ``on`` value among ``names``: the physical code of an Enum of them
+    column = frame.select(pl.col(on).cast(pl.String).cast(pl.Enum(names.cast(pl.String))).to_physical()
+                          .cast(pl.Int64)).to_series().to_numpy()
     slot = column * n_groups + group
     if np.bincount(slot, minlength=names.len() * n_groups).max(initial=0) > 1:
         return frame.pivot(on=on, index=["subject", "day"], values=values, aggregate_function="first")
@@ -57,3 +62,56 @@ def pivot_first(frame: pl.DataFrame, on: str, values: str) -> pl.DataFrame:
         series = pl.Series(name, data[block], dtype=dtype)
         columns.append(pl.when(pl.Series(valid[block])).then(series).otherwise(None).alias(name))
     return result.with_columns(columns)
+
+
+def _groups_in_order(subject_codes: np.ndarray, days: np.ndarray) -> np.ndarray | None:
+    """Each row's (subject, day) group, numbered in ascending (subject, day) order, when the rows
+    already come in that order (subject codes, then days, never decreasing: a run's observations):
+    a new group starts wherever the subject or the day changes, with no grid of every subject and
+    day. None for rows in any other order."""
+    same_subject = subject_codes[1:] == subject_codes[:-1]
+    if not np.all((subject_codes[1:] > subject_codes[:-1]) | (same_subject & (days[1:] >= days[:-1]))):
+        return None
+    starts = np.ones(days.size, dtype=bool)
+    starts[1:] = ~(same_subject & (days[1:] == days[:-1]))
+    return np.cumsum(starts) - 1
+
+
+def in_subject_day_order(frame: pl.DataFrame) -> bool:
+    """Whether the rows are in strictly ascending (subject, day) order, so that no (subject, day)
+    repeats and ``sort("subject", "day")`` would return them as they are: each subject's rows
+    together with ascending days, and the subjects' runs in ascending order. Comparisons with the
+    row above, no hashing or sorting. Text subjects compare as text and Enum subjects by their
+    category order, as the sort orders them; False for any other subject type and for a missing
+    subject or day."""
+    dtype = frame.schema["subject"]
+    if not (isinstance(dtype, pl.Enum) or dtype == pl.String) or frame["subject"].null_count() or frame["day"].null_count():
+        return False
+    if frame.height < 2:
+        return True
+    run = frame["subject"].rle_id().to_numpy()  # the run of equal subjects each row belongs to
+    new_run = run[1:] != run[:-1]
+    days = frame["day"].to_numpy()
+    if not np.all(new_run | (days[1:] > days[:-1])):
+        return False
+    firsts = frame["subject"].gather(np.flatnonzero(np.r_[True, new_run]))  # each run's subject
+    if isinstance(dtype, pl.Enum):
+        firsts = firsts.to_physical()
+    return bool((firsts.slice(1) > firsts.slice(0, firsts.len() - 1)).all())
+
+
+def sort_by_subject_day(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame.sort("subject", "day")``, without sorting rows already in that order (the usual
+    case: the clinical layer's frames keep the order of the daily frame, and a run's observations
+    come in subject and day order)."""
+    if in_subject_day_order(frame):
+        # marked sorted by subject, as the sort marks it: later groupings by subject use that
+        return frame.with_columns(pl.col("subject").set_sorted())
+    return frame.sort("subject", "day")
+
+
+def shifted_within_subject(column: str, n: int = 1) -> pl.Expr:
+    """``pl.col(column).shift(n).over("subject")`` for a frame whose subjects' rows are together and
+    in order: the value ``n`` rows away when that row is the same subject's, else null, without a
+    window pass over the subjects."""
+    return pl.when(pl.col("subject") == pl.col("subject").shift(n)).then(pl.col(column).shift(n))

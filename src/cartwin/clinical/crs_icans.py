@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from cartwin.clinical._frames import sort_by_subject_day
 from cartwin.clinical.ruleset import settings
 
 
@@ -98,7 +99,7 @@ def grade_crs(daily: pl.DataFrame) -> pl.DataFrame:
             daily = daily.with_columns(pl.lit(None, pl.Float64).alias(column))
     added = [c for c in RECORDED_INPUTS if c not in daily.columns]
     daily = categories_from_recorded(daily)
-    daily = daily.sort("subject", "day")
+    daily = sort_by_subject_day(daily)
     # Fever is no longer required once antipyretic or anti-cytokine therapy has been given.
     treated_before = (pl.col("ANTICYT").fill_null(0) == 1).cum_max().over("subject")
     fever = pl.col("TEMP") >= config["fever_at_least_c"]

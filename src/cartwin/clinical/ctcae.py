@@ -113,11 +113,13 @@ def _any(conditions: list[pl.Expr]) -> pl.Expr:
 def add_baseline(frame: pl.DataFrame, baseline_last_day: float) -> pl.DataFrame:
     """Baseline per subject and test: last non-missing value on or before ``baseline_last_day``."""
     base = (
-        frame.filter((pl.col("day") <= baseline_last_day) & pl.col("value").is_not_null())
+        frame.lazy().select("subject", "test", "day", "value", "upper")  # only the columns read are sorted
+        .filter((pl.col("day") <= baseline_last_day) & pl.col("value").is_not_null())
         .sort("day")
         .group_by("subject", "test")
         .agg(pl.col("value").last().alias("baseline"), pl.col("upper").last().alias("baseline_upper"),
              pl.col("day").last().alias("baseline_day"))
+        .collect()
     )
     return frame.join(base, on=["subject", "test"], how="left")
 
@@ -186,7 +188,9 @@ def grade_labs(frame: pl.DataFrame, version: str = "5.0", lab_baseline_last_day:
     reported = _reported_unit(work)
     for term, test, direction, uses_baseline, printed, grade_expr in _term_expressions(version, digits):
         rows = by_test.get((test,), work.clear())
-        part = rows.with_columns(_grading_unit(test, printed, reported).alias("_grading_unit")).with_columns(
+        # One lazy query per term: the criteria's shared parts (a value rounded to significant
+        # digits, a grade's condition tested again for unknown) are computed once.
+        part = rows.lazy().with_columns(_grading_unit(test, printed, reported).alias("_grading_unit")).with_columns(
             pl.lit(term).alias("term"), pl.lit(direction).alias("direction"), grade_expr.alias("grade"))
         part = part.drop("_grading_unit")
         part = part.with_columns(
@@ -198,7 +202,7 @@ def grade_labs(frame: pl.DataFrame, version: str = "5.0", lab_baseline_last_day:
              .then(pl.lit("baseline missing: baseline-relative criteria not applied, baseline taken as normal"))
              .otherwise(None)).alias("baseline_flag"),
         )
-        graded.append(part)
+        graded.append(part.collect())
     if not graded:
         return work.with_columns(pl.lit(None, pl.String).alias("term"), pl.lit(None, pl.Int8).alias("grade"))
     result = pl.concat(graded, how="diagonal_relaxed")

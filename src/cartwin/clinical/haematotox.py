@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from cartwin.clinical._frames import in_subject_day_order
 from cartwin.clinical.ruleset import settings, table
 
 CELLS_PER_UL_PER_10E9_L = 1000.0
@@ -42,9 +43,12 @@ def early_icaht(anc: pl.DataFrame, counting: str | None = None) -> pl.DataFrame:
     counting = counting or config["counting"]
     if counting not in ("cumulative", "longest"):
         raise ValueError("ICAHT counting must be 'cumulative' or 'longest'")
-    daily = (anc.filter(pl.col("anc_per_ul").is_not_null())
-             .with_columns(pl.col("day").round(0).cast(pl.Int64))
-             .group_by("subject", "day").agg(pl.col("anc_per_ul").min()))  # lowest ANC of the day
+    measured = (anc.filter(pl.col("anc_per_ul").is_not_null())
+                .select("subject", pl.col("day").round(0).cast(pl.Int64), "anc_per_ul"))
+    # the lowest ANC of the day; rows already one per subject and day (whole days, ascending, as a
+    # run's daily counts) are their own lowest
+    daily = (measured if in_subject_day_order(measured)
+             else measured.group_by("subject", "day").agg(pl.col("anc_per_ul").min()))
     span = daily.group_by("subject").agg(pl.col("day").min().alias("first_obs"), pl.col("day").max().alias("last_obs"),
                                          pl.col("day").sort().diff().max().alias("max_gap"))
     grid = span.with_columns(

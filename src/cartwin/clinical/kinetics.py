@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from cartwin.clinical._frames import shifted_within_subject, sort_by_subject_day
 from cartwin.clinical.ruleset import settings
 
 
@@ -16,9 +17,8 @@ def cart_kinetics(cart: pl.DataFrame) -> pl.DataFrame:
     """
     config = settings("kinetics")["cart"]
     a, b = config["auc_first_day"], config["auc_last_day"]
-    data = cart.filter(pl.col("value").is_not_null()).sort("subject", "day")
-    prev_day = pl.col("day").shift(1).over("subject")
-    prev_val = pl.col("value").shift(1).over("subject")
+    data = sort_by_subject_day(cart.filter(pl.col("value").is_not_null()))
+    prev_day, prev_val = shifted_within_subject("day"), shifted_within_subject("value")  # the previous measurement
     lo = pl.max_horizontal(prev_day, pl.lit(a))
     hi = pl.min_horizontal(pl.col("day"), pl.lit(b))
     slope = (pl.col("value") - prev_val) / (pl.col("day") - prev_day)
@@ -54,7 +54,7 @@ def bcell_aplasia(bcell: pl.DataFrame) -> pl.DataFrame:
     an endpoint (cartwin.endpoints, ``bcell_aplasia_days``)."""
     config = settings("kinetics")["bcell"]
     threshold = config["aplasia_below_cells_per_ul"]
-    data = bcell.filter(pl.col("value").is_not_null() & (pl.col("day") >= config["first_day"])).sort("subject", "day")
+    data = sort_by_subject_day(bcell.filter(pl.col("value").is_not_null() & (pl.col("day") >= config["first_day"])))
     below = pl.col("value") < threshold
     onset = pl.col("day").filter(below).min()
     summary = data.group_by("subject").agg(

@@ -10,10 +10,11 @@ receives frames and returns frames; reading files and writing results happen at 
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from cartwin.clinical import composite, crs_icans, ctcae, haematotox, kinetics, sledai
-from cartwin.clinical._frames import pivot_first
+from cartwin.clinical._frames import in_subject_day_order, pivot_first, sort_by_subject_day
 from cartwin.clinical.gvhd_body import magic_stages
 from cartwin.clinical.observations import FLAG_SCHEMA, Observations, make_flags
 from cartwin.clinical.ruleset import settings
@@ -34,10 +35,26 @@ def _ensure(frame: pl.DataFrame, columns: list[str] | tuple[str, ...]) -> pl.Dat
     return frame.with_columns([pl.lit(None, pl.Float64).alias(c) for c in missing]) if missing else frame
 
 
+def _join_by_visit(left: pl.DataFrame, right: pl.DataFrame) -> pl.DataFrame:
+    """``left.join(right, on=["subject", "day"], how="left")`` for a ``right`` with one row per
+    subject and day. When both hold the same (subject, day) rows in the same order (the daily
+    frame and the SLEDAI visits of daily data), the columns are put side by side instead of
+    matched by hashing: the same frame."""
+    keys = ["subject", "day"]
+    added = [c for c in right.columns if c not in keys]
+    if (left.height == right.height and not set(added) & set(left.columns)
+            and left.select(keys).equals(right.select(keys))):
+        return left.hstack(right.select(added))
+    return left.join(right, on=keys, how="left")
+
+
 def _sledai_visit_days(frame: pl.DataFrame) -> pl.DataFrame:
     visit = settings("sledai")["visit"]
-    return frame.filter(pl.col("test").str.starts_with(visit["defining_prefix"])
-                        | pl.col("test").is_in(visit["defining_tests"])).select("subject", "day").unique()
+    days = (frame.lazy().select("subject", "day", "test")
+            .filter(pl.col("test").str.starts_with(visit["defining_prefix"]) | pl.col("test").is_in(visit["defining_tests"]))
+            .select("subject", "day").collect())
+    # rows already in strictly ascending order (one defining test, as in a run's chunks) are distinct
+    return days if in_subject_day_order(days) else days.unique()
 
 
 def _composites(visits: pl.DataFrame, daily: pl.DataFrame, baseline_day: float) -> pl.DataFrame:
@@ -47,10 +64,9 @@ def _composites(visits: pl.DataFrame, daily: pl.DataFrame, baseline_day: float) 
             "HAEMOLYSIS", "GIACT", "PLAT", "HGB"] + [f"BILAG_{d}" for d in composite.BILAG_DOMAINS]
     daily = _ensure(daily, cols)
     # Treatment failure is an event that persists: a failure on or before a visit counts at that visit.
-    failures = daily.sort("subject", "day").select(
+    failures = sort_by_subject_day(daily).select(
         "subject", "day", (pl.col("TXFAIL").fill_null(0) == 1).cum_max().over("subject").alias("treatment_failure"))
-    v = (visits.join(daily.select("subject", "day", *cols), on=["subject", "day"], how="left")
-         .join(failures, on=["subject", "day"], how="left").sort("subject", "day"))
+    v = sort_by_subject_day(_join_by_visit(_join_by_visit(visits, daily.select("subject", "day", *cols)), failures))
     base_cols = ["selena", "sledai2k", "PGA"] + [f"BILAG_{d}" for d in composite.BILAG_DOMAINS]
     base = (v.filter(pl.col("day") <= baseline_day).group_by("subject")
             .agg([pl.col(c).drop_nulls().last().alias(f"{c}_base") for c in base_cols]))
@@ -79,9 +95,14 @@ def _composites(visits: pl.DataFrame, daily: pl.DataFrame, baseline_day: float) 
                                        pl.col("IMMSUP").alias("immsup"), pl.col("ANTIMAL").alias("antimal")))
     major = desc.filter(pl.col("lldas_major"))["code"].to_list()
     codes = desc["code"].to_list()
-    previous = {c: pl.col(f"d_{c}").shift(1).over("subject") for c in codes}
+    # ``v`` is in subject and day order with one row per visit: a subject's previous visit is the
+    # row above unless that row is another subject's (then there is none), and its first visit is
+    # the row that starts its run. (The same values as shift(1).over("subject") and the day equal
+    # to the subject's first day, without a window pass per column.)
+    first_visit = (pl.col("subject") != pl.col("subject").shift(1)).fill_null(True)
+    prev = lambda c: pl.when(first_visit).then(None).otherwise(pl.col(c).shift(1))  # noqa: E731
+    previous = {c: prev(f"d_{c}") for c in codes}
     new_any = pl.any_horizontal([pl.col(f"d_{c}") & ~previous[c] for c in codes])
-    first_visit = pl.col("day") == pl.col("day").min().over("subject")
     v = v.with_columns(
         pl.any_horizontal([pl.col(f"d_{c}") for c in major]).alias("major_organ_activity"),
         pl.when(first_visit).then(None).otherwise(new_any).alias("new_activity"),
@@ -93,7 +114,6 @@ def _composites(visits: pl.DataFrame, daily: pl.DataFrame, baseline_day: float) 
     severe = desc.filter(pl.col("sfi_class") == "severe")["code"].to_list()
     sfi_cfg = settings("composite")["sfi"]
     cyto = settings("attribution")["cytopenia"]
-    prev = lambda c: pl.col(c).shift(1).over("subject")  # noqa: E731
     v = v.with_columns(
         prev("selena").alias("sledai_prev"), prev("PGA").alias("pga_prev"), prev("PRED").alias("pred_prev"),
         pl.col("WEIGHT").alias("weight"),
@@ -190,6 +210,21 @@ def _subject_chunks(frame: pl.DataFrame, chunk_rows: int):
     return generate()
 
 
+def _subjects_as_enum(subjects: pl.Series) -> pl.Series:
+    """``subjects`` (text, no nulls) cast to an Enum of their sorted distinct identifiers. Rows of a
+    subject usually come together (every frame the simulator writes, most files): then the text of
+    each run of rows is cast once and repeated, instead of every row's text being looked up."""
+    runs = subjects.rle().struct.unnest()
+    enum = pl.Enum(runs["value"].unique().sort())
+    if runs.height > subjects.len() // 2:  # subjects interleaved: the plain cast is as cheap
+        return subjects.cast(enum)
+    cast = runs["value"].cast(enum).gather(np.repeat(np.arange(runs.height), runs["len"].to_numpy())).alias(subjects.name)
+    # one run per subject, in identifier order (as in a run's chunks): marked sorted, as a sort
+    # would mark it, so that groupings by subject use the runs instead of hashing every row
+    in_order = runs.select((pl.col("value") > pl.col("value").shift(1)).slice(1).all()).item()
+    return cast.set_sorted() if in_order else cast
+
+
 def _score_frame(frame: pl.DataFrame, sledai_window_days: float | None, tests: frozenset | None,
                  baselines: tuple[float, float], lab_grade_table: bool = True) -> dict[str, pl.DataFrame]:
     """Score one frame of whole subjects. ``tests``: the test codes of the whole frame when this is a
@@ -198,7 +233,7 @@ def _score_frame(frame: pl.DataFrame, sledai_window_days: float | None, tests: f
     # integers and still order subjects by their text; the tables get text identifiers back at the end.
     text_subjects = frame.schema["subject"] == pl.String and not frame["subject"].null_count()
     if text_subjects:
-        frame = frame.with_columns(pl.col("subject").cast(pl.Enum(frame["subject"].unique().sort())))
+        frame = frame.with_columns(_subjects_as_enum(frame["subject"]))
     daily = _wide(frame)
     if tests is not None:
         daily = _ensure(daily, sorted(tests))
@@ -218,11 +253,12 @@ def _score_frame(frame: pl.DataFrame, sledai_window_days: float | None, tests: f
 
     gvhd = _magic(daily)
     visits = (daily.select("subject", "arm", "day", "PGA", "crs_grade", "crs_reason", "icans_grade", "icans_reason")
-              .rename({"PGA": "pga"})
-              .join(gvhd.select("subject", "day", *MAGIC_COLUMNS), on=["subject", "day"], how="left")
-              .join(sledai_scores, on=["subject", "day"], how="left")
-              .with_columns(pl.col("sledai2k_min").is_not_null().alias("sledai_visit"))
-              .sort("subject", "day"))
+              .rename({"PGA": "pga"}))
+    # no GvHD input recorded: the stages are null on every day (as the join with no rows gives)
+    visits = (visits.join(gvhd.select("subject", "day", *MAGIC_COLUMNS), on=["subject", "day"], how="left") if gvhd.height
+              else visits.with_columns([pl.lit(None, gvhd.schema[c]).alias(c) for c in MAGIC_COLUMNS]))
+    visits = sort_by_subject_day(_join_by_visit(visits, sledai_scores)
+                                 .with_columns(pl.col("sledai2k_min").is_not_null().alias("sledai_visit")))
     patients = _patients(frame, daily, visits, lab_grades, baselines[0], tests)
     adverse = _adverse_events(daily, lab_grades, patients, gvhd)
     tables = {"visits": visits, "_lab_grades": lab_grades, "patients": patients, "adverse_events": adverse}
@@ -292,7 +328,7 @@ def _patients(frame: pl.DataFrame, daily: pl.DataFrame, visits: pl.DataFrame, la
     present = lambda rows, test: rows.height > 0 or (tests is not None and test in tests)  # noqa: E731
     subjects = daily.group_by("subject").agg(pl.col("arm").first(), pl.col("day").min().alias("first_day"),
                                              pl.col("day").max().alias("last_day"))
-    sv = visits.filter(pl.col("sledai_visit")).sort("subject", "day")
+    sv = visits.filter(pl.col("sledai_visit"))  # in subject and day order, as the visits are
     after = pl.col("day") > baseline_day
     # Baseline characteristics only: per-patient endpoints over the visits (SRI-4 at the last
     # visit, DORIS or LLDAS ever, flares, remission) are declared in cartwin.endpoints.
@@ -303,19 +339,21 @@ def _patients(frame: pl.DataFrame, daily: pl.DataFrame, visits: pl.DataFrame, la
     crs = daily.group_by("subject").agg(pl.col("crs_grade").max().alias("crs_max"), pl.col("icans_grade").max().alias("icans_max"),
                                         pl.col("day").filter(pl.col("crs_grade") >= 1).min().alias("crs_onset_day"),
                                         pl.col("day").filter(pl.col("icans_grade") >= 1).min().alias("icans_onset_day"))
-    anc = frame.filter(pl.col("test") == "NEUT").select(
-        "subject", "day", (pl.col("value") * haematotox.CELLS_PER_UL_PER_10E9_L).alias("anc_per_ul"))
+    # Each test's rows as lazy queries: only the columns read are gathered from the frame's rows.
+    rows_of = lambda test, *columns: frame.lazy().filter(pl.col("test") == test).select(*columns).collect()  # noqa: E731
+    anc = rows_of("NEUT", "subject", "day", (pl.col("value") * haematotox.CELLS_PER_UL_PER_10E9_L).alias("anc_per_ul"))
     icaht = haematotox.icaht(anc) if present(anc, "NEUT") else pl.DataFrame(schema={"subject": frame.schema["subject"]})
     htx_cfg = settings("hematotox")
-    pre = (frame.filter((pl.col("day") <= htx_cfg["baseline_last_day"]) & pl.col("value").is_not_null()
-                        & pl.col("test").is_in(["PLAT", "NEUT", "HGB", "CRP", "FERRITIN"]))
-           .sort("day").group_by("subject", "test").agg(pl.col("value").last()))
+    pre = (frame.lazy().select("subject", "day", "test", "value")
+           .filter((pl.col("day") <= htx_cfg["baseline_last_day"]) & pl.col("value").is_not_null()
+                   & pl.col("test").is_in(["PLAT", "NEUT", "HGB", "CRP", "FERRITIN"]))
+           .sort("day").group_by("subject", "test").agg(pl.col("value").last()).collect())
     pre_wide = pre.pivot(on="test", index="subject", values="value") if pre.height else pl.DataFrame(schema={"subject": frame.schema["subject"]})
     htx = haematotox.hematotox(subjects.select("subject").join(pre_wide, on="subject", how="left")).select(
         "subject", "hematotox", "hematotox_min", "hematotox_max", "hematotox_risk")
-    cart = frame.filter(pl.col("test") == "CART")
+    cart = rows_of("CART", "subject", "day", "value", "lower")
     kin = kinetics.cart_kinetics(cart) if present(cart, "CART") else pl.DataFrame(schema={"subject": frame.schema["subject"]})
-    bcell = frame.filter(pl.col("test") == "BCELL")
+    bcell = rows_of("BCELL", "subject", "day", "value")
     bc = kinetics.bcell_aplasia(bcell) if present(bcell, "BCELL") else pl.DataFrame(schema={"subject": frame.schema["subject"]})
     worst = (lab_grades.group_by("subject", "term").agg(pl.col("grade").max())
              .group_by("subject").agg(pl.col("grade").max().alias("ctcae_lab_worst_grade")))
@@ -351,15 +389,19 @@ def _adverse_events(daily: pl.DataFrame, lab_grades: pl.DataFrame, patients: pl.
                     gvhd: pl.DataFrame) -> pl.DataFrame:
     """Maximum grade per term and patient; grade null means never evaluable."""
     def summarise(frame: pl.DataFrame, term: str | pl.Expr, standard: str, grade: str) -> pl.DataFrame:
-        term_expr = pl.lit(term) if isinstance(term, str) else term
-        data = frame.select("subject", "day", term_expr.alias("term"), pl.lit(standard).alias("standard"),
+        # grouped by subject and a term column; a term given as text, and the standard, are the
+        # same for every row and are added to the summary rather than grouped on
+        by_term = not isinstance(term, str)
+        data = frame.select("subject", "day", *([term.alias("term")] if by_term else []),
                             pl.col(grade).cast(pl.Int8).alias("grade"))
         # Day of the maximum: the earliest day with the maximum grade (no sort needed for a minimum).
-        return data.group_by("subject", "term", "standard").agg(
+        summary = data.group_by("subject", *(["term"] if by_term else [])).agg(
             pl.col("grade").max().alias("max_grade"),
             pl.col("day").filter(pl.col("grade") == pl.col("grade").max()).min().alias("day_of_max"),
             pl.col("day").filter(pl.col("grade") >= 1).min().alias("onset_day"),
             pl.col("grade").is_not_null().sum().alias("evaluable_assessments"))
+        return summary.select("subject", pl.col("term") if by_term else pl.lit(term).alias("term"),
+                              pl.lit(standard).alias("standard"), pl.exclude("subject", "term"))
     parts = [
         summarise(lab_grades, pl.col("term"), "CTCAE v5.0", "grade"),
         summarise(daily, "Cytokine release syndrome", "ASTCT 2019", "crs_grade"),
@@ -384,7 +426,7 @@ def _flags(obs: Observations, missing_base: pl.DataFrame, visits: pl.DataFrame) 
     if missing_base.height:
         parts.append(make_flags(missing_base, "value", pl.col("baseline_flag")))
     defaults = (obs.frame.lazy().select("test", "limit_source").filter(pl.col("limit_source") == "default")
-                .group_by("test").agg(pl.len().alias("n")).collect())
+                .group_by("test", maintain_order=True).agg(pl.len().alias("n")).collect())  # tests in first-row order, every time
     if defaults.height:
         parts.append(defaults.select(
             pl.lit(obs.source).alias("file"), pl.lit(None, pl.Int64).alias("row"), pl.lit("lower/upper").alias("column"),

@@ -11,11 +11,12 @@ Pipeline (all columnar, no per-row Python):
 
 from __future__ import annotations
 
+from collections import Counter
 from functools import cache
 
 import polars as pl
 
-from cartwin.clinical._frames import pivot_first
+from cartwin.clinical._frames import in_subject_day_order, pivot_first, sort_by_subject_day
 from cartwin.clinical.ruleset import settings, table
 
 INSTRUMENTS = ("sledai2k", "selena", "hybrid")
@@ -116,8 +117,13 @@ def _with_fever_episode_start(events: pl.DataFrame) -> pl.DataFrame:
     days = days.with_columns(
         pl.when(starts).then(pl.col("day")).otherwise(None).forward_fill().over("subject").alias("start"))
     days = days.select("subject", "day", pl.when(pl.col("febrile")).then(pl.col("start")).alias("fever_episode_start"))
-    events = events.join(days, on=["subject", "day"], how="left", maintain_order="left")
-    return events.with_columns(pl.when(is_fever).then(pl.col("fever_episode_start")).alias("fever_episode_start"))
+    # only the fever rows look their day up (one row per subject and day above); the others get null
+    positions = events.select(pl.arg_where(is_fever)).to_series()
+    start = pl.repeat(None, events.height, dtype=days.schema["fever_episode_start"], eager=True)
+    if positions.len():
+        start = start.scatter(positions, events[positions].select("subject", "day").join(
+            days, on=["subject", "day"], how="left", maintain_order="left")["fever_episode_start"])
+    return events.with_columns(start.alias("fever_episode_start"))
 
 
 def _base_code(code: pl.Expr) -> pl.Expr:
@@ -133,13 +139,13 @@ def _with_icans_grade(events: pl.DataFrame, icans: pl.DataFrame) -> pl.DataFrame
     neuro = settings("attribution")["neurological"]
     needed = pl.col("base_code").is_in(neuro["descriptors"]) & pl.col("day").is_between(neuro["first_day"], neuro["last_day"])
     right = icans.select("subject", "day", "icans_grade")
-    if right.select(pl.struct("subject", "day").is_duplicated().any()).item():
+    if not in_subject_day_order(right) and right.select(pl.struct("subject", "day").is_duplicated().any()).item():
         return events.join(right, on=["subject", "day"], how="left")
     positions = events.select(pl.arg_where(needed)).to_series()
-    looked_up = events[positions].select("subject", "day").join(right, on=["subject", "day"], how="left",
-                                                                maintain_order="left")["icans_grade"]
     grade = pl.repeat(None, events.height, dtype=right.schema["icans_grade"], eager=True).alias("icans_grade")
     if positions.len():
+        looked_up = events[positions].select("subject", "day").join(right, on=["subject", "day"], how="left",
+                                                                    maintain_order="left")["icans_grade"]
         grade = grade.scatter(positions, looked_up)
     return events.with_columns(grade)
 
@@ -147,8 +153,8 @@ def _with_icans_grade(events: pl.DataFrame, icans: pl.DataFrame) -> pl.DataFrame
 def descriptor_events(obs: pl.DataFrame, icans: pl.DataFrame | None = None) -> pl.DataFrame:
     """One row per subject, day and descriptor column: ``present`` (as SLE activity) true/false/null.
 
-    ``obs`` is the canonical observation frame; ``icans`` an optional (subject, day, icans_grade)
-    frame used by the neurological attribution rule.
+    ``obs`` is the canonical observation frame (one row per subject, day and test); ``icans`` an
+    optional (subject, day, icans_grade) frame used by the neurological attribution rule.
     """
     base_cols = ["subject", "day", "test", "value", "lower", "upper", "cause"]
     obs = obs.select([c for c in base_cols if c in obs.columns])
@@ -164,8 +170,10 @@ def descriptor_events(obs: pl.DataFrame, icans: pl.DataFrame | None = None) -> p
 
     rules = lab_rules()
     derived = []
+    # the rows of the rules' tests first (one pass over the frame), then each rule's among them
+    lab = obs.filter(pl.col("test").is_in(rules["test"].unique().implode()))
     for rule in rules.iter_rows(named=True):
-        rows = obs.filter(pl.col("test") == rule["test"])
+        rows = lab.filter(pl.col("test") == rule["test"])
         if rows.height == 0:
             continue
         reference = {"absolute": pl.lit(1.0), "lower": pl.col("lower"), "upper": pl.col("upper")}[rule["reference"]]
@@ -208,15 +216,22 @@ def descriptor_events(obs: pl.DataFrame, icans: pl.DataFrame | None = None) -> p
     derived_events = events.filter(pl.col("priority") == 1)
     # Only explicit rows of a code that is also lab-derived can win over a derived row.
     derived_codes = derived_events["code"].unique().to_list()
-    derived_events = derived_events.join(explicit_events.filter(pl.col("code").is_in(derived_codes)).select(keys),
-                                         on=keys, how="anti")
-    derived_events = derived_events.group_by(keys).agg(
+    winners = explicit_events.filter(pl.col("code").is_in(derived_codes)).select(keys)
+    if winners.height:
+        derived_events = derived_events.join(winners, on=keys, how="anti")
+    columns = keys + ["present", "excluded", "attributed_to"]
+    # A key repeats only for a code with rows from more than one rule: the frame holds one row per
+    # subject, day and test, so one rule's rows (one test's) give a code one row per subject and
+    # day, which the aggregation below would leave as it is. Only the other codes are aggregated.
+    rules_per_code = Counter(part["code"][0] for part in derived if part.height)
+    repeated = [code for code, n in rules_per_code.items() if n > 1]
+    single = derived_events.filter(~pl.col("code").is_in(repeated)) if repeated else derived_events
+    aggregated = derived_events.filter(pl.col("code").is_in(repeated)).group_by(keys).agg(
         pl.col("present").any(ignore_nulls=False).alias("present"),
         pl.col("excluded").any().alias("excluded"),
         pl.col("attributed_to").drop_nulls().first().alias("attributed_to"),
     )
-    columns = keys + ["present", "excluded", "attributed_to"]
-    return pl.concat([explicit_events.select(columns), derived_events.select(columns)])
+    return pl.concat([explicit_events.select(columns), single.select(columns), aggregated.select(columns)])
 
 
 def score_visits(events: pl.DataFrame, visits: pl.DataFrame, window_days: float | None = None,
@@ -227,7 +242,9 @@ def score_visits(events: pl.DataFrame, visits: pl.DataFrame, window_days: float 
     if window not in [float(w) for w in config["window"]["allowed_days"]]:
         raise ValueError(f"SLEDAI window {window:g} days is not one of {config['window']['allowed_days']}")
     codes = descriptor_codes() + ["SD_ARTH__selena", "SD_PROT__selena"]
-    visits = visits.select("subject", "day").unique()
+    visits = visits.select("subject", "day")
+    if not in_subject_day_order(visits):  # rows in strictly ascending order are distinct already
+        visits = visits.unique()
     if events.height:
         wide = pivot_first(events, on="code", values="present")
         excluded = events.filter(pl.col("excluded")).group_by("subject", "day").agg(
@@ -241,10 +258,12 @@ def score_visits(events: pl.DataFrame, visits: pl.DataFrame, window_days: float 
             wide = wide.with_columns(pl.lit(None, pl.Boolean).alias(code))
     keys = wide.select("subject", "day")
     # Usually every visit day has descriptor rows (pivot_first gives one row per subject and day):
-    # the grid is then the pivot's own rows, and the visits all of them when as many
-    covered = keys.schema == visits.schema and visits.join(keys, on=["subject", "day"], how="anti").height == 0
+    # the grid is then the pivot's own rows, and the visits all of them when as many (often the
+    # very same rows, which needs no join to see)
+    covered = keys.schema == visits.schema and (keys.equals(visits)
+                                                or visits.join(keys, on=["subject", "day"], how="anti").height == 0)
     if covered:
-        wide = wide.sort("subject", "day")
+        wide = sort_by_subject_day(wide)
     else:
         grid = pl.concat([keys, visits], how="vertical_relaxed").unique()
         wide = grid.join(wide, on=["subject", "day"], how="left").sort("subject", "day")
@@ -281,12 +300,14 @@ def score_visits(events: pl.DataFrame, visits: pl.DataFrame, window_days: float 
             pl.when(pl.any_horizontal([pl.col(cols[c]).is_null() for c in cols if c not in serology])).then(None)
             .otherwise(pl.sum_horizontal([p.fill_null(0) for p in clinical_points])).alias(f"c{instrument}"),
         ]
-    result = scored.with_columns(out).with_columns(
+    # one lazy query: each descriptor's points, shared by the instruments' totals, computed once
+    result = scored.lazy().with_columns(out).with_columns(
         activity_category(pl.col("sledai2k"), activity_scheme).alias("sledai2k_activity"),
         pl.lit(window).alias("sledai_window_days"),
     )
     missing = [pl.when(pl.col(c).is_null()).then(pl.lit(c)) for c in descriptor_codes()]
-    result = result.with_columns(pl.concat_list(missing).list.drop_nulls().list.join(", ").alias("sledai_not_evaluable"))
+    result = result.with_columns(
+        pl.concat_list(missing).list.drop_nulls().list.join(", ").alias("sledai_not_evaluable")).collect()
     result = result.join(excluded, on=["subject", "day"], how="left")
     rename = {c: f"d_{c}" for c in codes}
     return result.rename(rename)

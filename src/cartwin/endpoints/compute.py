@@ -11,6 +11,7 @@ from functools import reduce
 
 import polars as pl
 
+from cartwin.clinical._frames import shifted_within_subject, sort_by_subject_day
 from cartwin.endpoints.table import Condition, Endpoint, Table, Variable, definitions
 
 
@@ -63,7 +64,7 @@ def _visit_variables(variables: list[Variable], visits: pl.DataFrame, baseline_l
     needed = {"day"}
     for v in variables:
         needed |= _columns(v.rows) | _columns(v.where) | _columns(v.of) | ({v.column} if v.column else set())
-    visits = _with_columns(visits, needed).sort("subject", "day")
+    visits = sort_by_subject_day(_with_columns(visits, needed))
     groups: dict[tuple, list[Variable]] = {}
     for v in variables:
         groups.setdefault(v.rows, []).append(v)
@@ -82,15 +83,17 @@ def _subjects(observations: pl.DataFrame, subjects: pl.DataFrame | None) -> pl.D
 def _serology(v: Variable, observations: pl.DataFrame, baseline_last_day: float,
               subjects: pl.DataFrame | None = None) -> pl.DataFrame:
     """Normalisation at the last measurement of ``v.test``, for patients abnormal at baseline (the
-    last measurement on or before the baseline day); null otherwise. ``subjects``: the distinct
-    subjects of ``observations``, when the caller has them."""
+    last measurement on or before the baseline day); null otherwise. ``subjects``: the subjects to
+    give a row (one row each), when the caller has them; else the distinct subjects of ``observations``."""
     from cartwin.clinical.composite import serology_normalisation
 
     subjects = _subjects(observations, subjects)
-    rows = observations.filter((pl.col("test") == v.test) & pl.col("value").is_not_null()).sort("subject", "day")
+    limit = "lower" if v.direction == "low" else "upper"
+    # only the columns read here are filtered and sorted (not every column of the frame)
+    rows = sort_by_subject_day(observations.lazy().select("subject", "day", "test", "value", limit)
+                               .filter((pl.col("test") == v.test) & pl.col("value").is_not_null()).collect())
     if rows.height == 0:
         return subjects.with_columns(pl.lit(None, pl.Boolean).alias(v.name))
-    limit = "lower" if v.direction == "low" else "upper"
     per_patient = rows.group_by("subject").agg(
         pl.col("value").filter(pl.col("day") <= baseline_last_day).last().alias("baseline"),
         pl.col("value").last().alias("value"),
@@ -107,12 +110,15 @@ def _last_detectable(v: Variable, observations: pl.DataFrame, subjects: pl.DataF
     cannot descend); the last sample's day when detectable there (censored: a lower bound); 0 when
     never detectable after day 0; null without a count or a detection limit."""
     subjects = _subjects(observations, subjects)
-    rows = observations.filter((pl.col("test") == v.test) & pl.col("value").is_not_null() & (pl.col("day") >= 0))
-    if rows.height == 0 or "lower" not in rows.columns:
+    if "lower" not in observations.columns:
         return subjects.with_columns(pl.lit(None, pl.Float64).alias(v.name))
-    rows = rows.sort("subject", "day").with_columns(
-        pl.col("day").shift(-1).over("subject").alias("_next_day"),
-        pl.col("value").shift(-1).over("subject").alias("_next_value"))
+    # only the columns read here are filtered and sorted (not every column of the frame)
+    rows = (observations.lazy().select("subject", "day", "test", "value", "lower")
+            .filter((pl.col("test") == v.test) & pl.col("value").is_not_null() & (pl.col("day") >= 0)).collect())
+    if rows.height == 0:
+        return subjects.with_columns(pl.lit(None, pl.Float64).alias(v.name))
+    rows = sort_by_subject_day(rows).with_columns(
+        shifted_within_subject("day", -1).alias("_next_day"), shifted_within_subject("value", -1).alias("_next_value"))
     detectable = pl.col("value") >= pl.col("lower")
     per_patient = rows.group_by("subject").agg(
         pl.col("lower").is_not_null().any().alias("_limit_known"),
@@ -218,8 +224,10 @@ def compute(clinical: Mapping[str, pl.DataFrame], observations: pl.DataFrame, ta
         # no lab-grade table (no lab observed): its variables are null, their endpoints not evaluable
         lab_grades = clinical.get("lab_grades", pl.DataFrame(schema={"subject": pl.String}))
         parts += _lab_grade_variables(lab_vars, lab_grades, baseline_last_day)
-    # the distinct subjects once, not once per variable (each part is joined by subject below)
-    observed = observations.select("subject").unique() if any(v.source == "observations" for v in variables) else None
+    # Each part below is left-joined by subject to ``patients`` (one row per subject), so a part's
+    # rows need only cover the patients: its subjects are taken from that table, not found again
+    # among every observation row.
+    observed = patients.select("subject") if any(v.source == "observations" for v in variables) else None
     readers = {"serology_normalisation": lambda v: _serology(v, observations, baseline_last_day, observed),
                "last_detectable_day": lambda v: _last_detectable(v, observations, observed)}
     parts += [readers[v.statistic](v) for v in variables if v.source == "observations"]
