@@ -269,3 +269,27 @@ def test_missing_inputs_tell_serology_from_clinical_descriptors():
     assert missing == ["C3", "DSDNA"] and clinical is False
     missing, clinical = missing_inputs(offered - {"WBC"}, offered)
     assert missing == ["WBC"] and clinical is True
+
+
+def _wbc_course(counts):
+    """Leukopenia read from WBC counts (10^9/L) by day, every other descriptor absent at the last."""
+    last = max(counts)
+    rows = absent_except(last, lab_derived={"SD_LEUK"})
+    return rows + [{"day": d, "test": "WBC", "value": v, "unit": "10^9/L"} for d, v in counts.items()]
+
+
+def test_leukopenia_unbroken_since_lymphodepletion_is_not_lupus_after_day_30(obs_frame):
+    """attribution.toml [cytopenia]: a leukopenia that began in the lymphodepletion window and has
+    not recovered is still the therapy's on day 35 (EHA/EBMT ICAHT: cytopenia beyond day +30 is
+    late ICAHT), so it does not score SLEDAI-2K item 24 (leukopenia, exclude drug causes)."""
+    r = run(obs_frame, _wbc_course({-6: 5.0, 0: 1.5, 14: 1.1, 28: 2.6, 35: 2.4}), visit=35)
+    assert r["sledai2k"] == 0
+    assert "SD_LEUK (lymphodepletion/CAR-T)" in r["sledai_excluded"]
+
+
+def test_leukopenia_that_returns_after_recovery_is_scored(obs_frame):
+    """The counts recovered on day 28, so leukopenia on day 35 is a new one and scores 1 point;
+    so does one first seen after day +30 (the existing window-end cases), and one present
+    before lymphodepletion that persists beyond the window (it did not begin in it)."""
+    assert run(obs_frame, _wbc_course({0: 1.5, 14: 1.1, 28: 3.4, 35: 2.4}), visit=35)["sledai2k"] == 1
+    assert run(obs_frame, _wbc_course({-8: 2.5, 0: 1.5, 14: 1.1, 28: 2.6, 35: 2.4}), visit=35)["sledai2k"] == 1

@@ -91,39 +91,45 @@ def _attribution(use_icans: bool) -> pl.Expr:
     expr = pl.when(pl.col("cause") == "sle").then(pl.lit(None, pl.String))
     expr = expr.when(pl.col("cause").is_not_null()).then(pl.col("cause"))
     cyto, fever, neuro = rules["cytopenia"], rules["fever"], rules["neurological"]
-    in_window = lambda rule: pl.col("day").is_between(rule["first_day"], rule["last_day"])  # noqa: E731
+
+    def attributed(rule) -> pl.Expr:
+        inside = pl.col("day").is_between(rule["first_day"], rule["last_day"])
+        if rule.get("continue_episode", False):
+            # an episode that began inside the window keeps its cause until a visit without it
+            inside = inside | pl.col("episode_start").is_between(rule["first_day"], rule["last_day"])
+        return inside
+
     code = pl.col("base_code")
-    expr = expr.when(code.is_in(cyto["descriptors"]) & in_window(cyto)).then(pl.lit("lymphodepletion/CAR-T"))
-    fever_is_crs = in_window(fever)
-    if fever.get("continue_episode", False):
-        # A febrile episode that began inside the window stays CRS fever until it breaks.
-        fever_is_crs = fever_is_crs | pl.col("fever_episode_start").is_between(fever["first_day"], fever["last_day"])
-    expr = expr.when(code.is_in(fever["descriptors"]) & fever_is_crs).then(pl.lit("crs"))
+    expr = expr.when(code.is_in(cyto["descriptors"]) & attributed(cyto)).then(pl.lit("lymphodepletion/CAR-T"))
+    expr = expr.when(code.is_in(fever["descriptors"]) & attributed(fever)).then(pl.lit("crs"))
     if use_icans:
-        expr = expr.when(code.is_in(neuro["descriptors"]) & in_window(neuro)
+        expr = expr.when(code.is_in(neuro["descriptors"]) & attributed(neuro)
                          & (pl.col("icans_grade").fill_null(0) >= 1)).then(pl.lit("icans"))
     return expr.otherwise(None)
 
 
-def _with_fever_episode_start(events: pl.DataFrame) -> pl.DataFrame:
-    """``events`` with ``fever_episode_start``: on a row of a fever descriptor, the first day of the
-    unbroken run of febrile visits it belongs to (a visit without fever ends the run); null when
-    the row records no fever. Explicit and lab-derived fever rows of a day count together."""
-    fever = settings("attribution")["fever"]
-    is_fever = pl.col("base_code").is_in(fever["descriptors"])
-    days = (events.filter(is_fever).group_by("subject", "day")
-            .agg(pl.col("raw").fill_null(False).any().alias("febrile")).sort("subject", "day"))
-    starts = pl.col("febrile") & ~pl.col("febrile").shift(1).over("subject").fill_null(False)
+def _with_episode_start(events: pl.DataFrame) -> pl.DataFrame:
+    """``events`` with ``episode_start``: on a row of a descriptor whose attribution rule continues
+    episodes (``continue_episode``), the first day of the unbroken run of visits with that
+    descriptor present that the row belongs to (a visit without it ends the run); null on other
+    rows and where the descriptor is absent. Explicit and lab-derived rows of a day count together."""
+    rules = settings("attribution")
+    codes = [c for rule in rules.values() if isinstance(rule, dict) and rule.get("continue_episode", False)
+             for c in rule["descriptors"]]
+    tracked = pl.col("base_code").is_in(codes)
+    days = (events.filter(tracked).group_by("subject", "base_code", "day")
+            .agg(pl.col("raw").fill_null(False).any().alias("present")).sort("subject", "base_code", "day"))
+    starts = pl.col("present") & ~pl.col("present").shift(1).over("subject", "base_code").fill_null(False)
     days = days.with_columns(
-        pl.when(starts).then(pl.col("day")).otherwise(None).forward_fill().over("subject").alias("start"))
-    days = days.select("subject", "day", pl.when(pl.col("febrile")).then(pl.col("start")).alias("fever_episode_start"))
-    # only the fever rows look their day up (one row per subject and day above); the others get null
-    positions = events.select(pl.arg_where(is_fever)).to_series()
-    start = pl.repeat(None, events.height, dtype=days.schema["fever_episode_start"], eager=True)
+        pl.when(starts).then(pl.col("day")).otherwise(None).forward_fill().over("subject", "base_code").alias("start"))
+    days = days.select("subject", "base_code", "day", pl.when(pl.col("present")).then(pl.col("start")).alias("episode_start"))
+    # only the tracked rows look their day up (one row per subject, descriptor and day above)
+    positions = events.select(pl.arg_where(tracked)).to_series()
+    start = pl.repeat(None, events.height, dtype=days.schema["episode_start"], eager=True)
     if positions.len():
-        start = start.scatter(positions, events[positions].select("subject", "day").join(
-            days, on=["subject", "day"], how="left", maintain_order="left")["fever_episode_start"])
-    return events.with_columns(start.alias("fever_episode_start"))
+        start = start.scatter(positions, events[positions].select("subject", "base_code", "day").join(
+            days, on=["subject", "base_code", "day"], how="left", maintain_order="left")["episode_start"])
+    return events.with_columns(start.alias("episode_start"))
 
 
 def _base_code(code: pl.Expr) -> pl.Expr:
@@ -201,7 +207,7 @@ def descriptor_events(obs: pl.DataFrame, icans: pl.DataFrame | None = None) -> p
     use_icans = icans is not None and icans.height > 0
     if use_icans:
         events = _with_icans_grade(events, icans)
-    events = _with_fever_episode_start(events)
+    events = _with_episode_start(events)
     events = events.with_columns(_attribution(use_icans).alias("attributed_to"))
     events = events.with_columns(
         pl.when(pl.col("attributed_to").is_not_null() & pl.col("raw").is_not_null()).then(pl.lit(False))
