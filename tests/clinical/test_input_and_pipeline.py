@@ -251,3 +251,22 @@ def test_a_sledai_descriptor_without_its_input_is_flagged_naming_the_input(tmp_p
     # with WBC, no such flag
     score(EXAMPLE, tmp_path / "with_wbc")
     assert pl.read_parquet(tmp_path / "with_wbc" / "flags.parquet").filter(pl.col("test") == "SD_LEUK").height == 0
+
+
+def test_sfi_platelet_criterion_follows_the_sledai_cytopenia_attribution(obs_frame):
+    """A thrombocytopenia begun after lymphodepletion and unbroken since is the therapy's for
+    SLEDAI (attribution.toml [cytopenia]) and so for the SFI's severe platelet criterion too: its
+    fall below the SFI threshold on day 35 is not a severe lupus flare; the same fall in a
+    thrombocytopenia already present before lymphodepletion is."""
+    from cartwin.clinical import sledai
+    from cartwin.clinical.pipeline import score_observations
+    from cartwin.clinical.observations import Observations, empty_flags
+
+    def sfi_at_day_35(counts):
+        rows = [{"day": d, "test": c, "value": 0} for d in counts for c in sledai.descriptor_codes() if c != "SD_THROMB"]
+        rows += [{"day": d, "test": "PLAT", "value": v, "unit": "10^9/L"} for d, v in counts.items()]
+        visits = score_observations(Observations(obs_frame(rows), empty_flags(), "mem"))["visits"]
+        return visits.filter(pl.col("day") == 35).row(0, named=True)["sfi_flare"]
+
+    assert sfi_at_day_35({-6: 220, 0: 90, 14: 70, 28: 80, 35: 45}) != "severe"
+    assert sfi_at_day_35({-6: 90, 0: 90, 14: 70, 28: 80, 35: 45}) == "severe"

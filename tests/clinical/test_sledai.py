@@ -293,3 +293,17 @@ def test_leukopenia_that_returns_after_recovery_is_scored(obs_frame):
     before lymphodepletion that persists beyond the window (it did not begin in it)."""
     assert run(obs_frame, _wbc_course({0: 1.5, 14: 1.1, 28: 3.4, 35: 2.4}), visit=35)["sledai2k"] == 1
     assert run(obs_frame, _wbc_course({-8: 2.5, 0: 1.5, 14: 1.1, 28: 2.6, 35: 2.4}), visit=35)["sledai2k"] == 1
+
+
+def test_cytopenia_present_on_the_first_day_of_lymphodepletion_began_before_it(obs_frame):
+    """Day -5's count is the pre-treatment one: a leukopenia already there is lupus's, and stays
+    scored after day +30 however long it lasts."""
+    r = run(obs_frame, _wbc_course({-5: 2.5, 0: 1.5, 14: 1.1, 28: 2.6, 35: 2.4}), visit=35)
+    assert r["sledai2k"] == 1
+
+
+def test_a_missing_count_does_not_end_a_cytopenia_episode(obs_frame):
+    """A visit whose WBC was not measured (no value) is not a visit without leukopenia."""
+    rows = _wbc_course({-6: 5.0, 0: 1.5, 14: 1.1, 35: 2.4})
+    rows.append({"day": 28, "test": "WBC", "value": None, "unit": "10^9/L"})
+    assert run(obs_frame, rows, visit=35)["sledai2k"] == 0

@@ -175,4 +175,6 @@ def test_a_first_run_compiles_the_kernel_aside_and_a_later_one_loads_it(tmp_path
     monkeypatch.delitem(sys.modules, _kernel_name())  # as in a process that has not loaded it
     aside = compile_kernel_aside(tmp_path)
     assert aside is not None
-    aside.cancel()  # compiling it again here would only cost the suite time
+    assert aside.wait() == 0 and kernel_cached(tmp_path)  # compiled and cached by the other process
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    assert compile_kernel_aside(tmp_path / "elsewhere") is None  # no process: compiled here instead

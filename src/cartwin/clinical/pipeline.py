@@ -57,8 +57,12 @@ def _sledai_visit_days(frame: pl.DataFrame) -> pl.DataFrame:
     return days if in_subject_day_order(days) else days.unique()
 
 
-def _composites(visits: pl.DataFrame, daily: pl.DataFrame, baseline_day: float) -> pl.DataFrame:
-    """SRI, BICLA, DORIS, LLDAS and SFI on SLEDAI assessment visits."""
+def _composites(visits: pl.DataFrame, daily: pl.DataFrame, baseline_day: float,
+                platelets_attributed: pl.DataFrame) -> pl.DataFrame:
+    """SRI, BICLA, DORIS, LLDAS and SFI on SLEDAI assessment visits. ``platelets_attributed``:
+    (subject, day, attributed), thrombocytopenia attributed to another cause than lupus by the
+    SLEDAI attribution rules (:func:`sledai.attributed_days`), which the SFI's platelet criterion
+    follows too."""
     desc = sledai.descriptors()
     cols = ["PGA", "PRED", "IMMSUP", "ANTIMAL", "TXFAIL", "HOSP", "NEWDRUG_MILD", "NEWDRUG_SEVERE", "WEIGHT",
             "HAEMOLYSIS", "GIACT", "PLAT", "HGB"] + [f"BILAG_{d}" for d in composite.BILAG_DOMAINS]
@@ -70,14 +74,14 @@ def _composites(visits: pl.DataFrame, daily: pl.DataFrame, baseline_day: float) 
     base_cols = ["selena", "sledai2k", "PGA"] + [f"BILAG_{d}" for d in composite.BILAG_DOMAINS]
     base = (v.filter(pl.col("day") <= baseline_day).group_by("subject")
             .agg([pl.col(c).drop_nulls().last().alias(f"{c}_base") for c in base_cols]))
-    v = v.join(base, on="subject", how="left")
+    v = v.join(base, on="subject", how="left", maintain_order="left")
     # the bounds of the last baseline SELENA-SLEDAI, for a score with descriptors not evaluable
     bounds = (v.filter((pl.col("day") <= baseline_day) & pl.col("selena_min").is_not_null()).group_by("subject")
               .agg(pl.col("selena_min").sort_by("day").last().alias("sledai_base_min"),
                    pl.col("selena_max").sort_by("day").last().alias("sledai_base_max")))
     # a baseline score, where there is one, is its own range: both visits are judged against the
     # same baseline
-    v = v.join(bounds, on="subject", how="left").with_columns(
+    v = v.join(bounds, on="subject", how="left", maintain_order="left").with_columns(
         pl.coalesce("selena_base", "sledai_base_min").alias("sledai_base_min"),
         pl.coalesce("selena_base", "sledai_base_max").alias("sledai_base_max"))
     after = pl.col("day") > baseline_day
@@ -113,11 +117,12 @@ def _composites(visits: pl.DataFrame, daily: pl.DataFrame, baseline_day: float) 
     mild = desc.filter(pl.col("sfi_class") == "mild")["code"].to_list()
     severe = desc.filter(pl.col("sfi_class") == "severe")["code"].to_list()
     sfi_cfg = settings("composite")["sfi"]
-    cyto = settings("attribution")["cytopenia"]
+    v = v.join(platelets_attributed.rename({"attributed": "platelets_attributed"}), on=["subject", "day"],
+               how="left", maintain_order="left")
     v = v.with_columns(
         prev("selena").alias("sledai_prev"), prev("PGA").alias("pga_prev"), prev("PRED").alias("pred_prev"),
         pl.col("WEIGHT").alias("weight"),
-        ((pl.col("PLAT") < sfi_cfg["severe_platelets_below"]) & ~pl.col("day").is_between(cyto["first_day"], cyto["last_day"])
+        ((pl.col("PLAT") < sfi_cfg["severe_platelets_below"]) & ~pl.col("platelets_attributed").fill_null(False)
          & (prev("PLAT").is_null() | (prev("PLAT") >= sfi_cfg["severe_platelets_below"]))).alias("platelets_sle_new_low"),
         ((pl.col("HAEMOLYSIS") == 1) & ((pl.col("HGB") < sfi_cfg["severe_haemoglobin_below_g_per_l"])
                                         | ((prev("HGB") - pl.col("HGB")) > sfi_cfg["severe_haemoglobin_fall_g_per_l"]))).alias("haemolysis_severe"),
@@ -130,7 +135,7 @@ def _composites(visits: pl.DataFrame, daily: pl.DataFrame, baseline_day: float) 
     keep = [c for c in v.columns if c not in cols and not c.startswith("BILAG_") and c not in
             ("sledai", "sledai_base", "sledai_min", "sledai_max", "sledai_base_min", "sledai_base_max",
              "pga", "pga_base", "csledai", "pred", "immsup", "antimal", "sledai_prev",
-             "pga_prev", "pred_prev", "weight", "haemolysis", "gi_activity")]
+             "pga_prev", "pred_prev", "weight", "haemolysis", "gi_activity", "platelets_attributed")]
     return v.select(keep)
 
 
@@ -249,7 +254,7 @@ def _score_frame(frame: pl.DataFrame, sledai_window_days: float | None, tests: f
     events = sledai.descriptor_events(frame, daily.select("subject", "day", "icans_grade"))
     visit_days = _sledai_visit_days(frame)
     sledai_scores = sledai.score_visits(events, visit_days, window_days=sledai_window_days)
-    sledai_scores = _composites(sledai_scores, daily, baselines[0])
+    sledai_scores = _composites(sledai_scores, daily, baselines[0], sledai.attributed_days(events, "SD_THROMB"))
 
     gvhd = _magic(daily)
     visits = (daily.select("subject", "arm", "day", "PGA", "crs_grade", "crs_reason", "icans_grade", "icans_reason")

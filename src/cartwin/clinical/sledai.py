@@ -96,7 +96,11 @@ def _attribution(use_icans: bool) -> pl.Expr:
         inside = pl.col("day").is_between(rule["first_day"], rule["last_day"])
         if rule.get("continue_episode", False):
             # an episode that began inside the window keeps its cause until a visit without it
-            inside = inside | pl.col("episode_start").is_between(rule["first_day"], rule["last_day"])
+            # (``episode_begins_after``: the last day whose assessment predates the therapy)
+            start = pl.col("episode_start")
+            begun = (start.is_between(rule["first_day"], rule["last_day"]) if "episode_begins_after" not in rule
+                     else (start > rule["episode_begins_after"]) & (start <= rule["last_day"]))
+            inside = inside | begun
         return inside
 
     code = pl.col("base_code")
@@ -112,13 +116,14 @@ def _with_episode_start(events: pl.DataFrame) -> pl.DataFrame:
     """``events`` with ``episode_start``: on a row of a descriptor whose attribution rule continues
     episodes (``continue_episode``), the first day of the unbroken run of visits with that
     descriptor present that the row belongs to (a visit without it ends the run); null on other
-    rows and where the descriptor is absent. Explicit and lab-derived rows of a day count together."""
+    rows and where the descriptor is absent. Explicit and lab-derived rows of a day count together;
+    a day whose rows were not evaluable (no value) neither ends nor starts an episode."""
     rules = settings("attribution")
     codes = [c for rule in rules.values() if isinstance(rule, dict) and rule.get("continue_episode", False)
              for c in rule["descriptors"]]
     tracked = pl.col("base_code").is_in(codes)
-    days = (events.filter(tracked).group_by("subject", "base_code", "day")
-            .agg(pl.col("raw").fill_null(False).any().alias("present")).sort("subject", "base_code", "day"))
+    days = (events.filter(tracked & pl.col("raw").is_not_null()).group_by("subject", "base_code", "day")
+            .agg(pl.col("raw").any().alias("present")).sort("subject", "base_code", "day"))
     starts = pl.col("present") & ~pl.col("present").shift(1).over("subject", "base_code").fill_null(False)
     days = days.with_columns(
         pl.when(starts).then(pl.col("day")).otherwise(None).forward_fill().over("subject", "base_code").alias("start"))
@@ -130,6 +135,15 @@ def _with_episode_start(events: pl.DataFrame) -> pl.DataFrame:
         start = start.scatter(positions, events[positions].select("subject", "base_code", "day").join(
             days, on=["subject", "base_code", "day"], how="left", maintain_order="left")["episode_start"])
     return events.with_columns(start.alias("episode_start"))
+
+
+def attributed_days(events: pl.DataFrame, code: str) -> pl.DataFrame:
+    """(subject, day, ``attributed``): whether descriptor ``code`` was attributed to another cause
+    than lupus on that day (by the attribution rules or a row's ``cause``), from
+    :func:`descriptor_events`' output, so that other instruments (the SFI's platelet criterion)
+    apply the same attribution as SLEDAI."""
+    return (events.filter(pl.col("code") == code).group_by("subject", "day")
+            .agg(pl.col("attributed_to").is_not_null().any().alias("attributed")))
 
 
 def _base_code(code: pl.Expr) -> pl.Expr:

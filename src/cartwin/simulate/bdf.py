@@ -440,9 +440,10 @@ class KernelCompilation:
                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL)
 
-    def wait(self) -> None:
+    def wait(self) -> int:
+        """Wait for the other process; its exit status (0: the kernel is in the cache)."""
         try:
-            self._process.wait()
+            return self._process.wait()
         except BaseException:  # interrupted: do not leave the compiler running
             self.cancel()
             raise
@@ -455,10 +456,15 @@ class KernelCompilation:
 
 def compile_kernel_aside(cache_dir: Path) -> KernelCompilation | None:
     """Start compiling the kernel in another process when it is not cached yet; None when it is
-    (loading it takes a fraction of a second) or already imported here."""
-    if _kernel_name() in sys.modules or kernel_cached(cache_dir):
+    (loading it takes a fraction of a second) or already imported here, when numba keeps its cache
+    elsewhere (``NUMBA_CACHE_DIR``: the check could not see it), or when no process can be started
+    (the kernel then compiles here, on first use, as without this)."""
+    if _kernel_name() in sys.modules or os.environ.get("NUMBA_CACHE_DIR") or kernel_cached(cache_dir):
         return None
-    return KernelCompilation(cache_dir)
+    try:
+        return KernelCompilation(cache_dir)
+    except OSError:
+        return None
 
 
 def load_integrator(cache_dir: Path) -> ModuleType:
