@@ -197,21 +197,15 @@ def module_source(model: Model, sym: Symbolic) -> str:
         fmt = "K[:, {i}, None]" if column else "K[:, {i}]"
         return [f"{indent}{_safe(n)} = {fmt.format(i=i)}" for i, n in enumerate(sym.constant_names)]
 
-    # initial(K): batched
-    lines.append("def initial(K):")
-    lines += unpack_constants("    ", column=False)
-    lines.append(f"    Y0 = numpy.empty((K.shape[0], {len(states)}))")
-    for i, e in enumerate(sym.initials):
-        lines.append(f"    Y0[:, {i}] = {vec.doprint(e)}")
-    lines.append("    return Y0")
-    lines.append("")
-    lines.append("def dose_scales(K):")
-    lines += unpack_constants("    ", column=False)
-    lines.append(f"    S = numpy.empty((K.shape[0], {len(sym.dose_scales)}))")
-    for i, e in enumerate(sym.dose_scales):
-        lines.append(f"    S[:, {i}] = {vec.doprint(e)}")
-    lines.append("    return S")
-    lines.append("")
+    def per_patient(function: str, target: str, exprs) -> list[str]:
+        """``function(K)``: one column of ``target`` per expression, batched over patients."""
+        out = [f"def {function}(K):", *unpack_constants("    ", column=False),
+               f"    {target} = numpy.empty((K.shape[0], {len(exprs)}))"]
+        out += [f"    {target}[:, {i}] = {vec.doprint(e)}" for i, e in enumerate(exprs)]
+        return out + [f"    return {target}", ""]
+
+    lines += per_patient("initial", "Y0", sym.initials)
+    lines += per_patient("dose_scales", "S", sym.dose_scales)
     # observe(Y, K, T, which): batched over patients (N, T, S); computes only the observables
     # asked for and the intermediate quantities they need (a run may store a few read-outs)
     dyn_syms = {sp.Symbol(_safe(n), real=True): n for n in sym.dynamic_order}
