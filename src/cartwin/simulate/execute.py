@@ -30,10 +30,11 @@ def _worker_init() -> None:
 
 def prepare(work: Work) -> None:
     """Compile the model and the solver's kernel now (or load them from the cache). A solver
-    whose own compiled code is not cached yet may compile it in another process meanwhile
-    (``compile_aside``): on a first run the two compilations then overlap."""
+    whose own compiled code is not cached yet compiles it in another process meanwhile (its
+    ``compile_aside``; None when there is nothing to start): on a first run the two compilations
+    then overlap."""
     solver = work.solver()
-    aside = solver.compile_aside() if hasattr(solver, "compile_aside") else None
+    aside = solver.compile_aside()
     try:
         compiled = compile_model(work.model)
         warm_up(compiled)

@@ -107,6 +107,10 @@ class JaxDiffrax:
     def for_model(self, model) -> "JaxDiffrax":
         return JaxDiffrax(self.rtol, self.atol, self.max_steps, self.name, model)
 
+    def compile_aside(self) -> None:
+        """XLA compiles on first call; nothing to start before the model is compiled."""
+        return None
+
     def warm_up(self, compiled: ModuleType) -> None:
         """JAX compiles at the first solve of each shape."""
 

@@ -41,6 +41,10 @@ class ScipyLSODA:
     def __post_init__(self) -> None:
         check_tolerances(self.rtol, self.atol)
 
+    def compile_aside(self) -> None:
+        """Nothing of its own to compile besides the model (see :meth:`NumbaBDF.compile_aside`)."""
+        return None
+
     def warm_up(self, compiled: ModuleType) -> None:
         """Compile the model's allocating ``rhs`` and ``jac``, which odeint calls (or load them)."""
         from cartwin.model.codegen import warm_up, warm_up_wrappers
