@@ -1,4 +1,10 @@
-"""Worker processes that do not outlive the process that started them.
+"""Worker processes: started with the environment their native libraries need, and never
+outliving the process that started them.
+
+Native libraries read their settings once, when they load: OpenBLAS (NumPy's and SciPy's) its
+thread count. A pool initializer runs after the worker has imported NumPy, which is too late, so
+these settings are in the environment the worker starts with (:func:`worker_environment`, around
+the start of a pool of spawned workers).
 
 A pool worker blocks on its task queue; when the main process dies without closing the pool
 (``kill -9``, a crash, SIGTERM before any cleanup), nothing tells the worker, and with forked
@@ -8,10 +14,32 @@ worker therefore watches its parent and exits once it is gone.
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
+from contextlib import contextmanager
+from typing import Iterator
 
 PARENT_CHECK_SECONDS = 0.5
+
+# Parallelism comes from processes, one per core: a BLAS thread pool in each would only contend
+# for the same cores, and its idle threads spin while they wait for work.
+WORKER_ENVIRONMENT = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@contextmanager
+def worker_environment() -> Iterator[None]:
+    """Within the block, processes started (spawned) get :data:`WORKER_ENVIRONMENT`; a variable
+    the user has set keeps the user's value. The parent's own libraries, already loaded, are not
+    affected, and its environment is restored afterwards."""
+    added = [name for name in WORKER_ENVIRONMENT if name not in os.environ]
+    for name in added:
+        os.environ[name] = WORKER_ENVIRONMENT[name]
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
 
 
 def _watch_parent(parent: int) -> None:
@@ -22,7 +50,9 @@ def _watch_parent(parent: int) -> None:
 
 
 def worker_init() -> None:
-    """Initialiser of every pool worker: one BLAS thread per process (parallelism comes from
-    processes) and a watch that ends the worker when its parent has gone."""
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    """Initialiser of every pool worker: a watch that ends the worker when its parent has gone,
+    and the objects of the modules imported so far moved out of the garbage collector's view
+    (``gc.freeze``): they live as long as the worker, and every full collection would otherwise
+    walk them all again."""
+    gc.freeze()
     threading.Thread(target=_watch_parent, args=(os.getppid(),), name="cartwin-parent-watch", daemon=True).start()

@@ -14,14 +14,14 @@ import pytest
 SCRIPT = r"""
 import multiprocessing, os, sys, time
 from concurrent.futures import ProcessPoolExecutor
-from cartwin.simulate.execute import _worker_init
+from cartwin.processes import worker_init
 
 def pid(_):
     time.sleep(0.2)
     return os.getpid()
 
 if __name__ == "__main__":
-    pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context(sys.argv[1]), initializer=_worker_init)
+    pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context(sys.argv[1]), initializer=worker_init)
     print(" ".join(map(str, sorted(set(pool.map(pid, range(8)))))), flush=True)
     time.sleep(600)
 """
@@ -58,3 +58,25 @@ def test_workers_exit_when_the_main_process_is_killed(tmp_path, method):
         for pid in workers:  # a failed run of this test leaves nothing behind
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _environment_variable(name: str) -> str | None:
+    return os.environ.get(name)
+
+
+def test_spawned_workers_start_with_one_blas_thread_and_the_parent_is_left_as_it_was(monkeypatch):
+    """OpenBLAS reads its thread count when NumPy loads, before any pool initializer runs: the
+    setting must be in the environment a spawned worker starts with, and a user's own wins."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from cartwin.processes import worker_environment, worker_init
+
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    with worker_environment(), ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                                   initializer=worker_init) as pool:
+        assert pool.submit(_environment_variable, "OPENBLAS_NUM_THREADS").result() == "1"
+        assert pool.submit(_environment_variable, "OMP_NUM_THREADS").result() == "3"
+    assert "OPENBLAS_NUM_THREADS" not in os.environ
+    assert os.environ["OMP_NUM_THREADS"] == "3"

@@ -12,7 +12,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from cartwin.model.codegen import compile_model, warm_up
-from cartwin.processes import worker_init
+from cartwin.processes import worker_environment, worker_init
 
 
 class Work(Protocol):
@@ -21,11 +21,6 @@ class Work(Protocol):
     def solver(self) -> Any: ...
 
     def compute(self, spec: Any) -> Any: ...
-
-
-def _worker_init() -> None:
-    # one BLAS thread per worker process, and no worker left behind when the main process dies
-    worker_init()
 
 
 def prepare(work: Work) -> None:
@@ -61,7 +56,7 @@ def execute(work: Work, chunks: Iterable[Any], workers: int, on_result: Callable
         return
     method = start_method or ("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     mp = multiprocessing.get_context(method)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp, initializer=_worker_init) as pool:
+    with worker_environment(), ProcessPoolExecutor(max_workers=workers, mp_context=mp, initializer=worker_init) as pool:
         pending = set()
         queue = iter(chunks)
         for spec in queue:
