@@ -233,7 +233,9 @@ class StoreAndScore:
         summary = rundir.write_chunk(result)
         part = rundir.part("observations", result.spec.name)
         if result.scoring_observations is None:
-            score_part(self.run_dir, part.name)
+            # every patient's observations are stored: score the table just written from memory
+            # (the same rows, columns and types as reading the part back, without the reading)
+            score_frame(self.run_dir, part.name, pl.from_arrow(result.observations), str(part))
         else:
             import pyarrow.compute as pc
             stored = set(pc.unique(result.observations["subject"]).to_pylist())  # not one per row
