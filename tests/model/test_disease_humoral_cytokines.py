@@ -153,6 +153,35 @@ def test_relapse_by_year_3_falls_with_depth_and_length_of_b_cell_depletion(deep_
     assert rate_deep <= 0.5 * rate_shallow, (rate_deep, rate_shallow)
 
 
+def test_long_lived_plasma_cells_keep_a_tenth_of_igg_whatever_the_disease_driven_excess():
+    """Long-lived marrow plasma cells (CD19-, vaccine titres) make at least a tenth of total IgG
+    at baseline, and no source makes a negative amount, for any disease-driven excess
+    F_IGG_AUTO up to its bound and any share F_IGG_SL from its typical value to its bound:
+    the cap on the short-lived share gives way to F_IGG_AUTO. Model 0.7.2 capped F_IGG_SL at a
+    fixed 0.8, so with F_IGG_AUTO at 0.3 the long-lived share was -0.1 (negative production).
+    Read at the baseline steady state: the long-lived share is Q_LL x LL / (K_IGG x IGG)."""
+    mod = compile_model(lv.MODEL)
+    params = {p.name: p for p in lv.MODEL.parameters}
+    auto_values = (0.0, 0.1, 0.2, 0.3, 0.5, params["F_IGG_AUTO"].upper)
+    sl_values = (params["F_IGG_SL"].value, 0.8, params["F_IGG_SL"].upper)
+    names = list(lv.MODEL.parameter_names)
+    theta = np.array([lv.typical_theta("autologous_cd19", {"F_IGG_AUTO": a, "F_IGG_SL": f})
+                      for a in auto_values for f in sl_values])
+    covm = np.tile([lv.TYPICAL_COVARIATES[c] for c in lv.MODEL.covariate_names], (len(theta), 1))
+    K = mod.constants(theta, covm)
+    Y0 = mod.initial(K)
+    k = {n: K[:, i] for i, n in enumerate(mod.CONSTANT_NAMES)}
+    y = {n: Y0[:, i] for i, n in enumerate(lv.MODEL.state_names)}
+    made = k["K_IGG"] * y["IGG"]
+    long_lived = k["Q_LL"] * y["LL"] / made
+    short_lived = k["Q_SL"] * (y["PB"] + y["PCN"]) / made
+    autoreactive = k["Q_SLA"] * (y["PBA"] + y["PCNA"]) / made
+    assert np.all(long_lived >= 0.1 - 1e-12), dict(zip(zip(theta[:, names.index("F_IGG_AUTO")],
+                                                           theta[:, names.index("F_IGG_SL")]), long_lived))
+    assert np.all(short_lived >= 0.0) and np.all(autoreactive >= 0.0)
+    np.testing.assert_allclose(long_lived + short_lived + autoreactive, 1.0, rtol=1e-9)
+
+
 def test_igg_recovers_with_b_cells_while_vaccine_titres_are_kept():
     """Total IgG falls while B cells are gone and recovers once they return (the plasma cells
     that B cells replenish); long-lived plasma cells, which carry vaccine titres, are CD19- and

@@ -155,6 +155,13 @@ REFERENCES = {
 }
 
 
+# Long-lived marrow plasma cells make at least this share of total IgG whatever the other two
+# sources are declared, sampled or overridden to be: F_SL is capped at 1 - LONG_LIVED_IGG_FLOOR
+# - F_IGG_AUTO, and the bounds of F_IGG_SL and F_IGG_AUTO follow from the same number.
+LONG_LIVED_IGG_FLOOR = 0.1
+SHORT_LIVED_IGG_CEILING = 1 - LONG_LIVED_IGG_FLOOR
+
+
 def _p(name, value, unit, description, source, group, iiv=0.0, lower=None, upper=None):
     return Parameter(name, float(value), unit, description, source, group, iiv, lower, upper)
 
@@ -251,8 +258,8 @@ PARAMETERS = (
     # --- antibodies, immune complexes, complement ----------------------------------------------
     _p("K_IGG", 0.033, "1/day", "IgG elimination (t1/2 21 d)", "Andersen2009", "humoral", 0.15),
     _p("F_DSDNA_SL", 0.95, "1", "share of anti-dsDNA made by short-lived (CD19+ derived) cells", "assumed: seroconversion after CD19 CAR-T (Mackensen2022) means most anti-dsDNA comes from CD19+ precursors", "humoral"),
-    _p("F_IGG_SL", 0.23, "1", "share of total IgG made by short-lived non-autoreactive plasma cells that B cells replenish (plasmablasts and recently formed plasma cells)", "assumed: total IgG falls by about a third after CD19 CAR-T and recovers once B cells return, while vaccine titres from long-lived plasma cells are kept (Bhoj2016; Barmettler2024: mean IgG 5.9 -> 3.6 g/L in haematology, an upper bound); with the disease-driven excess lost in remission (F_IGG_AUTO) the fall is F_IGG_SL + F_IGG_AUTO = a third (model 0.7.1; 0.3 before gave a 40% fall, beyond that upper bound); the between-patient spread (log-SD 0.3, as for FA) is assumed, no SLE spread having been found, so that the fall differs between patients instead of reaching one floor in all", "humoral", 0.3, 0, 0.8),
-    _p("F_IGG_AUTO", 0.1, "1", "share of total IgG made by short-lived autoreactive plasma cells (the disease-driven excess)", "assumed: active SLE carries a polyclonal IgG excess that falls with remission; autoantibodies are a small share of total IgG", "humoral"),
+    _p("F_IGG_SL", 0.23, "1", f"share of total IgG made by short-lived non-autoreactive plasma cells that B cells replenish (plasmablasts and recently formed plasma cells); above {SHORT_LIVED_IGG_CEILING:g} - F_IGG_AUTO it is capped (F_SL) so that long-lived plasma cells keep at least {LONG_LIVED_IGG_FLOOR:g} of total IgG", "assumed: total IgG falls by about a third after CD19 CAR-T and recovers once B cells return, while vaccine titres from long-lived plasma cells are kept (Bhoj2016; Barmettler2024: mean IgG 5.9 -> 3.6 g/L in haematology, an upper bound); with the disease-driven excess lost in remission (F_IGG_AUTO) the fall is F_IGG_SL + F_IGG_AUTO = a third (model 0.7.1; 0.3 before gave a 40% fall, beyond that upper bound); the between-patient spread (log-SD 0.3, as for FA) is assumed, no SLE spread having been found, so that the fall differs between patients instead of reaching one floor in all", "humoral", 0.3, 0, SHORT_LIVED_IGG_CEILING),
+    _p("F_IGG_AUTO", 0.1, "1", "share of total IgG made by short-lived autoreactive plasma cells (the disease-driven excess)", "assumed: active SLE carries a polyclonal IgG excess that falls with remission; autoantibodies are a small share of total IgG", "humoral", 0.0, 0, SHORT_LIVED_IGG_CEILING),
     _p("IGG0", 11.0, "g/L", "baseline total IgG", "assumed: SLE reference", "humoral", 0.25, 2, 40),
     _p("K_IC", 1.0, "1/day", "immune complex turnover", "assumed: immune complexes are cleared within a day (fast compared with antibody turnover)", "humoral"),
     _p("FCR3", 0.509, "1/day", "C3 fractional catabolic rate (2.12%/h)", "Petz1969", "complement", 0.2),
@@ -384,7 +391,7 @@ ASSIGNMENTS = (
     _a("AG0", "TGT_CD19*(BPRE0 + BN0 + BA0 + PB0 + PBA0) + TGT_BCMA*(PB0 + PBA0 + PCN0 + PCNA0 + LL0)", "cells/uL-eq", "baseline antigen that the product's CAR recognises (the full target compartment)"),
     _a("P_DS_SL", "F_DSDNA_SL*K_IGG*DSDNA0/PBA0", "IU/mL/day per cells/uL", "anti-dsDNA production by autoreactive plasmablasts"),
     _a("P_DS_LL", "(1 - F_DSDNA_SL)*K_IGG*DSDNA0/LL0", "IU/mL/day per cells/uL", "anti-dsDNA production by long-lived plasma cells"),
-    _a("F_SL", "Min(F_IGG_SL, 0.8)", "1", "share of total IgG from short-lived non-autoreactive cells, capped so that the long-lived plasma cells keep at least a tenth of it"),
+    _a("F_SL", f"Min(F_IGG_SL, {SHORT_LIVED_IGG_CEILING:g} - F_IGG_AUTO)", "1", f"share of total IgG from short-lived non-autoreactive cells, capped so that the long-lived plasma cells keep at least {LONG_LIVED_IGG_FLOOR:g} of it whatever F_IGG_AUTO is"),
     _a("Q_SL", "F_SL*K_IGG*IGG0/(PB0 + PCN0)", "g/L/day per cells/uL", "IgG production by short-lived non-autoreactive cells"),
     _a("Q_SLA", "F_IGG_AUTO*K_IGG*IGG0/(PBA0 + PCNA0)", "g/L/day per cells/uL", "IgG production by short-lived autoreactive cells (the disease-driven IgG excess)"),
     _a("Q_LL", "(1 - F_SL - F_IGG_AUTO)*K_IGG*IGG0/LL0", "g/L/day per cells/uL", "IgG production by long-lived plasma cells"),
@@ -731,7 +738,9 @@ NOTES = (
     "patient at 0.60) and recovers once B cells return (about 85% by month 18, the disease-driven "
     "excess staying away), while long-lived plasma cells, which carry vaccine titres, are kept "
     "(Bhoj 2016). No SLE-specific IgG course was found; the haematology fall (Barmettler 2024: "
-    "-38%) is an upper bound.",
+    "-38%) is an upper bound. Model 0.7.3: the cap on F_SL subtracts F_IGG_AUTO, so long-lived "
+    "plasma cells keep their minimum share of IgG for any F_IGG_AUTO (a fixed cap of 0.8 kept a "
+    "tenth only while F_IGG_AUTO <= 0.1); at the declared values nothing changes.",
     "Liver: lymphodepletion injury is driven by cyclophosphamide exposure with a wide "
     "between-patient spread (S_LI_CY, omega 1.5), on top of the IL-6-driven rise of CRS. "
     "Grade >= 3 ALT (> 5 x ULN) occurs in about 5-10% after Flu/Cy and ALT above ULN in about "
@@ -754,7 +763,7 @@ NOTES = (
 
 MODEL = Model(
     name="lupus_cart",
-    version="0.7.2",
+    version="0.7.3",
     description="CD19 CAR-T in SLE: lymphodepletion PK, myelosuppression, host T/NK recovery, "
     "CAR-T kinetics with host-versus-graft rejection, B lineage and plasma cells, anti-dsDNA, "
     "complement, disease activity, IL-6 and liver enzymes.",
