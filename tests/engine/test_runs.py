@@ -218,6 +218,63 @@ def test_tiny_negative_round_off_is_zeroed_and_real_negatives_fail():
     assert np.isnan(res.states[1]).all()
 
 
+def _reject_negative_states_reference(states, ok, names, atol, rtol, which):
+    """Every patient's limits computed, every value compared: the plain statement of the rule."""
+    states = states.copy()
+    ok = ok.copy()
+    reasons = [""] * len(ok)
+    mask = np.broadcast_to(np.asarray(which, bool), (states.shape[2],))
+    x = states[:, :, mask]
+    limit = -100.0 * (atol + rtol * np.nanmax(np.abs(x), axis=1, initial=0.0))
+    below = x < limit[:, None, :]
+    for i in np.flatnonzero(below.any(axis=(1, 2))):
+        row, col = np.argwhere(below[i])[0]
+        reasons[i] = f"{np.asarray(names)[mask][col]} {row}"
+        ok[i] = False
+        states[i, row:] = np.nan
+    sub = states[:, :, mask]
+    np.maximum(sub, 0.0, out=sub, where=~np.isnan(sub))
+    states[:, :, mask] = sub
+    return states, ok, reasons
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_negative_state_check_equals_the_rule_applied_to_every_value(seed):
+    """The check screens patients by their lowest values before computing limits: the states, the
+    failed patients and the named state and day are those of comparing every value with its limit
+    (values just below and above the limits, NaN from a failed solve, negative zeros, states not
+    checked, patients with no value at all)."""
+    from cartwin.model.lupus_cart import MODEL
+    from cartwin.simulate.engine import NEGATIVE_TOLERANCE_FACTOR, reject_negative_states
+    from cartwin.simulate.solvers import SolveResult
+    rng = np.random.default_rng(seed)
+    n, t, s = 9, int(rng.integers(0, 6)), len(MODEL.state_names)
+    atol, rtol = 1e-9, 1e-6
+    states = rng.lognormal(0.0, 3.0, size=(n, t, s)) * (rng.random((n, 1, s)) < 0.8)
+    largest = np.abs(states).max(axis=1, initial=0.0)
+    edge = -NEGATIVE_TOLERANCE_FACTOR * (atol + rtol * largest)
+    for _ in range(int(rng.integers(0, 8))) if t else ():
+        i, row, j = rng.integers(n), rng.integers(t), rng.integers(s)
+        states[i, row, j] = rng.choice([edge[i, j] * 1.01, edge[i, j] * 0.99, -1e-12, -0.0, -NEGATIVE_TOLERANCE_FACTOR * atol * 1.5])
+    if t:
+        states[rng.integers(n), int(rng.integers(t)):] = np.nan
+        states[rng.integers(n)] = np.nan
+    which = rng.random(s) < 0.7 if seed % 2 else True
+    ok = rng.random(n) < 0.9
+    expected, expected_ok, expected_reasons = _reject_negative_states_reference(states, ok, MODEL.state_names, atol, rtol, which)
+    result = reject_negative_states(SolveResult(states.copy(), ok.copy(), [""] * n), MODEL, atol, rtol, which,
+                                    np.arange(t, dtype=float))
+    np.testing.assert_array_equal(result.states, expected)
+    assert np.array_equal(np.signbit(result.states), np.signbit(expected))
+    assert list(result.ok) == list(expected_ok)
+    for i, reason in enumerate(expected_reasons):
+        if reason and ok[i]:
+            name, row = reason.split()
+            assert f"state {name} went negative" in result.reasons[i] and f"day {int(row)}" in result.reasons[i]
+        elif not reason:
+            assert result.reasons[i] == ""
+
+
 def test_outputs_limit_the_stored_tests(protocol_dict):
     protocol_dict["outputs"] = ["CART", "BCELL"]
     s = simulate(parse_protocol(protocol_dict), n_per_arm=2)

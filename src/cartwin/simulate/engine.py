@@ -157,15 +157,21 @@ def reject_negative_states(result: SolveResult, model: Model, atol: float, rtol:
     mask = np.broadcast_to(np.asarray(which, bool), (states.shape[2],))
     ok = result.ok.copy()
     reasons = list(result.reasons)
-    # every patient at once (the per-patient limits are the same numbers as patient by patient);
-    # only the rare patients with a state below its limit are looked at one by one
     every = bool(mask.all())  # cartwin's own models: no copy through a fancy index (slow on the last axis)
     x = states if every else states[:, :, mask]
+    # Every limit lies at or below -factor x atol (a state whose values are all zero), so a patient
+    # none of whose values goes below that has nothing below its limits: one pass over the states
+    # finds the few patients whose limits need computing (the same limits as for every patient).
     with np.errstate(invalid="ignore"):
-        limit = -NEGATIVE_TOLERANCE_FACTOR * (atol + rtol * np.nanmax(np.abs(x), axis=1, initial=0.0))
-        below = x < limit[:, None, :]
-    for i in np.flatnonzero(below.any(axis=(1, 2))):
-        row, col = np.argwhere(below[i])[0]
+        lowest = np.fmin.reduce(x, axis=1) if x.shape[1] else np.full(x.shape[::2], np.nan)
+        suspects = np.flatnonzero((lowest < -NEGATIVE_TOLERANCE_FACTOR * atol).any(axis=1))
+    for i in suspects:
+        with np.errstate(invalid="ignore"):
+            limit = -NEGATIVE_TOLERANCE_FACTOR * (atol + rtol * np.nanmax(np.abs(x[i]), axis=0, initial=0.0))
+            below = x[i] < limit[None, :]
+        if not below.any():
+            continue
+        row, col = np.argwhere(below)[0]
         name = np.asarray(model.state_names)[mask][col]
         if ok[i]:
             when = f"day {grid[row]:g}" if grid is not None else f"output {row}"
@@ -173,10 +179,9 @@ def reject_negative_states(result: SolveResult, model: Model, atol: float, rtol:
                           f"solver's error control; values kept before {when}")
         ok[i] = False
         states[i, row:] = np.nan
+    # round-off below zero is set to zero (np.maximum keeps NaN, the days a failed patient did not reach)
     if every:
-        np.maximum(states, 0.0, out=states, where=~np.isnan(states))
+        np.maximum(states, 0.0, out=states)
     else:
-        sub = states[:, :, mask]
-        np.maximum(sub, 0.0, out=sub, where=~np.isnan(sub))
-        states[:, :, mask] = sub
+        states[:, :, mask] = np.maximum(states[:, :, mask], 0.0)
     return SolveResult(states, ok, reasons, result.counters)
