@@ -88,10 +88,12 @@ def in_subject_day_order(frame: pl.DataFrame) -> bool:
     repeats and ``sort("subject", "day")`` would return them as they are: each subject's rows
     together with ascending days, and the subjects' runs in ascending order. Comparisons with the
     row above, no hashing or sorting. Text subjects compare as text and Enum subjects by their
-    category order, as the sort orders them; False for any other subject type and for a missing
-    subject or day."""
+    category order, as the sort orders them; False for any other subject type, for a missing
+    subject or day and for a NaN day (ordered before, after and equal to no day, wherever it is)."""
     dtype = frame.schema["subject"]
     if not (isinstance(dtype, pl.Enum) or dtype == pl.String) or frame["subject"].null_count() or frame["day"].null_count():
+        return False
+    if frame.schema["day"].is_float() and frame["day"].is_nan().any():
         return False
     if frame.height < 2:
         return True
