@@ -34,11 +34,14 @@ def _bits(frame):
             else frame[c].to_list() for c in frame.columns]
 
 
+@pytest.mark.parametrize("first_day", [0.0, -0.0], ids=["day-0", "day-minus-0"])
 @pytest.mark.parametrize("lower", [True, False])
-def test_simulated_frame_is_the_validated_frame_to_the_bit(lower):
-    raw = _simulated(lower=lower)
+def test_simulated_frame_is_the_validated_frame_to_the_bit(lower, first_day):
+    """Both give the same frame, bit for bit; a day -0.0 is day 0.0 in both."""
+    raw = _simulated(lower=lower, days=(first_day, 1.0, 2.5, 7.0))
     assert _simulated_frame(raw, "run") is not None  # the column checks took it
     fast, full = observations_from_simulation(raw, "run"), observations_from_frame(raw, "run")
+    assert not np.signbit(full.frame["day"].to_numpy()).any()
     assert fast.frame.schema == full.frame.schema
     assert fast.frame.equals(full.frame) and _bits(fast.frame) == _bits(full.frame)
     assert fast.flags.equals(full.flags) and fast.source == full.source

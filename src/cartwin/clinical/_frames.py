@@ -29,7 +29,8 @@ def pivot_first(frame: pl.DataFrame, on: str, values: str) -> pl.DataFrame:
     if np.isnan(days).any():
         return frame.pivot(on=on, index=["subject", "day"], values=values, aggregate_function="first")
     group = _groups_in_order(subject_codes, days)
-    if group is None:
+    ordered = group is not None
+    if not ordered:
         distinct_days = np.sort(frame["day"].unique().to_numpy())
         if subject_codes.max(initial=0) * distinct_days.size > _MAX_DENSE_CELLS:
             return frame.pivot(on=on, index=["subject", "day"], values=values, aggregate_function="first")
@@ -53,8 +54,13 @@ def pivot_first(frame: pl.DataFrame, on: str, values: str) -> pl.DataFrame:
     else:
         data = np.zeros(names.len() * n_groups, dtype=bool)
         data[slot] = value_series.fill_null(False).to_numpy()
-    representative = np.empty(n_groups, dtype=np.int64)  # a row of each (subject, day)
-    representative[group] = np.arange(frame.height)
+    # each (subject, day)'s first row, whose day the pivot keeps: -0.0 and 0.0 are one day, and
+    # the day of another row of the group could differ from the pivot's in its sign bit
+    if ordered:
+        representative = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    else:
+        representative = np.full(n_groups, frame.height, dtype=np.int64)
+        np.minimum.at(representative, group, np.arange(frame.height))
     result = frame.select("subject", "day")[pl.Series(representative)]
     columns = []
     for i, name in enumerate(names.cast(pl.String).to_list()):
@@ -82,10 +88,12 @@ def in_subject_day_order(frame: pl.DataFrame) -> bool:
     repeats and ``sort("subject", "day")`` would return them as they are: each subject's rows
     together with ascending days, and the subjects' runs in ascending order. Comparisons with the
     row above, no hashing or sorting. Text subjects compare as text and Enum subjects by their
-    category order, as the sort orders them; False for any other subject type and for a missing
-    subject or day."""
+    category order, as the sort orders them; False for any other subject type, for a missing
+    subject or day and for a NaN day (ordered before, after and equal to no day, wherever it is)."""
     dtype = frame.schema["subject"]
     if not (isinstance(dtype, pl.Enum) or dtype == pl.String) or frame["subject"].null_count() or frame["day"].null_count():
+        return False
+    if frame.schema["day"].is_float() and frame["day"].is_nan().any():
         return False
     if frame.height < 2:
         return True

@@ -384,7 +384,9 @@ def validate(raw: pl.DataFrame, file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
         (pl.col("_value") * pl.col("factor") + pl.col("offset")).alias("value"),
         (pl.col("_lower") * pl.col("factor") + pl.col("offset")).alias("lower"),
         (pl.col("_upper") * pl.col("factor") + pl.col("offset")).alias("upper"),
-        pl.col("_day").alias("day"),
+        # a day given as "-0" is day 0: without the sign bit, which would otherwise follow the
+        # row order into the tables (a visit's day is its first row's)
+        pl.when(pl.col("_day") == 0.0).then(pl.lit(0.0)).otherwise(pl.col("_day")).alias("day"),
         pl.col("canonical_unit").fill_null(
             pl.lit(pl.Series([codes[c].unit for c in _code_list()], dtype=pl.String)).gather(pl.col("_code"))).alias("unit"),
     )
@@ -594,7 +596,8 @@ def _simulated_frame(raw: pl.DataFrame, file: str) -> pl.DataFrame | None:
     default_lower = {t: v for t, v in zip(limits["test"], limits["default_lower"]) if t in present}
     default_upper = {t: v for t, v in zip(limits["test"], limits["default_upper"]) if t in present}
     # What ``validate``'s value x factor + offset gives with factor 1 and offset 0, to the bit: the
-    # value itself, except -0.0 + 0.0 = 0.0 (written out: Polars drops an addition of a literal 0).
+    # value itself, except -0.0 + 0.0 = 0.0 (written out: Polars drops an addition of a literal 0);
+    # and the day, which ``validate`` gives without the sign of a -0.0 too.
     def converted(name: str) -> pl.Expr:
         return pl.when(pl.col(name) == 0.0).then(pl.lit(0.0)).otherwise(pl.col(name))
     lower = converted("lower") if "lower" in schema else pl.lit(None, pl.Float64)
@@ -605,7 +608,7 @@ def _simulated_frame(raw: pl.DataFrame, file: str) -> pl.DataFrame | None:
     return raw.with_row_index("row", offset=1).select(
         "subject",
         (pl.col("arm").cast(pl.String) if "arm" in schema else pl.lit(None, pl.String)).alias("arm"),
-        "day", pl.col("test").cast(pl.String), converted("value").alias("value"),
+        converted("day").alias("day"), pl.col("test").cast(pl.String), converted("value").alias("value"),
         pl.col("unit").cast(pl.String),
         pl.col("unit").cast(reported_unit_dtype(), strict=False).alias("reported_unit"),  # every unit is in it
         pl.when(has_row_limits).then(lower).otherwise(d_lower).alias("lower"),
