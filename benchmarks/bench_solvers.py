@@ -16,6 +16,10 @@ after Erlangen Flu/Cy, IIV on), days -5..365 simulated, daily output on days 0..
   cartwin-run-visits a whole run of benchmarks/trial_visits.toml: the same patients and
                     simulation as a trial twin, every read-out of the model observed and scored on
                     the 28 visit days of the TyU19 trial (with --work-precision)
+  cartwin-run-trajectories a whole run of benchmarks/million.toml that keeps every patient's daily
+                    read-outs ([store] observations_per_arm = "all") and scores none as it streams:
+                    the same work as RoadRunner's (integrate, give every patient's trajectory) plus
+                    doses, tables and Parquet (with --work-precision)
 
 Every contender uses both cores (two worker processes). Accuracy: the maximum relative error over
 the first patients, days 1..365 and all continuous observables, against LSODA at rtol 1e-10,
@@ -212,10 +216,11 @@ def timed(name, n, rtol, workers=2, chunk=250):
     return wall, failed, peak, cpu
 
 
-def timed_run(n, workers=2, rtol=None, protocol="million.toml"):
+def timed_run(n, workers=2, rtol=None, protocol="million.toml", extra=""):
     """A whole `cartwin run` of ``protocol`` (in benchmarks/) with n patients: (wall seconds,
     failed, bytes written, CPU seconds of the run and its workers). ``rtol``: the protocol's [solver] rtol (atol 1e-3 rtol, as every
-    contender); default the protocol's own (1e-6, atol 1e-9)."""
+    contender); default the protocol's own (1e-6, atol 1e-9). ``extra``: TOML tables appended to
+    the protocol."""
     import shutil
     import tempfile
 
@@ -224,10 +229,10 @@ def timed_run(n, workers=2, rtol=None, protocol="million.toml"):
     tmp = Path(tempfile.mkdtemp(prefix="cartwin-bench-"))
     out = tmp / "run"
     source = HERE / protocol
-    if rtol is not None:
+    if rtol is not None or extra:
         source = tmp / protocol
-        source.write_text((HERE / protocol).read_text()
-                          + f"\n[solver]\nrtol = {rtol!r}\natol = {rtol * 1e-3!r}\n")
+        solver = f"\n[solver]\nrtol = {rtol!r}\natol = {rtol * 1e-3!r}\n" if rtol is not None else ""
+        source.write_text((HERE / protocol).read_text() + solver + extra)
     try:
         cpu = cpu_seconds()
         t = time.perf_counter()
@@ -251,6 +256,8 @@ def main() -> None:
                     help="with --work-precision: comma-separated contenders to time (default: all)")
     ap.add_argument("--repeat", type=int, default=3,
                     help="with --work-precision: timings per point (round-robin; the fastest is kept)")
+    ap.add_argument("--run-n", type=int, default=None,
+                    help="with --work-precision: patients per whole run (default 2000 with --quick, else 4000)")
     args = ap.parse_args()
     mod = compile_model(MODEL)
     warm_up(mod)
@@ -260,7 +267,7 @@ def main() -> None:
     ref, _ = run_cartwin("lsoda", 0, n_check, 1e-10)
     if args.work_precision:
         work_precision(n_check, ref, quick=args.quick, repeat=args.repeat,
-                       only=set(args.contenders.split(",")) if args.contenders else None)
+                       only=set(args.contenders.split(",")) if args.contenders else None, run_n=args.run_n)
         return
     contenders = [("scipy-solve_ivp", 1e-6), ("roadrunner", 1e-6), ("cartwin-lsoda", 1e-6),
                   ("cartwin-bdf", 1e-6), ("cartwin-bdf", 1e-7)]
@@ -346,14 +353,21 @@ WP_RTOLS = (1e-4, 1e-5, 1e-6, 1e-7, 1e-8)
 WP_RUN_RTOLS = (1e-4, 1e-5, 1e-6)  # a whole run's cost hardly moves with rtol: the ends suffice
 
 
-def work_precision(n_check, ref, quick=False, repeat=1, only=None):
+# the whole-run contenders: (protocol in benchmarks/, TOML appended to it)
+RUNS = {"cartwin-run": ("million.toml", ""), "cartwin-run-visits": ("trial_visits.toml", ""),
+        "cartwin-run-trajectories": ("million.toml", '\n[store]\nobservations_per_arm = "all"\n')}
+
+
+def work_precision(n_check, ref, quick=False, repeat=1, only=None, run_n=None):
     """Every contender over WP_RTOLS; writes the rows and the matched-error ratios. ``repeat``:
     every timing is repeated, round-robin over the contenders, and the fastest kept (on a shared
     machine the load moves during a run; the best of a few repeats is the least disturbed).
     ``only``: time these contenders only (the errors are computed for all)."""
     sizes = {"roadrunner": 300, "cartwin-lsoda": 300, "cartwin-bdf": 1000} if quick else \
         {"roadrunner": 1000, "cartwin-lsoda": 1000, "cartwin-bdf": 4000}
-    run_n = 2000 if quick else 4000  # beyond the 1,000 stored patients: scored as the run streams
+    # beyond the 1,000 stored patients: scored as the run streams. A run's fixed cost (starting
+    # the workers, loading the compiled code, the database views) is spread over these patients
+    run_n = run_n or (2000 if quick else 4000)
     rows = []
     try:
         rr_err = roadrunner_accuracy_sweep(n_check, WP_RTOLS, ref)
@@ -371,7 +385,7 @@ def work_precision(n_check, ref, quick=False, repeat=1, only=None):
                 errors[name, rtol] = max_rel_error(obs, ref)
     # the whole runs' solver and patients are cartwin-bdf's (at the trial's visits the error is
     # at most that over every day)
-    runs = {"cartwin-run": "million.toml", "cartwin-run-visits": "trial_visits.toml"}
+    runs = RUNS
     for name in runs:
         for rtol in WP_RUN_RTOLS:
             errors[name, rtol] = errors["cartwin-bdf", rtol]
@@ -384,7 +398,8 @@ def work_precision(n_check, ref, quick=False, repeat=1, only=None):
     for k in range(repeat):
         for name, rtol in points:
             if name in runs:
-                wall, failed, written, cpu = timed_run(run_n, rtol=rtol, protocol=runs[name])
+                protocol, extra_toml = runs[name]
+                wall, failed, written, cpu = timed_run(run_n, rtol=rtol, protocol=protocol, extra=extra_toml)
                 extra[name, rtol] = {"failed": failed, "bytes_per_patient": round(written / run_n)}
             else:
                 wall, failed, _, cpu = timed(name, sizes[name], rtol)
