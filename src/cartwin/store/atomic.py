@@ -89,5 +89,17 @@ def write_json(path: Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def _text_columns(table: pa.Table) -> list[str]:
+    """Columns of text or categories: subjects, tests, units, arms (few distinct values each)."""
+    text = (pa.types.is_string, pa.types.is_large_string, pa.types.is_dictionary,
+            getattr(pa.types, "is_string_view", lambda _: False))  # string_view: pyarrow >= 16
+    return [f.name for f in table.schema if any(is_(f.type) for is_ in text)]
+
+
 def write_parquet(path: Path, table: pa.Table) -> None:
-    _replace_from_temp(path, lambda fh: pq.write_table(table, fh, compression="zstd"))
+    # Dictionary encoding only where it pays, for text and categories: the writer tries it on a
+    # float column too and falls back page by page, which cost about 40% of writing a run's
+    # observations, for a larger file (benchmarks: docs/performance.md). The values read back
+    # are the same either way.
+    _replace_from_temp(path, lambda fh: pq.write_table(table, fh, compression="zstd",
+                                                       use_dictionary=_text_columns(table)))
