@@ -135,8 +135,14 @@ def events_table(pop, model: Model, doses, days: np.ndarray, other=None,
     evid = np.concatenate([np.zeros(n_samples, np.int8), np.array([r[10] for r in dose_rows], np.int8)])
     order = np.lexsort((evid, time, patient))  # stable: doses keep their given order
 
+    # every sampling row holds the same value: text columns gather from the distinct values by
+    # index, numbers fill a typed array (an object array of every row costs ~10x as much)
+    source = np.concatenate([np.zeros(n_samples, np.int64), np.arange(1, n_doses + 1)])[order]
+
     def column(sampling_value, dose_values, dtype):
-        values = np.empty(n_samples + n_doses, dtype=object)
+        if pa.types.is_string(dtype):
+            return pa.array([sampling_value, *dose_values], dtype).take(pa.array(source))
+        values = np.empty(n_samples + n_doses, dtype=dtype.to_pandas_dtype())
         values[:n_samples] = sampling_value
         values[n_samples:] = dose_values
         return pa.array(values[order], dtype)
