@@ -341,3 +341,17 @@ def test_an_interrupted_run_exits_130_and_says_how_to_resume(tmp_path, protocol_
         cli.main()
     assert exit_info.value.code == 130
     assert "--resume" in capsys.readouterr().err
+
+
+def test_a_patient_has_reached_the_output_days_where_any_state_is_known():
+    """Patients with a known state on the first output day are not searched further; the others
+    (failed before it, or with NaN in the first day's states only) are, so a patient counts as
+    reached exactly when any of its states on any day is not NaN."""
+    from cartwin.simulate.engine import _reached
+    rng = np.random.default_rng(5)
+    for t in (0, 1, 4):
+        states = rng.normal(size=(40, t, 3))
+        states[rng.random(states.shape) < 0.6] = np.nan
+        states[:5] = np.nan
+        expected = ~np.all(np.isnan(states), axis=(1, 2)) if t else np.zeros(40, bool)
+        assert _reached(states).tolist() == expected.tolist()

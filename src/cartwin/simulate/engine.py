@@ -116,14 +116,28 @@ def solve(model: Model, theta: np.ndarray, covariates: Mapping[str, np.ndarray] 
     if np.any(nonnegative):
         result = reject_negative_states(result, model, solver.atol, solver.rtol, nonnegative, grid)
     which = tuple(range(len(model.observables))) if which is None else tuple(int(i) for i in which)
-    obs = np.full(result.states.shape[:2] + (len(which),), np.nan)
-    reached = ~np.all(np.isnan(result.states), axis=(1, 2))  # failed patients keep what they reached
-    if reached.any():
-        with np.errstate(all="ignore"):
-            obs[reached] = compiled.observe(result.states[reached], K[reached], grid, list(which))
+    reached = _reached(result.states)  # failed patients keep what they reached
+    with np.errstate(all="ignore"):
+        if reached.all():  # the usual case: no copy of every patient's states
+            obs = compiled.observe(result.states, K, grid, list(which))
+        else:
+            obs = np.full(result.states.shape[:2] + (len(which),), np.nan)
+            if reached.any():
+                obs[reached] = compiled.observe(result.states[reached], K[reached], grid, list(which))
     drop = grid.size - days.size
     return Solved(days, result.states[:, drop:], obs[:, drop:], which, result.ok,
                   tuple(result.reasons), K, result.counters)
+
+
+def _reached(states: np.ndarray) -> np.ndarray:
+    """Per patient, whether any state at any output day is known (not NaN). A patient with a known
+    value on the first day has one; only the others (failed before it) are looked at in full."""
+    if states.shape[1] == 0:
+        return np.zeros(states.shape[0], bool)
+    reached = ~np.all(np.isnan(states[:, 0, :]), axis=1)
+    for i in np.flatnonzero(~reached):
+        reached[i] = not np.all(np.isnan(states[i]))
+    return reached
 
 
 def keep_until_failure(result: SolveResult, grid: np.ndarray) -> SolveResult:
