@@ -1,10 +1,11 @@
-"""Worker processes: started with the environment their native libraries need, and never
+"""Worker processes: spawned with the environment their native libraries need, and never
 outliving the process that started them.
 
 Native libraries read their settings once, when they load: OpenBLAS (NumPy's and SciPy's) its
-thread count. A pool initializer runs after the worker has imported NumPy, which is too late, so
-these settings are in the environment the worker starts with (:func:`worker_environment`, around
-the start of a pool of spawned workers).
+thread count. A pool initializer runs after a spawned worker has imported NumPy, which is too
+late, so these settings are in the environment the worker starts with
+(:func:`worker_environment`, around the submissions that start a pool's workers). A forked
+worker inherits the libraries its parent has loaded, with the parent's settings.
 
 A pool worker blocks on its task queue; when the main process dies without closing the pool
 (``kill -9``, a crash, SIGTERM before any cleanup), nothing tells the worker, and with forked
@@ -29,16 +30,19 @@ WORKER_ENVIRONMENT = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_
 
 @contextmanager
 def worker_environment() -> Iterator[None]:
-    """Within the block, processes started (spawned) get :data:`WORKER_ENVIRONMENT`; a variable
-    the user has set keeps the user's value. The parent's own libraries, already loaded, are not
-    affected, and its environment is restored afterwards."""
-    added = [name for name in WORKER_ENVIRONMENT if name not in os.environ]
-    for name in added:
-        os.environ[name] = WORKER_ENVIRONMENT[name]
+    """Within the block, processes started by spawning get :data:`WORKER_ENVIRONMENT`, unless
+    the user has set any of its variables (then the user has chosen the threads, and none is
+    added). It changes this process's environment until the block ends, so it is kept around the
+    calls that start workers (a pool's submissions) and entered from one thread at a time; the
+    parent's own libraries, already loaded, are not affected, and its environment is restored."""
+    if any(name in os.environ for name in WORKER_ENVIRONMENT):
+        yield
+        return
     try:
+        os.environ.update(WORKER_ENVIRONMENT)
         yield
     finally:
-        for name in added:
+        for name in WORKER_ENVIRONMENT:
             os.environ.pop(name, None)
 
 

@@ -66,17 +66,37 @@ def _environment_variable(name: str) -> str | None:
 
 def test_spawned_workers_start_with_one_blas_thread_and_the_parent_is_left_as_it_was(monkeypatch):
     """OpenBLAS reads its thread count when NumPy loads, before any pool initializer runs: the
-    setting must be in the environment a spawned worker starts with, and a user's own wins."""
+    setting must be in the environment a spawned worker starts with, and only there."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from cartwin.processes import worker_environment, worker_init
+    from cartwin.processes import WORKER_ENVIRONMENT, worker_environment, worker_init
 
-    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    for name in WORKER_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=worker_init) as pool:
+        with worker_environment():
+            started = pool.submit(_environment_variable, "OPENBLAS_NUM_THREADS")
+        assert not any(name in os.environ for name in WORKER_ENVIRONMENT)
+        assert started.result() == "1"
+        assert pool.submit(_environment_variable, "OMP_NUM_THREADS").result() == "1"
+
+
+def test_a_user_who_sets_the_thread_count_keeps_it(monkeypatch):
+    """A user who sets any of the thread variables has chosen the threads: the workers get the
+    user's environment, with nothing added (OpenBLAS would read an added OPENBLAS_NUM_THREADS
+    before the user's OMP_NUM_THREADS)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from cartwin.processes import WORKER_ENVIRONMENT, worker_environment, worker_init
+
+    for name in WORKER_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    with worker_environment(), ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                                   initializer=worker_init) as pool:
-        assert pool.submit(_environment_variable, "OPENBLAS_NUM_THREADS").result() == "1"
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=worker_init) as pool:
+        with worker_environment():
+            blas = pool.submit(_environment_variable, "OPENBLAS_NUM_THREADS")
+        assert blas.result() is None
         assert pool.submit(_environment_variable, "OMP_NUM_THREADS").result() == "3"
-    assert "OPENBLAS_NUM_THREADS" not in os.environ
-    assert os.environ["OMP_NUM_THREADS"] == "3"
+    assert os.environ["OMP_NUM_THREADS"] == "3" and "OPENBLAS_NUM_THREADS" not in os.environ

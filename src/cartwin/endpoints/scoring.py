@@ -122,8 +122,10 @@ def score_run(run_dir: Path, workers: int | None = None) -> Scores:
                 score_part(run_dir, part)
         else:
             # spawn, not fork: Polars' thread pool does not survive a fork
-            with worker_environment(), ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=worker_init) as pool:
-                for _ in pool.map(score_part, [run_dir] * len(todo), todo):
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=worker_init) as pool:
+                with worker_environment():  # map submits every part at once, starting the workers
+                    scored = pool.map(score_part, [run_dir] * len(todo), todo)
+                for _ in scored:
                     pass
     atomic.write_json(stored_path, {"clinical": clinical, "parts": stamps})
     return Scores(out, len(stamps), len(todo))

@@ -56,11 +56,16 @@ def execute(work: Work, chunks: Iterable[Any], workers: int, on_result: Callable
         return
     method = start_method or ("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     mp = multiprocessing.get_context(method)
-    with worker_environment(), ProcessPoolExecutor(max_workers=workers, mp_context=mp, initializer=worker_init) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp, initializer=worker_init) as pool:
+
+        def submit(spec):
+            with worker_environment():  # a submission may start a worker
+                return pool.submit(_compute_and_handle, work, spec, on_result)
+
         pending = set()
         queue = iter(chunks)
         for spec in queue:
-            pending.add(pool.submit(_compute_and_handle, work, spec, on_result))
+            pending.add(submit(spec))
             if len(pending) >= 2 * workers:
                 break
         while pending:
@@ -69,7 +74,7 @@ def execute(work: Work, chunks: Iterable[Any], workers: int, on_result: Callable
                 yield fut.result()
                 nxt = next(queue, None)
                 if nxt is not None:
-                    pending.add(pool.submit(_compute_and_handle, work, nxt, on_result))
+                    pending.add(submit(nxt))
 
 
 def _compute_and_handle(work: Work, spec, on_result):
