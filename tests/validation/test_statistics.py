@@ -76,6 +76,22 @@ def test_bcell_statistics():
         st.bcell_return_by_day(spared, 90)
 
 
+def test_bcell_return_sd_counts_patients_not_returned_at_their_last_count():
+    """Return times 100, 150 and one not back by the last count on day 365 (counted there): mean
+    205, squared deviations 11025 + 3025 + 25600 = 39650, SD sqrt(39650 / 2) = 140.8 d."""
+    e = st.bcell_return_sd(arm(PATIENTS))
+    assert e.value == pytest.approx(math.sqrt(39650 / 2))
+    assert e.n == 3 and "1 not returned" in e.detail
+    assert e.lower <= e.value <= e.upper
+    # the two returns alone, 100 and 150: SD 50 / sqrt(2)
+    returned = arm(PATIENTS.filter(pl.col("bcell_return_time_event").fill_null(False)))
+    assert st.bcell_return_sd(returned).value == pytest.approx(50 / math.sqrt(2))
+    # one patient has no spread to report, and it is not a proportion to difference
+    with pytest.raises(st.NotEvaluable, match="an SD needs 2"):
+        st.bcell_return_sd(arm(PATIENTS.filter(pl.col("subject") == "p1")))
+    assert "bcell_return_sd" not in st.PROPORTIONS and "bcell_return_sd" not in st.MEDIANS
+
+
 def test_cart_persistence():
     """Last detectable days 120, 28, never, 60 (all measured to 365)."""
     a = arm(PATIENTS)

@@ -10,7 +10,7 @@ module only counts and summarises them, with an interval from ``cartwin.endpoint
 Clopper-Pearson for proportions, Newcombe for differences, Welch on the log scale for
 geometric-mean ratios, the distribution-free order-statistic interval for medians, Kaplan-Meier
 with Brookmeyer-Crowley limits for censored times; and a seeded bootstrap for ratios of means or
-medians. :func:`score_arms` is the one place that calls the clinical layer and the endpoints.
+medians and for the between-patient SD of B-cell return. :func:`score_arms` is the one place that calls the clinical layer and the endpoints.
 """
 
 from __future__ import annotations
@@ -345,6 +345,24 @@ def bcell_aplasia_duration_median(arm: ArmData) -> Estimate:
     return km_median(*_time_to_event(arm, "bcell_aplasia_days"))
 
 
+def bcell_return_sd(arm: ArmData) -> Estimate:
+    """Between-patient standard deviation (n - 1) of the day of B-cell return after aplasia
+    (endpoint ``bcell_return_time``), the spread that case series report as mean +/- SD, with a
+    seeded bootstrap interval. A patient whose B cells had not come back is counted at the last
+    B-cell count, a lower bound of the return day: the SD is then a lower bound too, so a tail
+    past follow-up can only make it look narrower, never wider, than it is."""
+    time, event = _time_to_event(arm, "bcell_return_time")
+    if time.size < 2:
+        raise NotEvaluable(f"{time.size} patient(s) with a B-cell return time; an SD needs 2")
+    censored = int((~event).sum())
+
+    def draw(rng):
+        return float(np.std(time[rng.integers(0, time.size, time.size)], ddof=1))
+    lo, hi = _bootstrap(draw)
+    note = f"n = {time.size}" + (f", {censored} not returned (counted at the last count)" if censored else "")
+    return Estimate(float(np.std(time, ddof=1)), lo, hi, int(time.size), note)
+
+
 def cart_detectable_at_day(arm: ArmData, day: float) -> Estimate:
     """CAR-T still detectable on or after ``day`` (clinical layer's last detectable day), among
     patients measured through it."""
@@ -396,13 +414,13 @@ ONE_ARM: dict[str, Callable[..., Estimate]] = {f.__name__: f for f in (
     doris_at_day, sri4_at_day, sledai2k_zero_at_day, sledai2k_median_at_day, mean_ratio_to_baseline,
     flare_after_remission_by_day, flare_between_days, serology_normalised_by_day, median_of,
     bcell_aplasia_by_day, bcell_aplasia_at_day, bcell_return_by_day, bcell_return_median,
-    bcell_aplasia_duration_median, cart_detectable_at_day, cart_lost_by_day, cart_decline_half_life,
-    median_ratio_to_baseline)}
+    bcell_aplasia_duration_median, bcell_return_sd, cart_detectable_at_day, cart_lost_by_day,
+    cart_decline_half_life, median_ratio_to_baseline)}
 
 # Proportions: the statistics whose estimate is a k/n (usable in proportion_difference).
 PROPORTIONS = frozenset(name for name in ONE_ARM if name not in (
     "sledai2k_median_at_day", "mean_ratio_to_baseline", "median_of", "bcell_return_median",
-    "bcell_aplasia_duration_median", "cart_decline_half_life", "median_ratio_to_baseline"))
+    "bcell_aplasia_duration_median", "bcell_return_sd", "cart_decline_half_life", "median_ratio_to_baseline"))
 MEDIANS = frozenset(("median_of", "bcell_return_median", "bcell_aplasia_duration_median",
                      "cart_decline_half_life", "median_ratio_to_baseline", "sledai2k_median_at_day"))
 
