@@ -15,7 +15,7 @@ import numpy as np
 import scipy
 
 import cartwin
-from cartwin.protocol import LoadedProtocol
+from cartwin.protocol import LoadedProtocol, ProtocolError
 from cartwin.plan import Plan, check_loadable, default_workers, make_plan, make_work
 from cartwin.simulate.execute import execute
 from cartwin.store import layout
@@ -58,6 +58,12 @@ def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, pro
     # an imported model is read (and checked) before anything is written
     ctx = check_loadable(protocol, seed, base=str(Path(loaded.source).parent))  # the same checks as `cartwin validate`
     model = ctx.model
+    if score and ctx.imported:
+        # refused before anything is written: the run would otherwise stop at its first scored chunk
+        raise ProtocolError(loaded.source, [
+            f"model {protocol.model!r}: the clinical scores and the report grade lupus read-outs "
+            "(SLEDAI, CTCAE, ASTCT ...) that an imported SBML model does not give; run without "
+            "--report, then `cartwin show` or read the tables (docs/run_directory.md)"])
     workers = workers or default_workers()
     # a remote cluster is asked how many threads it has; a local one is not started yet
     plan_workers = executor.planning_workers() if executor else workers
@@ -81,7 +87,8 @@ def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, pro
     # afterwards, the observations the scores need are gone
     limit = ctx.observations_per_arm
     sampled = limit is not None and any(n > limit for n in plan.n_per_arm.values())
-    score = score or sampled
+    # (an imported model's read-outs have no clinical scores: its unstored observations are dropped)
+    score = score or (sampled and not ctx.imported)
     todo = [c for c in plan.chunks if not rundir.chunk_done(c.name)]
     reused = len(plan.chunks) - len(todo)
     t_solve = time.perf_counter()
@@ -96,7 +103,7 @@ def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, pro
     else:
         # workers elsewhere write by absolute path, and refuse to run where run.json is not visible
         shared = RunDirectory(rundir.path.resolve())
-        if sampled:
+        if sampled and not ctx.imported:
             from cartwin.endpoints.scoring import StoreAndScore
             on_result = StoreAndScore(shared.path)
         else:

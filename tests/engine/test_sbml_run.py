@@ -66,3 +66,29 @@ def test_sbml_protocol_errors(tmp_path):
     bad = kimmel_protocol(model="sbml:missing.xml")
     with pytest.raises(ProtocolError, match="SBML file .*missing.xml not found"):
         load_protocol(write_protocol(tmp_path / "k3.toml", bad))
+
+
+def test_scoring_an_sbml_run_is_refused_before_anything_is_written(tmp_path):
+    """`cartwin run --report` of an imported model: its read-outs are not the lupus read-outs the
+    clinical scores grade, so the run is refused up front (it used to stop at its first scored
+    chunk, leaving an unfinished run directory)."""
+    path = write_protocol(tmp_path / "k.toml", kimmel_protocol())
+    with pytest.raises(ProtocolError, match="imported SBML model does not give; run without --report"):
+        run_protocol(load_protocol(path), tmp_path / "run", workers=1, score=True)
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_sbml_run_beyond_the_stored_patients_keeps_the_first_and_scores_none(tmp_path):
+    """More patients per arm than [store] observations_per_arm: the run stores the first ones'
+    observations and drops the rest (the default model's run would score them as it streams;
+    an imported model's read-outs have no clinical scores), and completes."""
+    path = write_protocol(tmp_path / "k.toml", kimmel_protocol(store={"observations_per_arm": 2}))
+    summary = run_protocol(load_protocol(path), tmp_path / "run", workers=1)
+    assert summary.n_total == 3 and summary.n_failed == 0
+    con = duckdb.connect(str(tmp_path / "run" / "results.duckdb"), read_only=True)
+    assert con.execute("SELECT count(DISTINCT subject) FROM observations").fetchone()[0] == 2
+    assert con.execute("SELECT count(*) FROM patients").fetchone()[0] == 3
+    assert not (tmp_path / "run" / "report").exists()
+    from cartwin.store import open_run
+    from cartwin.store.summary import run_header
+    assert "cartwin report" not in run_header(open_run(tmp_path / "run"))

@@ -20,12 +20,14 @@ _PER_PATIENT = {
 
 def run_header(rd: RunDirectory) -> str:
     m = rd.manifest()
+    # an imported SBML model's run has no clinical endpoints (its manifest names the model's source)
+    endpoints = ("" if "source_sha256" in m["model"] else "; endpoints of every patient: cartwin report")
     return (f"{m['study_id']}  (cartwin {m['cartwin_version']}, model {m['model']['name']} "
             f"{m['model']['version']}, seed {m['seed']}, protocol sha256 {m['protocol']['sha256'][:12]})\n"
             f"patients: {m['counts']['ok']} ok, {m['counts']['failed']} failed; solver {m['solver']['backend']} "
             f"rtol {m['solver']['rtol']:g}; {m['timings_s']['total']:.1f} s"
             + (f"\nobservations stored for the first {m['store']['observations_per_arm']} patients of each "
-               "arm (read-outs below summarise them); endpoints of every patient: cartwin report"
+               f"arm (read-outs below summarise them){endpoints}"
                if m.get("store", {}).get("sampled") else ""))
 
 
