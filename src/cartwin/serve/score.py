@@ -17,6 +17,8 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+from cartwin.processes import worker_init
+
 
 class ScorePool:
     """At most ``processes`` scorings at once, each in a process of its own; the others wait their
@@ -30,7 +32,9 @@ class ScorePool:
     def _executor(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._pool is None:
-                self._pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
+                # (worker_init: a scoring process exits when the server is gone, even after kill -9)
+                self._pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=worker_init)
             return self._pool
 
     async def score(self, folder: Path, name: str) -> dict:
