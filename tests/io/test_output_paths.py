@@ -39,6 +39,21 @@ def test_export_nonmem_replaces_its_own_output_but_not_a_users_file(tmp_path, ru
     assert users.read_text() == "ID,TIME\n1,0\n"
 
 
+def test_export_sbml_replaces_its_own_output_but_not_a_users_file(tmp_path, monkeypatch, capsys):
+    """An earlier SBML export (its notes say cartwin exported it) is replaced; any other file of
+    that name is refused and left as it was (it used to be overwritten)."""
+    out = tmp_path / "model.xml"
+    assert call(monkeypatch, capsys, "export", "sbml", "--out", out)[0] == 0
+    code, msg = call(monkeypatch, capsys, "export", "sbml", "--cells-per-kg", "2e6", "--out", out)
+    assert code == 0, msg
+    assert "CAR-T dose: 2e+06 cells/kg" in out.read_text()
+    users = tmp_path / "notes.md"
+    users.write_text("# my notes\n")
+    code, msg = call(monkeypatch, capsys, "export", "sbml", "--out", users)
+    assert code == 2 and "not an earlier cartwin SBML export" in msg and str(users) in msg
+    assert users.read_text() == "# my notes\n"
+
+
 @pytest.mark.parametrize("command", [
     ["run", "PROTOCOL"], ["score", "RUN"], ["export", "sdtm", "RUN"], ["export", "nonmem", "RUN"],
     ["export", "sbml"], ["fit", "RUN", "--estimate", "RHO"], ["sensitivity", "PROTOCOL"]])

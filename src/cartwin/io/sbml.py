@@ -48,6 +48,9 @@ from cartwin.model.declaration import Model
 from cartwin.therapy.products import Product
 from cartwin.therapy.regimens import Regimen
 
+# in the notes of every model cartwin exports: how an earlier export is told from a user's file
+EXPORT_MARKER = "Exported by cartwin"
+
 TIME_ID = "protocol_day"
 INFUSION_TIME_ID = "T_INFUSION"
 _SID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -140,7 +143,7 @@ def scenario_to_sbml(scenario: Scenario) -> str:
     therapy = scenario.therapy
     _notes(m, [
         model.description,
-        f"Exported by cartwin {__version__} from model {model.name} {model.version} "
+        f"{EXPORT_MARKER} {__version__} from model {model.name} {model.version} "
         f"(content hash {model.content_hash()}).",
         f"Product: {therapy.product.name} ({therapy.product.description}); mechanism parameters "
         f"{therapy.product.mechanism_parameters()}.",
@@ -315,10 +318,24 @@ def write_sbml(path, model: Model | str | None = None, product: str | Product = 
     path = Path(path)
     if path.exists() and path.is_dir():
         raise SBMLExportError(f"{path} is a directory; give a file name such as model.xml")
+    if path.exists() and not is_cartwin_export(path):
+        raise SBMLExportError(f"{path}: names an existing file that is not an earlier cartwin SBML export "
+                              f"(no '{EXPORT_MARKER}' in its notes); choose a new file name or remove it")
     if not path.parent.exists():
         raise SBMLExportError(f"{path.parent} does not exist")
     write_text(path, text)  # atomically, with an ordinary new file's mode, as every other output
     return text
+
+
+def is_cartwin_export(path) -> bool:
+    """Whether ``path`` is a model cartwin exported (its notes carry :data:`EXPORT_MARKER`, near the
+    top of the file): such a file may be replaced by a new export, a user's file never is."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8192)
+    except OSError:
+        return False
+    return EXPORT_MARKER.encode() in head
 
 
 def roadrunner_times(scenario: Scenario, days: np.ndarray) -> np.ndarray:
