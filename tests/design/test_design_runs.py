@@ -185,3 +185,21 @@ def test_design_report_reads_on_desktop_and_phone(tiny_design):
             assert box is not None and 100 < box["width"] <= width
             assert page.inner_text("#n-per-point") == "8"
         browser.close()
+
+
+def test_design_outputs_state_the_patients_that_n_asks_for(tmp_path):
+    """`cartwin design --n N` simulates N patients per design point, and design.json, the points
+    and the report say N (they used to repeat the spec's own number)."""
+    from cartwin.cli import app
+    from typer.testing import CliRunner
+
+    _protocol(tmp_path)
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SPEC.format(remission=0.5).replace("compare_grid = true", "compare_grid = false"))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["design", str(spec), "--out", str(out), "--n", "6"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "design.json").read_text())
+    assert summary["patients_per_point"] == 6 and summary["grid_patients"] == 3 * 6
+    assert set(pl.read_csv(out / "points.csv")["patients"]) <= {4, 6}
+    assert '<span id="n-per-point">6</span>' in (out / "design.html").read_text()

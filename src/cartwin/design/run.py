@@ -123,6 +123,9 @@ def run_design(loaded: LoadedSpec, *, workers: int | None = None, patients: int 
     from cartwin.protocol import load_protocol
 
     t0 = time.perf_counter()
+    if patients is not None and patients != loaded.spec.patients:
+        # the result (design.json, the report) states the patients actually simulated
+        loaded = replace(loaded, spec=loaded.spec.model_copy(update={"patients": patients}))
     spec = loaded.spec
     protocol = load_protocol(loaded.protocol_path).protocol
     seed = protocol.seed if spec.seed is None else spec.seed
@@ -136,7 +139,7 @@ def run_design(loaded: LoadedSpec, *, workers: int | None = None, patients: int 
         keys.add(spec.goal.minimise)
     evaluator = Evaluator(work, anchors, dict(protocol.products), tuple(sorted(keys)),
                           workers=workers or spec.workers or 1)
-    n = patients or spec.patients
+    n = spec.patients
     levels = grid(spec.space.intensity_levels)
     rule = Rule(tuple(r.at_least for r in requirements), spec.goal.decide_on, spec.search.screening_level)
     doses = [Dose(getattr(d, "cells_per_kg", None), getattr(d, "cells", None)) for d in spec.space.doses]
