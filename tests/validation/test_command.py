@@ -9,6 +9,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from cartwin.validation import sensitivity
 from cartwin.validation.command import validate_model
 from cartwin.validation.suite import evaluate, load_suite, simulate_scenario
@@ -102,3 +104,22 @@ def test_sensitivity_reads_the_aplasia_and_remission_endpoints():
     assert out["aplasia_days"].to_list() == [93.0, 355.0, 0.0]
     assert out["remission_m6"].to_list() == [True, False, None]
     assert out["neutropenia_g3"].to_list() == [True, False, None]
+
+
+def test_a_users_file_of_the_reports_name_is_refused_before_the_suite_runs(tmp_path):
+    """--out may be a folder of other files (docs/ holds the shipped report), but a file named
+    validation.md or validation_results.csv that is not an earlier report is never replaced; an
+    earlier report is."""
+    from cartwin.validation.suite import SuiteError
+    notes = tmp_path / "validation.md"
+    notes.write_text("# my own notes\n")
+    (tmp_path / "other.txt").write_text("kept\n")
+    with pytest.raises(SuiteError, match="validation.md: names an existing file that is not an earlier report"):
+        validate_model(n=4, seed=5, out=tmp_path, only=["tyu19_tmax"], sensitivity=False)
+    assert notes.read_text() == "# my own notes\n"
+    notes.unlink()
+    validate_model(n=4, seed=5, out=tmp_path, only=["tyu19_tmax"], sensitivity=False)
+    first = (tmp_path / "validation_results.csv").read_bytes()
+    validate_model(n=4, seed=5, out=tmp_path, only=["tyu19_tmax"], sensitivity=False)  # its own: replaced
+    assert (tmp_path / "validation_results.csv").read_bytes() == first
+    assert (tmp_path / "other.txt").read_text() == "kept\n"

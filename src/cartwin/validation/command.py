@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cartwin.validation import report
-from cartwin.validation.suite import DEFAULT_N, DEFAULT_SEED, Result, calibration_notes, load_suite, run_suite
+from cartwin.validation.suite import (DEFAULT_N, DEFAULT_SEED, Result, SuiteError, calibration_notes, load_suite,
+                                      run_suite)
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,14 @@ def validate_model(n: int = DEFAULT_N, seed: int = DEFAULT_SEED, out: Path = Pat
                    only: list[str] | None = None, workers: int = 1, sensitivity: bool = True,
                    progress=None) -> Outcome:
     from cartwin.model import MODELS
+    from cartwin.store.atomic import write_text
 
+    out = Path(out)
+    md, table = out / "validation.md", out / "validation_results.csv"
+    foreign = report.written_here(md, table)
+    if foreign:  # refused before the suite runs: a user's file of the same name is never replaced
+        raise SuiteError(f"{foreign[0]}: names an existing file that is not an earlier report of "
+                         "`cartwin validate-model`; choose another --out or remove it")
     suite = load_suite()
     results = run_suite(suite, n=n, seed=seed, only=only, workers=workers, progress=progress)
     rows = None
@@ -38,9 +46,7 @@ def validate_model(n: int = DEFAULT_N, seed: int = DEFAULT_SEED, out: Path = Pat
         "" if sensitivity else " --no-sensitivity") + f" --out {Path(out).as_posix()}"
     text = report.render(suite, results, n, seed, f"{model.name} {model.version}", command,
                          calibration_notes(suite), rows)
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    md, table = out / "validation.md", out / "validation_results.csv"
-    md.write_text(text)
+    write_text(md, text)
     report.write_csv(results, table)
     return Outcome(results, md, table)
