@@ -549,7 +549,14 @@ INTERRUPTED = 130  # 128 + SIGINT, as shells report an interrupted command
 
 
 def _interrupted() -> None:
-    err.print("interrupted; resume with `cartwin run PROTOCOL --out DIR --resume`")
+    """Exit 130; an interrupted run is told the command that resumes it (its own, with --resume)."""
+    import shlex  # noqa: PLC0415
+    argv = sys.argv[1:]
+    if argv[:1] == ["run"]:
+        again = ["cartwin", *argv, *([] if "--resume" in argv else ["--resume"])]
+        err.print(f"interrupted; resume with `{shlex.join(again)}`", highlight=False, markup=False, soft_wrap=True)
+    else:
+        err.print("interrupted", highlight=False, markup=False)
     sys.exit(INTERRUPTED)
 
 

@@ -340,7 +340,8 @@ def test_an_interrupted_run_exits_130_and_says_how_to_resume(tmp_path, protocol_
     with pytest.raises(SystemExit) as exit_info:
         cli.main()
     assert exit_info.value.code == 130
-    assert "--resume" in capsys.readouterr().err
+    # the command that resumes this very run, not a template to fill in
+    assert f"resume with `cartwin run {path} --out {tmp_path / 'run'} --resume`" in capsys.readouterr().err
 
 
 def test_a_patient_has_reached_the_output_days_where_any_state_is_known():
