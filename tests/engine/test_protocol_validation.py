@@ -61,7 +61,8 @@ def test_missing_file(tmp_path):
     (lambda d: d["population"]["creatinine"].update(unit="mmol/L"),
      "population.creatinine.unit: unknown unit 'mmol/L' for creatinine"),
     (lambda d: d["population"]["disease"]["c3"].update(unit="mg/dL"),
-     "population.disease.c3.median: 0.65 is outside the physiologic range 5-300 in the unit given"),
+     "population.disease.c3.median: 0.65 is outside the physiologic range 5-300 in the unit given; "
+     'if it is in g/L, say so: c3 = { unit = "g/L", distribution = { ... } }'),
     (lambda d: d["population"]["disease"]["descriptors"].update(seizure=0.1),
      "unknown descriptors ['seizure']"),
     (lambda d: d["population"]["sex"].update(female=1.5),
@@ -83,6 +84,16 @@ def test_each_bad_input_is_named(protocol_dict, mutate, expected):
     msg = errors_of(protocol_dict)
     assert msg.startswith("trial.toml:")
     assert expected in msg
+
+
+def test_a_value_given_in_another_accepted_unit_is_named_with_the_unit_setting(protocol_dict):
+    """Creatinine 0.66 read as umol/L is out of range, but in range as mg/dL (the usual US unit):
+    the message says how to declare mg/dL; a value out of range in every unit gets no hint."""
+    use_explicit_patients(protocol_dict, [explicit_patient("A", creatinine=0.66), explicit_patient("B", weight=20)])
+    msg = errors_of(protocol_dict)
+    assert ('population.patients[0] (A).creatinine: 0.66 is outside the physiologic range 20-1500 umol/L; '
+            'if it is in mg/dL, say so: creatinine_unit = "mg/dL"') in msg
+    assert "population.patients[1] (B).weight: 20 is outside the physiologic range 30-250 kg\n" in msg + "\n"
 
 
 def test_explicit_patients_are_checked(protocol_dict):
