@@ -96,6 +96,17 @@ def test_a_value_given_in_another_accepted_unit_is_named_with_the_unit_setting(p
     assert "population.patients[1] (B).weight: 20 is outside the physiologic range 30-250 kg\n" in msg + "\n"
 
 
+def test_a_misspelt_field_is_named_with_the_field_it_is_close_to(protocol_dict):
+    """An unknown field one typo away from a field of the schema gets a suggestion; one that is
+    like no field gets none."""
+    protocol_dict["arms"][0]["lymphodeplet1on"] = protocol_dict["arms"][0].pop("lymphodepletion")
+    protocol_dict["colour"] = "blue"
+    msg = errors_of(protocol_dict)
+    assert ("arms[0].lymphodeplet1on: unknown field; remove it or check its spelling "
+            "(did you mean 'lymphodepletion'?)") in msg
+    assert "colour: unknown field; remove it or check its spelling\n" in msg + "\n"
+
+
 def test_explicit_patients_are_checked(protocol_dict):
     use_explicit_patients(protocol_dict, [explicit_patient("A", weight=20), explicit_patient("A")])
     assert "explicit patient ids must be unique" in errors_of(protocol_dict)

@@ -11,6 +11,7 @@ import hashlib
 import math
 import tomllib
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -116,6 +117,39 @@ def _union_errors(errors: list[dict]) -> list[dict]:
     return out
 
 
+@cache
+def _schema_field_names() -> tuple[str, ...]:
+    """Every field name of the protocol schema, at any depth (for spelling suggestions)."""
+    from typing import get_args  # noqa: PLC0415
+
+    from pydantic import BaseModel  # noqa: PLC0415
+
+    names: set[str] = set()
+    seen: set[type] = set()
+
+    def walk(annotation) -> None:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            if annotation in seen:
+                return
+            seen.add(annotation)
+            for name, info in annotation.model_fields.items():
+                names.add(info.alias or name)
+                walk(info.annotation)
+        for arg in get_args(annotation):
+            walk(arg)
+
+    walk(Protocol)
+    return tuple(sorted(names))
+
+
+def _did_you_mean(loc: tuple) -> str:
+    """' (did you mean 'x'?)' for an unknown field close to a field of the schema, else ''."""
+    import difflib  # noqa: PLC0415
+    name = str(loc[-1]) if loc else ""
+    close = difflib.get_close_matches(name, _schema_field_names(), n=1, cutoff=0.8)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def parse_protocol(data: dict, source: str = "<protocol>") -> Protocol:
     try:
         protocol = Protocol.model_validate(data)
@@ -124,7 +158,7 @@ def parse_protocol(data: dict, source: str = "<protocol>") -> Protocol:
         for err in _union_errors(exc.errors()):
             msg = f"{_loc(err['loc'])}: {err['msg']}{_given(err)}"
             if err["type"] == "extra_forbidden":
-                msg = f"{_loc(err['loc'])}: unknown field; remove it or check its spelling"
+                msg = f"{_loc(err['loc'])}: unknown field; remove it or check its spelling{_did_you_mean(err['loc'])}"
             elif err["type"] == "missing":
                 msg = f"{_loc(err['loc'])}: required field is missing"
             if msg not in seen:
