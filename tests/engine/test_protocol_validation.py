@@ -107,6 +107,19 @@ def test_a_misspelt_field_is_named_with_the_field_it_is_close_to(protocol_dict):
     assert "colour: unknown field; remove it or check its spelling\n" in msg + "\n"
 
 
+@pytest.mark.parametrize("dose, expected", [
+    ({"cells_per_kg": "1e6 cells"}, "dose.cells_per_kg: Input should be a valid number (given '1e6 cells', text)"),
+    ({"cells": "lots"}, "dose.cells: Input should be a valid number (given 'lots', text)"),
+])
+def test_a_dose_given_one_way_is_judged_that_way_only(protocol_dict, dose, expected):
+    """A per-kg dose with a bad value is not also told that it lacks a flat dose (the union's other
+    branch), nor the other way round: one message, the right one."""
+    protocol_dict["arms"][0]["dose"] = dose
+    msg = errors_of(protocol_dict)
+    assert expected in msg
+    assert "required field is missing" not in msg and "unknown field" not in msg
+
+
 def test_explicit_patients_are_checked(protocol_dict):
     use_explicit_patients(protocol_dict, [explicit_patient("A", weight=20), explicit_patient("A")])
     assert "explicit patient ids must be unique" in errors_of(protocol_dict)

@@ -100,8 +100,13 @@ def _union_errors(errors: list[dict]) -> list[dict]:
     extra = {(t[0], t[1], t[2]) for e, t in zip(errors, tags) if t and e["type"] == "extra_forbidden"}
     both_doses = {at for at, _, _ in extra
                   if (at, "CellsPerKg", ("cells",)) in extra and (at, "FlatCells", ("cells_per_kg",)) in extra}
+    # a dose given one way only: the other way's branch reports only that it is not the other way
+    per_kg = {at for at, tag, rest in extra if tag == "FlatCells" and rest == ("cells_per_kg",)} - both_doses
+    flat = {at for at, tag, rest in extra if tag == "CellsPerKg" and rest == ("cells",)} - both_doses
     out, said = [], set()
     for err, t in zip(errors, tags):
+        if t and ((t[0] in per_kg and t[1] == "FlatCells") or (t[0] in flat and t[1] == "CellsPerKg")):
+            continue
         if t and not t[2] and t[0] in deeper and err["type"].endswith("_type"):
             continue  # the wrong branch for this value's type
         if t and t[0] in both_doses:
@@ -146,6 +151,8 @@ def _did_you_mean(loc: tuple) -> str:
     """' (did you mean 'x'?)' for an unknown field close to a field of the schema, else ''."""
     import difflib  # noqa: PLC0415
     name = str(loc[-1]) if loc else ""
+    if name in _schema_field_names():  # a field of another part of the schema: no spelling to mend
+        return ""
     close = difflib.get_close_matches(name, _schema_field_names(), n=1, cutoff=0.8)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
