@@ -80,6 +80,14 @@ def test_cli_maps_an_unknown_target_id_to_exit_code_2(tmp_path):
     assert bad.returncode == 2 and "no_such_target" in bad.stderr
 
 
+def test_an_unknown_target_id_is_told_the_close_one_and_the_list():
+    """A typo in --only names the id it is close to, and the message lists the suite's ids."""
+    from cartwin.validation.suite import SuiteError, load_suite, run_suite
+    with pytest.raises(SuiteError, match="'tyu19_tmx': did you mean 'tyu19_tmax'\\?") as info:
+        run_suite(load_suite(), n=4, only=["tyu19_tmx"])
+    assert "mackensen_bcell_return" in str(info.value)
+
+
 def test_same_seed_same_numbers(tmp_path):
     """Same suite and seed, same table, bootstrap intervals included (a ratio of means)."""
     only = ["yts109_activity_m6", "yts109_sri4_m3"]

@@ -230,7 +230,13 @@ def run_suite(suite: Suite, n: int = DEFAULT_N, seed: int = DEFAULT_SEED, only: 
     if only:
         unknown = sorted(set(only) - {t.id for t in targets})
         if unknown:
-            raise SuiteError(f"--only: unknown target ids {unknown}")
+            import difflib  # noqa: PLC0415
+            ids = [t.id for t in targets]
+            close = {u: difflib.get_close_matches(u, ids, n=1, cutoff=0.6) for u in unknown}
+            hints = "; ".join(f"{u!r}: did you mean {c[0]!r}?" for u, c in close.items() if c)
+            raise SuiteError(f"--only: unknown target ids {unknown}" + (f" ({hints})" if hints else "")
+                             + f"; the suite's {len(ids)} targets are listed in docs/validation.md "
+                             f"(ids: {', '.join(ids)})")
         targets = [t for t in targets if t.id in only]
     results = []
     needed = list(dict.fromkeys(t.scenario for t in targets))
