@@ -54,6 +54,8 @@ def test_missing_file(tmp_path):
      "schedule: days [400.0] lie after follow_up_days = 120"),
     (lambda d: d["schedule"].update(days=[-60, 0]),
      "schedule: days [-60.0] lie before day -30"),
+    (lambda d: d["schedule"].update(days=[0, 7, 7, 28]),
+     "schedule.days: day(s) [7.0] are listed more than once; list each assessment day once"),
     (lambda d: d["population"]["weight"].update(median=900),
      "population.weight.median: 900 is outside the physiologic range 30-250"),
     (lambda d: d["population"]["age"].update(low=5),

@@ -471,6 +471,15 @@ def _check_schedule(p: Protocol, earliest: float, why: str, has=lambda *names: T
     bad = [d for d in bounds if not math.isfinite(d)]
     if bad:
         return [f"schedule: {bad[:5]} are not finite numbers of days"]
+    if s.days is not None:
+        seen, repeated = set(), []
+        for d in s.days:
+            if d in seen and d not in repeated:
+                repeated.append(d)
+            seen.add(d)
+        if repeated:  # said, not silently merged: a repeated day is most often a typo for another
+            return [f"schedule.days: day(s) {[float(d) for d in repeated[:5]]} are listed more than once; "
+                    "list each assessment day once"]
     days = schedule_days(p)
     late = [d for d in days if d > p.follow_up_days] if has("follow_up_days") else []
     early = [d for d in days if d < earliest]
