@@ -460,6 +460,7 @@ def validate_model_command(
 ):
     """Score the default model against the published targets (src/cartwin/validation) and write validation.md."""
     from cartwin.validation.command import validate_model
+    _output_dir(out_dir)  # a folder (it may hold other files: the report replaces only its own)
     ids = _names(only)
     outcome = validate_model(n=n, seed=seed, out=out_dir, only=ids, workers=workers,
                              sensitivity=(not ids) if sensitivity is None else sensitivity,

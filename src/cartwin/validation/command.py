@@ -31,7 +31,7 @@ def validate_model(n: int = DEFAULT_N, seed: int = DEFAULT_SEED, out: Path = Pat
 
     out = Path(out)
     md, table = out / "validation.md", out / "validation_results.csv"
-    foreign = report.written_here(md, table)
+    foreign = report.foreign_files(md, table)
     if foreign:  # refused before the suite runs: a user's file of the same name is never replaced
         raise SuiteError(f"{foreign[0]}: names an existing file that is not an earlier report of "
                          "`cartwin validate-model`; choose another --out or remove it")

@@ -52,7 +52,7 @@ CSV_HEADER = ["id", "scenario", "arms", "statistic", "low", "high", "unit", "val
               "detail", "status", "reason", "calibration", "evidence", "origin", "source"]
 
 
-def written_here(md: Path, table: Path) -> list[Path]:
+def foreign_files(md: Path, table: Path) -> list[Path]:
     """The files of these two names that exist and are not an earlier report of
     ``cartwin validate-model`` (its title, or its table's header, on the first line): a user's
     files, which the command must not replace."""
