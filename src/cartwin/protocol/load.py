@@ -13,11 +13,12 @@ import tomllib
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Callable
 
 from pydantic import ValidationError
 
 from cartwin.population.distributions import LogNormal, Normal
-from cartwin.protocol.schema import Population, Protocol
+from cartwin.protocol.schema import PATIENT_UNIT_FIELDS, Population, Protocol
 from cartwin.therapy.products import KNOWN_EDITS, PRODUCTS
 from cartwin.therapy.regimens import PRESETS
 from cartwin.vocabulary import BY_FIELD
@@ -530,7 +531,7 @@ def _check_administrations(admins, where: str) -> list[str]:
 
 
 def _range_problem(where: str, quantity: str, value: float, unit_factor: float = 1.0,
-                   unit_setting: str | None = None) -> str | None:
+                   unit_setting: Callable[[str], str] | None = None) -> str | None:
     c = BY_FIELD[quantity]
     lo, hi = c.range
     v = value * unit_factor
@@ -540,19 +541,16 @@ def _range_problem(where: str, quantity: str, value: float, unit_factor: float =
     return None
 
 
-# where a value's unit is set: a listed patient's field; otherwise the quantity's own table
-_PATIENT_UNIT_FIELD = {"creatinine": "creatinine_unit", "c3": "complement_unit", "c4": "complement_unit"}
-
-
-def _unit_hint(quantity: str, value: float, unit_factor: float, setting: str | None) -> str:
+def _unit_hint(quantity: str, value: float, unit_factor: float, setting: Callable[[str], str] | None) -> str:
     """A value out of range in the unit given, but in range in another unit the quantity accepts:
-    most likely given in that unit (creatinine in mg/dL, C3 in mg/dL); say how to declare it."""
+    most likely given in that unit (creatinine in mg/dL, C3 in mg/dL); ``setting(unit)`` says how
+    to declare it."""
     c = BY_FIELD[quantity]
     lo, hi = c.range
     fits = [u for u, f in c.unit_factors.items() if f != unit_factor and lo <= value * f <= hi]
     if not fits or setting is None:
         return ""
-    return f"; if it is in {fits[0]}, say so: {setting.format(unit=fits[0])}"
+    return f"; if it is in {fits[0]}, say so: {setting(fits[0])}"
 
 
 def _unit_factor(where: str, quantity: str, unit: str, problems: list[str]) -> float:
@@ -583,7 +581,8 @@ def _check_population(pop: Population) -> list[str]:
             for q in _ranged():
                 f = BY_FIELD[q].unit_factors.get(pt.unit_of(q), float("nan"))
                 if f == f:  # skip quantities whose unit was already reported unknown
-                    setting = (f'{_PATIENT_UNIT_FIELD[q]} = "{{unit}}"' if q in _PATIENT_UNIT_FIELD else None)
+                    field = PATIENT_UNIT_FIELDS.get(q)
+                    setting = (lambda unit, field=field: f'{field} = "{unit}"') if field else None
                     msg = _range_problem(f"{w}.{q}", q, getattr(pt, q), f, setting)
                     if msg:
                         problems.append(msg)
@@ -605,7 +604,7 @@ def _check_population(pop: Population) -> list[str]:
                 problems.append(f"{where}.{centre}: {getattr(dist, centre):g} is outside the "
                                 f"physiologic range {lo / factor:g}-{hi / factor:g} in the unit given"
                                 + _unit_hint(q, getattr(dist, centre), factor,
-                                             f'{q} = {{{{ unit = "{{unit}}", distribution = {{{{ ... }}}} }}}}'))
+                                             lambda unit, q=q: f'{q} = {{ unit = "{unit}", distribution = {{ ... }} }}'))
         for bound in ("low", "high"):
             b = getattr(dist, bound, None)
             if b is not None and not lo <= b * factor <= hi:

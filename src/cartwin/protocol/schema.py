@@ -113,6 +113,10 @@ class Disease(_Strict):
         return v
 
 
+# the field of a listed patient that gives the unit of a vocabulary field given in more than one unit
+PATIENT_UNIT_FIELDS = {"creatinine": "creatinine_unit", "c3": "complement_unit", "c4": "complement_unit"}
+
+
 class ExplicitPatient(_Strict):
     id: str = Field(min_length=1)
     sex: Literal["F", "M"]
@@ -132,8 +136,7 @@ class ExplicitPatient(_Strict):
 
     def unit_of(self, field: str) -> str:
         """The unit this patient's value of a vocabulary field is given in."""
-        return {"creatinine": self.creatinine_unit, "c3": self.complement_unit,
-                "c4": self.complement_unit}.get(field, BY_FIELD[field].unit)
+        return getattr(self, PATIENT_UNIT_FIELDS[field]) if field in PATIENT_UNIT_FIELDS else BY_FIELD[field].unit
 
     @field_validator("descriptors")
     @classmethod
