@@ -298,3 +298,8 @@ def test_a_posterior_sample_gives_replicate_r_its_row_r(tmp_path):
     (tmp_path / "neg.csv").write_text("RHO\n2.0\n-1\n")
     with pytest.raises(UncertaintyError, match="row 3 \\(draw 2\\), column RHO"):
         posterior_draws(tmp_path / "neg.csv", MODEL, 2)
+    # a draw outside a parameter's declared bounds (a fraction of IgG above 0.9) is named, not used
+    (tmp_path / "out.csv").write_text("F_IGG_AUTO\n0.1\n0.95\n")
+    with pytest.raises(UncertaintyError, match="row 3 \\(draw 2\\), column F_IGG_AUTO: 0.95 is outside the "
+                                               "parameter's declared bounds 0-0.9"):
+        posterior_draws(tmp_path / "out.csv", MODEL, 2)

@@ -186,6 +186,14 @@ def posterior_draws(path: str | Path, model: Model, replicates: int) -> tuple[Re
             if v is None or not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
                 raise UncertaintyError(f"{where}: row {r + 2} (draw {r + 1}), column {c}: {v!r} is not a "
                                        "positive number")
+            if c in typical:  # a typical value the model declares bounds for stays within them
+                p = model.parameter(c)
+                if (p.lower is not None and v < p.lower) or (p.upper is not None and v > p.upper):
+                    raise UncertaintyError(
+                        f"{where}: row {r + 2} (draw {r + 1}), column {c}: {v!r} is outside the parameter's "
+                        f"declared bounds {p.lower if p.lower is not None else '-inf'}-"
+                        f"{p.upper if p.upper is not None else 'inf'}"
+                        + (f" {p.unit}" if p.unit not in ("", "1") else "") + "; drop or correct the draw")
         draws.append(ReplicateDraw(r, np.zeros(len(names)), {c: float(row[c]) for c in typical},
                                    {c[len("omega_"):]: float(row[c]) for c in omega}))
     return tuple(draws)
