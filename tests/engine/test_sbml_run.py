@@ -41,6 +41,9 @@ def test_sbml_model_runs_through_the_engine(tmp_path):
     from cartwin.store.summary import arm_summary
     (row,) = arm_summary(open_run(tmp_path / "run"))
     assert row["n"] == 3 and row["failed"] == 0 and row["product"] == manifest["model"]["name"]
+    # the model's own read-outs are summarised (peak and last value), the patients being identical
+    assert row["CAR_T_cells peak"].startswith("30.1 [30.1-30.1]")
+    assert row["CAR_T_cells last"] == "0.338 [0.338-0.338]"  # day 90: 0.34 in the check above
 
 
 def test_variability_on_sbml_parameters_spreads_patients(tmp_path):

@@ -31,12 +31,29 @@ def run_header(rd: RunDirectory) -> str:
                if m.get("store", {}).get("sampled") else ""))
 
 
+GENERIC_READ_OUTS = 4  # an imported model's read-outs summarised by `cartwin show` (the rest: query the run)
+
+
+def _generic_read_outs(con, tests: list[str]) -> dict[str, str]:
+    """(label, SQL over one patient's rows) for the first few read-outs of a run whose tests are
+    none of the lupus read-outs above (an imported SBML model's species): each one's peak and its
+    value on the last day, in the model's own unit."""
+    out = {}
+    for test in tests[:GENERIC_READ_OUTS]:
+        quoted = test.replace("'", "''")
+        out[f"{test} peak"] = f"max(value) FILTER (WHERE test = '{quoted}')"
+        out[f"{test} last"] = f"arg_max(value, day) FILTER (WHERE test = '{quoted}')"
+    return out
+
+
 def arm_summary(rd: RunDirectory) -> list[dict]:
     con = rd.connect()
     try:
         stored = {t for (t,) in con.execute("SELECT DISTINCT test FROM observations").fetchall()}
         shown = {label: sql for label, sql in _PER_PATIENT.items()
                  if sql.split("test = '")[1].split("'")[0] in stored}
+        if not shown:  # an imported model's read-outs: the peak and the last value of each
+            shown = _generic_read_outs(con, sorted(stored))
         columns = {c for (c, *_) in con.execute("DESCRIBE patients").fetchall()}
         # an imported model's run has no product or regimen: the model stands in for both
         product = "p.product" if "product" in columns else "p.model"
