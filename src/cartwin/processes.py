@@ -16,8 +16,10 @@ worker therefore watches its parent and exits once it is gone.
 from __future__ import annotations
 
 import gc
+import multiprocessing
 import os
 import threading
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -33,8 +35,9 @@ def worker_environment() -> Iterator[None]:
     """Within the block, processes started by spawning get :data:`WORKER_ENVIRONMENT`, unless
     the user has set any of its variables (then the user has chosen the threads, and none is
     added). It changes this process's environment until the block ends, so it is kept around the
-    calls that start workers (a pool's submissions) and entered from one thread at a time; the
-    parent's own libraries, already loaded, are not affected, and its environment is restored."""
+    calls that start workers (a pool's submissions); two threads entering it at once can only
+    start a worker without the settings, never leave them behind. The parent's own libraries,
+    already loaded, are not affected, and its environment is restored."""
     if any(name in os.environ for name in WORKER_ENVIRONMENT):
         yield
         return
@@ -60,3 +63,17 @@ def worker_init() -> None:
     walk them all again."""
     gc.freeze()
     threading.Thread(target=_watch_parent, args=(os.getppid(),), name="cartwin-parent-watch", daemon=True).start()
+
+
+class WorkerPool(ProcessPoolExecutor):
+    """The process pool of every cartwin worker: each worker runs :func:`worker_init`, and a
+    submission, which may start a worker, does so with :data:`WORKER_ENVIRONMENT`
+    (``map`` submits through ``submit`` too). ``start_method``: ``"spawn"`` (the default; Polars'
+    thread pool does not survive a fork) or ``"fork"``."""
+
+    def __init__(self, workers: int, start_method: str = "spawn"):
+        super().__init__(workers, mp_context=multiprocessing.get_context(start_method), initializer=worker_init)
+
+    def submit(self, fn, /, *args, **kwargs):
+        with worker_environment():
+            return super().submit(fn, *args, **kwargs)

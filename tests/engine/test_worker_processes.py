@@ -12,16 +12,15 @@ import time
 import pytest
 
 SCRIPT = r"""
-import multiprocessing, os, sys, time
-from concurrent.futures import ProcessPoolExecutor
-from cartwin.processes import worker_init
+import os, sys, time
+from cartwin.processes import WorkerPool
 
 def pid(_):
     time.sleep(0.2)
     return os.getpid()
 
 if __name__ == "__main__":
-    pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context(sys.argv[1]), initializer=worker_init)
+    pool = WorkerPool(2, sys.argv[1])
     print(" ".join(map(str, sorted(set(pool.map(pid, range(8)))))), flush=True)
     time.sleep(600)
 """
@@ -67,16 +66,12 @@ def _environment_variable(name: str) -> str | None:
 def test_spawned_workers_start_with_one_blas_thread_and_the_parent_is_left_as_it_was(monkeypatch):
     """OpenBLAS reads its thread count when NumPy loads, before any pool initializer runs: the
     setting must be in the environment a spawned worker starts with, and only there."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    from cartwin.processes import WORKER_ENVIRONMENT, worker_environment, worker_init
+    from cartwin.processes import WORKER_ENVIRONMENT, WorkerPool
 
     for name in WORKER_ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=worker_init) as pool:
-        with worker_environment():
-            started = pool.submit(_environment_variable, "OPENBLAS_NUM_THREADS")
+    with WorkerPool(1) as pool:
+        started = pool.submit(_environment_variable, "OPENBLAS_NUM_THREADS")  # starts the worker
         assert not any(name in os.environ for name in WORKER_ENVIRONMENT)
         assert started.result() == "1"
         assert pool.submit(_environment_variable, "OMP_NUM_THREADS").result() == "1"
@@ -86,17 +81,13 @@ def test_a_user_who_sets_the_thread_count_keeps_it(monkeypatch):
     """A user who sets any of the thread variables has chosen the threads: the workers get the
     user's environment, with nothing added (OpenBLAS would read an added OPENBLAS_NUM_THREADS
     before the user's OMP_NUM_THREADS)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    from cartwin.processes import WORKER_ENVIRONMENT, worker_environment, worker_init
+    from cartwin.processes import WORKER_ENVIRONMENT, WorkerPool
 
     for name in WORKER_ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=worker_init) as pool:
-        with worker_environment():
-            blas = pool.submit(_environment_variable, "OPENBLAS_NUM_THREADS")
+    with WorkerPool(1) as pool:
+        blas = pool.submit(_environment_variable, "OPENBLAS_NUM_THREADS")
         assert blas.result() is None
         assert pool.submit(_environment_variable, "OMP_NUM_THREADS").result() == "3"
     assert os.environ["OMP_NUM_THREADS"] == "3" and "OPENBLAS_NUM_THREADS" not in os.environ

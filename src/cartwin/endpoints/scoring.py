@@ -19,13 +19,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
-from multiprocessing import get_context
 from pathlib import Path
 
-from cartwin.processes import worker_environment, worker_init
+from cartwin.processes import WorkerPool
 from cartwin.store import atomic
 from cartwin.store.run_directory import RunDirectory
 
@@ -122,10 +120,8 @@ def score_run(run_dir: Path, workers: int | None = None) -> Scores:
                 score_part(run_dir, part)
         else:
             # spawn, not fork: Polars' thread pool does not survive a fork
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=worker_init) as pool:
-                with worker_environment():  # map submits every part at once, starting the workers
-                    scored = pool.map(score_part, [run_dir] * len(todo), todo)
-                for _ in scored:
+            with WorkerPool(workers) as pool:
+                for _ in pool.map(score_part, [run_dir] * len(todo), todo):
                     pass
     atomic.write_json(stored_path, {"clinical": clinical, "parts": stamps})
     return Scores(out, len(stamps), len(todo))

@@ -10,14 +10,13 @@ memory, killed) is answered with a message and the pool is made anew.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import os
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from cartwin.processes import worker_init
+from cartwin.processes import WorkerPool
 
 
 class ScorePool:
@@ -32,9 +31,8 @@ class ScorePool:
     def _executor(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._pool is None:
-                # (worker_init: a scoring process exits when the server is gone, even after kill -9)
-                self._pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=worker_init)
+                # a scoring process exits when the server is gone, even after kill -9
+                self._pool = WorkerPool(self.processes)
             return self._pool
 
     async def score(self, folder: Path, name: str) -> dict:

@@ -8,11 +8,11 @@ The executor knows no protocol and no biology. It runs any *work*: an object wit
 from __future__ import annotations
 
 import multiprocessing
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from cartwin.model.codegen import compile_model, warm_up
-from cartwin.processes import worker_environment, worker_init
+from cartwin.processes import WorkerPool
 
 
 class Work(Protocol):
@@ -55,12 +55,10 @@ def execute(work: Work, chunks: Iterable[Any], workers: int, on_result: Callable
             yield on_result(work.compute(spec))
         return
     method = start_method or ("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
-    mp = multiprocessing.get_context(method)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp, initializer=worker_init) as pool:
+    with WorkerPool(workers, method) as pool:
 
         def submit(spec):
-            with worker_environment():  # a submission may start a worker
-                return pool.submit(_compute_and_handle, work, spec, on_result)
+            return pool.submit(_compute_and_handle, work, spec, on_result)
 
         pending = set()
         queue = iter(chunks)
