@@ -181,7 +181,7 @@ def _refuse_sbml_run(path: Path, command: str) -> None:
         model = json.loads(found[0].read_text()).get("model", {})
     except (OSError, ValueError, AttributeError):
         return
-    if isinstance(model, dict) and "source_sha256" in model:
+    if layout.is_imported_model(model):
         raise BadInput(f"{path}: a run of an imported SBML model ({model.get('name', '?')}); "
                        f"`cartwin {command}` is not available for SBML runs (it grades lupus read-outs "
                        "that the model does not give). Use `cartwin show` or read the tables "

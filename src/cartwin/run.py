@@ -219,7 +219,7 @@ def _model_record(model, reference: str) -> dict:
         import hashlib
         path = Path(reference[len("sbml:"):])
         record["source"] = str(path)
-        record["source_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        record[layout.IMPORTED_MODEL_SOURCE_HASH] = hashlib.sha256(path.read_bytes()).hexdigest()
         record["notes"] = list(model.notes)  # time unit, ignored packages, renamed ids
     return record
 

@@ -14,6 +14,16 @@ RUN_JSON = "run.json"  # what the run computes (plan, protocol hash); written be
 PROTOCOL = "protocol.toml"  # a byte-for-byte copy of the protocol file
 DICTIONARY = "dictionary.json"  # meaning and unit of every column of every table
 MANIFEST = "manifest.json"  # what made the run; written last, so its presence means "complete"
+# an imported (SBML) model's record in run.json and the manifest names its file's SHA-256
+IMPORTED_MODEL_SOURCE_HASH = "source_sha256"
+
+
+def is_imported_model(model_record) -> bool:
+    """Whether a run's model record (``run.json`` or the manifest, key ``model``) is an imported
+    SBML model's, whose read-outs the clinical layer does not grade."""
+    return isinstance(model_record, dict) and IMPORTED_MODEL_SOURCE_HASH in model_record
+
+
 DATABASE = "results.duckdb"  # DuckDB views over the tables
 
 TABLES = ("observations", "events", "parameters", "patients")  # patients last: the chunk marker

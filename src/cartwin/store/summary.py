@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cartwin.store import layout
 from cartwin.store.run_directory import RunDirectory
 
 # Read-outs a reader of a CAR-T lupus run looks at first: (label, SQL over one patient's rows),
@@ -20,8 +21,7 @@ _PER_PATIENT = {
 
 def run_header(rd: RunDirectory) -> str:
     m = rd.manifest()
-    # an imported SBML model's run has no clinical endpoints (its manifest names the model's source)
-    endpoints = ("" if "source_sha256" in m["model"] else "; endpoints of every patient: cartwin report")
+    endpoints = ("" if layout.is_imported_model(m["model"]) else "; endpoints of every patient: cartwin report")
     return (f"{m['study_id']}  (cartwin {m['cartwin_version']}, model {m['model']['name']} "
             f"{m['model']['version']}, seed {m['seed']}, protocol sha256 {m['protocol']['sha256'][:12]})\n"
             f"patients: {m['counts']['ok']} ok, {m['counts']['failed']} failed; solver {m['solver']['backend']} "
