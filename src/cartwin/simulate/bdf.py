@@ -81,7 +81,7 @@ ALPHA = (1.0 - KAPPA) * GAMMA
 ERROR_CONST = KAPPA * GAMMA + 1.0 / np.arange(1, MAX_ORDER + 2)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _rms(x, scale):
     s = 0.0
     for i in range(x.size):
@@ -90,7 +90,7 @@ def _rms(x, scale):
     return np.sqrt(s / x.size)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _compute_r(order, factor, m):
     for i in range(order + 1):
         for j in range(order + 1):
@@ -102,7 +102,7 @@ def _compute_r(order, factor, m):
             m[i, j] = m[i - 1, j] * (i - 1 - factor * j) / i
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _change_d(D, order, factor, work, out):
     """Re-express the difference array for a new step size (SciPy's change_D)."""
     R = work[0]
@@ -132,7 +132,7 @@ def _change_d(D, order, factor, work, out):
         D[i, :] = out[i]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def initial_step(rhs_into, t0, y0, f0, k, u, t_bound, rtol, atol):
     interval = abs(t_bound - t0)
     if interval == 0.0:
@@ -155,7 +155,7 @@ def initial_step(rhs_into, t0, y0, f0, k, u, t_bound, rtol, atol):
     return min(100.0 * h0, h1, interval)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, t_obs, obs_from,
             obs_to, out, rtol, atol, max_steps, steps):
     """Integrate y from t0 to t_bound; write observations obs_from..obs_to-1 (t0 < t <= t_bound)."""
@@ -209,16 +209,20 @@ def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, 
                 have_lu = False
             h = t_new - t
             h_abs = h
+            # row by row, so that the inner loops run along the contiguous state axis; every
+            # element sums over j in ascending order, as a loop over j per element would
             for i in range(n):
-                s = 0.0
-                for j in range(order + 1):
-                    s += D[j, i]
-                y_pred[i] = s
-                scale[i] = atol + rtol * abs(s)
-                p = 0.0
-                for j in range(1, order + 1):
-                    p += D[j, i] * GAMMA[j]
-                psi[i] = p / ALPHA[order]
+                y_pred[i] = 0.0 + D[0, i]
+                psi[i] = 0.0
+            for j in range(1, order + 1):
+                g = GAMMA[j]
+                for i in range(n):
+                    y_pred[i] += D[j, i]
+                    psi[i] += D[j, i] * g
+            a = ALPHA[order]
+            for i in range(n):
+                scale[i] = atol + rtol * abs(y_pred[i])
+                psi[i] = psi[i] / a
             c = h / ALPHA[order]
             converged = False
             n_iter = 0
@@ -347,7 +351,7 @@ def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, 
     return 0
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def integrate_one(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, k, nb, times, jumps, rates,
                   t_obs, rtol, atol, max_steps, out, steps):
     n = y.size
@@ -395,7 +399,7 @@ def integrate_one(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, k, nb, times,
     return code
 
 
-@numba.njit(BATCH_SIGNATURE, cache=True)
+@numba.njit(BATCH_SIGNATURE, cache=True, error_model="numpy")
 def integrate_batch(rhs_into, jac_into, lu_factor, lu_solve, nnz, K, Y0, bp_count, bp_times,
                     bp_jumps, bp_rates, t_obs, rtol, atol, max_steps, out, status, counters):
     n_pat = Y0.shape[0]
