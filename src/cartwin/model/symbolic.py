@@ -165,11 +165,54 @@ def parse(model: Model) -> Symbolic:
                     rates, initials, scales, observables)
 
 
+HOISTED_PREFIX = "h_"  # generated names never begin with the declared names' prefix (v_)
+
+
+def _costly(e: sp.Expr) -> bool:
+    """Whether ``e`` calls a library function when evaluated: a power with a non-integer or
+    symbolic exponent (``pow``), or a function (exp, log, ...)."""
+    return any(isinstance(x, sp.Function) or (isinstance(x, sp.Pow) and not x.exp.is_Integer)
+               for x in sp.preorder_traversal(e))
+
+
+def hoist_constant_calls(exprs, constants: set[sp.Symbol]) -> tuple[list[sp.Expr], list[tuple[sp.Symbol, sp.Expr]]]:
+    """``exprs`` with every largest subexpression of constants alone that calls a library
+    function (``_costly``: ``K_AG**N_AG``, a Hill threshold to a patient's exponent) replaced
+    by a new symbol, and the (symbol, expression) pairs. The right-hand side and the Jacobian
+    are evaluated thousands of times per patient and such a value is the same at every one;
+    computed once per patient with the other derived constants, it leaves the integrator's
+    inner loop. Cheap subexpressions (sums, products, integer powers) stay where they are."""
+    found: dict[sp.Expr, sp.Symbol] = {}
+
+    def collect(e):
+        if e.is_Atom:
+            return
+        free = e.free_symbols
+        if free and free <= constants and _costly(e):
+            if e not in found:
+                found[e] = sp.Symbol(f"{HOISTED_PREFIX}{len(found)}", real=True)
+            return
+        for a in e.args:
+            collect(a)
+
+    for e in exprs:
+        collect(e)
+    return [e.xreplace(found) for e in exprs], [(s, e) for e, s in found.items()]
+
+
 def module_source(model: Model, sym: Symbolic) -> str:
     """The source of the model's compiled module (see :mod:`cartwin.model.codegen`)."""
     vec, sca = _VectorPrinter(), _ScalarPrinter()
     states = model.state_names
     n_theta, n_cov = len(model.parameter_names), len(model.covariate_names)
+    # the rates with their constant library calls hoisted into per-patient constants
+    subs = {}
+    for n in sym.dynamic_order:
+        subs[sp.Symbol(_safe(n), real=True)] = sym.dynamic_exprs[n].xreplace(subs)
+    constant_syms = {sp.Symbol(_safe(n), real=True) for n in sym.constant_names}
+    rates, hoisted = hoist_constant_calls([r.xreplace(subs) for r in sym.rates], constant_syms)
+    rates = [r + sp.Symbol(f"u_{i}", real=True) for i, r in enumerate(rates)]
+    all_constants = tuple(sym.constant_names) + tuple(str(h) for h, _ in hoisted)
     lines = [
         f'"""Generated from model {model.name} (code key {code_key(model)}; first from version '
         f'{model.version}, declaration {model.content_hash()}). Do not edit."""',
@@ -178,11 +221,11 @@ def module_source(model: Model, sym: Symbolic) -> str:
         "import numba",
         "",
         f"STATE_NAMES = {tuple(states)!r}",
-        f"CONSTANT_NAMES = {sym.constant_names!r}",
+        f"CONSTANT_NAMES = {all_constants!r}",
         f"OBSERVABLE_TESTS = {tuple(o.test for o in model.observables)!r}",
         "",
         "def constants(THETA, COV):",
-        f"    K = numpy.empty((THETA.shape[0], {len(sym.constant_names)}))",
+        f"    K = numpy.empty((THETA.shape[0], {len(all_constants)}))",
         f"    K[:, :{n_theta}] = THETA",
         f"    K[:, {n_theta}:{n_theta + n_cov}] = COV",
     ]
@@ -190,6 +233,8 @@ def module_source(model: Model, sym: Symbolic) -> str:
         lines.append(f"    {_safe(n)} = K[:, {i}]")
     for i, n in enumerate(sym.constant_names[n_theta + n_cov:], start=n_theta + n_cov):
         lines.append(f"    {_safe(n)} = K[:, {i}] = {vec.doprint(sym.constant_exprs[n])}")
+    for i, (h, e) in enumerate(hoisted, start=len(sym.constant_names)):
+        lines.append(f"    {h} = K[:, {i}] = {vec.doprint(e)}")
     lines.append("    return K")
     lines.append("")
 
@@ -241,21 +286,18 @@ def module_source(model: Model, sym: Symbolic) -> str:
     lines.append("")
 
     # rhs and jac: scalar, compiled
-    subs = {}
-    for n in sym.dynamic_order:
-        subs[sp.Symbol(_safe(n), real=True)] = sym.dynamic_exprs[n].xreplace(subs)
-    rates = [r.xreplace(subs) + sp.Symbol(f"u_{i}", real=True) for i, r in enumerate(sym.rates)]
     y_syms = [sp.Symbol(_safe(n), real=True) for n in states]
     jac = sp.Matrix(rates).jacobian(y_syms)
 
     loads = ([(_safe(n), f"k[{i}]") for i, n in enumerate(sym.constant_names)]
+             + [(str(h), f"k[{i}]") for i, (h, _) in enumerate(hoisted, start=len(sym.constant_names))]
              + [(_safe(n), f"y[{i}]") for i, n in enumerate(states)]
              + [(f"u_{i}", f"u[{i}]") for i in range(len(states))])
 
     def body(exprs: list[sp.Expr], target: str, index) -> list[str]:
         """Straight-line code writing ``target[index]``, after loading only the constants, states
         and inputs it uses (numba's compile time grows with every statement, used or not)."""
-        reps, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("x_"), optimizations="basic")
+        reps, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("x_"), optimizations=None)
         used = {str(x) for _, v in reps for x in v.free_symbols}
         used |= {str(x) for e in reduced for x in e.free_symbols}
         out = [f"    {name} = {source}" for name, source in loads if name in used]
