@@ -103,3 +103,33 @@ def test_failed_solve_is_reported_not_raised():
     assert "solver failed" in res.reasons[0] and res.reasons[1] == ""
     # the failed patient keeps the day it reached (day 0) and nothing after; it stays failed
     assert res.states[0, 0, 0] == 1.0 and np.isnan(res.states[0, 1, 0])
+
+
+def test_schedules_of_a_chunk_equal_each_patients_own():
+    """Patients that share their dose times, routes and durations get their breakpoints found
+    once; each schedule is still the patient's own: amounts scaled by the patient's own route
+    scales, a patient whose course a rule changed, and a patient without doses, in any order."""
+    from cartwin.simulate.events import doses_to_schedules
+    from cartwin.simulate.schedule import build_schedule
+
+    course = [Dose("IV", -5.0, 40.0, 0.5 / 24), Dose("IV", -4.0, 40.0, 0.5 / 24), Dose("IV", 0.0, 7.0),
+              Dose("IV", 0.0, 3.0)]  # two boluses at one time add up
+    changed = [Dose("IV", -5.0, 40.0, 0.5 / 24), Dose("IV", 2.0, 7.0, rule="defer")]
+    patients = [course, [Dose(d.route, d.day, d.amount * 1.5, d.duration_days) for d in course], changed, [],
+                course]
+    scales = np.array([[2.0], [2.5], [0.7], [1.0], [3.0]])
+    got = doses_to_schedules(patients, ONE_CMT, scales)
+    for p, doses in enumerate(patients):
+        if not doses:
+            assert got[p].times.size == 0 and got[p].jumps.shape == (0, 1)
+            continue
+        # the rule written out for one patient: boluses jump, infusions give amount/duration
+        want = build_schedule(1, np.array([d.day for d in doses]), np.zeros(len(doses), int),
+                              np.array([d.amount * scales[p, 0] for d in doses]),
+                              np.array([d.duration_days for d in doses]))
+        np.testing.assert_array_equal(got[p].times, want.times)
+        np.testing.assert_array_equal(got[p].jumps, want.jumps)
+        np.testing.assert_array_equal(got[p].rates, want.rates)
+    first = got[0]
+    assert first.jumps[list(first.times).index(0.0), 0] == 20.0  # 7 + 3 mg, scale 2
+    assert first.rates[0, 0] == pytest.approx(80.0 * 24 / 0.5)  # 40 mg over 30 min, scale 2

@@ -23,7 +23,7 @@ import numpy as np
 
 from cartwin.model.codegen import compile_model
 from cartwin.model.declaration import Model
-from cartwin.simulate.events import doses_to_schedule
+from cartwin.simulate.events import doses_to_schedules
 from cartwin.simulate.solvers import BACKENDS, NumbaBDF, SolveResult
 from cartwin.therapy.dosing import Dose
 
@@ -108,7 +108,7 @@ def solve(model: Model, theta: np.ndarray, covariates: Mapping[str, np.ndarray] 
     K = compiled.constants(theta, covariate_matrix(model, covariates, n))
     Y0 = compiled.initial(K) if initial is None else np.array(initial, float)
     scales = compiled.dose_scales(K)
-    schedules = [doses_to_schedule(list(d), model, scales[i]) for i, d in enumerate(doses)]
+    schedules = doses_to_schedules([list(d) for d in doses], model, scales)
     grid = days
     if origin is not None and (days.size == 0 or days[0] > origin):
         grid = np.concatenate([[origin], days])

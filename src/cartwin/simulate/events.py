@@ -9,10 +9,12 @@ the time of a dose is a pre-dose sample.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pyarrow as pa
 
-from cartwin.simulate.schedule import Schedule, build_schedule
+from cartwin.simulate.schedule import Schedule, build_schedules
 from cartwin.therapy.dosing import Dose
 
 
@@ -40,12 +42,33 @@ EVENT_SCHEMA = pa.schema([(name, arrow_type) for name, arrow_type, _ in EVENT_FI
 
 def doses_to_schedule(doses: list[Dose], model, dose_scales: np.ndarray) -> Schedule:
     """Doses -> state-space schedule, using this patient's route scales (amount -> state unit)."""
+    return doses_to_schedules([doses], model, np.asarray(dose_scales, float)[None, :])[0]
+
+
+def doses_to_schedules(doses: Sequence[Sequence[Dose]], model, dose_scales: np.ndarray) -> list[Schedule]:
+    """Each patient's doses -> state-space schedule, with the patient's route scales (row of
+    ``dose_scales``: amount -> state unit). Patients whose doses fall at the same times into the
+    same states for the same durations (an arm's patients, unless a rule changed their course)
+    share the breakpoints, found once for them all."""
     state_index = {s: i for i, s in enumerate(model.state_names)}
     route_index = {d.name: i for i, d in enumerate(model.doses)}
-    if not doses:
-        return Schedule(np.empty(0), np.zeros((0, len(state_index))), np.zeros((0, len(state_index))))
-    starts = np.array([d.day for d in doses], float)
-    states = np.array([state_index[model.dose_input(d.route).state] for d in doses])
-    amounts = np.array([d.amount * dose_scales[route_index[d.route]] for d in doses])
-    durations = np.array([d.duration_days for d in doses], float)
-    return build_schedule(len(state_index), starts, states, amounts, durations)
+    n_states = len(state_index)
+    out: list[Schedule | None] = [None] * len(doses)
+    groups: dict[tuple, list[int]] = {}
+    for p, patient_doses in enumerate(doses):
+        key = tuple((d.day, d.route, d.duration_days) for d in patient_doses)
+        groups.setdefault(key, []).append(p)
+    for key, patients in groups.items():
+        if not key:
+            for p in patients:
+                out[p] = Schedule(np.empty(0), np.zeros((0, n_states)), np.zeros((0, n_states)))
+            continue
+        routes = np.array([route_index[route] for _, route, _ in key])
+        amounts = np.array([[d.amount for d in doses[p]] for p in patients], float) * \
+            np.asarray(dose_scales, float)[np.asarray(patients)[:, None], routes[None, :]]
+        built = build_schedules(n_states, np.array([day for day, _, _ in key], float),
+                                np.array([state_index[model.dose_input(route).state] for _, route, _ in key]),
+                                amounts, np.array([duration for _, _, duration in key], float))
+        for p, schedule in zip(patients, built):
+            out[p] = schedule
+    return out

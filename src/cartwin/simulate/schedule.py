@@ -30,15 +30,26 @@ def build_schedule(n_states: int, starts: np.ndarray, states: np.ndarray, amount
                    durations: np.ndarray) -> Schedule:
     """Doses in state units -> schedule. A duration of 0 is a bolus; otherwise a constant-rate
     infusion of ``amount / duration`` from ``start`` to ``start + duration``."""
+    return build_schedules(n_states, starts, states, np.asarray(amounts, float)[None, :], durations)[0]
+
+
+def build_schedules(n_states: int, starts: np.ndarray, states: np.ndarray, amounts: np.ndarray,
+                    durations: np.ndarray) -> list[Schedule]:
+    """The schedules of patients whose doses share their times, states and durations and differ
+    in amount: ``amounts`` is (patients, doses). The breakpoints and where each dose goes are
+    found once for all of them; each patient's jumps and rates are summed dose by dose, in the
+    order given, as for one patient."""
+    starts, durations = np.asarray(starts, float), np.asarray(durations, float)
     ends = starts + durations
     times = np.unique(np.concatenate([starts, ends[durations > 0]]))
-    jumps = np.zeros((times.size, n_states))
-    rates = np.zeros((times.size, n_states))
-    for start, state, amount, duration in zip(starts, states, amounts, durations):
+    n = amounts.shape[0]
+    jumps = np.zeros((n, times.size, n_states))
+    rates = np.zeros((n, times.size, n_states))
+    for k, (start, state, duration) in enumerate(zip(starts, states, durations)):
         i = np.searchsorted(times, start)
         if duration == 0:
-            jumps[i, state] += amount
+            jumps[:, i, state] += amounts[:, k]
         else:
             j = np.searchsorted(times, start + duration)
-            rates[i:j, state] += amount / duration
-    return Schedule(times, jumps, rates)
+            rates[:, i:j, state] += (amounts[:, k] / duration)[:, None]
+    return [Schedule(times, jumps[p], rates[p]) for p in range(n)]
