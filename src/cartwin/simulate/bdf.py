@@ -91,6 +91,15 @@ def _rms(x, scale):
 
 
 @numba.njit(cache=True, error_model="numpy")
+def _rms_scaled(x, inverse_scale):
+    s = 0.0
+    for i in range(x.size):
+        v = x[i] * inverse_scale[i]
+        s += v * v
+    return np.sqrt(s / x.size)
+
+
+@numba.njit(cache=True, error_model="numpy")
 def _compute_r(order, factor, m):
     for i in range(order + 1):
         for j in range(order + 1):
@@ -221,7 +230,7 @@ def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, 
                     psi[i] += D[j, i] * g
             a = ALPHA[order]
             for i in range(n):
-                scale[i] = atol + rtol * abs(y_pred[i])
+                scale[i] = 1.0 / (atol + rtol * abs(y_pred[i]))  # reciprocal: multiplied below
                 psi[i] = psi[i] / a
             c = h / ALPHA[order]
             converged = False
@@ -249,7 +258,7 @@ def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, 
                     if not finite:
                         break
                     lu_solve(F.ctypes, rhs_vec.ctypes, dy.ctypes)
-                    dy_norm = _rms(dy, scale)
+                    dy_norm = _rms_scaled(dy, scale)
                     rate = -1.0
                     if dy_norm_old >= 0.0:
                         rate = dy_norm / dy_norm_old
