@@ -99,46 +99,46 @@ def _rms_scaled(x, inverse_scale):
     return np.sqrt(s / x.size)
 
 
+# The helpers below index whole arrays (``work[w, i, j]``, ``D[j, k]``) instead of taking views
+# (``work[0]``, ``D[j]``): every view in compiled code is an atomic reference-count increment and
+# decrement, which cost about a tenth of the integration when taken in the inner loops.
 @numba.njit(cache=True, error_model="numpy")
-def _compute_r(order, factor, m):
+def _compute_r(order, factor, work, w):
     for i in range(order + 1):
         for j in range(order + 1):
-            m[i, j] = 0.0
+            work[w, i, j] = 0.0
     for j in range(order + 1):
-        m[0, j] = 1.0
+        work[w, 0, j] = 1.0
     for i in range(1, order + 1):
         for j in range(1, order + 1):
-            m[i, j] = m[i - 1, j] * (i - 1 - factor * j) / i
+            work[w, i, j] = work[w, i - 1, j] * (i - 1 - factor * j) / i
 
 
 @numba.njit(cache=True, error_model="numpy")
 def _change_d(D, order, factor, work, out):
     """Re-express the difference array for a new step size (SciPy's change_D)."""
-    R = work[0]
-    U = work[1]
-    RU = work[2]
-    _compute_r(order, factor, R)
-    _compute_r(order, 1.0, U)
+    R, U, RU = 0, 1, 2  # planes of ``work``
+    _compute_r(order, factor, work, R)
+    _compute_r(order, 1.0, work, U)
     for i in range(order + 1):
         for j in range(order + 1):
             s = 0.0
             for q in range(order + 1):
-                s += R[i, q] * U[q, j]
-            RU[i, j] = s
+                s += work[R, i, q] * work[U, q, j]
+            work[RU, i, j] = s
     # D[:order+1] = RU.T @ D[:order+1], row by row so that the innermost loop runs along the
     # contiguous state axis; each element sums over j in the same order as a column-wise loop
     n = D.shape[1]
     for i in range(order + 1):
-        row = out[i]
         for k in range(n):
-            row[k] = 0.0
+            out[i, k] = 0.0
         for j in range(order + 1):
-            c = RU[j, i]
-            src = D[j]
+            c = work[RU, j, i]
             for k in range(n):
-                row[k] += c * src[k]
+                out[i, k] += c * D[j, k]
     for i in range(order + 1):
-        D[i, :] = out[i]
+        for k in range(n):
+            D[i, k] = out[i, k]
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -192,6 +192,8 @@ def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, 
     rhs_vec = np.empty(n)
     fy = np.empty(n)
     dy = np.empty(n)
+    # the LU's pointer arguments, taken once (each ``.ctypes`` is a reference-counted object)
+    J_ptr, F_ptr, rhs_ptr, dy_ptr = J.ctypes, F.ctypes, rhs_vec.ctypes, dy.ctypes
     t = t0
     next_obs = obs_from
     safety = 0.9
@@ -237,7 +239,7 @@ def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, 
             n_iter = 0
             while not converged:
                 if not have_lu:
-                    if lu_factor(c, J.ctypes, F.ctypes) == 0:
+                    if lu_factor(c, J_ptr, F_ptr) == 0:
                         return 4
                     steps[3] += 1
                     have_lu = True
@@ -257,7 +259,7 @@ def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, 
                         rhs_vec[i] = c * fy[i] - psi[i] - d[i]
                     if not finite:
                         break
-                    lu_solve(F.ctypes, rhs_vec.ctypes, dy.ctypes)
+                    lu_solve(F_ptr, rhs_ptr, dy_ptr)
                     dy_norm = _rms_scaled(dy, scale)
                     rate = -1.0
                     if dy_norm_old >= 0.0:
@@ -312,15 +314,14 @@ def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, 
         # dense output on (t - h, t] from this step's interpolating polynomial
         while next_obs < obs_to and t_obs[next_obs] <= t:
             to = t_obs[next_obs]
-            row = out[next_obs]
             for i in range(n):
-                row[i] = D[0, i]
+                out[next_obs, i] = D[0, i]
             if to != t:
                 p = 1.0
                 for j in range(order):
                     p *= (to - (t - h * j)) / (h * (1 + j))
                     for i in range(n):
-                        row[i] += D[j + 1, i] * p
+                        out[next_obs, i] += D[j + 1, i] * p
             next_obs += 1
         if n_equal < order + 1:
             continue
