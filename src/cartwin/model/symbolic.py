@@ -56,6 +56,11 @@ class _VectorPrinter(NumPyPrinter):
 
 
 class _ScalarPrinter(PythonCodePrinter):
+    def _print_Pow(self, expr, rational=False):
+        if expr.exp.is_Number:  # x**2, 1/x, sqrt(x): Python's own
+            return super()._print_Pow(expr, rational)
+        return f"_pow({self._print(expr.base)}, {self._print(expr.exp)})"
+
     def _print_Max(self, expr):
         return "max(" + ", ".join(self._print(a) for a in expr.args) + ")"
 
@@ -307,6 +312,26 @@ def module_source(model: Model, sym: Symbolic) -> str:
         out.append("    return")
         return out
 
+    # a power to a parameter (a Hill coefficient, a p-norm's order) is mostly to a whole number
+    # that is the same at every call: a few multiplications then (at most 16: the rounding error
+    # grows with the exponent, about |y| ulp), instead of a call to pow
+    # (glibc's pow was a quarter of the integration's CPU); the branch is always predicted
+    lines += [
+        JIT,
+        "def _pow(x, y):",
+        "    if y == math.floor(y) and abs(y) <= 16.0:",
+        "        n = int(abs(y))",
+        "        r = 1.0",
+        "        b = x",
+        "        while n > 0:",
+        "            if n & 1:",
+        "                r *= b",
+        "            b *= b",
+        "            n >>= 1",
+        "        return r if y >= 0.0 else 1.0 / r",
+        "    return x ** y",
+        "",
+    ]
     # rhs_into writes into a caller's array: compiled integrators call it thousands of times
     # per patient, and an allocation per call costs as much as the arithmetic
     lines.append(JIT)
