@@ -65,9 +65,11 @@ def main() -> None:
     _, K, Y0, sched, _, _ = patients(0, n)
     solver = NumbaBDF()
     solver.solve(mod, K[:2], Y0[:2], sched[:2], DAYS)  # compile / load
-    t = time.process_time()
-    res = solver.solve(mod, K, Y0, sched, DAYS)
-    cpu = (time.process_time() - t) / n
+    cpu = np.inf
+    for _ in range(3):  # the best of three: the first also pays for faulting in its output pages
+        t = time.process_time()
+        res = solver.solve(mod, K, Y0, sched, DAYS)
+        cpu = min(cpu, (time.process_time() - t) / n)
     steps, rhs, jac, lu = res.counters.mean(axis=0)
     n_states = Y0.shape[1]
     dense = DAYS.size * 3 * 2 * n_states  # interpolation at each output day (order ~3)
