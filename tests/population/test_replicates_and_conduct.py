@@ -15,7 +15,7 @@ from cartwin.endpoints.table import parse
 from cartwin.model import get_model
 from cartwin.plan import make_plan
 from cartwin.plan.conduct import apply_conduct
-from cartwin.population.uncertainty import UncertaintyError, fit_draws, model_draws, read_fit
+from cartwin.population.uncertainty import UncertaintyError, fit_draws, model_draws, read_fit, replicate_stream
 from cartwin.protocol import ProtocolError, parse_protocol
 from cartwin.protocol.schema import Conduct
 from cartwin.run import simulate
@@ -303,3 +303,44 @@ def test_a_posterior_sample_gives_replicate_r_its_row_r(tmp_path):
     with pytest.raises(UncertaintyError, match="row 3 \\(draw 2\\), column F_IGG_AUTO: 0.95 is outside the "
                                                "parameter's declared bounds 0-0.9"):
         posterior_draws(tmp_path / "out.csv", MODEL, 2)
+
+
+def test_replicate_typical_values_stay_within_the_declared_bounds(tmp_path):
+    """A typical value drawn outside its parameter's declared bounds is drawn again from the
+    replicate's stream (a truncated draw), so a wide standard error on a bounded share cannot
+    make a replicate's IgG production negative; draws inside the bounds are unchanged, and
+    bounds that no draw can reach are an error naming the parameter."""
+    p = MODEL.parameter("F_IGG_AUTO")
+    assert p.upper is not None, "F_IGG_AUTO is a share of IgG with a declared upper bound"
+    k = MODEL.parameter_names.index("F_IGG_AUTO")
+    wide = {"F_IGG_AUTO": 2.0}  # about one log-normal draw in seven around 0.1 with SE 2 is above 0.9
+    draws = model_draws(MODEL, 400, seed=5, override=wide)
+    typical = np.array([q.value for q in MODEL.parameters])
+    values = np.array([d.typical_for(MODEL, typical)[k] for d in draws])
+    assert values.max() <= p.upper and values.min() > 0
+    assert (values < p.value).mean() > 0.5  # truncated above: more mass below the typical value
+    # a replicate whose first draw was inside the bounds keeps it: the same numbers as before
+    first = np.array([replicate_stream(5, r).standard_normal(len(typical))[k] for r in range(400)])
+    inside = p.value * np.exp(2.0 * first) <= p.upper
+    assert 0 < inside.sum() < 400
+    shifts = np.array([d.log_shift[k] for d in draws])
+    assert np.array_equal(shifts[inside], 2.0 * first[inside])
+    assert not np.array_equal(shifts[~inside], 2.0 * first[~inside])
+    from dataclasses import replace
+    narrow = replace(MODEL, parameters=tuple(replace(q, lower=0.0999, upper=0.1001) if q.name == "F_IGG_AUTO" else q
+                                             for q in MODEL.parameters))
+    with pytest.raises(UncertaintyError, match="F_IGG_AUTO.*declared bounds 0.0999-0.1001"):
+        model_draws(narrow, 3, seed=5, override={"F_IGG_AUTO": 50.0})
+
+    # a fit's joint draws: the whole draw is drawn again
+    record = {
+        "provenance": {"model": "lupus_cart"},
+        "population": [
+            {"parameter": "F_IGG_AUTO", "typical_value": 0.5, "se_log": 1.0, "omega": 0.1, "omega_se_log": 0.1},
+            {"parameter": "RHO", "typical_value": 2.0, "se_log": 0.1, "omega": 0.3, "omega_se_log": 0.1}],
+        "correlation_order": ["log F_IGG_AUTO", "log RHO", "log omega F_IGG_AUTO", "log omega RHO"],
+        "correlation": np.eye(4).tolist(),
+    }
+    (tmp_path / "estimates.json").write_text(json.dumps(record))
+    fitted = [d.typical["F_IGG_AUTO"] for d in fit_draws(read_fit(tmp_path, MODEL), MODEL, 300, seed=2)]
+    assert max(fitted) <= p.upper and min(fitted) > 0

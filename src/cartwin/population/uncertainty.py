@@ -7,12 +7,13 @@ parameters once, from its own stream ``SeedSequence(seed, spawn_key=(UNCERTAINTY
 - ``model``: each parameter with a standard error of its log typical value (declared in the model
   as ``se_log``, or given in the protocol's ``uncertainty.se_log``) gets its typical value
   multiplied by ``exp(se_log * z)``, ``z`` standard normal, independently per parameter (the
-  declaration carries no correlation of estimates);
+  declaration carries no correlation of estimates), truncated to the parameter's declared bounds;
 - ``fit``: a ``cartwin fit`` result (its ``estimates.json``): the log typical values and log IIV SDs
   (omega) of the fitted parameters are drawn jointly from a multivariate normal with the fit's
   estimates as mean and its covariance (the standard errors and correlation matrix of
   ``estimates.json``); the drawn typical value replaces the arm's for those parameters and the
-  drawn omega replaces their inter-individual variability. The residual error is not drawn.
+  drawn omega replaces their inter-individual variability; a draw with a typical value outside
+  its declared bounds is drawn again, whole. The residual error is not drawn.
   ``fit`` may instead name a posterior sample (a CSV or Parquet table, one row per draw, a column of
   typical values per parameter and optionally ``omega_<PARAM>`` columns): replicate *r* takes row
   *r*, in order, so the table needs at least R rows.
@@ -67,16 +68,52 @@ def declared_se(model: Model, override: dict[str, float] | None = None) -> np.nd
     return np.array([float(override.get(p.name, p.se_log)) for p in model.parameters])
 
 
+MAX_REDRAWS = 1000  # draws of one replicate's value before its bounds are called unreachable
+
+
+def _log_bounds(model: Model, names) -> tuple[np.ndarray, np.ndarray]:
+    """The declared bounds of parameters ``names`` on the log scale (-inf/inf where none)."""
+    lower = np.array([np.log(model.parameter(n).lower) if (model.parameter(n).lower or 0) > 0 else -np.inf
+                      for n in names])
+    upper = np.array([np.log(model.parameter(n).upper) if model.parameter(n).upper is not None else np.inf
+                      for n in names])
+    return lower, upper
+
+
+def _unreachable(name: str, model: Model, where: str) -> UncertaintyError:
+    p = model.parameter(name)
+    return UncertaintyError(
+        f"{where}: {MAX_REDRAWS} draws of {name}'s typical value all fell outside its declared bounds "
+        f"{p.lower if p.lower is not None else '-inf'}-{p.upper if p.upper is not None else 'inf'}; "
+        "its uncertainty is too wide for them: give a smaller standard error")
+
+
 def model_draws(model: Model, replicates: int, seed: int, override: dict[str, float] | None = None
                 ) -> tuple[ReplicateDraw, ...]:
+    """Each replicate's log shifts, ``se_log * z``. A typical value shifted outside the parameter's
+    declared bounds is drawn again from the replicate's stream, so the draws are log-normal
+    truncated to the bounds (the model's declared typical values and the bounds are what is
+    compared; an arm's own typical value of a product parameter carries no uncertainty)."""
     se = declared_se(model, override)
     if not (se > 0).any():
         raise UncertaintyError(
             f"model {model.name} declares no parameter uncertainty (se_log) and the protocol gives none; "
             "give uncertainty.se_log = {{ PARAM = 0.2, ... }} with uncertainty.se_source, or use source = 'fit'")
+    positive = np.array([p.value > 0 for p in model.parameters])  # a shift leaves 0 at 0
+    log_typical = np.log(np.where(positive, [p.value for p in model.parameters], 1.0))
+    lower, upper = _log_bounds(model, model.parameter_names)
+    lower, upper = np.where(positive, lower, -np.inf), np.where(positive, upper, np.inf)
     draws = []
     for r in range(replicates):
-        z = replicate_stream(seed, r).standard_normal(se.size)
+        stream = replicate_stream(seed, r)
+        z = stream.standard_normal(se.size)
+        for k in np.flatnonzero(se > 0):  # in parameter order, from the same stream: reproducible
+            tries = 0
+            while not lower[k] <= log_typical[k] + se[k] * z[k] <= upper[k]:
+                tries += 1
+                if tries > MAX_REDRAWS:
+                    raise _unreachable(model.parameter_names[k], model, "uncertainty.se_log")
+                z[k] = stream.standard_normal()
         draws.append(ReplicateDraw(r, se * z))
     return tuple(draws)
 
@@ -139,12 +176,23 @@ def read_fit(path: str | Path, model: Model) -> FitEstimates:
 
 
 def fit_draws(fit: FitEstimates, model: Model, replicates: int, seed: int) -> tuple[ReplicateDraw, ...]:
+    """Each replicate's typical values and omegas, drawn jointly from the fit's estimates and
+    covariance; a draw with a typical value outside its parameter's declared bounds is drawn again,
+    whole, from the replicate's stream (a multivariate normal truncated to the bounds)."""
     chol = np.linalg.cholesky(fit.covariance)
     p = len(fit.parameters)
+    lower, upper = _log_bounds(model, fit.parameters)
     draws = []
     for r in range(replicates):
-        z = replicate_stream(seed, r).standard_normal(fit.mean.size)
-        x = fit.mean + (chol * z[None, :]).sum(axis=1)  # elementwise: the same numbers on any BLAS
+        stream = replicate_stream(seed, r)
+        for tries in range(MAX_REDRAWS + 1):
+            z = stream.standard_normal(fit.mean.size)
+            x = fit.mean + (chol * z[None, :]).sum(axis=1)  # elementwise: the same numbers on any BLAS
+            outside = ~((lower <= x[:p]) & (x[:p] <= upper))
+            if not outside.any():
+                break
+        else:
+            raise _unreachable(fit.parameters[int(np.flatnonzero(outside)[0])], model, fit.source)
         draws.append(ReplicateDraw(r, np.zeros(len(model.parameters)),
                                    {n: float(np.exp(x[k])) for k, n in enumerate(fit.parameters)},
                                    {n: float(np.exp(x[p + k])) for k, n in enumerate(fit.parameters)}))
