@@ -95,3 +95,21 @@ def test_outputs_follow_the_umask(tmp_path, run_dir, monkeypatch, capsys):
     # the shared run directory was written under the test's umask too
     run_modes = {stat.S_IMODE(p.stat().st_mode) for p in run_dir.rglob("*") if p.is_file()}
     assert run_modes == {0o666 & ~old}, run_modes
+
+
+def test_exports_make_a_new_folder_for_their_file_as_other_outputs_do(tmp_path, run_dir, monkeypatch, capsys):
+    """`export nonmem` and `export sbml` write into a folder that does not exist yet (they used to
+    refuse it while `run`, `report` and `export sdtm` made theirs); a parent that is a file is
+    refused with exit code 2, naming it."""
+    code, msg = call(monkeypatch, capsys, "export", "nonmem", run_dir, "--out", tmp_path / "new" / "nm" / "data.csv")
+    assert code == 0, msg
+    assert (tmp_path / "new" / "nm" / "data.csv").is_file() and (tmp_path / "new" / "nm" / "data.dictionary.json").is_file()
+    code, msg = call(monkeypatch, capsys, "export", "sbml", "--out", tmp_path / "models" / "m.xml")
+    assert code == 0, msg
+    assert "<sbml" in (tmp_path / "models" / "m.xml").read_text()
+    blocker = tmp_path / "plain"
+    blocker.write_text("a file\n")
+    for command in (["export", "nonmem", run_dir], ["export", "sbml"]):
+        code, msg = call(monkeypatch, capsys, *command, "--out", blocker / "x.out")
+        assert code == 2 and str(blocker) in msg and "not a folder" in msg, msg
+        assert blocker.read_text() == "a file\n"

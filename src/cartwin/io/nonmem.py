@@ -216,9 +216,11 @@ def export_nonmem(run_dir: str | Path, out: str | Path, tests: list[str] | None 
     out = Path(out)
     if out.is_dir():
         raise NonmemDatasetError(f"{out} is a directory; give a file name such as dataset.csv")
-    if not out.parent.exists():
-        raise NonmemDatasetError(f"{out.parent} does not exist")
     data, dictionary = build_dataset(run_dir, tests)
+    try:  # a new folder is made, as every command's --out makes its own
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise NonmemDatasetError(f"{out.parent}: exists and is not a folder; choose another --out") from None
     json_path = out.with_name(out.stem + ".dictionary.json")
     csv_path = out.with_name(out.stem + ".dictionary.csv")
     write_via(out, lambda p: data.write_csv(p, null_value=".", float_precision=None))

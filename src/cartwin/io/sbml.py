@@ -321,8 +321,10 @@ def write_sbml(path, model: Model | str | None = None, product: str | Product = 
     if path.exists() and not is_cartwin_export(path):
         raise SBMLExportError(f"{path}: names an existing file that is not an earlier cartwin SBML export "
                               f"(no '{EXPORT_MARKER}' in its notes); choose a new file name or remove it")
-    if not path.parent.exists():
-        raise SBMLExportError(f"{path.parent} does not exist")
+    try:  # a new folder is made, as every command's --out makes its own
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise SBMLExportError(f"{path.parent}: exists and is not a folder; choose another --out") from None
     write_text(path, text)  # atomically, with an ordinary new file's mode, as every other output
     return text
 
