@@ -110,7 +110,17 @@ def test_schedules_of_a_chunk_equal_each_patients_own():
     once; each schedule is still the patient's own: amounts scaled by the patient's own route
     scales, a patient whose course a rule changed, and a patient without doses, in any order."""
     from cartwin.simulate.events import doses_to_schedules
-    from cartwin.simulate.schedule import build_schedule
+
+    def one_patient(doses, scale):  # the rule, written out for one patient and dose by dose
+        times = np.unique([d.day for d in doses] + [d.day + d.duration_days for d in doses if d.duration_days > 0])
+        jumps, rates = np.zeros((times.size, 1)), np.zeros((times.size, 1))
+        for d in doses:
+            i = np.searchsorted(times, d.day)
+            if d.duration_days == 0:
+                jumps[i, 0] += d.amount * scale
+            else:
+                rates[i:np.searchsorted(times, d.day + d.duration_days), 0] += d.amount * scale / d.duration_days
+        return times, jumps, rates
 
     course = [Dose("IV", -5.0, 40.0, 0.5 / 24), Dose("IV", -4.0, 40.0, 0.5 / 24), Dose("IV", 0.0, 7.0),
               Dose("IV", 0.0, 3.0)]  # two boluses at one time add up
@@ -123,13 +133,10 @@ def test_schedules_of_a_chunk_equal_each_patients_own():
         if not doses:
             assert got[p].times.size == 0 and got[p].jumps.shape == (0, 1)
             continue
-        # the rule written out for one patient: boluses jump, infusions give amount/duration
-        want = build_schedule(1, np.array([d.day for d in doses]), np.zeros(len(doses), int),
-                              np.array([d.amount * scales[p, 0] for d in doses]),
-                              np.array([d.duration_days for d in doses]))
-        np.testing.assert_array_equal(got[p].times, want.times)
-        np.testing.assert_array_equal(got[p].jumps, want.jumps)
-        np.testing.assert_array_equal(got[p].rates, want.rates)
+        times, jumps, rates = one_patient(doses, scales[p, 0])
+        np.testing.assert_array_equal(got[p].times, times)
+        np.testing.assert_array_equal(got[p].jumps, jumps)
+        np.testing.assert_array_equal(got[p].rates, rates)
     first = got[0]
     assert first.jumps[list(first.times).index(0.0), 0] == 20.0  # 7 + 3 mg, scale 2
     assert first.rates[0, 0] == pytest.approx(80.0 * 24 / 0.5)  # 40 mg over 30 min, scale 2

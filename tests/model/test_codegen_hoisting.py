@@ -96,3 +96,42 @@ def test_powers_to_whole_parameter_values_match_pow():
             else:
                 assert got == want, (x, y)
     assert np.isnan(pow_(np.nan, 2.0)) and pow_(np.nan, 0.0) == 1.0 and pow_(np.inf, -2.0) == 0.0
+    # a whole-number literal base (a declared rate such as 20**N) is squared as a float, not in
+    # wrapping 64-bit integers
+    assert pow_(20, 16.0) == pytest.approx(20.0 ** 16, rel=16 * np.finfo(float).eps)
+    assert pow_(1000, 8.0) == pytest.approx(1e24, rel=8 * np.finfo(float).eps) and pow_(100, -16.0) > 0
+
+
+def test_hoisting_leaves_piecewise_alone():
+    """A branch of a Piecewise may be evaluated only where its condition holds (a log of a
+    quantity that is negative elsewhere), and a condition is no number: neither is hoisted."""
+    pw = sp.Piecewise((sp.log(A_ + 1) * Y, sp.exp(B_) > 2), (Y, True))
+    out, hoisted = hoist_constant_calls([pw, K_**N_ * Y], {K_, N_, A_, B_})
+    assert [e for _, e in hoisted] == [K_**N_]
+    assert out[0] == pw
+
+
+def test_hoisted_names_skip_the_declared_names():
+    """A model may declare a name such as h_0: the hoisted constants take other names, so that
+    the compiled model's constant names stay unique and name each column of K."""
+    from cartwin.model.declaration import Model, Observable, Parameter, State
+
+    model = Model(
+        name="hoist_names_test", version="1", description="dA/dt = -h_0 * K**N * A",
+        parameters=(Parameter("h_0", 3.0, "1/day", "rate", "assumed: test model"),
+                    Parameter("K", 1.5, "1", "base", "assumed: test model"),
+                    Parameter("N", 2.5, "1", "exponent", "assumed: test model")),
+        covariates=(), assignments=(), doses=(),
+        states=(State("A", "mg", "amount", "1", "-h_0*K**N*A"),),
+        observables=(Observable("CART", "A", "cells/uL", "amount read out"),),
+    )
+    mod = compile_model(model)
+    assert len(set(mod.CONSTANT_NAMES)) == len(mod.CONSTANT_NAMES)
+    K = mod.constants(np.array([[3.0, 1.5, 2.5]]), np.zeros((1, 0)))[0]
+    named = dict(zip(mod.CONSTANT_NAMES, K))
+    assert named["h_0"] == 3.0
+    hoisted = [n for n in mod.CONSTANT_NAMES if n.startswith(HOISTED_PREFIX) and n != "h_0"]
+    assert hoisted and named[hoisted[0]] == 1.5 ** 2.5
+    out = np.empty(1)
+    mod.rhs_into(np.array([2.0]), 0.0, K, np.zeros(1), out)
+    assert out[0] == pytest.approx(-3.0 * 1.5 ** 2.5 * 2.0, rel=1e-14)

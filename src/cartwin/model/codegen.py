@@ -35,7 +35,7 @@ import numpy as np
 
 from cartwin.model.declaration import Model
 
-CODEGEN_VERSION = "12"
+CODEGEN_VERSION = "13"
 # error_model="numpy": a division by zero gives inf or NaN, which the integrators report as a
 # failed solve, instead of raising ZeroDivisionError out of compiled code
 JIT = '@numba.njit(cache=True, fastmath=False, error_model="numpy")'

@@ -180,22 +180,30 @@ def _costly(e: sp.Expr) -> bool:
                for x in sp.preorder_traversal(e))
 
 
-def hoist_constant_calls(exprs, constants: set[sp.Symbol]) -> tuple[list[sp.Expr], list[tuple[sp.Symbol, sp.Expr]]]:
+def hoist_constant_calls(exprs, constants: set[sp.Symbol], taken: set[str] = frozenset()
+                         ) -> tuple[list[sp.Expr], list[tuple[sp.Symbol, sp.Expr]]]:
     """``exprs`` with every largest subexpression of constants alone that calls a library
     function (``_costly``: ``K_AG**N_AG``, a Hill threshold to a patient's exponent) replaced
     by a new symbol, and the (symbol, expression) pairs. The right-hand side and the Jacobian
     are evaluated thousands of times per patient and such a value is the same at every one;
     computed once per patient with the other derived constants, it leaves the integrator's
-    inner loop. Cheap subexpressions (sums, products, integer powers) stay where they are."""
+    inner loop. Cheap subexpressions (sums, products, integer powers) stay where they are, and so
+    does everything inside a Piecewise (a branch may be evaluated only where its condition holds).
+    The new names (``h_0``, ``h_1``...) skip any name in ``taken``, the model's declared names."""
     found: dict[sp.Expr, sp.Symbol] = {}
+    index = 0
 
     def collect(e):
-        if e.is_Atom:
+        nonlocal index
+        if e.is_Atom or isinstance(e, sp.Piecewise):
             return
         free = e.free_symbols
-        if free and free <= constants and _costly(e):
+        if isinstance(e, sp.Expr) and free and free <= constants and _costly(e):
             if e not in found:
-                found[e] = sp.Symbol(f"{HOISTED_PREFIX}{len(found)}", real=True)
+                while f"{HOISTED_PREFIX}{index}" in taken:
+                    index += 1
+                found[e] = sp.Symbol(f"{HOISTED_PREFIX}{index}", real=True)
+                index += 1
             return
         for a in e.args:
             collect(a)
@@ -215,7 +223,8 @@ def module_source(model: Model, sym: Symbolic) -> str:
     for n in sym.dynamic_order:
         subs[sp.Symbol(_safe(n), real=True)] = sym.dynamic_exprs[n].xreplace(subs)
     constant_syms = {sp.Symbol(_safe(n), real=True) for n in sym.constant_names}
-    rates, hoisted = hoist_constant_calls([r.xreplace(subs) for r in sym.rates], constant_syms)
+    declared = set(sym.constant_names) | set(sym.dynamic_order) | set(states)
+    rates, hoisted = hoist_constant_calls([r.xreplace(subs) for r in sym.rates], constant_syms, declared)
     rates = [r + sp.Symbol(f"u_{i}", real=True) for i, r in enumerate(rates)]
     all_constants = tuple(sym.constant_names) + tuple(str(h) for h, _ in hoisted)
     lines = [
@@ -322,7 +331,7 @@ def module_source(model: Model, sym: Symbolic) -> str:
         "    if y == math.floor(y) and abs(y) <= 16.0:",
         "        n = int(abs(y))",
         "        r = 1.0",
-        "        b = x",
+        "        b = float(x)  # a whole-number literal base would square in wrapping int64",
         "        while n > 0:",
         "            if n & 1:",
         "                r *= b",
