@@ -10,7 +10,7 @@ import sympy as sp
 
 from cartwin.model import DEFAULT_MODEL
 from cartwin.model.codegen import _safe, compile_model
-from cartwin.model.symbolic import HOISTED_PREFIX, hoist_constant_calls, parse
+from cartwin.model.symbolic import HOISTED_PREFIX, hoist_constant_calls, parse, substituted_rates
 from cartwin.simulate.engine import covariate_matrix
 
 K_, N_, A_, B_ = sp.symbols("K N A B", real=True)
@@ -52,10 +52,7 @@ def test_the_compiled_right_hand_side_equals_the_declared_rates():
     assert hoisted, "the default model has Hill thresholds to patient exponents: something to hoist"
     assert mod.CONSTANT_NAMES[:len(sym.constant_names)] == sym.constant_names
 
-    subs = {}
-    for n in sym.dynamic_order:
-        subs[sp.Symbol(_safe(n), real=True)] = sym.dynamic_exprs[n].xreplace(subs)
-    rates = [r.xreplace(subs) for r in sym.rates]
+    rates = substituted_rates(sym)
     y_syms = [sp.Symbol(_safe(n), real=True) for n in DEFAULT_MODEL.state_names]
     k_syms = [sp.Symbol(_safe(n), real=True) for n in sym.constant_names]
     t = sp.Symbol("t", real=True)

@@ -170,6 +170,22 @@ def parse(model: Model) -> Symbolic:
                     rates, initials, scales, observables)
 
 
+def dynamic_substitutions(sym: Symbolic) -> dict[sp.Symbol, sp.Expr]:
+    """Each state-dependent assignment's symbol -> its expression in states, constants and time
+    (earlier assignments substituted in order)."""
+    subs: dict[sp.Symbol, sp.Expr] = {}
+    for n in sym.dynamic_order:
+        subs[sp.Symbol(_safe(n), real=True)] = sym.dynamic_exprs[n].xreplace(subs)
+    return subs
+
+
+def substituted_rates(sym: Symbolic) -> list[sp.Expr]:
+    """The states' rates with every state-dependent assignment substituted: expressions of the
+    states, the constants and time alone (what the right-hand side evaluates)."""
+    subs = dynamic_substitutions(sym)
+    return [r.xreplace(subs) for r in sym.rates]
+
+
 HOISTED_PREFIX = "h_"  # generated names never begin with the declared names' prefix (v_)
 
 
@@ -219,12 +235,9 @@ def module_source(model: Model, sym: Symbolic) -> str:
     states = model.state_names
     n_theta, n_cov = len(model.parameter_names), len(model.covariate_names)
     # the rates with their constant library calls hoisted into per-patient constants
-    subs = {}
-    for n in sym.dynamic_order:
-        subs[sp.Symbol(_safe(n), real=True)] = sym.dynamic_exprs[n].xreplace(subs)
     constant_syms = {sp.Symbol(_safe(n), real=True) for n in sym.constant_names}
     declared = set(sym.constant_names) | set(sym.dynamic_order) | set(states)
-    rates, hoisted = hoist_constant_calls([r.xreplace(subs) for r in sym.rates], constant_syms, declared)
+    rates, hoisted = hoist_constant_calls(substituted_rates(sym), constant_syms, declared)
     rates = [r + sp.Symbol(f"u_{i}", real=True) for i, r in enumerate(rates)]
     all_constants = tuple(sym.constant_names) + tuple(str(h) for h, _ in hoisted)
     lines = [
@@ -377,9 +390,7 @@ def vector_function(model: Model, texts: Sequence[str], where: str = "expression
     assignments, which are evaluated between solver segments, not inside the integrator."""
     sym = parse(model)
     _, expr = _parser(model)
-    subs: dict[sp.Symbol, sp.Expr] = {}
-    for n in sym.dynamic_order:
-        subs[sp.Symbol(_safe(n), real=True)] = sym.dynamic_exprs[n].xreplace(subs)
+    subs = dynamic_substitutions(sym)
     exprs = [expr(text, f"{where} {text!r}").xreplace(subs) for text in texts]
     vec = _VectorPrinter()
     lines = ["def f(Y, K, T):", "    t = T"]

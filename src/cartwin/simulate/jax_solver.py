@@ -31,13 +31,10 @@ def jax_rhs(model):
     import sympy as sp
 
     from cartwin.model.codegen import _safe
-    from cartwin.model.symbolic import parse
+    from cartwin.model.symbolic import parse, substituted_rates
 
     sym = parse(model)
-    subs = {}
-    for n in sym.dynamic_order:
-        subs[sp.Symbol(_safe(n), real=True)] = sym.dynamic_exprs[n].xreplace(subs)
-    rates = [r.xreplace(subs) for r in sym.rates]
+    rates = substituted_rates(sym)
     y_syms = [sp.Symbol(_safe(n), real=True) for n in model.state_names]
     k_syms = [sp.Symbol(_safe(n), real=True) for n in sym.constant_names]
     t_sym = sp.Symbol("t", real=True)
