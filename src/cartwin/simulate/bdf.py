@@ -187,6 +187,7 @@ def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, 
     y_pred = np.empty(n)
     psi = np.empty(n)
     scale = np.empty(n)
+    inverse_scale = np.empty(n)  # the Newton iteration's error weights
     y_new = np.empty(n)
     d = np.empty(n)
     rhs_vec = np.empty(n)
@@ -232,7 +233,7 @@ def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, 
                     psi[i] += D[j, i] * g
             a = ALPHA[order]
             for i in range(n):
-                scale[i] = 1.0 / (atol + rtol * abs(y_pred[i]))  # reciprocal: multiplied below
+                inverse_scale[i] = 1.0 / (atol + rtol * abs(y_pred[i]))  # multiplied, not divided, below
                 psi[i] = psi[i] / a
             c = h / ALPHA[order]
             converged = False
@@ -260,7 +261,7 @@ def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, 
                     if not finite:
                         break
                     lu_solve(F_ptr, rhs_ptr, dy_ptr)
-                    dy_norm = _rms_scaled(dy, scale)
+                    dy_norm = _rms_scaled(dy, inverse_scale)
                     rate = -1.0
                     if dy_norm_old >= 0.0:
                         rate = dy_norm / dy_norm_old
