@@ -65,3 +65,15 @@ def test_right_hand_side_is_smooth():
 def test_model_version_changed_with_the_declaration():
     """The calibration of issue 3 changed the declaration; 0.1.0 was the uncalibrated seed."""
     assert DEFAULT_MODEL.version != "0.1.0"
+
+
+def test_a_parameter_states_its_bounds_once_for_every_check():
+    """Calibration, posterior tables and replicate draws all ask the parameter whether a value is
+    within its declared bounds (inclusive, a missing bound open) and how to name them."""
+    from cartwin.model.declaration import Parameter
+
+    share = Parameter("F", 0.1, "1", "a share", "assumed: test", lower=0.0, upper=0.9)
+    rate = Parameter("K", 0.5, "1/day", "a rate", "assumed: test", lower=0.01)
+    assert share.within_bounds(0.0) and share.within_bounds(0.9) and not share.within_bounds(0.9000001)
+    assert not share.within_bounds(-1e-12) and rate.within_bounds(1e9) and not rate.within_bounds(0.001)
+    assert share.bounds_text == "0.0-0.9" and rate.bounds_text == "0.01-inf 1/day"

@@ -198,9 +198,7 @@ def calibrate(parameters: tuple[str, ...] = DEFAULT_PARAMETERS, targets: tuple[T
                                      "xatol": 1e-3, "fatol": 1e-3})
     best = np.exp(res.x)
     final_res, stats = residuals(res.x)
-    bounds_violated = [p for p, v in zip(parameters, best)
-                       if (model.parameter(p).lower is not None and v < model.parameter(p).lower)
-                       or (model.parameter(p).upper is not None and v > model.parameter(p).upper)]
+    bounds_violated = [p for p, v in zip(parameters, best) if not model.parameter(p).within_bounds(v)]
     date = datetime.now(timezone.utc)
     record = {
         "model": model.name, "model_version": model.version, "model_hash": model.content_hash(),

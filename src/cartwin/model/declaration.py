@@ -48,6 +48,16 @@ class Parameter:
     def is_assumed(self) -> bool:
         return self.source.lower().startswith((ASSUMED, "calibrated"))
 
+    def within_bounds(self, value: float) -> bool:
+        """Whether ``value`` lies within the declared bounds (inclusive; a missing bound is open)."""
+        return (self.lower is None or value >= self.lower) and (self.upper is None or value <= self.upper)
+
+    @property
+    def bounds_text(self) -> str:
+        """The declared bounds as a message gives them, with the unit: ``0-0.9``, ``0.5-inf 1/day``."""
+        text = f"{self.lower if self.lower is not None else '-inf'}-{self.upper if self.upper is not None else 'inf'}"
+        return text + (f" {self.unit}" if self.unit not in ("", "1") else "")
+
 
 @dataclass(frozen=True)
 class Covariate:

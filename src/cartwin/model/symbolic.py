@@ -186,7 +186,7 @@ def substituted_rates(sym: Symbolic) -> list[sp.Expr]:
     return [r.xreplace(subs) for r in sym.rates]
 
 
-HOISTED_PREFIX = "h_"  # generated names never begin with the declared names' prefix (v_)
+HOISTED_PREFIX = "h_"  # the hoisted constants' names: h_0, h_1..., skipping any declared name
 
 
 def _costly(e: sp.Expr) -> bool:

@@ -73,19 +73,17 @@ MAX_REDRAWS = 1000  # draws of one replicate's value before its bounds are calle
 
 def _log_bounds(model: Model, names) -> tuple[np.ndarray, np.ndarray]:
     """The declared bounds of parameters ``names`` on the log scale (-inf/inf where none)."""
-    lower = np.array([np.log(model.parameter(n).lower) if (model.parameter(n).lower or 0) > 0 else -np.inf
-                      for n in names])
-    upper = np.array([np.log(model.parameter(n).upper) if model.parameter(n).upper is not None else np.inf
-                      for n in names])
+    params = [model.parameter(n) for n in names]
+    lower = np.array([np.log(p.lower) if (p.lower or 0) > 0 else -np.inf for p in params])
+    upper = np.array([np.log(p.upper) if p.upper is not None else np.inf for p in params])
     return lower, upper
 
 
 def _unreachable(name: str, model: Model, where: str) -> UncertaintyError:
-    p = model.parameter(name)
     return UncertaintyError(
         f"{where}: {MAX_REDRAWS} draws of {name}'s typical value all fell outside its declared bounds "
-        f"{p.lower if p.lower is not None else '-inf'}-{p.upper if p.upper is not None else 'inf'}; "
-        "its uncertainty is too wide for them: give a smaller standard error")
+        f"{model.parameter(name).bounds_text}; its uncertainty is too wide for them: give a smaller "
+        "standard error")
 
 
 def model_draws(model: Model, replicates: int, seed: int, override: dict[str, float] | None = None
@@ -234,14 +232,10 @@ def posterior_draws(path: str | Path, model: Model, replicates: int) -> tuple[Re
             if v is None or not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
                 raise UncertaintyError(f"{where}: row {r + 2} (draw {r + 1}), column {c}: {v!r} is not a "
                                        "positive number")
-            if c in typical:  # a typical value the model declares bounds for stays within them
-                p = model.parameter(c)
-                if (p.lower is not None and v < p.lower) or (p.upper is not None and v > p.upper):
-                    raise UncertaintyError(
-                        f"{where}: row {r + 2} (draw {r + 1}), column {c}: {v!r} is outside the parameter's "
-                        f"declared bounds {p.lower if p.lower is not None else '-inf'}-"
-                        f"{p.upper if p.upper is not None else 'inf'}"
-                        + (f" {p.unit}" if p.unit not in ("", "1") else "") + "; drop or correct the draw")
+            if c in typical and not model.parameter(c).within_bounds(v):
+                raise UncertaintyError(
+                    f"{where}: row {r + 2} (draw {r + 1}), column {c}: {v!r} is outside the parameter's "
+                    f"declared bounds {model.parameter(c).bounds_text}; drop or correct the draw")
         draws.append(ReplicateDraw(r, np.zeros(len(names)), {c: float(row[c]) for c in typical},
                                    {c[len("omega_"):]: float(row[c]) for c in omega}))
     return tuple(draws)
