@@ -65,6 +65,17 @@ def worker_init() -> None:
     threading.Thread(target=_watch_parent, args=(os.getppid(),), name="cartwin-parent-watch", daemon=True).start()
 
 
+def load_deferred_imports() -> None:
+    """Make, in this process, the imports that libraries defer to their first use, so that workers
+    forked from it inherit them instead of each paying for them: pyarrow imports its pandas bridge
+    (pandas itself, where installed: 0.3-0.4 s of CPU) at its first conversion of a NumPy array or
+    Python sequence, which every chunk's tables make."""
+    import numpy as np
+    import pyarrow as pa
+
+    pa.array(np.zeros(1))
+
+
 class WorkerPool(ProcessPoolExecutor):
     """The process pool of every cartwin worker: each worker runs :func:`worker_init`, and a
     submission, which may start a worker, does so with :data:`WORKER_ENVIRONMENT`
@@ -72,6 +83,8 @@ class WorkerPool(ProcessPoolExecutor):
     thread pool does not survive a fork) or ``"fork"``."""
 
     def __init__(self, workers: int, start_method: str = "spawn"):
+        if start_method == "fork":
+            load_deferred_imports()
         super().__init__(workers, mp_context=multiprocessing.get_context(start_method), initializer=worker_init)
 
     def submit(self, fn, /, *args, **kwargs):

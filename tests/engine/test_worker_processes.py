@@ -91,3 +91,32 @@ def test_a_user_who_sets_the_thread_count_keeps_it(monkeypatch):
         assert blas.result() is None
         assert pool.submit(_environment_variable, "OMP_NUM_THREADS").result() == "3"
     assert os.environ["OMP_NUM_THREADS"] == "3" and "OPENBLAS_NUM_THREADS" not in os.environ
+
+
+IMPORTS_SCRIPT = r"""
+import sys
+import numpy as np
+import pyarrow as pa
+from cartwin.processes import WorkerPool
+
+def modules_a_chunk_table_imports(_):
+    before = set(sys.modules)
+    pa.table({"value": np.arange(3.0), "test": pa.array(["CART", "BCELL", "CART"]).dictionary_encode()})
+    return sorted(name for name in set(sys.modules) - before if "." not in name)
+
+if __name__ == "__main__":
+    with WorkerPool(1, "fork") as pool:
+        print(" ".join(pool.submit(modules_a_chunk_table_imports, None).result()) or "-", flush=True)
+"""
+
+
+def test_forked_workers_inherit_the_imports_pyarrow_defers_to_its_first_conversion(tmp_path):
+    """pyarrow imports pandas (where installed) at its first conversion of a NumPy array: done in
+    each forked worker, it cost every worker 0.3-0.4 s of CPU on its first chunk. The pool makes
+    it in the parent before forking, so a worker's first table imports nothing new."""
+    script = tmp_path / "imports.py"
+    script.write_text(IMPORTS_SCRIPT)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["-"], f"a forked worker's first table imported {out.stdout.split()}"
