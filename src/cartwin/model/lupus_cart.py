@@ -92,8 +92,14 @@ REFERENCES = {
     "phase 1 open-label clinical trial. Ann Rheum Dis 2024;83:1304-1314 (doi 10.1136/ard-2024-225785): "
     "autoantibodies, including those of long-lived plasma cells, negative by month 3",
     "BloodAdv2021bcma": "Humoral immune reconstitution after anti-BCMA CAR T-cell therapy in relapsed/"
-    "refractory multiple myeloma. Blood Adv 2021;5:5290: marrow BCMA+ cells undetectable by a median "
-    "day 28; IgG recovered at a median day 386",
+    "refractory multiple myeloma. Blood Adv 2021;5:5290 (n = 40 responders): marrow BCMA+ cells "
+    "undetectable by a median day 28; B-cell aplasia in all, nadir on a median day 7, lasting a median "
+    "70 d (23-270); IgG recovered at a median day 386",
+    "IJMS2024bcma": "B-cell maturation antigen (BCMA) as a biomarker and potential treatment target in "
+    "systemic lupus erythematosus. Int J Mol Sci 2024;25:10845 (doi 10.3390/ijms251910845; Charite and "
+    "DRFZ Berlin; abstract read, authors not recorded): in 100 SLE patients against 30 controls BCMA was "
+    "raised on all B-cell subsets, higher on switched and unswitched memory than on naive B cells, and "
+    "B-cell BCMA correlated with plasmablast frequency, anti-dsDNA and complement consumption",
     "WangD2025": "Wang D et al. Allogeneic CD19 CAR-T (TyU19) in refractory SLE. Med 2025 "
     "(PMID 40446794): CAR+ peak on day 14; no CRS",
     "Muller2024": "Muller F et al. CD19 CAR T-cell therapy in autoimmune disease: a case series with "
@@ -330,6 +336,8 @@ PARAMETERS = (
     _p("X_AI", 0.5, "1", "exhaustion that halves (second order) the extra cytokine-independent drive", "assumed: IL-2 production is the first function exhausted T cells lose (recalled, unverified: Wherry 2011 Nat Immunol 12:492), so the drive fades within about a week of strong stimulation (X about 0.5 by day 7) and the persisting, exhausted CAR-T cannot use it to re-expand on B cells returning at the end of aplasia", "CAR-T"),
     _p("K_QC", 0.05, "cells/uL", "CAR-T level giving half of the extra cytokine-independent drive (IL-2 shared among activated CAR-T; second order in the CAR-T level)", "assumed: IL-2 made by activated T cells acts on their neighbours, so its support of proliferation depends on the density of activated cells (recalled, unverified: T-cell quorum sensing through IL-2, Polonsky 2018 Science 360:eaaj1853; Zenke 2020 Cell 181:1080); set below the infused level (0.12 cells/uL at 1e6/kg in 62 kg) so that the drive acts from the infusion, and far above the residue left once the cells are eliminated, which therefore cannot regrow on it", "CAR-T"),
     _p("P_MX", 8.0, "1", "exponent of the smooth maximum that combines the cytokine-independent (F_AI) and homeostatic-cytokine (F_CY) routes of antigen-driven CAR-T proliferation", "assumed: the routes are alternatives, not additive: autocrine IL-2 and IL-7/IL-15 are common-gamma-chain cytokines (IL-2 and IL-15 share the IL-2R beta chain) signalling through JAK1/JAK3-STAT5 (recalled, unverified: Rochman Y, Spolski R, Leonard WJ. Nat Rev Immunol 2009;9:480), so the stronger signal sets the division rate; at 8 the combined share exceeds the larger route by at most 9% (when both are equal). Model 0.6 added them, so that an antigen drive strong enough to work without lymphodepletion would have sped every post-lymphodepletion expansion as well; the smooth maximum keeps the post-lymphodepletion kinetics of 0.6 wherever the cytokine route is the stronger (autologous cells after any Flu/Cy regimen), and lets the stronger route carry the expansion where cytokines are still low (no or light lymphodepletion)", "CAR-T"),
+    # --- BCMA on the autoreactive activated/memory B pool (model 0.7.4; declared last, as above)
+    _p("THETA_BA", 0.5, "1", "BCMA-directed kill of autoreactive activated/memory B cells (BA) relative to plasma cells; acts only for a CAR that targets BCMA and not CD19 (a CD19 CAR kills them in full already)", "assumed: BCMA is on the B cells that feed the plasma-cell pool: raised on every B-cell subset in SLE, more on switched and unswitched memory than on naive B cells, and correlated with plasmablast numbers, anti-dsDNA and complement consumption (IJMS2024bcma); anti-BCMA CAR-T left all 40 of 40 myeloma patients B-cell aplastic (nadir on a median day 7, aplasia a median 70 d; BloodAdv2021bcma). BCMA on these cells is denser than on naive B cells and sparser than on plasma cells; no relation of CAR-T kill to BCMA density was found, so half the plasma-cell kill is taken. The outcome does not hang on the value: in 30 virtual SLE patients after standard Flu/Cy (the behaviour-test cohort) every value from 0.25 to 1 takes the pool below 1% of baseline by day 28 and SLEDAI-2K to a median 0 by month 9; at 0.1 the median is still 0 (a quarter of patients at 6 or more), at 0.05 or less the pool and its T-cell help survive in most patients and the disease comes back", "CAR-T"),
 )
 
 # Uncertainty of typical values (standard error of the log value), for replicate trials drawn from
@@ -388,7 +396,7 @@ ASSIGNMENTS = (
     _a("PCN0", "F_PCN*K_DPB*PB0/K_DPCN", "cells/uL-eq", "baseline CD19- recently formed plasma cells (non-autoreactive)"),
     _a("PCNA0", "F_PCN*K_DPB*PBA0/K_DPCN", "cells/uL-eq", "baseline CD19- recently formed plasma cells (autoreactive)"),
     _a("LL0", "F_LL*K_DPCN*(PCN0 + PCNA0)/K_DLL", "cells/uL-eq", "baseline long-lived plasma cells"),
-    _a("AG0", "TGT_CD19*(BPRE0 + BN0 + BA0 + PB0 + PBA0) + TGT_BCMA*(PB0 + PBA0 + PCN0 + PCNA0 + LL0)", "cells/uL-eq", "baseline antigen that the product's CAR recognises (the full target compartment)"),
+    _a("AG0", "TGT_CD19*(BPRE0 + BN0 + BA0 + PB0 + PBA0) + TGT_BCMA*(PB0 + PBA0 + PCN0 + PCNA0 + LL0) + TGT_BCMA*(1 - TGT_CD19)*THETA_BA*BA0", "cells/uL-eq", "baseline antigen that the product's CAR recognises (the full target compartment)"),
     _a("P_DS_SL", "F_DSDNA_SL*K_IGG*DSDNA0/PBA0", "IU/mL/day per cells/uL", "anti-dsDNA production by autoreactive plasmablasts"),
     _a("P_DS_LL", "(1 - F_DSDNA_SL)*K_IGG*DSDNA0/LL0", "IU/mL/day per cells/uL", "anti-dsDNA production by long-lived plasma cells"),
     _a("F_SL", f"Min(F_IGG_SL, {SHORT_LIVED_IGG_CEILING:g} - F_IGG_AUTO)", "1", f"share of total IgG from short-lived non-autoreactive cells, capped so that the long-lived plasma cells keep at least {LONG_LIVED_IGG_FLOOR:g} of it whatever F_IGG_AUTO is"),
@@ -408,7 +416,7 @@ ASSIGNMENTS = (
     _a("CT", "CE + CM", "cells/uL", "total CAR-T"),
     _a("BTOT", "BPRE + B + BA + PB + PBA", "cells/uL", "CD19+ antigen"),
     _a("BCMATOT", "PB + PBA + PCN + PCNA + LL", "cells/uL-eq", "BCMA+ antigen: plasmablasts and CD19- plasma cells"),
-    _a("AG", "TGT_CD19*BTOT + TGT_BCMA*BCMATOT", "cells/uL-eq", "antigen that the product's CAR recognises"),
+    _a("AG", "TGT_CD19*BTOT + TGT_BCMA*BCMATOT + TGT_BCMA*(1 - TGT_CD19)*THETA_BA*BA", "cells/uL-eq", "antigen that the product's CAR recognises (the autoreactive activated/memory B cells once: by CD19 or, for a BCMA-only CAR, by the BCMA share THETA_BA)"),
     _a("F_AG", "AG**N_AG/(AG**N_AG + K_AG**N_AG)", "1", "antigen stimulation of CAR-T"),
     _a("F_AI", "F15_MIN + F_AIX*AG**N_AI/(AG**N_AI + (K_AI*AG0)**N_AI)*X_AI**2/(X**2 + X_AI**2)*CT**2/(CT**2 + K_QC**2)", "1", "share of antigen-driven CAR-T proliferation on the cytokine-independent route (autocrine IL-2): saturating in the antigen load, lost with exhaustion, needing a density of CAR-T"),
     _a("F_CY", "F15_MIN + (1 - F15_MIN)*(TCR + (1 - TCR)*H15_TCRKO)*IL15**N15/(IL15**N15 + EC15**N15)", "1", "share of antigen-driven CAR-T proliferation on the homeostatic-cytokine route (weaker for cells without a TCR)"),
@@ -420,6 +428,7 @@ ASSIGNMENTS = (
     _a("KILL", "K_KILL*CT**2/(CT**2 + KC_KILL**2)", "1/day", "CAR-T kill of a target-antigen-bearing cell, by effector and persisting CAR-T alike; steep (second order) at low CAR-T levels, so that aplasia ends when the persisting CAR-T fall below a few cells/uL"),
     _a("KILL19", "TGT_CD19*KILL", "1/day", "kill of CD19+ B precursors and B cells"),
     _a("KILLPB", "KILL*(1 - (1 - THETA_PB*TGT_CD19)*(1 - TGT_BCMA))", "1/day", "kill of plasmablasts (CD19+ and BCMA+: either target suffices)"),
+    _a("KILLBA", "KILL*(1 - (1 - TGT_CD19)*(1 - THETA_BA*TGT_BCMA))", "1/day", "kill of autoreactive activated/memory B cells (CD19+, and BCMA+ in the share THETA_BA: either target suffices)"),
     _a("KILLPC", "THETA_PC*TGT_BCMA*KILL", "1/day", "kill of CD19- BCMA+ plasma cells"),
     _a("HELP", "F_NAIVE + (1 - F_NAIVE)*AH", "1", "autoreactive regrowth and recruitment left at the current T-cell help (1 at baseline, F_NAIVE with none)"),
     _a("R_AH", "K_DB + K_DIFFA + G_A*HELP", "1/day", "autoreactive B self-renewal at low density: replaces turnover and differentiation, plus net regrowth scaled by the help left"),
@@ -465,7 +474,7 @@ STATES = (
     _s("R", "1", "primed host T-cell response against the product (alloreactive and anti-CAR)", "0", "(S_R*H/H0 + A_R*R)*FOREIGN*STIM - D_R*R", "rejection"),
     _s("BPRE", "cells/uL-eq", "CD19+ marrow B precursors", "BPRE0", "S_PRE - K_MAT*BPRE - (KILL19 + K_LD_B)*BPRE", "B lineage"),
     _s("B", "cells/uL", "non-autoreactive peripheral B cells", "BN0", "K_MAT*BPRE - (K_DB + K_DIFF)*B - EPS_A*HELP*B - (KILL19 + K_LD_B)*B", "B lineage"),
-    _s("BA", "cells/uL", "autoreactive activated/memory B cells", "BA0", "R_AH*BA - (G_A + EPS_AR)*BA**2/BA0 + EPS_A*HELP*B - (K_DB + K_DIFFA)*BA - (KILL19 + K_LD_B)*BA", "B lineage"),
+    _s("BA", "cells/uL", "autoreactive activated/memory B cells", "BA0", "R_AH*BA - (G_A + EPS_AR)*BA**2/BA0 + EPS_A*HELP*B - (K_DB + K_DIFFA)*BA - (KILLBA + K_LD_B)*BA", "B lineage"),
     _s("AH", "1", "T-cell help for the autoreactive B pool (ICOS+ Tfh/germinal-centre support), normalised to baseline", "1", "K_AH*((BA/BA0)*(1 + A50_AH)/(BA/BA0 + A50_AH) - AH)", "B lineage"),
     _s("PB", "cells/uL-eq", "non-autoreactive CD19+ plasmablasts", "PB0", "K_DIFF*B - K_DPB*PB - (KILLPB + K_LD_B)*PB", "plasma cells"),
     _s("PBA", "cells/uL-eq", "autoreactive CD19+ plasmablasts", "PBA0", "K_DIFFA*BA - K_DPB*PBA - (KILLPB + K_LD_B)*PBA", "plasma cells"),
@@ -578,7 +587,7 @@ NOTES = (
     "oncology CK models (Stein 2019, Kimmel 2021) and the day-14 peak of TyU19 (Wang D 2025).",
     "Thin evidence: disease activity is a latent inflammation state; the descriptor thresholds and "
     "PGA scaling are assumptions chosen so that organ items resolve in the order seen clinically.",
-    "Known departures from published results (model 0.7.3): (1) B-cell return varies far more "
+    "Known departures from published results (model 0.7.4): (1) B-cell return varies far more "
     "between virtual patients than reported: after Erlangen Flu/Cy the return day has an SD of "
     "about 105 d among the patients whose B cells come back and about 160 d counting the 2% still "
     "aplastic at year 3 at their last count (5th-95th percentile about 40-420 d; a quarter still "
@@ -598,9 +607,15 @@ NOTES = (
     "CAR-T growth, IL-6 t1/2 4.2 h), where CRS in patients wanes over days. (3) Anti-dsDNA settles "
     "at 1 - F_DSDNA_SL = 5% of baseline in every patient, so seroconversion depends on the baseline "
     "titre alone. (4) Platelets fall further after Erlangen Flu/Cy than the Erlangen SLE report "
-    "describes (PLT_SENS). (5) A BCMA-only CAR gives CRS in most virtual patients and no remission, "
-    "against CRS in 1/7 and SLEDAI-2K 18 to 0 in the Tongji lupus nephritis series (targets "
-    "bcma_crs_any, bcma_sledai2k_m9).",
+    "describes (PLT_SENS). (5) A BCMA-only CAR gives CRS in most virtual patients (88% in the "
+    "lupus-nephritis scenario), against 1/7 in the Tongji lupus nephritis series (target "
+    "bcma_crs_any). The model releases IL-6 with CAR-T expansion, and a BCMA CAR expands on the "
+    "plasma-cell pool (about 55 cells/uL-eq, which lymphodepletion does not touch) as a CD19 CAR "
+    "does on the B lineage: both are far above K_AG, so expansion and CRS match. The evidence does "
+    "not settle that BCMA CAR-T give less CRS in autoimmune disease: at the same hospital a BCMA "
+    "CAR (CT103A) after Flu/Cy gave CRS, grade 1-2, in all 12 NMOSD patients (Qin C et al. Signal "
+    "Transduct Target Ther 2023;8:5, doi 10.1038/s41392-022-01278-3), and the BCMA-CD19 "
+    "compound CAR 'mild CRS' in SLE (WangW2024ard); no parameter was changed to meet the 1/7.",
     "Thin evidence: the marrow and plasma-cell pools are in blood-equivalent units; only blood "
     "B cells, CAR-T, ANC, ALC and platelets map to measured units directly.",
     "Contraction and how B-cell aplasia ends (model 0.6): effector CAR-T proliferate only while "
@@ -675,10 +690,21 @@ NOTES = (
     "CAR sees and kills B precursors, B cells and plasmablasts (BTOT); a BCMA CAR sees and kills "
     "plasmablasts and the CD19- plasma cells that a CD19 CAR cannot reach, the long-lived marrow "
     "ones included (BCMATOT, THETA_PC), which carry vaccine titres and part of the anti-dsDNA; a "
-    "compound BCMA-CD19 CAR does both. B cells after a BCMA-only CAR fall only by "
-    "lymphodepletion in the model (the Tongji BCMA CAR-T series reports B cells gone within a "
-    "month and back within 3, which the model does not explain: BCMA on memory and germinal-"
-    "centre B cells is not modelled).",
+    "compound BCMA-CD19 CAR does both. BCMA is also on the autoreactive activated/memory B "
+    "cells (BA) that feed the plasmablasts (more on memory than on naive B cells, raised in SLE; "
+    "IJMS2024bcma), so a BCMA-only CAR kills them at THETA_BA (0.5, assumed) of its plasma-cell "
+    "kill, and they count towards its antigen (model 0.7.4). Without it (model 0.7.3) a BCMA-only "
+    "CAR removed plasma cells and, for a few weeks, anti-dsDNA, but left the autoreactive pool "
+    "and its T-cell help: the plasmablasts and anti-dsDNA came back as the CAR-T contracted and "
+    "SLEDAI-2K never fell (lupus-nephritis scenario: median 24 at day 270, as at baseline). With "
+    "it the pool is gone within about two weeks and its help fades as after a CD19 CAR (SLEDAI-2K "
+    "0 by month 3 in the typical patient); any THETA_BA from 0.25 to 1 gives the same month-9 "
+    "outcome. Naive and non-autoreactive memory B cells (B) are not separated and carry no BCMA "
+    "in the model, so after a BCMA-only CAR total B cells fall only by lymphodepletion and the "
+    "loss of the autoreactive share, where the Tongji lupus-nephritis series reports B cells gone "
+    "within a month and back within 3 and a myeloma series B-cell aplasia in all 40 patients "
+    "(BloodAdv2021bcma); what kills naive B cells after a BCMA CAR is not known, so no kill of "
+    "them is assumed (target bcma_bcell_return_3m stays not evaluable).",
     "PD-1 knockout (PD1_GAIN) is neutral by default: it would raise resistance to exhaustion, "
     "but no human kinetic effect has been shown. GvHD is not simulated: all products in the "
     "catalogue have TRAC knocked out (TCR_ALLO = 0).",
@@ -774,7 +800,7 @@ NOTES = (
 
 MODEL = Model(
     name="lupus_cart",
-    version="0.7.3",
+    version="0.7.4",
     description="CD19 CAR-T in SLE: lymphodepletion PK, myelosuppression, host T/NK recovery, "
     "CAR-T kinetics with host-versus-graft rejection, B lineage and plasma cells, anti-dsDNA, "
     "complement, disease activity, IL-6 and liver enzymes.",
