@@ -19,6 +19,7 @@ import polars as pl
 
 from cartwin.design.space import DesignPoint, therapy
 from cartwin.plan import ArmWork, ChunkSpec, RunWork, typical_parameters
+from cartwin.processes import WorkerPool
 from cartwin.simulate.execute import execute
 
 POPULATION_STREAM = "design-population"
@@ -56,6 +57,10 @@ class Evaluator:
     keys: tuple[str, ...]  # endpoint keys to compute
     workers: int = 1
     stream: str = POPULATION_STREAM
+    # one pool of worker processes for every evaluation (started at the first that needs it,
+    # closed by ``close`` or at the end of a ``with`` block): a search evaluates points call after
+    # call, and a pool per call made every worker start, import and load the model again each time
+    _pool: WorkerPool | None = field(default=None, init=False, repr=False)
     points: list[DesignPoint] = field(default_factory=list)
     outcomes: dict[str, pl.DataFrame] = field(default_factory=dict)  # point key -> per-patient rows
     simulated: int = 0  # patients simulated (all points)
@@ -96,13 +101,27 @@ class Evaluator:
         work = self._work()
         score = functools.partial(score_chunk, keys=self.keys, baselines=self.base.baselines)
         new: dict[int, list[pl.DataFrame]] = {}
-        for arm_index, frame in execute(work, chunks, self.workers, score, start_method="spawn"):
+        if self.workers > 1 and len(chunks) > 1 and self._pool is None:
+            self._pool = WorkerPool(self.workers, "spawn")  # the scoring uses Polars: spawned workers
+        for arm_index, frame in execute(work, chunks, self.workers, score, pool=self._pool):
             new.setdefault(arm_index, []).append(frame)
             self.simulated += frame.height
         for arm_index, frames in new.items():
             key = self.points[arm_index].key
             parts = ([self.outcomes[key]] if key in self.outcomes else []) + frames
             self.outcomes[key] = pl.concat(parts, how="diagonal_relaxed").sort("index")
+
+    def close(self) -> None:
+        """Stop the worker processes, if any were started; a later evaluation starts new ones."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def __enter__(self) -> "Evaluator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def frame(self, point: DesignPoint, m: int | None = None) -> pl.DataFrame:
         """Per-patient endpoint values of the point's first ``m`` patients (evaluated if needed)."""

@@ -139,55 +139,56 @@ def run_design(loaded: LoadedSpec, *, workers: int | None = None, patients: int 
         keys.add(spec.goal.minimise)
     evaluator = Evaluator(work, anchors, dict(protocol.products), tuple(sorted(keys)),
                           workers=workers or spec.workers or 1)
-    n = spec.patients
-    levels = grid(spec.space.intensity_levels)
-    rule = Rule(tuple(r.at_least for r in requirements), spec.goal.decide_on, spec.search.screening_level)
-    doses = [Dose(getattr(d, "cells_per_kg", None), getattr(d, "cells", None)) for d in spec.space.doses]
+    with evaluator:  # its worker processes, if any, stop when the search is done
+        n = spec.patients
+        levels = grid(spec.space.intensity_levels)
+        rule = Rule(tuple(r.at_least for r in requirements), spec.goal.decide_on, spec.search.screening_level)
+        doses = [Dose(getattr(d, "cells_per_kg", None), getattr(d, "cells", None)) for d in spec.space.doses]
 
-    def looks_for(product, dose, factors=()):
-        def looks(level: int, m: int):
-            point = DesignPoint(product, dose, levels[level], factors)
-            return counts(evaluator.frame(point, m), requirements)
-        return looks
+        def looks_for(product, dose, factors=()):
+            def looks(level: int, m: int):
+                point = DesignPoint(product, dose, levels[level], factors)
+                return counts(evaluator.frame(point, m), requirements)
+            return looks
 
-    def search(product, dose, factors=()):
-        looks = looks_for(product, dose, factors)
-        if spec.search.method == "grid":
-            return full_grid(len(levels), looks, rule, n)
-        return bisection(len(levels), looks, rule, n, spec.search.start_patients)
+        def search(product, dose, factors=()):
+            looks = looks_for(product, dose, factors)
+            if spec.search.method == "grid":
+                return full_grid(len(levels), looks, rule, n)
+            return bisection(len(levels), looks, rule, n, spec.search.start_patients)
 
-    searches = []
-    for product in spec.space.products:
-        for dose in doses:
-            if progress:
-                progress(f"{product}, {dose.label}: searching")
-            found = search(product, dose)
-            compared = None
-            if spec.search.compare_grid and spec.search.method != "grid":
+        searches = []
+        for product in spec.space.products:
+            for dose in doses:
                 if progress:
-                    progress(f"{product}, {dose.label}: full grid for comparison")
-                compared = full_grid(len(levels), looks_for(product, dose), rule, n)
-            searches.append(DoseSearch(product, dose, found, compared))
+                    progress(f"{product}, {dose.label}: searching")
+                found = search(product, dose)
+                compared = None
+                if spec.search.compare_grid and spec.search.method != "grid":
+                    if progress:
+                        progress(f"{product}, {dose.label}: full grid for comparison")
+                    compared = full_grid(len(levels), looks_for(product, dose), rule, n)
+                searches.append(DoseSearch(product, dose, found, compared))
 
-    recommendations = []
-    for product in spec.space.products:
-        candidates = [s for s in searches if s.product == product and s.search.answer is not None]
-        if not candidates:
-            recommendations.append(Recommendation(product, None, None, None, "no design of the space meets the goal",
-                                                  None, None))
-            continue
+        recommendations = []
+        for product in spec.space.products:
+            candidates = [s for s in searches if s.product == product and s.search.answer is not None]
+            if not candidates:
+                recommendations.append(Recommendation(product, None, None, None, "no design of the space meets the goal",
+                                                      None, None))
+                continue
 
-        def objective(s: DoseSearch):
-            point = DesignPoint(product, s.dose, levels[s.search.answer])
-            if spec.goal.minimise == "intensity":
-                return (s.search.answer, doses.index(s.dose))
-            tox = binary_estimate(evaluator.frame(point, n), spec.goal.minimise)
-            return (tox.k / max(tox.n, 1), s.search.answer, doses.index(s.dose))
-        best = min(candidates, key=objective)
-        recommendations.append(_recommend(best, levels, anchors, requirements, evaluator, n, spec, seed, progress,
-                                          search, rule))
-    return DesignResult(loaded, levels, requirements, searches, recommendations, evaluator, anchors, seed,
-                        time.perf_counter() - t0)
+            def objective(s: DoseSearch):
+                point = DesignPoint(product, s.dose, levels[s.search.answer])
+                if spec.goal.minimise == "intensity":
+                    return (s.search.answer, doses.index(s.dose))
+                tox = binary_estimate(evaluator.frame(point, n), spec.goal.minimise)
+                return (tox.k / max(tox.n, 1), s.search.answer, doses.index(s.dose))
+            best = min(candidates, key=objective)
+            recommendations.append(_recommend(best, levels, anchors, requirements, evaluator, n, spec, seed, progress,
+                                              search, rule))
+        return DesignResult(loaded, levels, requirements, searches, recommendations, evaluator, anchors, seed,
+                            time.perf_counter() - t0)
 
 
 def _requirement_rows(frame: pl.DataFrame, requirements: list[Requirement]) -> list[dict]:
