@@ -21,10 +21,11 @@ def test_show_of_a_missing_path_says_it_does_not_exist(tmp_path, monkeypatch, ca
     assert code == 2 and "no such directory" in msg and "--resume" not in msg
 
 
-def test_report_and_score_say_they_do_not_apply_to_sbml_runs(tmp_path, monkeypatch, capsys):
+def test_report_score_and_sdtm_export_say_they_do_not_apply_to_sbml_runs(tmp_path, monkeypatch, capsys):
     path = write_protocol(tmp_path / "k.toml", kimmel_protocol(arms=[{"id": "k", "n": 1}]))
     run_protocol(load_protocol(path), tmp_path / "run", workers=1)
-    for command in (["report", tmp_path / "run"], ["score", tmp_path / "run", "--out", tmp_path / "s"]):
+    for command in (["report", tmp_path / "run"], ["score", tmp_path / "run", "--out", tmp_path / "s"],
+                    ["export", "sdtm", tmp_path / "run", "--out", tmp_path / "sdtm"]):
         code, msg = call(monkeypatch, capsys, *command)
         assert code == 2 and "not available for SBML runs" in msg, msg
         assert "Traceback" not in msg
