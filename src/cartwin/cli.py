@@ -239,23 +239,36 @@ def show(run_dir: Path = typer.Argument(..., help="A run directory.")):
     # arms in the protocol's order (the manifest keeps it), not alphabetical
     order = {arm: i for i, arm in enumerate(rd.manifest().get("n_per_arm", {}))}
     rows = sorted(rows, key=lambda r: order.get(r["arm"], len(order)))
-    table = Table(title="Per arm: medians over ok patients [5-95%]")
+    for table in _arm_tables(rows, out.width):
+        out.print(table)
+
+
+def _arm_tables(rows: list[dict], width: int) -> list[Table]:
+    """The per-arm summary as tables of read-outs (rows) by arms (columns), as many arms to a table
+    as fit the terminal's width: names and values stay whole and in the protocol's order, where one
+    wide table would fold every cell to a letter per line (nine arms on an 80-column terminal)."""
     keys = list(rows[0].keys())[1:]
-    if len(rows) <= 4:
-        table.add_column("")
-        for row in rows:
-            table.add_column(str(row["arm"]))
+    label_width = max(len(key) for key in keys) + 3  # content, padding and the border on its left
+    groups: list[list[dict]] = [[]]
+    used = label_width + 1
+    for row in rows:
+        needed = max(len(str(row["arm"])), *(len(str(row[key])) for key in keys)) + 3
+        if groups[-1] and used + needed > width:
+            groups.append([])
+            used = label_width + 1
+        groups[-1].append(row)
+        used += needed
+    tables = []
+    for k, group in enumerate(groups):
+        part = f" ({k + 1} of {len(groups)})" if len(groups) > 1 else ""
+        table = Table(title=f"Per arm: medians over ok patients [5-95%]{part}")
+        table.add_column("", overflow="fold")
+        for row in group:
+            table.add_column(str(row["arm"]), overflow="fold")
         for key in keys:
-            table.add_row(key, *[str(row[key]) for row in rows])
-    else:
-        # many arms: one line per arm, its name whole (a column per arm would cut the names down
-        # to the same "..." on a terminal)
-        table.add_column("arm", no_wrap=True)
-        for key in keys:
-            table.add_column(key, overflow="fold")
-        for row in rows:
-            table.add_row(str(row["arm"]), *[str(row[key]) for key in keys])
-    out.print(table)
+            table.add_row(key, *[str(row[key]) for row in group])
+        tables.append(table)
+    return tables
 
 
 @app.command()

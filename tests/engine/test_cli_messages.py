@@ -44,12 +44,21 @@ def test_show_keeps_protocol_order_and_whole_arm_names(tmp_path, monkeypatch, ca
     protocol["arms"] = [{"id": name, "product": "autologous_cd19", "dose": {"cells_per_kg": 1e6},
                          "lymphodepletion": "erlangen", "n": 1} for name in names]
     run_protocol(load_protocol(write_protocol(tmp_path / "p.toml", protocol)), tmp_path / "run", workers=1)
-    monkeypatch.setattr(cli, "out", Console(width=100, soft_wrap=False, force_terminal=False))
-    code, text = call(monkeypatch, capsys, "show", tmp_path / "run")
-    assert code == 0
-    positions = [text.find(name) for name in names]
-    assert all(p >= 0 for p in positions), text
-    assert positions == sorted(positions), text
+    from cartwin.store.run_directory import RunDirectory
+    from cartwin.store.summary import arm_summary
+    values = {str(v) for row in arm_summary(RunDirectory(tmp_path / "run")) for v in row.values()}
+    for width in (100, 80):  # 80: a terminal's usual width, and rich's when the output is piped
+        monkeypatch.setattr(cli, "out", Console(width=width, soft_wrap=False, force_terminal=False))
+        code, text = call(monkeypatch, capsys, "show", tmp_path / "run")
+        assert code == 0
+        positions = [text.find(name) for name in names]
+        assert all(p >= 0 for p in positions), text
+        assert positions == sorted(positions), text
+        # every name and value whole on a line of the table (one table squeezed to the width
+        # folded each cell to a character or two per line)
+        cells = {c.strip() for line in text.splitlines() for c in line.replace("┃", "│").split("│")}
+        assert values <= cells, (values - cells, text)
+        assert max(len(line) for line in text.splitlines() if "│" in line) <= width
 
 
 @pytest.mark.parametrize("command", [[], ["run"], ["score"], ["export", "sdtm"], ["export", "nonmem"], ["fit"]])
