@@ -336,6 +336,11 @@ def export_nonmem_command(
     result = export_nonmem(run_dir, out_file, chosen)
     out.print(f"NONMEM dataset -> {result.data} ({result.n_subjects} subjects, {result.n_rows} rows); "
               f"dictionary -> {result.dictionary_json}")
+    if result.excluded_subjects:
+        out.print(f"left out: {len(result.excluded_subjects)} patients whose simulation failed (listed in the dictionary)")
+    if result.n_without_observations:
+        out.print(f"left out: {result.n_without_observations} patients whose observations the run did not store "
+                  "([store] observations_per_arm in the protocol keeps more)", markup=False)
 
 
 @export_app.command("sdtm")

@@ -73,6 +73,7 @@ class NonmemExport:
     n_subjects: int
     n_rows: int
     excluded_subjects: tuple[str, ...]
+    n_without_observations: int = 0  # patients beyond the run's stored ones ([store] observations_per_arm)
 
 
 def _read_run(run_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, dict]:
@@ -96,6 +97,11 @@ def build_dataset(run_dir: str | Path, tests: list[str] | None = None) -> tuple[
     patients, obs, events, manifest = _read_run(Path(run_dir))
     ok = patients.filter(pl.col("status") == "ok").sort(["_arm_position", "arm", "index"]).drop("_arm_position")
     excluded = patients.filter(pl.col("status") != "ok")["subject"].to_list()
+    # a run keeps the observations of the first [store] observations_per_arm patients of each arm;
+    # the others would be subjects of doses alone, which inform no fit: left out and counted
+    observed = ok["subject"].is_in(obs["subject"].unique())
+    n_without_observations = ok.height - int(observed.sum())
+    ok = ok.filter(observed)
     available = obs["test"].unique(maintain_order=True).to_list()
     if tests:
         unknown = [t for t in tests if t not in available]
@@ -188,6 +194,10 @@ def build_dataset(run_dir: str | Path, tests: list[str] | None = None) -> tuple[
         "arms": {str(arm_n[a]): {"arm": a, "product": p, "regimen": r} for a, p, r in arm_info.iter_rows()},
         "subjects": {str(n): s for s, n in ids.items()},
         "excluded_subjects": {s: "simulation failed" for s in excluded},
+        "subjects_without_observations": {
+            "count": n_without_observations,
+            "meaning": "patients left out because the run did not store their observations (it keeps those "
+                       "of the first [store] observations_per_arm patients of each arm, docs/protocol.md)"},
     }
     return data, dictionary
 
@@ -233,7 +243,8 @@ def export_nonmem(run_dir: str | Path, out: str | Path, tests: list[str] | None 
                          for c, d in dictionary["columns"].items()])
     write_via(csv_path, lambda p: flat.write_csv(p))
     return NonmemExport(out, json_path, csv_path, int(data["ID"].n_unique()), data.height,
-                        tuple(dictionary["excluded_subjects"]))
+                        tuple(dictionary["excluded_subjects"]),
+                        dictionary["subjects_without_observations"]["count"])
 
 
 # --- import -----------------------------------------------------------------------------------
