@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cartwin import __version__
@@ -20,8 +21,10 @@ from cartwin.store import layout
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="cartwin: virtual trials of CD19 CAR-T cell therapy in autoimmune disease.")
-err = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
+# markup off: file names, arm ids and messages are printed as written ("trial[v2].toml" lost its
+# "[v2]" as a style tag); the few coloured words ask for markup and escape what they interpolate
+err = Console(stderr=True, soft_wrap=True, markup=False)
+out = Console(soft_wrap=True, markup=False)
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILURE = 1
@@ -67,12 +70,12 @@ def validate(protocol: Path = typer.Argument(..., help="Protocol file (TOML)."))
     from cartwin.run import scoring_notes
     ctx = check_loadable(loaded.protocol)
     p = loaded.protocol
-    out.print(f"[green]ok[/green] {protocol}: study {p.study_id}, {len(p.arms)} arm(s), "
+    out.print(f"[green]ok[/green] {escape(str(protocol))}: study {escape(p.study_id)}, {len(p.arms)} arm(s), "
               f"{sum(plan.n_per_arm.values())} patients"
               + (f" in each of {plan.replicates} replicate trials" if plan.replicates else "")
-              + f", seed {p.seed}, follow-up {p.follow_up_days:g} days")
+              + f", seed {p.seed}, follow-up {p.follow_up_days:g} days", markup=True)
     for note in scoring_notes(p.outputs, ctx.model):
-        err.print(f"[yellow]note[/yellow]: {note}", highlight=False)
+        err.print(f"[yellow]note[/yellow]: {escape(note)}", highlight=False, markup=True)
 
 
 @app.command()
@@ -113,13 +116,13 @@ def run(
                                score=report)
     msg = (f"[green]done[/green] {summary.n_total} patients "
            f"({summary.chunks_computed} chunks computed, {summary.chunks_reused} reused) in "
-           f"{summary.seconds:.1f} s -> {summary.out}")
-    out.print(msg)
+           f"{summary.seconds:.1f} s -> {escape(str(summary.out))}")
+    out.print(msg, markup=True)
     for note in summary.notes:
-        err.print(f"[yellow]note[/yellow]: {note}", highlight=False)
+        err.print(f"[yellow]note[/yellow]: {escape(note)}", highlight=False, markup=True)
     if summary.n_failed:
         err.print(f"[yellow]{summary.n_failed} patient(s) failed[/yellow]; see {layout.PATIENTS} "
-                  f"(status, failure_reason) and {layout.MANIFEST}")
+                  f"(status, failure_reason) and {layout.MANIFEST}", markup=True)
         for subject, reason in summary.failed[:10]:
             err.print(f"  {subject}: {reason}")
     if report:
@@ -340,7 +343,7 @@ def export_nonmem_command(
         out.print(f"left out: {len(result.excluded_subjects)} patients whose simulation failed (listed in the dictionary)")
     if result.n_without_observations:
         out.print(f"left out: {result.n_without_observations} patients whose observations the run did not store "
-                  "([store] observations_per_arm in the protocol keeps more)", markup=False)
+                  "([store] observations_per_arm in the protocol keeps more)")
 
 
 @export_app.command("sdtm")
@@ -501,7 +504,7 @@ def design_command(
     from cartwin.design import load_spec, run_design, write_design
     loaded = load_spec(spec)
     if check:
-        out.print(f"[green]ok[/green] {spec}: design {loaded.spec.design_id}")
+        out.print(f"[green]ok[/green] {escape(str(spec))}: design {escape(loaded.spec.design_id)}", markup=True)
         return
     if out_dir is None:
         raise BadInput("cartwin design: give --out DIR, a new or empty directory for the results "
@@ -551,7 +554,8 @@ def serve_command(
     shown = f"[{host}]" if ":" in host else host
     out.print(f"cartwin serve: http://{shown}:{port}/ (runs in {runs.resolve()}); Ctrl-C stops it")
     if host not in ("127.0.0.1", "localhost", "::1"):
-        err.print(f"[yellow]warning[/yellow]: bound to {host}: anyone who can reach this address can run and read trials")
+        err.print(f"[yellow]warning[/yellow]: bound to {escape(host)}: anyone who can reach this address can run "
+                  "and read trials", markup=True)
     serve(runs, host=host, port=port, workers=workers, max_running=max_running, protocol=protocol,
           max_upload_mb=max_upload_mb)
 

@@ -120,3 +120,16 @@ def test_outputs_that_leave_out_what_sledai_reads_are_noted(tmp_path, monkeypatc
     path.write_text(tomli_w.dumps(protocol))
     code, text = call_cli(monkeypatch, capsys, "validate", path)
     assert code == 0 and "note" not in text
+
+
+def test_names_with_brackets_are_printed_as_written(tmp_path, monkeypatch, capsys):
+    """A file name such as trial[v2].toml was printed as 'trial.toml': the console read '[v2]' as
+    a style tag."""
+    import shutil
+    from tests.conftest import ROOT
+    path = tmp_path / "trial[v2].toml"
+    shutil.copy(ROOT / "examples" / "nct05988216.toml", path)
+    code, text = call(monkeypatch, capsys, "validate", path)
+    assert code == 0 and "trial[v2].toml" in text, text
+    code, text = call(monkeypatch, capsys, "design", ROOT / "examples" / "design_least_ld.toml", "--check")
+    assert code == 0 and "ok " in text and "[green]" not in text
