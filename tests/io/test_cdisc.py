@@ -338,3 +338,14 @@ def test_real_data_baseline_is_the_ctcae_grading_reference(tmp_path):
     assert flagged.height == 1 and flagged["LBSTRESN"][0] == 20.0
     adlb = out.datasets["ADLB"].filter(pl.col("PARAMCD") == "ALT")
     assert adlb["BASE"].unique().to_list() == [20.0]
+
+
+def test_a_finding_over_many_rows_says_how_many():
+    """A row check lists five rows and then '... N more rows'; the finding's text cut that last
+    entry to 'and 1 more', so 4,000 empty RFENDTC read as six."""
+    from cartwin.io.cdisc_rules import Finding, _rows, rules
+    frame = pl.DataFrame({"USUBJID": [f"S{k}" for k in range(4000)], "RFENDTC": [""] * 4000})
+    finding = Finding(rules()[0], "DM", _rows(frame, frame["RFENDTC"] == "", ["RFENDTC"]))
+    assert "3995 more rows" in str(finding) and "and 1 more" not in str(finding)
+    many = Finding(rules()[0], "DM", [f"problem {k}" for k in range(8)])
+    assert str(many).endswith("problem 4; and 3 more")
