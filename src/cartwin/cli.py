@@ -587,6 +587,27 @@ def _interrupted() -> None:
     sys.exit(INTERRUPTED)
 
 
+def _errnos(*names: str) -> frozenset[int]:
+    import errno  # noqa: PLC0415
+    return frozenset(getattr(errno, name) for name in names if hasattr(errno, name))
+
+
+# a path the user named that this user may not read or write: bad input (exit 2), not a failure
+_NOT_ALLOWED = _errnos("EACCES", "EPERM", "EROFS")
+
+
+def _not_allowed_message(exc: OSError) -> str:
+    """The path as the user named it (an atomic write's temporary ``.NAME.cartwin-XXXX.tmp`` is
+    shown as NAME) and what would fix it."""
+    path = Path(str(exc.filename)) if exc.filename is not None else None
+    if path is not None and path.name.startswith(".") and path.name.endswith(layout.TEMPORARY_SUFFIX) \
+            and layout.TEMPORARY_INFIX in path.name:
+        path = path.parent / path.name[1:path.name.index(layout.TEMPORARY_INFIX)]
+    shown = f"{path}: " if path is not None else ""
+    return (f"{shown}{exc.strerror or 'not permitted'}; check its permissions (and its folder's), or choose "
+            "another path")
+
+
 def main() -> None:
     bad = _bad_input_types()
     usage = _usage_error_types()
@@ -601,6 +622,12 @@ def main() -> None:
         sys.exit(EXIT_BAD_INPUT)
     except usage as exc:  # unknown option, missing --out, out-of-range value
         exc.show()
+        sys.exit(EXIT_BAD_INPUT)
+    except OSError as exc:
+        if exc.errno not in _NOT_ALLOWED:
+            err.print(f"failed: {type(exc).__name__}: {exc}", highlight=False, markup=False)
+            sys.exit(EXIT_FAILURE)
+        err.print(f"error: {_not_allowed_message(exc)}", highlight=False, markup=False)
         sys.exit(EXIT_BAD_INPUT)
     except Exception as exc:
         err.print(f"failed: {type(exc).__name__}: {exc}", highlight=False, markup=False)

@@ -133,3 +133,24 @@ def test_names_with_brackets_are_printed_as_written(tmp_path, monkeypatch, capsy
     assert code == 0 and "trial[v2].toml" in text, text
     code, text = call(monkeypatch, capsys, "design", ROOT / "examples" / "design_least_ld.toml", "--check")
     assert code == 0 and "ok " in text and "[green]" not in text
+
+
+@pytest.mark.parametrize("error, shown, code", [
+    (PermissionError(13, "Permission denied", "/data/out/.visits.parquet.cartwin-k2j4.tmp"),
+     "error: /data/out/visits.parquet: Permission denied; check its permissions", 2),
+    (OSError(30, "Read-only file system", "/mnt/ro/scores"), "error: /mnt/ro/scores: Read-only file system", 2),
+    (OSError(28, "No space left on device", "/data/out/x"), "failed: OSError: [Errno 28]", 1),  # not the input's fault
+])
+def test_a_path_the_user_may_not_write_is_bad_input_named_as_given(tmp_path, monkeypatch, capsys, error, shown, code):
+    """Writing where the user may not exited 1 with 'failed: PermissionError: ... /.NAME.cartwin-XXXX.tmp':
+    it is an output path to change (exit 2), named as the user gave it."""
+    import cartwin.scoring
+
+    def refuse(*args, **kwargs):
+        raise error
+    monkeypatch.setattr(cartwin.scoring, "run_score_command", refuse)
+    data = tmp_path / "obs.csv"
+    data.write_text("subject,day,test,value,unit\nP1,0,NEUT,2.0,10^9/L\n")
+    got, text = call(monkeypatch, capsys, "score", data, "--out", tmp_path / "scored")
+    assert got == code and shown in text, text
+    assert "Traceback" not in text
