@@ -370,6 +370,9 @@ def export_sdtm_command(
               f"(cartwin.io.cdisc_rules): {len(result.findings)} findings")
     for finding in result.findings:
         out.print(f"  {finding}")
+    if result.n_without_observations:
+        out.print(f"left out: {result.n_without_observations} patients whose observations the run did not store "
+                  "([store] observations_per_arm in the protocol keeps more)")
 
 
 # --- fit and sensitivity (src/cartwin/fit; docs/fitting.md) ----------------------------------
