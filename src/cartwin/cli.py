@@ -335,7 +335,10 @@ def export_nonmem_command(
     """Write a run as a NONMEM-format dataset (ID TIME DV AMT RATE EVID MDV CMT DVID + covariates)."""
     from cartwin.io.nonmem import export_nonmem
     _output_file(out_file, out_file.with_name(out_file.stem + ".dictionary.json"))
-    chosen = [t.strip() for t in tests.split(",") if t.strip()] if tests else None
+    chosen = [t.strip() for t in tests.split(",") if t.strip()] if tests is not None else None
+    if chosen == []:  # "--tests ," or "--tests ''" exported every test, as if the option were absent
+        raise BadInput(f"--tests {tests!r} names no test code; give codes such as CART,BCELL, or leave "
+                       "--tests out for every test")
     result = export_nonmem(run_dir, out_file, chosen)
     out.print(f"NONMEM dataset -> {result.data} ({result.n_subjects} subjects, {result.n_rows} rows); "
               f"dictionary -> {result.dictionary_json}")

@@ -154,3 +154,13 @@ def test_a_path_the_user_may_not_write_is_bad_input_named_as_given(tmp_path, mon
     got, text = call(monkeypatch, capsys, "score", data, "--out", tmp_path / "scored")
     assert got == code and shown in text, text
     assert "Traceback" not in text
+
+
+@pytest.mark.parametrize("tests", [",", "", " , "])
+def test_export_nonmem_tests_naming_no_code_is_refused(tmp_path, monkeypatch, capsys, tests):
+    """'--tests ,' exported every test, as if the option had not been given."""
+    (tmp_path / "run").mkdir()
+    code, text = call(monkeypatch, capsys, "export", "nonmem", tmp_path / "run", "--out", tmp_path / "d.csv",
+                      "--tests", tests)
+    assert code == 2 and "names no test code" in text, text
+    assert not (tmp_path / "d.csv").exists()
