@@ -163,3 +163,15 @@ def test_extreme_but_real_laboratory_values_are_kept(tmp_path):
                     "P1,0,C3,2.6,g/L,,\nP1,0,C4,0.9,g/L,,\nP1,0,IGG,90,g/L,,\nP1,0,CREAT,15,umol/L,,\n"
                     "P1,1,CREAT,2000,umol/L,,\n")
     assert read_observations(path).frame.height == 8
+
+
+def test_a_file_with_a_header_only_is_named_as_such(tmp_path):
+    """It was refused as having 'no observations to score after excluding failed subjects', though
+    an observation file has no failed subjects."""
+    from cartwin.scoring import score
+    path = tmp_path / "obs.csv"
+    path.write_text(HEADER)
+    with pytest.raises(ObservationError) as exc:
+        score(path, tmp_path / "out")
+    assert "no observation rows to score (a header only)" in str(exc.value)
+    assert "failed subjects" not in str(exc.value)
