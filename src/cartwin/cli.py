@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cartwin import __version__
@@ -20,8 +21,10 @@ from cartwin.store import layout
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="cartwin: virtual trials of CD19 CAR-T cell therapy in autoimmune disease.")
-err = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
+# markup off: file names, arm ids and messages are printed as written ("trial[v2].toml" lost its
+# "[v2]" as a style tag); the few coloured words ask for markup and escape what they interpolate
+err = Console(stderr=True, soft_wrap=True, markup=False)
+out = Console(soft_wrap=True, markup=False)
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILURE = 1
@@ -67,12 +70,12 @@ def validate(protocol: Path = typer.Argument(..., help="Protocol file (TOML)."))
     from cartwin.run import scoring_notes
     ctx = check_loadable(loaded.protocol)
     p = loaded.protocol
-    out.print(f"[green]ok[/green] {protocol}: study {p.study_id}, {len(p.arms)} arm(s), "
+    out.print(f"[green]ok[/green] {escape(str(protocol))}: study {escape(p.study_id)}, {len(p.arms)} arm(s), "
               f"{sum(plan.n_per_arm.values())} patients"
               + (f" in each of {plan.replicates} replicate trials" if plan.replicates else "")
-              + f", seed {p.seed}, follow-up {p.follow_up_days:g} days")
+              + f", seed {p.seed}, follow-up {p.follow_up_days:g} days", markup=True)
     for note in scoring_notes(p.outputs, ctx.model):
-        err.print(f"[yellow]note[/yellow]: {note}", highlight=False)
+        err.print(f"[yellow]note[/yellow]: {escape(note)}", highlight=False, markup=True)
 
 
 @app.command()
@@ -113,13 +116,13 @@ def run(
                                score=report)
     msg = (f"[green]done[/green] {summary.n_total} patients "
            f"({summary.chunks_computed} chunks computed, {summary.chunks_reused} reused) in "
-           f"{summary.seconds:.1f} s -> {summary.out}")
-    out.print(msg)
+           f"{summary.seconds:.1f} s -> {escape(str(summary.out))}")
+    out.print(msg, markup=True)
     for note in summary.notes:
-        err.print(f"[yellow]note[/yellow]: {note}", highlight=False)
+        err.print(f"[yellow]note[/yellow]: {escape(note)}", highlight=False, markup=True)
     if summary.n_failed:
         err.print(f"[yellow]{summary.n_failed} patient(s) failed[/yellow]; see {layout.PATIENTS} "
-                  f"(status, failure_reason) and {layout.MANIFEST}")
+                  f"(status, failure_reason) and {layout.MANIFEST}", markup=True)
         for subject, reason in summary.failed[:10]:
             err.print(f"  {subject}: {reason}")
     if report:
@@ -169,7 +172,8 @@ def _own_cdisc_dir(path: Path) -> None:
                        "define.json); give a new or empty directory")
 
 
-def _refuse_sbml_run(path: Path, command: str) -> None:
+def _refuse_sbml_run(path: Path, command: str,
+                     why: str = "it grades lupus read-outs that the model does not give") -> None:
     """Scores and the report grade lupus read-outs (SLEDAI, CTCAE, ASTCT...) that an imported SBML
     model does not give: say so instead of failing on its read-outs' names."""
     import json  # noqa: PLC0415
@@ -183,9 +187,8 @@ def _refuse_sbml_run(path: Path, command: str) -> None:
         return
     if layout.is_imported_model(model):
         raise BadInput(f"{path}: a run of an imported SBML model ({model.get('name', '?')}); "
-                       f"`cartwin {command}` is not available for SBML runs (it grades lupus read-outs "
-                       "that the model does not give). Use `cartwin show` or read the tables "
-                       "(docs/run_directory.md).")
+                       f"`cartwin {command}` is not available for SBML runs ({why}). Use `cartwin show`, "
+                       "`cartwin export nonmem` or read the tables (docs/run_directory.md).")
 
 
 def _check_cluster_options(cluster: str, workers: Optional[int]) -> None:
@@ -239,23 +242,36 @@ def show(run_dir: Path = typer.Argument(..., help="A run directory.")):
     # arms in the protocol's order (the manifest keeps it), not alphabetical
     order = {arm: i for i, arm in enumerate(rd.manifest().get("n_per_arm", {}))}
     rows = sorted(rows, key=lambda r: order.get(r["arm"], len(order)))
-    table = Table(title="Per arm: medians over ok patients [5-95%]")
+    for table in _arm_tables(rows, out.width):
+        out.print(table)
+
+
+def _arm_tables(rows: list[dict], width: int) -> list[Table]:
+    """The per-arm summary as tables of read-outs (rows) by arms (columns), as many arms to a table
+    as fit the terminal's width: names and values stay whole and in the protocol's order, where one
+    wide table would fold every cell to a letter per line (nine arms on an 80-column terminal)."""
     keys = list(rows[0].keys())[1:]
-    if len(rows) <= 4:
-        table.add_column("")
-        for row in rows:
-            table.add_column(str(row["arm"]))
+    label_width = max(len(key) for key in keys) + 3  # content, padding and the border on its left
+    groups: list[list[dict]] = [[]]
+    used = label_width + 1
+    for row in rows:
+        needed = max(len(str(row["arm"])), *(len(str(row[key])) for key in keys)) + 3
+        if groups[-1] and used + needed > width:
+            groups.append([])
+            used = label_width + 1
+        groups[-1].append(row)
+        used += needed
+    tables = []
+    for k, group in enumerate(groups):
+        part = f" ({k + 1} of {len(groups)})" if len(groups) > 1 else ""
+        table = Table(title=f"Per arm: medians over ok patients [5-95%]{part}")
+        table.add_column("", overflow="fold")
+        for row in group:
+            table.add_column(str(row["arm"]), overflow="fold")
         for key in keys:
-            table.add_row(key, *[str(row[key]) for row in rows])
-    else:
-        # many arms: one line per arm, its name whole (a column per arm would cut the names down
-        # to the same "..." on a terminal)
-        table.add_column("arm", no_wrap=True)
-        for key in keys:
-            table.add_column(key, overflow="fold")
-        for row in rows:
-            table.add_row(str(row["arm"]), *[str(row[key]) for key in keys])
-    out.print(table)
+            table.add_row(key, *[str(row[key]) for row in group])
+        tables.append(table)
+    return tables
 
 
 @app.command()
@@ -319,10 +335,18 @@ def export_nonmem_command(
     """Write a run as a NONMEM-format dataset (ID TIME DV AMT RATE EVID MDV CMT DVID + covariates)."""
     from cartwin.io.nonmem import export_nonmem
     _output_file(out_file, out_file.with_name(out_file.stem + ".dictionary.json"))
-    chosen = [t.strip() for t in tests.split(",") if t.strip()] if tests else None
+    chosen = [t.strip() for t in tests.split(",") if t.strip()] if tests is not None else None
+    if chosen == []:  # "--tests ," or "--tests ''" exported every test, as if the option were absent
+        raise BadInput(f"--tests {tests!r} names no test code; give codes such as CART,BCELL, or leave "
+                       "--tests out for every test")
     result = export_nonmem(run_dir, out_file, chosen)
     out.print(f"NONMEM dataset -> {result.data} ({result.n_subjects} subjects, {result.n_rows} rows); "
               f"dictionary -> {result.dictionary_json}")
+    if result.excluded_subjects:
+        out.print(f"left out: {len(result.excluded_subjects)} patients whose simulation failed (listed in the dictionary)")
+    if result.n_without_observations:
+        out.print(f"left out: {result.n_without_observations} patients whose observations the run did not store "
+                  "([store] observations_per_arm in the protocol keeps more)")
 
 
 @export_app.command("sdtm")
@@ -340,6 +364,8 @@ def export_sdtm_command(
     """Write SDTM DM, EX, LB, AE, RS and ADaM ADSL, ADLB as CSV and SAS XPORT v5, checked against
     the conformance rules of cartwin.io.cdisc_rules."""
     from cartwin.io.cdisc import export_cdisc
+    _refuse_sbml_run(source, "export sdtm", "its domains hold lupus read-outs with CDISC test codes, "
+                     "which the model's quantities are not")
     _own_cdisc_dir(out_dir)
     result = export_cdisc(source, out_dir, scored, study_id, start_date=start_date, country=country)
     counts = ", ".join(f"{k} {v.height}" for k, v in result.datasets.items())
@@ -347,6 +373,9 @@ def export_sdtm_command(
               f"(cartwin.io.cdisc_rules): {len(result.findings)} findings")
     for finding in result.findings:
         out.print(f"  {finding}")
+    if result.n_without_observations:
+        out.print(f"left out: {result.n_without_observations} patients whose observations the run did not store "
+                  "([store] observations_per_arm in the protocol keeps more)")
 
 
 # --- fit and sensitivity (src/cartwin/fit; docs/fitting.md) ----------------------------------
@@ -481,7 +510,7 @@ def design_command(
     from cartwin.design import load_spec, run_design, write_design
     loaded = load_spec(spec)
     if check:
-        out.print(f"[green]ok[/green] {spec}: design {loaded.spec.design_id}")
+        out.print(f"[green]ok[/green] {escape(str(spec))}: design {escape(loaded.spec.design_id)}", markup=True)
         return
     if out_dir is None:
         raise BadInput("cartwin design: give --out DIR, a new or empty directory for the results "
@@ -531,7 +560,8 @@ def serve_command(
     shown = f"[{host}]" if ":" in host else host
     out.print(f"cartwin serve: http://{shown}:{port}/ (runs in {runs.resolve()}); Ctrl-C stops it")
     if host not in ("127.0.0.1", "localhost", "::1"):
-        err.print(f"[yellow]warning[/yellow]: bound to {host}: anyone who can reach this address can run and read trials")
+        err.print(f"[yellow]warning[/yellow]: bound to {escape(host)}: anyone who can reach this address can run "
+                  "and read trials", markup=True)
     serve(runs, host=host, port=port, workers=workers, max_running=max_running, protocol=protocol,
           max_upload_mb=max_upload_mb)
 
@@ -563,6 +593,27 @@ def _interrupted() -> None:
     sys.exit(INTERRUPTED)
 
 
+def _errnos(*names: str) -> frozenset[int]:
+    import errno  # noqa: PLC0415
+    return frozenset(getattr(errno, name) for name in names if hasattr(errno, name))
+
+
+# a path the user named that this user may not read or write: bad input (exit 2), not a failure
+_NOT_ALLOWED = _errnos("EACCES", "EPERM", "EROFS")
+
+
+def _not_allowed_message(exc: OSError) -> str:
+    """The path as the user named it (an atomic write's temporary ``.NAME.cartwin-XXXX.tmp`` is
+    shown as NAME) and what would fix it."""
+    path = Path(str(exc.filename)) if exc.filename is not None else None
+    if path is not None and path.name.startswith(".") and path.name.endswith(layout.TEMPORARY_SUFFIX) \
+            and layout.TEMPORARY_INFIX in path.name:
+        path = path.parent / path.name[1:path.name.index(layout.TEMPORARY_INFIX)]
+    shown = f"{path}: " if path is not None else ""
+    return (f"{shown}{exc.strerror or 'not permitted'}; check its permissions (and its folder's), or choose "
+            "another path")
+
+
 def main() -> None:
     bad = _bad_input_types()
     usage = _usage_error_types()
@@ -577,6 +628,12 @@ def main() -> None:
         sys.exit(EXIT_BAD_INPUT)
     except usage as exc:  # unknown option, missing --out, out-of-range value
         exc.show()
+        sys.exit(EXIT_BAD_INPUT)
+    except OSError as exc:
+        if exc.errno not in _NOT_ALLOWED:
+            err.print(f"failed: {type(exc).__name__}: {exc}", highlight=False, markup=False)
+            sys.exit(EXIT_FAILURE)
+        err.print(f"error: {_not_allowed_message(exc)}", highlight=False, markup=False)
         sys.exit(EXIT_BAD_INPUT)
     except Exception as exc:
         err.print(f"failed: {type(exc).__name__}: {exc}", highlight=False, markup=False)

@@ -64,7 +64,10 @@ def score(source: Path | str, out_dir: Path | str, *, sledai_window_days: float 
     target.check_new()  # before any work: a wrong --out is reported at once
     obs = read_observations(source)
     if obs.frame.height == 0:
-        raise ObservationError(f"{source}: no observations to score after excluding failed subjects.", file=str(source))
+        problem = ("no observations to score after excluding failed subjects" if source.is_dir() else
+                   "no observation rows to score (a header only); give one row per subject, day and test "
+                   "(docs/clinical.md)")
+        raise ObservationError(f"{source}: {problem}.", file=str(source))
     # a run directory is scored with its protocol's [scoring] days unless others are given
     run_visit_day, run_lab_day = run_baselines(source)
     visit_day, lab_day = baseline_days(run_visit_day if baseline_last_day is None else baseline_last_day,

@@ -136,3 +136,42 @@ def test_an_unknown_test_code_suggests_the_code_meant():
 def test_the_unknown_code_message_carries_the_suggestion(tmp_path):
     exc = refused(tmp_path, "P1,0,ANC,2.0,10^9/L,,\n")
     assert exc.column == "test" and "'ANC' -> 'NEUT'" in str(exc) and "src/cartwin" not in str(exc)
+
+
+@pytest.mark.parametrize("row", [
+    "P1,0,LYM,1500,10^9/L,,\n",        # lymphocytes per uL labelled 10^9/L
+    "P1,0,PLAT,210000,10^9/L,,\n",     # platelets per uL labelled 10^9/L
+    "P1,0,HGB,118,g/dL,,\n",           # g/L labelled g/dL
+    "P1,0,C3,90,g/L,,\n",              # mg/dL labelled g/L
+    "P1,0,C4,20,g/L,,\n",              # mg/dL labelled g/L
+    "P1,0,IGG,1200,g/L,,\n",           # mg/dL labelled g/L
+    "P1,0,CREAT,0.9,umol/L,,\n",       # mg/dL labelled umol/L
+])
+def test_a_laboratory_value_in_the_wrong_unit_is_refused_not_graded(tmp_path, row):
+    """Before, these were graded as given: haemoglobin 118 g/dL read as 1180 g/L (no anaemia),
+    creatinine 0.9 umol/L (never raised)."""
+    exc = refused(tmp_path, "P1,-1,NEUT,2.0,10^9/L,,\n" + row)
+    assert exc.rows == [2] and exc.column == "value", str(exc)
+    assert "outside its valid range" in str(exc)
+
+
+def test_extreme_but_real_laboratory_values_are_kept(tmp_path):
+    """The bounds catch a unit slip, not a sick patient: lymphocytosis, thrombocytosis,
+    polycythaemia, acute-phase complement, hypergammaglobulinaemia, cachexia and renal failure."""
+    path = tmp_path / "obs.csv"
+    path.write_text(HEADER + "P1,0,LYM,250,10^9/L,,\nP1,0,PLAT,2500,10^9/L,,\nP1,0,HGB,21,g/dL,,\n"
+                    "P1,0,C3,2.6,g/L,,\nP1,0,C4,0.9,g/L,,\nP1,0,IGG,90,g/L,,\nP1,0,CREAT,15,umol/L,,\n"
+                    "P1,1,CREAT,2000,umol/L,,\n")
+    assert read_observations(path).frame.height == 8
+
+
+def test_a_file_with_a_header_only_is_named_as_such(tmp_path):
+    """It was refused as having 'no observations to score after excluding failed subjects', though
+    an observation file has no failed subjects."""
+    from cartwin.scoring import score
+    path = tmp_path / "obs.csv"
+    path.write_text(HEADER)
+    with pytest.raises(ObservationError) as exc:
+        score(path, tmp_path / "out")
+    assert "no observation rows to score (a header only)" in str(exc.value)
+    assert "failed subjects" not in str(exc.value)

@@ -40,7 +40,14 @@ def _errors(text: str) -> str:
     (('protocol = "nct05988216_expansion.toml"', 'protocol = "missing.toml"'), "protocol: no file"),
     (("at_least = 0.9\n", "at_least = 1.5\n"), "goal.require[0].at_least"),
     (("size = 4\nat_least = 3", "size = 4\nat_least = 5"), "5 successes cannot happen in a trial of 4"),
-    (("patients = 200", "patients = 200\npatient = 3"), "patient: Extra inputs are not permitted"),
+    (("patients = 200", "patients = 200\npatient = 3"),
+     "patient: unknown field; remove it or check its spelling (did you mean 'patients'?)"),
+    (("patients = 200", "patient = 200"), "patients: required field is missing"),
+    # a dose is judged as the form it was written in, not also as the other form
+    (("cells_per_kg = 3e5 }", 'cells_per_kg = "3e5" }'),
+     "bad.toml: space.doses[0].cells_per_kg: Input should be a valid number (given '3e5')"),
+    (("cells_per_kg = 3e5 }", "cells_per_kg = 3e5, cells = 1e7 }"),
+     "bad.toml: space.doses[0]: give the dose either per kg (cells_per_kg) or flat (cells), not both"),
     (('minimise = "intensity"', 'minimise = "cart_cmax"'), "goal.minimise: 'cart_cmax'"),
 ])
 def test_bad_specs_name_the_field_and_the_fix(change, expected):
@@ -48,6 +55,12 @@ def test_bad_specs_name_the_field_and_the_fix(change, expected):
     old, new = change
     assert old in text
     assert expected in _errors(text.replace(old, new, 1))
+
+
+def test_a_protocol_given_as_a_spec_is_named_as_such():
+    message = _errors((ROOT / "examples" / "nct05988216.toml").read_text())
+    assert "this is a protocol, not a design spec" in message
+    assert "Extra inputs" not in message and "Field required" not in message
 
 
 def test_not_toml():

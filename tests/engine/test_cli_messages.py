@@ -21,10 +21,11 @@ def test_show_of_a_missing_path_says_it_does_not_exist(tmp_path, monkeypatch, ca
     assert code == 2 and "no such directory" in msg and "--resume" not in msg
 
 
-def test_report_and_score_say_they_do_not_apply_to_sbml_runs(tmp_path, monkeypatch, capsys):
+def test_report_score_and_sdtm_export_say_they_do_not_apply_to_sbml_runs(tmp_path, monkeypatch, capsys):
     path = write_protocol(tmp_path / "k.toml", kimmel_protocol(arms=[{"id": "k", "n": 1}]))
     run_protocol(load_protocol(path), tmp_path / "run", workers=1)
-    for command in (["report", tmp_path / "run"], ["score", tmp_path / "run", "--out", tmp_path / "s"]):
+    for command in (["report", tmp_path / "run"], ["score", tmp_path / "run", "--out", tmp_path / "s"],
+                    ["export", "sdtm", tmp_path / "run", "--out", tmp_path / "sdtm"]):
         code, msg = call(monkeypatch, capsys, *command)
         assert code == 2 and "not available for SBML runs" in msg, msg
         assert "Traceback" not in msg
@@ -43,12 +44,21 @@ def test_show_keeps_protocol_order_and_whole_arm_names(tmp_path, monkeypatch, ca
     protocol["arms"] = [{"id": name, "product": "autologous_cd19", "dose": {"cells_per_kg": 1e6},
                          "lymphodepletion": "erlangen", "n": 1} for name in names]
     run_protocol(load_protocol(write_protocol(tmp_path / "p.toml", protocol)), tmp_path / "run", workers=1)
-    monkeypatch.setattr(cli, "out", Console(width=100, soft_wrap=False, force_terminal=False))
-    code, text = call(monkeypatch, capsys, "show", tmp_path / "run")
-    assert code == 0
-    positions = [text.find(name) for name in names]
-    assert all(p >= 0 for p in positions), text
-    assert positions == sorted(positions), text
+    from cartwin.store.run_directory import RunDirectory
+    from cartwin.store.summary import arm_summary
+    values = {str(v) for row in arm_summary(RunDirectory(tmp_path / "run")) for v in row.values()}
+    for width in (100, 80):  # 80: a terminal's usual width, and rich's when the output is piped
+        monkeypatch.setattr(cli, "out", Console(width=width, soft_wrap=False, force_terminal=False))
+        code, text = call(monkeypatch, capsys, "show", tmp_path / "run")
+        assert code == 0
+        positions = [text.find(name) for name in names]
+        assert all(p >= 0 for p in positions), text
+        assert positions == sorted(positions), text
+        # every name and value whole on a line of the table (one table squeezed to the width
+        # folded each cell to a character or two per line)
+        cells = {c.strip() for line in text.splitlines() for c in line.replace("┃", "│").split("│")}
+        assert values <= cells, (values - cells, text)
+        assert max(len(line) for line in text.splitlines() if "│" in line) <= width
 
 
 @pytest.mark.parametrize("command", [[], ["run"], ["score"], ["export", "sdtm"], ["export", "nonmem"], ["fit"]])
@@ -110,3 +120,47 @@ def test_outputs_that_leave_out_what_sledai_reads_are_noted(tmp_path, monkeypatc
     path.write_text(tomli_w.dumps(protocol))
     code, text = call_cli(monkeypatch, capsys, "validate", path)
     assert code == 0 and "note" not in text
+
+
+def test_names_with_brackets_are_printed_as_written(tmp_path, monkeypatch, capsys):
+    """A file name such as trial[v2].toml was printed as 'trial.toml': the console read '[v2]' as
+    a style tag."""
+    import shutil
+    from tests.conftest import ROOT
+    path = tmp_path / "trial[v2].toml"
+    shutil.copy(ROOT / "examples" / "nct05988216.toml", path)
+    code, text = call(monkeypatch, capsys, "validate", path)
+    assert code == 0 and "trial[v2].toml" in text, text
+    code, text = call(monkeypatch, capsys, "design", ROOT / "examples" / "design_least_ld.toml", "--check")
+    assert code == 0 and "ok " in text and "[green]" not in text
+
+
+@pytest.mark.parametrize("error, shown, code", [
+    (PermissionError(13, "Permission denied", "/data/out/.visits.parquet.cartwin-k2j4.tmp"),
+     "error: /data/out/visits.parquet: Permission denied; check its permissions", 2),
+    (OSError(30, "Read-only file system", "/mnt/ro/scores"), "error: /mnt/ro/scores: Read-only file system", 2),
+    (OSError(28, "No space left on device", "/data/out/x"), "failed: OSError: [Errno 28]", 1),  # not the input's fault
+])
+def test_a_path_the_user_may_not_write_is_bad_input_named_as_given(tmp_path, monkeypatch, capsys, error, shown, code):
+    """Writing where the user may not exited 1 with 'failed: PermissionError: ... /.NAME.cartwin-XXXX.tmp':
+    it is an output path to change (exit 2), named as the user gave it."""
+    import cartwin.scoring
+
+    def refuse(*args, **kwargs):
+        raise error
+    monkeypatch.setattr(cartwin.scoring, "run_score_command", refuse)
+    data = tmp_path / "obs.csv"
+    data.write_text("subject,day,test,value,unit\nP1,0,NEUT,2.0,10^9/L\n")
+    got, text = call(monkeypatch, capsys, "score", data, "--out", tmp_path / "scored")
+    assert got == code and shown in text, text
+    assert "Traceback" not in text
+
+
+@pytest.mark.parametrize("tests", [",", "", " , "])
+def test_export_nonmem_tests_naming_no_code_is_refused(tmp_path, monkeypatch, capsys, tests):
+    """'--tests ,' exported every test, as if the option had not been given."""
+    (tmp_path / "run").mkdir()
+    code, text = call(monkeypatch, capsys, "export", "nonmem", tmp_path / "run", "--out", tmp_path / "d.csv",
+                      "--tests", tests)
+    assert code == 2 and "names no test code" in text, text
+    assert not (tmp_path / "d.csv").exists()

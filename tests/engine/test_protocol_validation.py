@@ -167,3 +167,12 @@ def test_union_messages_keep_the_other_problems_and_the_names_of_regimens(protoc
     protocol_dict["regimens"] = {"strong": [{"drug": "x", "dose_mg_m2": 1, "days": [-3]}], "stricter": 5}
     text = errors_of(protocol_dict)
     assert "regimens.strong[0].drug" in text and "regimens.stricter" in text
+
+
+def test_a_design_spec_given_as_a_protocol_is_named_as_such():
+    """`cartwin validate` or `run` of a design spec listed thirteen schema problems and no word of
+    what the file is."""
+    from tests.conftest import ROOT
+    with pytest.raises(ProtocolError) as info:
+        load_protocol(ROOT / "examples" / "design_least_ld.toml")
+    assert info.value.problems[0].startswith("this is a design spec, not a protocol: search it with `cartwin design")

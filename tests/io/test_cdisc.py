@@ -338,3 +338,40 @@ def test_real_data_baseline_is_the_ctcae_grading_reference(tmp_path):
     assert flagged.height == 1 and flagged["LBSTRESN"][0] == 20.0
     adlb = out.datasets["ADLB"].filter(pl.col("PARAMCD") == "ALT")
     assert adlb["BASE"].unique().to_list() == [20.0]
+
+
+def test_a_finding_over_many_rows_says_how_many():
+    """A row check lists five rows and then '... N more rows'; the finding's text cut that last
+    entry to 'and 1 more', so 4,000 empty RFENDTC read as six."""
+    from cartwin.io.cdisc_rules import Finding, _rows, rules
+    frame = pl.DataFrame({"USUBJID": [f"S{k}" for k in range(4000)], "RFENDTC": [""] * 4000})
+    finding = Finding(rules()[0], "DM", _rows(frame, frame["RFENDTC"] == "", ["RFENDTC"]))
+    assert "3995 more rows" in str(finding) and "and 1 more" not in str(finding)
+    many = Finding(rules()[0], "DM", [f"problem {k}" for k in range(8)])
+    assert str(many).endswith("problem 4; and 3 more")
+
+
+def test_patients_whose_observations_the_run_did_not_store_are_left_out_and_counted(tmp_path):
+    """A run keeps the observations of the first [store] observations_per_arm patients of each
+    arm. The others were exported in DM and EX with no LB, RS or AE record (read as patients with
+    no adverse event) and an empty RFENDTC, which the export's own conformance check flagged."""
+    import copy
+    from cartwin.io.cdisc import export_cdisc
+    from cartwin.protocol import load_protocol
+    from cartwin.run import run_protocol
+    from tests.conftest import BASE_PROTOCOL, write_protocol
+
+    protocol = copy.deepcopy(BASE_PROTOCOL)
+    protocol["follow_up_days"] = 28
+    protocol["schedule"] = {"days": [-6, 0, 7, 28]}
+    protocol["arms"] = protocol["arms"][:1]
+    protocol["arms"][0]["n"] = 5
+    protocol["store"] = {"observations_per_arm": 2}
+    run_protocol(load_protocol(write_protocol(tmp_path / "p.toml", protocol)), tmp_path / "run", workers=1)
+    result = export_cdisc(tmp_path / "run", tmp_path / "sdtm", formats=("csv",))
+    assert result.findings == ()
+    assert result.datasets["DM"]["SUBJID"].sort().to_list() == ["auto-000001", "auto-000002"]
+    assert set(result.datasets["EX"]["USUBJID"]) == set(result.datasets["DM"]["USUBJID"])
+    assert result.n_without_observations == 3
+    define = json.loads((tmp_path / "sdtm" / "define.json").read_text())
+    assert define["provenance"]["subjects_without_observations"]["count"] == 3

@@ -242,3 +242,57 @@ def test_arm_numbers_follow_the_protocol_order(tmp_path):
     dictionary = json.loads(export.dictionary_json.read_text())
     assert dictionary["arms"]["1"]["arm"] == first
     assert data.filter(pl.col("ID") == 1)["ARMN"].unique().to_list() == [1]
+
+
+def test_a_run_of_an_imported_sbml_model_exports_without_patient_covariates(tmp_path):
+    """A run of an imported SBML model has no sex, covariates, products or regimens: its dataset
+    has the event and observation columns and ARMN (before, the export failed looking for 'sex'),
+    and reads back to the run's observations."""
+    from cartwin.protocol import load_protocol
+    from cartwin.run import run_protocol
+    from tests.conftest import write_protocol
+    from tests.engine.test_sbml_run import kimmel_protocol
+
+    path = write_protocol(tmp_path / "k.toml", kimmel_protocol(arms=[{"id": "k", "n": 2}]))
+    run_protocol(load_protocol(path), tmp_path / "run", workers=1)
+    export = export_nonmem(tmp_path / "run", tmp_path / "k.csv")
+    data = pl.read_csv(export.data, null_values=".")
+    dictionary = json.loads(export.dictionary_json.read_text())
+    assert data.columns == ["ID", "TIME", "DV", "AMT", "RATE", "EVID", "MDV", "CMT", "DVID", "LLOQ", "BLQ",
+                            "CENS", "DAY", "TAFD", "ARMN", "SUBJ"]
+    assert dictionary["nmtran_input"].split()[1:] == [*data.columns[:-1], "SUBJ=DROP"]
+    assert set(dictionary["columns"]) == set(data.columns)
+    assert dictionary["arms"] == {"1": {"arm": "k", "product": None, "regimen": None}}
+    back = read_nonmem(export.data)
+    original = _observations(tmp_path / "run").select("subject", "day", "test", "value")
+    joined = original.join(back.observations, on=["subject", "day", "test"], how="full", suffix="_back",
+                           coalesce=True)
+    assert joined.height == original.height == back.observations.height == export.n_rows
+    np.testing.assert_array_equal(joined["value"].to_numpy(), joined["value_back"].to_numpy())
+
+
+def test_patients_whose_observations_the_run_did_not_store_are_left_out_and_counted(tmp_path):
+    """A run keeps the observations of the first [store] observations_per_arm patients of each
+    arm; the others were exported as subjects of doses alone (19,000 of 20,000 in a run of the
+    expansion cohort), which inform no fit and made the subject count a false promise."""
+    import copy
+    from cartwin.protocol import load_protocol
+    from cartwin.run import run_protocol
+    from tests.conftest import BASE_PROTOCOL, write_protocol
+
+    protocol = copy.deepcopy(BASE_PROTOCOL)
+    protocol["follow_up_days"] = 28
+    protocol["schedule"] = {"days": [-6, 0, 7, 28]}
+    protocol["arms"] = protocol["arms"][:1]
+    protocol["arms"][0]["n"] = 5
+    protocol["store"] = {"observations_per_arm": 2}
+    run_protocol(load_protocol(write_protocol(tmp_path / "p.toml", protocol)), tmp_path / "run", workers=1)
+    export = export_nonmem(tmp_path / "run", tmp_path / "d.csv")
+    data = pl.read_csv(export.data, null_values=".", infer_schema_length=None)
+    stored = _observations(tmp_path / "run")["subject"].unique().sort().to_list()
+    assert len(stored) == 2
+    assert sorted(data["SUBJ"].unique().to_list()) == stored
+    assert export.n_subjects == 2 and export.n_without_observations == 3
+    dictionary = json.loads(export.dictionary_json.read_text())
+    assert dictionary["subjects_without_observations"]["count"] == 3
+    assert set(dictionary["subjects"].values()) == set(stored)

@@ -139,6 +139,10 @@ def test_patient_covariates_reach_the_file_and_the_doses():
     ({"cells_per_kg": -1.0}, "CAR-T dose must be a positive number"),
     ({"covariates": {"WEIGHT_KG": 60}}, "unknown patient covariates ['WEIGHT_KG']"),
     ({"covariates": {"WT": 0.0}}, "impossible patient covariates"),
+    ({"covariates": {"WT": 5000.0}}, "WT=5000 is outside the physiologic range 30-250 kg"),
+    ({"covariates": {"CREAT": 0.7}}, "CREAT=0.7 is outside the physiologic range 20-1500 umol/L"),
+    ({"covariates": {"SEXF": 2.0}}, "SEXF=2 must be 0 or 1"),
+    ({"covariates": {"ARTH0": 0.5}}, "ARTH0=0.5 must be 0 or 1"),
     ({"model": "no_such_model"}, "unknown model 'no_such_model'"),
 ])
 def test_bad_input_is_a_clear_value_error(kwargs, message):

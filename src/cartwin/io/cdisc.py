@@ -121,6 +121,7 @@ class CdiscExport:
     datasets: dict[str, pl.DataFrame]
     files: dict[str, list[Path]]
     findings: tuple = ()  # conformance findings (cartwin.io.cdisc_rules); empty when conformant
+    n_without_observations: int = 0  # run patients left out: their observations were not stored
 
 
 def study_day(day: pl.Expr) -> pl.Expr:
@@ -376,8 +377,15 @@ def build_domains(source: str | Path, scored: str | Path | None = None, study_id
         return pl.concat_str(pl.lit(study + "-"), pl.col(col))
 
     # --- who, which arm, which doses ------------------------------------------------------------
+    n_without_observations = 0
     if simulated:
         pts = patients.filter(pl.col("status") == "ok")
+        # a run keeps the observations of the first [store] observations_per_arm patients of each
+        # arm; another patient would be a subject with exposure and no findings or adverse events
+        # (none scored), which would read as a patient who had none
+        stored = pts["subject"].is_in(frame["subject"].unique())
+        n_without_observations = pts.height - int(stored.sum())
+        pts = pts.filter(stored)
         arms = _arm_table(pts, protocol)
         subjects = pts.join(arms, on="arm", how="left")
         # drugs that protocol rules gave (tocilizumab, steroids, G-CSF) are concomitant medication
@@ -674,6 +682,10 @@ def build_domains(source: str | Path, scored: str | Path | None = None, study_id
         "baseline": "LBLOBXFL = ABLFL: last result before the first study treatment (first lymphodepleting "
                     "dose; a sample at the dose time is pre-dose)",
         "lbtestcd": testcd,
+        "subjects_without_observations": {
+            "count": n_without_observations,
+            "meaning": "patients of the run left out because it did not store their observations (it keeps "
+                       "those of the first [store] observations_per_arm patients of each arm, docs/protocol.md)"},
     }
     return domains, provenance
 
@@ -727,7 +739,8 @@ def export_cdisc(source: str | Path, out_dir: str | Path, scored: str | Path | N
             "variables": [{"name": c, "label": LABELS.get(c, c)[:40], "type": "Num" if frame.schema[c].is_numeric() else "Char"}
                           for c in frame.columns]}
     write_via(out_dir / "define.json", lambda p: Path(p).write_text(json.dumps(define, indent=2)))
-    return CdiscExport(out_dir, domains, files, tuple(findings))
+    return CdiscExport(out_dir, domains, files, tuple(findings),
+                       provenance["subjects_without_observations"]["count"])
 
 
 def read_xpt(path: str | Path) -> tuple[pl.DataFrame, dict]:

@@ -52,7 +52,9 @@ class Finding:
     problems: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        shown = "; ".join(self.problems[:5]) + (f"; and {len(self.problems) - 5} more" if len(self.problems) > 5 else "")
+        # six shown whole rather than "and 1 more", which hid a row check's own "... N more rows"
+        shown = "; ".join(self.problems[:6] if len(self.problems) <= 6 else
+                          [*self.problems[:5], f"and {len(self.problems) - 5} more"])
         return f"{self.rule.id} ({self.rule.standard}) {self.dataset}: {self.rule.text}: {shown}"
 
 

@@ -73,6 +73,7 @@ class NonmemExport:
     n_subjects: int
     n_rows: int
     excluded_subjects: tuple[str, ...]
+    n_without_observations: int = 0  # patients beyond the run's stored ones ([store] observations_per_arm)
 
 
 def _read_run(run_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, dict]:
@@ -96,6 +97,11 @@ def build_dataset(run_dir: str | Path, tests: list[str] | None = None) -> tuple[
     patients, obs, events, manifest = _read_run(Path(run_dir))
     ok = patients.filter(pl.col("status") == "ok").sort(["_arm_position", "arm", "index"]).drop("_arm_position")
     excluded = patients.filter(pl.col("status") != "ok")["subject"].to_list()
+    # a run keeps the observations of the first [store] observations_per_arm patients of each arm;
+    # the others would be subjects of doses alone, which inform no fit: left out and counted
+    observed = ok["subject"].is_in(obs["subject"].unique())
+    n_without_observations = ok.height - int(observed.sum())
+    ok = ok.filter(observed)
     available = obs["test"].unique(maintain_order=True).to_list()
     if tests:
         unknown = [t for t in tests if t not in available]
@@ -136,11 +142,14 @@ def build_dataset(run_dir: str | Path, tests: list[str] | None = None) -> tuple[
     rows = pl.concat([samples.select(cols), doses.select(cols)], how="vertical_relaxed")
     first_record = rows.group_by("SUBJ").agg(pl.col("DAY").min().alias("_origin"))
     first_dose = doses.group_by("SUBJ").agg(pl.col("DAY").min().alias("_first_dose"))
+    # a run of an imported SBML model has no patient covariates, products or regimens: its dataset
+    # has the event and observation columns and ARMN only
     cov_cols = [c for c in NUMERIC_COVARIATES if c in ok.columns]
+    sex_cols = ["SEXF"] if "sex" in ok.columns else []
     covariates = ok.select(
         pl.col("subject").alias("SUBJ"),
         pl.col("arm").replace_strict(arm_n, return_dtype=pl.Int32).alias("ARMN"),
-        (pl.col("sex") == "F").cast(pl.Int8).alias("SEXF"),
+        *[(pl.col("sex") == "F").cast(pl.Int8).alias("SEXF") for _ in sex_cols],
         *[pl.col(c).cast(pl.Float64).alias(NUMERIC_COVARIATES[c][0]) for c in cov_cols])
     data = (rows.join(first_record, on="SUBJ").join(first_dose, on="SUBJ", how="left")
             .join(covariates, on="SUBJ")
@@ -150,14 +159,15 @@ def build_dataset(run_dir: str | Path, tests: list[str] | None = None) -> tuple[
             # observations before doses at equal TIME: NONMEM applies records in file order
             .sort(["ID", "TIME", "EVID", "CMT", "DVID"]))
     out_cols = (["ID", "TIME", "DV", "AMT", "RATE", "EVID", "MDV", "CMT", "DVID", "LLOQ", "BLQ", "CENS", "DAY", "TAFD",
-                 "ARMN", "SEXF"] + [NUMERIC_COVARIATES[c][0] for c in cov_cols] + ["SUBJ"])
+                 "ARMN", *sex_cols] + [NUMERIC_COVARIATES[c][0] for c in cov_cols] + ["SUBJ"])
     data = data.select(out_cols)
 
     compartments = {int(c): {"state": n, "amount_unit": u}
                     for c, n, u in events.filter(pl.col("EVID") == 1)
                     .select("CMT", "CMTNAME", "AMTU").unique().sort("CMT").iter_rows()}
     arm_info = (ok.group_by("arm", maintain_order=True)
-                .agg(pl.col("product").first(), pl.col("regimen").first()))
+                .agg(*[(pl.col(c).first() if c in ok.columns else pl.lit(None, pl.String)).alias(c)
+                       for c in ("product", "regimen")]))
     dictionary = {
         "format": "NONMEM-style event dataset (cartwin)",
         "cartwin_version": __version__,
@@ -173,7 +183,7 @@ def build_dataset(run_dir: str | Path, tests: list[str] | None = None) -> tuple[
         "ordering": "by ID, TIME; at equal TIME observations before doses (pre-dose samples)",
         "missing_value": ".",
         "nmtran_input": "$INPUT " + " ".join(c if c != "SUBJ" else "SUBJ=DROP" for c in out_cols),
-        "columns": {**{c: {"unit": u, "meaning": m} for c, (u, m) in DATASET_COLUMNS.items()},
+        "columns": {**{c: {"unit": u, "meaning": m} for c, (u, m) in DATASET_COLUMNS.items() if c in out_cols},
                     **{NUMERIC_COVARIATES[c][0]: {"unit": NUMERIC_COVARIATES[c][1],
                                                    "meaning": NUMERIC_COVARIATES[c][2] + " (time-constant covariate)"}
                        for c in cov_cols},
@@ -184,6 +194,10 @@ def build_dataset(run_dir: str | Path, tests: list[str] | None = None) -> tuple[
         "arms": {str(arm_n[a]): {"arm": a, "product": p, "regimen": r} for a, p, r in arm_info.iter_rows()},
         "subjects": {str(n): s for s, n in ids.items()},
         "excluded_subjects": {s: "simulation failed" for s in excluded},
+        "subjects_without_observations": {
+            "count": n_without_observations,
+            "meaning": "patients left out because the run did not store their observations (it keeps those "
+                       "of the first [store] observations_per_arm patients of each arm, docs/protocol.md)"},
     }
     return data, dictionary
 
@@ -229,7 +243,8 @@ def export_nonmem(run_dir: str | Path, out: str | Path, tests: list[str] | None 
                          for c, d in dictionary["columns"].items()])
     write_via(csv_path, lambda p: flat.write_csv(p))
     return NonmemExport(out, json_path, csv_path, int(data["ID"].n_unique()), data.height,
-                        tuple(dictionary["excluded_subjects"]))
+                        tuple(dictionary["excluded_subjects"]),
+                        dictionary["subjects_without_observations"]["count"])
 
 
 # --- import -----------------------------------------------------------------------------------

@@ -48,6 +48,19 @@ def patient_covariates(overrides: dict[str, float] | None = None) -> dict[str, f
     bad = {k: v for k, v in cov.items() if not np.isfinite(v) or (k in ("WT", "HT", "BSA", "CRCL", "AGE") and v <= 0)}
     if bad:
         raise SBMLExportError(f"impossible patient covariates {bad}")
+    # the limits a protocol's patients are held to (cartwin.vocabulary), so that an export describes
+    # a patient cartwin could simulate: WT=5000 is a unit slip, not a patient
+    problems = []
+    for name, value in overrides.items():
+        covariate = PATIENT_COVARIATES[name]
+        if (covariate.kind == "descriptor" or name == "SEXF") and float(value) not in (0.0, 1.0):
+            problems.append(f"{name}={float(value):g} must be 0 or 1 ({covariate.description})")
+        elif covariate.low is not None and not covariate.low <= float(value) <= covariate.high:
+            problems.append(f"{name}={float(value):g} is outside the physiologic range "
+                            f"{covariate.low:g}-{covariate.high:g} {covariate.unit} ({covariate.description})")
+    if problems:
+        raise SBMLExportError("patient covariates out of range: " + "; ".join(problems)
+                              + "; give them in the units of docs/protocol.md's covariate table")
     return cov
 
 

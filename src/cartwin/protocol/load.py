@@ -173,6 +173,10 @@ def parse_protocol(data: dict, source: str = "<protocol>") -> Protocol:
                 seen.add(msg)
                 problems.append(msg)
         problems += [m for m in _check_valid_parts(data) if m not in seen]
+        if {"design_id", "space"} <= data.keys():
+            problems.insert(0, "this is a design spec, not a protocol: search it with `cartwin design "
+                               "SPEC --out DIR` (docs/design.md); its protocol is the file it names in "
+                               "`protocol`")
         raise ProtocolError(source, problems) from None
     problems = check_semantics(protocol)
     if problems:
