@@ -172,8 +172,7 @@ def _own_cdisc_dir(path: Path) -> None:
                        "define.json); give a new or empty directory")
 
 
-def _refuse_sbml_run(path: Path, command: str,
-                     why: str = "it grades lupus read-outs that the model does not give") -> None:
+def _refuse_sbml_run(path: Path, command: str) -> None:
     """Scores and the report grade lupus read-outs (SLEDAI, CTCAE, ASTCT...) that an imported SBML
     model does not give: say so instead of failing on its read-outs' names."""
     import json  # noqa: PLC0415
@@ -187,7 +186,8 @@ def _refuse_sbml_run(path: Path, command: str,
         return
     if layout.is_imported_model(model):
         raise BadInput(f"{path}: a run of an imported SBML model ({model.get('name', '?')}); "
-                       f"`cartwin {command}` is not available for SBML runs ({why}). Use `cartwin show`, "
+                       f"`cartwin {command}` is not available for SBML runs (it grades lupus read-outs that "
+                       "the model does not give). Use `cartwin show`, "
                        "`cartwin export nonmem` or read the tables (docs/run_directory.md).")
 
 
@@ -364,8 +364,6 @@ def export_sdtm_command(
     """Write SDTM DM, EX, LB, AE, RS and ADaM ADSL, ADLB as CSV and SAS XPORT v5, checked against
     the conformance rules of cartwin.io.cdisc_rules."""
     from cartwin.io.cdisc import export_cdisc
-    _refuse_sbml_run(source, "export sdtm", "its domains hold lupus read-outs with CDISC test codes, "
-                     "which the model's quantities are not")
     _own_cdisc_dir(out_dir)
     result = export_cdisc(source, out_dir, scored, study_id, start_date=start_date, country=country)
     counts = ", ".join(f"{k} {v.height}" for k, v in result.datasets.items())
