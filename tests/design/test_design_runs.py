@@ -98,6 +98,27 @@ def test_a_search_keeps_one_pool_of_workers_for_all_its_evaluations(tmp_path, mo
         assert pooled.frame(p).equals(alone.frame(p))
 
 
+def test_a_failed_search_drops_the_chunks_it_had_queued(tmp_path):
+    """A search that fails (a bad point, Ctrl-C) reports at once: its pool is shut down with the
+    queued chunks cancelled, where a search that ends normally lets them finish."""
+    calls = []
+
+    class Pool:
+        def shutdown(self, cancel_futures=False):
+            calls.append(cancel_futures)
+
+    path = _protocol(tmp_path)
+    evaluator = _evaluator(path, stream="design-population")
+    evaluator._pool = Pool()
+    with pytest.raises(KeyboardInterrupt):
+        with evaluator:
+            raise KeyboardInterrupt
+    evaluator._pool = Pool()
+    with evaluator:
+        pass
+    assert calls == [True, False] and evaluator._pool is None
+
+
 SPEC = """
 schema_version = 1
 design_id = "tiny"

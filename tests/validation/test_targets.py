@@ -101,6 +101,7 @@ def test_a_good_row_loads(tmp_path):
 @pytest.mark.parametrize("change, message", [
     (('calibration = "no"', 'calibration = "maybe"'), "target[0] (x).calibration"),
     (('calibration = "no"', 'calibration = "yes"'), "target[0] (x).calibrated_by"),
+    (('calibration = "no"', 'calibration = "informed"'), "target[0] (x).informed_by"),
     (('statistic = "crs_rate"', 'statistic = "crs_ratio"'), "target[0] (x).statistic: unknown 'crs_ratio'"),
     (('scenario = "erlangen_autologous"', 'scenario = "nowhere"'), "target[0] (x).scenario: unknown 'nowhere'"),
     (("range = [0.1, 0.9]", "range = [0.9, 0.1]"), "target[0] (x).range"),
@@ -123,3 +124,23 @@ def test_calibration_check_names_a_parameter_the_model_lacks(tmp_path):
     row = ROW.replace('calibration = "no"', 'calibration = "yes"\ncalibrated_by = ["EC_TEMP", "NO_SUCH_PARAMETER"]')
     notes = calibration_notes(load_suite(_write(tmp_path, row)))
     assert len(notes) == 1 and "x: parameter NO_SUCH_PARAMETER" in notes[0]
+
+
+def test_a_target_that_prompted_a_model_change_is_counted_apart_from_the_held_out(tmp_path):
+    """A target whose failure prompted a change of the model's structure (no parameter set to its
+    number) is weaker evidence than one the model never looked at: the report counts it as
+    *informed*, not as held out, and says what it prompted."""
+    from cartwin.validation.report import summary_rows
+    from cartwin.validation.suite import Result
+
+    row = ROW.replace('calibration = "no"', 'calibration = "informed"\ninformed_by = "a kill of the X pool"')
+    informed = load_suite(_write(tmp_path, row)).targets[0]
+    held_out = load_suite(_write(tmp_path, ROW)).targets[0]
+    assert (informed.role, held_out.role) == ("informed", "held out")
+    results = [Result(informed, "pass", None, ""), Result(held_out, "fail", None, "")]
+    counts = dict(summary_rows(results))
+    assert counts["informed"]["pass"] == 1 and counts["informed"]["total"] == 1
+    assert counts["held out"]["fail"] == 1 and counts["held out"]["total"] == 1
+    assert counts["all targets"]["total"] == 2
+    shipped = {t.id: t.role for t in SUITE.targets}
+    assert shipped["bcma_sledai2k_m9"] == "informed"

@@ -111,17 +111,20 @@ class Evaluator:
             parts = ([self.outcomes[key]] if key in self.outcomes else []) + frames
             self.outcomes[key] = pl.concat(parts, how="diagonal_relaxed").sort("index")
 
-    def close(self) -> None:
-        """Stop the worker processes, if any were started; a later evaluation starts new ones."""
+    def close(self, cancel: bool = False) -> None:
+        """Stop the worker processes, if any were started; a later evaluation starts new ones.
+        ``cancel``: drop the chunks still queued instead of finishing them first."""
         if self._pool is not None:
-            self._pool.shutdown()
+            self._pool.shutdown(cancel_futures=cancel)
             self._pool = None
 
     def __enter__(self) -> "Evaluator":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        # a search that fails (a bad point, Ctrl-C) reports at once, without simulating the
+        # chunks it had queued
+        self.close(cancel=exc_type is not None)
 
     def frame(self, point: DesignPoint, m: int | None = None) -> pl.DataFrame:
         """Per-patient endpoint values of the point's first ``m`` patients (evaluated if needed)."""

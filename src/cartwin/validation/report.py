@@ -33,8 +33,8 @@ def _value(r: Result) -> str:
 
 
 def summary_rows(results: list[Result]) -> list[tuple[str, dict[str, int]]]:
-    parts = (("all targets", results), ("calibrated", [r for r in results if r.target.calibrated]),
-             ("held out", [r for r in results if not r.target.calibrated]))
+    parts = (("all targets", results), *((role, [r for r in results if r.target.role == role])
+                                         for role in ("calibrated", "informed", "held out")))
     out = []
     for label, rs in parts:
         counts = {s: sum(r.status == s for r in rs) for s in STATUSES}
@@ -80,7 +80,7 @@ def write_csv(results: list[Result], path: Path) -> None:
         t, e = r.target, r.estimate
         w.writerow([t.id, t.scenario, " vs ".join(t.arms), t.statistic, t.low, t.high, t.unit,
                     *(("", "", "", "", "") if e is None else (e.value, e.lower, e.upper, e.n, e.detail)),
-                    r.status, r.reason, "yes" if t.calibrated else "no", t.evidence, t.origin, t.source])
+                    r.status, r.reason, {"calibrated": "yes", "informed": "informed", "held out": "no"}[t.role], t.evidence, t.origin, t.source])
     write_text(path, buffer.getvalue())
 
 
@@ -103,7 +103,9 @@ def render(suite: Suite, results: list[Result], n: int, seed: int, model: str, c
         "Brookmeyer-Crowley limits for censored times, Welch on the log scale for geometric-mean ratios) "
         "or a seeded bootstrap for ratios of means or medians. A target **passes** when the point estimate lies "
         "in its acceptance range; the range's basis is given per target below. *Calibrated*: a model "
-        "parameter was set to this target (`calibrated_by`); *held out*: it was not. *Not simulable*: the "
+        "parameter was set to this target (`calibrated_by`); *informed*: no parameter was set to it, but its "
+        "failure prompted a change of the model's structure (`informed_by`), so its pass is weaker evidence "
+        "than a held-out one; *held out*: neither. *Not simulable*: the "
         "scenario needs something the model or its product catalogue does not have (counted as not passing). "
         "*Not evaluable*: the run lacks an observable the statistic needs, or no virtual patient is in the "
         "statistic's population (counted as not passing).",
@@ -136,11 +138,12 @@ def render(suite: Suite, results: list[Result], n: int, seed: int, model: str, c
             f" on {' vs '.join(t.arms)}" if len(t.arms) > 1 else "")
         lines.append(f"| {i} | **{t.id}**: {t.description} [{i}] | {stat} | {_num(t.low)} to {_num(t.high)} {t.unit} | "
                      f"{_value(r)} | {'**PASS**' if r.passed else r.status.upper()} | "
-                     f"{'calibrated' if t.calibrated else 'held out'} | {t.evidence} |")
+                     f"{t.role} | {t.evidence} |")
     lines += ["", "## Sources and range bases", ""]
     for i, r in enumerate(results, 1):
         t = r.target
-        cal = f" Calibrated: {', '.join(t.calibrated_by)}." if t.calibrated else ""
+        cal = (f" Calibrated: {', '.join(t.calibrated_by)}." if t.calibrated
+               else f" Informed the model: {t.informed_by}." if t.informed_by else "")
         lines.append(f"{i}. **{t.id}** (scenario `{t.scenario}`; origin: {t.origin}). {t.source}. "
                      f"Range: {t.range_basis}.{cal}")
     lines += ["", "## Scenarios", ""]

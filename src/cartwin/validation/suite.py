@@ -18,7 +18,7 @@ from cartwin.validation import statistics as st
 
 DEFAULT_N = 200
 DEFAULT_SEED = 20260201
-CALIBRATION_VALUES = ("yes", "no")
+CALIBRATION_VALUES = ("yes", "no", "informed")
 REQUIRED_FIELDS = ("id", "description", "source", "evidence", "origin", "scenario", "statistic", "range",
                    "unit", "range_basis", "calibration")
 EVIDENCE = ("V", "V-sec", "R", "I")
@@ -64,6 +64,15 @@ class Target:
     calibrated: bool
     calibrated_by: tuple[str, ...] = ()
     arms: tuple[str, ...] = ()
+    informed_by: str = ""
+    """A held-out target whose failure prompted a change of the model's structure, though no
+    parameter was set to its number (``calibration = "informed"``): what the change was. Its pass
+    is weaker evidence than that of a target the model never looked at."""
+
+    @property
+    def role(self) -> str:
+        """"calibrated", "informed" or "held out"."""
+        return "calibrated" if self.calibrated else "informed" if self.informed_by else "held out"
 
 
 @dataclass(frozen=True)
@@ -125,16 +134,18 @@ def load_suite(targets_path: Path | None = None, scenarios_path: Path | None = N
         if missing:
             problems.append(f"{where}: missing {missing}")
             continue
-        unknown = sorted(set(t) - set(REQUIRED_FIELDS) - {"params", "calibrated_by", "arms"})
+        unknown = sorted(set(t) - set(REQUIRED_FIELDS) - {"params", "calibrated_by", "informed_by", "arms"})
         if unknown:
             problems.append(f"{where}: unknown fields {unknown}")
         if t["id"] in seen:
             problems.append(f"{where}.id: used twice")
         seen.add(t["id"])
         if t["calibration"] not in CALIBRATION_VALUES:
-            problems.append(f"{where}.calibration: {t['calibration']!r}; use 'yes' or 'no'")
+            problems.append(f"{where}.calibration: {t['calibration']!r}; use 'yes', 'no' or 'informed'")
         if t["calibration"] == "yes" and not t.get("calibrated_by"):
             problems.append(f"{where}.calibrated_by: a calibrated target names the parameters it set")
+        if t["calibration"] == "informed" and not t.get("informed_by"):
+            problems.append(f"{where}.informed_by: a target that informed the model says which change it prompted")
         if t["evidence"] not in EVIDENCE:
             problems.append(f"{where}.evidence: {t['evidence']!r}; use one of {list(EVIDENCE)}")
         rng = t["range"]
@@ -157,7 +168,7 @@ def load_suite(targets_path: Path | None = None, scenarios_path: Path | None = N
         targets.append(Target(t["id"], t["description"], t["source"], t["evidence"], str(t["origin"]),
                               t["scenario"], t["statistic"], dict(t.get("params", {})), float(rng[0]),
                               float(rng[1]), t["unit"], t["range_basis"], t["calibration"] == "yes",
-                              tuple(t.get("calibrated_by", ())), arms))
+                              tuple(t.get("calibrated_by", ())), arms, str(t.get("informed_by", ""))))
     if not targets and not problems:
         problems.append(f"{twhere}: no [[target]] rows")
     if problems:
