@@ -118,10 +118,12 @@ _COVARIATES = (
     PatientCovariate("HT", "cm", "height", "height", "body", 120.0, 220.0),
     PatientCovariate("CREAT", "umol/L", "serum creatinine", "creatinine", "renal", 20.0, 1500.0,
                      (("mg/dL", body.CREATININE_UMOL_PER_MG_DL),)),
-    PatientCovariate("BSA", "m^2", "body surface area (Mosteller)", "", "body",
+    # a derived covariate's range is what its inputs' ranges give (Mosteller over HT and WT;
+    # Cockcroft-Gault over AGE, WT, CREAT and sex), for a value given in its place
+    PatientCovariate("BSA", "m^2", "body surface area (Mosteller)", "", "body", 1.0, 3.91,
                      derived_from=("HT", "WT")),
     PatientCovariate("CRCL", "mL/min", "creatinine clearance (Cockcroft-Gault)",
-                     "", "renal", derived_from=("AGE", "WT", "CREAT", "SEXF")),
+                     "", "renal", 1.0, 1970.0, derived_from=("AGE", "WT", "CREAT", "SEXF")),
     PatientCovariate("DSDNA0", "IU/mL", "baseline anti-dsDNA", "dsdna", "disease", 0.0, 10000.0),
     PatientCovariate("C3_0", "g/L", "baseline C3", "c3", "disease", 0.05, 3.0, (("mg/dL", 0.01),)),
     PatientCovariate("C4_0", "g/L", "baseline C4", "c4", "disease", 0.005, 1.0, (("mg/dL", 0.01),)),

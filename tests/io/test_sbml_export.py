@@ -142,6 +142,8 @@ def test_patient_covariates_reach_the_file_and_the_doses():
     ({"covariates": {"WT": 5000.0}}, "WT=5000 is outside the physiologic range 30-250 kg"),
     ({"covariates": {"CREAT": 0.7}}, "CREAT=0.7 is outside the physiologic range 20-1500 umol/L"),
     ({"covariates": {"SEXF": 2.0}}, "SEXF=2 must be 0 or 1"),
+    ({"covariates": {"BSA": 50.0}}, "BSA=50 is outside the physiologic range 1-3.91 m^2"),
+    ({"covariates": {"CRCL": 0.1}}, "CRCL=0.1 is outside the physiologic range 1-1970 mL/min"),
     ({"covariates": {"ARTH0": 0.5}}, "ARTH0=0.5 must be 0 or 1"),
     ({"model": "no_such_model"}, "unknown model 'no_such_model'"),
 ])
@@ -171,3 +173,19 @@ def test_unit_strings_decompose_to_sbml_base_units(text, factor, kinds):
 def test_unknown_unit_token_is_named():
     with pytest.raises(SBMLExportError, match="unknown unit token 'furlong'"):
         decompose("furlong/day")
+
+
+def test_a_derived_covariates_range_is_what_its_inputs_ranges_give():
+    """BSA and CRCL may be given in place of their inputs (export sbml -c BSA=...); their ranges
+    are those that Mosteller and Cockcroft-Gault give over the inputs' own ranges, so a value
+    given is held to what a patient of the population could have."""
+    import itertools
+
+    from cartwin import body
+    from cartwin.vocabulary import PATIENT_COVARIATES as C
+
+    bsa = [body.bsa_mosteller(h, w) for h, w in itertools.product((C["HT"].low, C["HT"].high), (C["WT"].low, C["WT"].high))]
+    crcl = [body.crcl_cockcroft_gault(a, w, cr, f) for a, w, cr, f in itertools.product(
+        (C["AGE"].low, C["AGE"].high), (C["WT"].low, C["WT"].high), (C["CREAT"].low, C["CREAT"].high), (0.0, 1.0))]
+    assert C["BSA"].low == pytest.approx(min(bsa), abs=0.005) and C["BSA"].high == pytest.approx(max(bsa), abs=0.005)
+    assert C["CRCL"].low == pytest.approx(min(crcl), rel=0.05) and C["CRCL"].high == pytest.approx(max(crcl), rel=0.01)
