@@ -175,20 +175,13 @@ def _own_cdisc_dir(path: Path) -> None:
 def _refuse_sbml_run(path: Path, command: str) -> None:
     """Scores and the report grade lupus read-outs (SLEDAI, CTCAE, ASTCT...) that an imported SBML
     model does not give: say so instead of failing on its read-outs' names."""
-    import json  # noqa: PLC0415
-    # a complete run names its model in the manifest; an interrupted one in run.json
-    found = [path / n for n in (layout.MANIFEST, layout.RUN_JSON) if path.is_dir() and (path / n).is_file()]
-    if not found:
-        return
-    try:
-        model = json.loads(found[0].read_text()).get("model", {})
-    except (OSError, ValueError, AttributeError):
-        return
-    if layout.is_imported_model(model):
-        raise BadInput(f"{path}: a run of an imported SBML model ({model.get('name', '?')}); "
+    from cartwin.store.run_directory import RunDirectory  # noqa: PLC0415
+    name = RunDirectory(path).imported_model()
+    if name is not None:
+        raise BadInput(f"{path}: a run of an imported SBML model ({name}); "
                        f"`cartwin {command}` is not available for SBML runs (it grades lupus read-outs that "
-                       "the model does not give). Use `cartwin show`, "
-                       "`cartwin export nonmem` or read the tables (docs/run_directory.md).")
+                       "the model does not give). Use `cartwin show`, `cartwin export nonmem` or read the "
+                       "tables (docs/run_directory.md).")
 
 
 def _check_cluster_options(cluster: str, workers: Optional[int]) -> None:
@@ -602,13 +595,17 @@ _NOT_ALLOWED = _errnos("EACCES", "EPERM", "EROFS")
 
 def _not_allowed_message(exc: OSError) -> str:
     """The path as the user named it (an atomic write's temporary ``.NAME.cartwin-XXXX.tmp`` is
-    shown as NAME) and what would fix it."""
-    path = Path(str(exc.filename)) if exc.filename is not None else None
-    if path is not None and path.name.startswith(".") and path.name.endswith(layout.TEMPORARY_SUFFIX) \
-            and layout.TEMPORARY_INFIX in path.name:
-        path = path.parent / path.name[1:path.name.index(layout.TEMPORARY_INFIX)]
-    shown = f"{path}: " if path is not None else ""
-    return (f"{shown}{exc.strerror or 'not permitted'}; check its permissions (and its folder's), or choose "
+    shown as NAME) and what would fix it; for the compiled-code cache, which the user did not
+    name, the setting that moves it."""
+    path = Path(str(exc.filename))
+    target = layout.temporary_target(path.name)
+    if target is not None:
+        path = path.parent / target
+    from cartwin.model.codegen import cache_base  # noqa: PLC0415
+    if path.resolve().is_relative_to(cache_base().resolve()):
+        return (f"{path}: {exc.strerror or 'not permitted'}; this is cartwin's cache of compiled code: set "
+                "CARTWIN_CACHE_DIR to a folder you may write")
+    return (f"{path}: {exc.strerror or 'not permitted'}; check its permissions (and its folder's), or choose "
             "another path")
 
 
@@ -628,7 +625,7 @@ def main() -> None:
         exc.show()
         sys.exit(EXIT_BAD_INPUT)
     except OSError as exc:
-        if exc.errno not in _NOT_ALLOWED:
+        if exc.errno not in _NOT_ALLOWED or exc.filename is None:  # a path the user can change, or a failure
             err.print(f"failed: {type(exc).__name__}: {exc}", highlight=False, markup=False)
             sys.exit(EXIT_FAILURE)
         err.print(f"error: {_not_allowed_message(exc)}", highlight=False, markup=False)

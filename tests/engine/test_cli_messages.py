@@ -140,6 +140,9 @@ def test_names_with_brackets_are_printed_as_written(tmp_path, monkeypatch, capsy
      "error: /data/out/visits.parquet: Permission denied; check its permissions", 2),
     (OSError(30, "Read-only file system", "/mnt/ro/scores"), "error: /mnt/ro/scores: Read-only file system", 2),
     (OSError(28, "No space left on device", "/data/out/x"), "failed: OSError: [Errno 28]", 1),  # not the input's fault
+    (PermissionError(13, "Permission denied", "/data/out/.a.cartwin-b.cartwin-k2j4.tmp"),
+     "error: /data/out/a.cartwin-b: Permission denied", 2),  # a name holding the infix is kept whole
+    (PermissionError(13, "Permission denied"), "failed: PermissionError", 1),  # no path the user could change
 ])
 def test_a_path_the_user_may_not_write_is_bad_input_named_as_given(tmp_path, monkeypatch, capsys, error, shown, code):
     """Writing where the user may not exited 1 with 'failed: PermissionError: ... /.NAME.cartwin-XXXX.tmp':
@@ -164,3 +167,19 @@ def test_export_nonmem_tests_naming_no_code_is_refused(tmp_path, monkeypatch, ca
                       "--tests", tests)
     assert code == 2 and "names no test code" in text, text
     assert not (tmp_path / "d.csv").exists()
+
+
+def test_a_compiled_code_cache_the_user_may_not_write_names_the_setting_that_moves_it(tmp_path, monkeypatch, capsys):
+    """The compiled-code cache is a path the user did not name: refused writes there say which
+    setting moves it, not 'choose another path'."""
+    import cartwin.scoring
+
+    monkeypatch.setenv("CARTWIN_CACHE_DIR", str(tmp_path / "cache"))
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "cache" / "models" / "x.nbi"))
+    monkeypatch.setattr(cartwin.scoring, "run_score_command", refuse)
+    data = tmp_path / "obs.csv"
+    data.write_text("subject,day,test,value,unit\nP1,0,NEUT,2.0,10^9/L\n")
+    got, text = call(monkeypatch, capsys, "score", data, "--out", tmp_path / "scored")
+    assert got == 2 and "set CARTWIN_CACHE_DIR to a folder you may write" in text, text

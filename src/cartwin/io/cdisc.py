@@ -37,7 +37,6 @@ import polars as pl
 import pyreadstat
 
 from cartwin import __version__
-from cartwin.store import layout
 from cartwin.store.atomic import write_via
 from cartwin.store.run_directory import RunDirectory, RunDirectoryError
 from cartwin.store.scored import ScoredDirectory
@@ -362,13 +361,10 @@ def _refuse_imported_model_run(source: Path) -> None:
     """The domains hold lupus read-outs under CDISC test codes (LB), CTCAE and ASTCT grades (AE)
     and SLEDAI responses (RS); a run of an imported SBML model has none of them. Said here, where
     the export is made, so that every caller (the command line, the web app) says it alike."""
-    rundir = RunDirectory(source)
-    if not (source.is_dir() and rundir.is_complete()):
-        return
-    model = rundir.manifest().get("model", {})
-    if layout.is_imported_model(model):
+    name = RunDirectory(source).imported_model()
+    if name is not None:
         raise CdiscExportError(
-            f"{source}: a run of an imported SBML model ({model.get('name', '?')}); SDTM export is not "
+            f"{source}: a run of an imported SBML model ({name}); SDTM export is not "
             "available for SBML runs (its domains hold lupus read-outs with CDISC test codes, which the "
             "model's quantities are not). Use `cartwin export nonmem` or read the tables (docs/run_directory.md).")
 

@@ -281,10 +281,15 @@ def sparse_lu(module: ModuleType) -> SparseLU:
                     _Function(f"{name}_solve", void(pointer, pointer, pointer)), library)
 
 
+def cache_base() -> Path:
+    """The folder of cartwin's caches: ``CARTWIN_CACHE_DIR``, else ``$XDG_CACHE_HOME/cartwin`` or
+    ``~/.cache/cartwin`` (not created here)."""
+    return Path(os.environ.get("CARTWIN_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "cartwin"))
+
+
 def cache_dir() -> Path:
-    base = os.environ.get("CARTWIN_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "cartwin")
-    path = Path(base) / "models"
+    path = cache_base() / "models"
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -64,7 +64,14 @@ SCORED_DATABASE = "results.duckdb"  # every result table, as DuckDB tables
 # place; only names of this form are ever deleted as stale temporaries.
 TEMPORARY_INFIX = ".cartwin-"
 TEMPORARY_SUFFIX = ".tmp"
-TEMPORARY_PATTERN = re.compile(r"\..+\.cartwin-[A-Za-z0-9_]+\.tmp")
+TEMPORARY_PATTERN = re.compile(r"\.(.+)\.cartwin-[A-Za-z0-9_]+\.tmp")
+
+
+def temporary_target(name: str) -> str | None:
+    """The name of the file an atomic write's temporary ``.NAME.cartwin-XXXX.tmp`` becomes (NAME),
+    or None for any other name; a NAME that itself holds ``.cartwin-`` is kept whole."""
+    match = TEMPORARY_PATTERN.fullmatch(name)
+    return match.group(1) if match else None
 
 
 def run_names() -> tuple[str, ...]:

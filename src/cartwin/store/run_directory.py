@@ -316,6 +316,19 @@ class RunDirectory:
         """What the run computes (``run.json``): protocol hash, plan, model."""
         return _read_json(self.run_json)
 
+    def imported_model(self) -> str | None:
+        """The name of the run's model when it is an imported SBML model's (whose read-outs the
+        clinical layer does not grade), else None; None too where this is no readable run. A
+        complete run names its model in the manifest, an interrupted one in run.json."""
+        for path in (self.manifest_path, self.run_json):
+            if self.path.is_dir() and path.is_file():
+                try:
+                    model = json.loads(path.read_text()).get("model", {})
+                except (OSError, ValueError, AttributeError):
+                    return None
+                return str(model.get("name", "?")) if layout.is_imported_model(model) else None
+        return None
+
     def arm_order(self) -> list[str]:
         """The run's arm ids in the protocol's order (``run.json``'s plan)."""
         return list(self.stored_plan()["n_per_arm"])
