@@ -36,7 +36,7 @@ def _errors(text: str) -> str:
      "space.intensity_path[1]: unknown regimen 'mini'"),
     (("days_at_least = 28\n", ""), "say what a patient must reach with days_at_least"),
     (('parameter = "RHO"', 'parameter = "RHOO"'), "uncertainty[0].parameter: 'RHOO' is not a parameter"),
-    (("low = 0.8", "low = 1.2"), "uncertainty[0]: Value error, need low < 1 < high"),
+    (("low = 0.8", "low = 1.2"), "uncertainty[0]: need low < 1 < high"),
     (('protocol = "nct05988216_expansion.toml"', 'protocol = "missing.toml"'), "protocol: no file"),
     (("at_least = 0.9\n", "at_least = 1.5\n"), "goal.require[0].at_least"),
     (("size = 4\nat_least = 3", "size = 4\nat_least = 5"), "5 successes cannot happen in a trial of 4"),
@@ -45,7 +45,7 @@ def _errors(text: str) -> str:
     (("patients = 200", "patient = 200"), "patients: required field is missing"),
     # a dose is judged as the form it was written in, not also as the other form
     (("cells_per_kg = 3e5 }", 'cells_per_kg = "3e5" }'),
-     "bad.toml: space.doses[0].cells_per_kg: Input should be a valid number (given '3e5')"),
+     "bad.toml: space.doses[0].cells_per_kg: Input should be a valid number (given '3e5', text)"),
     (("cells_per_kg = 3e5 }", "cells_per_kg = 3e5, cells = 1e7 }"),
      "bad.toml: space.doses[0]: give the dose either per kg (cells_per_kg) or flat (cells), not both"),
     (('minimise = "intensity"', 'minimise = "cart_cmax"'), "goal.minimise: 'cart_cmax'"),

@@ -75,7 +75,7 @@ def test_missing_file(tmp_path):
     (lambda d: d["population"].pop("height"),
      "population needs distributions for ['height']"),
     (lambda d: d["population"]["age"].update(high=10, low=20),
-     "population.age: Value error, uniform: high must be greater than low"),
+     "population.age: uniform: high must be greater than low"),
     (lambda d: d.update(products={"x": {"allogeneic": True, "edits": ["HLA-Z"]}}),
      "products.x.edits: unknown edits ['HLA-Z']"),
     (lambda d: d["schedule"].update(every=7),

@@ -18,6 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cartwin.protocol.load import schema_problems
 from cartwin.protocol.schema import CellsPerKg, DrugAdministration, FlatCells
 
 
@@ -127,79 +128,6 @@ class LoadedSpec:
     text: str
 
 
-def _loc(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in ("CellsPerKg", "FlatCells") or str(part).startswith(("function-after", "list[")):
-            continue
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "(top level)"
-
-
-def _field_names(model: type[BaseModel] | None = None, seen: set | None = None) -> set[str]:
-    """Every field name of the spec's schema, at any depth (for spelling suggestions)."""
-    from typing import get_args  # noqa: PLC0415
-    model, seen = model or DesignSpec, seen if seen is not None else set()
-    names: set[str] = set()
-    if model in seen:
-        return names
-    seen.add(model)
-    for name, info in model.model_fields.items():
-        names.add(info.alias or name)
-        stack = [info.annotation]
-        while stack:
-            annotation = stack.pop()
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-                names |= _field_names(annotation, seen)
-            stack.extend(get_args(annotation))
-    return names
-
-
-def _schema_problems(errors: list[dict]) -> list[str]:
-    """Pydantic's errors as a user reads them: an unknown field with its likely spelling, a missing
-    one as missing; a dose, which is either per kg or flat, is judged only as the form it was given
-    in (pydantic reports both forms: 'cells: Field required' beside 'cells_per_kg: Extra inputs')."""
-    import difflib  # noqa: PLC0415
-    dose_forms = {"CellsPerKg": "cells_per_kg", "FlatCells": "cells"}
-    given_forms: dict[tuple, set[str]] = {}
-    for err in errors:  # which form each dose was written in: the form whose field the other refused
-        loc = err["loc"]
-        for i, part in enumerate(loc):
-            if part in dose_forms and err["type"] == "extra_forbidden" and loc[i + 1:] in (("cells",), ("cells_per_kg",)):
-                given_forms.setdefault(loc[:i], set()).add(loc[-1])
-    names = sorted(_field_names())
-    problems: list[str] = []
-    for err in errors:
-        loc = err["loc"]
-        branch = next((i for i, part in enumerate(loc) if part in dose_forms), None)
-        if branch is not None:
-            written = given_forms.get(loc[:branch], set())
-            if len(written) == 2:
-                message = f"{_loc(loc[:branch])}: give the dose either per kg (cells_per_kg) or flat (cells), not both"
-                if message not in problems:
-                    problems.append(message)
-                continue
-            if written and dose_forms[loc[branch]] not in written:
-                continue  # the other form's view of this dose
-        if err["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.8)
-            hint = f" (did you mean {close[0]!r}?)" if close and str(loc[-1]) not in names else ""
-            message = f"{_loc(loc)}: unknown field; remove it or check its spelling{hint}"
-        elif err["type"] == "missing":
-            message = f"{_loc(loc)}: required field is missing"
-        else:
-            value = err.get("input")
-            given = (f" (given {value!r})" if err["type"].endswith("_type") and isinstance(value, (str, bool, int, float))
-                     else "")
-            message = f"{_loc(loc)}: {err['msg']}{given}"
-        if message not in problems:
-            problems.append(message)
-    return problems
-
-
 def parse_spec(text: str, source: str = "<design spec>", base: Path | None = None) -> LoadedSpec:
     try:
         raw = tomllib.loads(text)
@@ -208,7 +136,7 @@ def parse_spec(text: str, source: str = "<design spec>", base: Path | None = Non
     try:
         spec = DesignSpec.model_validate(raw)
     except ValidationError as exc:
-        problems = _schema_problems(exc.errors())
+        problems = schema_problems(exc.errors(), DesignSpec)
         if isinstance(raw, dict) and {"arms", "schedule"} <= raw.keys():
             problems.insert(0, "this is a protocol, not a design spec: a design spec names its protocol "
                                "(protocol = \"FILE.toml\") and adds [space] and [goal] (docs/design.md, "

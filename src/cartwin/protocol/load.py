@@ -51,11 +51,12 @@ class LoadedProtocol:
         return hashlib.sha256(self.text.encode()).hexdigest()
 
 
-# the union fields of the schema and the tags pydantic gives their branches in error locations
+# the union fields of the schemas (a protocol's, a design spec's) and the tags pydantic gives their
+# branches in error locations; a union may also be an item of a list (a design spec's doses)
 _UNION_BRANCHES = {"lymphodepletion": ("str", "list[DrugAdministration]"), "dose": ("CellsPerKg", "FlatCells")}
+_UNION_OF_TAG = {tag: field for field, tags in _UNION_BRANCHES.items() for tag in tags}
 # every tag pydantic puts in an error location for a union branch (not a field the user wrote)
-_BRANCH_TAGS = frozenset({"fixed", "normal", "lognormal", "uniform", "function-after[_ordered(), Uniform]",
-                          *(tag for tags in _UNION_BRANCHES.values() for tag in tags)})
+_BRANCH_TAGS = frozenset({"fixed", "normal", "lognormal", "uniform", *_UNION_OF_TAG})
 
 
 def _loc(loc: tuple) -> str:
@@ -63,7 +64,7 @@ def _loc(loc: tuple) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in _BRANCH_TAGS or str(part).startswith("list["):
+        elif part in _BRANCH_TAGS or str(part).startswith(("list[", "function-after[")):
             continue
         else:
             out += ("." if out else "") + str(part)
@@ -93,7 +94,8 @@ def _union_errors(errors: list[dict]) -> list[dict]:
     def tagged(err):  # (location of the union field, branch tag, rest) or None
         loc = err["loc"]
         for i in range(len(loc) - 1):
-            if loc[i] in _UNION_BRANCHES and loc[i + 1] in _UNION_BRANCHES[loc[i]]:
+            union = _UNION_OF_TAG.get(loc[i + 1]) if isinstance(loc[i + 1], str) else None
+            if union is not None and (loc[i] == union or (union == "dose" and isinstance(loc[i], int))):
                 return loc[:i + 1], loc[i + 1], loc[i + 2:]
         return None
     tags = [tagged(e) for e in errors]
@@ -124,8 +126,9 @@ def _union_errors(errors: list[dict]) -> list[dict]:
 
 
 @cache
-def _schema_field_names() -> tuple[str, ...]:
-    """Every field name of the protocol schema, at any depth (for spelling suggestions)."""
+def _schema_field_names(root: type = Protocol) -> tuple[str, ...]:
+    """Every field name of the schema ``root`` (a protocol's, a design spec's), at any depth (for
+    spelling suggestions)."""
     from typing import get_args  # noqa: PLC0415
 
     from pydantic import BaseModel  # noqa: PLC0415
@@ -144,34 +147,45 @@ def _schema_field_names() -> tuple[str, ...]:
         for arg in get_args(annotation):
             walk(arg)
 
-    walk(Protocol)
+    walk(root)
     return tuple(sorted(names))
 
 
-def _did_you_mean(loc: tuple) -> str:
+def _did_you_mean(loc: tuple, root: type = Protocol) -> str:
     """' (did you mean 'x'?)' for an unknown field close to a field of the schema, else ''."""
     import difflib  # noqa: PLC0415
     name = str(loc[-1]) if loc else ""
-    if name in _schema_field_names():  # a field of another part of the schema: no spelling to mend
+    if name in _schema_field_names(root):  # a field of another part of the schema: no spelling to mend
         return ""
-    close = difflib.get_close_matches(name, _schema_field_names(), n=1, cutoff=0.8)
+    close = difflib.get_close_matches(name, _schema_field_names(root), n=1, cutoff=0.8)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def schema_problems(errors: list[dict], root: type = Protocol) -> list[str]:
+    """Pydantic's errors of a document validated against the schema ``root`` (a protocol, a design
+    spec) as a user reads them: each at the field's path as written; an unknown field with its
+    likely spelling, a missing one as missing, a value refused for its type with the value given;
+    a union's misleading branch left out (:func:`_union_errors`); pydantic's own 'Value error, '
+    prefix dropped. Each message once, in pydantic's order."""
+    problems: list[str] = []
+    for err in _union_errors(errors):
+        if err["type"] == "extra_forbidden":
+            msg = f"{_loc(err['loc'])}: unknown field; remove it or check its spelling{_did_you_mean(err['loc'], root)}"
+        elif err["type"] == "missing":
+            msg = f"{_loc(err['loc'])}: required field is missing"
+        else:
+            msg = f"{_loc(err['loc'])}: {str(err['msg']).removeprefix('Value error, ')}{_given(err)}"
+        if msg not in problems:
+            problems.append(msg)
+    return problems
 
 
 def parse_protocol(data: dict, source: str = "<protocol>") -> Protocol:
     try:
         protocol = Protocol.model_validate(data)
     except ValidationError as exc:
-        seen, problems = set(), []
-        for err in _union_errors(exc.errors()):
-            msg = f"{_loc(err['loc'])}: {err['msg']}{_given(err)}"
-            if err["type"] == "extra_forbidden":
-                msg = f"{_loc(err['loc'])}: unknown field; remove it or check its spelling{_did_you_mean(err['loc'])}"
-            elif err["type"] == "missing":
-                msg = f"{_loc(err['loc'])}: required field is missing"
-            if msg not in seen:
-                seen.add(msg)
-                problems.append(msg)
+        problems = schema_problems(exc.errors())
+        seen = set(problems)
         problems += [m for m in _check_valid_parts(data) if m not in seen]
         if {"design_id", "space"} <= data.keys():
             problems.insert(0, "this is a design spec, not a protocol: search it with `cartwin design "
