@@ -107,6 +107,16 @@ def test_an_invalid_protocol_starts_no_run(client):
     assert client.runs.list() == []
 
 
+def test_a_run_larger_than_the_command_line_allows_is_not_queued(client):
+    """`cartwin run --n` stops at MAX_PATIENTS_PER_ARM; the app's form must not queue more."""
+    from cartwin.protocol.schema import MAX_PATIENTS_PER_ARM
+    too_many = str(MAX_PATIENTS_PER_ARM + 1)
+    r = client.post("/runs", data={"toml": example_text(), "n": too_many}, follow_redirects=False)
+    assert r.status_code == 400
+    assert f"n: '{too_many}' is more than {MAX_PATIENTS_PER_ARM:,}, the most `cartwin run --n` allows" in unescape(r.text)
+    assert client.runs.list() == []
+
+
 def test_a_valid_protocol_is_queued_with_the_options_asked(client):
     r = client.post("/runs", data={"toml": example_text(), "n": "2", "seed": "5", "chunk_size": "1"},
                     follow_redirects=False)

@@ -40,6 +40,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 import cartwin
+from cartwin.protocol.schema import MAX_PATIENTS_PER_ARM
 from cartwin.serve import design, design_search, forms, jobs, read
 from cartwin.serve.score import ScorePool
 
@@ -379,17 +380,22 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
             form_spec = (str(form.get("spec", "")), str(form.get("spec_source", "")))
         problems = []
         values: dict[str, int | None] = {}
-        for key, low in (("n", 1), ("seed", 0), ("chunk_size", 1)):
+        # the bounds of `cartwin run --n --seed --chunk-size`: a run of more patients per arm than
+        # the command line allows would be queued and fill the disk before anyone noticed
+        for key, low, high in (("n", 1, MAX_PATIENTS_PER_ARM), ("seed", 0, None), ("chunk_size", 1, None)):
             raw = options[key]
             if not raw:
                 values[key] = None
                 continue
             try:
                 values[key] = int(raw)
-                if values[key] < low:
-                    raise ValueError
             except ValueError:
                 problems.append(f"{key}: {raw!r} is not a whole number of at least {low}")
+                continue
+            if values[key] < low:
+                problems.append(f"{key}: {raw!r} is not a whole number of at least {low}")
+            elif high is not None and values[key] > high:
+                problems.append(f"{key}: {raw!r} is more than {high:,}, the most `cartwin run --{key}` allows")
         result = design.check(text, source)
         if problems or not result.ok:
             return await run_in_threadpool(_design_response, text, source, 400, problems,
