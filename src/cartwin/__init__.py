@@ -17,6 +17,8 @@ named after the rooms ``cartwin.simulate``, ``cartwin.run`` and ``cartwin.report
 
 from __future__ import annotations
 
+import numbers
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,11 +34,37 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["__version__", "load_protocol", "open_run", "run_trial", "score", "simulate_trial", "write_report"]
 
 
+def _path(name: str, value) -> Path:
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name}: give a path (str or pathlib.Path), not {type(value).__name__} {value!r:.60}")
+    return Path(value)
+
+
+def _whole(name: str, value, low: int, high: int | None = None, meaning: str = "") -> int | None:
+    """The checks of the matching `cartwin run` option; a float or text is refused, not rounded."""
+    if value is None:
+        return None
+    what = f"{name} ({meaning})" if meaning else name
+    bounds = f"at least {low}" if high is None else f"from {low} to {high:,}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{what}: give a whole number (int) {bounds}, as `cartwin run --{name}` takes; "
+                        f"got {type(value).__name__} {value!r:.60}")
+    if value < low or (high is not None and value > high):
+        raise ValueError(f"{what}: {value} is not {bounds}, as `cartwin run --{name}` requires")
+    return int(value)
+
+
+def _options(n, seed, workers) -> tuple[int | None, int | None, int | None]:
+    from cartwin.protocol.schema import MAX_PATIENTS_PER_ARM
+    return (_whole("n", n, 1, MAX_PATIENTS_PER_ARM, "patients per arm"), _whole("seed", seed, 0),
+            _whole("workers", workers, 1, meaning="worker processes"))
+
+
 def load_protocol(path: str | Path) -> "LoadedProtocol":
     """Read and validate a protocol file (TOML); raises ``ProtocolError`` naming each problem.
     The result holds the validated ``protocol``, its ``text`` and ``source``."""
     from cartwin.protocol import load_protocol as _load
-    return _load(path)
+    return _load(_path("protocol", path))
 
 
 def _loaded(protocol) -> "LoadedProtocol":
@@ -55,6 +83,7 @@ def simulate_trial(protocol: "LoadedProtocol | Protocol | str | Path", *, n: int
     ``n`` overrides the patients per arm and ``seed`` the protocol's seed."""
     from cartwin.protocol import Protocol
     from cartwin.run import simulate as _simulate
+    n, seed, workers = _options(n, seed, workers)
     resolved = protocol if isinstance(protocol, Protocol) else _loaded(protocol).protocol
     return _simulate(resolved, n_per_arm=n, seed=seed, workers=workers)
 
@@ -65,6 +94,8 @@ def run_trial(protocol: "LoadedProtocol | str | Path", out: str | Path, *, n: in
     """Simulate into the run directory ``out`` (docs/run_directory.md), as ``cartwin run`` does;
     ``report=True`` also writes the HTML report."""
     from cartwin.run import run_protocol
+    n, seed, workers = _options(n, seed, workers)
+    out = _path("out", out)
     summary = run_protocol(_loaded(protocol), out, n_per_arm=n, seed=seed, workers=workers, resume=resume,
                            score=report)
     if report:
@@ -76,7 +107,7 @@ def open_run(path: str | Path) -> "RunDirectory":
     """A completed run directory: ``patients()``, ``observations(tests=..., arms=...)``,
     ``parameters()``, ``events()``, ``failures()``, ``manifest()``, ``connect()`` (DuckDB)."""
     from cartwin.store import open_run as _open
-    return _open(path)
+    return _open(_path("path", path))
 
 
 def score(observations: "pl.DataFrame | str | Path", *, source: str = "observations") -> dict[str, Any]:
@@ -92,6 +123,11 @@ def score(observations: "pl.DataFrame | str | Path", *, source: str = "observati
         obs = read_observations(observations)
         baselines = run_baselines(observations)  # a run directory: its protocol's [scoring] days
     else:
+        import polars as pl
+        if not isinstance(observations, pl.DataFrame):
+            hint = " (pl.from_pandas(frame) converts a pandas frame)" if "pandas" in type(observations).__module__ else ""
+            raise TypeError(f"observations: give a polars DataFrame in the long format (subject, day, test, value, "
+                            f"unit), a CSV or Parquet file or a run directory, not {type(observations).__name__}{hint}")
         obs = observations_from_frame(observations, source)
     tables, endpoints = score_and_compute(obs, baselines=baselines)
     return {**tables, "endpoints": endpoints}
@@ -100,4 +136,4 @@ def score(observations: "pl.DataFrame | str | Path", *, source: str = "observati
 def write_report(run_dir: str | Path) -> Path:
     """Write the HTML report of a completed run; returns the path of report.html."""
     from cartwin.report import write_report as _write
-    return _write(Path(run_dir))
+    return _write(_path("run_dir", run_dir))
