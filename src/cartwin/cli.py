@@ -547,6 +547,13 @@ def serve_command(
         raise BadInput("cartwin serve needs the serve extra, which is not installed: pip install 'cartwin[serve]'")
     if protocol is not None and not protocol.is_file():
         raise BadInput(f"{protocol}: file not found")
+    if protocol is not None:
+        try:
+            protocol.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise BadInput(f"{protocol}: not UTF-8 text; give a protocol file (TOML) to open in the editor") from None
+    if runs.exists() and not runs.is_dir():
+        raise BadInput(f"--runs {runs}: exists and is not a folder; give the app's run folder (made if missing)")
     from cartwin.serve import serve
     shown = f"[{host}]" if ":" in host else host
     out.print(f"cartwin serve: http://{shown}:{port}/ (runs in {runs.resolve()}); Ctrl-C stops it")

@@ -176,3 +176,18 @@ def test_scoring_a_valid_file_gives_the_scores_of_cartwin_score(client, tmp_path
     link = re.search(r'href="(/score/[^"]+/download)"', r.text).group(1)
     z = client.get(link)
     assert z.status_code == 200 and z.content[:2] == b"PK"
+
+
+def test_serve_refuses_a_run_folder_that_is_a_file_and_a_protocol_that_is_not_text(tmp_path):
+    """`cartwin serve` announced its address and then failed with a bare FileExistsError or
+    UnicodeDecodeError; it names the option or file and what to give instead, and starts nothing."""
+    taken = tmp_path / "runs.csv"
+    taken.write_text("not a folder")
+    binary = tmp_path / "protocol.toml"
+    binary.write_bytes(b"\xff\xfe not text")
+    for args, expected in ((["--runs", str(taken)], f"error: --runs {taken}: exists and is not a folder"),
+                           ([str(binary), "--runs", str(tmp_path / "runs")], f"error: {binary}: not UTF-8 text")):
+        done = subprocess.run([sys.executable, "-m", "cartwin.cli", "serve", *args, "--port", "1"],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert expected in " ".join(done.stderr.split()) and "cartwin serve: http" not in done.stdout

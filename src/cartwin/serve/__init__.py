@@ -25,7 +25,7 @@ def serve(runs_dir: str | Path = "cartwin-runs", *, host: str = "127.0.0.1", por
     opening = None
     if protocol is not None:
         path = Path(protocol)
-        opening = (path.read_text(), path.name)
+        opening = (path.read_text(encoding="utf-8"), path.name)
     hosts = ["*"] if host in ("0.0.0.0", "::") else sorted({host, "127.0.0.1", "localhost"})
     app = create_app(runs_dir, max_running=max_running, workers=workers, allowed_hosts=hosts,
                      max_upload_bytes=int(max_upload_mb * 1024 * 1024), protocol=opening)
