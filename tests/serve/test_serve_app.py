@@ -178,6 +178,25 @@ def test_scoring_a_valid_file_gives_the_scores_of_cartwin_score(client, tmp_path
     assert z.status_code == 200 and z.content[:2] == b"PK"
 
 
+def test_the_per_patient_table_shows_remission_and_worst_neutropenia_from_the_endpoints(client, tmp_path):
+    """remission_day and worst_neutropenia_grade are endpoints, not scores: the per-patient table
+    asked the scores for them and silently left both columns out."""
+    import polars as pl
+
+    from cartwin.scoring import score
+
+    expected = pl.read_parquet(score(OBSERVATIONS, tmp_path / "direct").paths["endpoints"])
+    r = client.post("/score", files={"file": ("obs.csv", OBSERVATIONS.read_bytes(), "text/csv")})
+    table = re.search(r'<table id="score-patients">(.*?)</table>', r.text, re.S).group(1)
+    header = re.findall(r"<th>([^<]*)</th>", table)
+    assert {"worst_neutropenia_grade", "remission_day"} <= set(header)
+    for row in expected.iter_rows(named=True):
+        cells = re.search(rf'<tr data-subject="{row["subject"]}">(.*?)</tr>', table, re.S).group(1)
+        shown = dict(zip(header, re.findall(r"<td>([^<]*)</td>", cells)))
+        for column in ("worst_neutropenia_grade", "remission_day"):
+            assert shown[column] == ("" if row[column] is None else str(row[column]))
+
+
 def test_serve_refuses_a_run_folder_that_is_a_file_and_a_protocol_that_is_not_text(tmp_path):
     """`cartwin serve` announced its address and then failed with a bare FileExistsError or
     UnicodeDecodeError; it names the option or file and what to give instead, and starts nothing."""

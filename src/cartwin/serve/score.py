@@ -86,12 +86,16 @@ def score_upload(folder: Path, name: str) -> dict:
     endpoints = pl.read_parquet(result.paths["endpoints"]) if "endpoints" in result.paths else None
     from cartwin.endpoints import summarise
     summary = summarise(endpoints, by=None) if endpoints is not None else None
+    # the per-patient view mixes the scores (patients.parquet) and the endpoints (endpoints.parquet)
+    shown = ("subject", "arm", "sledai2k_baseline", "crs_max", "icans_max", "worst_neutropenia_grade",
+             "remission_day", "bcell_aplasia_onset_day")
+    if endpoints is not None:
+        extra = [c for c in shown if c in endpoints.columns and c not in patients.columns]
+        patients = patients.join(endpoints.select("subject", *extra), on="subject", how="left")
     return {"result": {
         "subjects": result.subjects_scored, "visits": result.visits, "flags": result.flags,
         "excluded": result.subjects_excluded,
-        "patients": patients.select([c for c in ("subject", "arm", "sledai2k_baseline", "crs_max", "icans_max",
-                                                 "worst_neutropenia_grade", "remission_day", "bcell_aplasia_onset_day")
-                                     if c in patients.columns]).to_dicts(),
+        "patients": patients.select([c for c in shown if c in patients.columns]).to_dicts(),
         "files": [p.name for p in result.paths.values()],
         "summary": [r for r in (summary.to_dicts() if summary is not None else []) if r["n"]],
     }, "worker": os.getpid()}
