@@ -175,3 +175,16 @@ def test_a_file_with_a_header_only_is_named_as_such(tmp_path):
         score(path, tmp_path / "out")
     assert "no observation rows to score (a header only)" in str(exc.value)
     assert "failed subjects" not in str(exc.value)
+
+
+@pytest.mark.parametrize("separator, name", [(";", "semicolons"), ("\t", "tabs")])
+def test_a_file_separated_by_semicolons_or_tabs_is_named_as_such(tmp_path, separator, name):
+    """A spreadsheet's CSV in a decimal-comma locale (';') or a tab-separated export was refused
+    as 'missing required column(s)' every one, without saying why."""
+    path = tmp_path / "obs.csv"
+    path.write_text(HEADER.replace(",", separator) + "P1;0;NEUT;1,2;10^9/L;;\n".replace(";", separator))
+    with pytest.raises(ObservationError) as exc:
+        read_observations(path)
+    message = str(exc.value)
+    assert message.startswith(f"{path}: the header ") and f"is separated by {name}, not commas" in message
+    assert "comma-separated CSV" in message

@@ -29,6 +29,7 @@ def read_observation_file(path: str | Path) -> pl.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
+            _refuse_other_separators(path)
             _refuse_ragged_rows(path)
             return pl.read_csv(path, infer_schema=False, null_values=None)
         if suffix in (".parquet", ".pq"):
@@ -38,6 +39,24 @@ def read_observation_file(path: str | Path) -> pl.DataFrame:
     raise ObservationError(
         f"{path}: unsupported file type '{suffix}'. Give a .csv or .parquet observation file or a run "
         f"directory containing {layout.OBSERVATIONS} and {layout.PATIENTS}.", file=str(path))
+
+
+def _refuse_other_separators(path: Path) -> None:
+    """A spreadsheet saved as CSV in a locale with the decimal comma separates by ';' (or a tab):
+    read by commas, its header is one column, and 'missing every column' (or, with decimal
+    commas, 'more fields than the header') would not say why."""
+    import csv  # noqa: PLC0415
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+        fields = next(csv.reader(fh), [])
+    if len(fields) != 1:
+        return
+    header = fields[0]
+    for separator, name in ((";", "semicolons"), ("\t", "tabs")):
+        if separator in header:
+            raise ObservationError(
+                f"{path}: the header {header!r} is separated by {name}, not commas. Save the file as "
+                f"comma-separated CSV with '.' as the decimal point (columns subject, day, test, value, "
+                f"unit; docs/clinical.md).", file=str(path))
 
 
 def _refuse_ragged_rows(path: Path) -> None:
