@@ -117,6 +117,23 @@ def test_a_run_larger_than_the_command_line_allows_is_not_queued(client):
     assert client.runs.list() == []
 
 
+def test_a_refused_run_or_search_shows_the_options_as_they_were_typed(client):
+    """After a refusal the page came back with the run options empty: the person had to type
+    n, seed, chunk size and design points again without seeing what had been refused."""
+    typed = {"n": "0", "seed": "7", "chunk_size": "3", "design_n": "12"}
+    for action in ("/runs", "/designs"):
+        data = {"toml": example_text(), **typed}
+        if action == "/designs":
+            data.update(design_n="1", spec="not a spec")
+        r = client.post(action, data=data, follow_redirects=False)
+        assert r.status_code == 400
+        for field, element in (("n", "run-n"), ("seed", "run-seed"), ("chunk_size", "run-chunk"),
+                               ("design_n", "design-n")):
+            shown = re.search(rf'id="{element}"[^>]*value="([^"]*)"', r.text)
+            assert shown and shown.group(1) == data[field], (action, field)
+    assert client.runs.list() == [] and client.runs.list("design") == []
+
+
 def test_a_valid_protocol_is_queued_with_the_options_asked(client):
     r = client.post("/runs", data={"toml": example_text(), "n": "2", "seed": "5", "chunk_size": "1"},
                     follow_redirects=False)

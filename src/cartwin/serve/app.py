@@ -201,8 +201,9 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
 
     def _design_response(text: str, source: str, status: int = 200, run_problems: list[str] | None = None,
                          spec: str | None = None, spec_source: str | None = None,
-                         design_problems: list[str] | None = None):
-        """The Design page with both checks (run in a thread: the loaders read and plan)."""
+                         design_problems: list[str] | None = None, options: dict[str, str] | None = None):
+        """The Design page with both checks (run in a thread: the loaders read and plan); ``options``
+        are the run and design options as the person typed them, shown again beside a refusal."""
         result = design.check(text, source)
         if spec is None:
             spec, spec_source = design_search.example_spec(), design_search.EXAMPLE_SPEC
@@ -210,7 +211,8 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
         return page("design.html.j2", status, text=text, source=result.source, check=result,
                     form=forms.render(result.data or {}), active="design", run_problems=run_problems or [],
                     spec=spec, spec_source=spec_check.source, spec_check=spec_check,
-                    design_problems=design_problems or [], designs=runs.list("design")[:10])
+                    design_problems=design_problems or [], designs=runs.list("design")[:10],
+                    options=options or {})
 
     async def api_design_form(request: Request):
         body = await _json(request)
@@ -296,6 +298,7 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
             spec = str(form.get("spec", ""))
             spec_source = str(form.get("spec_source", "")) or design_search.DEFAULT_SPEC_SOURCE
             raw_n = str(form.get("design_n", "")).strip()
+            typed = {k: str(form.get(k, "")).strip() for k in ("n", "seed", "chunk_size")}
         problems = []
         patients = None
         if raw_n:
@@ -308,7 +311,7 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
         checked = await run_in_threadpool(design_search.check_spec, spec, spec_source, text, source)
         if problems or not checked.ok:
             return await run_in_threadpool(_design_response, text, source, 400, spec=spec, spec_source=spec_source,
-                                           design_problems=problems)
+                                           design_problems=problems, options={**typed, "design_n": raw_n})
         job_id = runs.create_design(spec, source=checked.source, design_id=checked.design_id,
                                     protocol_name=checked.protocol_name, protocol_text=checked.protocol_text,
                                     patients=patients)
@@ -376,7 +379,7 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
         async with request.form(max_files=0, max_fields=RUN_FORM_FIELDS, max_part_size=design.MAX_PROTOCOL_BYTES) as form:
             text = str(form.get("toml", ""))
             source = str(form.get("source", "")) or design.DEFAULT_SOURCE
-            options = {k: str(form.get(k, "")).strip() for k in ("n", "seed", "chunk_size")}
+            options = {k: str(form.get(k, "")).strip() for k in ("n", "seed", "chunk_size", "design_n")}
             form_spec = (str(form.get("spec", "")), str(form.get("spec_source", "")))
         problems = []
         values: dict[str, int | None] = {}
@@ -399,7 +402,8 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
         result = design.check(text, source)
         if problems or not result.ok:
             return await run_in_threadpool(_design_response, text, source, 400, problems,
-                                           spec=form_spec[0] or None, spec_source=form_spec[1] or None)
+                                           spec=form_spec[0] or None, spec_source=form_spec[1] or None,
+                                           options=options)
         run_id = runs.create(text, source=result.source, study_id=result.study_id, n_per_arm=values["n"],
                              seed=values["seed"], chunk_size=values["chunk_size"])
         runs.wake()
