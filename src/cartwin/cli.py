@@ -554,6 +554,7 @@ def serve_command(
             raise BadInput(f"{protocol}: not UTF-8 text; give a protocol file (TOML) to open in the editor") from None
     if runs.exists() and not runs.is_dir():
         raise BadInput(f"--runs {runs}: exists and is not a folder; give the app's run folder (made if missing)")
+    _refuse_a_taken_port(host, port)
     from cartwin.serve import serve
     shown = f"[{host}]" if ":" in host else host
     out.print(f"cartwin serve: http://{shown}:{port}/ (runs in {runs.resolve()}); Ctrl-C stops it")
@@ -562,6 +563,24 @@ def serve_command(
                   "and read trials", markup=True)
     serve(runs, host=host, port=port, workers=workers, max_running=max_running, protocol=protocol,
           max_upload_mb=max_upload_mb)
+
+
+def _refuse_a_taken_port(host: str, port: int) -> None:
+    """Before the address is announced: announced and then refused, it sent the reader to whatever
+    already listens there, often another `cartwin serve` over another run folder."""
+    import socket  # noqa: PLC0415
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise BadInput(f"--host {host}: not an address of this machine ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise BadInput(f"--port {port}: cannot listen on {host}:{port} ({exc.strerror}); another program, "
+                           "perhaps another `cartwin serve`, may hold it: choose another --port") from None
 
 
 def _usage_error_types() -> tuple[type[BaseException], ...]:

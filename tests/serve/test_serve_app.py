@@ -227,3 +227,19 @@ def test_serve_refuses_a_run_folder_that_is_a_file_and_a_protocol_that_is_not_te
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 2, done.stderr
         assert expected in " ".join(done.stderr.split()) and "cartwin serve: http" not in done.stdout
+
+
+def test_serve_refuses_a_port_already_taken_before_announcing_it(tmp_path):
+    """A taken port was announced as the app's address and only then refused by uvicorn, sending
+    the reader to whatever listened there (often another `cartwin serve` over other runs)."""
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "cartwin.cli", "serve", "--runs", str(tmp_path / "runs"),
+                               "--port", str(port)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert f"error: --port {port}: cannot listen on 127.0.0.1:{port}" in " ".join(done.stderr.split())
+    assert "cartwin serve: http" not in done.stdout and not (tmp_path / "runs").exists()
