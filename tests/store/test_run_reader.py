@@ -63,7 +63,20 @@ def test_observations_are_lazy_and_filtered_by_test_arm_and_subject(small_run):
     assert set(got["arm"].cast(pl.String).unique()) == {"tyu19"}
     one = rd.observations(subjects=["auto-000001"]).collect()
     assert set(one["subject"].cast(pl.String).unique()) == {"auto-000001"}
-    assert rd.observations(tests=["NO-SUCH-TEST"]).collect().height == 0
+    assert rd.observations(tests=["HGB"]).collect().height == 0  # a known code the run does not hold
+
+
+def test_a_lone_name_filters_by_that_name_and_a_typo_is_refused(small_run):
+    """tests="CART" was read letter by letter and gave no rows; tests=["Cart"] or an arm the run
+    does not hold gave an empty frame, as if the run had no data."""
+    _, run = small_run
+    rd = open_run(run)
+    assert rd.observations(tests="CART", arms="tyu19").collect().equals(
+        rd.observations(tests=["CART"], arms=["tyu19"]).collect())
+    with pytest.raises(RunDirectoryError, match=r"unknown test \['Cart'\] \(did you mean 'CART'\?\)"):
+        rd.observations(tests=["Cart"])
+    with pytest.raises(RunDirectoryError, match=r"unknown arm \['tyu'\] .*this run's arms: \['auto', 'tyu19'\]"):
+        rd.observations(arms=["tyu"])
 
 
 def test_parts_stamps_and_duckdb_relation(small_run):

@@ -392,13 +392,37 @@ class RunDirectory:
     def observations(self, *, tests: Iterable[str] | None = None, arms: Iterable[str] | None = None,
                      subjects: Iterable[str] | None = None) -> pl.LazyFrame:
         """The observations (subject, arm, day, test, value, unit) as a lazy frame, optionally
-        only of some tests, arms or subjects: the filters are pushed into the Parquet scan, so a
-        large run is never read whole for a few read-outs."""
+        only of some tests, arms or subjects (each a name or a list of names): the filters are
+        pushed into the Parquet scan, so a large run is never read whole for a few read-outs. An
+        arm the run does not hold, or a test code cartwin does not know, is refused: a typo would
+        otherwise read as a run without data."""
         frame = self.scan("observations")
         for column, values in (("test", tests), ("arm", arms), ("subject", subjects)):
             if values is not None:
-                frame = frame.filter(pl.col(column).cast(pl.String).is_in(list(values)))
+                # a lone name, not its letters ("CART" is not ["C", "A", "R", "T"])
+                names = [values] if isinstance(values, str) else list(values)
+                self._refuse_unknown(column, names)
+                frame = frame.filter(pl.col(column).cast(pl.String).is_in(names))
         return frame
+
+    def _refuse_unknown(self, column: str, names: list) -> None:
+        import difflib  # noqa: PLC0415
+        if column == "arm":
+            known, where = self.arm_order(), "this run's arms"
+        elif column == "test" and self.imported_model() is None:
+            from cartwin.vocabulary import test_codes  # noqa: PLC0415
+            known, where = sorted(test_codes()), "codes are case-sensitive; cartwin.vocabulary.test_codes() lists them"
+        else:
+            return  # subjects are many, and an imported model names its own read-outs
+        unknown = [n for n in names if n not in known]
+        if not unknown:
+            return
+        close = ([k for k in known if k.lower() == str(unknown[0]).lower()]
+                 or difflib.get_close_matches(str(unknown[0]), known, n=1))
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        shown = known if column == "arm" else []
+        raise RunDirectoryError(f"{self.path}: observations({column}s=...): unknown {column} {unknown}{hint}; "
+                                f"{where}{': ' + str(shown) if shown else ''}")
 
     def parts(self, table: str = "observations") -> list[str]:
         """Names of a table's part files (one per chunk), sorted."""
