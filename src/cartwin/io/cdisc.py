@@ -396,7 +396,7 @@ def build_domains(source: str | Path, scored: str | Path | None = None, study_id
         # a run keeps the observations of the first [store] observations_per_arm patients of each
         # arm; another patient would be a subject with exposure and no findings or adverse events
         # (none scored), which would read as a patient who had none
-        stored = pts["subject"].is_in(frame["subject"].unique())
+        stored = pts["subject"].is_in(frame["subject"].unique().implode())
         n_without_observations = pts.height - int(stored.sum())
         pts = pts.filter(stored)
         arms = _arm_table(pts, protocol)

@@ -99,7 +99,7 @@ def build_dataset(run_dir: str | Path, tests: list[str] | None = None) -> tuple[
     excluded = patients.filter(pl.col("status") != "ok")["subject"].to_list()
     # a run keeps the observations of the first [store] observations_per_arm patients of each arm;
     # the others would be subjects of doses alone, which inform no fit: left out and counted
-    observed = ok["subject"].is_in(obs["subject"].unique())
+    observed = ok["subject"].is_in(obs["subject"].unique().implode())
     n_without_observations = ok.height - int(observed.sum())
     ok = ok.filter(observed)
     available = obs["test"].unique(maintain_order=True).to_list()
