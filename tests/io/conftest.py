@@ -26,3 +26,20 @@ def run_dir(tmp_path_factory):
     summary = run_protocol(load_protocol(path), out, workers=1)
     assert summary.n_failed == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def sampled_run_dir(tmp_path_factory):
+    """A run of five patients in one arm that keeps the observations of the first two only
+    ([store] observations_per_arm = 2), for the exports' handling of the patients not stored."""
+    protocol = copy.deepcopy(BASE_PROTOCOL)
+    protocol["follow_up_days"] = 28
+    protocol["schedule"] = {"days": [-6, 0, 7, 28]}
+    protocol["arms"] = protocol["arms"][:1]
+    protocol["arms"][0]["n"] = 5
+    protocol["store"] = {"observations_per_arm": 2}
+    base = tmp_path_factory.mktemp("io-sampled-run")
+    path = base / "protocol.toml"
+    path.write_bytes(tomli_w.dumps(protocol).encode())
+    run_protocol(load_protocol(path), base / "run", workers=1)
+    return base / "run"

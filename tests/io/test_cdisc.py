@@ -351,24 +351,12 @@ def test_a_finding_over_many_rows_says_how_many():
     assert str(many).endswith("problem 4; and 3 more")
 
 
-def test_patients_whose_observations_the_run_did_not_store_are_left_out_and_counted(tmp_path):
+def test_patients_whose_observations_the_run_did_not_store_are_left_out_and_counted(tmp_path, sampled_run_dir):
     """A run keeps the observations of the first [store] observations_per_arm patients of each
     arm. The others were exported in DM and EX with no LB, RS or AE record (read as patients with
     no adverse event) and an empty RFENDTC, which the export's own conformance check flagged."""
-    import copy
     from cartwin.io.cdisc import export_cdisc
-    from cartwin.protocol import load_protocol
-    from cartwin.run import run_protocol
-    from tests.conftest import BASE_PROTOCOL, write_protocol
-
-    protocol = copy.deepcopy(BASE_PROTOCOL)
-    protocol["follow_up_days"] = 28
-    protocol["schedule"] = {"days": [-6, 0, 7, 28]}
-    protocol["arms"] = protocol["arms"][:1]
-    protocol["arms"][0]["n"] = 5
-    protocol["store"] = {"observations_per_arm": 2}
-    run_protocol(load_protocol(write_protocol(tmp_path / "p.toml", protocol)), tmp_path / "run", workers=1)
-    result = export_cdisc(tmp_path / "run", tmp_path / "sdtm", formats=("csv",))
+    result = export_cdisc(sampled_run_dir, tmp_path / "sdtm", formats=("csv",))
     assert result.findings == ()
     assert result.datasets["DM"]["SUBJID"].sort().to_list() == ["auto-000001", "auto-000002"]
     assert set(result.datasets["EX"]["USUBJID"]) == set(result.datasets["DM"]["USUBJID"])

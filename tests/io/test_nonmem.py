@@ -271,25 +271,13 @@ def test_a_run_of_an_imported_sbml_model_exports_without_patient_covariates(tmp_
     np.testing.assert_array_equal(joined["value"].to_numpy(), joined["value_back"].to_numpy())
 
 
-def test_patients_whose_observations_the_run_did_not_store_are_left_out_and_counted(tmp_path):
+def test_patients_whose_observations_the_run_did_not_store_are_left_out_and_counted(tmp_path, sampled_run_dir):
     """A run keeps the observations of the first [store] observations_per_arm patients of each
     arm; the others were exported as subjects of doses alone (19,000 of 20,000 in a run of the
     expansion cohort), which inform no fit and made the subject count a false promise."""
-    import copy
-    from cartwin.protocol import load_protocol
-    from cartwin.run import run_protocol
-    from tests.conftest import BASE_PROTOCOL, write_protocol
-
-    protocol = copy.deepcopy(BASE_PROTOCOL)
-    protocol["follow_up_days"] = 28
-    protocol["schedule"] = {"days": [-6, 0, 7, 28]}
-    protocol["arms"] = protocol["arms"][:1]
-    protocol["arms"][0]["n"] = 5
-    protocol["store"] = {"observations_per_arm": 2}
-    run_protocol(load_protocol(write_protocol(tmp_path / "p.toml", protocol)), tmp_path / "run", workers=1)
-    export = export_nonmem(tmp_path / "run", tmp_path / "d.csv")
+    export = export_nonmem(sampled_run_dir, tmp_path / "d.csv")
     data = pl.read_csv(export.data, null_values=".", infer_schema_length=None)
-    stored = _observations(tmp_path / "run")["subject"].unique().sort().to_list()
+    stored = _observations(sampled_run_dir)["subject"].unique().sort().to_list()
     assert len(stored) == 2
     assert sorted(data["SUBJ"].unique().to_list()) == stored
     assert export.n_subjects == 2 and export.n_without_observations == 3
