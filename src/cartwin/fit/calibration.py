@@ -5,7 +5,7 @@ patient-level data, so a population fit does not apply. Instead a fixed virtual 
 scenario (the engine's virtual patients with the model's declared variability; the same random
 numbers for every candidate, so the objective is a smooth, deterministic function of the
 parameters) is simulated, scored by the clinical layer, each patient's endpoints computed by
-cartwin.endpoints (cart_tmax, cart_persistence, time_to_bcell_return), and the weighted squared
+cartwin.endpoints (cart_tmax, cart_persistence, bcell_return_time), and the weighted squared
 distance of the cohort's means and medians to the targets is minimised (Nelder-Mead on log
 parameters; scipy.optimize).
 
@@ -133,7 +133,7 @@ class Cohort:
 
 # The endpoints (cartwin.endpoints, definitions.toml) each statistic summarises.
 STATISTIC_ENDPOINTS = {"mean_cart_tmax": "cart_tmax", "median_cart_last_detectable_day": "cart_persistence",
-                       "mean_bcell_return_day": "time_to_bcell_return"}
+                       "mean_bcell_return_day": "bcell_return_time"}
 CART_DETECTION_LIMIT = 1.0  # cells/uL: "detectable" as the model's behaviour tests read flow counts
 
 
@@ -141,7 +141,7 @@ def scenario_statistics(model, observations: np.ndarray, days: np.ndarray) -> di
     """The calibration statistics of one scenario's simulated patients (``observations``: patients x
     days x the model's observables), from their endpoints: the clinical layer scores the CAR-T and
     B-cell counts, cartwin.endpoints computes each patient's cart_tmax, cart_persistence and
-    time_to_bcell_return, and the cohort's mean or median is taken here."""
+    bcell_return_time, and the cohort's mean or median is taken here."""
     from cartwin.clinical import observations_from_frame, score_observations
     from cartwin.endpoints import compute
 
@@ -157,14 +157,14 @@ def scenario_statistics(model, observations: np.ndarray, days: np.ndarray) -> di
               for test in ("CART", "BCELL")]
     obs = observations_from_frame(pl.concat(frames), "<calibration cohort>")
     endpoints = compute(score_observations(obs), obs.frame, keys=list(STATISTIC_ENDPOINTS.values()))
-    back = endpoints.filter(pl.col("time_to_bcell_return").is_not_null())
+    back = endpoints.filter(pl.col("bcell_return_time").is_not_null())
     return {
         "mean_cart_tmax": float(endpoints["cart_tmax"].drop_nulls().mean()),
         "median_cart_last_detectable_day": float(endpoints["cart_persistence"].drop_nulls().median()),
         # a patient still aplastic at the last count counts at that day (censored: a lower bound)
-        "mean_bcell_return_day": float(back["time_to_bcell_return"].mean()),
+        "mean_bcell_return_day": float(back["bcell_return_time"].mean()),
         "bcell_aplastic": back.height,
-        "bcell_not_back": int((~back["time_to_bcell_return_event"]).sum()),
+        "bcell_not_back": int((~back["bcell_return_time_event"]).sum()),
     }
 
 
@@ -222,7 +222,7 @@ def calibrate(parameters: tuple[str, ...] = DEFAULT_PARAMETERS, targets: tuple[T
                    "dose": "1e6 CAR-T cells/kg",
                    "definitions": "cartwin.endpoints (definitions.toml " + _endpoint_table_version() + "): mean "
                                   "of cart_tmax; median of cart_persistence (detection limit 1 cell/uL, "
-                                  "interpolated to the crossing); mean of time_to_bcell_return over patients "
+                                  "interpolated to the crossing); mean of bcell_return_time over patients "
                                   "with aplasia, a patient not back by the last count (day 364) counted there "
                                   "(censored, a lower bound)"},
         "scenario_statistics": {f"{k[0]}/{k[1]}": v for k, v in stats.items()},
