@@ -243,3 +243,28 @@ def test_serve_refuses_a_port_already_taken_before_announcing_it(tmp_path):
     assert done.returncode == 2, done.stderr
     assert f"error: --port {port}: cannot listen on 127.0.0.1:{port}" in " ".join(done.stderr.split())
     assert "cartwin serve: http" not in done.stdout and not (tmp_path / "runs").exists()
+
+
+def test_the_score_page_lists_the_flags_and_summarises_each_arm(client, tmp_path):
+    """The page said 'N flag(s)' without saying what they were, and pooled the arms of an upload
+    that names two. It now lists the flags of flags.parquet (the file named as uploaded) and
+    summarises the endpoints per arm, as `cartwin score` and the run page do."""
+    import polars as pl
+
+    from cartwin.endpoints import summarise
+    from cartwin.scoring import score
+
+    expected = score(OBSERVATIONS, tmp_path / "direct")
+    flags = pl.read_parquet(expected.paths["flags"])
+    endpoints = pl.read_parquet(expected.paths["endpoints"])
+    per_arm = summarise(endpoints, by="arm").filter(pl.col("n") > 0)
+    assert flags.height and endpoints["arm"].n_unique() == 2
+    r = client.post("/score", files={"file": ("obs.csv", OBSERVATIONS.read_bytes(), "text/csv")})
+    page = unescape(r.text)
+    shown = re.search(r'<table id="score-flags">(.*?)</table>', page, re.S).group(1)
+    assert shown.count("<tr>") - 1 == min(flags.height, 50)
+    for problem in flags["problem"].head(50):
+        assert problem.replace(str(OBSERVATIONS), "obs.csv") in shown
+    assert str(tmp_path) not in page
+    rows = re.findall(r'<tr data-endpoint="([^"]+)" data-arm="([^"]+)">', r.text)
+    assert sorted(rows) == sorted(zip(per_arm["endpoint"], per_arm["arm"]))

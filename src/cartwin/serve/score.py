@@ -56,6 +56,9 @@ class ScorePool:
             pool.shutdown(wait=False, cancel_futures=True)
 
 
+MAX_FLAGS_SHOWN = 50  # the page lists the first flags; the download holds them all
+
+
 def score_upload(folder: Path, name: str) -> dict:
     """Score an uploaded observation file as ``cartwin score NAME --out scored`` would, run in
     ``folder``: messages name the file as the person named it, never the server's path. Runs in
@@ -85,7 +88,14 @@ def score_upload(folder: Path, name: str) -> dict:
     patients = pl.read_parquet(result.paths["patients"])
     endpoints = pl.read_parquet(result.paths["endpoints"]) if "endpoints" in result.paths else None
     from cartwin.endpoints import summarise
-    summary = summarise(endpoints, by=None) if endpoints is not None else None
+    # per arm where the upload names more than one (a trial's arms are not pooled), else over all
+    by_arm = endpoints is not None and "arm" in endpoints.columns and endpoints["arm"].drop_nulls().n_unique() > 1
+    summary = summarise(endpoints, by="arm" if by_arm else None) if endpoints is not None else None
+    # what was flagged, as `cartwin score` writes it to flags.parquet, with the file as uploaded
+    flags = pl.read_parquet(result.paths["flags"]) if "flags" in result.paths else pl.DataFrame()
+    flag_rows = [{k: (str(v).replace(str(path), name) if isinstance(v, str) else v) for k, v in row.items()
+                  if k in ("row", "column", "subject", "test", "day", "problem")}
+                 for row in flags.head(MAX_FLAGS_SHOWN).to_dicts()]
     # the per-patient view mixes the scores (patients.parquet) and the endpoints (endpoints.parquet)
     shown = ("subject", "arm", "sledai2k_baseline", "crs_max", "icans_max", "worst_neutropenia_grade",
              "remission_day", "bcell_aplasia_onset_day")
@@ -98,4 +108,5 @@ def score_upload(folder: Path, name: str) -> dict:
         "patients": patients.select([c for c in shown if c in patients.columns]).to_dicts(),
         "files": [p.name for p in result.paths.values()],
         "summary": [r for r in (summary.to_dicts() if summary is not None else []) if r["n"]],
+        "by_arm": by_arm, "flag_rows": flag_rows, "flags_more": max(0, flags.height - MAX_FLAGS_SHOWN),
     }, "worker": os.getpid()}
