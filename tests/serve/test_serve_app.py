@@ -85,6 +85,8 @@ def test_uploads_over_the_limit_are_refused_before_they_are_read(client):
     big = b"subject,day,test,value,unit\n" + b"a,1,ANC,1,10^9/L\n" * 10000
     r = client.post("/score", files={"file": ("big.csv", big, "text/csv")})
     assert r.status_code == 413
+    # the limit as the server was given it (64 KiB, which rounded down to '0 MiB'), and its setting
+    assert "larger than 0.0625 MiB" in r.text and "--max-upload-mb" in r.text
 
 
 def test_uploads_are_checked_before_use(client):

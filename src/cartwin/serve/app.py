@@ -99,7 +99,10 @@ class _TooLarge(Exception):
 
 
 async def _too_large(limit: int, send) -> None:
-    body = f"upload refused: larger than {limit // (1024 * 1024)} MiB".encode()
+    # the limit in MiB as given (a limit under 1 MiB read '0 MiB' when rounded down), and the
+    # setting that moves it
+    body = (f"upload refused: larger than {limit / (1024 * 1024):.3g} MiB, the limit this server was "
+            "started with (cartwin serve --max-upload-mb)").encode()
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
