@@ -270,3 +270,14 @@ def test_the_score_page_lists_the_flags_and_summarises_each_arm(client, tmp_path
     assert str(tmp_path) not in page
     rows = re.findall(r'<tr data-endpoint="([^"]+)" data-arm="([^"]+)">', r.text)
     assert sorted(rows) == sorted(zip(per_arm["endpoint"], per_arm["arm"]))
+
+
+def test_the_json_api_answers_its_errors_in_json(client):
+    """The JSON endpoints answered a body that is not JSON, or an unknown run, with the HTML error
+    page; a script reading the API now gets {"error": ...} with the status, as for its other
+    errors. Pages keep the HTML error page."""
+    r = client.post("/api/design/toml", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json() == {"error": "expected a JSON body"}
+    r = client.get("/api/runs/r20260101-000000-abcdef")
+    assert r.status_code == 404 and "error" in r.json()
+    assert "<html" in client.get("/runs/r20260101-000000-abcdef").text.lower()

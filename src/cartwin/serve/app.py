@@ -527,6 +527,8 @@ def create_app(runs_dir: str | Path, *, max_running: int = 1, workers: int = 1,
         return FileResponse(path, media_type="application/zip", filename=f"{score_id}-scores.zip")
 
     async def not_found(request: Request, exc: HTTPException):
+        if request.url.path.startswith("/api/"):  # a script's request: the error as the API's JSON
+            return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
         return page("error.html.j2", exc.status_code, status=exc.status_code, detail=exc.detail, active="")
 
     @asynccontextmanager
