@@ -29,7 +29,6 @@ def read_observation_file(path: str | Path) -> pl.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            _refuse_other_separators(path)
             _refuse_ragged_rows(path)
             return pl.read_csv(path, infer_schema=False, null_values=None)
         if suffix in (".parquet", ".pq"):
@@ -41,20 +40,13 @@ def read_observation_file(path: str | Path) -> pl.DataFrame:
         f"directory containing {layout.OBSERVATIONS} and {layout.PATIENTS}.", file=str(path))
 
 
-def _refuse_other_separators(path: Path) -> None:
-    """A spreadsheet saved as CSV in a locale with the decimal comma separates by ';' (or a tab):
-    read by commas, its header is one column, and 'missing every column' (or, with decimal
-    commas, 'more fields than the header') would not say why."""
-    import csv  # noqa: PLC0415
-    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
-        fields = next(csv.reader(fh), [])
-    if len(fields) != 1:
+def _refuse_other_separators(path: Path, header: list[str]) -> None:
+    if len(header) != 1:
         return
-    header = fields[0]
     for separator, name in ((";", "semicolons"), ("\t", "tabs")):
-        if separator in header:
+        if separator in header[0]:
             raise ObservationError(
-                f"{path}: the header {header!r} is separated by {name}, not commas. Save the file as "
+                f"{path}: the header {header[0]!r} is separated by {name}, not commas. Save the file as "
                 f"comma-separated CSV with '.' as the decimal point (columns subject, day, test, value, "
                 f"unit; docs/clinical.md).", file=str(path))
 
@@ -62,12 +54,17 @@ def _refuse_other_separators(path: Path) -> None:
 def _refuse_ragged_rows(path: Path) -> None:
     """A CSV row with fewer fields than the header is a broken row, not a row whose last values
     are missing (the CSV reader would fill them with nothing); one with more has a stray comma
-    (a decimal comma, an unquoted text). Both are refused, naming the rows."""
+    (a decimal comma, an unquoted text). Both are refused, naming the rows. A header of one field
+    holding ';' or a tab is a spreadsheet saved as CSV in a locale with the decimal comma: read by
+    commas it would be 'missing every column' (or, with decimal commas, 'more fields than the
+    header'), which would not say why; it is refused naming the separator."""
     import csv  # noqa: PLC0415
     short, long_ = [], []
-    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
         reader = csv.reader(fh)
-        width = len(next(reader, []))
+        header = next(reader, [])
+        _refuse_other_separators(path, header)
+        width = len(header)
         for row, fields in enumerate(reader, start=1):
             if fields and len(fields) < width:
                 short.append(row)
