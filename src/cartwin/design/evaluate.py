@@ -57,7 +57,7 @@ class Evaluator:
     keys: tuple[str, ...]  # endpoint keys to compute
     workers: int = 1
     stream: str = POPULATION_STREAM
-    # one pool of worker processes for every evaluation (started at the first that needs it,
+    # one pool of worker processes for every evaluation (its processes start at the first chunk sent,
     # closed by ``close`` or at the end of a ``with`` block): a search evaluates points call after
     # call, and a pool per call made every worker start, import and load the model again each time
     _pool: WorkerPool | None = field(default=None, init=False, repr=False)
@@ -101,8 +101,11 @@ class Evaluator:
         work = self._work()
         score = functools.partial(score_chunk, keys=self.keys, baselines=self.base.baselines)
         new: dict[int, list[pl.DataFrame]] = {}
-        if self.workers > 1 and len(chunks) > 1 and self._pool is None:
-            self._pool = WorkerPool(self.workers, "spawn")  # the scoring uses Polars: spawned workers
+        if self.workers > 1 and self._pool is None:
+            # its processes start at the first submission, so execute alone decides whether an
+            # evaluation runs in them (it keeps one chunk in this process); the scoring uses Polars,
+            # so the workers are spawned
+            self._pool = WorkerPool(self.workers, "spawn")
         for arm_index, frame in execute(work, chunks, self.workers, score, pool=self._pool):
             new.setdefault(arm_index, []).append(frame)
             self.simulated += frame.height
