@@ -16,12 +16,15 @@ without one it runs on the CPU, which is how the tests compare it with ``numba-b
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 
 from cartwin.simulate.schedule import Schedule
+from cartwin.store.atomic import write_bytes
 from cartwin.simulate.solvers import SolveResult, check_tolerances
 
 
@@ -129,21 +132,35 @@ class JaxDiffrax:
         n, s = Y0.shape
         t_obs = np.asarray(t_obs, float)
         t0, t1, active, U, J, first = segments(schedules, t_obs, s)
-        step = _segment_solver(self.model, self.rtol, self.atol, self.max_steps)
+        # patients go in blocks of a fixed lane count (the last padded with copies of its first
+        # patient, discarded), and the output days are padded to a multiple of 64 (repeats of the
+        # last), so that chunks of every size and schedules of similar length call one program
+        lanes = lane_count(jax.devices()[0].platform)
+        n_obs = -(-t_obs.size // _OUTPUT_DAYS_STEP) * _OUTPUT_DAYS_STEP
+        step = _segment_solver(self.model, self.rtol, self.atol, self.max_steps, lanes, n_obs, s,
+                               K.shape[1])
         out = np.full((n, t_obs.size, s), np.nan)
         before = t_obs[None, :] <= t0[:, :1]  # samples at or before the start: the initial state
         out = np.where(before[:, :, None], Y0[:, None, :], out)
         y = Y0 + first
         ok = np.ones(n, bool)
-        kj, tj = jnp.asarray(K), jnp.asarray(t_obs)
-        for m in range(t0.shape[1]):
-            ys, y_end, code = step(jnp.asarray(y), jnp.asarray(t0[:, m]), jnp.asarray(t1[:, m]), kj,
-                                   jnp.asarray(U[:, m]), tj)
-            ys, y_end, code = np.asarray(ys), np.asarray(y_end), np.asarray(code)
-            inside = active[:, m, None] & (t_obs[None, :] > t0[:, m, None]) & (t_obs[None, :] <= t1[:, m, None])
-            out[inside] = ys[inside]
-            ok &= ~active[:, m] | (code == 0)
-            y = np.where(active[:, m, None], y_end + J[:, m], y)
+        tj = jnp.asarray(np.r_[t_obs, np.full(n_obs - t_obs.size, t_obs[-1])])
+        for lo in range(0, n, lanes):
+            block = np.arange(lo, min(lo + lanes, n))
+            pad = np.r_[block, np.full(lanes - block.size, lo)]
+            kj = jnp.asarray(K[pad])
+            for m in range(t0.shape[1]):
+                if not active[block, m].any():
+                    continue  # no patient of the block has a segment here (padding)
+                ys, y_end, code = step(jnp.asarray(y[pad]), jnp.asarray(t0[pad, m]), jnp.asarray(t1[pad, m]),
+                                       kj, jnp.asarray(U[pad, m]), tj)
+                ys, y_end, code = (np.asarray(ys)[:block.size, :t_obs.size], np.asarray(y_end)[:block.size],
+                                   np.asarray(code)[:block.size])
+                live = active[block, m]
+                inside = live[:, None] & (t_obs[None, :] > t0[block, m, None]) & (t_obs[None, :] <= t1[block, m, None])
+                out[block] = np.where(inside[:, :, None], ys, out[block])
+                ok[block] &= ~live | (code == 0)
+                y[block] = np.where(live[:, None], y_end + J[block, m], y[block])
         ok &= np.isfinite(out).all(axis=(1, 2))
         out[~ok] = np.nan
         reasons = ["" if good else "solver failed: diffrax did not reach the end of a segment" for good in ok]
@@ -151,13 +168,81 @@ class JaxDiffrax:
 
 
 _SOLVERS: dict = {}
+_OUTPUT_DAYS_STEP = 64
 
 
-def _segment_solver(model, rtol, atol, max_steps):
-    """One jitted, vmapped segment solve per (model, tolerances)."""
-    key = (model.content_hash(), rtol, atol, max_steps)
+def lane_count(platform: str) -> int:
+    """Patients per vmapped call: a few on a CPU, whose cores run the lanes one after another
+    (a block waits for its slowest patient), many on an accelerator, which runs them side by side."""
+    return 16 if platform == "cpu" else 1024
+
+
+def use_compilation_cache() -> None:
+    """Keep XLA's compiled solvers in cartwin's cache folder (``CARTWIN_CACHE_DIR``, else
+    ``~/.cache/cartwin``), so that a model's solver compiles once per machine, not once per process,
+    unless the user has chosen a JAX compilation cache of their own."""
+    import jax
+
+    if jax.config.jax_compilation_cache_dir is None:
+        jax.config.update("jax_compilation_cache_dir", str(_cache_folder()))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def _cache_folder() -> Path:
+    from cartwin.model.codegen import cache_base
+
+    path = cache_base() / "jax"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _segment_solver(model, rtol, atol, max_steps, lanes, n_obs, n_states, n_constants):
+    """The vmapped segment solve for (model, tolerances, shapes), traced once per machine.
+
+    Tracing diffrax's solver takes seconds of Python; the traced program is kept with
+    ``jax.export`` beside XLA's compilation cache (keyed by the model's content, the tolerances, the
+    shapes and the jax and diffrax versions), so that a later process loads it instead of tracing
+    again, and XLA's cache gives its compiled code. Every process calls the exported program,
+    whether it traced it or loaded it, so that both run the same code."""
+    import diffrax
+    import jax
+
+    key = (model.content_hash(), rtol, atol, max_steps, lanes, n_obs, n_states, n_constants)
     if key in _SOLVERS:
         return _SOLVERS[key]
+    use_compilation_cache()
+    # this module's source is part of the key: a changed program is traced again, never loaded stale
+    program = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+    name = "-".join(str(part) for part in key[:1] + (jax.__version__, diffrax.__version__, program)) + \
+        "-" + hashlib.sha256(repr(key[1:]).encode()).hexdigest()[:16]
+    path = _cache_folder() / f"segment-{name}.jaxexport"
+    exported = None
+    if path.is_file():
+        try:
+            exported = jax.export.deserialize(bytearray(path.read_bytes()))
+        except Exception:  # a file another version wrote, or cut short: traced again below
+            exported = None
+    if exported is None:
+        f64 = jax.numpy.float64
+        shapes = [jax.ShapeDtypeStruct(shape, f64) for shape in
+                  ((lanes, n_states), (lanes,), (lanes,), (lanes, n_constants), (lanes, n_states), (n_obs,))]
+        traced = _traced_solver(model, rtol, atol, max_steps)
+        try:
+            exported = jax.export.export(traced)(*shapes)
+            data = bytes(exported.serialize())
+        except NotImplementedError:
+            # equinox was imported before this backend was chosen, with its errors raised through a
+            # host callback (EQX_ON_ERROR other than "nan"), which cannot be exported: this process
+            # uses its own trace, and nothing is kept
+            _SOLVERS[key] = traced
+            return traced
+        write_bytes(path, data)
+    fn = jax.jit(exported.call)
+    _SOLVERS[key] = fn
+    return fn
+
+
+def _traced_solver(model, rtol, atol, max_steps):
     import diffrax
     import jax
     import jax.numpy as jnp
@@ -170,10 +255,9 @@ def _segment_solver(model, rtol, atol, max_steps):
     def one(y0, t0, t1, k, u, t_obs):
         ts = jnp.concatenate([jnp.clip(t_obs, t0, t1), t1[None]])
         sol = diffrax.diffeqsolve(term, solver, t0, t1, None, y0, (k, u), saveat=diffrax.SaveAt(ts=ts),
-                                  stepsize_controller=controller, max_steps=max_steps, throw=False)
+                                  stepsize_controller=controller, max_steps=max_steps, throw=False,
+                                  adjoint=diffrax.ForwardMode())
         code = jnp.where(sol.result == diffrax.RESULTS.successful, 0, 1)
         return sol.ys[:-1], sol.ys[-1], code
 
-    fn = jax.jit(jax.vmap(one, in_axes=(0, 0, 0, 0, 0, None)))
-    _SOLVERS[key] = fn
-    return fn
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, 0, 0, None)))

@@ -9,6 +9,8 @@ docs/run_directory.md, "Reproducibility").
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from dataclasses import dataclass
 from types import ModuleType
@@ -211,6 +213,11 @@ class NumbaBDF:
 
 def _jax_diffrax(**options):
     """The optional JAX backend (``pip install cartwin[gpu]``): imported only when asked for."""
+    # equinox (under diffrax) reports a failed solve through a host callback unless told to give
+    # NaN, and a program with a host callback is neither exported nor kept in XLA's cache; a failed
+    # patient is found by its NaN states either way (a user's own setting wins)
+    if "equinox" not in sys.modules:
+        os.environ.setdefault("EQX_ON_ERROR", "nan")
     try:
         import diffrax  # noqa: F401
         import jax  # noqa: F401
