@@ -18,15 +18,12 @@ Prints one line per backend and writes benchmarks/results/gpu_<platform>.csv.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
-os.environ.setdefault("EQX_ON_ERROR", "nan")  # as the backend sets it, before diffrax is imported
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from bench_solvers import DAYS, HERE, MODEL, continuous_observables, max_rel_error, patients, write_csv  # noqa: E402
-from cartwin.simulate.solvers import NumbaBDF  # noqa: E402
+from bench_solvers import DAYS, HERE, MODEL, continuous_observables, max_rel_error, patients, write_csv
+from cartwin.simulate.engine import make_solver
 
 
 def main() -> None:
@@ -35,9 +32,10 @@ def main() -> None:
     ap.add_argument("--rtol", type=float, default=1e-6, help="relative tolerance (atol = 1e-3 rtol)")
     ap.add_argument("--check", type=int, default=200, help="patients in the accuracy comparison")
     args = ap.parse_args()
+    jx = make_solver("jax-diffrax", rtol=args.rtol, atol=args.rtol * 1e-3).for_model(MODEL)
     import jax
 
-    from cartwin.simulate.jax_solver import JaxDiffrax, lane_count
+    from cartwin.simulate.jax_solver import lane_count
 
     device = jax.devices()[0]
     lanes = lane_count(device.platform)
@@ -45,7 +43,7 @@ def main() -> None:
     atol = args.rtol * 1e-3
     rows = []
 
-    bdf = NumbaBDF(rtol=args.rtol, atol=atol)
+    bdf = make_solver("numba-bdf", rtol=args.rtol, atol=atol)
     bdf.solve(mod, K[:2], Y0[:2], sched[:2], DAYS)  # compiled code loaded before timing
     t = time.perf_counter()
     ref = bdf.solve(mod, K, Y0, sched, DAYS)
@@ -54,7 +52,6 @@ def main() -> None:
                  "seconds": seconds, "patients_per_s": args.n / seconds, "fixed_seconds": 0.0,
                  "failed": int((~ref.ok).sum()), "max_rel_error_vs_numba_bdf": 0.0})
 
-    jx = JaxDiffrax(rtol=args.rtol, atol=atol).for_model(MODEL)
     t = time.perf_counter()
     jx.solve(mod, K[:lanes], Y0[:lanes], sched[:lanes], DAYS)  # trace, compile (or load) and run one block
     fixed = time.perf_counter() - t

@@ -213,9 +213,11 @@ class NumbaBDF:
 
 def _jax_diffrax(**options):
     """The optional JAX backend (``pip install cartwin[gpu]``): imported only when asked for."""
-    # equinox (under diffrax) reports a failed solve through a host callback unless told to give
-    # NaN, and a program with a host callback is neither exported nor kept in XLA's cache; a failed
-    # patient is found by its NaN states either way (a user's own setting wins)
+    # equinox (under diffrax) raises its errors through a host callback unless told to give NaN, and
+    # a program with a host callback can be neither exported nor kept in XLA's cache. The backend
+    # does not need the raising: a failed patient is found by diffrax's result code and its
+    # non-finite states. The setting is this process's environment (its child processes inherit
+    # it, and the user's own equinox checks then give NaN too); a user's own value wins.
     if "equinox" not in sys.modules:
         os.environ.setdefault("EQX_ON_ERROR", "nan")
     try:
