@@ -6,6 +6,7 @@ Exit codes: 0 success, 2 bad input (protocol, data, output directory), 1 any oth
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -635,7 +636,22 @@ def _not_allowed_message(exc: OSError) -> str:
             "another path")
 
 
+def _keep_freed_memory() -> None:
+    """Polars' allocator reads its settings when Polars loads, which every command but the help
+    does after this point: a batch command and the worker processes it forks or spawns keep freed
+    pages for the next chunk instead of returning them and faulting them in again
+    (:data:`cartwin.processes.WORKER_ALLOCATOR_ENVIRONMENT`). Not for ``serve``, a long-lived
+    process that should give memory back between requests; a user's own setting wins."""
+    from cartwin.processes import WORKER_ALLOCATOR_ENVIRONMENT
+
+    if sys.argv[1:2] == ["serve"]:
+        return
+    for name, value in WORKER_ALLOCATOR_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+
+
 def main() -> None:
+    _keep_freed_memory()
     bad = _bad_input_types()
     usage = _usage_error_types()
     try:

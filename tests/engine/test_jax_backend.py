@@ -137,7 +137,7 @@ def test_a_whole_run_with_the_jax_backend(protocol_dict, tmp_path):
         assert run_protocol(load_protocol(path), out, workers=1).n_failed == 0
         runs[backend] = out
     manifest = json.loads((runs["jax-diffrax"] / "manifest.json").read_text())
-    assert manifest["solver"]["backend"] == "jax-diffrax"
+    assert manifest["solver"]["backend"] == "jax-diffrax" and manifest["solver"]["lanes_per_block"] == 16
     key = ["subject", "test", "day"]
     jax = pl.read_parquet(runs["jax-diffrax"] / layout.OBSERVATIONS / "*.parquet").sort(key)
     bdf = pl.read_parquet(runs["numba-bdf"] / layout.OBSERVATIONS / "*.parquet").sort(key)

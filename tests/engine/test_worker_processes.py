@@ -93,6 +93,44 @@ def test_a_user_who_sets_the_thread_count_keeps_it(monkeypatch):
     assert os.environ["OMP_NUM_THREADS"] == "3" and "OPENBLAS_NUM_THREADS" not in os.environ
 
 
+def test_spawned_workers_keep_freed_memory_unless_the_user_configured_the_allocator(monkeypatch):
+    """Polars' allocator reads its settings when it loads: a spawned worker starts with the setting
+    that keeps freed pages (fewer page faults per chunk), which the parent does not get; a user's
+    own setting, and a user's own thread count, are each left as they are."""
+    from cartwin.processes import WORKER_ALLOCATOR_ENVIRONMENT, WORKER_ENVIRONMENT, WorkerPool
+
+    (name, value), = WORKER_ALLOCATOR_ENVIRONMENT.items()
+    for other in WORKER_ENVIRONMENT:
+        monkeypatch.delenv(other, raising=False)
+    monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user chose the threads: the allocator is apart
+    with WorkerPool(1) as pool:
+        assert pool.submit(_environment_variable, name).result() == value
+        assert name not in os.environ
+    monkeypatch.setenv(name, "dirty_decay_ms:1000")
+    with WorkerPool(1) as pool:
+        assert pool.submit(_environment_variable, name).result() == "dirty_decay_ms:1000"
+
+
+def test_batch_commands_keep_freed_memory_and_serve_gives_it_back(monkeypatch):
+    """The command line sets the allocator's setting before Polars loads, so that forked workers
+    (which inherit the loaded allocator) keep freed memory too; not for `serve`, a long-lived
+    process; a user's own setting wins."""
+    from cartwin import cli
+    from cartwin.processes import WORKER_ALLOCATOR_ENVIRONMENT
+
+    (name, value), = WORKER_ALLOCATOR_ENVIRONMENT.items()
+    for argv, expected in ((["cartwin", "run", "p.toml"], value), (["cartwin", "serve"], None)):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setattr(sys, "argv", argv)
+        cli._keep_freed_memory()
+        assert os.environ.get(name) == expected
+    monkeypatch.setenv(name, "dirty_decay_ms:1000")
+    monkeypatch.setattr(sys, "argv", ["cartwin", "run", "p.toml"])
+    cli._keep_freed_memory()
+    assert os.environ[name] == "dirty_decay_ms:1000"
+
+
 IMPORTS_SCRIPT = r"""
 import sys
 import numpy as np

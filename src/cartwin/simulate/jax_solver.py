@@ -95,7 +95,10 @@ class JaxDiffrax:
         return {"backend": self.name, "method": "Kvaerno5 (ESDIRK, diffrax) with PID step control; "
                 "sympy -> JAX right-hand side; patients vmapped", "rtol": self.rtol, "atol": self.atol,
                 "max_steps": self.max_steps, "jacobian": "automatic differentiation (JAX)",
-                "device": str(jax.devices()[0])}
+                "device": str(jax.devices()[0]),
+                # a patient's numbers depend on its block (far inside the tolerance): the block size
+                # is part of what reproduces them
+                "lanes_per_block": lane_count(jax.devices()[0].platform)}
 
     def solve(self, compiled: ModuleType, K: np.ndarray, Y0: np.ndarray,
               schedules: list[Schedule], t_obs: np.ndarray) -> SolveResult:
