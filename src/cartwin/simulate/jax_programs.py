@@ -14,6 +14,7 @@ program, whether it traced it or loaded it, so that both run the same code.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -74,13 +75,19 @@ def _program_key(model, rtol, atol, max_steps, lanes, n_obs, n_states, n_constan
     import jax
     import sympy
 
-    from cartwin.model import symbolic
     from cartwin.model.codegen import code_key
 
-    sources = hashlib.sha256(Path(__file__).read_bytes() + Path(symbolic.__file__).read_bytes()).hexdigest()
-    record = (code_key(model), sources, jax.__version__, diffrax.__version__, sympy.__version__,
+    record = (code_key(model), _sources_hash(), jax.__version__, diffrax.__version__, sympy.__version__,
               jax.default_backend(), rtol, atol, max_steps, lanes, n_obs, n_states, n_constants)
     return hashlib.sha256(repr(record).encode()).hexdigest()[:24]
+
+
+@functools.cache
+def _sources_hash() -> str:
+    """This module's source and the symbolic layer's, read once per process (a solve asks per chunk)."""
+    from cartwin.model import symbolic
+
+    return hashlib.sha256(Path(__file__).read_bytes() + Path(symbolic.__file__).read_bytes()).hexdigest()
 
 
 def segment_program(model, rtol, atol, max_steps, lanes, n_obs, n_states, n_constants):
