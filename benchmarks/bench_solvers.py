@@ -51,16 +51,23 @@ import time
 import tomllib
 from pathlib import Path
 
-import numpy as np
+from cartwin.processes import WORKER_ALLOCATOR_ENVIRONMENT
 
-from cartwin.model import DEFAULT_MODEL as MODEL
-from cartwin.model.codegen import compile_model, warm_up
-from cartwin.population.virtual import generate
-from cartwin.protocol import parse_protocol
-from cartwin.simulate.engine import covariate_matrix
-from cartwin.simulate.events import doses_to_schedule
-from cartwin.plan import make_work, typical_parameters
-from cartwin.simulate.solvers import NumbaBDF, ScipyLSODA
+# the whole-run contenders run in this process and fork their workers, as `cartwin run` does; the
+# command line configures Polars' allocator before Polars loads, so this process does the same
+for _name, _value in WORKER_ALLOCATOR_ENVIRONMENT.items():
+    os.environ.setdefault(_name, _value)
+
+import numpy as np  # noqa: E402
+
+from cartwin.model import DEFAULT_MODEL as MODEL  # noqa: E402
+from cartwin.model.codegen import compile_model, warm_up  # noqa: E402
+from cartwin.population.virtual import generate  # noqa: E402
+from cartwin.protocol import parse_protocol  # noqa: E402
+from cartwin.simulate.engine import covariate_matrix  # noqa: E402
+from cartwin.simulate.events import doses_to_schedule  # noqa: E402
+from cartwin.plan import make_work, typical_parameters  # noqa: E402
+from cartwin.simulate.solvers import NumbaBDF, ScipyLSODA  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DAYS = np.arange(0.0, 366.0)
