@@ -51,12 +51,11 @@ import time
 import tomllib
 from pathlib import Path
 
-from cartwin.processes import WORKER_ALLOCATOR_ENVIRONMENT
+from cartwin.processes import keep_freed_memory
 
 # the whole-run contenders run in this process and fork their workers, as `cartwin run` does; the
 # command line configures Polars' allocator before Polars loads, so this process does the same
-for _name, _value in WORKER_ALLOCATOR_ENVIRONMENT.items():
-    os.environ.setdefault(_name, _value)
+keep_freed_memory()
 
 import numpy as np  # noqa: E402
 

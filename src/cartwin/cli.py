@@ -6,7 +6,6 @@ Exit codes: 0 success, 2 bad input (protocol, data, output directory), 1 any oth
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -640,14 +639,12 @@ def _keep_freed_memory() -> None:
     """Polars' allocator reads its settings when Polars loads, which every command but the help
     does after this point: a batch command and the worker processes it forks or spawns keep freed
     pages for the next chunk instead of returning them and faulting them in again
-    (:data:`cartwin.processes.WORKER_ALLOCATOR_ENVIRONMENT`). Not for ``serve``, a long-lived
-    process that should give memory back between requests; a user's own setting wins."""
-    from cartwin.processes import WORKER_ALLOCATOR_ENVIRONMENT
+    (:func:`cartwin.processes.keep_freed_memory`). Not for ``serve``, a long-lived process that
+    should give memory back between requests; a user's own setting wins."""
+    from cartwin.processes import keep_freed_memory
 
-    if sys.argv[1:2] == ["serve"]:
-        return
-    for name, value in WORKER_ALLOCATOR_ENVIRONMENT.items():
-        os.environ.setdefault(name, value)
+    if sys.argv[1:2] != ["serve"]:
+        keep_freed_memory()
 
 
 def main() -> None:

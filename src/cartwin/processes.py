@@ -2,8 +2,8 @@
 outliving the process that started them.
 
 Native libraries read their settings once, when they load: OpenBLAS (NumPy's and SciPy's) its
-thread count, Polars' allocator when to return freed memory. A pool initializer runs after a spawned worker has imported NumPy, which is too
-late, so these settings are in the environment the worker starts with
+thread count, Polars' allocator when to return freed memory. A pool initializer runs after a
+spawned worker has imported NumPy, which is too late, so these settings are in the environment the worker starts with
 (:func:`worker_environment`, around the submissions that start a pool's workers). A forked
 worker inherits the libraries its parent has loaded, with the parent's settings.
 
@@ -30,29 +30,60 @@ PARENT_CHECK_SECONDS = 0.5
 WORKER_ENVIRONMENT = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 # Polars' allocator (jemalloc) gives freed pages back to the system after a few seconds, from a
 # background thread, and every chunk's frames then fault fresh pages in again: in a whole run of
-# 18,000 patients that was 1.2 million more page faults, an eighth of the workers' CPU in the
-# kernel, and 8% of the wall time (docs/performance.md). A worker keeps them instead: its memory
-# stays at the peak that every chunk reaches anyway. Set unless the user has set it.
-WORKER_ALLOCATOR_ENVIRONMENT = {"_RJEM_MALLOC_CONF": "dirty_decay_ms:-1,muzzy_decay_ms:-1"}
+# 18,000 patients that was 1.2 million more page faults and 4-8% of the wall time (A/B in
+# docs/performance.md). A process with this setting keeps them instead: its memory stays at the
+# peak that every chunk reaches anyway. Set unless the user has set it.
+ALLOCATOR_VARIABLE = "_RJEM_MALLOC_CONF"
+KEEP_FREED_MEMORY = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
+# What Polars itself writes into the variable when it loads, where the user has set nothing
+# (polars/__init__.py; a user's own setting is appended after it, and jemalloc takes the last
+# value of a key): not a user's choice
+_POLARS_OWN_SETTINGS = ("dirty_decay_ms:500,muzzy_decay_ms:1000",
+                        "dirty_decay_ms:500,muzzy_decay_ms:1000,thp:always,metadata_thp:always")
+
+
+def _allocator_setting() -> str | None:
+    """The allocator variable's value that keeps freed memory, or None where the user has chosen
+    a setting of their own."""
+    current = os.environ.get(ALLOCATOR_VARIABLE)
+    if current is None:
+        return KEEP_FREED_MEMORY
+    return f"{current},{KEEP_FREED_MEMORY}" if current in _POLARS_OWN_SETTINGS else None
+
+
+def keep_freed_memory() -> None:
+    """Give this process, and every process it starts, the allocator setting that keeps freed
+    memory, unless the user has chosen one. The allocator reads it when Polars loads, so it counts
+    only before then: in this process, and in workers forked from it, which inherit the loaded
+    allocator (spawned workers get it from :func:`worker_environment` either way)."""
+    value = _allocator_setting()
+    if value is not None:
+        os.environ[ALLOCATOR_VARIABLE] = value
 
 
 @contextmanager
 def worker_environment() -> Iterator[None]:
     """Within the block, processes started by spawning get :data:`WORKER_ENVIRONMENT`, unless
     the user has set any of its variables (then the user has chosen the threads, and none is
-    added), and each variable of :data:`WORKER_ALLOCATOR_ENVIRONMENT` the user has not set. It
+    added), and the allocator setting that keeps freed memory, unless the user has chosen one. It
     changes this process's environment until the block ends, so it is kept around the calls that
     start workers (a pool's submissions); two threads entering it at once can only start a worker
     without the settings, never leave them behind. The parent's own libraries, already loaded, are
     not affected, and its environment is restored."""
     added = {} if any(name in os.environ for name in WORKER_ENVIRONMENT) else dict(WORKER_ENVIRONMENT)
-    added.update({name: value for name, value in WORKER_ALLOCATOR_ENVIRONMENT.items() if name not in os.environ})
+    allocator = _allocator_setting()
+    if allocator is not None:
+        added[ALLOCATOR_VARIABLE] = allocator
+    before = {name: os.environ.get(name) for name in added}
     try:
         os.environ.update(added)
         yield
     finally:
-        for name in added:
-            os.environ.pop(name, None)
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _watch_parent(parent: int) -> None:

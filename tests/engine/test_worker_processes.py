@@ -96,10 +96,12 @@ def test_a_user_who_sets_the_thread_count_keeps_it(monkeypatch):
 def test_spawned_workers_keep_freed_memory_unless_the_user_configured_the_allocator(monkeypatch):
     """Polars' allocator reads its settings when it loads: a spawned worker starts with the setting
     that keeps freed pages (fewer page faults per chunk), which the parent does not get; a user's
-    own setting, and a user's own thread count, are each left as they are."""
-    from cartwin.processes import WORKER_ALLOCATOR_ENVIRONMENT, WORKER_ENVIRONMENT, WorkerPool
+    own setting, and a user's own thread count, are each left as they are. The value Polars writes
+    into the variable when it loads (every run's parent has loaded Polars) is not a user's setting:
+    the worker gets the setting after it, and the parent keeps Polars' value."""
+    from cartwin.processes import ALLOCATOR_VARIABLE as name, KEEP_FREED_MEMORY as value
+    from cartwin.processes import WORKER_ENVIRONMENT, WorkerPool
 
-    (name, value), = WORKER_ALLOCATOR_ENVIRONMENT.items()
     for other in WORKER_ENVIRONMENT:
         monkeypatch.delenv(other, raising=False)
     monkeypatch.delenv(name, raising=False)
@@ -107,6 +109,11 @@ def test_spawned_workers_keep_freed_memory_unless_the_user_configured_the_alloca
     with WorkerPool(1) as pool:
         assert pool.submit(_environment_variable, name).result() == value
         assert name not in os.environ
+    polars_own = "dirty_decay_ms:500,muzzy_decay_ms:1000"
+    monkeypatch.setenv(name, polars_own)
+    with WorkerPool(1) as pool:
+        assert pool.submit(_environment_variable, name).result() == f"{polars_own},{value}"
+        assert os.environ[name] == polars_own
     monkeypatch.setenv(name, "dirty_decay_ms:1000")
     with WorkerPool(1) as pool:
         assert pool.submit(_environment_variable, name).result() == "dirty_decay_ms:1000"
@@ -117,9 +124,8 @@ def test_batch_commands_keep_freed_memory_and_serve_gives_it_back(monkeypatch):
     (which inherit the loaded allocator) keep freed memory too; not for `serve`, a long-lived
     process; a user's own setting wins."""
     from cartwin import cli
-    from cartwin.processes import WORKER_ALLOCATOR_ENVIRONMENT
+    from cartwin.processes import ALLOCATOR_VARIABLE as name, KEEP_FREED_MEMORY as value
 
-    (name, value), = WORKER_ALLOCATOR_ENVIRONMENT.items()
     for argv, expected in ((["cartwin", "run", "p.toml"], value), (["cartwin", "serve"], None)):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.setattr(sys, "argv", argv)

@@ -133,8 +133,8 @@ class JaxDiffrax:
                 live = active[block, m] & ok[block]
                 if not live.any():
                     continue
-                lane = np.r_[np.where(live, block, block[np.argmax(live)]),
-                             np.full(lanes - block.size, block[np.argmax(live)])]
+                stand_in = block[np.argmax(live)]
+                lane = np.r_[np.where(live, block, stand_in), np.full(lanes - block.size, stand_in)]
                 ys, y_end, code = step(jnp.asarray(y[lane]), jnp.asarray(t0[lane, m]), jnp.asarray(t1[lane, m]),
                                        jnp.asarray(K[lane]), jnp.asarray(U[lane, m]), tj)
                 ys, y_end, code = (np.asarray(ys)[:block.size, :t_obs.size], np.asarray(y_end)[:block.size],
