@@ -93,6 +93,25 @@ def test_a_user_who_sets_the_thread_count_keeps_it(monkeypatch):
     assert os.environ["OMP_NUM_THREADS"] == "3" and "OPENBLAS_NUM_THREADS" not in os.environ
 
 
+def test_spawned_workers_share_the_cores_among_their_polars_threads(monkeypatch):
+    """Each worker's Polars thread pool gets its share of the cores (usable cores // workers, at
+    least one), so that a pool of one worker per core does not run cores x cores threads; a user's
+    own POLARS_MAX_THREADS is left as it is, and the parent's environment is restored."""
+    from cartwin import processes
+    from cartwin.processes import POLARS_THREADS_VARIABLE as name, WorkerPool
+
+    monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(processes, "usable_cores", lambda: 4)
+    assert [processes.polars_threads_per_worker(w) for w in (1, 2, 3, 4, 8)] == [4, 2, 1, 1, 1]
+    with WorkerPool(2) as pool:
+        assert pool.submit(_environment_variable, name).result() == "2"
+        assert name not in os.environ
+    monkeypatch.setenv(name, "3")
+    with WorkerPool(2) as pool:
+        assert pool.submit(_environment_variable, name).result() == "3"
+    assert os.environ[name] == "3"
+
+
 def test_spawned_workers_keep_freed_memory_unless_the_user_configured_the_allocator(monkeypatch):
     """Polars' allocator reads its settings when it loads: a spawned worker starts with the setting
     that keeps freed pages (fewer page faults per chunk), which the parent does not get; a user's

@@ -8,8 +8,9 @@ chunks run. The plan is stored in run.json so that a resumed run computes the sa
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
+
+from cartwin.processes import usable_cores
 
 MAX_CHUNK = 500
 MIN_CHUNK = 16
@@ -52,10 +53,8 @@ class Plan:
 
 
 def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    """One worker per usable core."""
+    return usable_cores()
 
 
 def auto_chunk_size(n_total: int, workers: int) -> int:
