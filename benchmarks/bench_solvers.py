@@ -38,6 +38,9 @@ solvers.png and prints the ratios.
         # at rtol 1e-4, 1e-5 and 1e-6 (its error is that of cartwin-bdf at the same rtol). The SciPy
         # loop is left out of the sweep (at ~5-60 patients/s it would take longer than the rest
         # together). Writes benchmarks/results/work_precision.csv and work_precision.png.
+    python benchmarks/bench_solvers.py --work-precision --quick --marginal
+        # the same, every point timed at N and 2N too: the marginal throughput (one more patient's
+        # cost, without each contender's fixed costs) and its ratios at matched error
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ from cartwin.protocol import parse_protocol  # noqa: E402
 from cartwin.simulate.engine import covariate_matrix  # noqa: E402
 from cartwin.simulate.events import doses_to_schedule  # noqa: E402
 from cartwin.plan import make_work, typical_parameters  # noqa: E402
+from cartwin.plan.chunks import MAX_CHUNK  # noqa: E402
 from cartwin.simulate.solvers import NumbaBDF, ScipyLSODA  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -222,11 +226,11 @@ def timed(name, n, rtol, workers=2, chunk=250):
     return wall, failed, peak, cpu
 
 
-def timed_run(n, workers=2, rtol=None, protocol="million.toml", extra=""):
+def timed_run(n, workers=2, rtol=None, protocol="million.toml", extra="", chunk_size=None):
     """A whole `cartwin run` of ``protocol`` (in benchmarks/) with n patients: (wall seconds,
     failed, bytes written, CPU seconds of the run and its workers). ``rtol``: the protocol's [solver] rtol (atol 1e-3 rtol, as every
     contender); default the protocol's own (1e-6, atol 1e-9). ``extra``: TOML tables appended to
-    the protocol."""
+    the protocol. ``chunk_size``: patients per chunk (default: the run's own choice)."""
     import shutil
     import tempfile
 
@@ -242,7 +246,7 @@ def timed_run(n, workers=2, rtol=None, protocol="million.toml", extra=""):
     try:
         cpu = cpu_seconds()
         t = time.perf_counter()
-        summary = run_protocol(load_protocol(source), out, n_per_arm=n, workers=workers)
+        summary = run_protocol(load_protocol(source), out, n_per_arm=n, workers=workers, chunk_size=chunk_size)
         wall = time.perf_counter() - t
         cpu = cpu_seconds() - cpu
         written = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
@@ -264,6 +268,9 @@ def main() -> None:
                     help="with --work-precision: timings per point (round-robin; the fastest is kept)")
     ap.add_argument("--run-n", type=int, default=None,
                     help="with --work-precision: patients per whole run (default 2000 with --quick, else 4000)")
+    ap.add_argument("--marginal", action="store_true",
+                    help="with --work-precision: time every point at N and 2N as well, and report the "
+                         "marginal throughput (the cost of one more patient, without fixed costs)")
     args = ap.parse_args()
     mod = compile_model(MODEL)
     warm_up(mod)
@@ -273,7 +280,8 @@ def main() -> None:
     ref, _ = run_cartwin("lsoda", 0, n_check, 1e-10)
     if args.work_precision:
         work_precision(n_check, ref, quick=args.quick, repeat=args.repeat,
-                       only=set(args.contenders.split(",")) if args.contenders else None, run_n=args.run_n)
+                       only=set(args.contenders.split(",")) if args.contenders else None, run_n=args.run_n,
+                       marginal=args.marginal)
         return
     contenders = [("scipy-solve_ivp", 1e-6), ("roadrunner", 1e-6), ("cartwin-lsoda", 1e-6),
                   ("cartwin-bdf", 1e-6), ("cartwin-bdf", 1e-7)]
@@ -364,11 +372,19 @@ RUNS = {"cartwin-run": ("million.toml", ""), "cartwin-run-visits": ("trial_visit
         "cartwin-run-trajectories": ("million.toml", '\n[store]\nobservations_per_arm = "all"\n')}
 
 
-def work_precision(n_check, ref, quick=False, repeat=1, only=None, run_n=None):
+def work_precision(n_check, ref, quick=False, repeat=1, only=None, run_n=None, marginal=False):
     """Every contender over WP_RTOLS; writes the rows and the matched-error ratios. ``repeat``:
     every timing is repeated, round-robin over the contenders, and the fastest kept (on a shared
     machine the load moves during a run; the best of a few repeats is the least disturbed).
-    ``only``: time these contenders only (the errors are computed for all)."""
+    ``only``: time these contenders only (the errors are computed for all).
+
+    ``marginal``: every point is timed at its size N and at 2N as well, and the rows get the
+    marginal throughput, N / (CPU(2N) - CPU(N)) (and the same in wall time): the cost of one more
+    patient, without what a contender pays once (starting its workers, importing, loading its
+    model: libRoadRunner compiles the SBML in each worker, ~0.8 s of CPU; a whole run starts its
+    workers and writes its database). Whole runs then use chunks of MAX_CHUNK patients at both
+    sizes, as a run at scale does, so that what each chunk costs counts in the margin. The
+    matched ratios are printed for it too."""
     sizes = {"roadrunner": 300, "cartwin-lsoda": 300, "cartwin-bdf": 1000} if quick else \
         {"roadrunner": 1000, "cartwin-lsoda": 1000, "cartwin-bdf": 4000}
     # beyond the 1,000 stored patients: scored as the run streams. A run's fixed cost (starting
@@ -398,34 +414,49 @@ def work_precision(n_check, ref, quick=False, repeat=1, only=None, run_n=None):
     points = [(name, rtol) for name in sizes for rtol in WP_RTOLS] + [(n, r) for n in runs for r in WP_RUN_RTOLS]
     if only:
         points = [p for p in points if p[0] in only]
-    walls: dict[tuple, list[float]] = {p: [] for p in points}
-    cpus: dict[tuple, list[float]] = {p: [] for p in points}
+    factors = (1, 2) if marginal else (1,)
+    walls: dict[tuple, list[float]] = {(*p, f): [] for p in points for f in factors}
+    cpus: dict[tuple, list[float]] = {(*p, f): [] for p in points for f in factors}
     extra: dict[tuple, dict] = {}
     for k in range(repeat):
         for name, rtol in points:
-            if name in runs:
-                protocol, extra_toml = runs[name]
-                wall, failed, written, cpu = timed_run(run_n, rtol=rtol, protocol=protocol, extra=extra_toml)
-                extra[name, rtol] = {"failed": failed, "bytes_per_patient": round(written / run_n)}
-            else:
-                wall, failed, _, cpu = timed(name, sizes[name], rtol)
-                extra[name, rtol] = {"failed": failed}
-            walls[name, rtol].append(wall)
-            cpus[name, rtol].append(cpu)
-            print(f"repeat {k + 1}: {name} rtol {rtol:g}: {wall:.2f} s, CPU {cpu:.2f} s "
-                  f"(load {os.getloadavg()[0]:.1f})", flush=True)
+            for factor in factors:
+                if name in runs:
+                    protocol, extra_toml = runs[name]
+                    n = factor * run_n
+                    # for the marginal cost, the chunks of a run at scale (MAX_CHUNK patients)
+                    # at both sizes: a chunk's own fixed cost is then part of every patient's
+                    wall, failed, written, cpu = timed_run(n, rtol=rtol, protocol=protocol, extra=extra_toml,
+                                                           chunk_size=MAX_CHUNK if marginal else None)
+                    if factor == 1:
+                        extra[name, rtol] = {"failed": failed, "bytes_per_patient": round(written / n)}
+                else:
+                    n = factor * sizes[name]
+                    wall, failed, _, cpu = timed(name, n, rtol)
+                    if factor == 1:
+                        extra[name, rtol] = {"failed": failed}
+                walls[name, rtol, factor].append(wall)
+                cpus[name, rtol, factor].append(cpu)
+                print(f"repeat {k + 1}: {name} rtol {rtol:g} N {n}: {wall:.2f} s, CPU {cpu:.2f} s "
+                      f"(load {os.getloadavg()[0]:.1f})", flush=True)
     for name, rtol in points:
         n = run_n if name in runs else sizes[name]
-        best = min(walls[name, rtol])
+        best = min(walls[name, rtol, 1])
         rows.append({"contender": name, "rtol": rtol, "n": n, "seconds": round(best, 3),
                      "patients_per_s": round(n / best, 1), "max_rel_error": f"{errors[name, rtol]:.3e}",
-                     "repeats": len(walls[name, rtol]),
-                     "slowest_patients_per_s": round(n / max(walls[name, rtol]), 1),
+                     "repeats": len(walls[name, rtol, 1]),
+                     "slowest_patients_per_s": round(n / max(walls[name, rtol, 1]), 1),
                      # CPU seconds (every process) move far less with the machine's load than wall time
-                     "cpu_s": round(min(cpus[name, rtol]), 3),
-                     "patients_per_cpu_s": round(n / min(cpus[name, rtol]), 1), **extra[name, rtol]})
+                     "cpu_s": round(min(cpus[name, rtol, 1]), 3),
+                     "patients_per_cpu_s": round(n / min(cpus[name, rtol, 1]), 1), **extra[name, rtol]})
+        if marginal:
+            # the best of each size's repeats: the least disturbed estimate of each
+            extra_wall = min(walls[name, rtol, 2]) - best
+            extra_cpu = min(cpus[name, rtol, 2]) - min(cpus[name, rtol, 1])
+            rows[-1].update(marginal_patients_per_s=round(n / extra_wall, 1) if extra_wall > 0 else "",
+                            marginal_patients_per_cpu_s=round(n / extra_cpu, 1) if extra_cpu > 0 else "")
         print(rows[-1], flush=True)
-    stem = "work_precision" if not only else "work_precision_" + "_".join(sorted(only))
+    stem = ("work_precision" if not only else "work_precision_" + "_".join(sorted(only))) + ("_marginal" if marginal else "")
     out = HERE / "results" / f"{stem}.csv"
     write_csv(rows, out)
     print(f"load average at end: {os.getloadavg()}; results -> {out}")
@@ -436,16 +467,20 @@ def work_precision(n_check, ref, quick=False, repeat=1, only=None, run_n=None):
             if only and name not in only:
                 continue
             per_cpu = {rtol: ratio for rtol, _, ratio in matched_ratios(rows, name, measure="patients_per_cpu_s")}
+            per_marginal_cpu = ({rtol: ratio for rtol, _, ratio in
+                                 matched_ratios(rows, name, measure="marginal_patients_per_cpu_s")} if marginal else {})
             for rtol, err, ratio in matched_ratios(rows, name):
                 print(f"  {name:18s} at RoadRunner rtol {rtol:.0e} (error {err:.2e}): "
                       + ("outside its measured error range" if ratio is None
-                         else f"{ratio:.2f}x wall, {per_cpu[rtol]:.2f}x CPU"))
+                         else f"{ratio:.2f}x wall, {per_cpu[rtol]:.2f}x CPU"
+                         + (f", {per_marginal_cpu[rtol]:.2f}x marginal CPU" if per_marginal_cpu.get(rtol) else "")))
     plot_work_precision(rows, HERE / "results" / f"{stem}.png")
 
 
 def curve(rows, name, measure="patients_per_s"):
     """(log error, log throughput) of a contender, ascending in error."""
-    pts = sorted((float(r["max_rel_error"]), r[measure]) for r in rows if r["contender"] == name)
+    pts = sorted((float(r["max_rel_error"]), r[measure]) for r in rows
+                 if r["contender"] == name and isinstance(r.get(measure), (int, float)) and r[measure] > 0)
     return np.log([e for e, _ in pts]), np.log([w for _, w in pts])
 
 
@@ -457,7 +492,8 @@ def matched_ratios(rows, name, base="roadrunner", measure="patients_per_s"):
     out = []
     for r in sorted((r for r in rows if r["contender"] == base), key=lambda r: -r["rtol"]):
         e = float(r["max_rel_error"])
-        if log_e.size == 0 or not log_e[0] <= np.log(e) <= log_e[-1]:
+        if (log_e.size == 0 or not log_e[0] <= np.log(e) <= log_e[-1]
+                or not isinstance(r.get(measure), (int, float)) or r[measure] <= 0):
             out.append((r["rtol"], e, None))
             continue
         out.append((r["rtol"], e, float(np.exp(np.interp(np.log(e), log_e, log_w))) / r[measure]))
