@@ -427,16 +427,22 @@ def integrate_batch(rhs_into, jac_into, lu_factor, lu_solve, nnz, K, Y0, bp_coun
 '''
 
 
+def kernel_name(stem: str, version: str, source: str) -> str:
+    """The module name of a kernel: its stem, version and a hash of its source (so that a changed
+    kernel never loads a stale cache)."""
+    return f"{stem}{version}_{hashlib.sha256(source.encode()).hexdigest()[:12]}"
+
+
 def _kernel_name() -> str:
-    return f"cartwin_bdf_kernel{KERNEL_VERSION}_{hashlib.sha256(KERNEL_SOURCE.encode()).hexdigest()[:12]}"
+    return kernel_name("cartwin_bdf_kernel", KERNEL_VERSION, KERNEL_SOURCE)
 
 
-def kernel_cached(cache_dir: Path) -> bool:
-    """Whether numba's cache in ``cache_dir`` already holds the kernel's machine code for this
+def kernel_cached(cache_dir: Path, name: str | None = None) -> bool:
+    """Whether numba's cache in ``cache_dir`` already holds a kernel's machine code for this
     Python (its index file for ``integrate_batch``), so that importing it loads instead of
-    compiling."""
+    compiling. ``name``: the kernel's module name (default: the BDF kernel's)."""
     tag = sys.implementation.cache_tag.replace("cpython-", "py")
-    return any((Path(cache_dir) / "__pycache__").glob(f"{_kernel_name()}.integrate_batch-*.{tag}.nbi"))
+    return any((Path(cache_dir) / "__pycache__").glob(f"{name or _kernel_name()}.integrate_batch-*.{tag}.nbi"))
 
 
 class KernelCompilation:
@@ -446,10 +452,10 @@ class KernelCompilation:
     (or the other process has failed: the kernel is then compiled here, on first use, with its
     error shown there)."""
 
-    def __init__(self, cache_dir: Path) -> None:
+    def __init__(self, cache_dir: Path, loader: str = "cartwin.simulate.bdf") -> None:
         import subprocess
 
-        code = ("import sys; from pathlib import Path; from cartwin.simulate.bdf import load_integrator; "
+        code = (f"import sys; from pathlib import Path; from {loader} import load_integrator; "
                 "load_integrator(Path(sys.argv[1]))")
         self._process = subprocess.Popen([sys.executable, "-c", code, str(cache_dir)],
                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -469,34 +475,41 @@ class KernelCompilation:
         self._process.wait()
 
 
-def compile_kernel_aside(cache_dir: Path) -> KernelCompilation | None:
-    """Start compiling the kernel in another process when it is not cached yet; None when it is
-    (loading it takes a fraction of a second) or already imported here, when numba keeps its cache
-    elsewhere (``NUMBA_CACHE_DIR``: the check could not see it), or when no process can be started
-    (the kernel then compiles here, on first use, as without this)."""
-    if _kernel_name() in sys.modules or os.environ.get("NUMBA_CACHE_DIR") or kernel_cached(cache_dir):
+def compile_kernel_aside(cache_dir: Path, name: str | None = None,
+                         loader: str = "cartwin.simulate.bdf") -> KernelCompilation | None:
+    """Start compiling a kernel (default the BDF kernel; else module ``name``, whose
+    ``load_integrator`` is in module ``loader``) in another process when it is not cached yet;
+    None when it is (loading it takes a fraction of a second) or already imported here, when numba
+    keeps its cache elsewhere (``NUMBA_CACHE_DIR``: the check could not see it), or when no process
+    can be started (the kernel then compiles here, on first use, as without this)."""
+    name = name or _kernel_name()
+    if name in sys.modules or os.environ.get("NUMBA_CACHE_DIR") or kernel_cached(cache_dir, name):
         return None
     try:
-        return KernelCompilation(cache_dir)
+        return KernelCompilation(cache_dir, loader)
     except OSError:
         return None
 
 
 def load_integrator(cache_dir: Path) -> ModuleType:
-    """Write (once) and import the BDF kernel, the same for every model.
+    """Write (once) and import the BDF kernel, the same for every model (:func:`load_kernel`)."""
+    return load_kernel(cache_dir, _kernel_name(), KERNEL_SOURCE, "The BDF kernel of cartwin (cartwin.simulate.bdf)")
+
+
+def load_kernel(cache_dir: Path, name: str, source: str, title: str) -> ModuleType:
+    """Write (once) and import a kernel module ``name`` made of ``source``.
 
     The source goes into the compile cache folder under a name made of the kernel's version and
     a hash of its source, so that numba caches its machine code beside it (once per
     installation and cache folder) and a changed kernel never loads a stale one."""
-    name = _kernel_name()
     if name in sys.modules:
         return sys.modules[name]
     path = cache_dir / f"{name}.py"
     if not path.exists():
-        header = '"""The BDF kernel of cartwin (cartwin.simulate.bdf), for every model. Do not edit."""\n'
+        header = f'"""{title}, for every model. Do not edit."""\n'
         fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
         with os.fdopen(fd, "w") as fh:
-            fh.write(header + KERNEL_SOURCE)
+            fh.write(header + source)
         os.replace(tmp, path)
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)

@@ -1,0 +1,316 @@
+"""A compiled, per-patient Rosenbrock integrator (RODAS4) for batches of independent patients.
+
+RODAS4 (Hairer & Wanner, *Solving Ordinary Differential Equations II*, 2nd ed. 1996, section IV.7;
+the coefficients of Hairer's ``rodas.f``, in the form of Sandu et al., "Benchmarking stiff ODE
+solvers for atmospheric chemistry problems II: Rosenbrock solvers", Atmos. Environ. 31, 1997) is a
+linearly implicit one-step method of order 4 with an embedded order-3 error estimate, L-stable and
+stiffly accurate. Each step factors I - h*gamma*J once (the model's generated sparse LU) and solves
+six linear systems; there is no Newton iteration, and being a one-step method it keeps its full
+order across dose breakpoints, where a multistep method restarts at order 1 from a small step
+(docs/performance.md, "Where the integration's steps go"): the last accepted step size is carried
+into the next segment, and the error control shrinks it where the dose changes the solution.
+
+It needs the exact Jacobian at every step (the model's analytic one), which a BDF step does not:
+it pays where a step is cheap relative to the number of steps saved, as on this model's
+lymphodepletion days. Observations between steps come from the cubic Hermite interpolant of the
+step's ends and their derivatives (the derivative at a step's end is the next step's first stage,
+so the interpolant costs no extra evaluation); its error is part of the accuracy measured against
+LSODA (tests/engine/test_rosenbrock.py, benchmarks/bench_solvers.py).
+
+Step-size control as in Sandu et al.'s code: factor 0.9 err^(-1/4) within [0.2, 6]; no increase
+right after a rejected step; a tenth after two rejections in a row or a non-finite stage. Each
+patient keeps its own step size and error control, so its numbers do not depend on its batch. The
+kernel is the same for every model and is cached on disk as the BDF kernel is (cartwin.simulate.bdf).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+
+from cartwin.simulate.bdf import kernel_name, load_kernel
+
+KERNEL_VERSION = "1"
+
+KERNEL_SOURCE = r'''
+import numba
+import numpy as np
+from numba import types
+
+# the model's compiled functions, passed in as first-class functions (function pointers), as in
+# the BDF kernel (cartwin.simulate.bdf), with the same batch signature
+_V = types.float64[::1]
+RHS_INTO = types.FunctionType(types.void(_V, types.float64, _V, _V, _V))
+JAC_INTO = types.FunctionType(types.void(_V, types.float64, _V, _V, types.float64[:, ::1]))
+_P = types.CPointer(types.float64)
+LU_FACTOR = types.FunctionType(types.int64(types.float64, _P, _P))
+LU_SOLVE = types.FunctionType(types.void(_P, _P, _P))
+_M = types.float64[:, ::1]
+_A3 = types.float64[:, :, ::1]
+BATCH_SIGNATURE = types.void(
+    RHS_INTO, JAC_INTO, LU_FACTOR, LU_SOLVE, types.int64, _M, _M, types.int64[::1], _M, _A3, _A3,
+    _V, types.float64, types.float64, types.int64, _A3, types.int64[::1], types.int64[:, ::1])
+
+# RODAS4: Hairer & Wanner (1996), IV.7, coefficients of rodas.f in the form of Sandu et al. (1997):
+# stage i evaluates f at y + sum_j A[i, j] K_j, t + ALPHA[i] h, and solves
+# (I/(h GAMMA1) - J) K_i = f + sum_j C[i, j] / h K_j; y_new = y + sum_j M[j] K_j; error K_6.
+STAGES = 6
+GAMMA1 = 0.25
+ALPHA = np.array([0.0, 0.386, 0.210, 0.630, 1.0, 1.0])
+A = np.zeros((STAGES, STAGES))
+C = np.zeros((STAGES, STAGES))
+_A_LOWER = (1.544, 0.9466785280815826, 0.2557011698983284, 3.314825187068521, 2.896124015972201,
+            0.9986419139977817, 1.221224509226641, 6.019134481288629, 12.53708332932087,
+            -0.6878860361058950, 1.221224509226641, 6.019134481288629, 12.53708332932087,
+            -0.6878860361058950, 1.0)
+_C_LOWER = (-5.6688, -2.430093356833875, -0.2063599157091915, -0.1073529058151375,
+            -9.594562251023355, -20.47028614809616, 7.496443313967647, -10.24680431464352,
+            -33.99990352819905, 11.70890893206160, 8.083246795921522, -7.981132988064893,
+            -31.52159432874371, 16.31930543123136, -6.058818238834054)
+for _i in range(1, STAGES):
+    for _j in range(_i):
+        A[_i, _j] = _A_LOWER[_i * (_i - 1) // 2 + _j]
+        C[_i, _j] = _C_LOWER[_i * (_i - 1) // 2 + _j]
+M = np.array([1.221224509226641, 6.019134481288629, 12.53708332932087, -0.6878860361058950, 1.0, 1.0])
+ERROR_ORDER = 4.0
+FAC_MIN, FAC_MAX, FAC_SAFE, FAC_REJECT = 0.2, 6.0, 0.9, 0.1
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _rms(x, scale):
+    s = 0.0
+    for i in range(x.size):
+        v = x[i] / scale[i]
+        s += v * v
+    return np.sqrt(s / x.size)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def initial_step(rhs_into, t0, y0, f0, k, u, t_bound, rtol, atol):
+    """The starting-step rule of Hairer, Norsett & Wanner (II.4), as SciPy has it, for order 4."""
+    interval = abs(t_bound - t0)
+    if interval == 0.0:
+        return 0.0
+    scale = atol + np.abs(y0) * rtol
+    d0 = _rms(y0, scale)
+    d1 = _rms(f0, scale)
+    if d0 < 1e-5 or d1 < 1e-5:
+        h0 = 1e-6
+    else:
+        h0 = 0.01 * d0 / d1
+    h0 = min(h0, interval)
+    f1 = np.empty(y0.size)
+    rhs_into(y0 + h0 * f0, t0 + h0, k, u, f1)
+    d2 = _rms(f1 - f0, scale) / h0
+    if d1 <= 1e-15 and d2 <= 1e-15:
+        h1 = max(1e-6, h0 * 1e-3)
+    else:
+        h1 = (0.01 / max(d1, d2)) ** (1.0 / (ERROR_ORDER + 1.0))
+    return min(100.0 * h0, h1, interval)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, t_obs, obs_from,
+            obs_to, out, rtol, atol, max_steps, steps, h_carried):
+    """Integrate y from t0 to t_bound; write observations obs_from..obs_to-1 (t0 < t <= t_bound).
+    Starts from the step ``h_carried`` (the last of the previous segment; 0: the starting rule).
+    Returns (status, the step size to carry on)."""
+    n = y.size
+    f0 = np.empty(n)
+    f1 = np.empty(n)
+    rhs_into(y, t0, k, u, f0)
+    steps[1] += 1
+    h = min(h_carried, t_bound - t0)
+    if h <= 0.0:
+        h = initial_step(rhs_into, t0, y, f0, k, u, t_bound, rtol, atol)
+        steps[1] += 1
+    J = np.zeros((n, n))  # jac_into writes the nonzero entries; the others stay 0
+    F = np.empty(nnz)
+    K = np.empty((STAGES, n))
+    y_stage = np.empty(n)
+    f_stage = np.empty(n)
+    b = np.empty(n)
+    x = np.empty(n)
+    y_new = np.empty(n)
+    J_ptr, F_ptr, b_ptr, x_ptr = J.ctypes, F.ctypes, b.ctypes, x.ctypes
+    t = t0
+    next_obs = obs_from
+    reject_last = False
+    reject_more = False
+    while t < t_bound:
+        if steps[0] >= max_steps:
+            return 2, h
+        jac_into(y, t, k, u, J)
+        steps[2] += 1
+        while True:
+            # the last step of the segment ends on its bound (within 1%: no sliver of a step)
+            if t + 1.01 * h >= t_bound:
+                h = t_bound - t
+            if h < 10.0 * abs(np.nextafter(t, np.inf) - t):
+                return 1, h
+            hg = h * GAMMA1
+            # (I/(h g) - J) K = r  <=>  (I - h g J) K = h g r
+            if lu_factor(hg, J_ptr, F_ptr) == 0:
+                return 4, h
+            steps[3] += 1
+            for i in range(STAGES):
+                if i == 0:
+                    for q in range(n):
+                        f_stage[q] = f0[q]
+                else:
+                    for q in range(n):
+                        y_stage[q] = y[q]
+                    for j in range(i):
+                        a = A[i, j]
+                        for q in range(n):
+                            y_stage[q] += a * K[j, q]
+                    rhs_into(y_stage, t + ALPHA[i] * h, k, u, f_stage)
+                    steps[1] += 1
+                for q in range(n):
+                    b[q] = f_stage[q]
+                for j in range(i):
+                    c = C[i, j] / h
+                    for q in range(n):
+                        b[q] += c * K[j, q]
+                for q in range(n):
+                    b[q] *= hg
+                lu_solve(F_ptr, b_ptr, x_ptr)
+                for q in range(n):
+                    K[i, q] = x[q]
+            s = 0.0
+            finite = True
+            for q in range(n):
+                v = y[q]
+                for j in range(STAGES):
+                    v += M[j] * K[j, q]
+                y_new[q] = v
+                if not np.isfinite(v):
+                    finite = False
+                e = K[STAGES - 1, q] / (atol + rtol * max(abs(y[q]), abs(v)))
+                s += e * e
+            error_norm = np.sqrt(s / n) if finite else np.inf
+            if error_norm > 0.0:
+                factor = min(FAC_MAX, max(FAC_MIN, FAC_SAFE * error_norm ** (-1.0 / ERROR_ORDER)))
+            else:
+                factor = FAC_MAX
+            h_next = h * factor
+            if error_norm <= 1.0:
+                t_new = t + h
+                rhs_into(y_new, t_new, k, u, f1)  # the next step's first stage
+                steps[1] += 1
+                # dense output on (t, t_new]: cubic Hermite of (y, f0) and (y_new, f1)
+                while next_obs < obs_to and t_obs[next_obs] <= t_new:
+                    theta = (t_obs[next_obs] - t) / h
+                    if t_obs[next_obs] == t_new:
+                        for q in range(n):
+                            out[next_obs, q] = y_new[q]
+                    else:
+                        for q in range(n):
+                            out[next_obs, q] = ((1.0 - theta) * y[q] + theta * y_new[q]
+                                                + theta * (theta - 1.0) * ((1.0 - 2.0 * theta) * (y_new[q] - y[q])
+                                                                           + (theta - 1.0) * h * f0[q]
+                                                                           + theta * h * f1[q]))
+                    next_obs += 1
+                for q in range(n):
+                    y[q] = y_new[q]
+                    f0[q] = f1[q]
+                t = t_new
+                steps[0] += 1
+                if reject_last:
+                    h_next = min(h_next, h)
+                reject_last = False
+                reject_more = False
+                h = h_next
+                break
+            if reject_more or not finite:
+                h_next = h * FAC_REJECT
+            reject_more = reject_last
+            reject_last = True
+            h = h_next
+    return 0, h
+
+
+@numba.njit(cache=True, error_model="numpy")
+def integrate_one(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, k, nb, times, jumps, rates,
+                  t_obs, rtol, atol, max_steps, out, steps):
+    n = y.size
+    n_obs = t_obs.size
+    u = np.zeros(n)
+    t = t_obs[0]
+    if nb > 0 and times[0] < t:
+        t = times[0]
+    obs_i = 0
+    while obs_i < n_obs and t_obs[obs_i] <= t:
+        out[obs_i] = y
+        obs_i += 1
+    b = 0
+    while b < nb and times[b] < t:
+        b += 1
+    if b < nb and times[b] == t:
+        y += jumps[b]
+        u[:] = rates[b]
+        b += 1
+    code = 0
+    h = 0.0
+    t_end = t_obs[n_obs - 1]
+    while obs_i < n_obs and code == 0:
+        seg_end = t_end
+        if b < nb and times[b] < t_end:
+            seg_end = times[b]
+        if seg_end > t:
+            j = obs_i
+            while j < n_obs and t_obs[j] <= seg_end:
+                j += 1
+            code, h = segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t, seg_end, k, u,
+                              t_obs, obs_i, j, out, rtol, atol, max_steps, steps, h)
+            obs_i = j
+            t = seg_end
+        if b < nb and times[b] == t:
+            y += jumps[b]
+            u[:] = rates[b]
+            b += 1
+        elif seg_end >= t_end:
+            break
+    if code == 0:
+        for i in range(n_obs):
+            for s in range(n):
+                if not np.isfinite(out[i, s]):
+                    code = 3
+    return code
+
+
+@numba.njit(BATCH_SIGNATURE, cache=True, error_model="numpy")
+def integrate_batch(rhs_into, jac_into, lu_factor, lu_solve, nnz, K, Y0, bp_count, bp_times,
+                    bp_jumps, bp_rates, t_obs, rtol, atol, max_steps, out, status, counters):
+    n_pat = Y0.shape[0]
+    for p in range(n_pat):
+        y = Y0[p].copy()
+        steps = np.zeros(4, dtype=np.int64)
+        status[p] = integrate_one(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, K[p],
+                                  bp_count[p], bp_times[p], bp_jumps[p], bp_rates[p], t_obs, rtol,
+                                  atol, max_steps, out[p], steps)
+        counters[p, 0] = steps[0]
+        counters[p, 1] = steps[1]
+        counters[p, 2] = steps[2]
+        counters[p, 3] = steps[3]
+'''
+
+
+def module_name() -> str:
+    return kernel_name("cartwin_rodas4_kernel", KERNEL_VERSION, KERNEL_SOURCE)
+
+
+def load_integrator(cache_dir: Path) -> ModuleType:
+    """Write (once) and import the RODAS4 kernel, the same for every model."""
+    return load_kernel(cache_dir, module_name(), KERNEL_SOURCE,
+                       "The RODAS4 kernel of cartwin (cartwin.simulate.rosenbrock)")
+
+
+def integrate_batch(compiled: ModuleType, cache_dir: Path, *arrays) -> None:
+    """As :func:`cartwin.simulate.bdf.integrate_batch`, with the RODAS4 kernel."""
+    from cartwin.model.codegen import sparse_lu
+
+    kernel = load_integrator(cache_dir)
+    lu = sparse_lu(compiled)
+    kernel.integrate_batch(compiled.rhs_into, compiled.jac_into, lu.factor, lu.solve,
+                           compiled.LU_NNZ, *arrays)

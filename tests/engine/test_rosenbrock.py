@@ -1,0 +1,129 @@
+"""The compiled RODAS4 backend against analytic solutions and against LSODA on the default model."""
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from cartwin.model.codegen import compile_model
+from cartwin.protocol import parse_protocol
+from cartwin.run import simulate
+from cartwin.simulate.events import doses_to_schedule
+from cartwin.simulate.solvers import NumbaRodas4
+from cartwin.therapy.dosing import Dose
+from tests.engine.test_events_and_solver import K_EL, solve
+
+
+def solve_rodas(doses, t_obs, rtol=1e-9):
+    return solve(doses, t_obs, NumbaRodas4(rtol=rtol, atol=rtol * 1e-3))
+
+
+def test_bolus_pre_dose_sampling_and_decay_between_steps():
+    """Two boluses of a one-compartment model (dose scale 2): the sample on the second dose's day
+    is taken before it, and days between steps come from the dense output."""
+    y = solve_rodas([Dose("IV", 0.0, 10.0), Dose("IV", 2.0, 10.0)], [0.0, 0.7, 2.0, 3.0])
+    assert y[0] == 0.0
+    assert y[1] == pytest.approx(20 * math.exp(-0.35), rel=1e-7)
+    pre = 20 * math.exp(-1.0)
+    assert y[2] == pytest.approx(pre, rel=1e-7)
+    assert y[3] == pytest.approx((pre + 20) * math.exp(-0.5), rel=1e-7)
+
+
+def test_infusion_matches_the_analytic_solution():
+    y = solve_rodas([Dose("IV", 0.0, 10.0, duration_days=0.5)], [0.25, 0.5, 1.5])
+    a = lambda t: 40.0 / K_EL * (1 - math.exp(-K_EL * t))  # noqa: E731
+    assert y[0] == pytest.approx(a(0.25), rel=1e-7)
+    assert y[1] == pytest.approx(a(0.5), rel=1e-7)
+    assert y[2] == pytest.approx(a(0.5) * math.exp(-K_EL), rel=1e-7)
+
+
+def test_the_error_falls_with_the_tolerance():
+    """Order 4: the error on a decay between steps falls with rtol (and stays near it)."""
+    exact = 20 * math.exp(-K_EL * 3.3)
+    errors = [abs(solve_rodas([Dose("IV", 0.0, 10.0)], [0.0, 3.3], rtol)[1] - exact) / exact
+              for rtol in (1e-4, 1e-6, 1e-8)]
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[1] < 1e-5 and errors[2] < 1e-7
+
+
+def test_rodas4_agrees_with_lsoda_on_the_default_model(protocol_dict):
+    """Every observable of 12 varied patients within 1e-3 (relative to its scale) of LSODA at
+    tight tolerance, from the first chemotherapy dose to day 120, through a whole simulation
+    whose protocol names the backend."""
+    protocol_dict["schedule"] = {"every": 1, "start": -6, "stop": 120}
+    protocol_dict["solver"] = {"backend": "scipy-lsoda", "rtol": 1e-10, "atol": 1e-12}
+    ref = simulate(parse_protocol(protocol_dict), n_per_arm=6)
+    protocol_dict["solver"] = {"backend": "numba-rodas4", "rtol": 1e-5, "atol": 1e-8}
+    rodas = simulate(parse_protocol(protocol_dict), n_per_arm=6)
+    a = ref.observations.sort(["subject", "day", "test"])
+    b = rodas.observations.sort(["subject", "day", "test"])
+    assert a.select("subject", "day", "test").equals(b.select("subject", "day", "test"))
+    scale = a.group_by("test").agg(pl.col("value").abs().max().alias("m"))
+    typical = dict(zip(scale["test"], scale["m"]))
+    va, vb = a["value"].to_numpy(), b["value"].to_numpy()
+    floor = np.array([1e-3 * typical[t] for t in a["test"]])
+    rel = np.where(va == vb, 0.0, np.abs(va - vb) / (np.abs(va) + floor + 1e-300))
+    descriptor = np.array([t.startswith("SD_") or t in ("HYPOTEN", "HYPOXIA", "ICE") for t in a["test"]])
+    # threshold read-outs may flip on the day a continuous state crosses its threshold
+    assert np.max(rel[~descriptor]) < 1e-3
+    assert np.mean(rel[descriptor] > 0) < 0.01
+
+
+def test_a_patients_numbers_do_not_depend_on_its_batch(protocol_dict):
+    """Each patient keeps its own step size and error control: solved in a batch of six or alone,
+    the same states to the bit."""
+    from cartwin.model import DEFAULT_MODEL
+    from cartwin.plan import make_work, typical_parameters
+    from cartwin.population.virtual import generate
+    from cartwin.simulate.engine import covariate_matrix
+
+    protocol = parse_protocol(protocol_dict)
+    therapy = make_work(protocol).arms[0].therapy
+    mod = compile_model(DEFAULT_MODEL)
+    pop = generate(DEFAULT_MODEL, protocol.population, protocol.arms[0].id, np.arange(6), protocol.seed,
+                   typical_parameters(DEFAULT_MODEL, therapy))
+    K = mod.constants(pop.theta, covariate_matrix(DEFAULT_MODEL, pop.covariates, 6))
+    Y0, scales = mod.initial(K), mod.dose_scales(K)
+    schedules = [doses_to_schedule(d, DEFAULT_MODEL, scales[i])
+                 for i, d in enumerate(therapy.patient_doses(pop.covariates))]
+    days = np.arange(0.0, 91.0)
+    solver = NumbaRodas4(rtol=1e-6, atol=1e-9)
+    together = solver.solve(mod, K, Y0, schedules, days)
+    assert together.ok.all()
+    for i in (0, 3, 5):
+        alone = solver.solve(mod, K[i:i + 1], Y0[i:i + 1], schedules[i:i + 1], days)
+        assert np.array_equal(alone.states[0], together.states[i])
+        assert np.array_equal(alone.counters[0], together.counters[i])
+
+
+def test_rodas4_reports_a_failing_patient():
+    from cartwin.model.declaration import Model, Observable, Parameter, State
+    blow_up = Model(
+        name="blow_up_rodas_test", version="1", description="y' = y^2 blows up at t = 1",
+        parameters=(Parameter("P", 1.0, "1", "initial value", "assumed: test model"),),
+        covariates=(), assignments=(), states=(State("Y", "1", "y", "P", "Y**2"),), doses=(),
+        observables=(Observable("CART", "Y", "cells/uL", "y"),))
+    mod = compile_model(blow_up)
+    K = mod.constants(np.array([[1.0], [-1.0]]), np.zeros((2, 0)))
+    sched = doses_to_schedule([], blow_up, np.zeros(0))
+    res = NumbaRodas4(max_steps=5000).solve(mod, K, mod.initial(K), [sched, sched], np.array([0.0, 2.0]))
+    assert list(res.ok) == [False, True]
+    assert res.reasons[0].startswith("solver failed: RODAS4")
+    # the failed patient keeps the day it reached (day 0), and nothing after
+    assert res.states[0, 0, 0] == 1.0 and np.isnan(res.states[0, 1, 0])
+    assert res.states[1, 1, 0] == pytest.approx(-1 / 3, rel=1e-5)
+
+
+def test_the_kernel_is_cached_once_for_every_model():
+    """Like the BDF kernel, one compiled RODAS4 kernel serves every model and is kept in the cache
+    folder: once loaded, a later run starts no compilation of it."""
+    from cartwin.model.codegen import cache_dir
+    from cartwin.simulate.bdf import kernel_cached
+    from cartwin.simulate.rosenbrock import load_integrator, module_name
+
+    solve_rodas([Dose("IV", 0.0, 10.0)], [0.0, 1.0])
+    test_rodas4_reports_a_failing_patient()  # a second model through the same kernel
+    assert len(load_integrator(cache_dir()).integrate_batch.signatures) == 1
+    assert kernel_cached(cache_dir(), module_name())
+    assert NumbaRodas4().compile_aside() is None
