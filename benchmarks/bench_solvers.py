@@ -9,6 +9,7 @@ after Erlangen Flu/Cy, IIV on), days -5..365 simulated, daily output on days 0..
                     parameters set per patient (doses of the typical patient)
   cartwin-lsoda     cartwin backend scipy-lsoda (odeint + compiled RHS/Jacobian)
   cartwin-bdf       cartwin backend numba-bdf (the default)
+  cartwin-rodas4    cartwin backend numba-rodas4 (Rosenbrock method of order 4)
   cartwin-run       a whole `cartwin run` of benchmarks/million.toml (numba-bdf, rtol 1e-6): patients,
                     doses, solve, Parquet parts with the default storage ([store]
                     observations_per_arm = 1000, every chunk scored by the clinical layer as it
@@ -20,6 +21,10 @@ after Erlangen Flu/Cy, IIV on), days -5..365 simulated, daily output on days 0..
                     read-outs ([store] observations_per_arm = "all") and scores none as it streams:
                     the same work as RoadRunner's (integrate, give every patient's trajectory) plus
                     doses, tables and Parquet (with --work-precision)
+  cartwin-run-rodas4, cartwin-run-visits-rodas4, cartwin-run-trajectories-rodas4
+                    the same three whole runs with [solver] backend = "numba-rodas4" (with
+                    --work-precision; swept over rtol 1e-3..1e-5, RODAS4 being about ten times as
+                    accurate as BDF at the same rtol)
 
 Every contender uses both cores (two worker processes). Accuracy: the maximum relative error over
 the first patients, days 1..365 and all continuous observables, against LSODA at rtol 1e-10,
@@ -70,7 +75,7 @@ from cartwin.simulate.engine import covariate_matrix  # noqa: E402
 from cartwin.simulate.events import doses_to_schedule  # noqa: E402
 from cartwin.plan import make_work, typical_parameters  # noqa: E402
 from cartwin.plan.chunks import MAX_CHUNK  # noqa: E402
-from cartwin.simulate.solvers import NumbaBDF, ScipyLSODA  # noqa: E402
+from cartwin.simulate.solvers import NumbaBDF, NumbaRodas4, ScipyLSODA  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DAYS = np.arange(0.0, 366.0)
@@ -122,7 +127,7 @@ def max_rel_error(obs, ref):
 # --- contenders: each solves patients [start, stop) and returns observables ------------------
 def run_cartwin(backend, start, stop, rtol):
     mod, K, Y0, sched, _, _ = patients(start, stop)
-    solver = NumbaBDF(rtol=rtol, atol=rtol * 1e-3) if backend == "bdf" else ScipyLSODA(rtol=rtol, atol=rtol * 1e-3)
+    solver = {"bdf": NumbaBDF, "rodas4": NumbaRodas4, "lsoda": ScipyLSODA}[backend](rtol=rtol, atol=rtol * 1e-3)
     res = solver.solve(mod, K, Y0, sched, DAYS)
     return continuous_observables(mod, res.states, K), int((~res.ok).sum())
 
@@ -198,7 +203,8 @@ def _work(args):
     name, start, stop, rtol = args
     fn = {"scipy-solve_ivp": run_solve_ivp, "roadrunner": run_roadrunner,
           "cartwin-lsoda": lambda a, b, r: run_cartwin("lsoda", a, b, r),
-          "cartwin-bdf": lambda a, b, r: run_cartwin("bdf", a, b, r)}[name]
+          "cartwin-bdf": lambda a, b, r: run_cartwin("bdf", a, b, r),
+          "cartwin-rodas4": lambda a, b, r: run_cartwin("rodas4", a, b, r)}[name]
     obs, failed = fn(start, stop, rtol)
     return obs if obs is not None and stop - start <= 200 else None, failed
 
@@ -226,7 +232,7 @@ def timed(name, n, rtol, workers=2, chunk=250):
     return wall, failed, peak, cpu
 
 
-def timed_run(n, workers=2, rtol=None, protocol="million.toml", extra="", chunk_size=None):
+def timed_run(n, workers=2, rtol=None, protocol="million.toml", extra="", chunk_size=None, backend="numba-bdf"):
     """A whole `cartwin run` of ``protocol`` (in benchmarks/) with n patients: (wall seconds,
     failed, bytes written, CPU seconds of the run and its workers). ``rtol``: the protocol's [solver] rtol (atol 1e-3 rtol, as every
     contender); default the protocol's own (1e-6, atol 1e-9). ``extra``: TOML tables appended to
@@ -241,7 +247,8 @@ def timed_run(n, workers=2, rtol=None, protocol="million.toml", extra="", chunk_
     source = HERE / protocol
     if rtol is not None or extra:
         source = tmp / protocol
-        solver = f"\n[solver]\nrtol = {rtol!r}\natol = {rtol * 1e-3!r}\n" if rtol is not None else ""
+        solver = (f"\n[solver]\nbackend = {backend!r}\nrtol = {rtol!r}\natol = {rtol * 1e-3!r}\n"
+                  if rtol is not None else "")
         source.write_text((HERE / protocol).read_text() + solver + extra)
     try:
         cpu = cpu_seconds()
@@ -367,9 +374,24 @@ WP_RTOLS = (1e-4, 1e-5, 1e-6, 1e-7, 1e-8)
 WP_RUN_RTOLS = (1e-4, 1e-5, 1e-6)  # a whole run's cost hardly moves with rtol: the ends suffice
 
 
-# the whole-run contenders: (protocol in benchmarks/, TOML appended to it)
-RUNS = {"cartwin-run": ("million.toml", ""), "cartwin-run-visits": ("trial_visits.toml", ""),
-        "cartwin-run-trajectories": ("million.toml", '\n[store]\nobservations_per_arm = "all"\n')}
+# the whole-run contenders: (protocol in benchmarks/, TOML appended to it, solver backend)
+_ALL = '\n[store]\nobservations_per_arm = "all"\n'
+RUNS = {"cartwin-run": ("million.toml", "", "numba-bdf"), "cartwin-run-visits": ("trial_visits.toml", "", "numba-bdf"),
+        "cartwin-run-trajectories": ("million.toml", _ALL, "numba-bdf"),
+        "cartwin-run-rodas4": ("million.toml", "", "numba-rodas4"),
+        "cartwin-run-visits-rodas4": ("trial_visits.toml", "", "numba-rodas4"),
+        "cartwin-run-trajectories-rodas4": ("million.toml", _ALL, "numba-rodas4")}
+# RODAS4 is about ten times as accurate as BDF at the same rtol (its error estimate is the more
+# cautious): its sweep starts a decade looser, so that its curve spans RoadRunner's errors
+RODAS4_RTOLS = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7)
+RODAS4_RUN_RTOLS = (1e-3, 1e-4, 1e-5)
+
+
+def rtols_of(name: str, run: bool = False) -> tuple[float, ...]:
+    """The tolerances a contender is swept over."""
+    if name.endswith("rodas4"):
+        return RODAS4_RUN_RTOLS if run else RODAS4_RTOLS
+    return WP_RUN_RTOLS if run else WP_RTOLS
 
 
 def work_precision(n_check, ref, quick=False, repeat=1, only=None, run_n=None, marginal=False):
@@ -385,8 +407,8 @@ def work_precision(n_check, ref, quick=False, repeat=1, only=None, run_n=None, m
     workers and writes its database). Whole runs then use chunks of MAX_CHUNK patients at both
     sizes, as a run at scale does, so that what each chunk costs counts in the margin. The
     matched ratios are printed for it too."""
-    sizes = {"roadrunner": 300, "cartwin-lsoda": 300, "cartwin-bdf": 1000} if quick else \
-        {"roadrunner": 1000, "cartwin-lsoda": 1000, "cartwin-bdf": 4000}
+    sizes = {"roadrunner": 300, "cartwin-lsoda": 300, "cartwin-bdf": 1000, "cartwin-rodas4": 1000} if quick else \
+        {"roadrunner": 1000, "cartwin-lsoda": 1000, "cartwin-bdf": 4000, "cartwin-rodas4": 4000}
     # beyond the 1,000 stored patients: scored as the run streams. A run's fixed cost (starting
     # the workers, loading the compiled code, the database views) is spread over these patients
     run_n = run_n or (2000 if quick else 4000)
@@ -399,19 +421,20 @@ def work_precision(n_check, ref, quick=False, repeat=1, only=None, run_n=None, m
         sizes.pop("roadrunner")
     errors = {}
     for name in sizes:
-        for rtol in WP_RTOLS:
+        for rtol in rtols_of(name):
             if name == "roadrunner":
                 errors[name, rtol] = rr_err[rtol]
             else:
                 obs, _ = _work((name, 0, n_check, rtol))
                 errors[name, rtol] = max_rel_error(obs, ref)
-    # the whole runs' solver and patients are cartwin-bdf's (at the trial's visits the error is
-    # at most that over every day)
+    # the whole runs' solver and patients are cartwin-bdf's or cartwin-rodas4's (at the trial's
+    # visits the error is at most that over every day)
     runs = RUNS
     for name in runs:
-        for rtol in WP_RUN_RTOLS:
-            errors[name, rtol] = errors["cartwin-bdf", rtol]
-    points = [(name, rtol) for name in sizes for rtol in WP_RTOLS] + [(n, r) for n in runs for r in WP_RUN_RTOLS]
+        for rtol in rtols_of(name, run=True):
+            errors[name, rtol] = errors["cartwin-rodas4" if RUNS[name][2] == "numba-rodas4" else "cartwin-bdf", rtol]
+    points = ([(name, rtol) for name in sizes for rtol in rtols_of(name)]
+              + [(n, r) for n in runs for r in rtols_of(n, run=True)])
     if only:
         points = [p for p in points if p[0] in only]
     factors = (1, 2) if marginal else (1,)
@@ -422,12 +445,13 @@ def work_precision(n_check, ref, quick=False, repeat=1, only=None, run_n=None, m
         for name, rtol in points:
             for factor in factors:
                 if name in runs:
-                    protocol, extra_toml = runs[name]
+                    protocol, extra_toml, backend = runs[name]
                     n = factor * run_n
                     # for the marginal cost, the chunks of a run at scale (MAX_CHUNK patients)
                     # at both sizes: a chunk's own fixed cost is then part of every patient's
                     wall, failed, written, cpu = timed_run(n, rtol=rtol, protocol=protocol, extra=extra_toml,
-                                                           chunk_size=MAX_CHUNK if marginal else None)
+                                                           chunk_size=MAX_CHUNK if marginal else None,
+                                                           backend=backend)
                     if factor == 1:
                         extra[name, rtol] = {"failed": failed, "bytes_per_patient": round(written / n)}
                 else:
@@ -463,7 +487,7 @@ def work_precision(n_check, ref, quick=False, repeat=1, only=None, run_n=None, m
     if rr_err is not None:
         print("\nthroughput ratio to libRoadRunner at matched error (at each of RoadRunner's points "
               "inside the contender's error range; interpolated log-log):")
-        for name in ("cartwin-lsoda", "cartwin-bdf", *runs):
+        for name in ("cartwin-lsoda", "cartwin-bdf", "cartwin-rodas4", *runs):
             if only and name not in only:
                 continue
             per_cpu = {rtol: ratio for rtol, _, ratio in matched_ratios(rows, name, measure="patients_per_cpu_s")}

@@ -127,3 +127,25 @@ def test_the_kernel_is_cached_once_for_every_model():
     assert len(load_integrator(cache_dir()).integrate_batch.signatures) == 1
     assert kernel_cached(cache_dir(), module_name())
     assert NumbaRodas4().compile_aside() is None
+
+
+def test_a_right_hand_side_that_reads_time_gets_its_time_derivative():
+    """A model whose rates read time itself (an imported SBML model may have one): the stages add
+    h gamma_i df/dt, without which the method loses its order in t. y' = exp(-t) from y(0) = 0
+    gives 1 - exp(-t); the default model reads no time and pays nothing for this."""
+    from cartwin.model import DEFAULT_MODEL
+    from cartwin.model.declaration import Model, Observable, Parameter, State
+    from cartwin.simulate.rosenbrock import uses_time
+
+    timed = Model(
+        name="time_input_rodas_test", version="1", description="y' = exp(-t)",
+        parameters=(Parameter("P", 0.0, "1", "initial value", "assumed: test model"),),
+        covariates=(), assignments=(), states=(State("Y", "1", "y", "P", "exp(-t)"),), doses=(),
+        observables=(Observable("CART", "Y", "cells/uL", "y"),))
+    mod = compile_model(timed)
+    assert uses_time(mod) and not uses_time(compile_model(DEFAULT_MODEL))
+    K = mod.constants(np.array([[0.0]]), np.zeros((1, 0)))
+    days = np.array([0.0, 0.5, 1.0, 3.0, 10.0])
+    res = NumbaRodas4(rtol=1e-8, atol=1e-11).solve(mod, K, mod.initial(K), [doses_to_schedule([], timed, np.zeros(0))], days)
+    assert res.ok[0]
+    np.testing.assert_allclose(res.states[0, :, 0], 1 - np.exp(-days), rtol=1e-7, atol=1e-10)

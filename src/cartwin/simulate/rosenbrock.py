@@ -30,7 +30,7 @@ from types import ModuleType
 
 from cartwin.simulate.bdf import kernel_name, load_kernel
 
-KERNEL_VERSION = "1"
+KERNEL_VERSION = "2"
 
 KERNEL_SOURCE = r'''
 import numba
@@ -47,15 +47,19 @@ LU_FACTOR = types.FunctionType(types.int64(types.float64, _P, _P))
 LU_SOLVE = types.FunctionType(types.void(_P, _P, _P))
 _M = types.float64[:, ::1]
 _A3 = types.float64[:, :, ::1]
+# the BDF kernel's batch signature, and whether the right-hand side depends on time itself
 BATCH_SIGNATURE = types.void(
     RHS_INTO, JAC_INTO, LU_FACTOR, LU_SOLVE, types.int64, _M, _M, types.int64[::1], _M, _A3, _A3,
-    _V, types.float64, types.float64, types.int64, _A3, types.int64[::1], types.int64[:, ::1])
+    _V, types.float64, types.float64, types.int64, _A3, types.int64[::1], types.int64[:, ::1],
+    types.boolean)
 
 # RODAS4: Hairer & Wanner (1996), IV.7, coefficients of rodas.f in the form of Sandu et al. (1997):
 # stage i evaluates f at y + sum_j A[i, j] K_j, t + ALPHA[i] h, and solves
-# (I/(h GAMMA1) - J) K_i = f + sum_j C[i, j] / h K_j; y_new = y + sum_j M[j] K_j; error K_6.
+# (I/(h GAMMA1) - J) K_i = f + sum_j C[i, j] / h K_j (+ h GAMMA[i] df/dt where f depends on t
+# itself); y_new = y + sum_j M[j] K_j; error K_6.
 STAGES = 6
 GAMMA1 = 0.25
+GAMMA = np.array([0.25, -0.1043, 0.1035, -0.3620000000000023e-01, 0.0, 0.0])
 ALPHA = np.array([0.0, 0.386, 0.210, 0.630, 1.0, 1.0])
 A = np.zeros((STAGES, STAGES))
 C = np.zeros((STAGES, STAGES))
@@ -73,6 +77,7 @@ for _i in range(1, STAGES):
         C[_i, _j] = _C_LOWER[_i * (_i - 1) // 2 + _j]
 M = np.array([1.221224509226641, 6.019134481288629, 12.53708332932087, -0.6878860361058950, 1.0, 1.0])
 ERROR_ORDER = 4.0
+EPS = 2.220446049250313e-16
 FAC_MIN, FAC_MAX, FAC_SAFE, FAC_REJECT = 0.2, 6.0, 0.9, 0.1
 
 
@@ -111,10 +116,12 @@ def initial_step(rhs_into, t0, y0, f0, k, u, t_bound, rtol, atol):
 
 @numba.njit(cache=True, error_model="numpy")
 def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, t_obs, obs_from,
-            obs_to, out, rtol, atol, max_steps, steps, h_carried):
+            obs_to, out, rtol, atol, max_steps, steps, h_carried, timed):
     """Integrate y from t0 to t_bound; write observations obs_from..obs_to-1 (t0 < t <= t_bound).
     Starts from the step ``h_carried`` (the last of the previous segment; 0: the starting rule).
-    Returns (status, the step size to carry on)."""
+    ``timed``: the right-hand side depends on time itself (its derivative in time enters every
+    stage, by a forward difference, as in Sandu et al.'s code). Returns (status, the step size to
+    carry on)."""
     n = y.size
     f0 = np.empty(n)
     f1 = np.empty(n)
@@ -132,6 +139,7 @@ def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, 
     b = np.empty(n)
     x = np.empty(n)
     y_new = np.empty(n)
+    dfdt = np.zeros(n)
     J_ptr, F_ptr, b_ptr, x_ptr = J.ctypes, F.ctypes, b.ctypes, x.ctypes
     t = t0
     next_obs = obs_from
@@ -142,6 +150,12 @@ def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, 
             return 2, h
         jac_into(y, t, k, u, J)
         steps[2] += 1
+        if timed:
+            delta = np.sqrt(EPS) * max(1e-5, abs(t))
+            rhs_into(y, t + delta, k, u, dfdt)
+            steps[1] += 1
+            for q in range(n):
+                dfdt[q] = (dfdt[q] - f0[q]) / delta
         while True:
             # the last step of the segment ends on its bound (within 1%: no sliver of a step)
             if t + 1.01 * h >= t_bound:
@@ -172,6 +186,10 @@ def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, 
                     c = C[i, j] / h
                     for q in range(n):
                         b[q] += c * K[j, q]
+                if timed:
+                    g = GAMMA[i] * h
+                    for q in range(n):
+                        b[q] += g * dfdt[q]
                 for q in range(n):
                     b[q] *= hg
                 lu_solve(F_ptr, b_ptr, x_ptr)
@@ -232,7 +250,7 @@ def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, 
 
 @numba.njit(cache=True, error_model="numpy")
 def integrate_one(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, k, nb, times, jumps, rates,
-                  t_obs, rtol, atol, max_steps, out, steps):
+                  t_obs, rtol, atol, max_steps, out, steps, timed):
     n = y.size
     n_obs = t_obs.size
     u = np.zeros(n)
@@ -262,7 +280,7 @@ def integrate_one(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, k, nb, times,
             while j < n_obs and t_obs[j] <= seg_end:
                 j += 1
             code, h = segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t, seg_end, k, u,
-                              t_obs, obs_i, j, out, rtol, atol, max_steps, steps, h)
+                              t_obs, obs_i, j, out, rtol, atol, max_steps, steps, h, timed)
             obs_i = j
             t = seg_end
         if b < nb and times[b] == t:
@@ -281,14 +299,14 @@ def integrate_one(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, k, nb, times,
 
 @numba.njit(BATCH_SIGNATURE, cache=True, error_model="numpy")
 def integrate_batch(rhs_into, jac_into, lu_factor, lu_solve, nnz, K, Y0, bp_count, bp_times,
-                    bp_jumps, bp_rates, t_obs, rtol, atol, max_steps, out, status, counters):
+                    bp_jumps, bp_rates, t_obs, rtol, atol, max_steps, out, status, counters, timed):
     n_pat = Y0.shape[0]
     for p in range(n_pat):
         y = Y0[p].copy()
         steps = np.zeros(4, dtype=np.int64)
         status[p] = integrate_one(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, K[p],
                                   bp_count[p], bp_times[p], bp_jumps[p], bp_rates[p], t_obs, rtol,
-                                  atol, max_steps, out[p], steps)
+                                  atol, max_steps, out[p], steps, timed)
         counters[p, 0] = steps[0]
         counters[p, 1] = steps[1]
         counters[p, 2] = steps[2]
@@ -313,4 +331,20 @@ def integrate_batch(compiled: ModuleType, cache_dir: Path, *arrays) -> None:
     kernel = load_integrator(cache_dir)
     lu = sparse_lu(compiled)
     kernel.integrate_batch(compiled.rhs_into, compiled.jac_into, lu.factor, lu.solve,
-                           compiled.LU_NNZ, *arrays)
+                           compiled.LU_NNZ, *arrays, uses_time(compiled))
+
+
+def uses_time(compiled: ModuleType) -> bool:
+    """Whether the generated right-hand side reads time ``t`` itself (a model of time-varying
+    inputs; an imported SBML model may be one): read from its source, in which every use of a name
+    is a plain load."""
+    cached = getattr(compiled, "_CARTWIN_USES_TIME", None)
+    if cached is None:
+        import ast
+        import inspect
+
+        function = ast.parse(inspect.getsource(compiled.rhs_into.py_func)).body[0]
+        cached = any(isinstance(node, ast.Name) and node.id == "t" and isinstance(node.ctx, ast.Load)
+                     for statement in function.body for node in ast.walk(statement))
+        compiled._CARTWIN_USES_TIME = cached
+    return cached
