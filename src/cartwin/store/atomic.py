@@ -96,10 +96,19 @@ def _text_columns(table: pa.Table) -> list[str]:
     return [f.name for f in table.schema if any(is_(f.type) for is_ in text)]
 
 
+NO_STATISTICS = ("test", "unit")
+
+
 def write_parquet(path: Path, table: pa.Table) -> None:
     # Dictionary encoding only where it pays, for text and categories: the writer tries it on a
     # float column too and falls back page by page, which cost about 40% of writing a run's
     # observations, for a larger file (benchmarks: docs/performance.md). The values read back
     # are the same either way.
+    # Column statistics (each row group's minimum and maximum, which let a reader skip row groups
+    # and files) for every column but the tests and units: a part of a run's tables holds every
+    # test and unit, so theirs skip nothing, and the writer computes them from every row (an
+    # eighth of the time of writing a run's observations).
+    statistics = [name for name in table.column_names if name not in NO_STATISTICS]
     _replace_from_temp(path, lambda fh: pq.write_table(table, fh, compression="zstd",
-                                                       use_dictionary=_text_columns(table)))
+                                                       use_dictionary=_text_columns(table),
+                                                       write_statistics=statistics or False))
