@@ -30,7 +30,7 @@ from types import ModuleType
 
 from cartwin.simulate.bdf import kernel_name, load_kernel
 
-KERNEL_VERSION = "2"
+KERNEL_VERSION = "3"
 
 KERNEL_SOURCE = r'''
 import numba
@@ -218,16 +218,20 @@ def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, 
                 steps[1] += 1
                 # dense output on (t, t_new]: cubic Hermite of (y, f0) and (y_new, f1)
                 while next_obs < obs_to and t_obs[next_obs] <= t_new:
-                    theta = (t_obs[next_obs] - t) / h
                     if t_obs[next_obs] == t_new:
                         for q in range(n):
                             out[next_obs, q] = y_new[q]
                     else:
+                        # the Hermite basis at theta, once per output day, then four products per state
+                        theta = (t_obs[next_obs] - t) / h
+                        theta2 = theta * theta
+                        theta3 = theta2 * theta
+                        w_y = 2.0 * theta3 - 3.0 * theta2 + 1.0
+                        w_y_new = 3.0 * theta2 - 2.0 * theta3
+                        w_f0 = (theta3 - 2.0 * theta2 + theta) * h
+                        w_f1 = (theta3 - theta2) * h
                         for q in range(n):
-                            out[next_obs, q] = ((1.0 - theta) * y[q] + theta * y_new[q]
-                                                + theta * (theta - 1.0) * ((1.0 - 2.0 * theta) * (y_new[q] - y[q])
-                                                                           + (theta - 1.0) * h * f0[q]
-                                                                           + theta * h * f1[q]))
+                            out[next_obs, q] = w_y * y[q] + w_y_new * y_new[q] + w_f0 * f0[q] + w_f1 * f1[q]
                     next_obs += 1
                 for q in range(n):
                     y[q] = y_new[q]
