@@ -18,6 +18,7 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -30,9 +31,9 @@ PARENT_CHECK_SECONDS = 0.5
 WORKER_ENVIRONMENT = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 # Polars runs a query on a thread pool as wide as the machine; in a worker, one of a pool of one
 # process per core, those threads only contend with the other workers for the same cores (and
-# spin while they wait): a worker's Polars gets the cores left to it, ``usable_cores() // workers``
-# and at least one. A scored run of 8,000 patients on two cores: 14-18% less wall time, 12-15% less
-# CPU (A/B in docs/performance.md). Set unless the user has set it.
+# spin while they wait): each of several workers' Polars gets its share of the threads Polars
+# would use, at least one. A scored run of 8,000 patients on two cores: about 6% less wall time
+# and CPU (A/B in docs/performance.md). Set unless the user has set it.
 POLARS_THREADS_VARIABLE = "POLARS_MAX_THREADS"
 # Polars' allocator (jemalloc) gives freed pages back to the system after a few seconds, from a
 # background thread, and every chunk's frames then fault fresh pages in again: in a whole run of
@@ -66,9 +67,15 @@ def usable_cores() -> int:
 
 
 def polars_threads_per_worker(workers: int) -> int:
-    """Polars' threads in each of ``workers`` worker processes: the usable cores shared out, at
-    least one."""
-    return max(1, usable_cores() // max(1, workers))
+    """Polars' threads in each of ``workers`` worker processes: the threads Polars would use on
+    its own (its pool's size where this process has loaded Polars, which heeds a container's CPU
+    quota; else the usable cores) shared out, at least one."""
+    return max(1, min(usable_cores(), _polars_pool_size()) // max(1, workers))
+
+
+def _polars_pool_size() -> int:
+    polars = sys.modules.get("polars")
+    return polars.thread_pool_size() if polars is not None else usable_cores()
 
 
 def keep_freed_memory() -> None:
@@ -86,14 +93,14 @@ def worker_environment(workers: int | None = None) -> Iterator[None]:
     """Within the block, processes started by spawning get :data:`WORKER_ENVIRONMENT`, unless
     the user has set any of its variables (then the user has chosen the threads, and none is
     added), Polars' thread count for one of ``workers`` workers (:func:`polars_threads_per_worker`;
-    none added without ``workers``, or where the user has set it) and the allocator setting that
+    none added for a single worker, without ``workers``, or where the user has set it) and the allocator setting that
     keeps freed memory, unless the user has chosen one. It
     changes this process's environment until the block ends, so it is kept around the calls that
     start workers (a pool's submissions); two threads entering it at once can only start a worker
     without the settings, never leave them behind. The parent's own libraries, already loaded, are
     not affected, and its environment is restored."""
     added = {} if any(name in os.environ for name in WORKER_ENVIRONMENT) else dict(WORKER_ENVIRONMENT)
-    if workers is not None and POLARS_THREADS_VARIABLE not in os.environ:
+    if workers is not None and workers > 1 and POLARS_THREADS_VARIABLE not in os.environ:
         added[POLARS_THREADS_VARIABLE] = str(polars_threads_per_worker(workers))
     allocator = _allocator_setting()
     if allocator is not None:

@@ -94,18 +94,25 @@ def test_a_user_who_sets_the_thread_count_keeps_it(monkeypatch):
 
 
 def test_spawned_workers_share_the_cores_among_their_polars_threads(monkeypatch):
-    """Each worker's Polars thread pool gets its share of the cores (usable cores // workers, at
-    least one), so that a pool of one worker per core does not run cores x cores threads; a user's
-    own POLARS_MAX_THREADS is left as it is, and the parent's environment is restored."""
+    """Each of several workers' Polars thread pool gets its share of the threads Polars would use
+    (the fewer of the usable cores and Polars' own pool, which heeds a container's CPU quota; at
+    least one), so that a pool of one worker per core does not run cores x cores threads; a single
+    worker keeps Polars' own choice; a user's own POLARS_MAX_THREADS is left as it is, and the
+    parent's environment is restored."""
     from cartwin import processes
     from cartwin.processes import POLARS_THREADS_VARIABLE as name, WorkerPool
 
     monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(processes, "usable_cores", lambda: 4)
+    monkeypatch.setattr(processes, "_polars_pool_size", lambda: 4)
     assert [processes.polars_threads_per_worker(w) for w in (1, 2, 3, 4, 8)] == [4, 2, 1, 1, 1]
     with WorkerPool(2) as pool:
         assert pool.submit(_environment_variable, name).result() == "2"
         assert name not in os.environ
+    with WorkerPool(1) as pool:
+        assert pool.submit(_environment_variable, name).result() is None
+    monkeypatch.setattr(processes, "_polars_pool_size", lambda: 2)  # a CPU quota of two cores
+    assert processes.polars_threads_per_worker(2) == 1
     monkeypatch.setenv(name, "3")
     with WorkerPool(2) as pool:
         assert pool.submit(_environment_variable, name).result() == "3"

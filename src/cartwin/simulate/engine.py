@@ -52,7 +52,7 @@ class Solved:
 
 
 def make_solver(backend: str = "numba-bdf", rtol: float = 1e-6, atol: float = 1e-9, **options):
-    """A solver backend by name (``numba-bdf``, ``scipy-lsoda`` or ``jax-diffrax``)."""
+    """A solver backend by name (``numba-bdf``, ``numba-rodas4``, ``scipy-lsoda`` or ``jax-diffrax``)."""
     try:
         return BACKENDS[backend](rtol=rtol, atol=atol, **options)
     except KeyError:

@@ -18,7 +18,8 @@ so the interpolant costs no extra evaluation); its error is part of the accuracy
 LSODA (tests/engine/test_rosenbrock.py, benchmarks/bench_solvers.py).
 
 Step-size control as in Sandu et al.'s code: factor 0.9 err^(-1/4) within [0.2, 6]; no increase
-right after a rejected step; a tenth after two rejections in a row or a non-finite stage. Each
+right after a rejected step; a tenth on the third rejection in a row, and after a non-finite stage
+or derivative (a patient whose step then falls below a few ulp fails, with the reason). Each
 patient keeps its own step size and error control, so its numbers do not depend on its batch. The
 kernel is the same for every model and is cached on disk as the BDF kernel is (cartwin.simulate.bdf).
 """
@@ -30,7 +31,7 @@ from types import ModuleType
 
 from cartwin.simulate.bdf import kernel_name, load_kernel
 
-KERNEL_VERSION = "3"
+KERNEL_VERSION = "5"
 
 KERNEL_SOURCE = r'''
 import numba
@@ -92,7 +93,8 @@ def _rms(x, scale):
 
 @numba.njit(cache=True, error_model="numpy")
 def initial_step(rhs_into, t0, y0, f0, k, u, t_bound, rtol, atol):
-    """The starting-step rule of Hairer, Norsett & Wanner (II.4), as SciPy has it, for order 4."""
+    """The starting-step rule of Hairer, Norsett & Wanner (II.4), as SciPy has it, for an error
+    estimate of order 3."""
     interval = abs(t_bound - t0)
     if interval == 0.0:
         return 0.0
@@ -110,7 +112,7 @@ def initial_step(rhs_into, t0, y0, f0, k, u, t_bound, rtol, atol):
     if d1 <= 1e-15 and d2 <= 1e-15:
         h1 = max(1e-6, h0 * 1e-3)
     else:
-        h1 = (0.01 / max(d1, d2)) ** (1.0 / (ERROR_ORDER + 1.0))
+        h1 = (0.01 / max(d1, d2)) ** (1.0 / ERROR_ORDER)  # 1 / (the error estimate's order + 1)
     return min(100.0 * h0, h1, interval)
 
 
@@ -157,10 +159,14 @@ def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, 
             for q in range(n):
                 dfdt[q] = (dfdt[q] - f0[q]) / delta
         while True:
-            # the last step of the segment ends on its bound (within 1%: no sliver of a step)
-            if t + 1.01 * h >= t_bound:
+            # the last step of the segment ends on its bound, exactly (t + (t_bound - t) need not
+            # round to t_bound), and within 1% of it takes the rest (no sliver of a step); only a
+            # step that is not the last can be too small (a segment of a few ulp is one last step)
+            last = t + 1.01 * h >= t_bound
+            h_wanted = h
+            if last:
                 h = t_bound - t
-            if h < 10.0 * abs(np.nextafter(t, np.inf) - t):
+            elif h < 10.0 * abs(np.nextafter(t, np.inf) - t):
                 return 1, h
             hg = h * GAMMA1
             # (I/(h g) - J) K = r  <=>  (I - h g J) K = h g r
@@ -213,9 +219,20 @@ def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, 
                 factor = FAC_MAX
             h_next = h * factor
             if error_norm <= 1.0:
-                t_new = t + h
+                t_new = t_bound if last else t + h
                 rhs_into(y_new, t_new, k, u, f1)  # the next step's first stage
                 steps[1] += 1
+                f1_finite = True
+                for q in range(n):
+                    if not np.isfinite(f1[q]):
+                        f1_finite = False
+                if not f1_finite:  # a state whose derivative is not finite: rejected as a non-finite stage
+                    if h <= 10.0 * abs(np.nextafter(t, np.inf) - t):
+                        return 3, h
+                    reject_more = reject_last
+                    reject_last = True
+                    h = h * FAC_REJECT
+                    continue
                 # dense output on (t, t_new]: cubic Hermite of (y, f0) and (y_new, f1)
                 while next_obs < obs_to and t_obs[next_obs] <= t_new:
                     if t_obs[next_obs] == t_new:
@@ -240,6 +257,10 @@ def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, 
                 steps[0] += 1
                 if reject_last:
                     h_next = min(h_next, h)
+                elif last:
+                    # a last step cut short by the bound: the next segment may start from the
+                    # step the control had asked for
+                    h_next = max(h_next, h_wanted)
                 reject_last = False
                 reject_more = False
                 h = h_next

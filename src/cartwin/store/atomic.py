@@ -106,8 +106,8 @@ def write_parquet(path: Path, table: pa.Table) -> None:
     # are the same either way.
     # Column statistics (each row group's minimum and maximum, which let a reader skip row groups
     # and files) for every column but the tests and units: a part of a run's tables holds every
-    # test and unit, so theirs skip nothing, and the writer computes them from every row (an
-    # eighth of the time of writing a run's observations).
+    # test and unit, so theirs skip nothing, and the writer computes them from every row (a
+    # ninth of the time of writing a run's observations).
     statistics = [name for name in table.column_names if name not in NO_STATISTICS]
     _replace_from_temp(path, lambda fh: pq.write_table(table, fh, compression="zstd",
                                                        use_dictionary=_text_columns(table),
