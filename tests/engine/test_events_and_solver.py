@@ -140,3 +140,30 @@ def test_schedules_of_a_chunk_equal_each_patients_own():
     first = got[0]
     assert first.jumps[list(first.times).index(0.0), 0] == 20.0  # 7 + 3 mg, scale 2
     assert first.rates[0, 0] == pytest.approx(80.0 * 24 / 0.5)  # 40 mg over 30 min, scale 2
+
+
+def differences_from_lsoda(protocol_dict, solver: dict, n_per_arm: int = 6):
+    """(relative differences of the continuous read-outs, of the threshold read-outs) between a
+    whole simulation of ``protocol_dict`` with ``solver`` (its [solver] table) and the same with
+    LSODA at tight tolerance, every read-out daily from the first chemotherapy dose to day 120;
+    relative to each read-out's largest value (floor 1e-3 of it)."""
+    import polars as pl
+
+    from cartwin.protocol import parse_protocol
+    from cartwin.run import simulate
+
+    protocol_dict["schedule"] = {"every": 1, "start": -6, "stop": 120}
+    protocol_dict["solver"] = {"backend": "scipy-lsoda", "rtol": 1e-10, "atol": 1e-12}
+    ref = simulate(parse_protocol(protocol_dict), n_per_arm=n_per_arm)
+    protocol_dict["solver"] = solver
+    other = simulate(parse_protocol(protocol_dict), n_per_arm=n_per_arm)
+    a = ref.observations.sort(["subject", "day", "test"])
+    b = other.observations.sort(["subject", "day", "test"])
+    assert a.select("subject", "day", "test").equals(b.select("subject", "day", "test"))
+    scale = a.group_by("test").agg(pl.col("value").abs().max().alias("m"))
+    typical = dict(zip(scale["test"], scale["m"]))
+    va, vb = a["value"].to_numpy(), b["value"].to_numpy()
+    floor = np.array([1e-3 * typical[t] for t in a["test"]])
+    rel = np.where(va == vb, 0.0, np.abs(va - vb) / (np.abs(va) + floor + 1e-300))
+    threshold = np.array([t.startswith("SD_") or t in ("HYPOTEN", "HYPOXIA", "ICE") for t in a["test"]])
+    return rel[~threshold], rel[threshold]
