@@ -153,13 +153,19 @@ def pack_schedules(schedules: list[Schedule], n_states: int):
 
 
 @dataclass(frozen=True)
-class NumbaBDF:
-    """Variable-order BDF (SciPy's algorithm) compiled with numba; the default backend."""
+class _CompiledKernelSolver:
+    """What the compiled backends share: a kernel in machine code that takes the model's compiled
+    functions as function pointers and integrates a batch of patients, each with its own step
+    control (cartwin.simulate.bdf, cartwin.simulate.rosenbrock). A backend names its kernel
+    (``_kernel``, ``compile_aside``), its method (``_method``, in a failed patient's reason) and
+    describes itself."""
 
     rtol: float = 1e-6
     atol: float = 1e-9
     max_steps: int = 100_000
-    name: str = "numba-bdf"
+    name: str = ""
+
+    _method = ""
 
     def __post_init__(self) -> None:
         check_tolerances(self.rtol, self.atol)
@@ -175,9 +181,37 @@ class NumbaBDF:
         warm_up(compiled)
         n = len(compiled.STATE_NAMES)
         self._kernel(compiled, np.ones((1, len(compiled.CONSTANT_NAMES))), np.zeros((1, n)),
-                   np.zeros(1, np.int64), np.full((1, 1), np.inf), np.zeros((1, 1, n)),
-                   np.zeros((1, 1, n)), np.zeros(1), self.rtol, self.atol, self.max_steps,
-                   np.zeros((1, 1, n)), np.zeros(1, np.int64), np.zeros((1, 4), np.int64))
+                     np.zeros(1, np.int64), np.full((1, 1), np.inf), np.zeros((1, 1, n)),
+                     np.zeros((1, 1, n)), np.zeros(1), self.rtol, self.atol, self.max_steps,
+                     np.zeros((1, 1, n)), np.zeros(1, np.int64), np.zeros((1, 4), np.int64))
+
+    def solve(self, compiled: ModuleType, K: np.ndarray, Y0: np.ndarray,
+              schedules: list[Schedule], t_obs: np.ndarray) -> SolveResult:
+        from cartwin.simulate.bdf import STATUS_TEXT
+
+        n, s = Y0.shape
+        count, times, jumps, rates = pack_schedules(schedules, s)
+        out = np.full((n, t_obs.size, s), np.nan)
+        status = np.zeros(n, dtype=np.int64)
+        counters = np.zeros((n, 4), dtype=np.int64)  # steps, RHS, Jacobians, LU factorisations
+        self._kernel(compiled, np.ascontiguousarray(K, dtype=np.float64),
+                     np.ascontiguousarray(Y0, dtype=np.float64), count, times, jumps, rates,
+                     np.ascontiguousarray(t_obs, dtype=np.float64), self.rtol, self.atol,
+                     self.max_steps, out, status, counters)
+        ok = status == 0  # a failed patient keeps the output days the kernel reached
+        reasons = ["" if c == 0 else f"solver failed: {self._method} {STATUS_TEXT[int(c)]}" for c in status]
+        return SolveResult(out, ok, reasons, counters)
+
+    def _kernel(self, compiled: ModuleType, *arrays) -> None:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class NumbaBDF(_CompiledKernelSolver):
+    """Variable-order BDF (SciPy's algorithm) compiled with numba; the default backend."""
+
+    name: str = "numba-bdf"
+    _method = "BDF"
 
     def compile_aside(self):
         """Start compiling the kernel in another process if it is not cached yet (a first run),
@@ -193,31 +227,12 @@ class NumbaBDF:
                 "compiled with numba; sparse LU generated for the Jacobian pattern)", "rtol": self.rtol,
                 "atol": self.atol, "max_steps": self.max_steps, "jacobian": "analytic (sympy)"}
 
-    def solve(self, compiled: ModuleType, K: np.ndarray, Y0: np.ndarray,
-              schedules: list[Schedule], t_obs: np.ndarray) -> SolveResult:
-        from cartwin.simulate.bdf import STATUS_TEXT
-
-        n, s = Y0.shape
-        count, times, jumps, rates = pack_schedules(schedules, s)
-        out = np.full((n, t_obs.size, s), np.nan)
-        status = np.zeros(n, dtype=np.int64)
-        counters = np.zeros((n, 4), dtype=np.int64)  # steps, RHS, Jacobians, LU factorisations
-        self._kernel(compiled, np.ascontiguousarray(K, dtype=np.float64),
-                   np.ascontiguousarray(Y0, dtype=np.float64), count, times, jumps, rates,
-                   np.ascontiguousarray(t_obs, dtype=np.float64), self.rtol, self.atol,
-                   self.max_steps, out, status, counters)
-        ok = status == 0  # a failed patient keeps the output days the kernel reached
-        reasons = ["" if c == 0 else f"solver failed: {self._method} {STATUS_TEXT[int(c)]}" for c in status]
-        return SolveResult(out, ok, reasons, counters)
-
-    _method = "BDF"  # in a failed patient's reason
-
     def _kernel(self, compiled: ModuleType, *arrays) -> None:
         _integrate(compiled, *arrays)
 
 
 @dataclass(frozen=True)
-class NumbaRodas4(NumbaBDF):
+class NumbaRodas4(_CompiledKernelSolver):
     """RODAS4, an L-stable Rosenbrock method of order 4 (Hairer & Wanner), compiled with numba
     (cartwin.simulate.rosenbrock): one LU and six linear solves per step, no Newton iteration, and
     no restart at order 1 after a dose. Fewer, dearer steps than ``numba-bdf``; faster at matched
@@ -227,6 +242,7 @@ class NumbaRodas4(NumbaBDF):
     _method = "RODAS4"
 
     def compile_aside(self):
+        """As :meth:`NumbaBDF.compile_aside`, for the RODAS4 kernel."""
         from cartwin.model.codegen import cache_dir
         from cartwin.simulate.bdf import compile_kernel_aside
         from cartwin.simulate.rosenbrock import module_name
