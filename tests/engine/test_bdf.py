@@ -8,10 +8,9 @@ import pytest
 
 from cartwin.model.codegen import compile_model
 from cartwin.simulate import engine
-from cartwin.simulate.events import doses_to_schedule
 from cartwin.simulate.solvers import NumbaBDF
 from cartwin.therapy.dosing import Dose
-from tests.engine.test_events_and_solver import K_EL, differences_from_lsoda, solve
+from tests.engine.test_events_and_solver import K_EL, differences_from_lsoda, solve, solve_blow_up
 
 
 def solve_bdf(doses, t_obs):
@@ -44,16 +43,7 @@ def test_bdf_agrees_with_lsoda_on_the_default_model(protocol_dict):
 
 
 def test_bdf_reports_a_failing_patient():
-    from cartwin.model.declaration import Model, Observable, Parameter, State
-    blow_up = Model(
-        name="blow_up_bdf_test", version="1", description="y' = y^2 blows up at t = 1",
-        parameters=(Parameter("P", 1.0, "1", "initial value", "assumed: test model"),),
-        covariates=(), assignments=(), states=(State("Y", "1", "y", "P", "Y**2"),), doses=(),
-        observables=(Observable("CART", "Y", "cells/uL", "y"),))
-    mod = compile_model(blow_up)
-    K = mod.constants(np.array([[1.0], [-1.0]]), np.zeros((2, 0)))
-    sched = doses_to_schedule([], blow_up, np.zeros(0))
-    res = NumbaBDF(max_steps=5000).solve(mod, K, mod.initial(K), [sched, sched], np.array([0.0, 2.0]))
+    blow_up, res = solve_blow_up(NumbaBDF(max_steps=5000), "blow_up_bdf_test")
     assert list(res.ok) == [False, True]
     # the failed patient keeps the day it reached (day 0), and nothing after
     assert res.reasons[0].startswith("solver failed: BDF")

@@ -167,3 +167,27 @@ def differences_from_lsoda(protocol_dict, solver: dict, n_per_arm: int = 6):
     rel = np.where(va == vb, 0.0, np.abs(va - vb) / (np.abs(va) + floor + 1e-300))
     threshold = np.array([t.startswith("SD_") or t in ("HYPOTEN", "HYPOXIA", "ICE") for t in a["test"]])
     return rel[~threshold], rel[threshold]
+
+
+def one_state_model(name: str, description: str, rate: str, initial: str = "P",
+                    parameter: Parameter = Parameter("P", 1.0, "1", "initial value", "assumed: test model")) -> Model:
+    """A model of one state ``Y`` (read out as CART) with ``rate`` and one parameter, for solver tests."""
+    return Model(name=name, version="1", description=description, parameters=(parameter,), covariates=(),
+                 assignments=(), states=(State("Y", "1", "y", initial, rate),), doses=(),
+                 observables=(Observable("CART", "Y", "cells/uL", "y"),))
+
+
+def solve_one_state(model: Model, solver, values, days):
+    """``model`` (:func:`one_state_model`) solved by ``solver`` for one patient per parameter value,
+    without doses, on ``days``."""
+    mod = compile_model(model)
+    K = mod.constants(np.asarray(values, float).reshape(-1, 1), np.zeros((len(values), 0)))
+    sched = doses_to_schedule([], model, np.zeros(0))
+    return solver.solve(mod, K, mod.initial(K), [sched] * len(values), np.asarray(days, float))
+
+
+def solve_blow_up(solver, name: str):
+    """(the model y' = y^2, which blows up at t = 1 from y(0) = 1, and ``solver``'s result on days 0
+    and 2 for y(0) = 1 and y(0) = -1)."""
+    blow_up = one_state_model(name, "y' = y^2 blows up at t = 1", "Y**2")
+    return blow_up, solve_one_state(blow_up, solver, [1.0, -1.0], [0.0, 2.0])

@@ -10,7 +10,8 @@ from cartwin.protocol import parse_protocol
 from cartwin.simulate.events import doses_to_schedule
 from cartwin.simulate.solvers import NumbaRodas4
 from cartwin.therapy.dosing import Dose
-from tests.engine.test_events_and_solver import K_EL, differences_from_lsoda, solve
+from tests.engine.test_events_and_solver import (K_EL, differences_from_lsoda, one_state_model, solve, solve_blow_up,
+                                                solve_one_state)
 
 
 def solve_rodas(doses, t_obs, rtol=1e-9):
@@ -83,16 +84,7 @@ def test_a_patients_numbers_do_not_depend_on_its_batch(protocol_dict):
 
 
 def test_rodas4_reports_a_failing_patient():
-    from cartwin.model.declaration import Model, Observable, Parameter, State
-    blow_up = Model(
-        name="blow_up_rodas_test", version="1", description="y' = y^2 blows up at t = 1",
-        parameters=(Parameter("P", 1.0, "1", "initial value", "assumed: test model"),),
-        covariates=(), assignments=(), states=(State("Y", "1", "y", "P", "Y**2"),), doses=(),
-        observables=(Observable("CART", "Y", "cells/uL", "y"),))
-    mod = compile_model(blow_up)
-    K = mod.constants(np.array([[1.0], [-1.0]]), np.zeros((2, 0)))
-    sched = doses_to_schedule([], blow_up, np.zeros(0))
-    res = NumbaRodas4(max_steps=5000).solve(mod, K, mod.initial(K), [sched, sched], np.array([0.0, 2.0]))
+    _, res = solve_blow_up(NumbaRodas4(max_steps=5000), "blow_up_rodas_test")
     assert list(res.ok) == [False, True]
     assert res.reasons[0].startswith("solver failed: RODAS4")
     # the failed patient keeps the day it reached (day 0), and nothing after
@@ -119,19 +111,12 @@ def test_a_right_hand_side_that_reads_time_gets_its_time_derivative():
     h gamma_i df/dt, without which the method loses its order in t. y' = exp(-t) from y(0) = 0
     gives 1 - exp(-t); the default model reads no time and pays nothing for this."""
     from cartwin.model import DEFAULT_MODEL
-    from cartwin.model.declaration import Model, Observable, Parameter, State
     from cartwin.simulate.rosenbrock import uses_time
 
-    timed = Model(
-        name="time_input_rodas_test", version="1", description="y' = exp(-t)",
-        parameters=(Parameter("P", 0.0, "1", "initial value", "assumed: test model"),),
-        covariates=(), assignments=(), states=(State("Y", "1", "y", "P", "exp(-t)"),), doses=(),
-        observables=(Observable("CART", "Y", "cells/uL", "y"),))
-    mod = compile_model(timed)
-    assert uses_time(mod) and not uses_time(compile_model(DEFAULT_MODEL))
-    K = mod.constants(np.array([[0.0]]), np.zeros((1, 0)))
+    timed = one_state_model("time_input_rodas_test", "y' = exp(-t)", "exp(-t)")
+    assert uses_time(compile_model(timed)) and not uses_time(compile_model(DEFAULT_MODEL))
     days = np.array([0.0, 0.5, 1.0, 3.0, 10.0])
-    res = NumbaRodas4(rtol=1e-8, atol=1e-11).solve(mod, K, mod.initial(K), [doses_to_schedule([], timed, np.zeros(0))], days)
+    res = solve_one_state(timed, NumbaRodas4(rtol=1e-8, atol=1e-11), [0.0], days)
     assert res.ok[0]
     np.testing.assert_allclose(res.states[0, :, 0], 1 - np.exp(-days), rtol=1e-7, atol=1e-10)
 
@@ -142,20 +127,14 @@ def test_a_segment_across_day_zero_ends_exactly_on_its_bound():
     took the sum would try a step of one ulp next and report the patient as failed. A slow decay,
     whose steps are long, from 60 starting days before day 0 to day 1 and to day 2 (a kernel
     that took the sum failed several of these 120 segments)."""
-    from cartwin.model.declaration import Model, Observable, Parameter, State
+    from cartwin.model.declaration import Parameter
 
-    slow = Model(
-        name="slow_decay_rodas_test", version="1", description="y' = -K y",
-        parameters=(Parameter("K", 1e-4, "1/day", "decay rate", "assumed: test model"),),
-        covariates=(), assignments=(), states=(State("Y", "1", "y", "1", "-K*Y"),), doses=(),
-        observables=(Observable("CART", "Y", "cells/uL", "y"),))
-    mod = compile_model(slow)
-    K = mod.constants(np.array([[1e-4]]), np.zeros((1, 0)))
-    sched = doses_to_schedule([], slow, np.zeros(0))
+    slow = one_state_model("slow_decay_rodas_test", "y' = -K y", "-K*Y", initial="1",
+                           parameter=Parameter("K", 1e-4, "1/day", "decay rate", "assumed: test model"))
     for end in (1.0, 2.0):
         for start in np.linspace(-5.97, -0.013, 60):
             days = np.array([start, end])
-            res = NumbaRodas4(rtol=1e-4, atol=1e-7).solve(mod, K, mod.initial(K), [sched], days)
+            res = solve_one_state(slow, NumbaRodas4(rtol=1e-4, atol=1e-7), [1e-4], days)
             assert res.ok[0], (start, end, res.reasons[0])
             np.testing.assert_allclose(res.states[0, :, 0], np.exp(-1e-4 * (days - start)), rtol=1e-6)
 

@@ -47,7 +47,7 @@ STATUS_TEXT = {
 
 KERNEL_VERSION = "8"
 
-KERNEL_SOURCE = r'''
+KERNEL_HEADER = r'''
 import numba
 import numpy as np
 from numba import types
@@ -68,7 +68,87 @@ BATCH_SIGNATURE = types.void(
     RHS_INTO, JAC_INTO, LU_FACTOR, LU_SOLVE, types.int64, _M, _M, types.int64[::1], _M, _A3, _A3,
     _V, types.float64, types.float64, types.int64, _A3, types.int64[::1], types.int64[:, ::1])
 
-MAX_ORDER = 5
+'''
+
+# Each patient's segments between dose breakpoints, the same for every kernel: observations up to
+# the start, the doses at each breakpoint (a bolus jumps the state, an infusion sets its rate), the
+# kernel's ``segment`` between them, and a patient whose output is not finite failed. A kernel
+# fills in how its segment is called: ``segment_result`` (what it returns), ``segment_extra`` (the
+# arguments after ``steps``), ``segment_state`` (what it carries from one segment to the next),
+# ``extra`` (arguments of the batch and of each patient after the common ones) and ``signature``.
+DRIVER_TEMPLATE = r'''@numba.njit(cache=True, error_model="numpy")
+def integrate_one(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, k, nb, times, jumps, rates,
+                  t_obs, rtol, atol, max_steps, out, steps{extra}):
+    n = y.size
+    n_obs = t_obs.size
+    u = np.zeros(n)
+    t = t_obs[0]
+    if nb > 0 and times[0] < t:
+        t = times[0]
+    obs_i = 0
+    while obs_i < n_obs and t_obs[obs_i] <= t:
+        out[obs_i] = y
+        obs_i += 1
+    b = 0
+    while b < nb and times[b] < t:
+        b += 1
+    if b < nb and times[b] == t:
+        y += jumps[b]
+        u[:] = rates[b]
+        b += 1
+    code = 0
+{segment_state}    t_end = t_obs[n_obs - 1]
+    while obs_i < n_obs and code == 0:
+        seg_end = t_end
+        if b < nb and times[b] < t_end:
+            seg_end = times[b]
+        if seg_end > t:
+            j = obs_i
+            while j < n_obs and t_obs[j] <= seg_end:
+                j += 1
+            {segment_result} = segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t, seg_end, k, u,
+                           t_obs, obs_i, j, out, rtol, atol, max_steps, steps{segment_extra})
+            obs_i = j
+            t = seg_end
+        if b < nb and times[b] == t:
+            y += jumps[b]
+            u[:] = rates[b]
+            b += 1
+        elif seg_end >= t_end:
+            break
+    if code == 0:
+        for i in range(n_obs):
+            for s in range(n):
+                if not np.isfinite(out[i, s]):
+                    code = 3
+    return code
+
+
+@numba.njit({signature}, cache=True, error_model="numpy")
+def integrate_batch(rhs_into, jac_into, lu_factor, lu_solve, nnz, K, Y0, bp_count, bp_times,
+                    bp_jumps, bp_rates, t_obs, rtol, atol, max_steps, out, status, counters{extra}):
+    n_pat = Y0.shape[0]
+    for p in range(n_pat):
+        y = Y0[p].copy()
+        steps = np.zeros(4, dtype=np.int64)
+        status[p] = integrate_one(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, K[p],
+                                  bp_count[p], bp_times[p], bp_jumps[p], bp_rates[p], t_obs, rtol,
+                                  atol, max_steps, out[p], steps{extra})
+        counters[p, 0] = steps[0]
+        counters[p, 1] = steps[1]
+        counters[p, 2] = steps[2]
+        counters[p, 3] = steps[3]
+'''
+
+
+def driver_source(*, segment_result: str = "code", segment_extra: str = "", segment_state: str = "",
+                  extra: str = "", signature: str = "BATCH_SIGNATURE") -> str:
+    """The driver (``integrate_one``, ``integrate_batch``) of a kernel, from :data:`DRIVER_TEMPLATE`."""
+    return DRIVER_TEMPLATE.format(segment_result=segment_result, segment_extra=segment_extra,
+                                  segment_state=segment_state, extra=extra, signature=signature)
+
+
+KERNEL_SOURCE = KERNEL_HEADER + r'''MAX_ORDER = 5
 NEWTON_MAXITER = 4
 MIN_FACTOR = 0.2
 MAX_FACTOR = 10.0
@@ -362,69 +442,7 @@ def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, 
     return 0
 
 
-@numba.njit(cache=True, error_model="numpy")
-def integrate_one(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, k, nb, times, jumps, rates,
-                  t_obs, rtol, atol, max_steps, out, steps):
-    n = y.size
-    n_obs = t_obs.size
-    u = np.zeros(n)
-    t = t_obs[0]
-    if nb > 0 and times[0] < t:
-        t = times[0]
-    obs_i = 0
-    while obs_i < n_obs and t_obs[obs_i] <= t:
-        out[obs_i] = y
-        obs_i += 1
-    b = 0
-    while b < nb and times[b] < t:
-        b += 1
-    if b < nb and times[b] == t:
-        y += jumps[b]
-        u[:] = rates[b]
-        b += 1
-    code = 0
-    t_end = t_obs[n_obs - 1]
-    while obs_i < n_obs and code == 0:
-        seg_end = t_end
-        if b < nb and times[b] < t_end:
-            seg_end = times[b]
-        if seg_end > t:
-            j = obs_i
-            while j < n_obs and t_obs[j] <= seg_end:
-                j += 1
-            code = segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t, seg_end, k, u,
-                           t_obs, obs_i, j, out, rtol, atol, max_steps, steps)
-            obs_i = j
-            t = seg_end
-        if b < nb and times[b] == t:
-            y += jumps[b]
-            u[:] = rates[b]
-            b += 1
-        elif seg_end >= t_end:
-            break
-    if code == 0:
-        for i in range(n_obs):
-            for s in range(n):
-                if not np.isfinite(out[i, s]):
-                    code = 3
-    return code
-
-
-@numba.njit(BATCH_SIGNATURE, cache=True, error_model="numpy")
-def integrate_batch(rhs_into, jac_into, lu_factor, lu_solve, nnz, K, Y0, bp_count, bp_times,
-                    bp_jumps, bp_rates, t_obs, rtol, atol, max_steps, out, status, counters):
-    n_pat = Y0.shape[0]
-    for p in range(n_pat):
-        y = Y0[p].copy()
-        steps = np.zeros(4, dtype=np.int64)
-        status[p] = integrate_one(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, K[p],
-                                  bp_count[p], bp_times[p], bp_jumps[p], bp_rates[p], t_obs, rtol,
-                                  atol, max_steps, out[p], steps)
-        counters[p, 0] = steps[0]
-        counters[p, 1] = steps[1]
-        counters[p, 2] = steps[2]
-        counters[p, 3] = steps[3]
-'''
+''' + driver_source()
 
 
 def kernel_name(stem: str, version: str, source: str) -> str:

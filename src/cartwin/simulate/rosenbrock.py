@@ -31,30 +31,14 @@ from __future__ import annotations
 from pathlib import Path
 from types import ModuleType
 
-from cartwin.simulate.bdf import kernel_name, load_kernel
+from cartwin.simulate.bdf import KERNEL_HEADER, driver_source, kernel_name, load_kernel
 
-KERNEL_VERSION = "6"
+KERNEL_VERSION = "7"
 
-KERNEL_SOURCE = r'''
-import numba
-import numpy as np
-from numba import types
-
-# the model's compiled functions, passed in as first-class functions (function pointers), as in
-# the BDF kernel (cartwin.simulate.bdf), with the same batch signature
-_V = types.float64[::1]
-RHS_INTO = types.FunctionType(types.void(_V, types.float64, _V, _V, _V))
-JAC_INTO = types.FunctionType(types.void(_V, types.float64, _V, _V, types.float64[:, ::1]))
-_P = types.CPointer(types.float64)
-LU_FACTOR = types.FunctionType(types.int64(types.float64, _P, _P))
-LU_SOLVE = types.FunctionType(types.void(_P, _P, _P))
-_M = types.float64[:, ::1]
-_A3 = types.float64[:, :, ::1]
-# the BDF kernel's batch signature, and whether the right-hand side depends on time itself
-BATCH_SIGNATURE = types.void(
-    RHS_INTO, JAC_INTO, LU_FACTOR, LU_SOLVE, types.int64, _M, _M, types.int64[::1], _M, _A3, _A3,
-    _V, types.float64, types.float64, types.int64, _A3, types.int64[::1], types.int64[:, ::1],
-    types.boolean)
+# the BDF kernel's header (cartwin.simulate.bdf: the model's functions as function pointers, the
+# batch signature) and driver, with one more argument: whether the right-hand side reads time itself
+KERNEL_SOURCE = KERNEL_HEADER + r'''
+BATCH_SIGNATURE_TIMED = types.void(*BATCH_SIGNATURE.args, types.boolean)
 
 # RODAS4: Hairer & Wanner (1996), IV.7, coefficients of rodas.f in the form of Sandu et al. (1997):
 # stage i evaluates f at y + sum_j A[i, j] K_j, t + ALPHA[i] h, and solves
@@ -270,70 +254,8 @@ def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, 
     return 0, h
 
 
-@numba.njit(cache=True, error_model="numpy")
-def integrate_one(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, k, nb, times, jumps, rates,
-                  t_obs, rtol, atol, max_steps, out, steps, timed):
-    n = y.size
-    n_obs = t_obs.size
-    u = np.zeros(n)
-    t = t_obs[0]
-    if nb > 0 and times[0] < t:
-        t = times[0]
-    obs_i = 0
-    while obs_i < n_obs and t_obs[obs_i] <= t:
-        out[obs_i] = y
-        obs_i += 1
-    b = 0
-    while b < nb and times[b] < t:
-        b += 1
-    if b < nb and times[b] == t:
-        y += jumps[b]
-        u[:] = rates[b]
-        b += 1
-    code = 0
-    h = 0.0
-    t_end = t_obs[n_obs - 1]
-    while obs_i < n_obs and code == 0:
-        seg_end = t_end
-        if b < nb and times[b] < t_end:
-            seg_end = times[b]
-        if seg_end > t:
-            j = obs_i
-            while j < n_obs and t_obs[j] <= seg_end:
-                j += 1
-            code, h = segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t, seg_end, k, u,
-                              t_obs, obs_i, j, out, rtol, atol, max_steps, steps, h, timed)
-            obs_i = j
-            t = seg_end
-        if b < nb and times[b] == t:
-            y += jumps[b]
-            u[:] = rates[b]
-            b += 1
-        elif seg_end >= t_end:
-            break
-    if code == 0:
-        for i in range(n_obs):
-            for s in range(n):
-                if not np.isfinite(out[i, s]):
-                    code = 3
-    return code
-
-
-@numba.njit(BATCH_SIGNATURE, cache=True, error_model="numpy")
-def integrate_batch(rhs_into, jac_into, lu_factor, lu_solve, nnz, K, Y0, bp_count, bp_times,
-                    bp_jumps, bp_rates, t_obs, rtol, atol, max_steps, out, status, counters, timed):
-    n_pat = Y0.shape[0]
-    for p in range(n_pat):
-        y = Y0[p].copy()
-        steps = np.zeros(4, dtype=np.int64)
-        status[p] = integrate_one(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, K[p],
-                                  bp_count[p], bp_times[p], bp_jumps[p], bp_rates[p], t_obs, rtol,
-                                  atol, max_steps, out[p], steps, timed)
-        counters[p, 0] = steps[0]
-        counters[p, 1] = steps[1]
-        counters[p, 2] = steps[2]
-        counters[p, 3] = steps[3]
-'''
+''' + driver_source(segment_result="code, h", segment_extra=", h, timed", segment_state="    h = 0.0\n",
+                         extra=", timed", signature="BATCH_SIGNATURE_TIMED")
 
 
 def module_name() -> str:
