@@ -125,10 +125,9 @@ def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, 
     y_stage = np.empty(n)
     f_stage = np.empty(n)
     b = np.empty(n)
-    x = np.empty(n)
     y_new = np.empty(n)
     dfdt = np.zeros(n)
-    J_ptr, F_ptr, b_ptr, x_ptr = J.ctypes, F.ctypes, b.ctypes, x.ctypes
+    J_ptr, F_ptr, b_ptr = J.ctypes, F.ctypes, b.ctypes
     t = t0
     next_obs = obs_from
     reject_last = False
@@ -183,9 +182,7 @@ def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, 
                         b[q] += g * dfdt[q]
                 for q in range(n):
                     b[q] *= hg
-                lu_solve(F_ptr, b_ptr, x_ptr)
-                for q in range(n):
-                    K[i, q] = x[q]
+                lu_solve(F_ptr, b_ptr, K[i].ctypes)  # the stage's solution straight into its row of K
             s = 0.0
             finite = True
             for q in range(n):
