@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from cartwin.clinical import haematotox, pipeline
 from cartwin.clinical._frames import (_groups_in_order, in_subject_day_order, pivot_first, shifted_within_subject,
-                                      sort_by_subject_day)
+                                      sort_by_subject_day, subjects_as_enum)
 from cartwin.clinical.observations import Observations, observations_from_frame
 from cartwin.io.observations import read_observation_file
 
@@ -268,7 +268,7 @@ def test_subjects_as_enum_is_the_cast(subjects, sort_subjects):
     """The cast to an Enum of the sorted distinct identifiers, whether subjects come in runs or
     interleaved, marked sorted only when they are in identifier order."""
     series = pl.Series("subject", sorted(subjects) if sort_subjects else subjects, dtype=pl.String)
-    result = pipeline._subjects_as_enum(series)
+    result = subjects_as_enum(series)
     expected = series.cast(pl.Enum(series.unique().sort()))
     assert result.equals(expected) and result.dtype == expected.dtype and result.name == "subject"
     if result.flags["SORTED_ASC"]:

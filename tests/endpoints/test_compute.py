@@ -173,6 +173,24 @@ def test_one_row_per_clinical_patient_in_their_order():
     assert out.columns[:2] == ["subject", "arm"]
 
 
+def test_text_subjects_coded_inside_give_the_same_endpoints_as_coded_ones():
+    """compute codes text subjects as one Enum while it works and gives text back: the same values
+    as for frames whose subjects the caller coded, with rows shuffled and a patient (F) found in
+    no other frame, in the patients' order."""
+    no_counts = PATIENTS.filter(pl.col("subject") == "D").with_columns(pl.lit("F").alias("subject"))
+    patients = pl.concat([PATIENTS, no_counts]).reverse()
+    frames = {"visits": VISITS.sample(fraction=1.0, shuffle=True, seed=1), "patients": patients,
+              "lab_grades": LAB_GRADES.reverse()}
+    text = endpoints.compute(frames, OBSERVATIONS.sample(fraction=1.0, shuffle=True, seed=2))
+    enum = pl.Enum(sorted([*SUBJECTS, "F"]))
+    coded = {name: f.with_columns(pl.col("subject").cast(enum)) for name, f in frames.items()}
+    by_caller = endpoints.compute(coded, OBSERVATIONS.with_columns(pl.col("subject").cast(enum)))
+    assert text.schema["subject"] == pl.String and text["subject"].to_list() == patients["subject"].to_list()
+    assert_frame_equal(text, by_caller.with_columns(pl.col("subject").cast(pl.String)))
+    f = text.filter(pl.col("subject") == "F").row(0, named=True)  # no rows of F anywhere else: unknown
+    assert [f[c] for c in ("c3_normalised", "cart_persistence", "remission_m6", "neutropenia_grade3")] == [None] * 4
+
+
 def test_a_test_never_observed_makes_its_endpoints_not_evaluable():
     out = endpoints.compute({"visits": VISITS, "patients": PATIENTS.select("subject", "arm")},
                             OBSERVATIONS.filter(pl.col("test") != "C3"))

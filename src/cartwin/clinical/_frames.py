@@ -83,6 +83,39 @@ def _groups_in_order(subject_codes: np.ndarray, days: np.ndarray) -> np.ndarray 
     return np.cumsum(starts) - 1
 
 
+def subject_runs(subjects: pl.Series) -> pl.DataFrame:
+    """The runs of equal identifiers (``value``, ``len``) of a subject column, in row order."""
+    return subjects.rle().struct.unnest()
+
+
+def subjects_as_enum(subjects: pl.Series, enum: pl.Enum | None = None, runs: pl.DataFrame | None = None) -> pl.Series:
+    """``subjects`` (text, no nulls) cast to ``enum`` (default: an Enum of their sorted distinct
+    identifiers). Rows of a subject usually come together (every frame the simulator writes, most
+    files): then the text of each run of rows is cast once and repeated, instead of every row's
+    text being looked up. ``runs``: :func:`subject_runs` of ``subjects``, when the caller has them."""
+    runs = subject_runs(subjects) if runs is None else runs
+    enum = enum if enum is not None else pl.Enum(runs["value"].unique().sort())
+    if runs.height > subjects.len() // 2:  # subjects interleaved: the plain cast is as cheap
+        return subjects.cast(enum)
+    cast = runs["value"].cast(enum).gather(np.repeat(np.arange(runs.height), runs["len"].to_numpy())).alias(subjects.name)
+    # one run per subject, in identifier order (as in a run's chunks): marked sorted, as a sort
+    # would mark it, so that groupings by subject use the runs instead of hashing every row
+    in_order = runs.select((pl.col("value") > pl.col("value").shift(1)).slice(1).all()).item()
+    return cast.set_sorted() if in_order else cast
+
+
+def frames_by_subject_code(frames: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame] | None:
+    """The frames with their text ``subject`` columns cast to one Enum of every identifier among
+    them (sorted), so that joins, groupings and sorts by subject between them work on integers and
+    still order subjects by their text; None when a frame's subjects are not all text (already
+    coded, or missing), and the frames are then used as they are."""
+    if not frames or any(f.schema.get("subject") != pl.String or f["subject"].null_count() for f in frames.values()):
+        return None
+    runs = {name: subject_runs(f["subject"]) for name, f in frames.items()}
+    enum = pl.Enum(pl.concat([r["value"] for r in runs.values()]).unique().sort())
+    return {name: f.with_columns(subjects_as_enum(f["subject"], enum, runs[name])) for name, f in frames.items()}
+
+
 def in_subject_day_order(frame: pl.DataFrame) -> bool:
     """Whether the rows are in strictly ascending (subject, day) order, so that no (subject, day)
     repeats and ``sort("subject", "day")`` would return them as they are: each subject's rows

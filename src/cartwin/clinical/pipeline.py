@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from cartwin.clinical import composite, crs_icans, ctcae, haematotox, kinetics, sledai
-from cartwin.clinical._frames import in_subject_day_order, pivot_first, sort_by_subject_day
+from cartwin.clinical._frames import in_subject_day_order, pivot_first, sort_by_subject_day, subjects_as_enum
 from cartwin.clinical.gvhd_body import magic_stages
 from cartwin.clinical.observations import FLAG_SCHEMA, Observations, make_flags
 from cartwin.clinical.ruleset import settings
@@ -215,21 +215,6 @@ def _subject_chunks(frame: pl.DataFrame, chunk_rows: int):
     return generate()
 
 
-def _subjects_as_enum(subjects: pl.Series) -> pl.Series:
-    """``subjects`` (text, no nulls) cast to an Enum of their sorted distinct identifiers. Rows of a
-    subject usually come together (every frame the simulator writes, most files): then the text of
-    each run of rows is cast once and repeated, instead of every row's text being looked up."""
-    runs = subjects.rle().struct.unnest()
-    enum = pl.Enum(runs["value"].unique().sort())
-    if runs.height > subjects.len() // 2:  # subjects interleaved: the plain cast is as cheap
-        return subjects.cast(enum)
-    cast = runs["value"].cast(enum).gather(np.repeat(np.arange(runs.height), runs["len"].to_numpy())).alias(subjects.name)
-    # one run per subject, in identifier order (as in a run's chunks): marked sorted, as a sort
-    # would mark it, so that groupings by subject use the runs instead of hashing every row
-    in_order = runs.select((pl.col("value") > pl.col("value").shift(1)).slice(1).all()).item()
-    return cast.set_sorted() if in_order else cast
-
-
 def _score_frame(frame: pl.DataFrame, sledai_window_days: float | None, tests: frozenset | None,
                  baselines: tuple[float, float], lab_grade_table: bool = True) -> dict[str, pl.DataFrame]:
     """Score one frame of whole subjects. ``tests``: the test codes of the whole frame when this is a
@@ -238,7 +223,7 @@ def _score_frame(frame: pl.DataFrame, sledai_window_days: float | None, tests: f
     # integers and still order subjects by their text; the tables get text identifiers back at the end.
     text_subjects = frame.schema["subject"] == pl.String and not frame["subject"].null_count()
     if text_subjects:
-        frame = frame.with_columns(_subjects_as_enum(frame["subject"]))
+        frame = frame.with_columns(subjects_as_enum(frame["subject"]))
     daily = _wide(frame)
     if tests is not None:
         daily = _ensure(daily, sorted(tests))

@@ -11,7 +11,7 @@ from functools import reduce
 
 import polars as pl
 
-from cartwin.clinical._frames import shifted_within_subject, sort_by_subject_day
+from cartwin.clinical._frames import frames_by_subject_code, shifted_within_subject, sort_by_subject_day
 from cartwin.endpoints.table import Condition, Endpoint, Table, Variable, definitions
 
 
@@ -215,15 +215,27 @@ def compute(clinical: Mapping[str, pl.DataFrame], observations: pl.DataFrame, ta
     variables = table.variables if keys is None else tuple(v for v in table.variables if v.name in needed)
     if baseline_last_day is None:
         baseline_last_day = settings("ctcae_v5")["baseline_last_day"]
-    patients = clinical["patients"]
-    frame = patients
     visit_vars = [v for v in variables if v.source == "visits"]
     lab_vars = [v for v in variables if v.source == "lab_grades"]
-    parts = _visit_variables(visit_vars, clinical["visits"], baseline_last_day) if visit_vars else []
+    # the frames read, by name; no lab-grade table (no lab observed): its variables are null,
+    # their endpoints not evaluable
+    frames = {"patients": clinical["patients"]}
+    if visit_vars:
+        frames["visits"] = clinical["visits"]
     if lab_vars:
-        # no lab-grade table (no lab observed): its variables are null, their endpoints not evaluable
-        lab_grades = clinical.get("lab_grades", pl.DataFrame(schema={"subject": pl.String}))
-        parts += _lab_grade_variables(lab_vars, lab_grades, baseline_last_day)
+        frames["lab_grades"] = clinical.get("lab_grades", pl.DataFrame(schema={"subject": pl.String}))
+    if any(v.source == "observations" for v in variables):
+        frames["observations"] = observations
+    # Text subjects are coded as one Enum of them all while the endpoints are computed (groupings,
+    # sorts and joins by subject on integers, in the same order) and given back as text.
+    coded = frames_by_subject_code(frames)
+    frames = coded or frames
+    patients = frames["patients"]
+    observations = frames.get("observations", observations)
+    frame = patients
+    parts = _visit_variables(visit_vars, frames["visits"], baseline_last_day) if visit_vars else []
+    if lab_vars:
+        parts += _lab_grade_variables(lab_vars, frames["lab_grades"], baseline_last_day)
     # Each part below is left-joined by subject to ``patients`` (one row per subject), so a part's
     # rows need only cover the patients: its subjects are taken from that table, not found again
     # among every observation row.
@@ -238,4 +250,5 @@ def compute(clinical: Mapping[str, pl.DataFrame], observations: pl.DataFrame, ta
     frame = _with_columns(frame, needed)
     withdrawal = WITHDRAWN_DAY in frame.columns
     values = [expr for e in chosen for expr in endpoint_values(e, withdrawal)]
-    return frame.select("subject", "arm", *names, *values)
+    result = frame.select("subject", "arm", *names, *values)
+    return result.with_columns(pl.col("subject").cast(pl.String)) if coded else result
