@@ -36,8 +36,9 @@ from cartwin.simulate.bdf import KERNEL_HEADER, driver_source, kernel_name, load
 KERNEL_VERSION = "7"
 
 # the BDF kernel's header (cartwin.simulate.bdf: the model's functions as function pointers, the
-# batch signature) and driver, with one more argument: whether the right-hand side reads time itself
-KERNEL_SOURCE = KERNEL_HEADER + r'''
+# batch signature) and driver, with one more argument: whether the right-hand side reads time itself;
+# a step's stages are written out by _stage_source where the body says {STAGE_CODE}
+_KERNEL_BODY = r'''
 BATCH_SIGNATURE_TIMED = types.void(*BATCH_SIGNATURE.args, types.boolean)
 
 # RODAS4: Hairer & Wanner (1996), IV.7, coefficients of rodas.f in the form of Sandu et al. (1997):
@@ -157,33 +158,7 @@ def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, 
             if lu_factor(hg, J_ptr, F_ptr) == 0:
                 return 4, h
             steps[3] += 1
-            for i in range(STAGES):
-                if i == 0:
-                    for q in range(n):
-                        f_stage[q] = f0[q]
-                else:
-                    for q in range(n):
-                        y_stage[q] = y[q]
-                    for j in range(i):
-                        a = A[i, j]
-                        for q in range(n):
-                            y_stage[q] += a * K[j, q]
-                    rhs_into(y_stage, t + ALPHA[i] * h, k, u, f_stage)
-                    steps[1] += 1
-                for q in range(n):
-                    b[q] = f_stage[q]
-                for j in range(i):
-                    c = C[i, j] / h
-                    for q in range(n):
-                        b[q] += c * K[j, q]
-                if timed:
-                    g = GAMMA[i] * h
-                    for q in range(n):
-                        b[q] += g * dfdt[q]
-                for q in range(n):
-                    b[q] *= hg
-                lu_solve(F_ptr, b_ptr, K[i].ctypes)  # the stage's solution straight into its row of K
-            s = 0.0
+{STAGE_CODE}            s = 0.0
             finite = True
             for q in range(n):
                 v = y[q]
@@ -251,8 +226,35 @@ def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, 
     return 0, h
 
 
-''' + driver_source(segment_result="code, h", segment_extra=", h, timed", segment_state="    h = 0.0\n",
-                         extra=", timed", signature="BATCH_SIGNATURE_TIMED")
+'''
+
+
+def _stage_source(stages: int = 6) -> str:
+    """The code of a step's ``stages`` (RODAS4's six), written out stage by stage: stage i solves
+    (I - h g J) K_i = h g (f(y + sum_j A[i, j] K_j) + sum_j C[i, j] / h K_j (+ h GAMMA[i] df/dt)), each
+    sum in one expression per state, added in the order j = 0, 1, ... (one pass over the states
+    where a loop per j would make i; the same numbers to the bit)."""
+    pad = " " * 12
+    lines = []
+    for i in range(stages):
+        c_terms = "".join(f" + c{j} * K[{j}, q]" for j in range(i))
+        lines.append(f"{pad}# stage {i}")
+        if i:
+            a_terms = "".join(f" + A[{i}, {j}] * K[{j}, q]" for j in range(i))
+            lines += [f"{pad}for q in range(n):", f"{pad}    y_stage[q] = y[q]{a_terms}",
+                      f"{pad}rhs_into(y_stage, t + ALPHA[{i}] * h, k, u, f_stage)", f"{pad}steps[1] += 1"]
+            lines += [f"{pad}c{j} = C[{i}, {j}] / h" for j in range(i)]
+        f = "f_stage" if i else "f0"
+        lines += [f"{pad}if timed:", f"{pad}    g = GAMMA[{i}] * h", f"{pad}    for q in range(n):",
+                  f"{pad}        b[q] = ({f}[q]{c_terms} + g * dfdt[q]) * hg", f"{pad}else:",
+                  f"{pad}    for q in range(n):", f"{pad}        b[q] = ({f}[q]{c_terms}) * hg",
+                  f"{pad}lu_solve(F_ptr, b_ptr, K[{i}].ctypes)  # straight into its row of K"]
+    return "\n".join(lines) + "\n"
+
+
+KERNEL_SOURCE = (KERNEL_HEADER + _KERNEL_BODY.replace("{STAGE_CODE}", _stage_source())
+                 + driver_source(segment_result="code, h", segment_extra=", h, timed", segment_state="    h = 0.0\n",
+                                 extra=", timed", signature="BATCH_SIGNATURE_TIMED"))
 
 
 def module_name() -> str:
