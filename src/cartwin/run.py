@@ -76,13 +76,13 @@ def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, pro
             stored = rundir.stored_plan()
         plan = make_plan(protocol, n_per_arm, seed, stored["chunk_size"] if stored else chunk_size,
                          plan_workers)
-        rundir.check_resumable(plan.to_json(), loaded.sha256)
+        rundir.check_resumable(plan.to_json(), loaded.sha256, _solver_record(ctx))
     else:
         plan = make_plan(protocol, n_per_arm, seed, chunk_size, plan_workers)
         rundir.check_new()
         rundir.start(plan.to_json(), loaded.text, loaded.sha256,
                      {"name": model.name, "version": model.version, "hash": model.content_hash()},
-                     _scoring_record(ctx.baselines))
+                     _scoring_record(ctx.baselines), _solver_record(ctx))
     # a run that keeps the observations of some patients only scores every chunk as it streams:
     # afterwards, the observations the scores need are gone
     limit = ctx.observations_per_arm
@@ -180,6 +180,13 @@ def scoring_notes(outputs, model) -> list[str]:
             "only ranges at every visit, so the endpoints that need the exact score (remission, LLDAS"
             + (", DORIS" if clinical else "") + "; SRI-4 where the range does not decide it) are not "
             "evaluable and count as not met; add them to outputs, or leave outputs out to keep every read-out"]
+
+
+def _solver_record(ctx) -> dict:
+    """The solver a run is made with, as run.json records it: the part of its description that a
+    resumed run must share (a later version's default could be another)."""
+    described = ctx.solver().describe()
+    return {key: described[key] for key in ("backend", "rtol", "atol")}
 
 
 def _scoring_record(baselines: tuple[float | None, float | None]) -> dict:

@@ -20,7 +20,9 @@ def _engine_run(n=3):
         "schema_version": 1, "study_id": "fit-engine-check", "seed": 11, "follow_up_days": 200,
         "schedule": {"days": [-6, 0, 2, 7, 14, 28, 56, 112, 200]}, "population": DESIGN_POPULATION,
         "arms": [{"id": "standard", "product": "tyu19", "dose": {"cells_per_kg": 2e6},
-                  "lymphodepletion": "standard", "n": n}]})
+                  "lymphodepletion": "standard", "n": n}],
+        # the fit's predictor solves with BDF at these tolerances: the same solver, the same numbers
+        "solver": {"backend": "numba-bdf", "rtol": 1e-6, "atol": 1e-9}})
     return simulate(protocol)
 
 

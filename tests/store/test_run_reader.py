@@ -150,6 +150,29 @@ def test_resume_deletes_only_cartwins_own_temporaries(small_run, tmp_path):
     assert all(p.read_text() == "x" for p in users)
 
 
+def test_resume_refuses_a_solver_other_than_the_recorded_one(small_run, tmp_path):
+    """run.json records the solver a run was made with (backend, rtol, atol as resolved); resuming
+    under another (a later version's default, say) would mix two solvers' numbers in one run and
+    is refused with both named; a run that recorded none (an earlier version's) is resumed."""
+    import shutil
+
+    protocol, run = small_run
+    recorded = json.loads((run / layout.RUN_JSON).read_text())["solver"]
+    manifest = json.loads((run / "manifest.json").read_text())["solver"]
+    assert recorded == {key: manifest[key] for key in ("backend", "rtol", "atol")}
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    info = json.loads((copy / layout.RUN_JSON).read_text())
+    info["solver"] = {"backend": "numba-bdf", "rtol": 1e-6, "atol": 1e-9}
+    (copy / layout.RUN_JSON).write_text(json.dumps(info))
+    with pytest.raises(RunDirectoryError, match=r"solved with numba-bdf \(rtol 1e-06, atol 1e-09\).*"
+                       + recorded["backend"]):
+        run_protocol(load_protocol(protocol), copy, workers=1, resume=True)
+    del info["solver"]
+    (copy / layout.RUN_JSON).write_text(json.dumps(info))
+    assert run_protocol(load_protocol(protocol), copy, workers=1, resume=True).n_total == 5
+
+
 @pytest.mark.parametrize("kind", ["file", "dangling symlink"])
 def test_a_new_run_refuses_an_out_that_is_not_a_directory(tmp_path, kind):
     out = tmp_path / "out"

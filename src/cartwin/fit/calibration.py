@@ -103,7 +103,7 @@ class Cohort:
         self.model, self.targets = model, targets
         scenarios = sorted({(t.product, t.regimen) for t in targets})
         self.protocol = _protocol(n, seed, scenarios)
-        self.solver = make_solver("numba-bdf")
+        self.solver = make_solver("numba-bdf")  # the solver the published calibration was fitted with
         self.days = np.array(CALIBRATION_DAYS, float)
         self.arms = {}
         for arm in self.protocol.arms:

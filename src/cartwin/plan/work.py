@@ -53,7 +53,7 @@ class RunWork:
     population: Any  # the protocol's population section (None for an imported model)
     variability: dict[str, float]
     which: tuple[int, ...]  # indices of the model's read-outs that the run stores
-    solver_settings: tuple[str, float, float]  # backend, rtol, atol
+    solver_settings: tuple[str, float | None, float | None]  # backend, rtol, atol (None: the backend's own)
     fixed_doses: tuple[Dose, ...] | None = None
     """An imported (SBML) model's own doses, the same for every patient; time 0 = model start."""
     fixed_events: tuple = ()

@@ -275,14 +275,20 @@ class Schedule(_Strict):
 
 
 class SolverSettings(_Strict):
-    backend: Literal["numba-bdf", "numba-rodas4", "scipy-lsoda", "jax-diffrax"] = Field(
-        default="numba-bdf",
-        description="numba-bdf: compiled variable-order BDF (fast, default); numba-rodas4: compiled "
-                    "Rosenbrock method of order 4 (faster at matched accuracy on the default model); "
-                    "scipy-lsoda: ODEPACK LSODA through scipy (the reference); jax-diffrax: the model in "
-                    "JAX, solved with diffrax (optional extra cartwin[gpu]; runs on a GPU when JAX sees one)")
-    rtol: float = Field(default=1e-6, gt=0, lt=1e-2)
-    atol: float = Field(default=1e-9, gt=0, lt=1e-3)
+    backend: Literal["numba-rodas4", "numba-bdf", "scipy-lsoda", "jax-diffrax"] = Field(
+        default="numba-rodas4",
+        description="numba-rodas4: compiled Rosenbrock method of order 4 (the default: the fastest at "
+                    "matched accuracy on cartwin's models); numba-bdf: compiled variable-order BDF (the "
+                    "better choice below an error of about 1e-5); scipy-lsoda: ODEPACK LSODA through scipy "
+                    "(the reference, and the default for an imported SBML model); jax-diffrax: the model "
+                    "in JAX, solved with diffrax (optional extra cartwin[gpu]; runs on a GPU when JAX sees one)")
+    rtol: float | None = Field(default=None, gt=0, lt=1e-2,
+                               description="relative tolerance; default the backend's own: 1e-5 for "
+                                           "numba-rodas4, 1e-6 for the others (equal accuracy: "
+                                           "docs/performance.md)")
+    atol: float | None = Field(default=None, gt=0, lt=1e-3,
+                               description="absolute tolerance, in each state's unit; default the "
+                                           "backend's own: 1e-8 for numba-rodas4, 1e-9 for the others")
 
 
 # --- rules that react to the simulated patient (evaluated inside the simulation) ------------

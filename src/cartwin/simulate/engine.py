@@ -24,7 +24,7 @@ import numpy as np
 from cartwin.model.codegen import compile_model
 from cartwin.model.declaration import Model
 from cartwin.simulate.events import doses_to_schedules
-from cartwin.simulate.solvers import BACKENDS, NumbaBDF, SolveResult
+from cartwin.simulate.solvers import BACKENDS, DEFAULT_BACKEND, SolveResult
 from cartwin.therapy.dosing import Dose
 
 # A state a little below zero is round-off within the solver's error control; one further below
@@ -51,12 +51,15 @@ class Solved:
         return self.observations[:, :, position]
 
 
-def make_solver(backend: str = "numba-bdf", rtol: float = 1e-6, atol: float = 1e-9, **options):
-    """A solver backend by name (``numba-bdf``, ``numba-rodas4``, ``scipy-lsoda`` or ``jax-diffrax``)."""
+def make_solver(backend: str = DEFAULT_BACKEND, rtol: float | None = None, atol: float | None = None, **options):
+    """A solver backend by name (``numba-rodas4``, the default; ``numba-bdf``, ``scipy-lsoda`` or
+    ``jax-diffrax``). A tolerance not given is the backend's own default."""
     try:
-        return BACKENDS[backend](rtol=rtol, atol=atol, **options)
+        make = BACKENDS[backend]
     except KeyError:
         raise ValueError(f"unknown solver backend {backend!r}; known: {sorted(BACKENDS)}") from None
+    given = {name: value for name, value in (("rtol", rtol), ("atol", atol)) if value is not None}
+    return make(**given, **options)
 
 
 def covariate_matrix(model: Model, covariates: Mapping[str, np.ndarray] | np.ndarray, n: int) -> np.ndarray:
@@ -101,7 +104,7 @@ def solve(model: Model, theta: np.ndarray, covariates: Mapping[str, np.ndarray] 
     if len(doses) != n:
         raise ValueError(f"doses given for {len(doses)} patients, parameters for {n}")
     days = np.asarray(days, float)
-    solver = solver if solver is not None else NumbaBDF()
+    solver = solver if solver is not None else make_solver()
     if hasattr(solver, "for_model"):  # a backend built from the declaration itself (jax-diffrax)
         solver = solver.for_model(model)
     compiled = compiled if compiled is not None else compile_model(model)

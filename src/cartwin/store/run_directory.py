@@ -191,7 +191,10 @@ class RunDirectory:
                     "an empty or new directory")
             raise RunDirectoryError(f"{self.path}: holds other files; choose an empty or new directory")
 
-    def check_resumable(self, plan_json: dict, protocol_sha: str) -> None:
+    def check_resumable(self, plan_json: dict, protocol_sha: str, solver: dict | None = None) -> None:
+        """Whether the stored run can be continued with this plan, protocol file and solver
+        (``solver``: backend, rtol and atol as resolved now; a run that recorded none, started by a
+        version before the record, is not checked for it)."""
         if not self.is_run():
             raise RunDirectoryError(f"{self.path}: holds no cartwin run to resume (no {layout.RUN_JSON}); "
                                     "run without --resume")
@@ -199,6 +202,13 @@ class RunDirectory:
         if stored["protocol_sha256"] != protocol_sha:
             raise RunDirectoryError(f"{self.path}: the stored run used a different protocol file "
                                     "(hash differs); resume with the same file or start a new directory")
+        if solver is not None and stored.get("solver") not in (None, solver):
+            was = stored["solver"]
+            raise RunDirectoryError(
+                f"{self.path}: the stored run was solved with {was['backend']} (rtol {was['rtol']:g}, atol "
+                f"{was['atol']:g}), this version would solve the rest with {solver['backend']} (rtol "
+                f"{solver['rtol']:g}, atol {solver['atol']:g}); name the stored solver in the protocol's "
+                "[solver] table to resume, or start a new directory")
         if stored["plan"]["n_per_arm"] != plan_json["n_per_arm"] or stored["plan"]["seed"] != plan_json["seed"]:
             raise RunDirectoryError(f"{self.path}: the stored run has n per arm {stored['plan']['n_per_arm']} "
                                     f"and seed {stored['plan']['seed']}; resume with the same --n/--seed")
@@ -207,7 +217,7 @@ class RunDirectory:
         return self.run_info()["plan"]
 
     def start(self, plan_json: dict, protocol_text: str, protocol_sha: str, model: dict,
-              scoring: dict | None = None) -> None:
+              scoring: dict | None = None, solver: dict | None = None) -> None:
         # the dictionary first: a directory stopped before run.json is recognised by it
         # (stopped_while_starting) and can start again
         self.path.mkdir(parents=True, exist_ok=True)
@@ -218,6 +228,8 @@ class RunDirectory:
         info = {"protocol_sha256": protocol_sha, "plan": plan_json, "model": model}
         if scoring is not None:
             info["scoring"] = scoring
+        if solver is not None:
+            info["solver"] = solver
         write_json(self.run_json, info)
 
     # --- chunks ------------------------------------------------------------------------------
