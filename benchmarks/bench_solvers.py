@@ -8,8 +8,8 @@ after Erlangen Flu/Cy, IIV on), days -5..365 simulated, daily output on days 0..
   roadrunner        libRoadRunner (CVODE) on cartwin's SBML export, model loaded once,
                     parameters set per patient (doses of the typical patient)
   cartwin-lsoda     cartwin backend scipy-lsoda (odeint + compiled RHS/Jacobian)
-  cartwin-bdf       cartwin backend numba-bdf (the default)
-  cartwin-rodas4    cartwin backend numba-rodas4 (Rosenbrock method of order 4)
+  cartwin-bdf       cartwin backend numba-bdf
+  cartwin-rodas4    cartwin backend numba-rodas4 (Rosenbrock method of order 4; the default)
   cartwin-run       a whole `cartwin run` of benchmarks/million.toml (numba-bdf, rtol 1e-6): patients,
                     doses, solve, Parquet parts with the default storage ([store]
                     observations_per_arm = 1000, every chunk scored by the clinical layer as it
@@ -235,7 +235,7 @@ def timed(name, n, rtol, workers=2, chunk=250):
 def timed_run(n, workers=2, rtol=None, protocol="million.toml", extra="", chunk_size=None, backend="numba-bdf"):
     """A whole `cartwin run` of ``protocol`` (in benchmarks/) with n patients: (wall seconds,
     failed, bytes written, CPU seconds of the run and its workers). ``rtol``: the protocol's [solver] rtol (atol 1e-3 rtol, as every
-    contender); default the protocol's own (1e-6, atol 1e-9). ``extra``: TOML tables appended to
+    contender); default the backend's own. ``extra``: TOML tables appended to
     the protocol. ``chunk_size``: patients per chunk (default: the run's own choice)."""
     import shutil
     import tempfile
@@ -244,13 +244,12 @@ def timed_run(n, workers=2, rtol=None, protocol="million.toml", extra="", chunk_
     from cartwin.run import run_protocol
     tmp = Path(tempfile.mkdtemp(prefix="cartwin-bench-"))
     out = tmp / "run"
-    source = HERE / protocol
-    if rtol is not None or extra or backend != "numba-bdf":
-        source = tmp / protocol
-        solver = f"\n[solver]\nbackend = {backend!r}\n"
-        if rtol is not None:
-            solver += f"rtol = {rtol!r}\natol = {rtol * 1e-3!r}\n"
-        source.write_text((HERE / protocol).read_text() + solver + extra)
+    # the contender's backend is always named: the protocols name none, and take the default's
+    source = tmp / protocol
+    solver = f"\n[solver]\nbackend = {backend!r}\n"
+    if rtol is not None:
+        solver += f"rtol = {rtol!r}\natol = {rtol * 1e-3!r}\n"
+    source.write_text((HERE / protocol).read_text() + solver + extra)
     try:
         cpu = cpu_seconds()
         t = time.perf_counter()
