@@ -68,6 +68,23 @@ def test_scoring_without_flags_gives_the_same_tables():
         whole["lab_grades"].sort(pl.all(), nulls_last=True))
 
 
+def test_streamed_scoring_codes_subjects_once_and_gives_the_same_tables_and_endpoints():
+    """score_and_compute without flags (as a run streams) codes the subjects once for the clinical
+    layer and the endpoints: the same tables and endpoints, with text subjects, as the scoring with
+    flags; a run's withdrawal columns join as before, a patient without observations among them."""
+    from cartwin.endpoints.scoring import score_and_compute
+
+    obs = read_observations(EXAMPLE)
+    subjects = obs.frame["subject"].unique().sort().to_list()
+    withdrawal = pl.DataFrame({"subject": [subjects[0], "no-observations"], "withdrawn_day": [20.0, 3.0]})
+    whole, whole_endpoints = score_and_compute(obs, patient_columns=withdrawal)
+    lean, lean_endpoints = score_and_compute(obs, flags=False, patient_columns=withdrawal)
+    for name in ("visits", "patients", "adverse_events"):
+        assert lean[name].schema["subject"] == pl.String and lean[name].equals(whole[name]), name
+    assert lean_endpoints.equals(whole_endpoints) and lean_endpoints.schema["subject"] == pl.String
+    assert lean["patients"].filter(pl.col("subject") == subjects[0])["withdrawn_day"].to_list() == [20.0]
+
+
 def test_surrounding_whitespace_is_stripped_and_clean_text_kept(tmp_path):
     from cartwin.clinical.observations import validate
 

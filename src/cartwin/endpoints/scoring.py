@@ -149,16 +149,33 @@ def score_and_compute(obs, *, baselines: tuple[float | None, float | None] = (No
     own): ``(tables, endpoints)``. ``patient_columns``: a frame by ``subject`` joined to the
     clinical patients table before the endpoints read it (a run's ``withdrawn_day``). The one
     place where scoring and endpoints meet."""
+    import dataclasses
+
+    import polars as pl
+
     from cartwin.clinical import score_observations
+    from cartwin.clinical._frames import frames_by_subject_code
     from cartwin.clinical.pipeline import baseline_days
     from cartwin.endpoints import compute
 
     visit_day, lab_day = baseline_days(*baselines)
+    # Scored as a run streams (no flags): the subjects are coded once for both layers, which
+    # would each code them (an Enum of the identifiers; text again in what is returned).
+    coded = None if flags else frames_by_subject_code({"observations": obs.frame})
+    if coded is not None:
+        obs = dataclasses.replace(obs, frame=coded["observations"])
+        enum = obs.frame.schema["subject"]
+        if patient_columns is not None:  # patients without observations (failed ones) drop out
+            patient_columns = patient_columns.with_columns(pl.col("subject").cast(enum, strict=False))
     tables = score_observations(obs, sledai_window_days=sledai_window_days, baseline_last_day=visit_day,
                                 lab_baseline_last_day=lab_day, flags=flags)
     if patient_columns is not None:
         tables = {**tables, "patients": tables["patients"].join(patient_columns, on="subject", how="left")}
-    return tables, compute(tables, obs.frame, keys=keys, baseline_last_day=visit_day)
+    endpoints = compute(tables, obs.frame, keys=keys, baseline_last_day=visit_day)
+    if coded is not None:
+        tables, endpoints = ({name: t.with_columns(pl.col("subject").cast(pl.String)) for name, t in tables.items()},
+                             endpoints.with_columns(pl.col("subject").cast(pl.String)))
+    return tables, endpoints
 
 
 def endpoints_of_simulated(observations, patients, keys, baselines=(None, None), source: str = "<simulation>"):
