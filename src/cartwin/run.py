@@ -76,7 +76,7 @@ def _run_protocol(loaded, out, n_per_arm, seed, workers, chunk_size, resume, pro
             stored = rundir.stored_plan()
         plan = make_plan(protocol, n_per_arm, seed, stored["chunk_size"] if stored else chunk_size,
                          plan_workers)
-        rundir.check_resumable(plan.to_json(), loaded.sha256, _solver_record(ctx))
+        rundir.check_resumable(plan.to_json(), loaded.sha256, _solver_record(ctx), _solver_before_the_record(protocol))
     else:
         plan = make_plan(protocol, n_per_arm, seed, chunk_size, plan_workers)
         rundir.check_new()
@@ -187,6 +187,16 @@ def _solver_record(ctx) -> dict:
     resumed run must share (a later version's default could be another)."""
     described = ctx.solver().describe()
     return {key: described[key] for key in ("backend", "rtol", "atol")}
+
+
+def _solver_before_the_record(protocol) -> dict:
+    """The solver of a run started before run.json recorded one: the protocol's own ``[solver]``
+    values, else the defaults of those versions (numba-bdf, or scipy-lsoda for an imported SBML
+    model, at rtol 1e-6 and atol 1e-9)."""
+    s = protocol.solver
+    default = "scipy-lsoda" if protocol.model.startswith("sbml:") else "numba-bdf"
+    return {"backend": s.backend if "backend" in s.model_fields_set else default,
+            "rtol": 1e-6 if s.rtol is None else s.rtol, "atol": 1e-9 if s.atol is None else s.atol}
 
 
 def _scoring_record(baselines: tuple[float | None, float | None]) -> dict:

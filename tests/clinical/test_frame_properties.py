@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from cartwin.clinical import haematotox, pipeline
 from cartwin.clinical._frames import (_groups_in_order, in_subject_day_order, pivot_first, shifted_within_subject,
-                                      sort_by_subject_day, subjects_as_enum)
+                                      frames_by_subject_code, sort_by_subject_day, subjects_as_enum)
 from cartwin.clinical.observations import Observations, observations_from_frame
 from cartwin.io.observations import read_observation_file
 
@@ -273,6 +273,24 @@ def test_subjects_as_enum_is_the_cast(subjects, sort_subjects):
     assert result.equals(expected) and result.dtype == expected.dtype and result.name == "subject"
     if result.flags["SORTED_ASC"]:
         assert _truly_ascending(result)
+
+
+@PROPERTY
+@given(st.lists(st.lists(st.sampled_from(SUBJECTS), max_size=12), min_size=1, max_size=3), st.booleans())
+def test_frames_by_subject_code_is_one_cast_of_them_all(subject_lists, sort_subjects):
+    """Every frame's text subjects cast to one Enum of the sorted identifiers of them all (a frame
+    holding some of them, in runs or interleaved), marked sorted only where they truly ascend."""
+    frames = {f"f{i}": pl.DataFrame({"subject": sorted(s) if sort_subjects else s, "i": range(len(s))},
+                                     schema={"subject": pl.String, "i": pl.Int64})
+              for i, s in enumerate(subject_lists)}
+    coded = frames_by_subject_code(frames)
+    enum = pl.Enum(sorted({x for s in subject_lists for x in s}))
+    for name, frame in frames.items():
+        expected = frame.with_columns(pl.col("subject").cast(enum))
+        assert coded[name].equals(expected) and coded[name].schema == expected.schema
+        if coded[name]["subject"].flags["SORTED_ASC"]:
+            assert _truly_ascending(coded[name]["subject"])
+    assert frames_by_subject_code({**frames, "coded": frames["f0"].with_columns(pl.col("subject").cast(enum))}) is None
 
 
 @PROPERTY

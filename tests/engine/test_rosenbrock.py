@@ -151,3 +151,20 @@ def test_a_segment_of_a_few_ulp_is_one_last_step():
     res = NumbaRodas4(rtol=1e-8, atol=1e-11).solve(mod, K, mod.initial(K), [sched], np.array([0.0, 3.0]))
     assert res.ok[0], res.reasons[0]
     assert res.states[0, 1, 0] == pytest.approx(40 * math.exp(-K_EL * 2.0), rel=1e-7)
+
+
+def test_rodas4_is_the_default_backend_with_its_own_tolerances(protocol_dict):
+    """A solver asked for by no name is RODAS4 at rtol 1e-5, atol 1e-8 (as accurate as BDF at 1e-6,
+    docs/performance.md); every other backend keeps 1e-6 and 1e-9; a tolerance given wins, and a
+    protocol without [solver] leaves both to the backend."""
+    from cartwin.simulate.engine import make_solver
+
+    default = make_solver()
+    assert (default.name, default.rtol, default.atol) == ("numba-rodas4", 1e-5, 1e-8)
+    for backend in ("numba-bdf", "scipy-lsoda"):
+        other = make_solver(backend)
+        assert (other.name, other.rtol, other.atol) == (backend, 1e-6, 1e-9)
+    assert (make_solver(rtol=1e-7).rtol, make_solver(rtol=1e-7).atol) == (1e-7, 1e-8)
+    assert "solver" not in protocol_dict
+    solver = parse_protocol(protocol_dict).solver
+    assert (solver.backend, solver.rtol, solver.atol) == ("numba-rodas4", None, None)

@@ -151,13 +151,16 @@ def test_resume_deletes_only_cartwins_own_temporaries(small_run, tmp_path):
 
 
 def test_resume_refuses_a_solver_other_than_the_recorded_one(small_run, tmp_path):
-    """run.json records the solver a run was made with (backend, rtol, atol as resolved); resuming
-    under another (a later version's default, say) would mix two solvers' numbers in one run and
-    is refused with both named; a run that recorded none (an earlier version's) is resumed."""
+    """run.json records the solver a run was made with (backend, rtol, atol as resolved: the
+    default RODAS4 for a protocol that names none); resuming under another would mix two solvers'
+    numbers in one run and is refused with both named. A run that recorded none was started by a
+    version whose default was numba-bdf at rtol 1e-6, atol 1e-9, which the protocol (naming no
+    solver) then meant: refused too, where the protocol file alone would have let it through."""
     import shutil
 
     protocol, run = small_run
     recorded = json.loads((run / layout.RUN_JSON).read_text())["solver"]
+    assert recorded == {"backend": "numba-rodas4", "rtol": 1e-5, "atol": 1e-8}
     manifest = json.loads((run / "manifest.json").read_text())["solver"]
     assert recorded == {key: manifest[key] for key in ("backend", "rtol", "atol")}
     copy = tmp_path / "run"
@@ -165,10 +168,14 @@ def test_resume_refuses_a_solver_other_than_the_recorded_one(small_run, tmp_path
     info = json.loads((copy / layout.RUN_JSON).read_text())
     info["solver"] = {"backend": "numba-bdf", "rtol": 1e-6, "atol": 1e-9}
     (copy / layout.RUN_JSON).write_text(json.dumps(info))
-    with pytest.raises(RunDirectoryError, match=r"solved with numba-bdf \(rtol 1e-06, atol 1e-09\).*"
-                       + recorded["backend"]):
+    refusal = r"solved with numba-bdf \(rtol 1e-06, atol 1e-09\).*numba-rodas4 \(rtol 1e-05, atol 1e-08\)"
+    with pytest.raises(RunDirectoryError, match=refusal):
         run_protocol(load_protocol(protocol), copy, workers=1, resume=True)
-    del info["solver"]
+    del info["solver"]  # started by an earlier version
+    (copy / layout.RUN_JSON).write_text(json.dumps(info))
+    with pytest.raises(RunDirectoryError, match=refusal):
+        run_protocol(load_protocol(protocol), copy, workers=1, resume=True)
+    info["solver"] = recorded
     (copy / layout.RUN_JSON).write_text(json.dumps(info))
     assert run_protocol(load_protocol(protocol), copy, workers=1, resume=True).n_total == 5
 

@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from cartwin.clinical import composite, crs_icans, ctcae, haematotox, kinetics, sledai
-from cartwin.clinical._frames import in_subject_day_order, pivot_first, sort_by_subject_day, subjects_as_enum
+from cartwin.clinical._frames import frames_by_subject_code, in_subject_day_order, pivot_first, sort_by_subject_day
 from cartwin.clinical.gvhd_body import magic_stages
 from cartwin.clinical.observations import FLAG_SCHEMA, Observations, make_flags
 from cartwin.clinical.ruleset import settings
@@ -221,9 +221,10 @@ def _score_frame(frame: pl.DataFrame, sledai_window_days: float | None, tests: f
     chunk of it, so that a chunk lacking a test scores as the whole frame does (same columns)."""
     # Subjects as an Enum of their sorted identifiers: joins, groupings and sorts by subject work on
     # integers and still order subjects by their text; the tables get text identifiers back at the end.
-    text_subjects = frame.schema["subject"] == pl.String and not frame["subject"].null_count()
+    coded = frames_by_subject_code({"frame": frame})
+    text_subjects = coded is not None
     if text_subjects:
-        frame = frame.with_columns(subjects_as_enum(frame["subject"]))
+        frame = coded["frame"]
     daily = _wide(frame)
     if tests is not None:
         daily = _ensure(daily, sorted(tests))

@@ -223,7 +223,8 @@ def compute(clinical: Mapping[str, pl.DataFrame], observations: pl.DataFrame, ta
     if visit_vars:
         frames["visits"] = clinical["visits"]
     if lab_vars:
-        frames["lab_grades"] = clinical.get("lab_grades", pl.DataFrame(schema={"subject": pl.String}))
+        frames["lab_grades"] = clinical.get("lab_grades",
+                                            pl.DataFrame(schema={"subject": clinical["patients"].schema["subject"]}))
     if any(v.source == "observations" for v in variables):
         frames["observations"] = observations
     # Text subjects are coded as one Enum of them all while the endpoints are computed (groupings,

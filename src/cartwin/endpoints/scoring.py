@@ -155,13 +155,15 @@ def score_and_compute(obs, *, baselines: tuple[float | None, float | None] = (No
 
     from cartwin.clinical import score_observations
     from cartwin.clinical._frames import frames_by_subject_code
-    from cartwin.clinical.pipeline import baseline_days
+    from cartwin.clinical.pipeline import CHUNK_ROWS, baseline_days
     from cartwin.endpoints import compute
 
     visit_day, lab_day = baseline_days(*baselines)
     # Scored as a run streams (no flags): the subjects are coded once for both layers, which
-    # would each code them (an Enum of the identifiers; text again in what is returned).
-    coded = None if flags else frames_by_subject_code({"observations": obs.frame})
+    # would each code them (an Enum of the identifiers; text again in what is returned); not for a
+    # frame the clinical layer scores in parts of whole subjects, which it splits by their text.
+    streamed = not flags and obs.frame.height <= CHUNK_ROWS
+    coded = frames_by_subject_code({"observations": obs.frame}) if streamed else None
     if coded is not None:
         obs = dataclasses.replace(obs, frame=coded["observations"])
         enum = obs.frame.schema["subject"]

@@ -34,10 +34,12 @@ from types import ModuleType
 from cartwin.simulate.bdf import KERNEL_HEADER, driver_source, kernel_name, load_kernel
 
 KERNEL_VERSION = "7"
+STAGES = 6  # RODAS4's
 
 # the BDF kernel's header (cartwin.simulate.bdf: the model's functions as function pointers, the
 # batch signature) and driver, with one more argument: whether the right-hand side reads time itself;
-# a step's stages are written out by _stage_source where the body says {STAGE_CODE}
+# a step's stages are written out by _stage_source where the body says {STAGE_CODE}, and their
+# number is STAGES
 _KERNEL_BODY = r'''
 BATCH_SIGNATURE_TIMED = types.void(*BATCH_SIGNATURE.args, types.boolean)
 
@@ -45,7 +47,7 @@ BATCH_SIGNATURE_TIMED = types.void(*BATCH_SIGNATURE.args, types.boolean)
 # stage i evaluates f at y + sum_j A[i, j] K_j, t + ALPHA[i] h, and solves
 # (I/(h GAMMA1) - J) K_i = f + sum_j C[i, j] / h K_j (+ h GAMMA[i] df/dt where f depends on t
 # itself); y_new = y + sum_j M[j] K_j; error K_6.
-STAGES = 6
+STAGES = {STAGES}
 GAMMA1 = 0.25
 GAMMA = np.array([0.25, -0.1043, 0.1035, -0.3620000000000023e-01, 0.0, 0.0])
 ALPHA = np.array([0.0, 0.386, 0.210, 0.630, 1.0, 1.0])
@@ -229,8 +231,8 @@ def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, 
 '''
 
 
-def _stage_source(stages: int = 6) -> str:
-    """The code of a step's ``stages`` (RODAS4's six), written out stage by stage: stage i solves
+def _stage_source(stages: int = STAGES) -> str:
+    """The code of a step's stages, written out stage by stage: stage i solves
     (I - h g J) K_i = h g (f(y + sum_j A[i, j] K_j) + sum_j C[i, j] / h K_j (+ h GAMMA[i] df/dt)), each
     sum in one expression per state, added in the order j = 0, 1, ... (one pass over the states
     where a loop per j would make i; the same numbers to the bit)."""
@@ -252,7 +254,7 @@ def _stage_source(stages: int = 6) -> str:
     return "\n".join(lines) + "\n"
 
 
-KERNEL_SOURCE = (KERNEL_HEADER + _KERNEL_BODY.replace("{STAGE_CODE}", _stage_source())
+KERNEL_SOURCE = (KERNEL_HEADER + _KERNEL_BODY.replace("{STAGES}", str(STAGES)).replace("{STAGE_CODE}", _stage_source())
                  + driver_source(segment_result="code, h", segment_extra=", h, timed", segment_state="    h = 0.0\n",
                                  extra=", timed", signature="BATCH_SIGNATURE_TIMED"))
 

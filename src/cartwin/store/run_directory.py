@@ -191,10 +191,11 @@ class RunDirectory:
                     "an empty or new directory")
             raise RunDirectoryError(f"{self.path}: holds other files; choose an empty or new directory")
 
-    def check_resumable(self, plan_json: dict, protocol_sha: str, solver: dict | None = None) -> None:
+    def check_resumable(self, plan_json: dict, protocol_sha: str, solver: dict | None = None,
+                        solver_unrecorded: dict | None = None) -> None:
         """Whether the stored run can be continued with this plan, protocol file and solver
-        (``solver``: backend, rtol and atol as resolved now; a run that recorded none, started by a
-        version before the record, is not checked for it)."""
+        (``solver``: backend, rtol and atol as resolved now; ``solver_unrecorded``: the solver a run
+        that recorded none was made with, one started by a version before the record)."""
         if not self.is_run():
             raise RunDirectoryError(f"{self.path}: holds no cartwin run to resume (no {layout.RUN_JSON}); "
                                     "run without --resume")
@@ -202,13 +203,13 @@ class RunDirectory:
         if stored["protocol_sha256"] != protocol_sha:
             raise RunDirectoryError(f"{self.path}: the stored run used a different protocol file "
                                     "(hash differs); resume with the same file or start a new directory")
-        if solver is not None and stored.get("solver") not in (None, solver):
-            was = stored["solver"]
+        was = stored.get("solver", solver_unrecorded)
+        if solver is not None and was is not None and was != solver:
             raise RunDirectoryError(
                 f"{self.path}: the stored run was solved with {was['backend']} (rtol {was['rtol']:g}, atol "
-                f"{was['atol']:g}), this version would solve the rest with {solver['backend']} (rtol "
-                f"{solver['rtol']:g}, atol {solver['atol']:g}); name the stored solver in the protocol's "
-                "[solver] table to resume, or start a new directory")
+                f"{was['atol']:g}), this version of cartwin would solve the rest with {solver['backend']} "
+                f"(rtol {solver['rtol']:g}, atol {solver['atol']:g}); resume it with the version that started "
+                "it, or start the run again in a new directory")
         if stored["plan"]["n_per_arm"] != plan_json["n_per_arm"] or stored["plan"]["seed"] != plan_json["seed"]:
             raise RunDirectoryError(f"{self.path}: the stored run has n per arm {stored['plan']['n_per_arm']} "
                                     f"and seed {stored['plan']['seed']}; resume with the same --n/--seed")
