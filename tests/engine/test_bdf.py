@@ -43,12 +43,7 @@ def test_bdf_agrees_with_lsoda_on_the_default_model(protocol_dict):
 
 
 def test_bdf_reports_a_failing_patient():
-    blow_up, res = solve_blow_up(NumbaBDF(max_steps=5000), "blow_up_bdf_test")
-    assert list(res.ok) == [False, True]
-    # the failed patient keeps the day it reached (day 0), and nothing after
-    assert res.reasons[0].startswith("solver failed: BDF")
-    assert res.states[0, 0, 0] == 1.0 and np.isnan(res.states[0, 1, 0])
-    assert res.states[1, 1, 0] == pytest.approx(-1 / 3, rel=1e-5)
+    blow_up, _ = solve_blow_up(NumbaBDF(max_steps=5000), "blow_up_bdf_test", "BDF")
     # through the engine, the reason says where the solve stopped
     solved = engine.solve(blow_up, np.array([[1.0], [-1.0]]), np.zeros((2, 0)), [[], []], np.array([0.0, 0.5, 2.0]),
                    NumbaBDF(max_steps=5000), nonnegative=False)

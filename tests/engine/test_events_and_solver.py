@@ -186,8 +186,14 @@ def solve_one_state(model: Model, solver, values, days):
     return solver.solve(mod, K, mod.initial(K), [sched] * len(values), np.asarray(days, float))
 
 
-def solve_blow_up(solver, name: str):
+def solve_blow_up(solver, name: str, method: str):
     """(the model y' = y^2, which blows up at t = 1 from y(0) = 1, and ``solver``'s result on days 0
-    and 2 for y(0) = 1 and y(0) = -1)."""
+    and 2 for y(0) = 1 and y(0) = -1), checked: the first patient failed with a reason naming
+    ``method`` and keeps the day it reached (day 0) and nothing after; the second is solved."""
     blow_up = one_state_model(name, "y' = y^2 blows up at t = 1", "Y**2")
-    return blow_up, solve_one_state(blow_up, solver, [1.0, -1.0], [0.0, 2.0])
+    res = solve_one_state(blow_up, solver, [1.0, -1.0], [0.0, 2.0])
+    assert list(res.ok) == [False, True]
+    assert res.reasons[0].startswith(f"solver failed: {method}")
+    assert res.states[0, 0, 0] == 1.0 and np.isnan(res.states[0, 1, 0])
+    assert res.states[1, 1, 0] == pytest.approx(-1 / 3, rel=1e-5)
+    return blow_up, res

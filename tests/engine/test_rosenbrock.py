@@ -84,12 +84,7 @@ def test_a_patients_numbers_do_not_depend_on_its_batch(protocol_dict):
 
 
 def test_rodas4_reports_a_failing_patient():
-    _, res = solve_blow_up(NumbaRodas4(max_steps=5000), "blow_up_rodas_test")
-    assert list(res.ok) == [False, True]
-    assert res.reasons[0].startswith("solver failed: RODAS4")
-    # the failed patient keeps the day it reached (day 0), and nothing after
-    assert res.states[0, 0, 0] == 1.0 and np.isnan(res.states[0, 1, 0])
-    assert res.states[1, 1, 0] == pytest.approx(-1 / 3, rel=1e-5)
+    solve_blow_up(NumbaRodas4(max_steps=5000), "blow_up_rodas_test", "RODAS4")
 
 
 def test_the_kernel_is_cached_once_for_every_model():

@@ -10,7 +10,6 @@ receives frames and returns frames; reading files and writing results happen at 
 
 from __future__ import annotations
 
-import numpy as np
 import polars as pl
 
 from cartwin.clinical import composite, crs_icans, ctcae, haematotox, kinetics, sledai

@@ -68,6 +68,40 @@ BATCH_SIGNATURE = types.void(
     RHS_INTO, JAC_INTO, LU_FACTOR, LU_SOLVE, types.int64, _M, _M, types.int64[::1], _M, _A3, _A3,
     _V, types.float64, types.float64, types.int64, _A3, types.int64[::1], types.int64[:, ::1])
 
+
+@numba.njit(cache=True, error_model="numpy")
+def _rms(x, scale):
+    s = 0.0
+    for i in range(x.size):
+        v = x[i] / scale[i]
+        s += v * v
+    return np.sqrt(s / x.size)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def initial_step(rhs_into, t0, y0, f0, k, u, t_bound, rtol, atol, exponent):
+    """The starting-step rule of Hairer, Norsett & Wanner (II.4), as SciPy has it; ``exponent``:
+    1 / (the order of the method's error estimate + 1)."""
+    interval = abs(t_bound - t0)
+    if interval == 0.0:
+        return 0.0
+    scale = atol + np.abs(y0) * rtol
+    d0 = _rms(y0, scale)
+    d1 = _rms(f0, scale)
+    if d0 < 1e-5 or d1 < 1e-5:
+        h0 = 1e-6
+    else:
+        h0 = 0.01 * d0 / d1
+    h0 = min(h0, interval)
+    f1 = np.empty(y0.size)
+    rhs_into(y0 + h0 * f0, t0 + h0, k, u, f1)
+    d2 = _rms(f1 - f0, scale) / h0
+    if d1 <= 1e-15 and d2 <= 1e-15:
+        h1 = max(1e-6, h0 * 1e-3)
+    else:
+        h1 = (0.01 / max(d1, d2)) ** exponent
+    return min(100.0 * h0, h1, interval)
+
 '''
 
 # Each patient's segments between dose breakpoints, the same for every kernel: observations up to
@@ -162,15 +196,6 @@ ERROR_CONST = KAPPA * GAMMA + 1.0 / np.arange(1, MAX_ORDER + 2)
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _rms(x, scale):
-    s = 0.0
-    for i in range(x.size):
-        v = x[i] / scale[i]
-        s += v * v
-    return np.sqrt(s / x.size)
-
-
-@numba.njit(cache=True, error_model="numpy")
 def _rms_scaled(x, inverse_scale):
     s = 0.0
     for i in range(x.size):
@@ -222,36 +247,13 @@ def _change_d(D, order, factor, work, out):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def initial_step(rhs_into, t0, y0, f0, k, u, t_bound, rtol, atol):
-    interval = abs(t_bound - t0)
-    if interval == 0.0:
-        return 0.0
-    scale = atol + np.abs(y0) * rtol
-    d0 = _rms(y0, scale)
-    d1 = _rms(f0, scale)
-    if d0 < 1e-5 or d1 < 1e-5:
-        h0 = 1e-6
-    else:
-        h0 = 0.01 * d0 / d1
-    h0 = min(h0, interval)
-    f1 = np.empty(y0.size)
-    rhs_into(y0 + h0 * f0, t0 + h0, k, u, f1)
-    d2 = _rms(f1 - f0, scale) / h0
-    if d1 <= 1e-15 and d2 <= 1e-15:
-        h1 = max(1e-6, h0 * 1e-3)
-    else:
-        h1 = (0.01 / max(d1, d2)) ** 0.5
-    return min(100.0 * h0, h1, interval)
-
-
-@numba.njit(cache=True, error_model="numpy")
 def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, t_obs, obs_from,
             obs_to, out, rtol, atol, max_steps, steps):
     """Integrate y from t0 to t_bound; write observations obs_from..obs_to-1 (t0 < t <= t_bound)."""
     n = y.size
     f = np.empty(n)
     rhs_into(y, t0, k, u, f)
-    h_abs = initial_step(rhs_into, t0, y, f, k, u, t_bound, rtol, atol)
+    h_abs = initial_step(rhs_into, t0, y, f, k, u, t_bound, rtol, atol, 0.5)  # an order-1 start
     newton_tol = max(10.0 * EPS / rtol, min(0.03, rtol ** 0.5))
     D = np.zeros((MAX_ORDER + 3, n))
     D[0] = y

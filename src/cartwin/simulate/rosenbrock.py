@@ -72,40 +72,6 @@ FAC_MIN, FAC_MAX, FAC_SAFE, FAC_REJECT = 0.2, 6.0, 0.9, 0.1
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _rms(x, scale):
-    s = 0.0
-    for i in range(x.size):
-        v = x[i] / scale[i]
-        s += v * v
-    return np.sqrt(s / x.size)
-
-
-@numba.njit(cache=True, error_model="numpy")
-def initial_step(rhs_into, t0, y0, f0, k, u, t_bound, rtol, atol):
-    """The starting-step rule of Hairer, Norsett & Wanner (II.4), as SciPy has it, for an error
-    estimate of order 3."""
-    interval = abs(t_bound - t0)
-    if interval == 0.0:
-        return 0.0
-    scale = atol + np.abs(y0) * rtol
-    d0 = _rms(y0, scale)
-    d1 = _rms(f0, scale)
-    if d0 < 1e-5 or d1 < 1e-5:
-        h0 = 1e-6
-    else:
-        h0 = 0.01 * d0 / d1
-    h0 = min(h0, interval)
-    f1 = np.empty(y0.size)
-    rhs_into(y0 + h0 * f0, t0 + h0, k, u, f1)
-    d2 = _rms(f1 - f0, scale) / h0
-    if d1 <= 1e-15 and d2 <= 1e-15:
-        h1 = max(1e-6, h0 * 1e-3)
-    else:
-        h1 = (0.01 / max(d1, d2)) ** (1.0 / ERROR_ORDER)  # 1 / (the error estimate's order + 1)
-    return min(100.0 * h0, h1, interval)
-
-
-@numba.njit(cache=True, error_model="numpy")
 def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, t_obs, obs_from,
             obs_to, out, rtol, atol, max_steps, steps, h_carried, timed):
     """Integrate y from t0 to t_bound; write observations obs_from..obs_to-1 (t0 < t <= t_bound).
@@ -120,7 +86,7 @@ def segment(rhs_into, jac_into, lu_factor, lu_solve, nnz, y, t0, t_bound, k, u, 
     steps[1] += 1
     h = min(h_carried, t_bound - t0)
     if h <= 0.0:
-        h = initial_step(rhs_into, t0, y, f0, k, u, t_bound, rtol, atol)
+        h = initial_step(rhs_into, t0, y, f0, k, u, t_bound, rtol, atol, 1.0 / ERROR_ORDER)
         steps[1] += 1
     J = np.zeros((n, n))  # jac_into writes the nonzero entries; the others stay 0
     F = np.empty(nnz)
