@@ -452,17 +452,13 @@ def work_precision(n_check, ref, quick=False, repeat=1, only=None, run_n=None, m
                     wall, failed, written, cpu = timed_run(n, rtol=rtol, protocol=protocol, extra=extra_toml,
                                                            chunk_size=MAX_CHUNK if marginal else None,
                                                            backend=backend)
-                    if factor == 1:
-                        extra[name, rtol] = {"failed": failed, "bytes_per_patient": round(written / n)}
-                    else:  # the 2N timing's failures are reported too
-                        extra.setdefault((name, rtol), {})["failed_2n"] = failed
+                    record = {"failed": failed, "bytes_per_patient": round(written / n)}
                 else:
                     n = factor * sizes[name]
                     wall, failed, _, cpu = timed(name, n, rtol)
-                    if factor == 1:
-                        extra[name, rtol] = {"failed": failed}
-                    else:
-                        extra.setdefault((name, rtol), {})["failed_2n"] = failed
+                    record = {"failed": failed}
+                # the N timing's failures and bytes; the 2N timing's failures are reported too
+                extra.setdefault((name, rtol), {}).update(record if factor == 1 else {"failed_2n": failed})
                 walls[name, rtol, factor].append(wall)
                 cpus[name, rtol, factor].append(cpu)
                 print(f"repeat {k + 1}: {name} rtol {rtol:g} N {n}: {wall:.2f} s, CPU {cpu:.2f} s "

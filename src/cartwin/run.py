@@ -193,8 +193,10 @@ def _solver_before_the_record(protocol) -> dict:
     """The solver of a run started before run.json recorded one: the protocol's own ``[solver]``
     values, else the defaults of those versions (numba-bdf, or scipy-lsoda for an imported SBML
     model, at rtol 1e-6 and atol 1e-9)."""
+    from cartwin.plan.work import IMPORTED_MODEL_BACKEND
+
     s = protocol.solver
-    default = "scipy-lsoda" if protocol.model.startswith("sbml:") else "numba-bdf"
+    default = IMPORTED_MODEL_BACKEND if protocol.model.startswith("sbml:") else "numba-bdf"
     return {"backend": s.backend if "backend" in s.model_fields_set else default,
             "rtol": 1e-6 if s.rtol is None else s.rtol, "atol": 1e-9 if s.atol is None else s.atol}
 

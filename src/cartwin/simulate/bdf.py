@@ -538,13 +538,17 @@ def load_kernel(cache_dir: Path, name: str, source: str, title: str) -> ModuleTy
     return module
 
 
-def integrate_batch(compiled: ModuleType, cache_dir: Path, *arrays) -> None:
-    """Run the kernel's ``integrate_batch`` with ``compiled``'s functions and sparse LU, then the
-    arguments of the kernel's own after them (K, Y0, schedules, output days, tolerances,
-    outputs)."""
+def run_kernel(kernel: ModuleType, compiled: ModuleType, *arrays) -> None:
+    """Run a kernel's ``integrate_batch`` (this one's or the RODAS4 kernel's) with ``compiled``'s
+    functions and sparse LU, then the arguments of the kernel's own after them (K, Y0, schedules,
+    output days, tolerances, outputs, and any of that kernel's own)."""
     from cartwin.model.codegen import sparse_lu
 
-    kernel = load_integrator(cache_dir)
     lu = sparse_lu(compiled)
     kernel.integrate_batch(compiled.rhs_into, compiled.jac_into, lu.factor, lu.solve,
                            compiled.LU_NNZ, *arrays)
+
+
+def integrate_batch(compiled: ModuleType, cache_dir: Path, *arrays) -> None:
+    """:func:`run_kernel` with the BDF kernel."""
+    run_kernel(load_integrator(cache_dir), compiled, *arrays)

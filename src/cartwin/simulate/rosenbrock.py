@@ -31,7 +31,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import ModuleType
 
-from cartwin.simulate.bdf import KERNEL_HEADER, driver_source, kernel_name, load_kernel
+from cartwin.simulate.bdf import KERNEL_HEADER, driver_source, kernel_name, load_kernel, run_kernel
 
 KERNEL_VERSION = "7"
 STAGES = 6  # RODAS4's
@@ -236,13 +236,9 @@ def load_integrator(cache_dir: Path) -> ModuleType:
 
 
 def integrate_batch(compiled: ModuleType, cache_dir: Path, *arrays) -> None:
-    """As :func:`cartwin.simulate.bdf.integrate_batch`, with the RODAS4 kernel."""
-    from cartwin.model.codegen import sparse_lu
-
-    kernel = load_integrator(cache_dir)
-    lu = sparse_lu(compiled)
-    kernel.integrate_batch(compiled.rhs_into, compiled.jac_into, lu.factor, lu.solve,
-                           compiled.LU_NNZ, *arrays, uses_time(compiled))
+    """As :func:`cartwin.simulate.bdf.integrate_batch`, with the RODAS4 kernel, which is told
+    whether the right-hand side reads time itself."""
+    run_kernel(load_integrator(cache_dir), compiled, *arrays, uses_time(compiled))
 
 
 def uses_time(compiled: ModuleType) -> bool:

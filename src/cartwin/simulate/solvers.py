@@ -128,14 +128,6 @@ class ScipyLSODA:
         return out
 
 
-
-def _integrate(compiled: ModuleType, *arrays) -> None:
-    from cartwin.model.codegen import cache_dir
-    from cartwin.simulate.bdf import integrate_batch
-
-    integrate_batch(compiled, cache_dir(), *arrays)
-
-
 def pack_schedules(schedules: list[Schedule], n_states: int):
     """Ragged per-patient schedules -> padded arrays for compiled code."""
     n = len(schedules)
@@ -228,7 +220,10 @@ class NumbaBDF(_CompiledKernelSolver):
                 "atol": self.atol, "max_steps": self.max_steps, "jacobian": "analytic (sympy)"}
 
     def _kernel(self, compiled: ModuleType, *arrays) -> None:
-        _integrate(compiled, *arrays)
+        from cartwin.model.codegen import cache_dir
+        from cartwin.simulate.bdf import integrate_batch
+
+        integrate_batch(compiled, cache_dir(), *arrays)
 
 
 @dataclass(frozen=True)
