@@ -163,7 +163,6 @@ def test_worker_killed_mid_run_loses_and_duplicates_no_patient(tmp_path, protoco
     protocol_dict["schedule"] = {"every": 1, "start": -6, "stop": 120}
     path = write_protocol(tmp_path / "p.toml", protocol_dict)
     out = tmp_path / "run"
-    worker_pids = monitor.run(os.getpid)  # worker address -> pid of its process
     outcome = {}
 
     def run():
@@ -176,20 +175,28 @@ def test_worker_killed_mid_run_loses_and_duplicates_no_patient(tmp_path, protoco
     runner = threading.Thread(target=run)
     runner.start()
     parts = out / "patients.parquet"
-    victim, assigned = None, []
-    deadline = time.time() + 120
-    while time.time() < deadline and victim is None:
-        if parts.exists() and len(list(parts.glob("part-*.parquet"))) >= 2:
-            # a worker whose current chunk is not stored yet
-            busy = {w: keys for w, keys in monitor.processing().items()
-                    if keys and not all((parts / f"{chunk_of(k)}.parquet").exists() for k in keys)}
-            if busy:
-                victim, assigned = next(iter(busy.items()))
-        time.sleep(0.01)
-    assert victim is not None, "the run should still be going when the worker is killed"
-    os.kill(worker_pids[victim], signal.SIGKILL)
-    time.sleep(0.2)  # the process is gone: what it had not stored is lost
-    lost = [chunk_of(k) for k in assigned if not (parts / f"{chunk_of(k)}.parquet").exists()]
+    lost = []
+    # A worker seen busy with an unstored chunk may store it in the moment before the kill lands
+    # (on a loaded machine): then it lost nothing, and another busy worker is killed, up to three.
+    for _ in range(3):
+        worker_pids = monitor.run(os.getpid)  # worker address -> pid of its process (a killed one restarts)
+        victim, assigned = None, []
+        deadline = time.time() + 120
+        while time.time() < deadline and victim is None:
+            if parts.exists() and len(list(parts.glob("part-*.parquet"))) >= 2:
+                # a worker whose current chunk is not stored yet
+                busy = {w: keys for w, keys in monitor.processing().items()
+                        if w in worker_pids and keys
+                        and not all((parts / f"{chunk_of(k)}.parquet").exists() for k in keys)}
+                if busy:
+                    victim, assigned = next(iter(busy.items()))
+            time.sleep(0.01)
+        assert victim is not None, "the run should still be going when the worker is killed"
+        os.kill(worker_pids[victim], signal.SIGKILL)
+        time.sleep(0.2)  # the process is gone: what it had not stored is lost
+        lost = [chunk_of(k) for k in assigned if not (parts / f"{chunk_of(k)}.parquet").exists()]
+        if lost:
+            break
     assert lost, "the killed worker should have held unfinished chunks"
     runner.join(timeout=180)
     assert not runner.is_alive() and "error" not in outcome, outcome.get("error")
